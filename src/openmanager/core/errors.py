@@ -1,0 +1,44 @@
+"""One error tree for the whole hub; edges translate it into wire errors and HTTP statuses."""
+
+from __future__ import annotations
+
+
+class OpenManagerError(Exception):
+    """Root of every error the hub raises on purpose. `code` is the wire's snake_case error code."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ValidationError(OpenManagerError):
+    """Input that does not fit the contract (a bad filter, a bad option)."""
+
+    code = "invalid"
+
+
+class RuleSyntaxError(ValidationError):
+    """A rule expression that does not parse or does not type-check; `position` is a 0-based offset."""
+
+    code = "invalid_expression"
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"{message} at position {position}")
+        self.reason = message
+        self.position = position
+
+
+class NotFoundError(OpenManagerError):
+    """A named thing (server, topic, subscription) that does not exist."""
+
+    code = "not_found"
+
+
+class ConfigError(OpenManagerError):
+    """A configuration value that cannot be used."""
+
+    code = "invalid_config"

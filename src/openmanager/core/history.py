@@ -1,0 +1,105 @@
+"""Short per-server history in compact column arrays.
+
+Each server keeps a ring of `capacity` points: one int64 timestamp column and one float32 column
+per metric (NaN where the sample had no value). 5,000 servers at a 1 s tick for an hour is about
+5000 * 3600 * (8 + 14 * 4) bytes ~ 1.1 GiB worst case; the default 20-server fleet needs ~4.6 MiB.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterator, Mapping
+
+from openmanager.core.model import METRIC_NAMES
+
+_NAN = float("nan")
+
+
+class SeriesRing:
+    """A fixed-capacity ring of (ts, {metric: value}) points for one server. Appends are O(metrics)."""
+
+    __slots__ = ("_cols", "_count", "_head", "_ts", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._ts = array("q", bytes(8 * capacity))
+        self._cols = {name: array("f", [_NAN]) * capacity for name in METRIC_NAMES}
+        self._head = 0  # index of the next write
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, ts: int, values: Mapping[str, float]) -> None:
+        """Append a point. A point not newer than the last one is dropped (timestamps stay ascending)."""
+        if self._count and ts <= self.last_ts():
+            return
+        i = self._head
+        self._ts[i] = ts
+        for name, col in self._cols.items():
+            col[i] = values.get(name, _NAN)
+        self._head = (i + 1) % self.capacity
+        self._count = min(self._count + 1, self.capacity)
+
+    def last_ts(self) -> int:
+        if not self._count:
+            return 0
+        return self._ts[(self._head - 1) % self.capacity]
+
+    def _indices(self, since_ms: int) -> Iterator[int]:
+        start = (self._head - self._count) % self.capacity
+        # Walk newest to oldest to find the first index inside the window, then yield in order.
+        n = 0
+        for k in range(self._count - 1, -1, -1):
+            if self._ts[(start + k) % self.capacity] < since_ms:
+                break
+            n += 1
+        first = self._count - n
+        for k in range(first, self._count):
+            yield (start + k) % self.capacity
+
+    def series(self, metric: str, since_ms: int) -> tuple[list[int], list[float]]:
+        """Timestamps and values of `metric` at or after `since_ms`, oldest first, skipping missing values."""
+        col = self._cols.get(metric)
+        if col is None:
+            return [], []
+        out_ts: list[int] = []
+        out_v: list[float] = []
+        for i in self._indices(since_ms):
+            v = col[i]
+            if not math.isnan(v):
+                out_ts.append(self._ts[i])
+                out_v.append(float(v))
+        return out_ts, out_v
+
+    def points(self, since_ms: int) -> Iterator[tuple[int, dict[str, float]]]:
+        """Every point at or after `since_ms`, oldest first, with only the metrics it has."""
+        for i in self._indices(since_ms):
+            values = {name: float(col[i]) for name, col in self._cols.items() if not math.isnan(col[i])}
+            yield self._ts[i], values
+
+
+class FleetHistory:
+    """Rings for every server, created on first append."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._rings: dict[str, SeriesRing] = {}
+
+    def append(self, server: str, ts: int, values: Mapping[str, float]) -> None:
+        ring = self._rings.get(server)
+        if ring is None:
+            ring = self._rings[server] = SeriesRing(self.capacity)
+        ring.append(ts, values)
+
+    def get(self, server: str) -> SeriesRing | None:
+        return self._rings.get(server)
+
+    def forget(self, server: str) -> None:
+        self._rings.pop(server, None)
+
+    def servers(self) -> list[str]:
+        return list(self._rings)

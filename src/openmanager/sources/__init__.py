@@ -1,0 +1,1 @@
+"""Metric and log sources, one module each. Each implements `Source` from `sources.base`."""
