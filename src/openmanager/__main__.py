@@ -1,0 +1,3 @@
+from openmanager.cli import main
+
+main()

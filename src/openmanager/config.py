@@ -1,0 +1,158 @@
+"""Settings: defaults < TOML file < environment (`OPENMANAGER_<NAME>`) < command-line flags.
+
+`Settings.load` takes the flags the user actually gave (None for the rest), the environment and an
+optional TOML path. Every field has the same name in all three places (flag `--queue-max-bytes`,
+variable `OPENMANAGER_QUEUE_MAX_BYTES`, TOML key `queue_max_bytes`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from openmanager.core.errors import ConfigError, RuleSyntaxError
+from openmanager.core.rules import parse_duration
+from openmanager.core.model import METRIC_NAMES
+from openmanager.core.status import StatusPolicy, Threshold
+
+ENV_PREFIX = "OPENMANAGER_"
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    host: str = _opt("127.0.0.1", "Address to bind (loopback by default; 0.0.0.0 exposes the hub).")
+    port: int = _opt(8000, "TCP port to serve HTTP, WebSocket and SSE on.")
+    data_dir: str = _opt("./data", "Directory for the SQLite store and the generated admin token.")
+    db: str = _opt("", "Store URL; default sqlite:///<data_dir>/openmanager.db.")
+    servers: int = _opt(20, "Number of simulated servers.")
+    seed: int | None = _opt(None, "Seed for the simulated fleet (reproducible runs).")
+    tick: float = _opt(1.0, "Seconds between samples of the simulator and the local host.")
+    simulator: bool = _opt(True, "Run the simulated fleet.")
+    local: bool = _opt(True, "Monitor this host through psutil.")
+    heartbeat_ms: int = _opt(15_000, "WebSocket ping interval; a peer that does not answer within it is closed.")
+    max_frame_bytes: int = _opt(65_536, "Largest client frame accepted; larger closes with 1009.")
+    history_max_age: str = _opt("10m", "Broker history per topic: maximum age (a duration).")
+    history_max_events: int = _opt(10_000, "Broker history per topic: maximum number of events.")
+    history_max_bytes: int = _opt(64 * 1024 * 1024, "Broker history per topic: maximum bytes.")
+    queue_max_messages: int = _opt(4096, "Per-connection outbound queue: maximum frames before 4008.")
+    queue_max_bytes: int = _opt(8 * 1024 * 1024, "Per-connection outbound queue: maximum bytes before 4008.")
+    rollup_minute_days: int = _opt(7, "Days to keep 1-minute roll-ups.")
+    rollup_hour_days: int = _opt(90, "Days to keep 1-hour roll-ups.")
+    memory_history: str = _opt("1h", "How much per-server history to keep in memory (a duration).")
+    thresholds: str = _opt("", "Status threshold overrides, e.g. 'cpu=60:80,disk=85:95' (warning:critical).")
+    allowed_origins: str = _opt("", "Extra WebSocket Origins allowed, comma-separated (same origin always is).")
+    log_level: str = _opt("info", "Log level: debug, info, warning, error.")
+
+    @classmethod
+    def load(
+        cls,
+        flags: Mapping[str, Any] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        config_file: str | Path | None = None,
+    ) -> Settings:
+        """Merge the sources in order of precedence. Raises ConfigError for unknown keys or bad values."""
+        values: dict[str, Any] = {}
+        names = {f.name: f for f in fields(cls)}
+        if config_file:
+            path = Path(config_file)
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+            table = data.get("openmanager", data)
+            for key, value in table.items():
+                key = key.replace("-", "_")
+                if key not in names:
+                    raise ConfigError(f"unknown key {key!r} in {path}")
+                values[key] = value
+        environ = os.environ if env is None else env
+        for name in names:
+            raw = environ.get(ENV_PREFIX + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        for name, value in (flags or {}).items():
+            if value is not None:
+                if name not in names:
+                    raise ConfigError(f"unknown setting {name!r}")
+                values[name] = value
+        coerced = {name: _coerce(name, value, names[name].type) for name, value in values.items()}
+        settings = cls(**coerced)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("port must be between 0 and 65535")
+        if self.tick <= 0:
+            raise ConfigError("tick must be positive")
+        if self.servers < 0:
+            raise ConfigError("servers must be 0 or more")
+        for name in ("history_max_age", "memory_history"):
+            try:
+                parse_duration(getattr(self, name))
+            except RuleSyntaxError as exc:
+                raise ConfigError(f"{name}: {exc.message}") from exc
+        self.status_policy()
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{Path(self.data_dir) / 'openmanager.db'}"
+
+    def status_policy(self) -> StatusPolicy:
+        overrides: dict[str, Threshold] = {}
+        for part in filter(None, (p.strip() for p in self.thresholds.split(","))):
+            name, _, pair = part.partition("=")
+            warn, _, crit = pair.partition(":")
+            try:
+                overrides[name.strip()] = Threshold(float(warn), float(crit))
+            except ValueError:
+                raise ConfigError(f"bad threshold {part!r}: use metric=warning:critical") from None
+            if name.strip() not in METRIC_NAMES:
+                raise ConfigError(f"bad threshold {part!r}: unknown metric {name.strip()!r}")
+        return StatusPolicy().with_overrides(overrides)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if kind.startswith("int"):
+            if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+                if "None" in kind:
+                    return None
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"invalid value {value!r} for {name}") from None
+
+
+def help_for(name: str) -> str:
+    for f in fields(Settings):
+        if f.name == name:
+            return str(f.metadata["help"])
+    raise KeyError(name)

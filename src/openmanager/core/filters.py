@@ -1,0 +1,237 @@
+"""Subscription filters per topic (pure).
+
+`parse_filter(topic, raw)` validates a subscribe message's `filter` object and returns a filter whose
+`key` is canonical: two subscriptions with the same meaning get the same key, and therefore the same
+shape and `sub` id. Filters never raise while applying; an unknown comparison (a field the server does
+not report) leaves that server out.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from openmanager.core.errors import RuleSyntaxError, ValidationError
+from openmanager.core.model import METRIC_NAMES, LogLevel, ServerInfo
+from openmanager.core.rules import Condition, EvalContext, compile_condition, parse_duration
+
+TOPICS: tuple[str, ...] = ("metrics", "fleet", "logs", "alerts", "notifications", "system")
+"""Every topic of the protocol."""
+
+SERVED_TOPICS: frozenset[str] = frozenset({"metrics", "fleet", "logs", "system"})
+"""Topics this version serves; `alerts` and `notifications` arrive with the alert engine."""
+
+MAX_GLOBS = 256
+MIN_INTERVAL_MS = 100
+MAX_INTERVAL_MS = 3_600_000
+
+
+class FleetView(Protocol):
+    """What filters need to know about servers beyond an event's own data."""
+
+    def info(self, server_id: str) -> ServerInfo | None: ...
+
+    def context(self, server_id: str) -> EvalContext | None: ...
+
+
+def _invalid(message: str) -> ValidationError:
+    return ValidationError(message, code="invalid_filter")
+
+
+def _str_list(raw: object, what: str) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        items = [s.strip() for s in raw.split(",")]
+    elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        items = [s.strip() for s in raw]
+    else:
+        raise _invalid(f"{what} must be a list of strings")
+    items = [s for s in items if s]
+    if len(items) > MAX_GLOBS:
+        raise _invalid(f"{what} has more than {MAX_GLOBS} entries")
+    return tuple(sorted(set(items)))
+
+
+class ServerMatcher:
+    """Server id globs plus exact tag matches; remembers its verdict per server id."""
+
+    __slots__ = ("_cache", "globs", "tags")
+
+    def __init__(self, globs: tuple[str, ...], tags: tuple[tuple[str, str], ...]) -> None:
+        self.globs = globs
+        self.tags = tags
+        self._cache: dict[str, bool] = {}
+
+    def matches(self, server_id: str, view: FleetView) -> bool:
+        hit = self._cache.get(server_id)
+        if hit is None:
+            hit = self._decide(server_id, view)
+            if len(self._cache) < 100_000:
+                self._cache[server_id] = hit
+        return hit
+
+    def _decide(self, server_id: str, view: FleetView) -> bool:
+        if self.globs and not any(fnmatch.fnmatchcase(server_id, g) for g in self.globs):
+            return False
+        if self.tags:
+            info = view.info(server_id)
+            if info is None:
+                return False
+            return all(info.tags.get(k) == v for k, v in self.tags)
+        return True
+
+    def forget(self, server_id: str) -> None:
+        """Drop a cached verdict (the server's tags changed)."""
+        self._cache.pop(server_id, None)
+
+
+class MetricsFilter:
+    __slots__ = ("interval_ms", "key", "matcher", "metrics", "where")
+
+    def __init__(
+        self,
+        servers: tuple[str, ...] = (),
+        tags: tuple[tuple[str, str], ...] = (),
+        metrics: tuple[str, ...] = (),
+        where: Condition | None = None,
+        interval_ms: int = 0,
+    ) -> None:
+        self.matcher = ServerMatcher(servers, tags)
+        self.metrics = frozenset(metrics)
+        self.where = where
+        self.interval_ms = interval_ms
+        self.key: tuple[object, ...] = (
+            "metrics",
+            servers,
+            tags,
+            tuple(sorted(metrics)),
+            where.source if where else None,
+            interval_ms,
+        )
+
+    def select(self, servers: Mapping[str, Mapping[str, Any]], view: FleetView) -> dict[str, dict[str, Any]]:
+        """The servers of a metrics payload this filter keeps, each projected to the chosen fields
+        (`status` is always kept)."""
+        out: dict[str, dict[str, Any]] = {}
+        for sid, sample in servers.items():
+            if not self.matcher.matches(sid, view):
+                continue
+            if self.where is not None:
+                ctx = view.context(sid)
+                if ctx is None or self.where.evaluate(ctx) is not True:
+                    continue
+            if self.metrics:
+                out[sid] = {k: v for k, v in sample.items() if k in self.metrics or k == "status"}
+            else:
+                out[sid] = dict(sample)
+        return out
+
+
+class LogsFilter:
+    __slots__ = ("contains", "key", "level", "matcher")
+
+    def __init__(self, servers: tuple[str, ...] = (), level: LogLevel = LogLevel.DEBUG, contains: str = "") -> None:
+        self.matcher = ServerMatcher(servers, ())
+        self.level = level
+        self.contains = contains.casefold()
+        self.key: tuple[object, ...] = ("logs", servers, level.name, self.contains)
+
+    def select(self, records: Sequence[Mapping[str, Any]], view: FleetView) -> list[Mapping[str, Any]]:
+        out: list[Mapping[str, Any]] = []
+        for rec in records:
+            if LogLevel[str(rec["level"])] < self.level:
+                continue
+            if not self.matcher.matches(str(rec["server"]), view):
+                continue
+            if self.contains and self.contains not in str(rec["message"]).casefold():
+                continue
+            out.append(rec)
+        return out
+
+
+class PlainFilter:
+    """Topics without filter keys (fleet, system)."""
+
+    __slots__ = ("key",)
+
+    def __init__(self, topic: str) -> None:
+        self.key: tuple[object, ...] = (topic,)
+
+
+TopicFilter = MetricsFilter | LogsFilter | PlainFilter
+
+
+def _check_keys(raw: Mapping[str, Any], allowed: set[str], topic: str) -> None:
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        allowed_text = ", ".join(sorted(allowed)) or "none"
+        raise _invalid(f"unknown filter key {unknown[0]!r} for topic {topic!r} (allowed: {allowed_text})")
+
+
+def _parse_tags(raw: object) -> tuple[tuple[str, str], ...]:
+    if isinstance(raw, str):
+        pairs: dict[str, str] = {}
+        for part in raw.split(","):
+            if not part.strip():
+                continue
+            k, sep, v = part.partition(":")
+            if not sep or not k.strip():
+                raise _invalid("tags must look like key:value,key:value")
+            pairs[k.strip()] = v.strip()
+        return tuple(sorted(pairs.items()))
+    if isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        return tuple(sorted(raw.items()))
+    raise _invalid("tags must be an object of string values")
+
+
+def parse_filter(topic: str, raw: object) -> TopicFilter:
+    """Validate `raw` (a subscribe message's `filter`, or None) for `topic`.
+
+    Raises ValidationError with code `invalid_filter` (or `invalid_expression` for a bad `where`,
+    whose message names the position)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _invalid("filter must be an object")
+    if topic == "metrics":
+        _check_keys(raw, {"servers", "tags", "metrics", "where", "interval"}, topic)
+        servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()
+        tags = _parse_tags(raw["tags"]) if "tags" in raw else ()
+        metrics = _str_list(raw["metrics"], "metrics") if "metrics" in raw else ()
+        for name in metrics:
+            if name not in METRIC_NAMES:
+                raise _invalid(f"unknown metric {name!r}")
+        where: Condition | None = None
+        if raw.get("where") not in (None, ""):
+            if not isinstance(raw["where"], str):
+                raise _invalid("where must be a string")
+            where = compile_condition(raw["where"])
+        interval_ms = 0
+        if raw.get("interval") not in (None, "", 0):
+            text = raw["interval"]
+            if not isinstance(text, str):
+                raise _invalid("interval must be a duration string like '5s'")
+            try:
+                interval_ms = parse_duration(text)
+            except RuleSyntaxError:
+                raise _invalid(f"invalid interval {text!r}: use a duration like 5s or 1m") from None
+            if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
+                raise _invalid("interval must be between 0.1s and 1h")
+        return MetricsFilter(servers, tags, metrics, where, interval_ms)
+    if topic == "logs":
+        _check_keys(raw, {"servers", "level", "contains"}, topic)
+        servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()
+        level = LogLevel.DEBUG
+        if raw.get("level") not in (None, ""):
+            if not isinstance(raw["level"], str):
+                raise _invalid("level must be a string")
+            try:
+                level = LogLevel.parse(raw["level"])
+            except ValueError:
+                raise _invalid(f"unknown level {raw['level']!r} (DEBUG, INFO, WARN, ERROR, CRITICAL)") from None
+        contains = raw.get("contains") or ""
+        if not isinstance(contains, str) or len(contains) > 1024:
+            raise _invalid("contains must be a string of at most 1024 characters")
+        return LogsFilter(servers, level, contains)
+    _check_keys(raw, set(), topic)
+    return PlainFilter(topic)

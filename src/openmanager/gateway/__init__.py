@@ -1,0 +1,1 @@
+"""The network edge: FastAPI app, WebSocket and REST routers, auth."""

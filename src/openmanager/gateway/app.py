@@ -1,0 +1,119 @@
+"""The ASGI application: routes, the auth gate, the access log (which never shows a token)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openmanager import __version__
+from openmanager.gateway import errors
+from openmanager.gateway.auth import COOKIE_NAME
+from openmanager.gateway.errors import error_response
+from openmanager.gateway.rest import router
+from openmanager.gateway.ws import websocket_endpoint
+
+if TYPE_CHECKING:
+    from openmanager.hub import Hub
+
+access_log = logging.getLogger("openmanager.access")
+
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico"})
+STATIC_DIR = resources.files("openmanager") / "web" / "static"
+
+
+class AuthGate:
+    """Every HTTP path needs a token except the public ones; `/?token=` trades the token for the
+    session cookie and redirects to `/`. WebSocket auth happens in the endpoint (close 4401)."""
+
+    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            response = self._gate(Request(scope))
+            if response is not None:
+                await response(scope, receive, send_logged)
+            else:
+                await self.app(scope, receive, send_logged)
+        finally:
+            access_log.info(
+                '%s "%s %s" %s %.1fms',
+                (scope.get("client") or ("-",))[0], scope["method"], scope["path"], status,
+                (time.perf_counter() - started) * 1000,
+            )
+
+    def _gate(self, request: Request) -> Response | None:
+        path = request.url.path
+        auth = self.hub.auth
+        if path == "/" and "token" in request.query_params:
+            if auth.check_token(request.query_params["token"]) is None:
+                return error_response(401, "unauthorized", "invalid token")
+            response = RedirectResponse("/", status_code=303)
+            response.set_cookie(
+                COOKIE_NAME, auth.session_cookie(), httponly=True, samesite="strict", path="/",
+                secure=request.url.scheme == "https",
+            )
+            return response
+        if path in PUBLIC_PATHS or path.startswith("/static/"):
+            return None
+        user = auth.authenticate(
+            {k.lower(): v for k, v in request.headers.items()}, dict(request.query_params), dict(request.cookies)
+        )
+        if user is None:
+            response = error_response(401, "unauthorized", "a valid token is required")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+        request.scope["user"] = user
+        return None
+
+
+def create_app(hub: Hub) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = FastAPI(
+        title="OpenManager Vibe",
+        version=__version__,
+        description="Real-time server-fleet monitoring hub. See docs/protocol.md for WebSocket and SSE.",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    errors.install(app)
+    app.include_router(router)
+    app.add_api_websocket_route("/ws", websocket_endpoint)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return FileResponse(str(STATIC_DIR / "index.html"), headers={"Cache-Control": "no-store"})
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(AuthGate, hub=hub)
+    return app

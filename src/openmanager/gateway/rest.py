@@ -1,0 +1,102 @@
+"""REST routes under `/api/v1`, plus health, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
+from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
+from openmanager.core.rules import parse_duration
+from openmanager.gateway.errors import JSONResponse, error_response
+
+if TYPE_CHECKING:
+    from openmanager.hub import Hub
+
+router = APIRouter()
+MAX_POINTS = 10_000
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """`{"status": "ok"}` while the process serves."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> Response:
+    """200 when sources, store and broker are ready, else 503 with the reason."""
+    ready, reason = _hub(request).readiness()
+    if ready:
+        return JSONResponse({"status": "ready"})
+    return error_response(503, "not_ready", reason)
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+async def prometheus_metrics(request: Request) -> Response:
+    """The hub's own counters in the Prometheus text format."""
+    return Response(generate_latest(_hub(request).registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/servers", tags=["servers"])
+async def list_servers(request: Request) -> dict[str, list[dict[str, Any]]]:
+    """Every known server with its status and latest sample."""
+    return {"servers": [s.to_api() for s in _hub(request).state]}
+
+
+@router.get("/api/v1/servers/{server_id}", tags=["servers"])
+async def get_server(request: Request, server_id: str) -> dict[str, Any]:
+    state = _hub(request).state.servers.get(server_id)
+    if state is None:
+        raise NotFoundError(f"no server {server_id!r}")
+    return state.to_api()
+
+
+def parse_since(text: str, now_ms: int) -> int:
+    """`since` as epoch milliseconds or a duration back from now (`15m`)."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return now_ms - parse_duration(text)
+    except RuleSyntaxError:
+        raise ValidationError(f"since must be epoch milliseconds or a duration like 15m, not {text!r}",
+                              code="invalid_parameter") from None
+
+
+@router.get("/api/v1/servers/{server_id}/history", tags=["servers"])
+async def server_history(
+    request: Request,
+    server_id: str,
+    metric: Annotated[str, Query(description="Metric field, e.g. cpu")] = "cpu",
+    since: Annotated[str, Query(description="Epoch ms or a duration back from now, e.g. 15m")] = "15m",
+    step: Annotated[str | None, Query(description="Bucket width, e.g. 10s or 1m")] = None,
+) -> dict[str, Any]:
+    """Points `[ts_ms, value]` oldest first: recent ones from memory, older from the stored roll-ups."""
+    hub = _hub(request)
+    if server_id not in hub.state.servers and not await hub.known_in_store(server_id):
+        raise NotFoundError(f"no server {server_id!r}")
+    if metric not in METRIC_NAMES:
+        raise ValidationError(f"unknown metric {metric!r}", code="invalid_parameter")
+    now_ms = int(time.time() * 1000)
+    since_ms = parse_since(since, now_ms)
+    step_ms: int | None = None
+    if step:
+        try:
+            step_ms = parse_duration(step)
+        except RuleSyntaxError:
+            raise ValidationError(f"invalid step {step!r}", code="invalid_parameter") from None
+        if (now_ms - since_ms) // step_ms > MAX_POINTS:
+            raise ValidationError(f"step too small: more than {MAX_POINTS} points", code="invalid_parameter")
+    points = await hub.history_points(server_id, metric, since_ms, now_ms, step_ms)
+    digits = METRIC_BY_NAME[metric].precision
+    return {"metric": metric, "server": server_id, "points": [[ts, round(v, digits)] for ts, v in points]}

@@ -1,0 +1,198 @@
+"""The `/ws` endpoint: the protocol of PROTOCOL.md over one WebSocket connection.
+
+Every reply and event goes through the session's bounded queue, so a connection's messages keep their
+order. Bad client messages get an `error` and the connection stays open; a bad token closes with 4401,
+a foreign Origin with 4403, an oversized frame with 1009 (enforced by the server's frame limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from openmanager import __version__
+from openmanager.core.errors import OpenManagerError, ValidationError
+from openmanager.core.filters import SERVED_TOPICS, TOPICS, parse_filter
+from openmanager.pipeline.session import Session
+
+if TYPE_CHECKING:
+    from openmanager.hub import Hub
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL_JSON = "openmanager.v1.json"
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+SNAPSHOT_TOPICS = frozenset({"metrics", "fleet", "system"})
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
+
+
+def origin_allowed(headers: dict[str, str], allowed: frozenset[str]) -> bool:
+    """Same-origin (Origin host equals Host), no Origin (non-browser clients), or an allowed origin."""
+    origin = headers.get("origin")
+    if not origin:
+        return True
+    if origin.rstrip("/") in allowed:
+        return True
+    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+
+
+class ProtocolError(OpenManagerError):
+    code = "invalid_message"
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    hub: Hub = ws.app.state.hub
+    headers = {k.lower(): v for k, v in ws.headers.items()}
+    offered = ws.scope.get("subprotocols") or []
+    subprotocol = SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None
+    user = hub.auth.authenticate(headers, dict(ws.query_params), dict(ws.cookies))
+    if user is None:
+        await ws.accept(subprotocol=subprotocol)
+        await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+        return
+    if not origin_allowed(headers, hub.allowed_origins):
+        await ws.accept(subprotocol=subprotocol)
+        await ws.close(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+        return
+    await ws.accept(subprotocol=subprotocol)
+    client = ws.client
+    session = Session(
+        user=user,
+        transport="ws",
+        remote=f"{client.host}:{client.port}" if client else "",
+        stats=hub.stats,
+        limits=hub.queue_limits,
+    )
+    hub.sessions[session.id] = session
+    hub.stats.connections["ws"] += 1
+    session.send(
+        _dumps(
+            {
+                "type": "welcome",
+                "session": session.id,
+                "server_time": int(time.time() * 1000),
+                "heartbeat_ms": hub.settings.heartbeat_ms,
+                "version": __version__,
+            }
+        )
+    )
+    writer = asyncio.create_task(session.run_writer(ws.send_text), name=f"ws-writer-{session.id}")
+    reader = asyncio.create_task(_read_loop(ws, hub, session), name=f"ws-reader-{session.id}")
+    try:
+        await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        hub.fanout.detach_all(session)
+        for task in (writer, reader):
+            task.cancel()
+        for task in (writer, reader):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
+                await task
+        hub.sessions.pop(session.id, None)
+        hub.stats.connections["ws"] -= 1
+    if session.close_code is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(session.close_code, session.close_reason), timeout=2)
+
+
+async def _read_loop(ws: WebSocket, hub: Hub, session: Session) -> None:
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        payload = message.get("text")
+        if payload is None:
+            payload = message.get("bytes") or b""
+        await handle_message(hub, session, payload)
+        if session.closing:
+            return
+
+
+async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> None:
+    """Answer one client message; every problem becomes an `error` reply."""
+    request_id: Any = None
+    try:
+        try:
+            msg = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            raise ProtocolError("message is not valid JSON", code="invalid_json") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError("message must be a JSON object")
+        request_id = msg.get("id")
+        if request_id is not None and not isinstance(request_id, str | int):
+            request_id = None
+            raise ProtocolError("id must be a string or a number")
+        kind = msg.get("type")
+        if not isinstance(kind, str):
+            raise ProtocolError("message has no type", code="missing_type")
+        if kind == "subscribe":
+            await _subscribe(hub, session, msg, request_id)
+        elif kind == "unsubscribe":
+            _unsubscribe(hub, session, msg, request_id)
+        elif kind == "ping":
+            session.send(_dumps({"type": "pong", "id": request_id, "server_time": int(time.time() * 1000)}))
+        else:
+            raise ProtocolError(f"unknown message type {kind!r}", code="unknown_type")
+    except OpenManagerError as exc:
+        reply: dict[str, Any] = {"type": "error", "code": exc.code, "message": exc.message}
+        if request_id is not None:
+            reply["id"] = request_id
+        position = getattr(exc, "position", None)
+        if position is not None:
+            reply["position"] = position
+        session.send(_dumps(reply))
+
+
+async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:
+    topic = msg.get("topic")
+    if not isinstance(topic, str) or topic not in TOPICS:
+        raise ProtocolError(f"unknown topic {topic!r} (topics: {', '.join(TOPICS)})", code="unknown_topic")
+    if topic not in SERVED_TOPICS:
+        raise ProtocolError(f"topic {topic!r} is not served by this hub yet", code="topic_unavailable")
+    encoding = msg.get("encoding", "json")
+    if encoding != "json":
+        raise ValidationError(f"unknown encoding {encoding!r} (json)", code="invalid_encoding")
+    flt = parse_filter(topic, msg.get("filter"))
+    since = msg.get("since")
+    if since is not None and not isinstance(since, str):
+        raise ValidationError("since must be a cursor string", code="invalid_cursor")
+    shape = hub.fanout.shape_for(topic, flt, encoding)
+    reply: dict[str, Any] = {"type": "subscribed", "id": request_id, "sub": shape.sub, "topic": topic}
+    if shape.sub in session.subs:
+        reply["cursor"] = hub.broker.head(topic)
+        session.send(_dumps(reply))
+        return
+    missed = await hub.broker.replay(topic, since) if since is not None else None
+    # From here to attach nothing awaits, so no event can slip between the snapshot/replay and live.
+    reply["cursor"] = hub.broker.head(topic)
+    if since is not None:
+        reply["recovered"] = missed is not None
+    session.send(_dumps(reply))
+    if missed is not None:
+        for event in missed:
+            frame = hub.fanout.frame_for(shape, event)
+            if frame is not None:
+                session.send(frame)
+    elif topic in SNAPSHOT_TOPICS:
+        data = shape.render_snapshot(hub.snapshot(topic), hub.state)
+        session.send(_dumps({"type": "snapshot", "sub": shape.sub, "cursor": reply["cursor"], "data": data}))
+    hub.fanout.attach(session, shape)
+
+
+def _unsubscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:
+    sub = msg.get("sub")
+    shape = session.subs.get(sub) if isinstance(sub, str) else None
+    if shape is None:
+        raise ProtocolError(f"no subscription {sub!r} on this connection", code="unknown_subscription")
+    hub.fanout.detach(session, shape)
+    session.send(_dumps({"type": "unsubscribed", "id": request_id, "sub": shape.sub}))

@@ -1,0 +1,217 @@
+"""Wiring: sources → pipeline → state, broker → fan-out → sessions; store, roll-up jobs and periodic ticks.
+
+`Hub.start()` and `Hub.stop()` are called by the ASGI lifespan. Rule evaluation, ticks and roll-ups run
+whether or not any client is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry
+
+from openmanager.broker.memory import HistoryLimits, MemoryBroker
+from openmanager.config import Settings
+from openmanager.core.history import FleetHistory
+from openmanager.core.rules import parse_duration
+from openmanager.gateway.auth import Authenticator
+from openmanager.pipeline.fanout import FanOut
+from openmanager.pipeline.pipeline import Pipeline
+from openmanager.pipeline.session import QueueLimits, Session
+from openmanager.pipeline.state import FleetState
+from openmanager.pipeline.stats import HubStats
+from openmanager.sources.base import Source
+from openmanager.store.db import Store
+from openmanager.store.queries import history_points
+from openmanager.store.rollups import RollupWriter
+
+log = logging.getLogger(__name__)
+
+
+def build_sources(settings: Settings) -> list[Source]:
+    """The enabled sources. A source whose module fails to load is logged and left out."""
+    sources: list[Source] = []
+    if settings.simulator and settings.servers > 0:
+        try:
+            from openmanager.sources.simulator import SimulatorSource
+
+            sources.append(SimulatorSource(servers=settings.servers, seed=settings.seed, tick_s=settings.tick))
+        except Exception:
+            log.exception("simulator source failed to load; disabled")
+    if settings.local:
+        try:
+            from openmanager.sources.local import LocalSource
+
+            sources.append(LocalSource(tick_s=settings.tick))
+        except Exception:
+            log.exception("local source failed to load; disabled")
+    return sources
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, admin_token: str, sources: list[Source] | None = None) -> None:
+        self.settings = settings
+        self.auth = Authenticator(admin_token)
+        self.allowed_origins = frozenset(
+            o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()
+        )
+        self.queue_limits = QueueLimits(settings.queue_max_messages, settings.queue_max_bytes)
+        tick_ms = max(1, int(settings.tick * 1000))
+        capacity = max(1, parse_duration(settings.memory_history) // tick_ms)
+        self.history = FleetHistory(capacity)
+        self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms)
+        self.broker = MemoryBroker(
+            HistoryLimits(
+                parse_duration(settings.history_max_age), settings.history_max_events, settings.history_max_bytes
+            )
+        )
+        self.stats = HubStats()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(self.stats)
+        self.pipeline = Pipeline(self.state, self.broker, self.stats)
+        self.fanout = FanOut(self.broker, self.state, self.stats)
+        self.sessions: dict[str, Session] = {}
+        self.sources = build_sources(settings) if sources is None else sources
+        self.source_status: dict[str, str] = {}
+        self.store: Store | None = None
+        self.rollups: RollupWriter | None = None
+        self.scheduler: AsyncIOScheduler | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._last_fleet: dict[str, Any] = self.state.fleet_summary()
+        self._last_system: dict[str, Any] = self.stats.system_event()
+        self.started = False
+
+    # lifecycle
+    async def start(self) -> None:
+        self.store = await Store.open(self.settings.db_url)
+        for info, last_seen in await self.store.load_servers():
+            self.state.register(info, last_seen=last_seen)
+        self.rollups = RollupWriter(
+            self.store,
+            self.history,
+            minute_retention_days=self.settings.rollup_minute_days,
+            hour_retention_days=self.settings.rollup_hour_days,
+        )
+        await self.broker.start()
+        self.pipeline.start()
+        loop = asyncio.get_running_loop()
+        for source in self.sources:
+            self.source_status[source.name] = "running"
+            self._tasks.append(loop.create_task(self._run_source(source), name=f"source-{source.name}"))
+        self._tasks.append(loop.create_task(self._tick_loop(), name="hub-tick"))
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.scheduler.add_job(self.roll_minutes, "cron", second=5, id="rollup-1m", max_instances=1,
+                               coalesce=True)
+        self.scheduler.add_job(self.roll_hours, "cron", minute=2, second=30, id="rollup-1h", max_instances=1,
+                               coalesce=True)
+        self.scheduler.add_job(self.prune, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
+        self.scheduler.start()
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for session in list(self.sessions.values()):
+            session.close(1001, "hub shutting down")
+        await self.pipeline.stop()
+        if self.store is not None:
+            try:
+                await self.persist_servers()
+                if self.rollups is not None:
+                    await self.rollups.roll_minutes(self.state.now_ms(), include_partial=True)
+            except Exception:
+                log.exception("saving history at shutdown failed")
+            await self.store.close()
+        await self.broker.close()
+
+    async def _run_source(self, source: Source) -> None:
+        try:
+            await source.run(self.pipeline)
+            self.source_status[source.name] = "stopped"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.source_status[source.name] = f"failed: {exc}"
+            log.exception("source %s failed; disabled while the others run", source.name)
+
+    async def _tick_loop(self) -> None:
+        """Every tick: servers that went silent turn offline, and the fleet summary is published.
+        Once a second: hub statistics on the `system` topic."""
+        tick = self.settings.tick
+        next_tick = time.monotonic()
+        next_system = next_tick
+        while True:
+            next_tick += tick
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            self.pipeline.expire()
+            self._last_fleet = self.state.fleet_summary()
+            self.pipeline.publish("fleet", self._last_fleet)
+            now = time.monotonic()
+            if now >= next_system:
+                next_system = now + 1.0
+                self._last_system = self.stats.system_event()
+                self.pipeline.publish("system", self._last_system)
+
+    # jobs (APScheduler)
+    async def persist_servers(self) -> None:
+        assert self.store is not None
+        infos = [s.info for s in self.state]
+        if infos:
+            await self.store.upsert_servers(infos, self.state.now_ms())
+
+    async def roll_minutes(self) -> None:
+        assert self.rollups is not None
+        await self.persist_servers()
+        await self.rollups.roll_minutes(self.state.now_ms())
+
+    async def roll_hours(self) -> None:
+        assert self.rollups is not None
+        await self.rollups.roll_hours(self.state.now_ms())
+
+    async def prune(self) -> None:
+        assert self.rollups is not None
+        await self.rollups.prune(self.state.now_ms())
+
+    # queries for the gateways
+    def snapshot(self, topic: str) -> dict[str, Any]:
+        if topic == "metrics":
+            return self.state.snapshot()
+        if topic == "fleet":
+            return self.state.fleet_summary()
+        if topic == "system":
+            return self._last_system
+        raise KeyError(topic)
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.started or self.store is None:
+            return False, "starting"
+        ok, reason = self.broker.ready()
+        if not ok:
+            return False, f"broker: {reason}"
+        failed = [f"{name} {status}" for name, status in self.source_status.items() if status != "running"]
+        if self.sources and len(failed) == len(self.sources):
+            return False, "sources: " + "; ".join(failed)
+        return True, "ready"
+
+    async def known_in_store(self, server_id: str) -> bool:
+        if self.store is None:
+            return False
+        return any(info.id == server_id for info, _ in await self.store.load_servers())
+
+    async def history_points(
+        self, server: str, metric: str, since_ms: int, until_ms: int, step_ms: int | None
+    ) -> list[tuple[int, float]]:
+        assert self.store is not None
+        return await history_points(self.store, self.history, server, metric, since_ms, until_ms, step_ms)

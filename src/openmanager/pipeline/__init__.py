@@ -1,0 +1,1 @@
+"""The stream pipeline: live state, ingestion, fan-out to sessions."""

@@ -1,0 +1,190 @@
+"""Fan-out: one encoded frame per event and subscription shape, the same string to every session.
+
+A *shape* is topic + canonical filter + encoding. Its `sub` id is derived from that key alone, so
+identical subscriptions on different connections (and different hub processes) share it. Per event,
+each shape of the topic filters the data once, encodes one frame, and offers that same frame to each
+of its sessions; per-session work is one non-blocking queue offer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from openmanager.broker.base import Broker, Event
+from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, PlainFilter, TopicFilter
+from openmanager.pipeline.session import Session
+from openmanager.pipeline.stats import HubStats
+
+
+def shape_id(key: tuple[object, ...], encoding: str) -> str:
+    digest = hashlib.blake2b(orjson.dumps([list(key), encoding]), digest_size=8).hexdigest()
+    return f"s{digest}"
+
+
+def encode_event(sub: str, cursor: str, data: Any) -> str:
+    return orjson.dumps({"type": "event", "sub": sub, "cursor": cursor, "data": data}).decode()
+
+
+def _splice_event(sub: str, cursor: str, raw_data: bytes) -> str:
+    """The same frame as `encode_event`, reusing the event's own JSON instead of re-serialising it."""
+    return f'{{"type":"event","sub":"{sub}","cursor":"{cursor}","data":{raw_data.decode()}}}'
+
+
+class Shape:
+    """One distinct subscription shape and the sessions that share it."""
+
+    __slots__ = ("_timer", "encoding", "filter", "pending", "pending_cursor", "pending_ts", "sessions", "sub", "topic")
+
+    def __init__(self, topic: str, flt: TopicFilter, encoding: str) -> None:
+        self.topic = topic
+        self.filter = flt
+        self.encoding = encoding
+        self.sub = shape_id(flt.key, encoding)
+        self.sessions: dict[Session, None] = {}  # insertion-ordered set
+        self.pending: dict[str, dict[str, Any]] = {}  # interval shapes: latest per server
+        self.pending_cursor = ""
+        self.pending_ts = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def trivial(self) -> bool:
+        """True when the shape passes every event through unchanged."""
+        f = self.filter
+        if isinstance(f, MetricsFilter):
+            m = f.matcher
+            return not (m.globs or m.tags or f.metrics or f.where or f.interval_ms)
+        if isinstance(f, LogsFilter):
+            return not (f.matcher.globs or f.contains) and f.level.name == "DEBUG"
+        return True
+
+    def render(self, event: Event, view: FleetView) -> Any | None:
+        """The shape's view of `event`'s data, or None when nothing of it matches."""
+        f = self.filter
+        if isinstance(f, MetricsFilter):
+            servers = f.select(event.data["servers"], view)
+            return {"ts": event.data["ts"], "servers": servers} if servers else None
+        if isinstance(f, LogsFilter):
+            records = f.select(event.data["records"], view)
+            return {"records": records} if records else None
+        return event.data
+
+    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
+        f = self.filter
+        if isinstance(f, MetricsFilter):
+            return {"ts": data["ts"], "servers": f.select(data["servers"], view)}
+        return data
+
+
+class FanOut:
+    def __init__(self, broker: Broker, view: FleetView, stats: HubStats) -> None:
+        self.broker = broker
+        self.view = view
+        self.stats = stats
+        self._shapes: dict[str, Shape] = {}
+        self._by_topic: dict[str, list[Shape]] = {}
+        self._stops: dict[str, Callable[[], None]] = {}
+
+    def shapes(self) -> list[Shape]:
+        return list(self._shapes.values())
+
+    def shape_for(self, topic: str, flt: TopicFilter, encoding: str = "json") -> Shape:
+        """The shape for this subscription, created (and wired to the broker) on first use."""
+        sub = shape_id(flt.key, encoding)
+        shape = self._shapes.get(sub)
+        if shape is None:
+            shape = self._shapes[sub] = Shape(topic, flt, encoding)
+            self._by_topic.setdefault(topic, []).append(shape)
+            if topic not in self._stops:
+                self._stops[topic] = self.broker.listen(topic, self.on_event)
+            if isinstance(flt, MetricsFilter) and flt.interval_ms:
+                self._schedule_flush(shape)
+        return shape
+
+    def attach(self, session: Session, shape: Shape) -> None:
+        shape.sessions[session] = None
+        session.subs[shape.sub] = shape
+
+    def detach(self, session: Session, shape: Shape) -> None:
+        shape.sessions.pop(session, None)
+        session.subs.pop(shape.sub, None)
+        if not shape.sessions:
+            self._drop(shape)
+
+    def detach_all(self, session: Session) -> None:
+        for shape in list(session.subs.values()):
+            self.detach(session, shape)
+
+    def _drop(self, shape: Shape) -> None:
+        self._shapes.pop(shape.sub, None)
+        shapes = self._by_topic.get(shape.topic, [])
+        if shape in shapes:
+            shapes.remove(shape)
+        if shape._timer is not None:
+            shape._timer.cancel()
+            shape._timer = None
+        if not shapes:
+            self._by_topic.pop(shape.topic, None)
+            stop = self._stops.pop(shape.topic, None)
+            if stop is not None:
+                stop()
+
+    def frame_for(self, shape: Shape, event: Event) -> str | None:
+        """The encoded event frame for one shape, or None when the event does not concern it."""
+        if shape.trivial:
+            return _splice_event(shape.sub, event.cursor, event.raw)
+        data = shape.render(event, self.view)
+        if data is None:
+            return None
+        return encode_event(shape.sub, event.cursor, data)
+
+    def on_event(self, event: Event) -> None:
+        started = time.perf_counter()
+        for shape in tuple(self._by_topic.get(event.topic, ())):
+            if isinstance(shape.filter, MetricsFilter) and shape.filter.interval_ms:
+                self._accumulate(shape, event)
+                continue
+            frame = self.frame_for(shape, event)
+            if frame is None:
+                continue
+            self.stats.frames_encoded += 1
+            for session in tuple(shape.sessions):
+                session.send(frame)
+        self.stats.observe_fanout(time.perf_counter() - started)
+
+    # interval shapes: at most one update per server per clock-aligned window, latest wins
+    def _accumulate(self, shape: Shape, event: Event) -> None:
+        data = shape.render(event, self.view)
+        if data is None:
+            return
+        shape.pending.update(data["servers"])
+        shape.pending_cursor = event.cursor
+        shape.pending_ts = int(data["ts"])
+
+    def _schedule_flush(self, shape: Shape) -> None:
+        assert isinstance(shape.filter, MetricsFilter)
+        interval = shape.filter.interval_ms
+        now_ms = time.time() * 1000
+        delay = (interval - now_ms % interval) / 1000
+        loop = asyncio.get_running_loop()
+        shape._timer = loop.call_later(delay, self._flush, shape)
+
+    def _flush(self, shape: Shape) -> None:
+        if shape.sub not in self._shapes:
+            return
+        if shape.pending:
+            servers, shape.pending = shape.pending, {}
+            data = {"ts": shape.pending_ts, "servers": servers}
+            frame = encode_event(shape.sub, shape.pending_cursor, data)
+            self.stats.frames_encoded += 1
+            for session in tuple(shape.sessions):
+                session.send(frame)
+        self._schedule_flush(shape)
+
+
+__all__ = ["FanOut", "PlainFilter", "Shape", "encode_event", "shape_id"]

@@ -1,0 +1,154 @@
+"""Live fleet state: each server's identity, latest sample, status and short history.
+
+`FleetState` is the `FleetView` that filters and rules read. It does no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from openmanager.core.history import FleetHistory, SeriesRing
+from openmanager.core.model import Sample, ServerInfo, Status
+from openmanager.core.status import StatusPolicy
+
+
+@dataclass(slots=True)
+class ServerState:
+    info: ServerInfo
+    values: dict[str, float]
+    ts: int  # timestamp of the latest sample, ms
+    status: Status
+    last_seen: int  # hub clock when the latest sample arrived, ms
+
+    def wire(self) -> dict[str, Any]:
+        """The server's sample as the `metrics` topic carries it."""
+        out: dict[str, Any] = dict(self.values)
+        out["status"] = self.status.value
+        return out
+
+    def to_api(self) -> dict[str, Any]:
+        out = self.info.to_dict()
+        out.update(status=self.status.value, last_seen=self.last_seen or None, sample=self.wire())
+        return out
+
+
+class _ServerContext:
+    """One server as the rule language sees it."""
+
+    __slots__ = ("_ring", "_state", "now_ms")
+
+    def __init__(self, state: ServerState, ring: SeriesRing | None, now_ms: int) -> None:
+        self._state = state
+        self._ring = ring
+        self.now_ms = now_ms
+
+    @property
+    def server(self) -> ServerInfo:
+        return self._state.info
+
+    def latest(self, field: str) -> float | str | None:
+        if field == "status":
+            return self._state.status.value
+        return self._state.values.get(field)
+
+    def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
+        if self._ring is None:
+            return [], []
+        return self._ring.series(metric, since_ms)
+
+
+class FleetState:
+    def __init__(
+        self,
+        policy: StatusPolicy,
+        history: FleetHistory,
+        *,
+        tick_ms: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.policy = policy
+        self.history = history
+        self.tick_ms = tick_ms
+        self._clock = clock
+        self.servers: dict[str, ServerState] = {}
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def register(self, info: ServerInfo, *, last_seen: int = 0) -> None:
+        """Add a server, or update its identity; a known server keeps its latest sample."""
+        current = self.servers.get(info.id)
+        if current is None:
+            status = Status.OFFLINE
+            self.servers[info.id] = ServerState(info, {}, 0, status, last_seen)
+        else:
+            current.info = info
+
+    def apply(self, sample: Sample) -> ServerState:
+        """Record a clean sample: latest values, status, history. Unknown servers are registered bare."""
+        state = self.servers.get(sample.server)
+        if state is None:
+            self.register(ServerInfo(id=sample.server, hostname=sample.server))
+            state = self.servers[sample.server]
+        state.values = sample.values
+        state.ts = sample.ts
+        state.last_seen = self.now_ms()
+        if state.status is not Status.MAINTENANCE:
+            state.status = self.policy.derive(sample.values)
+        self.history.append(sample.server, sample.ts, sample.values)
+        return state
+
+    def expire(self) -> list[ServerState]:
+        """Mark servers that stopped reporting as offline; returns those that just turned offline."""
+        now = self.now_ms()
+        limit = self.policy.offline_after_ms(self.tick_ms)
+        gone: list[ServerState] = []
+        for state in self.servers.values():
+            if state.status is Status.OFFLINE or state.status is Status.MAINTENANCE:
+                continue
+            if now - state.last_seen > limit:
+                state.status = Status.OFFLINE
+                gone.append(state)
+        return gone
+
+    def forget(self, server_id: str) -> None:
+        self.servers.pop(server_id, None)
+        self.history.forget(server_id)
+
+    # FleetView
+    def info(self, server_id: str) -> ServerInfo | None:
+        state = self.servers.get(server_id)
+        return state.info if state else None
+
+    def context(self, server_id: str) -> _ServerContext | None:
+        state = self.servers.get(server_id)
+        if state is None:
+            return None
+        return _ServerContext(state, self.history.get(server_id), self.now_ms())
+
+    def __iter__(self) -> Iterator[ServerState]:
+        return iter(self.servers.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The `metrics` snapshot: every server's latest sample (servers never seen are left out)."""
+        ts = max((s.ts for s in self.servers.values()), default=0)
+        return {"ts": ts, "servers": {sid: s.wire() for sid, s in self.servers.items() if s.ts}}
+
+    def fleet_summary(self) -> dict[str, Any]:
+        counts = {status.value: 0 for status in Status}
+        sums = {"cpu": 0.0, "memory": 0.0, "disk": 0.0}
+        ns = {"cpu": 0, "memory": 0, "disk": 0}
+        for state in self.servers.values():
+            counts[state.status.value] += 1
+            if state.status is Status.OFFLINE:
+                continue
+            for key in sums:
+                value = state.values.get(key)
+                if value is not None:
+                    sums[key] += value
+                    ns[key] += 1
+        avg = {k: (round(sums[k] / ns[k], 1) if ns[k] else None) for k in sums}
+        return {"ts": self.now_ms(), "total": len(self.servers), **counts, "avg": avg}

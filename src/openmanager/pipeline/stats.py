@@ -1,0 +1,91 @@
+"""Hub counters: plain integers on the hot path, exposed as Prometheus metrics and `system` events."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+FANOUT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class HubStats(Collector):
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.connections: dict[str, int] = {"ws": 0, "sse": 0}
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.queue_drops = 0
+        self.slow_consumer_closes = 0
+        self.ingest_samples = 0
+        self.ingest_logs = 0
+        self.events_published = 0
+        self.frames_encoded = 0
+        self._fanout_counts = [0] * (len(FANOUT_BUCKETS_S) + 1)
+        self._fanout_sum = 0.0
+        self._fanout_recent: deque[float] = deque(maxlen=2048)
+        self._last: tuple[float, int, int, int] = (self._clock(), 0, 0, 0)
+
+    def observe_fanout(self, seconds: float) -> None:
+        self._fanout_counts[bisect.bisect_left(FANOUT_BUCKETS_S, seconds)] += 1
+        self._fanout_sum += seconds
+        self._fanout_recent.append(seconds)
+
+    def fanout_p99_ms(self) -> float:
+        if not self._fanout_recent:
+            return 0.0
+        ordered = sorted(self._fanout_recent)
+        return round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 3)
+
+    def system_event(self) -> dict[str, Any]:
+        """Rates since the previous call, for the `system` topic (called once a second)."""
+        now = self._clock()
+        t0, m0, b0, i0 = self._last
+        dt = max(now - t0, 1e-6)
+        self._last = (now, self.messages_sent, self.bytes_sent, self.ingest_samples)
+        return {
+            "ts": int(time.time() * 1000),
+            "connections": dict(self.connections),
+            "messages_per_s": round((self.messages_sent - m0) / dt, 1),
+            "bytes_per_s": round((self.bytes_sent - b0) / dt, 1),
+            "compression_ratio": 1.0,
+            "drops": self.queue_drops,
+            "slow_consumer_closes": self.slow_consumer_closes,
+            "ingest_per_s": round((self.ingest_samples - i0) / dt, 1),
+            "fanout_p99_ms": self.fanout_p99_ms(),
+        }
+
+    def collect(self) -> Iterator[Any]:
+        conns = GaugeMetricFamily("openmanager_connections", "Open client connections", labels=["transport"])
+        for transport, n in self.connections.items():
+            conns.add_metric([transport], n)
+        yield conns
+        yield CounterMetricFamily("openmanager_messages_sent", "Messages written to clients", self.messages_sent)
+        yield CounterMetricFamily("openmanager_bytes_sent", "Payload bytes written to clients", self.bytes_sent)
+        yield CounterMetricFamily(
+            "openmanager_queue_drops", "Frames dropped because a client's queue was full", self.queue_drops
+        )
+        yield CounterMetricFamily(
+            "openmanager_slow_consumer_closes", "Connections closed as slow consumers (4008)",
+            self.slow_consumer_closes,
+        )
+        yield CounterMetricFamily("openmanager_ingest_samples", "Samples ingested", self.ingest_samples)
+        yield CounterMetricFamily("openmanager_ingest_logs", "Log records ingested", self.ingest_logs)
+        yield CounterMetricFamily("openmanager_events_published", "Events published", self.events_published)
+        yield CounterMetricFamily("openmanager_frames_encoded", "Event frames encoded", self.frames_encoded)
+        buckets: list[tuple[str, float]] = []
+        acc = 0
+        for bound, count in zip(FANOUT_BUCKETS_S, self._fanout_counts, strict=False):
+            acc += count
+            buckets.append((str(bound), acc))
+        acc += self._fanout_counts[-1]
+        buckets.append(("+Inf", acc))
+        yield HistogramMetricFamily(
+            "openmanager_fanout_seconds", "Time to fan one event out to every matching session",
+            buckets=buckets, sum_value=self._fanout_sum,
+        )

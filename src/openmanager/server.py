@@ -1,0 +1,65 @@
+"""Running the hub under uvicorn, with the WebSocket settings the protocol needs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import uvicorn
+
+from openmanager.config import Settings
+from openmanager.gateway.app import create_app
+from openmanager.gateway.auth import load_admin_token
+from openmanager.hub import Hub
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
+    heartbeat_s = settings.heartbeat_ms / 1000
+    return uvicorn.Config(
+        create_app(hub),
+        host=settings.host,
+        port=settings.port,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=heartbeat_s,
+        ws_ping_timeout=heartbeat_s,
+        ws_per_message_deflate=True,
+        access_log=False,  # our own access log leaves query strings (tokens) out
+        log_config=None,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+async def run(settings: Settings) -> int:
+    """Serve until interrupted; returns the process exit code."""
+    configure_logging(settings.log_level)
+    token, origin = load_admin_token(settings.data_dir)
+    hub = Hub(settings, admin_token=token)
+    server = uvicorn.Server(uvicorn_config(settings, hub))
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        port = settings.port
+        for srv in server.servers:
+            for sock in srv.sockets:
+                port = sock.getsockname()[1]
+        shown_host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        print(f"OpenManager Vibe {hub.settings.host}:{port} ready", flush=True)
+        print(f"Dashboard: http://{shown_host}:{port}/?token={token}", flush=True)
+        print(f"Admin token from {origin}", flush=True)
+    await serving
+    return 0 if server.started else 1
