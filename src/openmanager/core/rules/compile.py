@@ -1,0 +1,408 @@
+"""Compiling a checked rule into Python closures, and evaluating it with three-valued logic.
+
+A condition is parsed, type-checked and turned into a tree of closures once, by `compile_condition`;
+evaluating it calls those closures and never walks the syntax tree again (nor uses eval/exec).
+
+Unknown (None) semantics: a field the server does not report, an absent tag or attribute, a window
+with no samples (or, for `rate`/`delta`, fewer than two), a division by zero or a NaN result make
+the value unknown; arithmetic and comparisons on an unknown value are unknown; AND, OR and NOT follow
+Kleene logic (False AND unknown = False, True OR unknown = True, NOT unknown = unknown).
+
+Window functions see the samples with `ts >= now_ms - duration`:
+`avg`, `min`, `max`; `last` (newest value); `delta` (newest - oldest; unknown with < 2 samples);
+`rate` ((newest - oldest) / seconds between them; unknown with < 2 samples or zero elapsed time);
+`p95` (nearest-rank: the ceil(0.95 * n)-th smallest sample, always an observed value).
+Fleet functions aggregate each member's latest value the same way (members without it are skipped,
+none left is unknown); `count(cond)` counts the members where `cond` is True (unknown is not True).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from openmanager.core.model import ServerInfo
+from openmanager.core.rules.nodes import (
+    Binary,
+    Compare,
+    Count,
+    Expr,
+    Field,
+    FleetAggregate,
+    Logical,
+    Neg,
+    Not,
+    Number,
+    String,
+    Window,
+    walk,
+)
+from openmanager.core.rules.parser import parse
+from openmanager.core.rules.typecheck import Type, result_type, typecheck
+
+
+class EvalContext(Protocol):
+    """One server's view, as a per-server condition (or the inside of `count()`) sees it."""
+
+    @property
+    def server(self) -> ServerInfo:
+        """Who the server is: `server.<attr>` and `tags.<key>` read from here."""
+        ...
+
+    def latest(self, field: str) -> float | str | None:
+        """The latest value of a metric (a float) or of `status` (a str); None when not reported."""
+        ...
+
+    def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
+        """Timestamps (ms, ascending) and values of `metric` at or after `since_ms`, without NaNs."""
+        ...
+
+    @property
+    def now_ms(self) -> int:
+        """The evaluation instant; windows end here."""
+        ...
+
+
+class FleetContext(Protocol):
+    """The servers in a fleet rule's scope."""
+
+    def members(self) -> Sequence[EvalContext]:
+        """The servers in scope, each as its own EvalContext."""
+        ...
+
+    @property
+    def now_ms(self) -> int:
+        """The evaluation instant."""
+        ...
+
+
+C = TypeVar("C")
+_Bool = Callable[[C], bool | None]
+_Num = Callable[[C], float | None]
+_Str = Callable[[C], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """A compiled rule condition. Immutable; evaluating it is pure apart from calling the context.
+
+    `fields` are the metric/status names it reads (inside windows, fleet functions and `count()`
+    too); `max_window_ms` is its longest window (0 if none), i.e. how much history it needs; `expr`
+    is the checked syntax tree. Build one with `compile_condition`, not directly.
+    """
+
+    source: str
+    fleet: bool
+    fields: frozenset[str]
+    max_window_ms: int
+    expr: Expr = field(repr=False, compare=False)
+    _server_fn: _Bool[EvalContext] | None = field(default=None, repr=False, compare=False)
+    _fleet_fn: _Bool[FleetContext] | None = field(default=None, repr=False, compare=False)
+
+    def evaluate(self, ctx: EvalContext) -> bool | None:
+        """True, False, or None (unknown) for one server. Raises ValueError for a fleet condition;
+        exceptions raised by `ctx` itself propagate, nothing else is raised."""
+        if self._server_fn is None:
+            raise ValueError("a fleet condition must be evaluated with evaluate_fleet()")
+        return self._server_fn(ctx)
+
+    def evaluate_fleet(self, ctx: FleetContext) -> bool | None:
+        """True, False, or None (unknown) for the fleet in `ctx`. Raises ValueError for a per-server
+        condition; exceptions raised by `ctx` itself propagate, nothing else is raised."""
+        if self._fleet_fn is None:
+            raise ValueError("a per-server condition must be evaluated with evaluate()")
+        return self._fleet_fn(ctx)
+
+
+def compile_condition(text: str, *, fleet: bool = False) -> Condition:
+    """Parse, type-check and compile `text` into a Condition (a per-server one, or a fleet one when
+    `fleet` is true). Raises `RuleSyntaxError` with a position. Results are cached (bounded)."""
+    return _compile_cached(text, fleet)
+
+
+@functools.lru_cache(maxsize=512)
+def _compile_cached(text: str, fleet: bool) -> Condition:
+    expr = parse(text)
+    typecheck(expr, fleet=fleet)
+    nodes = list(walk(expr))
+    fields = frozenset(n.name for n in nodes if isinstance(n, Field) and n.scope == "metric")
+    max_window = max((n.duration_ms for n in nodes if isinstance(n, Window)), default=0)
+    if fleet:
+        return Condition(text, True, fields, max_window, expr, _fleet_fn=_FleetCompiler().boolean(expr))
+    return Condition(text, False, fields, max_window, expr, _server_fn=_ServerCompiler().boolean(expr))
+
+
+# --- value helpers ---------------------------------------------------------------------------------
+
+
+def _as_number(value: object) -> float | None:
+    """A reported value as a float; None when missing, NaN, or not a number (a bool is not a number)."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return None
+
+
+def _as_string(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _p95(values: Sequence[float]) -> float:
+    """Nearest-rank 95th percentile of a non-empty sequence: the ceil(0.95 n)-th smallest value."""
+    ordered = sorted(values)
+    rank = (95 * len(ordered) + 99) // 100  # ceil(0.95 * n) in exact integer arithmetic
+    return ordered[rank - 1]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _first_last_change(ts: Sequence[int], vs: Sequence[float], per_second: bool) -> float | None:
+    if len(vs) < 2:
+        return None
+    change = vs[-1] - vs[0]
+    if not per_second:
+        return change
+    elapsed = (ts[-1] - ts[0]) / 1000.0
+    return change / elapsed if elapsed > 0 else None
+
+
+def _window_aggregate(func: str) -> Callable[[Sequence[int], Sequence[float]], float | None]:
+    """The aggregate for a window function; the returned callable gets (ts, values), oldest first."""
+    plain = _PLAIN_AGGREGATES.get(func)
+    if plain is not None:
+        agg = plain
+        return lambda _ts, vs: agg(vs) if vs else None
+    if func == "last":
+        return lambda _ts, vs: vs[-1] if vs else None
+    if func == "delta":
+        return lambda ts, vs: _first_last_change(ts, vs, per_second=False)
+    if func == "rate":
+        return lambda ts, vs: _first_last_change(ts, vs, per_second=True)
+    raise AssertionError(f"unknown window function {func!r}")  # pragma: no cover
+
+
+_PLAIN_AGGREGATES: dict[str, Callable[[Sequence[float]], float]] = {
+    "avg": _mean,
+    "min": min,
+    "max": max,
+    "p95": _p95,
+}
+_ARITH: dict[str, Callable[[float, float], float]] = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+}
+_NUM_CMP: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+_STR_CMP: dict[str, Callable[[str, str], bool]] = {"==": operator.eq, "!=": operator.ne}
+
+
+# --- compilers -------------------------------------------------------------------------------------
+
+
+class _Compiler(Generic[C]):
+    """Compiles the context-independent constructs; subclasses supply the leaves reading `C`.
+
+    Assumes the expression has passed `typecheck`; recursion depth is bounded by the parser."""
+
+    def boolean(self, expr: Expr) -> _Bool[C]:
+        match expr:
+            case Compare():
+                return self._compare(expr)
+            case Not():
+                inner = self.boolean(expr.operand)
+
+                def not_(c: C) -> bool | None:
+                    v = inner(c)
+                    return None if v is None else not v
+
+                return not_
+            case Logical():
+                fns = tuple(self.boolean(o) for o in expr.operands)
+                return _kleene_and(fns) if expr.op == "AND" else _kleene_or(fns)
+            case _:  # pragma: no cover - rejected by typecheck
+                raise AssertionError(f"not a boolean expression: {expr!r}")
+
+    def number(self, expr: Expr) -> _Num[C]:
+        match expr:
+            case Number(value=value):
+                return lambda _c: value
+            case Neg():
+                inner = self.number(expr.operand)
+
+                def neg(c: C) -> float | None:
+                    v = inner(c)
+                    return None if v is None else -v
+
+                return neg
+            case Binary():
+                return self._arith(expr)
+            case _:
+                return self.number_leaf(expr)
+
+    def string(self, expr: Expr) -> _Str[C]:
+        if isinstance(expr, String):
+            value = expr.value
+            return lambda _c: value
+        return self.string_leaf(expr)
+
+    def number_leaf(self, expr: Expr) -> _Num[C]:  # pragma: no cover - overridden
+        raise AssertionError(f"not a number in this context: {expr!r}")
+
+    def string_leaf(self, expr: Expr) -> _Str[C]:  # pragma: no cover - overridden
+        raise AssertionError(f"not a string in this context: {expr!r}")
+
+    def _arith(self, expr: Binary) -> _Num[C]:
+        left, right = self.number(expr.left), self.number(expr.right)
+        if expr.op == "/":
+
+            def div(c: C) -> float | None:
+                a = left(c)
+                if a is None:
+                    return None
+                b = right(c)
+                if b is None or b == 0:
+                    return None
+                r = a / b
+                return None if math.isnan(r) else r
+
+            return div
+        fn = _ARITH[expr.op]
+
+        def arith(c: C) -> float | None:
+            a = left(c)
+            if a is None:
+                return None
+            b = right(c)
+            if b is None:
+                return None
+            r = fn(a, b)
+            return None if math.isnan(r) else r
+
+        return arith
+
+    def _compare(self, expr: Compare) -> _Bool[C]:
+        if result_type(expr.left) is Type.STRING:
+            return _compare_with(_STR_CMP[expr.op], self.string(expr.left), self.string(expr.right))
+        cmp = _NUM_CMP[expr.op]
+        left = self.number(expr.left)
+        if isinstance(expr.right, Number):  # the common `metric > constant`: skip a call per evaluation
+            constant = expr.right.value
+
+            def compare_constant(c: C) -> bool | None:
+                a = left(c)
+                return None if a is None else cmp(a, constant)
+
+            return compare_constant
+        return _compare_with(cmp, left, self.number(expr.right))
+
+
+T = TypeVar("T")
+
+
+def _compare_with(
+    cmp: Callable[[T, T], bool], left: Callable[[C], T | None], right: Callable[[C], T | None]
+) -> _Bool[C]:
+    def compare(c: C) -> bool | None:
+        a = left(c)
+        if a is None:
+            return None
+        b = right(c)
+        if b is None:
+            return None
+        return cmp(a, b)
+
+    return compare
+
+
+def _kleene_and(fns: tuple[_Bool[C], ...]) -> _Bool[C]:
+    def and_(c: C) -> bool | None:
+        result: bool | None = True
+        for fn in fns:
+            v = fn(c)
+            if v is False:
+                return False
+            if v is None:
+                result = None
+        return result
+
+    return and_
+
+
+def _kleene_or(fns: tuple[_Bool[C], ...]) -> _Bool[C]:
+    def or_(c: C) -> bool | None:
+        result: bool | None = False
+        for fn in fns:
+            v = fn(c)
+            if v is True:
+                return True
+            if v is None:
+                result = None
+        return result
+
+    return or_
+
+
+class _ServerCompiler(_Compiler[EvalContext]):
+    """Leaves that read one server: metrics, status, `server.*`, `tags.*`, window functions."""
+
+    def number_leaf(self, expr: Expr) -> _Num[EvalContext]:
+        if isinstance(expr, Field):
+            name = expr.name
+            return lambda c: _as_number(c.latest(name))
+        if isinstance(expr, Window):
+            metric, duration, agg = expr.field.name, expr.duration_ms, _window_aggregate(expr.func)
+
+            def window(c: EvalContext) -> float | None:
+                ts, vs = c.series(metric, c.now_ms - duration)
+                return agg(ts, vs)
+
+            return window
+        raise AssertionError(f"not a per-server number: {expr!r}")  # pragma: no cover
+
+    def string_leaf(self, expr: Expr) -> _Str[EvalContext]:
+        if not isinstance(expr, Field):  # pragma: no cover - rejected by typecheck
+            raise AssertionError(f"not a per-server string: {expr!r}")
+        key = expr.key
+        match expr.scope:
+            case "server":
+                return lambda c: c.server.attribute(key)
+            case "tags":
+                return lambda c: _as_string(c.server.tags.get(key))
+            case _:
+                return lambda c: _as_string(c.latest(key))
+
+
+class _FleetCompiler(_Compiler[FleetContext]):
+    """Leaves that read the whole fleet: `count()` and `fleet_*()`."""
+
+    def number_leaf(self, expr: Expr) -> _Num[FleetContext]:
+        if isinstance(expr, Count):
+            inner = _ServerCompiler().boolean(expr.condition)
+            return lambda f: float(sum(1 for m in f.members() if inner(m) is True))
+        if isinstance(expr, FleetAggregate):
+            metric = expr.field.name
+            agg = _PLAIN_AGGREGATES[expr.func.removeprefix("fleet_")]
+
+            def aggregate(f: FleetContext) -> float | None:
+                values = [v for m in f.members() if (v := _as_number(m.latest(metric))) is not None]
+                return agg(values) if values else None
+
+            return aggregate
+        raise AssertionError(f"not a fleet number: {expr!r}")  # pragma: no cover

@@ -1,0 +1,176 @@
+"""Name resolution and type checking of a parsed rule.
+
+Types are number, string and boolean. Metrics in `core.model.METRIC_NAMES` are numbers; `status`,
+`server.<attr>` (attributes in `core.model.SERVER_ATTRIBUTES`) and `tags.<key>` (any key) are
+strings. Rules:
+
+* the whole condition, each operand of AND/OR/NOT and the argument of `count()` are boolean;
+* unary minus and `+ - * /` take and give numbers;
+* comparisons take two numbers (any operator) or two strings (`==` and `!=` only; strings have no
+  ordering, so `status > "warning"` is an error rather than a lexicographic surprise) and give a
+  boolean; booleans cannot be compared;
+* window functions take a numeric metric; `count()` and `fleet_*()` give numbers and need a fleet
+  rule; in a fleet rule every field must sit inside `count()` or a fleet function, and `count()`
+  and fleet functions cannot be nested inside `count()`.
+
+Every violation raises `RuleSyntaxError` at the offending sub-expression (or operator).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+from openmanager.core.errors import RuleSyntaxError
+from openmanager.core.model import METRIC_NAMES, SERVER_ATTRIBUTES
+from openmanager.core.rules.nodes import (
+    Binary,
+    Compare,
+    Count,
+    Expr,
+    Field,
+    FleetAggregate,
+    Logical,
+    Neg,
+    Not,
+    Number,
+    String,
+    Window,
+)
+
+STRING_METRICS: frozenset[str] = frozenset({"status"})
+"""Bare field names that are strings rather than numbers."""
+
+_FLEET_FIELD = "in a fleet rule, fields must be inside count() or a fleet function"
+_Scope = Literal["server", "fleet", "member"]
+
+
+class Type(enum.Enum):
+    NUMBER = "number"
+    STRING = "string"
+    BOOLEAN = "boolean"
+
+    @property
+    def noun(self) -> str:
+        """`a number`, `a string`, `a boolean`, for messages."""
+        return f"a {self.value}"
+
+
+def field_type(field: Field) -> Type:
+    """The type of a field, raising `RuleSyntaxError` at the field when it does not exist."""
+    match field.scope:
+        case "server":
+            if field.key not in SERVER_ATTRIBUTES:
+                raise RuleSyntaxError(
+                    f"unknown server attribute {field.key!r} (known: {', '.join(SERVER_ATTRIBUTES)})",
+                    field.pos,
+                )
+            return Type.STRING
+        case "tags":
+            return Type.STRING
+        case _:
+            if field.name in STRING_METRICS:
+                return Type.STRING
+            if field.name in METRIC_NAMES:
+                return Type.NUMBER
+            raise RuleSyntaxError(f"unknown field {field.name!r}", field.pos)
+
+
+def result_type(expr: Expr) -> Type:
+    """The type of an already checked expression, from its root node alone (no recursion)."""
+    match expr:
+        case Number() | Window() | FleetAggregate() | Count() | Neg() | Binary():
+            return Type.NUMBER
+        case String():
+            return Type.STRING
+        case Field():
+            return field_type(expr)
+        case Compare() | Not() | Logical():
+            return Type.BOOLEAN
+
+
+def typecheck(expr: Expr, *, fleet: bool = False) -> None:
+    """Check that `expr` is a valid condition (boolean) for a per-server rule, or for a fleet rule
+    when `fleet` is true. Returns None; raises `RuleSyntaxError` at the first problem found
+    (left to right, innermost first)."""
+    got = _check(expr, "fleet" if fleet else "server")
+    if got is not Type.BOOLEAN:
+        raise RuleSyntaxError(f"expected a condition such as 'cpu > 80', got {got.noun}", expr.pos)
+
+
+def _check(expr: Expr, scope: _Scope) -> Type:
+    match expr:
+        case Number():
+            return Type.NUMBER
+        case String():
+            return Type.STRING
+        case Field():
+            t = field_type(expr)
+            if scope == "fleet":
+                raise RuleSyntaxError(_FLEET_FIELD, expr.pos)
+            return t
+        case Window():
+            _numeric_metric(expr.field, f"{expr.func}()")
+            if scope == "fleet":
+                raise RuleSyntaxError(_FLEET_FIELD, expr.pos)
+            return Type.NUMBER
+        case FleetAggregate():
+            _fleet_only(expr.pos, scope)
+            _numeric_metric(expr.field, f"{expr.func}()")
+            return Type.NUMBER
+        case Count():
+            _fleet_only(expr.pos, scope)
+            inner = _check(expr.condition, "member")
+            if inner is not Type.BOOLEAN:
+                raise RuleSyntaxError(f"count() needs a condition, got {inner.noun}", expr.condition.pos)
+            return Type.NUMBER
+        case Neg():
+            t = _check(expr.operand, scope)
+            if t is not Type.NUMBER:
+                raise RuleSyntaxError(f"'-' needs a number, got {t.noun}", expr.operand.pos)
+            return Type.NUMBER
+        case Binary():
+            for side in (expr.left, expr.right):
+                t = _check(side, scope)
+                if t is not Type.NUMBER:
+                    raise RuleSyntaxError(f"'{expr.op}' needs numbers, got {t.noun}", side.pos)
+            return Type.NUMBER
+        case Compare():
+            left = _check(expr.left, scope)
+            if left is Type.BOOLEAN:
+                raise RuleSyntaxError("cannot compare a condition; use AND, OR or NOT", expr.left.pos)
+            right = _check(expr.right, scope)
+            if right is Type.BOOLEAN:
+                raise RuleSyntaxError("cannot compare a condition; use AND, OR or NOT", expr.right.pos)
+            if left is not right:
+                raise RuleSyntaxError(f"cannot compare {left.noun} with {right.noun}", expr.op_pos)
+            if left is Type.STRING and expr.op not in ("==", "!="):
+                raise RuleSyntaxError(
+                    f"strings can only be compared with == or !=, not {expr.op}", expr.op_pos
+                )
+            return Type.BOOLEAN
+        case Not():
+            t = _check(expr.operand, scope)
+            if t is not Type.BOOLEAN:
+                raise RuleSyntaxError(f"NOT needs a condition, got {t.noun}", expr.operand.pos)
+            return Type.BOOLEAN
+        case Logical():
+            for operand in expr.operands:
+                t = _check(operand, scope)
+                if t is not Type.BOOLEAN:
+                    raise RuleSyntaxError(
+                        f"{expr.op} needs a condition on each side, got {t.noun}", operand.pos
+                    )
+            return Type.BOOLEAN
+
+
+def _fleet_only(pos: int, scope: _Scope) -> None:
+    if scope == "server":
+        raise RuleSyntaxError("fleet functions need a fleet rule", pos)
+    if scope == "member":
+        raise RuleSyntaxError("count() and fleet functions cannot be nested inside count()", pos)
+
+
+def _numeric_metric(field: Field, where: str) -> None:
+    if field_type(field) is not Type.NUMBER:
+        raise RuleSyntaxError(f"{where} needs a numeric metric, got {field.name!r}", field.pos)
