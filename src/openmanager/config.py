@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from openmanager.core.errors import ConfigError, RuleSyntaxError
-from openmanager.core.rules import parse_duration
 from openmanager.core.model import METRIC_NAMES
+from openmanager.core.rules import parse_duration
 from openmanager.core.status import StatusPolicy, Threshold
 
 ENV_PREFIX = "OPENMANAGER_"
@@ -138,9 +138,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
                 return False
             raise ValueError(value)
         if kind.startswith("int"):
-            if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none")):
-                if "None" in kind:
-                    return None
+            if "None" in kind and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
+                return None
             if isinstance(value, bool):
                 raise ValueError(value)
             return int(value)

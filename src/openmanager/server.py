@@ -14,7 +14,6 @@ from openmanager.gateway.app import create_app
 from openmanager.gateway.auth import load_admin_token
 from openmanager.hub import Hub
 
-
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
 
 

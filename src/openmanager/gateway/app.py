@@ -71,12 +71,12 @@ class AuthGate:
         if path == "/" and "token" in request.query_params:
             if auth.check_token(request.query_params["token"]) is None:
                 return error_response(401, "unauthorized", "invalid token")
-            response = RedirectResponse("/", status_code=303)
-            response.set_cookie(
+            redirect = RedirectResponse("/", status_code=303)
+            redirect.set_cookie(
                 COOKIE_NAME, auth.session_cookie(), httponly=True, samesite="strict", path="/",
                 secure=request.url.scheme == "https",
             )
-            return response
+            return redirect
         if path in PUBLIC_PATHS or path.startswith("/static/"):
             return None
         user = auth.authenticate(

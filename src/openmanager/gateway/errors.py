@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import orjson
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from openmanager.core.errors import NotFoundError, OpenManagerError
+
 
 class JSONResponse(Response):
     """JSON through orjson (FastAPI's own JSONResponse is deprecated)."""

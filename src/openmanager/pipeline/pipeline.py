@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any
 
+from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
 from reactivex.subject import Subject
@@ -50,6 +51,10 @@ def clean_logs(records: Sequence[LogRecord]) -> list[dict[str, Any]]:
             rec.message = rec.message[:MAX_MESSAGE_CHARS] + "…"
         out.append(rec.to_dict())
     return out
+
+
+def _non_empty(items: Sized) -> bool:
+    return len(items) > 0
 
 
 class Pipeline:
@@ -89,20 +94,15 @@ class Pipeline:
 
     # wiring
     def start(self) -> None:
+        samples: Observable[list[Sample]] = self._samples.pipe(ops.map(clean_batch))
+        metrics: Observable[dict[str, Any]] = samples.pipe(ops.filter(_non_empty), ops.map(self._apply))
         self._subscriptions.add(
-            self._samples.pipe(
-                ops.map(clean_batch),
-                ops.filter(bool),
-                ops.map(self._apply),
-            ).subscribe(on_next=lambda data: self._enqueue("metrics", data), on_error=self._failed)
+            metrics.subscribe(on_next=lambda data: self._enqueue("metrics", data), on_error=self._failed)
         )
+        records: Observable[list[dict[str, Any]]] = self._logs.pipe(ops.map(clean_logs))
+        logs: Observable[dict[str, Any]] = records.pipe(ops.filter(_non_empty), ops.map(self._log_event))
         self._subscriptions.add(
-            self._logs.pipe(
-                ops.map(clean_logs),
-                ops.filter(bool),
-                ops.do_action(lambda recs: self._count_logs(len(recs))),
-                ops.map(lambda recs: {"records": recs}),
-            ).subscribe(on_next=lambda data: self._enqueue("logs", data), on_error=self._failed)
+            logs.subscribe(on_next=lambda data: self._enqueue("logs", data), on_error=self._failed)
         )
         self._publisher = asyncio.get_running_loop().create_task(self._publish_loop(), name="publisher")
 
@@ -116,8 +116,9 @@ class Pipeline:
     def _failed(self, exc: Exception) -> None:
         log.error("pipeline stage failed: %s", exc, exc_info=exc)
 
-    def _count_logs(self, n: int) -> None:
-        self.stats.ingest_logs += n
+    def _log_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        self.stats.ingest_logs += len(records)
+        return {"records": records}
 
     def _apply(self, batch: list[Sample]) -> dict[str, Any]:
         servers: dict[str, Any] = {}

@@ -1,0 +1,20 @@
+from openmanager.core.cursor import Cursor, parse_cursor
+from openmanager.core.outbound import OutboundQueue
+
+
+def test_cursor_round_trip_and_malformed() -> None:
+    c = Cursor("ab12", 42)
+    assert str(c) == "ab12-42" and parse_cursor(str(c)) == c
+    for bad in ("", "ab12", "ab12-", "-4", "AB-1", "ab 12-3", "ab-1-2", "ab-x", 5, None, "a" * 40 + "-1"):
+        assert parse_cursor(bad) is None
+
+
+def test_outbound_queue_bounds_by_count_and_bytes() -> None:
+    q: OutboundQueue[str] = OutboundQueue(max_messages=3, max_bytes=10)
+    assert q.offer("aaaa") and q.offer("bbbb")
+    assert not q.offer("ccc")  # 11 bytes would exceed 10
+    assert len(q) == 2 and q.bytes == 8
+    assert q.offer("cc") and not q.offer("")  # 3 messages reached
+    assert q.pop() == "aaaa" and q.bytes == 6
+    assert q.offer("d")
+    assert [q.pop(), q.pop(), q.pop()] == ["bbbb", "cc", "d"] and q.bytes == 0

@@ -1,0 +1,43 @@
+from pathlib import Path
+
+import pytest
+
+from openmanager.config import Settings
+from openmanager.core.errors import ConfigError
+
+
+def test_defaults() -> None:
+    s = Settings.load({}, env={})
+    assert (s.host, s.port, s.servers, s.tick, s.simulator, s.local) == ("127.0.0.1", 8000, 20, 1.0, True, True)
+    assert s.db_url.endswith("data/openmanager.db") and s.db_url.startswith("sqlite:///")
+
+
+def test_precedence_toml_env_flags(tmp_path: Path) -> None:
+    cfg = tmp_path / "om.toml"
+    cfg.write_text('port = 9000\nservers = 5\ntick = 0.5\nhost = "0.0.0.0"\nsimulator = false\n')
+    s = Settings.load({}, env={}, config_file=cfg)
+    assert (s.port, s.servers, s.tick, s.host, s.simulator) == (9000, 5, 0.5, "0.0.0.0", False)
+    s = Settings.load({}, env={"OPENMANAGER_PORT": "9100", "OPENMANAGER_SIMULATOR": "yes"}, config_file=cfg)
+    assert (s.port, s.simulator, s.servers) == (9100, True, 5)
+    s = Settings.load({"port": 9200, "servers": None}, env={"OPENMANAGER_PORT": "9100"}, config_file=cfg)
+    assert (s.port, s.servers) == (9200, 5)
+
+
+def test_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid value 'lots' for servers"):
+        Settings.load({}, env={"OPENMANAGER_SERVERS": "lots"})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("colour = 'red'\n")
+    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+        Settings.load({}, env={}, config_file=bad)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        Settings.load({}, env={}, config_file=tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="tick must be positive"):
+        Settings.load({"tick": 0}, env={})
+    with pytest.raises(ConfigError, match="unknown metric"):
+        Settings.load({"thresholds": "heat=1:2"}, env={})
+
+
+def test_threshold_overrides() -> None:
+    policy = Settings.load({"thresholds": "cpu=50:60"}, env={}).status_policy()
+    assert policy.thresholds["cpu"].warning == 50 and policy.thresholds["memory"].critical == 85
