@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,7 +78,17 @@ def serve(
         raise typer.Exit(2) from None
     from openmanager.server import run
 
-    sys.exit(asyncio.run(run(settings)))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: that is a clean exit.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        code = asyncio.run(run(settings))
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()

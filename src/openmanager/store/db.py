@@ -1,0 +1,429 @@
+"""The store: servers and metric roll-ups in SQLite (default) or PostgreSQL, through async SQLAlchemy.
+
+`Store.open(url)` creates the engine, applies the SQLite pragmas, and upgrades the schema to the
+newest Alembic revision before returning. Every method runs in its own transaction; database
+errors come out as `StoreError` (bad URLs as `ConfigError`).
+
+Writes are serialized inside one process (an asyncio lock), and on SQLite every write transaction
+starts with `BEGIN IMMEDIATE`, so the read-merge-write of `write_buckets` cannot interleave with
+another writer on the same file. On PostgreSQL, existing rows are read `FOR UPDATE`; concurrent
+writers of the *same new* bucket on different nodes are not expected (the elected leader runs the
+roll-up jobs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Row, delete, event, func, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from openmanager.core.errors import ConfigError, OpenManagerError
+from openmanager.core.model import ServerInfo
+from openmanager.core.rollup import Bucket, MetricStats, merge
+from openmanager.store.models import RollupRow, ServerRow
+
+__all__ = ["MIGRATIONS_DIR", "Store", "StoreError", "alembic_config", "normalize_url"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_KEY_CHUNK = 300  # keys per `(a, b, c) IN (...)` query: 900 bind parameters, under SQLite's old 999 limit
+_ID_CHUNK = 500
+_WRITE_OPTION = "openmanager_write"
+
+_T = TypeVar("_T")
+
+
+class StoreError(OpenManagerError):
+    """The database failed (unreachable, locked, corrupt, migration failed)."""
+
+    code = "store_error"
+
+
+def normalize_url(url: str) -> str:
+    """Map a database URL onto its async driver.
+
+    `sqlite:///./data/x.db` (any SQLite driver) becomes `sqlite+aiosqlite:///./data/x.db`;
+    `postgresql://`, `postgres://` and `postgresql+psycopg2://` become `postgresql+asyncpg://`
+    (`postgresql+asyncpg://` and `postgresql+psycopg://` are kept). Raises ConfigError for
+    anything else.
+    """
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {url!r}") from exc
+    backend = parsed.get_backend_name()
+    driver = parsed.drivername.partition("+")[2]  # explicit driver only, not the dialect's default
+    if backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif backend == "postgresql":
+        if driver not in ("asyncpg", "psycopg"):
+            parsed = parsed.set(drivername="postgresql+asyncpg")
+    else:
+        raise ConfigError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    return parsed.render_as_string(hide_password=False)
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An Alembic config for the packaged migrations (no alembic.ini needed).
+
+    With `url`, the `alembic` commands (`upgrade`, `revision --autogenerate`) can be driven from
+    Python against that database.
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if url is not None:
+        cfg.set_main_option("sqlalchemy.url", normalize_url(url).replace("%", "%%"))
+    return cfg
+
+
+def _sqlite_file(url: str) -> Path | None:
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the parent directory and check the file can be opened.
+
+    Failing here, before aiosqlite, gives a clear error (and avoids aiosqlite's worker thread
+    reporting a failed connect to an event loop that may be closed by then).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the database file {path}: {exc}") from exc
+
+
+def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # SQLAlchemy emits BEGIN itself (see _on_sqlite_begin); the driver's legacy implicit
+    # transactions would skip BEGIN before SELECT and DDL.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    if conn.get_execution_options().get(_WRITE_OPTION):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def _upgrade_to_head(conn: Connection) -> None:
+    cfg = alembic_config()
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _stats_to_json(bucket: Bucket) -> dict[str, list[float]]:
+    return {name: s.to_list() for name, s in bucket.stats.items()}
+
+
+def _bucket_from_row(row: Row[str, int, int, int, dict[str, Any]]) -> Bucket:
+    server_id, resolution_s, start_ms, count, stats = row
+    return Bucket(
+        server_id,
+        int(resolution_s),
+        int(start_ms),
+        int(count),
+        {name: MetricStats.from_list(raw) for name, raw in (stats or {}).items()},
+    )
+
+
+_BUCKET_COLUMNS = (
+    RollupRow.server_id,
+    RollupRow.resolution_s,
+    RollupRow.start_ms,
+    RollupRow.count,
+    RollupRow.stats,
+)
+
+
+class Store:
+    """Servers and roll-ups. Create with `await Store.open(url)`; `await close()` when done."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Wrap an engine whose schema is already migrated; prefer `Store.open`."""
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect, configure and migrate to the newest schema.
+
+        Creates the parent directory of a SQLite file. Raises ConfigError for an unsupported URL,
+        StoreError when the database cannot be opened or migrated.
+        """
+        url = normalize_url(url)
+        is_sqlite = url.startswith("sqlite")
+        if is_sqlite:
+            path = _sqlite_file(url)
+            if path is not None:
+                await asyncio.to_thread(_prepare_sqlite_file, path)
+        try:
+            engine = create_async_engine(url)
+        except (ArgumentError, ImportError) as exc:
+            shown = make_url(url).render_as_string(hide_password=True)
+            raise ConfigError(f"cannot use database URL {shown!r}: {exc}") from exc
+        if is_sqlite:
+            event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+            event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+        store = cls(engine)
+        try:
+            async with store._write() as conn:
+                await conn.run_sync(_upgrade_to_head)
+        except BaseException as exc:
+            await engine.dispose()
+            if isinstance(exc, StoreError):
+                raise StoreError(f"cannot open or migrate the database: {exc.__cause__ or exc}") from exc
+            raise
+        return store
+
+    async def close(self) -> None:
+        """Close every pooled connection. The store is unusable afterwards."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_lock:
+            try:
+                async with self._write_engine.begin() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise StoreError(f"store write failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreError(f"store read failed: {exc}") from exc
+
+    def _insert(self, entity: type[ServerRow] | type[RollupRow]) -> sqlite.Insert | postgresql.Insert:
+        if self.dialect == "postgresql":
+            return postgresql.insert(entity)
+        return sqlite.insert(entity)
+
+    # -- servers ------------------------------------------------------------------------------
+
+    async def upsert_servers(self, servers: Sequence[ServerInfo], seen_ms: int) -> None:
+        """Insert or update servers' metadata and set `last_seen`; `first_seen` is kept once set.
+        A server listed twice is stored as its last entry."""
+        rows = {
+            s.id: {
+                "id": s.id,
+                "hostname": s.hostname,
+                "role": s.role,
+                "environment": s.environment,
+                "location": s.location,
+                "source": s.source,
+                "tags": dict(s.tags),
+                "first_seen": seen_ms,
+                "last_seen": seen_ms,
+            }
+            for s in servers
+        }
+        if not rows:
+            return
+        stmt = self._insert(ServerRow)
+        updated = ("hostname", "role", "environment", "location", "source", "tags", "last_seen")
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ServerRow.id], set_={name: stmt.excluded[name] for name in updated}
+        )
+        async with self._write() as conn:
+            await conn.execute(stmt, list(rows.values()))
+
+    async def load_servers(self) -> list[tuple[ServerInfo, int]]:
+        """Every stored server with its `last_seen` (ms), ordered by id."""
+        query = select(
+            ServerRow.id,
+            ServerRow.hostname,
+            ServerRow.role,
+            ServerRow.environment,
+            ServerRow.location,
+            ServerRow.source,
+            ServerRow.tags,
+            ServerRow.last_seen,
+        ).order_by(ServerRow.id)
+        async with self._read() as conn:
+            result = await conn.execute(query)
+            return [
+                (
+                    ServerInfo(
+                        id=r.id,
+                        hostname=r.hostname,
+                        role=r.role,
+                        environment=r.environment,
+                        location=r.location,
+                        source=r.source,
+                        tags=dict(r.tags or {}),
+                    ),
+                    int(r.last_seen),
+                )
+                for r in result
+            ]
+
+    async def forget_server(self, server_id: str) -> None:
+        """Delete a server and all its roll-ups. Forgetting an unknown id does nothing."""
+        async with self._write() as conn:
+            await conn.execute(delete(RollupRow).where(RollupRow.server_id == server_id))
+            await conn.execute(delete(ServerRow).where(ServerRow.id == server_id))
+
+    # -- roll-ups -----------------------------------------------------------------------------
+
+    async def write_buckets(self, buckets: Sequence[Bucket], *, replace: bool = False) -> None:
+        """Store buckets, in one transaction.
+
+        By default a bucket is merged (`core.rollup.merge`) with the stored row of the same
+        (server, resolution, start), so writing a bucket's points in two parts gives the same
+        statistics as writing them at once. With `replace=True` stored rows are overwritten
+        (for recomputed buckets). Buckets with the same key in `buckets` are merged first.
+        """
+        pending: dict[tuple[str, int, int], Bucket] = {}
+        for b in buckets:
+            seen = pending.get(b.key)
+            pending[b.key] = b if seen is None else merge(seen, b)
+        if not pending:
+            return
+        key_columns = tuple_(RollupRow.server_id, RollupRow.resolution_s, RollupRow.start_ms)
+        async with self._write() as conn:
+            if not replace:
+                for chunk in _chunks(list(pending), _KEY_CHUNK):
+                    query = select(*_BUCKET_COLUMNS).where(key_columns.in_(chunk))
+                    if self.dialect == "postgresql":
+                        query = query.with_for_update()
+                    for row in await conn.execute(query):
+                        stored = _bucket_from_row(row)
+                        pending[stored.key] = merge(stored, pending[stored.key])
+            stmt = self._insert(RollupRow)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[RollupRow.server_id, RollupRow.resolution_s, RollupRow.start_ms],
+                set_={"count": stmt.excluded.count, "stats": stmt.excluded.stats},
+            )
+            await conn.execute(
+                stmt,
+                [
+                    {
+                        "server_id": b.server,
+                        "resolution_s": b.resolution_s,
+                        "start_ms": b.start_ms,
+                        "count": b.count,
+                        "stats": _stats_to_json(b),
+                    }
+                    for b in pending.values()
+                ],
+            )
+
+    async def read_buckets(
+        self, server: str, resolution_s: int, since_ms: int, until_ms: int
+    ) -> list[Bucket]:
+        """A server's buckets with `since_ms <= start_ms < until_ms`, ascending."""
+        query = (
+            select(*_BUCKET_COLUMNS)
+            .where(
+                RollupRow.server_id == server,
+                RollupRow.resolution_s == resolution_s,
+                RollupRow.start_ms >= since_ms,
+                RollupRow.start_ms < until_ms,
+            )
+            .order_by(RollupRow.start_ms)
+        )
+        async with self._read() as conn:
+            return [_bucket_from_row(row) for row in await conn.execute(query)]
+
+    async def read_buckets_many(
+        self, servers: Sequence[str], resolution_s: int, since_ms: int, until_ms: int
+    ) -> list[Bucket]:
+        """Like `read_buckets` for several servers; ordered by (server, start_ms)."""
+        out: list[Bucket] = []
+        async with self._read() as conn:
+            for chunk in _chunks(sorted(set(servers)), _ID_CHUNK):
+                query = (
+                    select(*_BUCKET_COLUMNS)
+                    .where(
+                        RollupRow.server_id.in_(chunk),
+                        RollupRow.resolution_s == resolution_s,
+                        RollupRow.start_ms >= since_ms,
+                        RollupRow.start_ms < until_ms,
+                    )
+                    .order_by(RollupRow.server_id, RollupRow.start_ms)
+                )
+                out.extend(_bucket_from_row(row) for row in await conn.execute(query))
+        return out
+
+    async def bucket_servers(self, resolution_s: int, since_ms: int, until_ms: int) -> list[str]:
+        """Servers with at least one bucket of `resolution_s` starting in `[since_ms, until_ms)`, sorted."""
+        query = (
+            select(RollupRow.server_id)
+            .where(
+                RollupRow.resolution_s == resolution_s,
+                RollupRow.start_ms >= since_ms,
+                RollupRow.start_ms < until_ms,
+            )
+            .distinct()
+            .order_by(RollupRow.server_id)
+        )
+        async with self._read() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def bucket_span(self, resolution_s: int) -> tuple[int, int] | None:
+        """`(earliest, latest)` bucket start of `resolution_s` over all servers; None when there is none."""
+        query = select(func.min(RollupRow.start_ms), func.max(RollupRow.start_ms)).where(
+            RollupRow.resolution_s == resolution_s
+        )
+        async with self._read() as conn:
+            lo, hi = (await conn.execute(query)).one()
+        if lo is None or hi is None:
+            return None
+        return int(lo), int(hi)
+
+    async def prune(self, resolution_s: int, older_than_ms: int) -> int:
+        """Delete buckets of `resolution_s` starting before `older_than_ms`; returns how many."""
+        stmt = delete(RollupRow).where(
+            RollupRow.resolution_s == resolution_s, RollupRow.start_ms < older_than_ms
+        )
+        async with self._write() as conn:
+            result = await conn.execute(stmt)
+            return int(result.rowcount)

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import orjson
+
+from openmanager.broker.memory import MemoryBroker
+from openmanager.core.filters import parse_filter
+from openmanager.core.history import FleetHistory
+from openmanager.core.model import Sample, ServerInfo, Status
+from openmanager.core.status import StatusPolicy
+from openmanager.pipeline.fanout import FanOut, _splice_event, encode_event, shape_id
+from openmanager.pipeline.session import CLOSE_SLOW_CONSUMER, QueueLimits, Session
+from openmanager.pipeline.state import FleetState
+from openmanager.pipeline.stats import HubStats
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(clock: Clock | None = None) -> tuple[FleetState, MemoryBroker, FanOut, HubStats]:
+    state = FleetState(StatusPolicy(), FleetHistory(100), tick_ms=1000, clock=clock or Clock(1000.0))
+    for sid, env in (("web-01", "prod"), ("web-02", "staging"), ("db-01", "prod")):
+        state.register(ServerInfo(sid, sid, tags={"env": env}))
+    broker = MemoryBroker()
+    stats = HubStats()
+    return state, broker, FanOut(broker, state, stats), stats
+
+
+def drain(session: Session) -> list[str]:
+    out = []
+    while len(session.queue):
+        out.append(session.queue.pop())
+    return out
+
+
+async def test_one_frame_per_shape_shared_by_sessions() -> None:
+    state, broker, fanout, stats = make()
+    a, b, c = (Session("admin", "ws", "", stats) for _ in range(3))
+    web = fanout.shape_for("metrics", parse_filter("metrics", {"servers": ["web-*"]}))
+    assert fanout.shape_for("metrics", parse_filter("metrics", {"servers": "web-*"})) is web
+    everything = fanout.shape_for("metrics", parse_filter("metrics", {}))
+    fanout.attach(a, web)
+    fanout.attach(b, web)
+    fanout.attach(c, everything)
+    for sid, cpu in (("web-01", 10.0), ("web-02", 20.0), ("db-01", 30.0)):
+        state.apply(Sample(sid, 1_000_000, {"cpu": cpu}))
+    await broker.publish("metrics", state.snapshot())
+    fa, fb, fc = drain(a), drain(b), drain(c)
+    assert fa == fb and fa[0] is fb[0]  # the very same string object, encoded once
+    assert set(orjson.loads(fa[0])["data"]["servers"]) == {"web-01", "web-02"}
+    assert set(orjson.loads(fc[0])["data"]["servers"]) == {"web-01", "web-02", "db-01"}
+    assert stats.frames_encoded == 2
+
+
+async def test_spliced_frame_equals_encoded_frame() -> None:
+    data = {"ts": 5, "servers": {"a": {"cpu": 1.5, "status": "healthy"}}}
+    spliced = _splice_event("s1", "ep-3", orjson.dumps(data))
+    assert orjson.loads(spliced) == orjson.loads(encode_event("s1", "ep-3", data))
+
+
+def test_shape_ids_are_stable_and_distinct() -> None:
+    k1 = parse_filter("metrics", {"servers": ["a"]}).key
+    assert shape_id(k1, "json") == shape_id(parse_filter("metrics", {"servers": "a"}).key, "json")
+    assert shape_id(k1, "json") != shape_id(k1, "msgpack")
+    assert shape_id(k1, "json") != shape_id(parse_filter("metrics", {"servers": ["b"]}).key, "json")
+
+
+async def test_detach_last_session_drops_shape_and_listener() -> None:
+    _, broker, fanout, stats = make()
+    s = Session("admin", "ws", "", stats)
+    shape = fanout.shape_for("logs", parse_filter("logs", {"level": "ERROR"}))
+    fanout.attach(s, shape)
+    fanout.detach_all(s)
+    assert fanout.shapes() == [] and s.subs == {}
+    await broker.publish("logs", {"records": [{"server": "x", "level": "ERROR", "message": "m"}]})
+    assert len(s.queue) == 0
+
+
+async def test_overflow_closes_slow_consumer_with_4008() -> None:
+    _, broker, fanout, stats = make()
+    slow = Session("admin", "ws", "", stats, QueueLimits(max_messages=3, max_bytes=10**6))
+    ok = Session("admin", "ws", "", stats)
+    shape = fanout.shape_for("logs", parse_filter("logs", None))
+    fanout.attach(slow, shape)
+    fanout.attach(ok, shape)
+    for i in range(5):
+        await broker.publish("logs", {"records": [{"server": "x", "level": "INFO", "message": str(i)}]})
+    assert slow.close_code == CLOSE_SLOW_CONSUMER
+    assert stats.slow_consumer_closes == 1 and stats.queue_drops == 1
+    assert len(drain(ok)) == 5  # the others are unaffected
+
+
+def test_silent_servers_turn_offline() -> None:
+    clock = Clock(1000.0)
+    state, _, _, _ = make(clock)
+    state.apply(Sample("web-01", 1_000_000, {"cpu": 90.0}))
+    state.apply(Sample("web-02", 1_000_000, {"cpu": 10.0}))
+    assert state.servers["web-01"].status is Status.CRITICAL
+    clock.now += 9.0
+    state.apply(Sample("web-02", 1_009_000, {"cpu": 10.0}))
+    assert state.expire() == []
+    clock.now += 2.0  # web-01 silent for 11 s > 10 s
+    gone = state.expire()
+    assert [s.info.id for s in gone] == ["web-01"]
+    assert state.servers["web-01"].status is Status.OFFLINE
+    assert state.expire() == []  # reported once
+    summary = state.fleet_summary()
+    assert (summary["total"], summary["offline"], summary["healthy"]) == (3, 2, 1)  # db-01 never reported
+    state.apply(Sample("web-01", 1_012_000, {"cpu": 50.0}))
+    assert state.servers["web-01"].status is Status.HEALTHY

@@ -1,0 +1,76 @@
+"""The hub in-process: a failing source is disabled while the others run; ingest reaches the broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from openmanager.broker.base import Event
+from openmanager.config import Settings
+from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
+from openmanager.hub import Hub
+from openmanager.sources.base import SourceSink
+
+
+class BrokenSource:
+    name = "broken"
+
+    async def run(self, sink: SourceSink) -> None:
+        raise RuntimeError("exporter unreachable")
+
+
+class OneShotSource:
+    """Emits a few ticks quickly, including an invalid sample and a log line."""
+
+    name = "oneshot"
+
+    async def run(self, sink: SourceSink) -> None:
+        sink.register(ServerInfo("box-1", "box-1.local", role="web", source="oneshot"))
+        for i in range(3):
+            batch: Sequence[Sample] = [
+                Sample("box-1", 1_000_000 + i * 1000, {"cpu": 50.0 + i, "memory": 150.0}),
+                Sample("bad", 1_000_000, {"nonsense": 1.0}),
+            ]
+            sink.samples(batch)
+            sink.logs([LogRecord(1_000_000 + i, "box-1", LogLevel.ERROR, "app", f"line {i}")])
+            await asyncio.sleep(0.01)
+        await asyncio.Event().wait()
+
+
+async def test_failing_source_is_disabled_and_others_run(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": str(tmp_path), "tick": 0.05}, env={})
+    hub = Hub(settings, admin_token="a-test-token", sources=[BrokenSource(), OneShotSource()])
+    metrics: list[Event] = []
+    logs: list[Event] = []
+    hub.broker.listen("metrics", metrics.append)
+    hub.broker.listen("logs", logs.append)
+    await hub.start()
+    try:
+        async with asyncio.timeout(5):
+            while len(metrics) < 3 or len(logs) < 3:
+                await asyncio.sleep(0.01)
+        assert hub.source_status["broken"] == "failed: exporter unreachable"
+        assert hub.source_status["oneshot"] == "running"
+        assert hub.readiness() == (True, "ready")
+        sample = metrics[-1].data["servers"]["box-1"]
+        assert sample["cpu"] == 52.0 and sample["memory"] == 100.0  # clamped
+        assert all("bad" not in e.data["servers"] for e in metrics)  # invalid samples never published
+        assert [r["message"] for e in logs for r in e.data["records"]] == ["line 0", "line 1", "line 2"]
+        assert hub.state.servers["box-1"].info.role == "web"
+    finally:
+        await hub.stop()
+
+
+async def test_not_ready_when_every_source_failed(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": str(tmp_path)}, env={})
+    hub = Hub(settings, admin_token="a-test-token", sources=[BrokenSource()])
+    await hub.start()
+    try:
+        async with asyncio.timeout(5):
+            while hub.source_status["broken"] == "running":
+                await asyncio.sleep(0.01)
+        ready, reason = hub.readiness()
+        assert not ready and "exporter unreachable" in reason
+    finally:
+        await hub.stop()
