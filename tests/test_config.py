@@ -41,3 +41,12 @@ def test_errors_are_clear(tmp_path: Path) -> None:
 def test_threshold_overrides() -> None:
     policy = Settings.load({"thresholds": "cpu=50:60"}, env={}).status_policy()
     assert policy.thresholds["cpu"].warning == 50 and policy.thresholds["memory"].critical == 85
+
+
+def test_configuration_doc_lists_every_setting() -> None:
+    from dataclasses import fields
+
+    doc = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for f in fields(Settings):
+        assert f"`OPENMANAGER_{f.name.upper()}`" in doc, f.name
+        assert f"--{f.name.replace('_', '-')}" in doc, f.name
