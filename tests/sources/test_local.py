@@ -1,0 +1,90 @@
+"""This host via psutil: the plain `collect` function and the async source."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from openmanager.core.model import METRIC_BY_NAME, LogRecord, Sample, ServerInfo
+from openmanager.sources.local import LocalSource, collect
+
+
+def test_first_collect_reports_levels_but_no_rates() -> None:
+    values, state = collect(None)
+    for name in ("memory", "disk", "swap"):
+        assert 0.0 <= values[name] <= 100.0, name
+    assert values["uptime"] > 0
+    assert values["processes"] >= 1
+    assert "cpu" not in values and "net_in" not in values and "net_out" not in values
+    assert state.cpu_total > 0
+
+
+def test_second_collect_reports_cpu_and_net_rates() -> None:
+    _, state = collect(None)
+    deadline = time.monotonic() + 0.05
+    while time.monotonic() < deadline:  # burn a little cpu so the interval has something to count
+        sum(range(1000))
+    values, state2 = collect(state)
+    assert 0.0 <= values["cpu"] <= 100.0
+    assert 0.0 <= values["memory"] <= 100.0 and 0.0 <= values["disk"] <= 100.0
+    assert values["net_in"] >= 0.0 and values["net_out"] >= 0.0
+    assert values["uptime"] > 0
+    assert state2.mono > state.mono
+    assert "response_time" not in values and "error_rate" not in values
+    for name, value in values.items():
+        spec = METRIC_BY_NAME[name]
+        assert spec.low <= value <= spec.high, name
+
+
+def test_collect_raises_for_a_missing_root_path() -> None:
+    with pytest.raises(OSError):
+        collect(None, root_path="/no/such/path/for/openmanager")
+
+
+class RecordingSink:
+    """A real sink that keeps what it gets and signals once `want` sample batches arrived."""
+
+    def __init__(self, want: int) -> None:
+        self.servers: list[ServerInfo] = []
+        self.batches: list[list[Sample]] = []
+        self.records: list[LogRecord] = []
+        self.want = want
+        self.enough = asyncio.Event()
+
+    def register(self, server: ServerInfo) -> None:
+        self.servers.append(server)
+
+    def samples(self, batch: Sequence[Sample]) -> None:
+        self.batches.append(list(batch))
+        if len(self.batches) >= self.want:
+            self.enough.set()
+
+    def logs(self, records: Sequence[LogRecord]) -> None:
+        self.records.extend(records)
+
+
+async def test_local_source_delivers_batches() -> None:
+    source = LocalSource(tick_s=0.05)
+    assert source.name == "local"
+    sink = RecordingSink(want=3)
+    task = asyncio.create_task(source.run(sink))
+    try:
+        await asyncio.wait_for(sink.enough.wait(), timeout=10.0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert len(sink.servers) == 1
+    server = sink.servers[0]
+    assert server.id == socket.gethostname()
+    assert (server.role, server.environment, server.location, server.source) == ("host", "local", "local", "local")
+    assert all(len(batch) == 1 and batch[0].server == server.id for batch in sink.batches)
+    later = sink.batches[-1][0]
+    assert {"cpu", "memory", "disk", "net_in", "net_out", "uptime"} <= set(later.values)
+    stamps = [batch[0].ts for batch in sink.batches]
+    assert stamps == sorted(stamps)
