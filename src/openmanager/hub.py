@@ -14,6 +14,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
+from prometheus_client.gc_collector import GCCollector
 
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
 from openmanager.config import Settings
@@ -21,6 +22,7 @@ from openmanager.core.history import FleetHistory
 from openmanager.core.rules import parse_duration
 from openmanager.gateway.auth import Authenticator
 from openmanager.pipeline.fanout import FanOut
+from openmanager.pipeline.gcpolicy import GcPolicy
 from openmanager.pipeline.pipeline import Pipeline
 from openmanager.pipeline.session import QueueLimits, Session
 from openmanager.pipeline.state import FleetState
@@ -73,6 +75,7 @@ class Hub:
         self.stats = HubStats()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.stats)
+        GCCollector(registry=self.registry)
         self.pipeline = Pipeline(self.state, self.broker, self.stats)
         self.fanout = FanOut(self.broker, self.state, self.stats)
         self.sessions: dict[str, Session] = {}
@@ -84,6 +87,7 @@ class Hub:
         self._tasks: list[asyncio.Task[Any]] = []
         self._last_fleet: dict[str, Any] = self.state.fleet_summary()
         self._last_system: dict[str, Any] = self.stats.system_event()
+        self.gc_policy = GcPolicy()
         self.started = False
 
     # lifecycle
@@ -111,10 +115,13 @@ class Hub:
                                coalesce=True)
         self.scheduler.add_job(self.prune, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
         self.scheduler.start()
+        self.broker.listen("metrics", lambda _: self.gc_policy.after_delivery(self.settings.tick / 2))
+        self.gc_policy.install()
         self.started = True
 
     async def stop(self) -> None:
         self.started = False
+        self.gc_policy.uninstall()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
         for task in self._tasks:

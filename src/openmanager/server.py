@@ -12,6 +12,7 @@ import uvicorn
 from openmanager.config import Settings
 from openmanager.gateway.app import create_app
 from openmanager.gateway.auth import load_admin_token
+from openmanager.gateway.wsfast import FastSendProtocol
 from openmanager.hub import Hub
 
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
@@ -46,7 +47,7 @@ def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
         create_app(hub),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=FastSendProtocol,  # uvicorn's websockets-sansio plus the fan-out fast path
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=heartbeat_s,
         ws_ping_timeout=heartbeat_s,

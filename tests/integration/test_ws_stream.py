@@ -206,7 +206,11 @@ async def test_unsubscribe_stops_events(hub: HubProcess) -> None:
     await c.close()
 
 
-def test_rest_servers_and_errors(hub: HubProcess) -> None:
+async def test_rest_servers_and_errors(hub: HubProcess) -> None:
+    c = await Client.open(hub)
+    sub = await c.subscribe("metrics")
+    await c.events(sub["sub"], 1)
+    await c.close()
     servers = hub.get("/api/v1/servers").json()["servers"]
     assert len(servers) == 8
     for s in servers:
@@ -222,6 +226,8 @@ def test_rest_servers_and_errors(hub: HubProcess) -> None:
     assert hub.get("/readyz", headers={}).status_code == 200
     text = hub.get("/metrics").text
     assert "openmanager_messages_sent_total" in text and "openmanager_fanout_seconds_bucket" in text
+    direct = next(line for line in text.splitlines() if line.startswith("openmanager_direct_writes_total"))
+    assert float(direct.split()[-1]) > 0  # earlier tests' events went through the fan-out fast path
     assert hub.get("/openapi.json").json()["paths"]["/api/v1/servers"]
 
 

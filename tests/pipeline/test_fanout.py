@@ -112,3 +112,43 @@ def test_silent_servers_turn_offline() -> None:
     assert (summary["total"], summary["offline"], summary["healthy"]) == (3, 2, 1)  # db-01 never reported
     state.apply(Sample("web-01", 1_012_000, {"cpu": 50.0}))
     assert state.servers["web-01"].status is Status.HEALTHY
+
+
+class Transport:
+    """An in-memory stand-in for the socket side of `send_now`: it can be paused like a real one."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.wire: list[str] = []
+
+    def send_now(self, frame: str) -> bool:
+        if self.paused:
+            return False
+        self.wire.append(frame)
+        return True
+
+    async def write(self, frame: str) -> None:
+        self.wire.append(frame)
+
+
+async def test_fast_path_keeps_order_through_backpressure() -> None:
+    import asyncio
+
+    stats = HubStats()
+    t = Transport()
+    s = Session("admin", "ws", "", stats, send_now=t.send_now)
+    s.send("1")
+    assert t.wire == ["1"] and len(s.queue) == 0 and stats.direct_writes == 1
+    t.paused = True
+    s.send("2")
+    t.paused = False
+    s.send("3")  # "2" is still queued, so "3" must queue behind it, not jump ahead
+    assert t.wire == ["1"] and len(s.queue) == 2
+    writer = asyncio.create_task(s.run_writer(t.write))
+    while len(s.queue):
+        await asyncio.sleep(0)
+    s.send("4")
+    assert t.wire == ["1", "2", "3", "4"]
+    s.close(1000)
+    await asyncio.wait_for(writer, 1)
+    assert stats.messages_sent == 4

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from openmanager import __version__
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.core.filters import SERVED_TOPICS, TOPICS, parse_filter
+from openmanager.gateway.wsfast import SEND_NOW
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         stats=hub.stats,
         limits=hub.queue_limits,
     )
+    session.send_now = ws.scope.get("extensions", {}).get(SEND_NOW)
     hub.sessions[session.id] = session
     hub.stats.connections["ws"] += 1
     session.send(
@@ -87,17 +89,33 @@ async def websocket_endpoint(ws: WebSocket) -> None:
             }
         )
     )
+    # Two tasks per connection: this one reads, the writer drains the session's queue. When the writer
+    # ends (closing, or the peer went away) it interrupts the read.
+    reader = asyncio.current_task()
+    assert reader is not None
     writer = asyncio.create_task(session.run_writer(ws.send_text), name=f"ws-writer-{session.id}")
-    reader = asyncio.create_task(_read_loop(ws, hub, session), name=f"ws-reader-{session.id}")
+    writer_ended = False
+
+    def on_writer_end(_: asyncio.Task[None]) -> None:
+        nonlocal writer_ended
+        writer_ended = True
+        reader.cancel()
+
+    writer.add_done_callback(on_writer_end)
     try:
-        await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        await _read_loop(ws, hub, session)
+    except asyncio.CancelledError:
+        if not writer_ended:
+            raise
+        reader.uncancel()
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
     finally:
+        writer.remove_done_callback(on_writer_end)
         hub.fanout.detach_all(session)
-        for task in (writer, reader):
-            task.cancel()
-        for task in (writer, reader):
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
-                await task
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
+            await writer
         hub.sessions.pop(session.id, None)
         hub.stats.connections["ws"] -= 1
     if session.close_code is not None:
@@ -114,8 +132,6 @@ async def _read_loop(ws: WebSocket, hub: Hub, session: Session) -> None:
         if payload is None:
             payload = message.get("bytes") or b""
         await handle_message(hub, session, payload)
-        if session.closing:
-            return
 
 
 async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> None:

@@ -43,6 +43,8 @@ class Session:
     bytes_sent: int = 0
     close_code: int | None = None
     close_reason: str = ""
+    send_now: Callable[[str], bool] | None = None  # a synchronous write, when the transport offers one
+    writing: bool = False  # an async write is in flight
     queue: OutboundQueue[str] = field(init=False)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
@@ -54,8 +56,19 @@ class Session:
         return self.close_code is not None
 
     def send(self, frame: str) -> None:
-        """Queue one encoded frame; never blocks. Overflow closes the session with 4008."""
+        """Write or queue one encoded frame; never blocks. Overflow closes the session with 4008.
+
+        With nothing queued and no write in flight the frame goes straight to `send_now` (no task
+        switch); otherwise, or when the transport is paused, it waits in the queue for the writer."""
         if self.close_code is not None:
+            return
+        if self.send_now is not None and not self.writing and not len(self.queue) and self.send_now(frame):
+            self.messages_sent += 1
+            self.bytes_sent += len(frame)
+            stats = self.stats
+            stats.messages_sent += 1
+            stats.bytes_sent += len(frame)
+            stats.direct_writes += 1
             return
         if not self.queue.offer(frame):
             self.stats.queue_drops += 1
@@ -78,7 +91,11 @@ class Session:
             self._wake.clear()
             while len(self.queue) and self.close_code is None:
                 frame = self.queue.pop()
-                await write(frame)
+                self.writing = True
+                try:
+                    await write(frame)
+                finally:
+                    self.writing = False
                 self.messages_sent += 1
                 self.bytes_sent += len(frame)
                 self.stats.messages_sent += 1

@@ -26,6 +26,7 @@ class HubStats(Collector):
         self.ingest_logs = 0
         self.events_published = 0
         self.frames_encoded = 0
+        self.direct_writes = 0
         self._fanout_counts = [0] * (len(FANOUT_BUCKETS_S) + 1)
         self._fanout_sum = 0.0
         self._fanout_recent: deque[float] = deque(maxlen=2048)
@@ -78,6 +79,9 @@ class HubStats(Collector):
         yield CounterMetricFamily("openmanager_ingest_logs", "Log records ingested", self.ingest_logs)
         yield CounterMetricFamily("openmanager_events_published", "Events published", self.events_published)
         yield CounterMetricFamily("openmanager_frames_encoded", "Event frames encoded", self.frames_encoded)
+        yield CounterMetricFamily(
+            "openmanager_direct_writes", "Frames written synchronously by the fan-out fast path", self.direct_writes
+        )
         buckets: list[tuple[str, float]] = []
         acc = 0
         for bound, count in zip(FANOUT_BUCKETS_S, self._fanout_counts, strict=False):
