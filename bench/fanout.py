@@ -35,6 +35,7 @@ import platform
 import queue
 import resource
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -465,6 +466,9 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
                 stop_proc(w, signal.SIGTERM, 5)
             if server is not None:
                 stop_proc(server, signal.SIGINT, 15)
+            results_dir = BENCH_DIR / "results"  # kept for a look after the run (git ignores it)
+            results_dir.mkdir(exist_ok=True)
+            shutil.copyfile(log_path, results_dir / f"{target}-server.log")
 
     lat = sorted(x for r in results for x in r["latencies"])
     app_lat = sorted(x for r in results for x in r["app_latencies"])

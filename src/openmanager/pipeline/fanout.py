@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,9 @@ from openmanager.broker.base import Broker, Event
 from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, PlainFilter, TopicFilter
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
+
+log = logging.getLogger(__name__)
+SLOW_FANOUT_S = 0.1
 
 
 def shape_id(key: tuple[object, ...], encoding: str) -> str:
@@ -145,6 +149,7 @@ class FanOut:
 
     def on_event(self, event: Event) -> None:
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         for shape in tuple(self._by_topic.get(event.topic, ())):
             if isinstance(shape.filter, MetricsFilter) and shape.filter.interval_ms:
                 self._accumulate(shape, event)
@@ -155,7 +160,14 @@ class FanOut:
             self.stats.frames_encoded += 1
             for session in tuple(shape.sessions):
                 session.send(frame)
-        self.stats.observe_fanout(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.stats.observe_fanout(elapsed)
+        if elapsed > SLOW_FANOUT_S:
+            # Wall time far above CPU time means the process was not running (other load, CPU steal).
+            log.warning(
+                "slow fan-out of %s %s: %.0f ms wall, %.0f ms CPU",
+                event.topic, event.cursor, elapsed * 1000, (time.thread_time() - cpu_started) * 1000,
+            )
 
     # interval shapes: at most one update per server per clock-aligned window, latest wins
     def _accumulate(self, shape: Shape, event: Event) -> None:

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+SLOW_PAUSE_S = 0.05
 
 
 class GcPolicy:
@@ -23,6 +28,9 @@ class GcPolicy:
         self._pending: asyncio.TimerHandle | None = None
         self.full_collections = 0
         self.last_pause_s = 0.0
+        self.max_pause_s = 0.0
+        self._gc_started = 0.0
+        self._in_scheduled = False
 
     def install(self) -> None:
         gc.collect()
@@ -31,11 +39,14 @@ class GcPolicy:
         g0, g1, _ = self._saved
         gc.set_threshold(g0, g1, self.gen2_threshold)
         self._last_full = time.monotonic()
+        gc.callbacks.append(self._on_gc)
 
     def uninstall(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._saved is not None:
             gc.set_threshold(*self._saved)
             gc.unfreeze()
@@ -48,10 +59,25 @@ class GcPolicy:
             return
         self._pending = asyncio.get_running_loop().call_later(delay_s, self._collect)
 
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        """Measures every collection; one that pauses the loop noticeably outside the schedule is logged."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._gc_started
+        self.max_pause_s = max(self.max_pause_s, pause)
+        if pause >= SLOW_PAUSE_S and not self._in_scheduled:
+            log.warning("unscheduled gc pause %.0f ms (generation %s, %s collected)",
+                        pause * 1000, info.get("generation"), info.get("collected"))
+
     def _collect(self) -> None:
         self._pending = None
         started = time.perf_counter()
-        gc.collect()
+        self._in_scheduled = True
+        try:
+            gc.collect()
+        finally:
+            self._in_scheduled = False
         self.last_pause_s = time.perf_counter() - started
         self.full_collections += 1
         self._last_full = time.monotonic()
