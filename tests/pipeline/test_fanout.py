@@ -3,11 +3,12 @@ from __future__ import annotations
 import orjson
 
 from openmanager.broker.memory import MemoryBroker
+from openmanager.core.encoding import encode_event, splice_event
 from openmanager.core.filters import parse_filter
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import Sample, ServerInfo, Status
 from openmanager.core.status import StatusPolicy
-from openmanager.pipeline.fanout import FanOut, _splice_event, encode_event, shape_id
+from openmanager.pipeline.fanout import FanOut, shape_id
 from openmanager.pipeline.session import CLOSE_SLOW_CONSUMER, QueueLimits, Session
 from openmanager.pipeline.state import FleetState
 from openmanager.pipeline.stats import HubStats
@@ -58,7 +59,7 @@ async def test_one_frame_per_shape_shared_by_sessions() -> None:
 
 async def test_spliced_frame_equals_encoded_frame() -> None:
     data = {"ts": 5, "servers": {"a": {"cpu": 1.5, "status": "healthy"}}}
-    spliced = _splice_event("s1", "ep-3", orjson.dumps(data))
+    spliced = splice_event("s1", "ep-3", orjson.dumps(data))
     assert orjson.loads(spliced) == orjson.loads(encode_event("s1", "ep-3", data))
 
 
@@ -152,3 +153,33 @@ async def test_fast_path_keeps_order_through_backpressure() -> None:
     s.close(1000)
     await asyncio.wait_for(writer, 1)
     assert stats.messages_sent == 4
+
+
+async def test_slow_client_gets_conflated_metrics_not_a_backlog() -> None:
+    import asyncio
+
+    state, broker, fanout, stats = make()
+    t = Transport()
+    slow = Session("admin", "ws", "", stats, QueueLimits(max_messages=4, max_bytes=10**6), send_now=t.send_now)
+    shape = fanout.shape_for("metrics", parse_filter("metrics", {}))
+    fanout.attach(slow, shape)
+    t.paused = True
+    cursors = []
+    for i in range(50):  # far more events than the queue holds: metrics never overflow, they merge
+        sid = ("web-01", "web-02", "db-01")[i % 3]
+        state.apply(Sample(sid, 1_000_000 + i, {"cpu": float(i)}))
+        event = await broker.publish("metrics", {"ts": 1_000_000 + i, "servers": {sid: state.servers[sid].wire()}})
+        cursors.append(event.cursor)
+    assert slow.close_code is None and len(slow.queue) == 2  # the first frame, then one conflated update
+    assert stats.conflations == 48
+    t.paused = False
+    writer = asyncio.create_task(slow.run_writer(t.write))
+    while len(slow.queue):
+        await asyncio.sleep(0)
+    slow.close(1000)
+    await asyncio.wait_for(writer, 1)
+    first, merged = (orjson.loads(f) for f in t.wire)
+    assert first["cursor"] == cursors[0]
+    assert merged["cursor"] == cursors[-1]  # resumable from the newest event it covers
+    latest = {k: v["cpu"] for k, v in merged["data"]["servers"].items()}
+    assert latest == {"web-01": 48.0, "web-02": 49.0, "db-01": 47.0}

@@ -196,9 +196,9 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
     session.send(_dumps(reply))
     if missed is not None:
         for event in missed:
-            frame = hub.fanout.frame_for(shape, event)
-            if frame is not None:
-                session.send(frame)
+            rendered = hub.fanout.frame_for(shape, event)
+            if rendered is not None:
+                session.send(rendered[1])
     elif topic in SNAPSHOT_TOPICS:
         data = shape.render_snapshot(hub.snapshot(topic), hub.state)
         session.send(_dumps({"type": "snapshot", "sub": shape.sub, "cursor": reply["cursor"], "data": data}))

@@ -18,26 +18,20 @@ from typing import Any
 import orjson
 
 from openmanager.broker.base import Broker, Event
+from openmanager.core.encoding import encode_event, splice_event
 from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, PlainFilter, TopicFilter
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
 
 log = logging.getLogger(__name__)
+CONFLATED_TOPICS = frozenset({"metrics", "fleet", "system"})
+"""State topics: a client that is behind gets the latest value, not a backlog."""
 SLOW_FANOUT_S = 0.1
 
 
 def shape_id(key: tuple[object, ...], encoding: str) -> str:
     digest = hashlib.blake2b(orjson.dumps([list(key), encoding]), digest_size=8).hexdigest()
     return f"s{digest}"
-
-
-def encode_event(sub: str, cursor: str, data: Any) -> str:
-    return orjson.dumps({"type": "event", "sub": sub, "cursor": cursor, "data": data}).decode()
-
-
-def _splice_event(sub: str, cursor: str, raw_data: bytes) -> str:
-    """The same frame as `encode_event`, reusing the event's own JSON instead of re-serialising it."""
-    return f'{{"type":"event","sub":"{sub}","cursor":"{cursor}","data":{raw_data.decode()}}}'
 
 
 class Shape:
@@ -138,14 +132,14 @@ class FanOut:
             if stop is not None:
                 stop()
 
-    def frame_for(self, shape: Shape, event: Event) -> str | None:
-        """The encoded event frame for one shape, or None when the event does not concern it."""
+    def frame_for(self, shape: Shape, event: Event) -> tuple[Any, str] | None:
+        """The shape's data and encoded event frame, or None when the event does not concern it."""
         if shape.trivial:
-            return _splice_event(shape.sub, event.cursor, event.raw)
+            return event.data, splice_event(shape.sub, event.cursor, event.raw)
         data = shape.render(event, self.view)
         if data is None:
             return None
-        return encode_event(shape.sub, event.cursor, data)
+        return data, encode_event(shape.sub, event.cursor, data)
 
     def on_event(self, event: Event) -> None:
         started = time.perf_counter()
@@ -154,12 +148,17 @@ class FanOut:
             if isinstance(shape.filter, MetricsFilter) and shape.filter.interval_ms:
                 self._accumulate(shape, event)
                 continue
-            frame = self.frame_for(shape, event)
-            if frame is None:
+            rendered = self.frame_for(shape, event)
+            if rendered is None:
                 continue
+            data, frame = rendered
             self.stats.frames_encoded += 1
-            for session in tuple(shape.sessions):
-                session.send(frame)
+            if shape.topic in CONFLATED_TOPICS:
+                for session in tuple(shape.sessions):
+                    session.send_latest(shape.sub, event.cursor, data, frame)
+            else:
+                for session in tuple(shape.sessions):
+                    session.send(frame)
         elapsed = time.perf_counter() - started
         self.stats.observe_fanout(elapsed)
         if elapsed > SLOW_FANOUT_S:
@@ -195,7 +194,7 @@ class FanOut:
             frame = encode_event(shape.sub, shape.pending_cursor, data)
             self.stats.frames_encoded += 1
             for session in tuple(shape.sessions):
-                session.send(frame)
+                session.send_latest(shape.sub, shape.pending_cursor, data, frame)
         self._schedule_flush(shape)
 
 

@@ -1,8 +1,11 @@
 """A client session: its subscriptions and its bounded outbound queue.
 
-Frames are offered synchronously by the fan-out (never awaiting); one writer task per session drains
-the queue to the transport. A frame that does not fit the queue closes the session as a slow
-consumer (4008); the client resumes from its cursor.
+Frames are offered synchronously by the fan-out (never awaiting). While the client keeps up, a frame is
+written at once through the transport's `send_now` fast path; when the transport is paused the frame
+waits in the queue, and one writer task per session drains it. For state topics (`metrics`, `fleet`,
+`system`) a client that is behind gets one conflated update per subscription instead of a backlog;
+ordered topics queue to the limit, then the session closes as a slow consumer (4008) and the client
+resumes from its cursor.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from openmanager.core.outbound import OutboundQueue
+from openmanager.core.encoding import encode_event
+from openmanager.core.outbound import Conflated, OutboundQueue
 
 if TYPE_CHECKING:
     from openmanager.pipeline.fanout import Shape
@@ -36,16 +40,19 @@ class Session:
     remote: str
     stats: HubStats
     limits: QueueLimits = field(default_factory=QueueLimits)
+    send_now: Callable[[str], bool] | None = None  # a synchronous write, when the transport offers one
     id: str = field(default_factory=lambda: secrets.token_urlsafe(9))
     since: float = field(default_factory=time.time)
     subs: dict[str, Shape] = field(default_factory=dict)
     messages_sent: int = 0
     bytes_sent: int = 0
+    conflations: int = 0
+    rtt_ms: float | None = None
     close_code: int | None = None
     close_reason: str = ""
-    send_now: Callable[[str], bool] | None = None  # a synchronous write, when the transport offers one
     writing: bool = False  # an async write is in flight
-    queue: OutboundQueue[str] = field(init=False)
+    queue: OutboundQueue = field(init=False)
+    _conflated: dict[str, Conflated] = field(init=False, default_factory=dict)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -55,50 +62,102 @@ class Session:
     def closing(self) -> bool:
         return self.close_code is not None
 
-    def send(self, frame: str) -> None:
-        """Write or queue one encoded frame; never blocks. Overflow closes the session with 4008.
+    def _behind(self) -> bool:
+        return self.writing or len(self.queue) > 0
 
-        With nothing queued and no write in flight the frame goes straight to `send_now` (no task
-        switch); otherwise, or when the transport is paused, it waits in the queue for the writer."""
+    def _sent(self, frame: str, *, direct: bool) -> None:
+        size = len(frame)
+        self.messages_sent += 1
+        self.bytes_sent += size
+        stats = self.stats
+        stats.messages_sent += 1
+        stats.bytes_sent += size
+        if direct:
+            stats.direct_writes += 1
+
+    def send(self, frame: str) -> None:
+        """Write or queue one encoded frame of an ordered stream (or a reply); never blocks.
+        Overflow closes the session with 4008."""
         if self.close_code is not None:
             return
-        if self.send_now is not None and not self.writing and not len(self.queue) and self.send_now(frame):
-            self.messages_sent += 1
-            self.bytes_sent += len(frame)
-            stats = self.stats
-            stats.messages_sent += 1
-            stats.bytes_sent += len(frame)
-            stats.direct_writes += 1
+        if self.send_now is not None and not self._behind() and self.send_now(frame):
+            self._sent(frame, direct=True)
             return
-        if not self.queue.offer(frame):
+        self._enqueue(frame)
+
+    def send_latest(self, sub: str, cursor: str, data: dict[str, Any], frame: str) -> None:
+        """Deliver a state-topic event: the shared `frame` while the client keeps up; once it is behind,
+        one conflated update per subscription that newer events merge into (latest value wins)."""
+        if self.close_code is not None:
+            return
+        pending = self._conflated.get(sub)
+        if pending is not None:
+            pending.merge(cursor, data)
+            self.conflations += 1
+            self.stats.conflations += 1
+            return
+        if not self._behind():
+            if self.send_now is not None and self.send_now(frame):
+                self._sent(frame, direct=True)
+                return
+            self._enqueue(frame)
+            return
+        entry = Conflated(sub, cursor, data)
+        if self._enqueue(entry):
+            self._conflated[sub] = entry
+
+    def _enqueue(self, entry: str | Conflated) -> bool:
+        if not self.queue.offer(entry):
             self.stats.queue_drops += 1
             self.stats.slow_consumer_closes += 1
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
-            return
+            return False
         self._wake.set()
+        return True
 
     def close(self, code: int, reason: str = "") -> None:
         """Ask the writer to stop and close the transport with `code`; queued frames are discarded."""
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
+            self.queue.clear()
+            self._conflated.clear()
             self._wake.set()
 
     async def run_writer(self, write: Callable[[str], Awaitable[None]]) -> None:
-        """Drain the queue into `write` until the session closes; returns the close code to use."""
+        """Drain the queue into `write` until the session closes."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             while len(self.queue) and self.close_code is None:
-                frame = self.queue.pop()
+                entry = self.queue.pop()
+                if isinstance(entry, Conflated):
+                    self._conflated.pop(entry.sub, None)
+                    frame = encode_event(entry.sub, entry.cursor, entry.data)
+                else:
+                    frame = entry
                 self.writing = True
                 try:
                     await write(frame)
                 finally:
                     self.writing = False
-                self.messages_sent += 1
-                self.bytes_sent += len(frame)
-                self.stats.messages_sent += 1
-                self.stats.bytes_sent += len(frame)
+                self._sent(frame, direct=False)
             if self.close_code is not None:
                 return
+
+    def describe(self) -> dict[str, Any]:
+        """The session as `GET /api/v1/connections` lists it."""
+        return {
+            "id": self.id,
+            "user": self.user,
+            "transport": self.transport,
+            "remote": self.remote,
+            "since": int(self.since * 1000),
+            "subscriptions": [{"sub": s.sub, "topic": s.topic} for s in self.subs.values()],
+            "messages_sent": self.messages_sent,
+            "bytes_sent": self.bytes_sent,
+            "queue_depth": len(self.queue),
+            "queue_bytes": self.queue.bytes,
+            "conflations": self.conflations,
+            "rtt_ms": self.rtt_ms,
+        }

@@ -27,6 +27,7 @@ class HubStats(Collector):
         self.events_published = 0
         self.frames_encoded = 0
         self.direct_writes = 0
+        self.conflations = 0
         self._fanout_counts = [0] * (len(FANOUT_BUCKETS_S) + 1)
         self._fanout_sum = 0.0
         self._fanout_recent: deque[float] = deque(maxlen=2048)
@@ -56,6 +57,7 @@ class HubStats(Collector):
             "bytes_per_s": round((self.bytes_sent - b0) / dt, 1),
             "compression_ratio": 1.0,
             "drops": self.queue_drops,
+            "conflations": self.conflations,
             "slow_consumer_closes": self.slow_consumer_closes,
             "ingest_per_s": round((self.ingest_samples - i0) / dt, 1),
             "fanout_p99_ms": self.fanout_p99_ms(),
@@ -74,6 +76,10 @@ class HubStats(Collector):
         yield CounterMetricFamily(
             "openmanager_slow_consumer_closes", "Connections closed as slow consumers (4008)",
             self.slow_consumer_closes,
+        )
+        yield CounterMetricFamily(
+            "openmanager_conflations", "State-topic events merged into a pending update for a client that is behind",
+            self.conflations,
         )
         yield CounterMetricFamily("openmanager_ingest_samples", "Samples ingested", self.ingest_samples)
         yield CounterMetricFamily("openmanager_ingest_logs", "Log records ingested", self.ingest_logs)

@@ -1,0 +1,22 @@
+"""Wire encoding of server messages (JSON text frames)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+
+def encode(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
+
+
+def encode_event(sub: str, cursor: str, data: Any) -> str:
+    """An `event` frame."""
+    return orjson.dumps({"type": "event", "sub": sub, "cursor": cursor, "data": data}).decode()
+
+
+def splice_event(sub: str, cursor: str, raw_data: bytes) -> str:
+    """The same frame as `encode_event`, reusing data already encoded as JSON instead of re-serialising it.
+    `sub` and `cursor` must need no JSON escaping (they are generated ids)."""
+    return f'{{"type":"event","sub":"{sub}","cursor":"{cursor}","data":{raw_data.decode()}}}'
