@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import itertools
+import time
 
 import httpx
 
@@ -264,3 +265,19 @@ def test_link_sets_cookie_and_redirects(hub: HubProcess) -> None:
     logged = [line for line in hub.log().splitlines() if not line.startswith("Dashboard: ")]
     assert any("/ws?token=[redacted]" in line for line in logged)
     assert not any(hub.token in line for line in logged)  # tokens never logged, only the printed link
+
+
+async def test_connections_are_listed_for_the_admin(hub: HubProcess) -> None:
+    c = await Client.open(hub)
+    sub = await c.subscribe("metrics", {"servers": ["web-*"]})
+    await c.send({"type": "ping", "id": "rtt"})
+    await c.recv_until(lambda m: m["type"] == "pong")
+    await c.events(sub["sub"], 2)
+    listed = hub.get("/api/v1/connections").json()["connections"]
+    mine = next(s for s in listed if s["id"] == c.welcome["session"])
+    assert mine["transport"] == "ws" and mine["user"] == "admin" and mine["remote"].startswith("127.0.0.1:")
+    assert mine["subscriptions"] == [{"sub": sub["sub"], "topic": "metrics"}]
+    assert mine["messages_sent"] >= 4 and mine["bytes_sent"] > 0 and mine["queue_depth"] == 0
+    assert mine["since"] <= time.time() * 1000
+    await c.close()
+    assert hub.get("/api/v1/connections", headers={}).status_code == 401

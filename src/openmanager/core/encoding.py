@@ -20,3 +20,13 @@ def splice_event(sub: str, cursor: str, raw_data: bytes) -> str:
     """The same frame as `encode_event`, reusing data already encoded as JSON instead of re-serialising it.
     `sub` and `cursor` must need no JSON escaping (they are generated ids)."""
     return f'{{"type":"event","sub":"{sub}","cursor":"{cursor}","data":{raw_data.decode()}}}'
+
+
+def sse_body(event: str, data: Any) -> str:
+    """The `event:` and `data:` lines of a Server-Sent Event (no `id:` and no blank line yet).
+    orjson never emits a newline, so the JSON fits one `data:` line."""
+    return f"event: {event}\ndata: {orjson.dumps(data).decode()}\n"
+
+
+def sse_body_raw(event: str, raw_data: bytes) -> str:
+    return f"event: {event}\ndata: {raw_data.decode()}\n"

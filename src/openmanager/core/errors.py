@@ -38,6 +38,12 @@ class NotFoundError(OpenManagerError):
     code = "not_found"
 
 
+class ForbiddenError(OpenManagerError):
+    """An authenticated caller without the role the operation needs."""
+
+    code = "forbidden"
+
+
 class ConfigError(OpenManagerError):
     """A configuration value that cannot be used."""
 

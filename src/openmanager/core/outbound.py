@@ -20,10 +20,11 @@ CONFLATED_ENTRY_BYTES = 256
 class Conflated:
     """The pending, merged update of one state-topic subscription while its client is behind."""
 
-    __slots__ = ("cursor", "data", "merged", "sub")
+    __slots__ = ("cursor", "data", "merged", "sub", "topic")
 
-    def __init__(self, sub: str, cursor: str, data: dict[str, Any]) -> None:
+    def __init__(self, sub: str, cursor: str, data: dict[str, Any], topic: str = "") -> None:
         self.sub = sub
+        self.topic = topic
         self.cursor = cursor
         self.data = _copy(data)
         self.merged = 0
@@ -49,7 +50,18 @@ def _copy(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-Entry = str | Conflated
+class Framed:
+    """An encoded frame that still needs per-connection framing at write time (an SSE `id:` line)."""
+
+    __slots__ = ("body", "cursor", "topic")
+
+    def __init__(self, topic: str, cursor: str, body: str) -> None:
+        self.topic = topic
+        self.cursor = cursor
+        self.body = body
+
+
+Entry = str | Conflated | Framed
 
 
 class OutboundQueue:
@@ -85,4 +97,8 @@ class OutboundQueue:
 
 
 def _size(entry: Entry) -> int:
-    return len(entry) if isinstance(entry, str) else CONFLATED_ENTRY_BYTES
+    if isinstance(entry, str):
+        return len(entry)
+    if isinstance(entry, Framed):
+        return len(entry.body)
+    return CONFLATED_ENTRY_BYTES

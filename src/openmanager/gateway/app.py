@@ -20,6 +20,7 @@ from openmanager.gateway import errors
 from openmanager.gateway.auth import COOKIE_NAME
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.rest import router
+from openmanager.gateway.sse import router as sse_router
 from openmanager.gateway.ws import websocket_endpoint
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.state.hub = hub
     errors.install(app)
     app.include_router(router)
+    app.include_router(sse_router)
     app.add_api_websocket_route("/ws", websocket_endpoint)
 
     @app.get("/", include_in_schema=False)

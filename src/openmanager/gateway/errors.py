@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from openmanager.core.errors import NotFoundError, OpenManagerError
+from openmanager.core.errors import ForbiddenError, NotFoundError, OpenManagerError
 
 
 class JSONResponse(Response):
@@ -56,5 +56,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OpenManagerError)
     async def domain_error(_: Request, exc: OpenManagerError) -> JSONResponse:
-        status = 404 if isinstance(exc, NotFoundError) else 400
+        status = 404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, ForbiddenError) else 400
         return error_response(status, exc.code, exc.message)

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
+from openmanager.core.errors import ForbiddenError, NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
 from openmanager.core.rules import parse_duration
+from openmanager.gateway.auth import ADMIN_USER
 from openmanager.gateway.errors import JSONResponse, error_response
 
 if TYPE_CHECKING:
@@ -45,6 +46,15 @@ async def readyz(request: Request) -> Response:
 async def prometheus_metrics(request: Request) -> Response:
     """The hub's own counters in the Prometheus text format."""
     return Response(generate_latest(_hub(request).registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/v1/connections", tags=["connections"])
+async def list_connections(request: Request) -> dict[str, list[dict[str, Any]]]:
+    """Every open client session (admin): since, remote address, user, transport, subscriptions,
+    messages and bytes sent, queue depth, last round-trip time."""
+    if request.scope.get("user") != ADMIN_USER:
+        raise ForbiddenError("only the admin may list connections")
+    return {"connections": [s.describe() for s in _hub(request).sessions.values()]}
 
 
 @router.get("/api/v1/servers", tags=["servers"])

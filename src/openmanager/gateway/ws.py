@@ -120,7 +120,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         hub.stats.connections["ws"] -= 1
     if session.close_code is not None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(session.close_code, session.close_reason), timeout=2)
+            async with asyncio.timeout(2):
+                await ws.close(session.close_code, session.close_reason)
 
 
 async def _read_loop(ws: WebSocket, hub: Hub, session: Session) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from openmanager.broker.base import Broker, Event
-from openmanager.core.encoding import encode_event, splice_event
+from openmanager.core.encoding import encode_event, splice_event, sse_body, sse_body_raw
 from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, PlainFilter, TopicFilter
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
@@ -134,11 +134,16 @@ class FanOut:
 
     def frame_for(self, shape: Shape, event: Event) -> tuple[Any, str] | None:
         """The shape's data and encoded event frame, or None when the event does not concern it."""
+        sse = shape.encoding == "sse"
         if shape.trivial:
+            if sse:
+                return event.data, sse_body_raw(shape.topic, event.raw)
             return event.data, splice_event(shape.sub, event.cursor, event.raw)
         data = shape.render(event, self.view)
         if data is None:
             return None
+        if sse:
+            return data, sse_body(shape.topic, data)
         return data, encode_event(shape.sub, event.cursor, data)
 
     def on_event(self, event: Event) -> None:
@@ -158,7 +163,7 @@ class FanOut:
                     session.send_latest(shape.sub, event.cursor, data, frame)
             else:
                 for session in tuple(shape.sessions):
-                    session.send(frame)
+                    session.send_ordered(shape, event.cursor, frame)
         elapsed = time.perf_counter() - started
         self.stats.observe_fanout(elapsed)
         if elapsed > SLOW_FANOUT_S:
@@ -191,7 +196,10 @@ class FanOut:
         if shape.pending:
             servers, shape.pending = shape.pending, {}
             data = {"ts": shape.pending_ts, "servers": servers}
-            frame = encode_event(shape.sub, shape.pending_cursor, data)
+            if shape.encoding == "sse":
+                frame = sse_body(shape.topic, data)
+            else:
+                frame = encode_event(shape.sub, shape.pending_cursor, data)
             self.stats.frames_encoded += 1
             for session in tuple(shape.sessions):
                 session.send_latest(shape.sub, shape.pending_cursor, data, frame)

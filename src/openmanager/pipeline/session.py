@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from openmanager.core.encoding import encode_event
-from openmanager.core.outbound import Conflated, OutboundQueue
+from openmanager.core.outbound import Conflated, Entry, Framed, OutboundQueue
 
 if TYPE_CHECKING:
     from openmanager.pipeline.fanout import Shape
@@ -83,7 +83,11 @@ class Session:
         if self.send_now is not None and not self._behind() and self.send_now(frame):
             self._sent(frame, direct=True)
             return
-        self._enqueue(frame)
+        self.enqueue(frame)
+
+    def send_ordered(self, shape: Shape, cursor: str, frame: str) -> None:
+        """Deliver an ordered-topic event frame (never dropped; overflow closes with 4008)."""
+        self.send(frame)
 
     def send_latest(self, sub: str, cursor: str, data: dict[str, Any], frame: str) -> None:
         """Deliver a state-topic event: the shared `frame` while the client keeps up; once it is behind,
@@ -100,13 +104,14 @@ class Session:
             if self.send_now is not None and self.send_now(frame):
                 self._sent(frame, direct=True)
                 return
-            self._enqueue(frame)
+            self.enqueue(frame)
             return
-        entry = Conflated(sub, cursor, data)
-        if self._enqueue(entry):
+        shape = self.subs.get(sub)
+        entry = Conflated(sub, cursor, data, shape.topic if shape else "")
+        if self.enqueue(entry):
             self._conflated[sub] = entry
 
-    def _enqueue(self, entry: str | Conflated) -> bool:
+    def enqueue(self, entry: Entry) -> bool:
         if not self.queue.offer(entry):
             self.stats.queue_drops += 1
             self.stats.slow_consumer_closes += 1
@@ -124,18 +129,36 @@ class Session:
             self._conflated.clear()
             self._wake.set()
 
-    async def run_writer(self, write: Callable[[str], Awaitable[None]]) -> None:
-        """Drain the queue into `write` until the session closes."""
+    def render(self, entry: Entry) -> str:
+        """The bytes-on-the-wire text of a queued entry, at the moment it is written."""
+        if isinstance(entry, Conflated):
+            return encode_event(entry.sub, entry.cursor, entry.data)
+        if isinstance(entry, Framed):
+            return entry.body
+        return entry
+
+    async def run_writer(
+        self, write: Callable[[str], Awaitable[None]], *, idle_s: float | None = None, idle_frame: str = ""
+    ) -> None:
+        """Drain the queue into `write` until the session closes. With `idle_s`, writes `idle_frame`
+        whenever nothing was written for that long (a heartbeat)."""
         while True:
-            await self._wake.wait()
+            if idle_s is None:
+                await self._wake.wait()
+            else:
+                try:
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                    async with asyncio.timeout(idle_s):
+                        await self._wake.wait()
+                except TimeoutError:
+                    await write(idle_frame)
+                    continue
             self._wake.clear()
             while len(self.queue) and self.close_code is None:
                 entry = self.queue.pop()
                 if isinstance(entry, Conflated):
                     self._conflated.pop(entry.sub, None)
-                    frame = encode_event(entry.sub, entry.cursor, entry.data)
-                else:
-                    frame = entry
+                frame = self.render(entry)
                 self.writing = True
                 try:
                     await write(frame)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import time
 from collections import deque
@@ -68,6 +69,11 @@ class HubStats(Collector):
         for transport, n in self.connections.items():
             conns.add_metric([transport], n)
         yield conns
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # collected outside the event loop
+            tasks = 0
+        yield GaugeMetricFamily("openmanager_asyncio_tasks", "Live asyncio tasks in the hub process", tasks)
         yield CounterMetricFamily("openmanager_messages_sent", "Messages written to clients", self.messages_sent)
         yield CounterMetricFamily("openmanager_bytes_sent", "Payload bytes written to clients", self.bytes_sent)
         yield CounterMetricFamily(
