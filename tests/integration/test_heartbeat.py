@@ -50,3 +50,22 @@ def test_silent_peer_is_pinged_then_closed(fast_heartbeat_hub: HubProcess) -> No
     assert closed_at is not None, "a peer that never answers must be closed"
     assert proto.close_rcvd is None or proto.close_rcvd.code == 1011
     assert closed_at - pings[0] < 2.0
+
+
+async def test_connection_reports_heartbeat_round_trip(fast_heartbeat_hub: HubProcess) -> None:
+    import asyncio
+
+    from tests.integration.hubproc import Client
+
+    hub = fast_heartbeat_hub
+    c = await Client.open(hub)  # the websockets client answers pings by itself
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        listed = {s["id"]: s for s in hub.get("/api/v1/connections").json()["connections"]}
+        rtt = listed[c.welcome["session"]]["rtt_ms"]
+        if rtt is not None:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "no round trip measured"
+        await asyncio.sleep(0.1)
+    assert 0 < rtt < 400
+    await c.close()

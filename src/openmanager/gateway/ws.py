@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from openmanager import __version__
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.core.filters import SERVED_TOPICS, TOPICS, parse_filter
-from openmanager.gateway.wsfast import SEND_NOW
+from openmanager.gateway.wsfast import RTT, SEND_NOW
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
@@ -75,7 +75,9 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         stats=hub.stats,
         limits=hub.queue_limits,
     )
-    session.send_now = ws.scope.get("extensions", {}).get(SEND_NOW)
+    extensions = ws.scope.get("extensions") or {}
+    session.send_now = extensions.get(SEND_NOW)
+    session.rtt = extensions.get(RTT)
     hub.sessions[session.id] = session
     hub.stats.connections["ws"] += 1
     session.send(

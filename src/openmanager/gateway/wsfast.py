@@ -19,6 +19,7 @@ from typing import Any
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 SEND_NOW = "openmanager.send_now"
+RTT = "openmanager.rtt_ms"
 
 
 class FastSendProtocol(WebSocketsSansIOProtocol):
@@ -27,6 +28,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:  # None when the handshake was refused
             scope["extensions"][SEND_NOW] = self.send_now
+            scope["extensions"][RTT] = self.rtt_ms
 
     def send_now(self, text: str) -> bool:
         """Write one text frame now; False when the transport cannot take it without waiting."""
@@ -41,3 +43,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         self.conn.send_text(text.encode())
         self.transport.write(b"".join(self.conn.data_to_send()))
         return True
+
+    def rtt_ms(self) -> float | None:
+        """Round-trip time of the last answered heartbeat ping, or None before the first one."""
+        return round(self.last_ping_rtt * 1000, 3) if self.last_ping_rtt else None

@@ -47,7 +47,7 @@ class Session:
     messages_sent: int = 0
     bytes_sent: int = 0
     conflations: int = 0
-    rtt_ms: float | None = None
+    rtt: Callable[[], float | None] | None = None  # the transport's last heartbeat round trip, in ms
     close_code: int | None = None
     close_reason: str = ""
     writing: bool = False  # an async write is in flight
@@ -182,5 +182,5 @@ class Session:
             "queue_depth": len(self.queue),
             "queue_bytes": self.queue.bytes,
             "conflations": self.conflations,
-            "rtt_ms": self.rtt_ms,
+            "rtt_ms": self.rtt() if self.rtt is not None else None,
         }
