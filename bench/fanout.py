@@ -391,6 +391,30 @@ def stop_proc(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
         proc.wait()
 
 
+def open_stalled(port: int, token: str, n: int) -> list[socket.socket]:
+    """`n` WebSocket clients with a 4 KB receive buffer that subscribe to metrics and logs and then never
+    read: the slow readers whose cost to everyone else `hub+slow` measures."""
+    from websockets.client import ClientProtocol
+    from websockets.protocol import State
+    from websockets.uri import parse_uri
+
+    socks = []
+    for _ in range(n):
+        proto = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws?token={token}"))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(proto.send_request(proto.connect()) or b"".join(proto.data_to_send()))
+        sock.settimeout(10)
+        while proto.state is State.CONNECTING:
+            proto.receive_data(sock.recv(65536))
+        for topic in ("metrics", "logs"):
+            proto.send_text(f'{{"type":"subscribe","id":"{topic}","topic":"{topic}"}}'.encode())
+        sock.sendall(b"".join(proto.data_to_send()))
+        socks.append(sock)
+    return socks
+
+
 def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
     import httpx
     import psutil
@@ -400,7 +424,8 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
     connect_budget = 60 + args.clients / 20
     with tempfile.TemporaryDirectory(prefix=f"om-bench-{target}-") as tmp:
         log_path = Path(tmp) / "server.log"
-        if target == "hub":
+        stalled: list[socket.socket] = []
+        if target.startswith("hub"):
             cmd = [sys.executable, "-m", "openmanager", "serve", "--port", str(port),
                    "--data-dir", str(Path(tmp) / "data"), "--no-local", "--servers", str(args.servers),
                    "--tick", str(args.tick), "--seed", "1"]
@@ -430,6 +455,8 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
             c1, m1 = cpu_s(proc), time.monotonic()
             idle_rate = (c1 - c0) / (m1 - m0)
             rss0 = proc.memory_info().rss
+            if target == "hub+slow":
+                stalled = open_stalled(port, token, args.slow_readers)
 
             shares = [args.clients // args.workers + (1 if i < args.clients % args.workers else 0)
                       for i in range(args.workers)]
@@ -445,7 +472,7 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
             readies = [r.get("ready", connect_budget) for r in readers]
             connected = sum(r["connected"] for r in readies)
             time.sleep(SETTLE_S)
-            before = scrape(port, token) if target == "hub" else {}
+            before = scrape(port, token) if target.startswith("hub") else {}
             sys0 = psutil.cpu_times()
             win0 = time.time()
             win1 = win0 + args.duration
@@ -458,12 +485,14 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
             c3 = cpu_s(proc)
             rss_n = proc.memory_info().rss
             sys1 = psutil.cpu_times()
-            after = scrape(port, token) if target == "hub" else {}
+            after = scrape(port, token) if target.startswith("hub") else {}
             results = [r.get("result", STOP_GRACE_S + 30) for r in readers]
             gen_cpu = sum(r.get("cpu_s", 0.0) for r in results)
         finally:
             for w in workers:
                 stop_proc(w, signal.SIGTERM, 5)
+            for sock in stalled:
+                sock.close()
             if server is not None:
                 stop_proc(server, signal.SIGINT, 15)
             results_dir = BENCH_DIR / "results"  # kept for a look after the run (git ignores it)
@@ -525,7 +554,8 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
         "generator_cpu_pct": round(gen_cpu / window * 100, 1),
         "machine_busy_pct": round((busy1 - busy0) / ((sum(sys1) - sum(sys0)) or 1) * 100, 1),
     }
-    if target == "hub":
+    if target.startswith("hub"):
+        out["hub_conflations"] = int(after.get("openmanager_conflations_total", 0))
         out["hub_fanout_offer"] = fanout_hist(before, after)
         sent = after.get("openmanager_messages_sent_total", 0) - before.get("openmanager_messages_sent_total", 0)
         out["hub_messages_sent"] = int(sent)
@@ -576,12 +606,16 @@ def main() -> int:
     p.add_argument("--tick", type=float, default=1.0, help="seconds between metrics events")
     p.add_argument("--duration", type=float, default=30.0, help="seconds measured after all clients connected")
     p.add_argument("--workers", type=int, default=2, help="load-generator processes")
-    p.add_argument("--target", choices=("hub", "baseline", "both"), default="both")
+    p.add_argument("--target", choices=("hub", "baseline", "both"), default="both")  # hub+slow: --slow-readers
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--slow-readers", type=int, default=0,
+                   help="also run the hub with this many clients that never read (target hub+slow)")
     args = p.parse_args()
     if args.clients < 1 or args.workers < 1 or args.duration <= 0 or args.tick <= 0:
         p.error("--clients, --workers, --duration and --tick must be positive")
     targets = ["hub", "baseline"] if args.target == "both" else [args.target]
+    if args.slow_readers > 0 and "hub" in targets:
+        targets.insert(targets.index("hub") + 1, "hub+slow")
     raise_nofile_limit()  # the servers inherit it: 1,000 clients need more than a 1,024 soft limit
 
     per_target = 60 + IDLE_WARMUP_S + IDLE_WINDOW_S + 60 + args.clients / 20 + SETTLE_S + args.duration + 60
@@ -621,14 +655,18 @@ def main() -> int:
                  f" latency after the client's own recv+parse p50 {r['app_lat_p50_ms']} / p99 {r['app_lat_p99_ms']} ms;"
                  f" per event: first client after {r['first_client_p50_ms']} ms (p50, max {r['first_client_max_ms']}),"
                  f" last - first {r['spread_p50_ms']} ms (p50, max {r['spread_max_ms']})")
-        if r["target"] == "hub":
+        if r["target"].startswith("hub"):
             extra += (f", hub offer-to-all-sessions per event: mean {r['hub_fanout_offer']['mean_ms']} ms,"
                       f" p99 ≤ {r['hub_fanout_offer']['p99_le_ms']} ms; queue drops {r['hub_queue_drops']},"
-                      f" slow-consumer closes {r['hub_slow_consumer_closes']}")
+                      f" slow-consumer closes {r['hub_slow_consumer_closes']}, conflations {r['hub_conflations']}")
         print(extra)
     rat = ratios(results)
     if rat:
         print("hub/baseline: " + ", ".join(f"{k} x{v}" for k, v in rat.items()))
+    by_target = {r["target"]: r for r in results}
+    if "hub" in by_target and "hub+slow" in by_target:
+        slow_cost = by_target["hub+slow"]["lat_p99_ms"] / max(by_target["hub"]["lat_p99_ms"], 1e-9)
+        print(f"hub+slow/hub ({args.slow_readers} slow readers): lat_p99_ms x{slow_cost:.2f}")
     if args.json:
         meta = {"date": started.isoformat(timespec="seconds"), "argv": sys.argv,
                 "python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
