@@ -258,8 +258,9 @@ def test_link_sets_cookie_and_redirects(hub: HubProcess) -> None:
     cookie = r.headers["set-cookie"]
     assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
     assert hub.token not in cookie
-    value = r.cookies["om_session"]
-    ok = httpx.get(hub.base + "/api/v1/servers", cookies={"om_session": value})
+    name = f"om_session_{hub.port}"  # per port: two hubs on one host keep their own sessions
+    value = r.cookies[name]
+    ok = httpx.get(hub.base + "/api/v1/servers", cookies={name: value})
     assert ok.status_code == 200
     assert httpx.get(hub.base + "/", params={"token": "bad"}).status_code == 401
     logged = [line for line in hub.log().splitlines() if not line.startswith("Dashboard: ")]

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmanager import __version__
 from openmanager.gateway import errors
-from openmanager.gateway.auth import COOKIE_NAME
+from openmanager.gateway.auth import cookie_name
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.rest import router
 from openmanager.gateway.sse import router as sse_router
@@ -74,14 +74,15 @@ class AuthGate:
                 return error_response(401, "unauthorized", "invalid token")
             redirect = RedirectResponse("/", status_code=303)
             redirect.set_cookie(
-                COOKIE_NAME, auth.session_cookie(), httponly=True, samesite="strict", path="/",
+                cookie_name(request.url.port), auth.session_cookie(), httponly=True, samesite="strict", path="/",
                 secure=request.url.scheme == "https",
             )
             return redirect
         if path in PUBLIC_PATHS or path.startswith("/static/"):
             return None
         user = auth.authenticate(
-            {k.lower(): v for k, v in request.headers.items()}, dict(request.query_params), dict(request.cookies)
+            {k.lower(): v for k, v in request.headers.items()}, dict(request.query_params), dict(request.cookies),
+            request.url.port,
         )
         if user is None:
             response = error_response(401, "unauthorized", "a valid token is required")

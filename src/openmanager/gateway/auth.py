@@ -17,7 +17,13 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-COOKIE_NAME = "om_session"
+COOKIE_PREFIX = "om_session"
+
+
+def cookie_name(port: int | None) -> str:
+    """Cookies ignore ports, so two hubs on one host would overwrite each other's session: the name
+    carries the port the browser used (`om_session_8000`)."""
+    return f"{COOKIE_PREFIX}_{port}" if port else COOKIE_PREFIX
 TOKEN_FILE = "admin_token"
 ADMIN_USER = "admin"
 
@@ -65,7 +71,7 @@ class Authenticator:
         return None
 
     def authenticate(
-        self, headers: Mapping[str, str], query: Mapping[str, str], cookies: Mapping[str, str]
+        self, headers: Mapping[str, str], query: Mapping[str, str], cookies: Mapping[str, str], port: int | None = None
     ) -> str | None:
         """The user of a request from any of the three places, or None."""
         auth = headers.get("authorization", "")
@@ -74,4 +80,4 @@ class Authenticator:
             return self.check_token(value.strip())
         if "token" in query:
             return self.check_token(query["token"])
-        return self.check_cookie(cookies.get(COOKIE_NAME))
+        return self.check_cookie(cookies.get(cookie_name(port)))

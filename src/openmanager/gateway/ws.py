@@ -57,7 +57,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     headers = {k.lower(): v for k, v in ws.headers.items()}
     offered = ws.scope.get("subprotocols") or []
     subprotocol = SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None
-    user = hub.auth.authenticate(headers, dict(ws.query_params), dict(ws.cookies))
+    user = hub.auth.authenticate(headers, dict(ws.query_params), dict(ws.cookies), ws.url.port)
     if user is None:
         await ws.accept(subprotocol=subprotocol)
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
