@@ -97,6 +97,52 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command()
+def watch(
+    topic: Annotated[str, typer.Argument(help="metrics, logs, fleet or system.")],
+    where: Annotated[str | None, typer.Option(help='metrics: a condition, e.g. "cpu > 90".')] = None,
+    servers: Annotated[str | None, typer.Option(help="metrics, logs: server ids or globs, comma-separated.")] = None,
+    level: Annotated[str | None, typer.Option(help="logs: minimum level (DEBUG, INFO, WARN, ERROR, CRITICAL).")] = None,
+    contains: Annotated[str | None, typer.Option(help="logs: text the message contains.")] = None,
+    url: Annotated[str, typer.Option(envvar="OPENMANAGER_URL", show_envvar=True, help="The hub.")] = (
+        "http://127.0.0.1:8000"),
+    token: Annotated[str | None, typer.Option(envvar="OPENMANAGER_TOKEN", show_envvar=True,
+                                              help="Defaults to ./data/admin_token.")] = None,
+) -> None:
+    """Stream a topic live in the terminal: one line per server update or log record; connection
+    state changes on stderr. The connection comes back by itself after a drop. Ctrl-C to stop."""
+    from openmanager.client import ws_url
+    from openmanager.client._watch import WATCH_TOPICS, resolve_token, run_watch
+
+    if topic not in WATCH_TOPICS:
+        typer.echo(f"error: unknown topic {topic!r} (one of {', '.join(WATCH_TOPICS)})", err=True)
+        raise typer.Exit(2)
+    misplaced = [flag for flag, value, topics in (("--where", where, ("metrics",)),
+                                                  ("--servers", servers, ("metrics", "logs")),
+                                                  ("--level", level, ("logs",)),
+                                                  ("--contains", contains, ("logs",)))
+                 if value is not None and topic not in topics]
+    if misplaced:
+        typer.echo(f"error: {', '.join(misplaced)} does not apply to {topic}", err=True)
+        raise typer.Exit(2)
+    try:
+        ws_url(url)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    resolved = resolve_token(token)
+    if resolved is None:
+        typer.echo("error: no token: pass --token, set OPENMANAGER_TOKEN, or run where data/admin_token is",
+                   err=True)
+        raise typer.Exit(2)
+    try:
+        code = asyncio.run(run_watch(topic, url=url, token=resolved, where=where, servers=servers, level=level,
+                                     contains=contains))
+    except KeyboardInterrupt:  # a second Ctrl-C while closing
+        code = 0
+    sys.exit(code)
+
+
 def main() -> None:
     logging.captureWarnings(True)
     app()

@@ -1,0 +1,642 @@
+"""Reconnect storm: N clients lose their connections at the same instant and come back with resume.
+
+    python bench/reconnect_storm.py --clients 1000 --workers 2 --storms 3
+
+It starts a hub (`openmanager serve --no-local`, free 127.0.0.1 port, temporary data directory, random
+token), then `--workers` load-generator processes (this file with `--worker`). Each worker runs a
+loopback TCP proxy in front of the hub and opens its share of `openmanager.client.HubClient`s through
+it, each subscribed to `logs` and `metrics` with no filter (compression off, as in bench/fanout.py).
+Once every client is subscribed and `--settle` seconds have passed, the harness tells every worker to
+cut, and each worker's proxy aborts all the connections it carries (no close frame: to the clients the
+network went away). The clients reconnect on their own (full-jitter backoff, `--backoff-min` /
+`--backoff-max`) and re-subscribe with `since`. Measured per storm:
+
+- time to full recovery: from the cut until the last client is `open` again with both subscriptions
+  answered `recovered: true` (the worker's clock; the slower worker decides);
+- per-client reconnect time (cut → open again) p50/p99/max, and the part of it not spent in the
+  client's own backoff sleeps ("service": handshake, welcome, re-subscribe and replay under the storm);
+- clients that resumed with `recovered: false`, reconnect attempts that failed, and what the hub
+  counted (slow-consumer closes, queue drops) and its CPU time during the recovery.
+
+Over the whole run, per client, from the application callbacks' side: `logs` events lost (a gap in seq,
+which grows by one per event of an unfiltered subscription) or repeated, and `metrics` events repeated
+(gaps there are conflation, reported apart). Everything is bounded: each worker exits by its deadline,
+the run has a hard timeout (SIGALRM), and the hub and the workers are stopped by PID. Exit status 0
+when every storm fully recovered with nothing lost or repeated, 1 otherwise, 2 when the run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import queue
+import resource
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+CONNECT_CONCURRENCY = 100  # per worker
+
+
+def raise_nofile_limit() -> int:
+    """Raise RLIMIT_NOFILE's soft limit to the hard limit (a proxied client costs a worker 3 sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # nearest rank
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker: a cuttable loopback proxy and its share of HubClients (`reconnect_storm.py --worker ...`)
+# --------------------------------------------------------------------------------------------------
+
+class _Pipe(asyncio.Protocol):
+    """One side of a proxied connection; writes what it reads to its peer, with flow control."""
+
+    def __init__(self, proxy: StormProxy) -> None:
+        self.proxy = proxy
+        self.peer: _Pipe | None = None
+        self.transport: Any = None  # asyncio's or uvloop's TCP transport
+        self.pending: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None and peer.transport is not None:
+            peer.transport.write(data)
+        else:
+            self.pending.append(data)
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.proxy.live.discard(self)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.abort()
+
+
+class StormProxy:
+    """Listens on a free 127.0.0.1 port, forwards to the hub, and cuts every connection on demand."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.live: set[_Pipe] = set()  # client-side pipes
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._accept, "127.0.0.1", 0, backlog=4096)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    def _accept(self) -> _Pipe:
+        down = _Pipe(self)
+        self.live.add(down)
+        task = asyncio.get_running_loop().create_task(self._connect_upstream(down))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return down
+
+    async def _connect_upstream(self, down: _Pipe) -> None:
+        loop = asyncio.get_running_loop()
+        up = _Pipe(self)
+        try:
+            await loop.create_connection(lambda: up, "127.0.0.1", self.target_port)
+        except OSError:
+            if down.transport is not None:
+                down.transport.abort()
+            return
+        if down not in self.live or down.transport is None or down.transport.is_closing():
+            up.transport.abort()
+            return
+        up.peer, down.peer = down, up
+        for chunk in down.pending:
+            up.transport.write(chunk)
+        down.pending.clear()
+
+    def cut(self) -> int:
+        """Abort every proxied connection, both sides, now; returns how many."""
+        pipes = list(self.live)
+        self.live.clear()
+        for down in pipes:
+            if down.transport is not None:
+                down.transport.abort()
+            if down.peer is not None and down.peer.transport is not None:
+                down.peer.transport.abort()
+        return len(pipes)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.cut()
+
+
+class Probe:
+    """One client and what its callbacks saw."""
+
+    __slots__ = ("attempts", "backoff_s", "client", "cut_at", "events", "log_last", "log_lost", "logs_dup",
+                 "metrics_dup", "metrics_gaps", "metrics_last", "opened_at", "resets0", "resumed0", "st")
+
+    def __init__(self, client: Any, st: WorkerState) -> None:
+        self.client = client
+        self.st = st
+        self.log_last: tuple[str, int] | None = None
+        self.metrics_last: tuple[str, int] | None = None
+        self.log_lost = 0
+        self.logs_dup = 0
+        self.metrics_dup = 0
+        self.metrics_gaps = 0
+        self.events = 0
+        self.cut_at: float | None = None
+        self.opened_at: float | None = None
+        self.backoff_s = 0.0
+        self.attempts = 0
+        self.resumed0 = 0
+        self.resets0 = 0
+
+    def on_log(self, event: Any) -> None:
+        self.events += 1
+        epoch, seq = event.epoch, event.seq
+        last = self.log_last
+        if last is not None and last[0] == epoch:
+            if seq <= last[1]:
+                self.logs_dup += 1
+                return
+            if seq > last[1] + 1:
+                self.log_lost += seq - last[1] - 1
+        self.log_last = (epoch, seq)
+
+    def on_metrics(self, event: Any) -> None:
+        self.events += 1
+        epoch, seq = event.epoch, event.seq
+        last = self.metrics_last
+        if last is not None and last[0] == epoch:
+            if seq <= last[1]:
+                self.metrics_dup += 1
+                return
+            if seq > last[1] + 1:
+                self.metrics_gaps += 1
+        self.metrics_last = (epoch, seq)
+
+    def on_state(self, state: Any) -> None:
+        if self.cut_at is None or self.opened_at is not None:
+            return
+        if state.state == "reconnecting":
+            self.attempts += 1
+            self.backoff_s += state.next_delay_s or 0.0
+        elif state.state == "open":
+            self.opened_at = time.monotonic()
+            self.st.pending -= 1
+            if self.st.pending <= 0:
+                self.st.all_open.set()
+
+
+class WorkerState:
+    def __init__(self) -> None:
+        self.pending = 0
+        self.all_open = asyncio.Event()
+        self.failures: dict[str, int] = {}
+
+
+async def open_client(url: str, token: str, args: argparse.Namespace, sem: asyncio.Semaphore,
+                      st: WorkerState) -> Probe | None:
+    from openmanager.client import HubClient
+
+    client = HubClient(url, token=token, backoff_min=args.backoff_min, backoff_max=args.backoff_max,
+                       compression=False, open_timeout=30)
+    probe = Probe(client, st)
+    client.on_state(probe.on_state)
+    try:
+        async with sem:
+            await client.connect()
+            await client.subscribe("logs", on_event=probe.on_log)
+            await client.subscribe("metrics", on_event=probe.on_metrics, on_snapshot=lambda s: None)
+    except Exception as exc:
+        key = f"{type(exc).__name__}: {exc}"[:120]
+        st.failures[key] = st.failures.get(key, 0) + 1
+        await client.close()
+        return None
+    return probe
+
+
+async def worker_main(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+
+    def watchdog() -> None:  # the worker's own bound
+        emit({"kind": "timeout"})
+        os._exit(3)
+
+    loop.call_later(max(0.0, args.deadline - time.time()), watchdog)
+    proxy = StormProxy(args.port)
+    await proxy.start()
+    st = WorkerState()
+    sem = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    url = f"ws://127.0.0.1:{proxy.port}/ws"
+    started = time.monotonic()
+    opened = await asyncio.gather(*(open_client(url, args.token, args, sem, st) for _ in range(args.clients)))
+    probes = [p for p in opened if p is not None]
+    emit({"kind": "ready", "connected": len(probes), "failures": st.failures,
+          "connect_s": round(time.monotonic() - started, 2)})
+
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if line.startswith("cut"):
+            st.pending = len(probes)
+            st.all_open = asyncio.Event()
+            before = {id(p): (p.client.stats.connect_failures, p.client.stats.resumed, p.client.stats.resets)
+                      for p in probes}
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
+            cut_at = time.monotonic()
+            for p in probes:
+                p.cut_at, p.opened_at, p.backoff_s, p.attempts = cut_at, None, 0.0, 0
+            cut = proxy.cut()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(st.all_open.wait(), args.recovery_timeout)
+            done = time.monotonic()
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            times, service, not_recovered, resets, failed = [], [], 0, 0, 0
+            for p in probes:
+                f0, r0, x0 = before[id(p)]
+                s = p.client.stats
+                failed += s.connect_failures - f0
+                resets += s.resets - x0
+                if p.opened_at is None:
+                    not_recovered += 1
+                    continue
+                if s.resumed - r0 < 2 or s.resets - x0:
+                    not_recovered += 1
+                times.append((p.opened_at - cut_at) * 1000)
+                service.append((p.opened_at - cut_at - p.backoff_s) * 1000)
+                p.cut_at = None
+            emit({"kind": "storm", "cut": cut, "recovery_s": round(max(times, default=0) / 1000, 3),
+                  "wall_s": round(done - cut_at, 3), "times_ms": [round(t, 2) for t in times],
+                  "service_ms": [round(t, 2) for t in service], "not_recovered": not_recovered,
+                  "resets": resets, "failed_attempts": failed,
+                  "retried_clients": sum(1 for p in probes if p.attempts > 1),
+                  "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3)})
+        else:  # "stop", or the harness went away
+            break
+
+    logs_last = [p.log_last[1] for p in probes if p.log_last is not None]
+    emit({"kind": "result", "clients": len(probes), "events": sum(p.events for p in probes),
+          "logs_lost": sum(p.log_lost for p in probes), "logs_duplicated": sum(p.logs_dup for p in probes),
+          "metrics_duplicated": sum(p.metrics_dup for p in probes),
+          "metrics_gaps": sum(p.metrics_gaps for p in probes),
+          "client_dropped_duplicates": sum(p.client.stats.duplicates_dropped for p in probes),
+          "callback_errors": sum(p.client.stats.callback_errors for p in probes),
+          "closed": sum(1 for p in probes if p.client.state == "closed"),
+          "logs_last_min": min(logs_last, default=0), "logs_last_max": max(logs_last, default=0),
+          "close_codes": _sum_codes(p.client.stats.close_codes for p in probes)})
+    proxy.close()
+    await asyncio.gather(*(p.client.close() for p in probes), return_exceptions=True)
+
+
+def _sum_codes(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for codes in items:
+        for k, v in codes.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def worker_cli(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="reconnect_storm.py --worker")
+    p.add_argument("--worker", action="store_true")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--token", required=True)
+    p.add_argument("--clients", type=int, required=True)
+    p.add_argument("--backoff-min", type=float, required=True)
+    p.add_argument("--backoff-max", type=float, required=True)
+    p.add_argument("--recovery-timeout", type=float, required=True)
+    p.add_argument("--deadline", type=float, required=True, help="epoch seconds; the worker exits by then")
+    args = p.parse_args(argv)
+    raise_nofile_limit()
+    factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(worker_main(args))
+
+
+# --------------------------------------------------------------------------------------------------
+# Harness
+# --------------------------------------------------------------------------------------------------
+
+class HardTimeout(Exception):
+    """The whole run took longer than its bound."""
+
+
+class LineReader:
+    """A child's stdout as JSON messages, read by a thread so the harness can wait with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.proc = proc
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                self.q.put(json.loads(line))
+        self.q.put(None)
+
+    def get(self, kind: str, timeout: float) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.q.get(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"worker {self.proc.pid}: no {kind!r} in {timeout:.0f}s") from None
+            if msg is None:
+                raise RuntimeError(f"worker {self.proc.pid} exited ({self.proc.wait()}) before {kind!r}")
+            if msg.get("kind") == kind:
+                return msg
+            if msg.get("kind") == "timeout":
+                raise RuntimeError(f"worker {self.proc.pid} reached its deadline before {kind!r}")
+
+
+def stop_proc(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
+    """Signal one child by PID, wait, and kill it if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def busy_pct(t0: Any, t1: Any) -> float:
+    """Share of all cores busy between two `psutil.cpu_times()` readings."""
+    busy = (sum(t1) - t1.idle - getattr(t1, "iowait", 0)) - (sum(t0) - t0.idle - getattr(t0, "iowait", 0))
+    return 100.0 * busy / ((sum(t1) - sum(t0)) or 1)
+
+
+def scrape(port: int, token: str) -> dict[str, float]:
+    import httpx
+
+    out: dict[str, float] = {}
+    with contextlib.suppress(httpx.HTTPError):
+        r = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        for line in r.text.splitlines():
+            if line.startswith(("openmanager_queue_drops_total", "openmanager_slow_consumer_closes_total")):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+    import psutil
+
+    token = "bench-" + secrets.token_hex(12)
+    port = free_port()
+    connect_budget = 60 + args.clients / 20
+    storm_budget = args.recovery_timeout + 30
+    total_budget = connect_budget + args.storms * (storm_budget + args.settle) + 60
+    with tempfile.TemporaryDirectory(prefix="om-bench-storm-") as tmp:
+        log_path = Path(tmp) / "hub.log"
+        cmd = [sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", str(Path(tmp) / "data"),
+               "--no-local", "--servers", str(args.servers), "--tick", str(args.tick), "--seed", "1"]
+        env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=token)
+        hub: subprocess.Popen[bytes] | None = None
+        workers: list[subprocess.Popen[str]] = []
+        storms: list[dict[str, Any]] = []
+        try:
+            with log_path.open("wb") as log:
+                hub = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            end = time.monotonic() + 60
+            while True:
+                if hub.poll() is not None:
+                    raise RuntimeError(f"hub exited with {hub.returncode}:\n{log_path.read_text()[-3000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                        break
+                if time.monotonic() > end:
+                    raise TimeoutError(f"hub not ready in 60s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.1)
+            hub_ps = psutil.Process(hub.pid)
+            shares = [args.clients // args.workers + (1 if i < args.clients % args.workers else 0)
+                      for i in range(args.workers)]
+            deadline = time.time() + total_budget
+            readers = []
+            for n in shares:
+                w = subprocess.Popen(
+                    [sys.executable, __file__, "--worker", "--port", str(port), "--token", token, "--clients", str(n),
+                     "--backoff-min", str(args.backoff_min), "--backoff-max", str(args.backoff_max),
+                     "--recovery-timeout", str(args.recovery_timeout), "--deadline", str(deadline)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                workers.append(w)
+                readers.append(LineReader(w))
+            readies = [r.get("ready", connect_budget) for r in readers]
+            failures: dict[str, int] = {}
+            for r in readies:
+                for k, v in r["failures"].items():
+                    failures[k] = failures.get(k, 0) + v
+            connected = sum(r["connected"] for r in readies)
+            if not connected:
+                raise RuntimeError(f"no client could connect: {failures}")
+            print(f"{connected} clients connected and subscribed in {max(r['connect_s'] for r in readies)}s",
+                  file=sys.stderr, flush=True)
+            for i in range(args.storms):
+                time.sleep(args.settle)
+                before = scrape(port, token)
+                sys0 = psutil.cpu_times()
+                cpu0 = sum(hub_ps.cpu_times()[:2])
+                for w in workers:
+                    assert w.stdin is not None
+                    w.stdin.write("cut\n")
+                    w.stdin.flush()
+                parts = [r.get("storm", storm_budget) for r in readers]
+                cpu1 = sum(hub_ps.cpu_times()[:2])
+                sys1 = psutil.cpu_times()
+                after = scrape(port, token)
+                times = sorted(t for p in parts for t in p["times_ms"])
+                service = sorted(t for p in parts for t in p["service_ms"])
+                storm = {
+                    "storm": i + 1,
+                    "cut": sum(p["cut"] for p in parts),
+                    "not_recovered": sum(p["not_recovered"] for p in parts),
+                    "full_recovery_s": max(p["recovery_s"] for p in parts),
+                    "p50_ms": round(percentile(times, 0.5), 1),
+                    "p99_ms": round(percentile(times, 0.99), 1),
+                    "max_ms": round(times[-1], 1) if times else None,
+                    "service_p50_ms": round(percentile(service, 0.5), 1),
+                    "service_p99_ms": round(percentile(service, 0.99), 1),
+                    "resets": sum(p["resets"] for p in parts),
+                    "failed_attempts": sum(p["failed_attempts"] for p in parts),
+                    "retried_clients": sum(p["retried_clients"] for p in parts),
+                    "hub_cpu_s": round(cpu1 - cpu0, 2),
+                    "workers_cpu_s": round(sum(p["cpu_s"] for p in parts), 2),
+                    "machine_busy_pct": round(busy_pct(sys0, sys1), 1),
+                    "hub_slow_consumer_closes": int(after.get("openmanager_slow_consumer_closes_total", 0)
+                                                    - before.get("openmanager_slow_consumer_closes_total", 0)),
+                    "hub_queue_drops": int(after.get("openmanager_queue_drops_total", 0)
+                                           - before.get("openmanager_queue_drops_total", 0)),
+                }
+                storms.append(storm)
+                print(f"storm {i + 1}: {storm['cut']} cut, all back in {storm['full_recovery_s']}s",
+                      file=sys.stderr, flush=True)
+            time.sleep(args.settle)  # events after the last recovery, so a client stuck behind shows as a gap
+            for w in workers:
+                assert w.stdin is not None
+                w.stdin.write("stop\n")
+                w.stdin.flush()
+            results = [r.get("result", 60) for r in readers]
+            rss_mb = round(hub_ps.memory_info().rss / 2**20, 1)
+        finally:
+            for w in workers:
+                stop_proc(w, signal.SIGTERM, 10)
+            if hub is not None:
+                stop_proc(hub, signal.SIGINT, 15)
+            results_dir = BENCH_DIR / "results"  # kept for a look after the run (git ignores it)
+            results_dir.mkdir(exist_ok=True)
+            with contextlib.suppress(OSError):
+                (results_dir / "storm-hub.log").write_bytes(log_path.read_bytes())
+
+    total: dict[str, Any] = {"clients": args.clients, "connected": connected,
+                             "connect_failures": sum(failures.values()), "failure_reasons": failures,
+                             "hub_rss_mb": rss_mb}
+    for key in ("events", "logs_lost", "logs_duplicated", "metrics_duplicated", "metrics_gaps",
+                "client_dropped_duplicates", "callback_errors", "closed"):
+        total[key] = sum(r[key] for r in results)
+    total["logs_last_spread"] = max(r["logs_last_max"] for r in results) - min(r["logs_last_min"] for r in results)
+    codes: dict[str, int] = {}
+    for r in results:
+        for k, v in r["close_codes"].items():
+            codes[k] = codes.get(k, 0) + v
+    total["close_codes"] = codes
+    return {"storms": storms, "total": total}
+
+
+COLUMNS = [
+    ("storm", "storm", "{}"), ("cut", "cut", "{}"), ("all back s", "full_recovery_s", "{:.2f}"),
+    ("p50 ms", "p50_ms", "{:.0f}"), ("p99 ms", "p99_ms", "{:.0f}"), ("max ms", "max_ms", "{:.0f}"),
+    ("service p50", "service_p50_ms", "{:.0f}"), ("service p99", "service_p99_ms", "{:.0f}"),
+    ("not recovered", "not_recovered", "{}"), ("failed attempts", "failed_attempts", "{}"),
+    ("hub CPU s", "hub_cpu_s", "{:.2f}"), ("workers CPU s", "workers_cpu_s", "{:.2f}"),
+    ("busy %", "machine_busy_pct", "{:.0f}"), ("4008", "hub_slow_consumer_closes", "{}"),
+]
+
+
+def table(storms: list[dict[str, Any]]) -> str:
+    rows = [[h for h, _, _ in COLUMNS]]
+    rows += [["-" if s[k] is None else f.format(s[k]) for _, k, f in COLUMNS] for s in storms]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="Reconnect storm: every client dropped at once, then resumed.")
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--workers", type=int, default=2, help="load-generator processes")
+    p.add_argument("--storms", type=int, default=3, help="how many times every connection is cut")
+    p.add_argument("--servers", type=int, default=20, help="simulated servers (metrics event size, log rate)")
+    p.add_argument("--tick", type=float, default=1.0)
+    p.add_argument("--settle", type=float, default=5.0, help="seconds before each cut and after the last")
+    p.add_argument("--backoff-min", type=float, default=0.5, help="HubClient's default")
+    p.add_argument("--backoff-max", type=float, default=20.0, help="HubClient's default")
+    p.add_argument("--recovery-timeout", type=float, default=60.0, help="per storm")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args()
+    if min(args.clients, args.workers, args.storms) < 1 or args.tick <= 0 or args.settle < 0:
+        p.error("--clients, --workers, --storms and --tick must be positive")
+    raise_nofile_limit()  # the hub inherits it
+    hard_timeout = int(60 + 60 + args.clients / 20 + args.storms * (args.recovery_timeout + 30 + args.settle) + 120)
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise HardTimeout(f"run exceeded its hard timeout of {hard_timeout}s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(hard_timeout)
+    started = dt.datetime.now().astimezone()
+    import psutil
+
+    background = 100.0 - psutil.cpu_times_percent(interval=2.0).idle
+    if background > 15:
+        print(f"warning: the machine is already {background:.0f}% busy before the run; times will be inflated",
+              file=sys.stderr, flush=True)
+    print(f"{args.clients} clients in {args.workers} workers, {args.storms} storms, {args.servers} servers, "
+          f"tick {args.tick}s, backoff {args.backoff_min}-{args.backoff_max}s ...", file=sys.stderr, flush=True)
+    try:
+        out = run(args)
+    except Exception as exc:
+        print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.alarm(0)
+    t = out["total"]
+    print(table(out["storms"]))
+    print(f"clients {t['connected']}/{t['clients']} (connect failures {t['connect_failures']}), "
+          f"events delivered {t['events']}, logs lost {t['logs_lost']}, logs duplicated {t['logs_duplicated']}, "
+          f"metrics duplicated {t['metrics_duplicated']}, metrics conflated gaps {t['metrics_gaps']}, "
+          f"duplicates the hub sent and the client dropped {t['client_dropped_duplicates']}, "
+          f"resets {sum(s['resets'] for s in out['storms'])}, clients closed {t['closed']}, "
+          f"last logs seq spread {t['logs_last_spread']}, hub RSS {t['hub_rss_mb']} MB, "
+          f"connection ends {t['close_codes']}; machine busy before the run {background:.0f}% "
+          f"of {os.cpu_count()} cores")
+    if args.json:
+        meta = {"date": started.isoformat(timespec="seconds"), "argv": sys.argv, "python": platform.python_version(),
+                "cpus": os.cpu_count(), "platform": platform.platform(),
+                "machine_busy_before_pct": round(background, 1)}
+        args.json.write_text(json.dumps({"meta": meta, **out}, indent=2) + "\n")
+    bad = (t["logs_lost"] or t["logs_duplicated"] or t["metrics_duplicated"] or t["connect_failures"]
+           or t["closed"] or t["connected"] < args.clients
+           or any(s["not_recovered"] or s["resets"] or s["cut"] < t["connected"] for s in out["storms"]))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv[1:]:
+        worker_cli(sys.argv[1:])
+    else:
+        sys.exit(main())

@@ -1,0 +1,157 @@
+"""`openmanager watch`: a live stream of one topic in the terminal, one line per server update or log
+record on stdout, connection state changes on stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+
+from openmanager.client._errors import ClientError, ConnectError, HubError
+from openmanager.client._hub import HubClient
+from openmanager.client._streams import LogRecord, LogStream, MetricsStream, ServerUpdate
+from openmanager.client._types import ConnectionState, Event, Reset, Snapshot
+
+WATCH_TOPICS = ("metrics", "logs", "fleet", "system")
+TOKEN_FILE = Path("data") / "admin_token"
+
+_COLOURS = {
+    "healthy": "32", "warning": "33", "critical": "31", "offline": "90", "maintenance": "36",
+    "DEBUG": "90", "INFO": "0", "WARN": "33", "ERROR": "31", "CRITICAL": "1;31",
+}
+
+
+def resolve_token(token: str | None, token_file: Path = TOKEN_FILE) -> str | None:
+    """`--token` / `OPENMANAGER_TOKEN` if given, else the token the hub keeps in ./data/admin_token."""
+    if token:
+        return token.strip()
+    with contextlib.suppress(OSError):
+        text = token_file.read_text().strip()
+        if text:
+            return text
+    return None
+
+
+def _clock(ts_ms: object) -> str:
+    if not isinstance(ts_ms, int | float) or ts_ms <= 0:
+        return "--:--:--.---"
+    return dt.datetime.fromtimestamp(ts_ms / 1000).strftime("%H:%M:%S.%f")[:-3]
+
+
+def _num(sample: dict[str, Any], key: str, fmt: str) -> str | None:
+    value = sample.get(key)
+    return fmt.format(value) if isinstance(value, int | float) else None
+
+
+def format_update(update: ServerUpdate) -> str:
+    s = update.sample
+    parts = [f"{_clock(update.ts)}  {update.server:<14} {s.get('status', '?')!s:<11}"]
+    for label, key, fmt in (("cpu", "cpu", "{:5.1f}%"), ("mem", "memory", "{:5.1f}%"), ("disk", "disk", "{:5.1f}%"),
+                            ("load", "load1", "{:5.2f}"), ("rt", "response_time", "{:.0f} ms"),
+                            ("err", "error_rate", "{:.2f}%")):
+        text = _num(s, key, fmt)
+        if text is not None:
+            parts.append(f"{label} {text}")
+    return "  ".join(parts)
+
+
+def format_record(record: LogRecord) -> str:
+    return (f"{_clock(record.get('ts'))}  {record.get('server', '?')!s:<14} {record.get('level', '?')!s:<8} "
+            f"{record.get('service', '?')}: {record.get('message', '')}")
+
+
+def format_state(state: ConnectionState) -> str:
+    if state.state == "reconnecting":
+        delay = f"{state.next_delay_s:.2f}" if state.next_delay_s is not None else "?"
+        return f"[reconnecting] attempt {state.attempt + 1} in {delay}s ({state.reason})"
+    return f"[{state.state}]" + (f" {state.reason}" if state.reason else "")
+
+
+class _Printer:
+    def __init__(self, out: TextIO, err: TextIO, colour: bool) -> None:
+        self.out = out
+        self.err = err
+        self.colour = colour
+
+    def line(self, text: str, key: str | None = None) -> None:
+        code = _COLOURS.get(key or "") if self.colour else None
+        self.out.write(f"\x1b[{code}m{text}\x1b[0m\n" if code else text + "\n")
+        self.out.flush()
+
+    def note(self, text: str) -> None:
+        self.err.write(text + "\n")
+        self.err.flush()
+
+
+async def run_watch(topic: str, *, url: str, token: str, where: str | None = None, servers: str | None = None,
+                    level: str | None = None, contains: str | None = None,
+                    out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Stream `topic` until SIGINT/SIGTERM (exit status 0) or the client closes for good (1).
+    Status 1 when the hub cannot be reached or rejects the token, 2 for a filter the hub refuses."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    printer = _Printer(out, err, colour=out.isatty())
+    client = HubClient(url, token=token)
+    client.on_state(lambda s: printer.note(format_state(s)))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await client.connect()
+        except ConnectError as exc:
+            printer.note(f"error: {exc.message}")
+            return 1
+        try:
+            await _subscribe(client, printer, topic, where=where, servers=servers, level=level, contains=contains)
+        except HubError as exc:
+            printer.note(f"error: the hub refused the subscription: {exc}")
+            return 2
+        except ClientError as exc:
+            printer.note(f"error: {exc.message}")
+            return 1
+        stopped = asyncio.ensure_future(stop.wait())
+        closed = asyncio.ensure_future(client.wait_for_state("closed"))
+        await asyncio.wait({stopped, closed}, return_when=asyncio.FIRST_COMPLETED)
+        for fut in (stopped, closed):
+            fut.cancel()
+        await asyncio.wait({stopped, closed})
+        return 0 if stop.is_set() else 1
+    finally:
+        await client.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def _subscribe(client: HubClient, printer: _Printer, topic: str, *, where: str | None, servers: str | None,
+                     level: str | None, contains: str | None) -> None:
+    def on_reset(reset: Reset) -> None:
+        printer.note(f"[reset] {reset.topic}: {reset.reason}; events between {reset.since} and "
+                     f"{reset.cursor} may be missing")
+
+    if topic == "metrics":
+        metrics = MetricsStream.on(client)
+        metrics.subscribe(where=where, servers=servers, on_reset=on_reset,
+                          callback=lambda u: printer.line(format_update(u), str(u.sample.get("status"))))
+        await metrics.connect()
+    elif topic == "logs":
+        logs = LogStream.on(client, level=level, servers=servers, contains=contains)
+        logs.on_log(lambda r: printer.line(format_record(r), str(r.get("level"))))
+        logs.on_reset(on_reset)
+        await logs.connect()
+    else:
+        def show(message: Event | Snapshot) -> None:
+            label = "snapshot" if isinstance(message, Snapshot) else "event"
+            printer.line(f"{_clock(message.data.get('ts'))}  {topic} {label} "
+                         f"{orjson.dumps(message.data).decode()}")
+
+        await client.subscribe(topic, on_event=show, on_snapshot=show, on_reset=on_reset)
