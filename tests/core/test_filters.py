@@ -19,9 +19,13 @@ class View:
     def info(self, server_id: str) -> ServerInfo | None:
         return self.infos.get(server_id)
 
-    def context(self, server_id: str) -> Ctx | None:
+    def context(self, server_id: str, sample: dict | None = None, ts: int | None = None) -> Ctx | None:
         info = self.infos.get(server_id)
-        return Ctx(info, self.latest_values.get(server_id, {})) if info else None
+        if info is None:
+            return None
+        if sample is not None:
+            return Ctx(info, {k: v for k, v in sample.items() if k != "status"})
+        return Ctx(info, self.latest_values.get(server_id, {}))
 
 
 class Ctx:
@@ -128,3 +132,10 @@ def test_bad_filters_raise_with_codes(topic: str, raw: object, code: str) -> Non
 def test_plain_topics() -> None:
     assert isinstance(parse_filter("system", None), PlainFilter)
     assert parse_filter("fleet", {}).key == ("fleet",)
+
+
+def test_where_is_evaluated_on_the_payload_not_the_current_state() -> None:
+    f = parse_filter("metrics", {"where": "cpu > 50"})
+    assert isinstance(f, MetricsFilter)
+    old_payload = {"web-02": {"cpu": 80.0, "status": "warning"}}  # web-02 is at 20 now, was at 80 then
+    assert set(f.select(old_payload, VIEW, 5)) == {"web-02"}

@@ -282,3 +282,48 @@ async def test_connections_are_listed_for_the_admin(hub: HubProcess) -> None:
     assert mine["since"] <= time.time() * 1000
     await c.close()
     assert hub.get("/api/v1/connections", headers={}).status_code == 401
+
+
+async def test_resumed_where_filter_judges_each_replayed_sample_as_it_was(hub: HubProcess) -> None:
+    cpus = sorted(s["sample"]["cpu"] for s in hub.get("/api/v1/servers").json()["servers"])
+    threshold = cpus[len(cpus) // 2]
+    flt = {"where": f"cpu > {threshold}"}
+    c = await Client.open(hub)
+    sub = await c.subscribe("metrics", flt)
+    await c.recv_until(lambda m: m["type"] == "snapshot")
+    cursor = sub["cursor"]
+    await c.close()
+    await asyncio.sleep(2.0)  # ~8 ticks pass while away
+    c = await Client.open(hub)
+    again = await c.subscribe("metrics", flt, since=cursor)
+    assert again["recovered"] is True
+    await c.send({"type": "ping", "id": "end-of-replay"})
+    replayed = []
+    while (m := await c.recv())["type"] != "pong":
+        if m["type"] == "event":
+            replayed.append(m)
+    assert replayed
+    for e in replayed:
+        assert e["data"]["servers"] and all(s["cpu"] > threshold for s in e["data"]["servers"].values())
+    await c.close()
+
+
+async def test_resumed_interval_subscription_gets_one_update_not_every_tick(hub: HubProcess) -> None:
+    flt = {"interval": "5s"}
+    c = await Client.open(hub)
+    sub = await c.subscribe("metrics", flt)
+    await c.recv_until(lambda m: m["type"] == "snapshot")
+    await c.close()
+    await asyncio.sleep(1.5)  # ~6 ticks, all inside one window of the interval
+    c = await Client.open(hub)
+    again = await c.subscribe("metrics", flt, since=sub["cursor"])
+    assert again["recovered"] is True
+    await c.send({"type": "ping", "id": "end-of-replay"})
+    replayed = []
+    while (m := await c.recv())["type"] != "pong":
+        if m["type"] == "event":
+            replayed.append(m)
+    assert len(replayed) == 1  # collapsed to the latest sample per server, with the newest cursor
+    assert len(replayed[0]["data"]["servers"]) == 8
+    assert int(replayed[0]["cursor"].rsplit("-", 1)[1]) > int(sub["cursor"].rsplit("-", 1)[1]) + 3
+    await c.close()

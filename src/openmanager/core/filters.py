@@ -32,7 +32,10 @@ class FleetView(Protocol):
 
     def info(self, server_id: str) -> ServerInfo | None: ...
 
-    def context(self, server_id: str) -> EvalContext | None: ...
+    def context(
+        self, server_id: str, sample: Mapping[str, Any] | None = None, ts: int | None = None
+    ) -> EvalContext | None:
+        """The server as of `sample` (taken at `ts`) when given, else as of now."""
 
 
 def _invalid(message: str) -> ValidationError:
@@ -109,15 +112,18 @@ class MetricsFilter:
             interval_ms,
         )
 
-    def select(self, servers: Mapping[str, Mapping[str, Any]], view: FleetView) -> dict[str, dict[str, Any]]:
+    def select(
+        self, servers: Mapping[str, Mapping[str, Any]], view: FleetView, ts: int | None = None
+    ) -> dict[str, dict[str, Any]]:
         """The servers of a metrics payload this filter keeps, each projected to the chosen fields
-        (`status` is always kept)."""
+        (`status` is always kept). `where` is evaluated on each server's sample in the payload (taken at
+        `ts`), so a replayed event is filtered as it was live."""
         out: dict[str, dict[str, Any]] = {}
         for sid, sample in servers.items():
             if not self.matcher.matches(sid, view):
                 continue
             if self.where is not None:
-                ctx = view.context(sid)
+                ctx = view.context(sid, sample, ts)
                 if ctx is None or self.where.evaluate(ctx) is not True:
                     continue
             if self.metrics:

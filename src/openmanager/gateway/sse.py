@@ -75,7 +75,7 @@ class SseSession(Session):
                 return
             shape = self.subs.get(sub)
             topic = shape.topic if shape else ""
-            if not self._behind():
+            if not self._lagging():
                 self.enqueue(Framed(topic, cursor, frame))
                 return
             entry = Conflated(sub, cursor, data, topic)
@@ -177,11 +177,8 @@ class SseStream(Response):
                 name = f"{topic}.snapshot"
                 session.enqueue(Framed(name, hub.broker.head(topic), sse_body(name, data)))
         for topic, shape in shapes.items():
-            for event in replays[topic] or ():
-                rendered = hub.fanout.frame_for(shape, event)
-                if rendered is not None:
-                    session.send_ordered(shape, event.cursor, rendered[1])
             hub.fanout.attach(session, shape)
+            hub.fanout.replay(session, shape, replays[topic] or ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub, session = self.hub, self.session

@@ -197,15 +197,12 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
     if since is not None:
         reply["recovered"] = missed is not None
     session.send(_dumps(reply))
+    hub.fanout.attach(session, shape)
     if missed is not None:
-        for event in missed:
-            rendered = hub.fanout.frame_for(shape, event)
-            if rendered is not None:
-                session.send(rendered[1])
+        hub.fanout.replay(session, shape, missed)
     elif topic in SNAPSHOT_TOPICS:
         data = shape.render_snapshot(hub.snapshot(topic), hub.state)
         session.send(_dumps({"type": "snapshot", "sub": shape.sub, "cursor": reply["cursor"], "data": data}))
-    hub.fanout.attach(session, shape)
 
 
 def _unsubscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:

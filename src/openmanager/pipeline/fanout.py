@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ import orjson
 from openmanager.broker.base import Broker, Event
 from openmanager.core.encoding import encode_event, splice_event, sse_body, sse_body_raw
 from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, PlainFilter, TopicFilter
+from openmanager.core.outbound import Conflated
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
 
@@ -65,7 +66,7 @@ class Shape:
         """The shape's view of `event`'s data, or None when nothing of it matches."""
         f = self.filter
         if isinstance(f, MetricsFilter):
-            servers = f.select(event.data["servers"], view)
+            servers = f.select(event.data["servers"], view, event.data["ts"])
             return {"ts": event.data["ts"], "servers": servers} if servers else None
         if isinstance(f, LogsFilter):
             records = f.select(event.data["records"], view)
@@ -75,7 +76,7 @@ class Shape:
     def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
         f = self.filter
         if isinstance(f, MetricsFilter):
-            return {"ts": data["ts"], "servers": f.select(data["servers"], view)}
+            return {"ts": data["ts"], "servers": f.select(data["servers"], view, data["ts"])}
         return data
 
 
@@ -146,6 +147,39 @@ class FanOut:
             return data, sse_body(shape.topic, data)
         return data, encode_event(shape.sub, event.cursor, data)
 
+    def encode(self, shape: Shape, cursor: str, data: Any) -> str:
+        if shape.encoding == "sse":
+            return sse_body(shape.topic, data)
+        return encode_event(shape.sub, cursor, data)
+
+    def replay(self, session: Session, shape: Shape, events: Sequence[Event]) -> None:
+        """Deliver missed events to one (attached) session as live delivery would: every frame of an
+        ordered topic; state topics through the session's conflation (so a long absence cannot overflow
+        its queue); an `interval` shape's replay collapsed into one update per server."""
+        if isinstance(shape.filter, MetricsFilter) and shape.filter.interval_ms:
+            merged: Conflated | None = None
+            for event in events:
+                data = shape.render(event, self.view)
+                if data is None:
+                    continue
+                if merged is None:
+                    merged = Conflated(shape.sub, event.cursor, data, shape.topic)
+                else:
+                    merged.merge(event.cursor, data)
+            if merged is not None:
+                frame = self.encode(shape, merged.cursor, merged.data)
+                session.send_latest(shape.sub, merged.cursor, merged.data, frame)
+            return
+        for event in events:
+            rendered = self.frame_for(shape, event)
+            if rendered is None:
+                continue
+            data, frame = rendered
+            if shape.topic in CONFLATED_TOPICS:
+                session.send_latest(shape.sub, event.cursor, data, frame)
+            else:
+                session.send_ordered(shape, event.cursor, frame)
+
     def on_event(self, event: Event) -> None:
         started = time.perf_counter()
         cpu_started = time.thread_time()
@@ -196,10 +230,7 @@ class FanOut:
         if shape.pending:
             servers, shape.pending = shape.pending, {}
             data = {"ts": shape.pending_ts, "servers": servers}
-            if shape.encoding == "sse":
-                frame = sse_body(shape.topic, data)
-            else:
-                frame = encode_event(shape.sub, shape.pending_cursor, data)
+            frame = self.encode(shape, shape.pending_cursor, data)
             self.stats.frames_encoded += 1
             for session in tuple(shape.sessions):
                 session.send_latest(shape.sub, shape.pending_cursor, data, frame)

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from openmanager.pipeline.stats import HubStats
 
 CLOSE_SLOW_CONSUMER = 4008
+CONFLATE_AFTER_ENTRIES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +64,14 @@ class Session:
         return self.close_code is not None
 
     def _behind(self) -> bool:
+        """Something is queued or in flight: a new frame must queue behind it (order)."""
         return self.writing or len(self.queue) > 0
+
+    def _lagging(self) -> bool:
+        """Far enough behind that state-topic events merge instead of queueing: a short burst (a replay,
+        an SSE writer that has not run yet) still gets every event."""
+        q = self.queue
+        return len(q) >= max(1, min(CONFLATE_AFTER_ENTRIES, q.max_messages // 4)) or q.bytes * 4 >= q.max_bytes
 
     def _sent(self, frame: str, *, direct: bool) -> None:
         size = len(frame)
@@ -100,10 +108,10 @@ class Session:
             self.conflations += 1
             self.stats.conflations += 1
             return
-        if not self._behind():
-            if self.send_now is not None and self.send_now(frame):
-                self._sent(frame, direct=True)
-                return
+        if not self._behind() and self.send_now is not None and self.send_now(frame):
+            self._sent(frame, direct=True)
+            return
+        if not self._lagging():
             self.enqueue(frame)
             return
         shape = self.subs.get(sub)

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +37,17 @@ class ServerState:
 
 
 class _ServerContext:
-    """One server as the rule language sees it."""
+    """One server as the rule language sees it: at its latest sample, or — given an event's `sample` —
+    as of that sample (windows end at `now_ms`, the sample's time)."""
 
-    __slots__ = ("_ring", "_state", "now_ms")
+    __slots__ = ("_ring", "_sample", "_state", "now_ms")
 
-    def __init__(self, state: ServerState, ring: SeriesRing | None, now_ms: int) -> None:
+    def __init__(
+        self, state: ServerState, ring: SeriesRing | None, now_ms: int, sample: Mapping[str, Any] | None = None
+    ) -> None:
         self._state = state
         self._ring = ring
+        self._sample = sample
         self.now_ms = now_ms
 
     @property
@@ -50,6 +55,9 @@ class _ServerContext:
         return self._state.info
 
     def latest(self, field: str) -> float | str | None:
+        if self._sample is not None:
+            value = self._sample.get(field)
+            return value if isinstance(value, float | int | str) and not isinstance(value, bool) else None
         if field == "status":
             return self._state.status.value
         return self._state.values.get(field)
@@ -57,7 +65,11 @@ class _ServerContext:
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
         if self._ring is None:
             return [], []
-        return self._ring.series(metric, since_ms)
+        ts, values = self._ring.series(metric, since_ms)
+        if self._sample is not None and ts and ts[-1] > self.now_ms:
+            keep = bisect.bisect_right(ts, self.now_ms)
+            return ts[:keep], values[:keep]
+        return ts, values
 
 
 class FleetState:
@@ -123,11 +135,15 @@ class FleetState:
         state = self.servers.get(server_id)
         return state.info if state else None
 
-    def context(self, server_id: str) -> _ServerContext | None:
+    def context(
+        self, server_id: str, sample: Mapping[str, Any] | None = None, ts: int | None = None
+    ) -> _ServerContext | None:
+        """The server's rule context: now, or as of an event's `sample` taken at `ts`."""
         state = self.servers.get(server_id)
         if state is None:
             return None
-        return _ServerContext(state, self.history.get(server_id), self.now_ms())
+        now = ts if sample is not None and ts else self.now_ms()
+        return _ServerContext(state, self.history.get(server_id), now, sample)
 
     def __iter__(self) -> Iterator[ServerState]:
         return iter(self.servers.values())
