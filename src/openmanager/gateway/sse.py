@@ -23,7 +23,6 @@ from openmanager.core.encoding import sse_body
 from openmanager.core.errors import ValidationError
 from openmanager.core.filters import SERVED_TOPICS, TOPICS, TopicFilter, parse_filter
 from openmanager.core.outbound import Conflated, Entry, Framed
-from openmanager.pipeline.fanout import Shape
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
@@ -61,26 +60,8 @@ class SseSession(Session):
 
     cursors: dict[str, str] | None = None
 
-    def send_ordered(self, shape: Shape, cursor: str, frame: str) -> None:
-        if self.close_code is None:
-            self.enqueue(Framed(shape.topic, cursor, frame))
-
-    def send_latest(self, sub: str, cursor: str, data: dict[str, Any], frame: str) -> None:
-        if self.close_code is None:
-            pending = self._conflated.get(sub)
-            if pending is not None:
-                pending.merge(cursor, data)
-                self.conflations += 1
-                self.stats.conflations += 1
-                return
-            shape = self.subs.get(sub)
-            topic = shape.topic if shape else ""
-            if not self._lagging():
-                self.enqueue(Framed(topic, cursor, frame))
-                return
-            entry = Conflated(sub, cursor, data, topic)
-            if self.enqueue(entry):
-                self._conflated[sub] = entry
+    def frame_entry(self, topic: str, cursor: str, frame: str) -> Entry:
+        return Framed(topic, cursor, frame)
 
     def render(self, entry: Entry) -> str:
         if isinstance(entry, str):

@@ -93,12 +93,21 @@ class Session:
             return
         self.enqueue(frame)
 
+    def frame_entry(self, topic: str, cursor: str, frame: str) -> Entry:
+        """What waits in the queue for an event frame (a transport may need per-connection framing)."""
+        return frame
+
     def send_ordered(self, shape: Shape, cursor: str, frame: str) -> None:
         """Deliver an ordered-topic event frame (never dropped; overflow closes with 4008)."""
-        self.send(frame)
+        if self.close_code is not None:
+            return
+        if self.send_now is not None and not self._behind() and self.send_now(frame):
+            self._sent(frame, direct=True)
+            return
+        self.enqueue(self.frame_entry(shape.topic, cursor, frame))
 
     def send_latest(self, sub: str, cursor: str, data: dict[str, Any], frame: str) -> None:
-        """Deliver a state-topic event: the shared `frame` while the client keeps up; once it is behind,
+        """Deliver a state-topic event: the shared `frame` while the client keeps up; once it is lagging,
         one conflated update per subscription that newer events merge into (latest value wins)."""
         if self.close_code is not None:
             return
@@ -108,14 +117,15 @@ class Session:
             self.conflations += 1
             self.stats.conflations += 1
             return
-        if not self._behind() and self.send_now is not None and self.send_now(frame):
+        if self.send_now is not None and not self._behind() and self.send_now(frame):
             self._sent(frame, direct=True)
             return
-        if not self._lagging():
-            self.enqueue(frame)
-            return
         shape = self.subs.get(sub)
-        entry = Conflated(sub, cursor, data, shape.topic if shape else "")
+        topic = shape.topic if shape else ""
+        if not self._lagging():
+            self.enqueue(self.frame_entry(topic, cursor, frame))
+            return
+        entry = Conflated(sub, cursor, data, topic)
         if self.enqueue(entry):
             self._conflated[sub] = entry
 
