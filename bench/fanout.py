@@ -29,10 +29,8 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import platform
-import queue
 import resource
 import secrets
 import shutil
@@ -41,11 +39,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from _harness import HardTimeout, LineReader, emit, free_port, percentile, raise_nofile_limit, stop_proc
 
 BENCH_DIR = Path(__file__).resolve().parent
 SUBPROTOCOL = "openmanager.v1.json"
@@ -59,15 +58,6 @@ STOP_GRACE_S = 0.5  # after the window, before workers report
 # --------------------------------------------------------------------------------------------------
 # Load-generator worker (a separate process: `fanout.py --worker ...`)
 # --------------------------------------------------------------------------------------------------
-
-def raise_nofile_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
-
 
 class WorkerState:
     def __init__(self, n: int) -> None:
@@ -216,11 +206,6 @@ async def run_client(url: str, sem: asyncio.Semaphore, st: WorkerState, conn_cla
             st.dropped[type(exc).__name__] += 1
 
 
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
-
-
 async def worker_main(url: str, clients: int, deadline: float) -> None:
     st = WorkerState(clients)
     loop = asyncio.get_running_loop()
@@ -289,22 +274,6 @@ def worker_cli(argv: list[str]) -> None:
 # Harness
 # --------------------------------------------------------------------------------------------------
 
-class HardTimeout(Exception):
-    """The whole run took longer than its bound."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # nearest rank
-
-
 def machine_busy_pct(seconds: float) -> float:
     """Share of all cores busy over `seconds` (someone else's load skews every figure)."""
     import psutil
@@ -315,36 +284,6 @@ def machine_busy_pct(seconds: float) -> float:
 def cpu_s(p: Any) -> float:
     t = p.cpu_times()
     return float(t.user + t.system)
-
-
-class LineReader:
-    """A child's stdout as JSON messages, read by a thread so the harness can wait with a timeout."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.proc = proc
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                self.q.put(json.loads(line))
-        self.q.put(None)
-
-    def get(self, kind: str, timeout: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                msg = self.q.get(timeout=max(0.01, end - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"worker {self.proc.pid}: no {kind!r} in {timeout:.0f}s") from None
-            if msg is None:
-                raise RuntimeError(f"worker {self.proc.pid} exited ({self.proc.wait()}) before {kind!r}")
-            if msg.get("kind") == kind:
-                return msg
-            if msg.get("kind") == "result":
-                raise RuntimeError(f"worker {self.proc.pid} gave up (its deadline) before {kind!r}")
 
 
 def scrape(port: int, token: str) -> dict[str, float]:
@@ -375,20 +314,6 @@ def fanout_hist(before: dict[str, float], after: dict[str, float]) -> dict[str, 
     p99_le = next((le for le, c in buckets if count and c >= 0.99 * count), float("nan"))
     return {"events": int(count), "mean_ms": round(total / count * 1000, 3) if count else None,
             "p99_le_ms": p99_le * 1000 if p99_le != float("inf") else "inf"}
-
-
-def stop_proc(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
-    """Signal one child by PID, wait, and kill it if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def open_stalled(port: int, token: str, n: int) -> list[socket.socket]:
@@ -468,7 +393,7 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
                                       "--deadline", str(deadline)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 workers.append(w)
-                readers.append(LineReader(w))
+                readers.append(LineReader(w, give_up="result"))
             readies = [r.get("ready", connect_budget) for r in readers]
             connected = sum(r["connected"] for r in readies)
             time.sleep(SETTLE_S)

@@ -32,50 +32,22 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import math
 import os
 import platform
-import queue
 import resource
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from _harness import HardTimeout, LineReader, emit, free_port, percentile, raise_nofile_limit, stop_proc
+
 BENCH_DIR = Path(__file__).resolve().parent
 CONNECT_CONCURRENCY = 100  # per worker
-
-
-def raise_nofile_limit() -> int:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit (a proxied client costs a worker 3 sockets)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        soft = hard
-    return soft
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # nearest rank
-
-
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,54 +336,6 @@ def worker_cli(argv: list[str]) -> None:
 # --------------------------------------------------------------------------------------------------
 # Harness
 # --------------------------------------------------------------------------------------------------
-
-class HardTimeout(Exception):
-    """The whole run took longer than its bound."""
-
-
-class LineReader:
-    """A child's stdout as JSON messages, read by a thread so the harness can wait with a timeout."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.q: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self.proc = proc
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with contextlib.suppress(ValueError):
-                self.q.put(json.loads(line))
-        self.q.put(None)
-
-    def get(self, kind: str, timeout: float) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                msg = self.q.get(timeout=max(0.01, end - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"worker {self.proc.pid}: no {kind!r} in {timeout:.0f}s") from None
-            if msg is None:
-                raise RuntimeError(f"worker {self.proc.pid} exited ({self.proc.wait()}) before {kind!r}")
-            if msg.get("kind") == kind:
-                return msg
-            if msg.get("kind") == "timeout":
-                raise RuntimeError(f"worker {self.proc.pid} reached its deadline before {kind!r}")
-
-
-def stop_proc(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:
-    """Signal one child by PID, wait, and kill it if it does not exit in time."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, sig)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-
 
 def busy_pct(t0: Any, t1: Any) -> float:
     """Share of all cores busy between two `psutil.cpu_times()` readings."""
