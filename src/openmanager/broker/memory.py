@@ -58,10 +58,7 @@ class MemoryBroker:
         return topic
 
     async def publish(self, topic: str, data: Mapping[str, Any]) -> Event:
-        return self.publish_nowait(topic, data)
-
-    def publish_nowait(self, topic: str, data: Mapping[str, Any]) -> Event:
-        """`publish` without the coroutine: the memory broker never waits."""
+        """Never suspends: listeners have run by the time this returns."""
         t = self._topic(topic)
         t.seq += 1
         now = int(self._clock() * 1000)
@@ -96,9 +93,7 @@ class MemoryBroker:
         return str(Cursor(self.epoch, self._topic(topic).seq))
 
     async def replay(self, topic: str, since: str) -> list[Event] | None:
-        return self.replay_nowait(topic, since)
-
-    def replay_nowait(self, topic: str, since: str) -> list[Event] | None:
+        """Never suspends, so a caller can attach a subscriber right after it with no event in between."""
         cursor = parse_cursor(since)
         if cursor is None or cursor.epoch != self.epoch:
             return None
@@ -115,6 +110,3 @@ class MemoryBroker:
 
     def ready(self) -> tuple[bool, str]:
         return True, "ok"
-
-    def stats(self) -> dict[str, dict[str, int]]:
-        return {name: {"events": len(t.events), "bytes": t.bytes, "seq": t.seq} for name, t in self._topics.items()}

@@ -18,6 +18,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from openmanager import __version__
+from openmanager.core.encoding import encode
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.core.filters import SERVED_TOPICS, TOPICS, parse_filter
 from openmanager.gateway.wsfast import RTT, SEND_NOW
@@ -32,10 +33,6 @@ SUBPROTOCOL_JSON = "openmanager.v1.json"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 SNAPSHOT_TOPICS = frozenset({"metrics", "fleet", "system"})
-
-
-def _dumps(message: dict[str, Any]) -> str:
-    return orjson.dumps(message).decode()
 
 
 def origin_allowed(headers: dict[str, str], allowed: frozenset[str]) -> bool:
@@ -81,7 +78,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     hub.sessions[session.id] = session
     hub.stats.connections["ws"] += 1
     session.send(
-        _dumps(
+        encode(
             {
                 "type": "welcome",
                 "session": session.id,
@@ -159,7 +156,7 @@ async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> No
         elif kind == "unsubscribe":
             _unsubscribe(hub, session, msg, request_id)
         elif kind == "ping":
-            session.send(_dumps({"type": "pong", "id": request_id, "server_time": int(time.time() * 1000)}))
+            session.send(encode({"type": "pong", "id": request_id, "server_time": int(time.time() * 1000)}))
         else:
             raise ProtocolError(f"unknown message type {kind!r}", code="unknown_type")
     except OpenManagerError as exc:
@@ -169,7 +166,7 @@ async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> No
         position = getattr(exc, "position", None)
         if position is not None:
             reply["position"] = position
-        session.send(_dumps(reply))
+        session.send(encode(reply))
 
 
 async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:
@@ -189,20 +186,20 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
     reply: dict[str, Any] = {"type": "subscribed", "id": request_id, "sub": shape.sub, "topic": topic}
     if shape.sub in session.subs:
         reply["cursor"] = hub.broker.head(topic)
-        session.send(_dumps(reply))
+        session.send(encode(reply))
         return
     missed = await hub.broker.replay(topic, since) if since is not None else None
     # From here to attach nothing awaits, so no event can slip between the snapshot/replay and live.
     reply["cursor"] = hub.broker.head(topic)
     if since is not None:
         reply["recovered"] = missed is not None
-    session.send(_dumps(reply))
+    session.send(encode(reply))
     hub.fanout.attach(session, shape)
     if missed is not None:
         hub.fanout.replay(session, shape, missed)
     elif topic in SNAPSHOT_TOPICS:
         data = shape.render_snapshot(hub.snapshot(topic), hub.state)
-        session.send(_dumps({"type": "snapshot", "sub": shape.sub, "cursor": reply["cursor"], "data": data}))
+        session.send(encode({"type": "snapshot", "sub": shape.sub, "cursor": reply["cursor"], "data": data}))
 
 
 def _unsubscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:
@@ -211,4 +208,4 @@ def _unsubscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: An
     if shape is None:
         raise ProtocolError(f"no subscription {sub!r} on this connection", code="unknown_subscription")
     hub.fanout.detach(session, shape)
-    session.send(_dumps({"type": "unsubscribed", "id": request_id, "sub": shape.sub}))
+    session.send(encode({"type": "unsubscribed", "id": request_id, "sub": shape.sub}))
