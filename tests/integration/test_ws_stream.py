@@ -327,3 +327,19 @@ async def test_resumed_interval_subscription_gets_one_update_not_every_tick(hub:
     assert len(replayed[0]["data"]["servers"]) == 8
     assert int(replayed[0]["cursor"].rsplit("-", 1)[1]) > int(sub["cursor"].rsplit("-", 1)[1]) + 3
     await c.close()
+
+
+def test_rule_validation_endpoint(hub: HubProcess) -> None:
+    def validate(body: dict) -> httpx.Response:
+        return httpx.post(hub.base + "/api/v1/rules/validate", json=body,
+                          headers={"Authorization": f"Bearer {hub.token}"}, timeout=10)
+
+    assert validate({"condition": "cpu > 85 AND memory > 80"}).json() == {"valid": True}
+    bad = validate({"condition": "cpu > > 3"}).json()
+    assert bad["valid"] is False and bad["error"]["position"] == 6 and bad["error"]["message"]
+    assert validate({"condition": "cpu"}).json()["valid"] is False  # not a condition
+    assert validate({"condition": "count(cpu > 85) >= 3"}).json()["valid"] is False
+    assert validate({"condition": "count(cpu > 85) >= 3", "fleet": True}).json() == {"valid": True}
+    missing = validate({})
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "invalid_request"
+    assert httpx.post(hub.base + "/api/v1/rules/validate", json={"condition": "cpu > 1"}).status_code == 401

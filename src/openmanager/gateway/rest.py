@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from openmanager.core.errors import ForbiddenError, NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
-from openmanager.core.rules import parse_duration
+from openmanager.core.rules import compile_condition, parse_duration
 from openmanager.gateway.auth import ADMIN_USER
 from openmanager.gateway.errors import JSONResponse, error_response
 
@@ -55,6 +56,21 @@ async def list_connections(request: Request) -> dict[str, list[dict[str, Any]]]:
     if request.scope.get("user") != ADMIN_USER:
         raise ForbiddenError("only the admin may list connections")
     return {"connections": [s.describe() for s in _hub(request).sessions.values()]}
+
+
+class ValidateRequest(BaseModel):
+    condition: str = Field(max_length=16_384, description="A rule-language condition, e.g. cpu > 85 AND memory > 80")
+    fleet: bool = Field(default=False, description="Check it as a fleet rule (count(), fleet_avg() ...)")
+
+
+@router.post("/api/v1/rules/validate", tags=["rules"])
+async def validate_rule(body: ValidateRequest) -> dict[str, Any]:
+    """`{"valid": true}`, or `{"valid": false, "error": {"message", "position"}}` naming where it fails."""
+    try:
+        compile_condition(body.condition, fleet=body.fleet)
+    except RuleSyntaxError as exc:
+        return {"valid": False, "error": {"message": exc.reason, "position": exc.position}}
+    return {"valid": True}
 
 
 @router.get("/api/v1/servers", tags=["servers"])
