@@ -131,7 +131,7 @@ class Hub:
                 await task
         self._tasks.clear()
         for session in list(self.sessions.values()):
-            session.close(1001, "hub shutting down")
+            session.close(1012, "hub restarting or shutting down")
         await self.pipeline.stop()
         if self.store is not None:
             try:

@@ -19,7 +19,7 @@ import orjson
 
 from openmanager.broker.base import Broker, Event
 from openmanager.core.encoding import encode_event, splice_event, sse_body, sse_body_raw
-from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, PlainFilter, TopicFilter
+from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, TopicFilter
 from openmanager.core.outbound import Conflated
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
@@ -237,4 +237,4 @@ class FanOut:
         self._schedule_flush(shape)
 
 
-__all__ = ["FanOut", "PlainFilter", "Shape", "encode_event", "shape_id"]
+__all__ = ["CONFLATED_TOPICS", "FanOut", "Shape", "shape_id"]

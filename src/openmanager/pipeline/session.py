@@ -73,6 +73,14 @@ class Session:
         q = self.queue
         return len(q) >= max(1, min(CONFLATE_AFTER_ENTRIES, q.max_messages // 4)) or q.bytes * 4 >= q.max_bytes
 
+    def _write_now(self, frame: str) -> bool:
+        """Write through the fast path when nothing is queued or in flight (order) and the transport
+        takes it without waiting; False when the frame must be queued instead."""
+        if self.send_now is not None and not self._behind() and self.send_now(frame):
+            self._sent(frame, direct=True)
+            return True
+        return False
+
     def _sent(self, frame: str, *, direct: bool) -> None:
         size = len(frame)
         self.messages_sent += 1
@@ -88,8 +96,7 @@ class Session:
         Overflow closes the session with 4008."""
         if self.close_code is not None:
             return
-        if self.send_now is not None and not self._behind() and self.send_now(frame):
-            self._sent(frame, direct=True)
+        if self._write_now(frame):
             return
         self.enqueue(frame)
 
@@ -101,8 +108,7 @@ class Session:
         """Deliver an ordered-topic event frame (never dropped; overflow closes with 4008)."""
         if self.close_code is not None:
             return
-        if self.send_now is not None and not self._behind() and self.send_now(frame):
-            self._sent(frame, direct=True)
+        if self._write_now(frame):
             return
         self.enqueue(self.frame_entry(shape.topic, cursor, frame))
 
@@ -117,8 +123,7 @@ class Session:
             self.conflations += 1
             self.stats.conflations += 1
             return
-        if self.send_now is not None and not self._behind() and self.send_now(frame):
-            self._sent(frame, direct=True)
+        if self._write_now(frame):
             return
         shape = self.subs.get(sub)
         topic = shape.topic if shape else ""
