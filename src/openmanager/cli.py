@@ -60,6 +60,12 @@ def serve(
     thresholds: Annotated[str | None, _opt("thresholds")] = None,
     allowed_origins: Annotated[str | None, _opt("allowed_origins")] = None,
     log_level: Annotated[str | None, _opt("log_level")] = None,
+    log_file: Annotated[list[str] | None, _opt("log_file")] = None,
+    log_max_age: Annotated[str | None, _opt("log_max_age")] = None,
+    log_max_bytes: Annotated[int | None, _opt("log_max_bytes")] = None,
+    scrape: Annotated[list[str] | None, _opt("scrape")] = None,
+    flap_transitions: Annotated[int | None, _opt("flap_transitions")] = None,
+    flap_window: Annotated[str | None, _opt("flap_window")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,
@@ -70,7 +76,7 @@ def serve(
 
     The admin token comes from OPENMANAGER_ADMIN_TOKEN, or is generated at first start and kept
     (mode 0600) in the data directory."""
-    flags = {k: v for k, v in locals().items() if k != "config"}
+    flags = {k: (v or None) if isinstance(v, list) else v for k, v in locals().items() if k != "config"}
     try:
         settings = Settings.load(flags, config_file=config)
     except ConfigError as exc:

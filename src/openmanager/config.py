@@ -51,6 +51,15 @@ class Settings:
     thresholds: str = _opt("", "Status threshold overrides, e.g. 'cpu=60:80,disk=85:95' (warning:critical).")
     allowed_origins: str = _opt("", "Extra WebSocket Origins allowed, comma-separated (same origin always is).")
     log_level: str = _opt("info", "Log level: debug, info, warning, error.")
+    log_file: tuple[str, ...] = _opt((), "Follow a log file like tail -F: PATH or PATH=SERVER (repeatable; "
+                                         "environment: comma-separated).")
+    log_max_age: str = _opt("7d", "Stored logs: delete records older than this (a duration).")
+    log_max_bytes: int = _opt(256 * 1024 * 1024, "Stored logs: delete the oldest records beyond this many bytes "
+                                                  "of log text.")
+    scrape: tuple[str, ...] = _opt((), "Scrape a Prometheus exporter: SERVER=URL[@INTERVAL] (repeatable; TOML also "
+                                       "takes [[scrape]] tables with url, server, labels, interval).")
+    flap_transitions: int = _opt(6, "Alerts: more than this many state changes within flap_window is flapping.")
+    flap_window: str = _opt("10m", "Alerts: the window flapping is counted over (a duration).")
 
     @classmethod
     def load(
@@ -97,7 +106,7 @@ class Settings:
             raise ConfigError("tick must be positive")
         if self.servers < 0:
             raise ConfigError("servers must be 0 or more")
-        for name in ("history_max_age", "memory_history"):
+        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window"):
             try:
                 parse_duration(getattr(self, name))
             except RuleSyntaxError as exc:
@@ -145,6 +154,17 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
             return int(value)
         if kind.startswith("float"):
             return float(value)
+        if kind.startswith("tuple"):
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)):
+                raise ValueError(value)
+            out: list[Any] = []
+            for item in items:  # TOML tables stay tables; strings may hold several comma-separated entries
+                if isinstance(item, dict):
+                    out.append(item)
+                else:
+                    out.extend(part.strip() for part in str(item).split(",") if part.strip())
+            return tuple(out)
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"invalid value {value!r} for {name}") from None

@@ -138,7 +138,7 @@ def _on_sqlite_begin(conn: Connection) -> None:
 def _upgrade_to_head(conn: Connection) -> None:
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "head")
+    command.upgrade(cfg, "heads")
 
 
 def _chunks(items: Sequence[_T], size: int) -> Iterable[Sequence[_T]]:
