@@ -38,6 +38,12 @@ class NotFoundError(OpenManagerError):
     code = "not_found"
 
 
+class ConflictError(OpenManagerError):
+    """An operation that does not fit the current state (acknowledging a resolved alert)."""
+
+    code = "conflict"
+
+
 class ForbiddenError(OpenManagerError):
     """An authenticated caller without the role the operation needs."""
 

@@ -19,8 +19,10 @@ from openmanager.core.rules import Condition, EvalContext, compile_condition, pa
 TOPICS: tuple[str, ...] = ("metrics", "fleet", "logs", "alerts", "notifications", "system")
 """Every topic of the protocol."""
 
-SERVED_TOPICS: frozenset[str] = frozenset({"metrics", "fleet", "logs", "system"})
-"""Topics this version serves; `alerts` and `notifications` arrive with the alert engine."""
+SERVED_TOPICS: frozenset[str] = frozenset({"metrics", "fleet", "logs", "alerts", "system"})
+"""Topics this version serves; `notifications` arrives with user accounts."""
+
+SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "critical")
 
 MAX_GLOBS = 256
 MIN_INTERVAL_MS = 100
@@ -155,6 +157,31 @@ class LogsFilter:
         return out
 
 
+class AlertsFilter:
+    """`alerts`: the alert's server (or, for a fleet alert, any of its servers) matches `servers`, and its
+    severity is at least `severity`."""
+
+    __slots__ = ("key", "matcher", "severity")
+
+    def __init__(self, servers: tuple[str, ...] = (), severity: str = "info") -> None:
+        self.matcher = ServerMatcher(servers, ())
+        self.severity = SEVERITY_ORDER.index(severity)
+        self.key: tuple[object, ...] = ("alerts", servers, severity)
+
+    @property
+    def trivial(self) -> bool:
+        return not self.matcher.globs and self.severity == 0
+
+    def accepts(self, alert: Mapping[str, Any], view: FleetView) -> bool:
+        rank = SEVERITY_ORDER.index(alert["severity"]) if alert.get("severity") in SEVERITY_ORDER else 0
+        if rank < self.severity:
+            return False
+        if not self.matcher.globs:
+            return True
+        servers = alert.get("servers") or [alert.get("server")]
+        return any(isinstance(s, str) and self.matcher.matches(s, view) for s in servers)
+
+
 class PlainFilter:
     """Topics without filter keys (fleet, system)."""
 
@@ -164,7 +191,7 @@ class PlainFilter:
         self.key: tuple[object, ...] = (topic,)
 
 
-TopicFilter = MetricsFilter | LogsFilter | PlainFilter
+TopicFilter = MetricsFilter | LogsFilter | AlertsFilter | PlainFilter
 
 
 def _check_keys(raw: Mapping[str, Any], allowed: set[str], topic: str) -> None:
@@ -239,5 +266,12 @@ def parse_filter(topic: str, raw: object) -> TopicFilter:
         if not isinstance(contains, str) or len(contains) > 1024:
             raise _invalid("contains must be a string of at most 1024 characters")
         return LogsFilter(servers, level, contains)
+    if topic == "alerts":
+        _check_keys(raw, {"servers", "severity"}, topic)
+        servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()
+        severity = raw.get("severity") or "info"
+        if severity not in SEVERITY_ORDER:
+            raise _invalid(f"unknown severity {severity!r} (info, warning, critical)")
+        return AlertsFilter(servers, severity)
     _check_keys(raw, set(), topic)
     return PlainFilter(topic)

@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from openmanager.core.errors import ForbiddenError, NotFoundError, OpenManagerError
+from openmanager.core.errors import ConflictError, ForbiddenError, NotFoundError, OpenManagerError, RuleSyntaxError
 
 
 class JSONResponse(Response):
@@ -56,5 +56,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OpenManagerError)
     async def domain_error(_: Request, exc: OpenManagerError) -> JSONResponse:
-        status = 404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, ForbiddenError) else 400
-        return error_response(status, exc.code, exc.message)
+        status = (404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, ForbiddenError)
+                  else 409 if isinstance(exc, ConflictError) else 400)
+        body: dict[str, dict[str, object]] = {"error": {"code": exc.code, "message": exc.message}}
+        if isinstance(exc, RuleSyntaxError):
+            body["error"]["position"] = exc.position
+        return JSONResponse(body, status_code=status)

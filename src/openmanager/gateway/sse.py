@@ -33,9 +33,10 @@ router = APIRouter()
 FILTER_KEYS = {
     "metrics": {"servers", "tags", "metrics", "where", "interval"},
     "logs": {"servers", "level", "contains"},
+    "alerts": {"servers", "severity"},
 }
 RESERVED_PARAMS = {"topics", "token", "last_event_id"}
-SNAPSHOT_TOPICS = ("metrics", "fleet", "system")
+SNAPSHOT_TOPICS = ("metrics", "fleet", "alerts", "system")
 MAX_HEARTBEAT_S = 15.0
 RETRY_MS = 2000
 

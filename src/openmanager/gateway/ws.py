@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL_JSON = "openmanager.v1.json"
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
-SNAPSHOT_TOPICS = frozenset({"metrics", "fleet", "system"})
+SNAPSHOT_TOPICS = frozenset({"metrics", "fleet", "alerts", "system"})
 
 
 def origin_allowed(headers: dict[str, str], allowed: frozenset[str]) -> bool:

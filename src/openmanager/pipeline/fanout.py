@@ -19,7 +19,7 @@ import orjson
 
 from openmanager.broker.base import Broker, Event
 from openmanager.core.encoding import encode_event, splice_event, sse_body, sse_body_raw
-from openmanager.core.filters import FleetView, LogsFilter, MetricsFilter, TopicFilter
+from openmanager.core.filters import AlertsFilter, FleetView, LogsFilter, MetricsFilter, TopicFilter
 from openmanager.core.outbound import Conflated
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
@@ -60,6 +60,8 @@ class Shape:
             return not (m.globs or m.tags or f.metrics or f.where or f.interval_ms)
         if isinstance(f, LogsFilter):
             return not (f.matcher.globs or f.contains) and f.level.name == "DEBUG"
+        if isinstance(f, AlertsFilter):
+            return f.trivial
         return True
 
     def render(self, event: Event, view: FleetView) -> Any | None:
@@ -71,12 +73,16 @@ class Shape:
         if isinstance(f, LogsFilter):
             records = f.select(event.data["records"], view)
             return {"records": records} if records else None
+        if isinstance(f, AlertsFilter):
+            return event.data if f.accepts(event.data["alert"], view) else None
         return event.data
 
     def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
         f = self.filter
         if isinstance(f, MetricsFilter):
             return {"ts": data["ts"], "servers": f.select(data["servers"], view, data["ts"])}
+        if isinstance(f, AlertsFilter):
+            return {"alerts": [a for a in data["alerts"] if f.accepts(a, view)]}
         return data
 
 

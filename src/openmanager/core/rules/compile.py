@@ -39,6 +39,7 @@ from openmanager.core.rules.nodes import (
     Number,
     String,
     Window,
+    children,
     walk,
 )
 from openmanager.core.rules.parser import parse
@@ -102,6 +103,25 @@ class Condition:
     expr: Expr = field(repr=False, compare=False)
     _server_fn: _Bool[EvalContext] | None = field(default=None, repr=False, compare=False)
     _fleet_fn: _Bool[FleetContext] | None = field(default=None, repr=False, compare=False)
+    _observers: tuple[tuple[str, Callable[[object], float | str | None]], ...] = field(
+        default=(), repr=False, compare=False
+    )
+    _count_fns: tuple[_Bool[EvalContext], ...] = field(default=(), repr=False, compare=False)
+
+    def matching_members(self, ctx: FleetContext) -> list[EvalContext]:
+        """For a fleet condition: the members where the condition of any `count()` holds (the servers an
+        alert names); every member when it has no `count()`."""
+        if not self._count_fns:
+            return list(ctx.members())
+        fns = self._count_fns
+        return [m for m in ctx.members() if any(fn(m) is True for fn in fns)]
+
+    def observe(self, ctx: EvalContext | FleetContext) -> dict[str, float | str | None]:
+        """The value of each compared operand that is not a literal, keyed by its source text: for
+        `avg(cpu, 5m) > 80 AND status != "offline"` → `{"avg(cpu, 5m)": 82.5, "status": "warning"}`.
+        `ctx` is an EvalContext for a per-server condition, a FleetContext for a fleet one. This is
+        what an alert reports as the value that caused it; call it on transitions, not every tick."""
+        return {label: fn(ctx) for label, fn in self._observers}
 
     def evaluate(self, ctx: EvalContext) -> bool | None:
         """True, False, or None (unknown) for one server. Raises ValueError for a fleet condition;
@@ -132,8 +152,49 @@ def _compile_cached(text: str, fleet: bool) -> Condition:
     fields = frozenset(n.name for n in nodes if isinstance(n, Field) and n.scope == "metric")
     max_window = max((n.duration_ms for n in nodes if isinstance(n, Window)), default=0)
     if fleet:
-        return Condition(text, True, fields, max_window, expr, _fleet_fn=_FleetCompiler().boolean(expr))
-    return Condition(text, False, fields, max_window, expr, _server_fn=_ServerCompiler().boolean(expr))
+        fleet_compiler = _FleetCompiler()
+        counts = tuple(_ServerCompiler().boolean(n.condition) for n in nodes if isinstance(n, Count))
+        return Condition(text, True, fields, max_window, expr, _fleet_fn=fleet_compiler.boolean(expr),
+                         _observers=_observers(text, expr, fleet_compiler), _count_fns=counts)
+    server_compiler = _ServerCompiler()
+    return Condition(text, False, fields, max_window, expr, _server_fn=server_compiler.boolean(expr),
+                     _observers=_observers(text, expr, server_compiler))
+
+
+def _observers(
+    text: str, expr: Expr, compiler: _Compiler[C]
+) -> tuple[tuple[str, Callable[[object], float | str | None]], ...]:
+    """(source text, evaluator) for the non-literal operands of the comparisons at the rule's own level
+    (not those inside `count()`, which are per member)."""
+    out: dict[str, Callable[[object], float | str | None]] = {}
+    stack: list[Expr] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Count):
+            continue
+        if isinstance(node, Compare):
+            sides: list[tuple[str, Expr]] = []
+            if not isinstance(node.left, Number | String):
+                sides.append((text[node.left.pos : node.op_pos].strip(), node.left))
+            if isinstance(node.right, Field | Window | FleetAggregate):  # its end is not recorded: re-render
+                sides.append((_label(node.right), node.right))
+            for label, side in sides:
+                fn = compiler.string(side) if result_type(side) is Type.STRING else compiler.number(side)
+                out.setdefault(label, fn)  # type: ignore[arg-type]
+            continue
+        stack.extend(reversed(children(node)))
+    return tuple(out.items())
+
+
+def _label(expr: Field | Window | FleetAggregate) -> str:
+    match expr:
+        case Field(name=name):
+            return name
+        case Window(func=func, field=Field(name=name), duration_ms=ms):
+            return f"{func}({name}, {ms // 1000}s)" if ms % 60_000 else f"{func}({name}, {ms // 60_000}m)"
+        case FleetAggregate(func=func, field=Field(name=name)):
+            return f"{func}({name})"
+    raise AssertionError(expr)  # pragma: no cover
 
 
 # --- value helpers ---------------------------------------------------------------------------------

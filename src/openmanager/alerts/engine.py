@@ -1,0 +1,535 @@
+"""The alert engine: the lifecycle of every (rule, server) pair, evaluated on each tick. Pure: no I/O,
+no clock of its own (every call takes `now_ms`), so tests drive it with scripted samples.
+
+States of an alert: `pending` (the condition holds, `for` is running) → `firing` → `resolved`. A pending
+alert whose condition stops holding is dropped (published as `resolved` with `fired_at` null). Each
+transition is returned as a `Transition`, which also says whether it should notify anyone and, when
+not, why (`reason`):
+
+- **for**: a condition must hold on every evaluation for `for` before the alert fires (0: at once).
+- **clear** (hysteresis): a firing alert resolves when `clear` holds (default: NOT condition).
+- **unknown**: an evaluation that is unknown (missing data, an offline server's metrics) changes no
+  state — neither fires, resolves nor cancels `for`.
+- **cooldown**: at least `cooldown` between two firing notifications of the same (rule, server);
+  a firing inside it is recorded and published, its notification suppressed (`cooldown`).
+  A resolution notifies only when its firing did.
+- **repeat**: while firing (and not acknowledged or silenced), notify again every `repeat`.
+- **flapping**: more than `flap_transitions` firing/resolved changes of one (rule, server) within
+  `flap_window_ms` emit one `flapping` notice; further notifications of that pair are suppressed
+  (`flapping`) until it has been stable for a whole window.
+- **action**: `immediate-alert` notifies at once (`delivery` "immediate"), `digest` hands the
+  notification to the digest (`delivery` "digest"), `record` never notifies (`record`).
+- **ack**: a firing alert acknowledged with a comment stays acknowledged until it resolves
+  (suppressing repeats); the next occurrence is a new alert, so acknowledgement re-arms by itself.
+- **silence**: an active matching silence suppresses notifications (`silenced`); transitions are still
+  recorded and published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from openmanager.alerts.rules import CompiledRule, RuleSpec, severity_rank
+from openmanager.alerts.silences import Silence
+from openmanager.core.errors import ConflictError, NotFoundError
+from openmanager.core.model import ServerInfo
+from openmanager.core.rules import EvalContext
+
+__all__ = ["Alert", "AlertEngine", "Transition"]
+
+FLEET_KEY = "*"
+
+
+def alert_id(rule_id: str, key: str, started_at: int) -> str:
+    return hashlib.blake2b(f"{rule_id}\0{key}\0{started_at}".encode(), digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class Alert:
+    """One occurrence of a rule's condition for one server (or, for a fleet rule, for the fleet)."""
+
+    id: str
+    rule_id: str
+    rule_name: str
+    severity: str
+    server: str | None
+    servers: tuple[str, ...] | None
+    state: str
+    started_at: int
+    value: float | str | None = None
+    values: dict[str, float | str | None] = field(default_factory=dict)
+    fired_at: int | None = None
+    resolved_at: int | None = None
+    ack: dict[str, Any] | None = None
+    silenced_by: str | None = None
+    flapping: bool = False
+    notified: bool = False
+    last_notified_at: int | None = None
+    updated_at: int = 0
+
+    @property
+    def key(self) -> str:
+        return self.server if self.server is not None else FLEET_KEY
+
+    def to_api(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "rule": {"id": self.rule_id, "name": self.rule_name},
+            "severity": self.severity,
+            "state": self.state,
+            "value": self.value,
+            "values": dict(self.values),
+            "started_at": self.started_at,
+            "fired_at": self.fired_at,
+            "resolved_at": self.resolved_at,
+            "acknowledged": self.ack,
+            "silenced_by": self.silenced_by,
+            "flapping": self.flapping,
+        }
+        if self.servers is not None:
+            out["servers"] = list(self.servers)
+        else:
+            out["server"] = self.server
+        return out
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Alert:
+        """Rebuild an alert saved with `to_api` plus `notified`/`last_notified_at` (a hub restart)."""
+        servers = data.get("servers")
+        return cls(
+            id=data["id"],
+            rule_id=data["rule"]["id"],
+            rule_name=data["rule"]["name"],
+            severity=data["severity"],
+            server=data.get("server"),
+            servers=tuple(servers) if servers is not None else None,
+            state=data["state"],
+            started_at=data["started_at"],
+            value=data.get("value"),
+            values=dict(data.get("values") or {}),
+            fired_at=data.get("fired_at"),
+            resolved_at=data.get("resolved_at"),
+            ack=data.get("acknowledged"),
+            silenced_by=data.get("silenced_by"),
+            flapping=bool(data.get("flapping")),
+            notified=bool(data.get("notified")),
+            last_notified_at=data.get("last_notified_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A change of an alert. `alert` is its API form at that moment. `notify` says whether anyone should
+    be notified, `delivery` how ("immediate" or "digest"), `reason` why not when `notify` is false."""
+
+    kind: str
+    alert: dict[str, Any]
+    ts: int
+    notify: bool
+    delivery: str | None = None
+    reason: str | None = None
+    repeat: bool = False
+    detail: str | None = None
+
+    @property
+    def alert_id(self) -> str:
+        return str(self.alert["id"])
+
+    def event(self) -> dict[str, Any]:
+        """The `alerts` topic's event data."""
+        out: dict[str, Any] = {"transition": self.kind, "alert": self.alert, "ts": self.ts,
+                               "notify": self.notify}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.repeat:
+            out["repeat"] = True
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass(slots=True)
+class _Slot:
+    """What outlives one occurrence of a (rule, server): cooldown and flapping bookkeeping."""
+
+    alert: Alert | None = None
+    last_notified: int | None = None
+    changes: deque[int] = field(default_factory=deque)
+    flapping_since: int | None = None
+
+
+class _Fleet:
+    __slots__ = ("_members", "now_ms")
+
+    def __init__(self, members: Sequence[EvalContext], now_ms: int) -> None:
+        self._members = members
+        self.now_ms = now_ms
+
+    def members(self) -> Sequence[EvalContext]:
+        return self._members
+
+
+class AlertEngine:
+    def __init__(self, *, flap_transitions: int = 6, flap_window_ms: int = 600_000) -> None:
+        self.flap_transitions = flap_transitions
+        self.flap_window_ms = flap_window_ms
+        self._rules: dict[str, CompiledRule] = {}
+        self._server_rules: list[CompiledRule] = []
+        self._fleet_rules: list[CompiledRule] = []
+        self._slots: dict[str, dict[str, _Slot]] = {}  # rule id → server id (or "*") → slot
+        self._by_id: dict[str, Alert] = {}  # pending and firing alerts
+        self._silences: dict[str, Silence] = {}
+        self._infos: dict[str, ServerInfo] = {}
+
+    # rules -----------------------------------------------------------------------------------------
+    @property
+    def rules(self) -> list[RuleSpec]:
+        return [r.spec for r in self._rules.values()]
+
+    def rule(self, rule_id: str) -> RuleSpec | None:
+        compiled = self._rules.get(rule_id)
+        return compiled.spec if compiled else None
+
+    def set_rules(self, specs: Iterable[RuleSpec], now_ms: int) -> list[Transition]:
+        out: list[Transition] = []
+        wanted = {s.id: s for s in specs}
+        for rid in list(self._rules):
+            if rid not in wanted:
+                out += self.remove_rule(rid, now_ms)
+        for spec in wanted.values():
+            out += self.upsert_rule(spec, now_ms)
+        return out
+
+    def upsert_rule(self, spec: RuleSpec, now_ms: int) -> list[Transition]:
+        """Add or replace a rule. Alerts of a replaced rule go on (with its new name and severity),
+        unless it was disabled or switched between per-server and fleet: those are resolved."""
+        old = self._rules.get(spec.id)
+        out: list[Transition] = []
+        if old is not None and (not spec.enabled or old.spec.fleet != spec.fleet):
+            out += self._drop_alerts(spec.id, now_ms, "rule changed")
+        self._rules[spec.id] = CompiledRule.compile(spec)
+        for alert in self._active_of(spec.id):
+            alert.rule_name, alert.severity = spec.name, spec.severity
+        self._reindex()
+        return out
+
+    def remove_rule(self, rule_id: str, now_ms: int) -> list[Transition]:
+        if rule_id not in self._rules:
+            raise NotFoundError(f"no rule {rule_id!r}")
+        out = self._drop_alerts(rule_id, now_ms, "rule deleted")
+        del self._rules[rule_id]
+        self._slots.pop(rule_id, None)
+        self._reindex()
+        return out
+
+    def _reindex(self) -> None:
+        enabled = [r for r in self._rules.values() if r.spec.enabled]
+        self._server_rules = [r for r in enabled if not r.spec.fleet]
+        self._fleet_rules = [r for r in enabled if r.spec.fleet]
+
+    def _active_of(self, rule_id: str) -> list[Alert]:
+        return [s.alert for s in self._slots.get(rule_id, {}).values() if s.alert is not None]
+
+    def _drop_alerts(self, rule_id: str, now_ms: int, detail: str) -> list[Transition]:
+        out = []
+        for slot in self._slots.get(rule_id, {}).values():
+            if slot.alert is not None:
+                out.append(self._end(slot, now_ms, notify=False, reason="administrative", detail=detail))
+        return out
+
+    # state -----------------------------------------------------------------------------------------
+    def active(self) -> list[Alert]:
+        """Pending and firing alerts, oldest first."""
+        return sorted(self._by_id.values(), key=lambda a: (a.started_at, a.id))
+
+    def get(self, alert_id: str) -> Alert | None:
+        return self._by_id.get(alert_id)
+
+    def restore(self, alerts: Iterable[Alert], last_notified: Mapping[tuple[str, str], int] = {}) -> None:
+        """Load pending and firing alerts saved before a restart (their rules must be loaded first;
+        alerts of unknown rules are ignored), and the last notification time per (rule, server)."""
+        for (rid, key), ts in last_notified.items():
+            if rid in self._rules:
+                self._slot(rid, key).last_notified = ts
+        for alert in alerts:
+            if alert.rule_id in self._rules and alert.state in ("pending", "firing"):
+                self._slot(alert.rule_id, alert.key).alert = alert
+                self._by_id[alert.id] = alert
+
+    def last_notified(self) -> dict[tuple[str, str], int]:
+        return {(rid, key): s.last_notified for rid, slots in self._slots.items() for key, s in slots.items()
+                if s.last_notified is not None}
+
+    def _slot(self, rule_id: str, key: str) -> _Slot:
+        slots = self._slots.setdefault(rule_id, {})
+        slot = slots.get(key)
+        if slot is None:
+            slot = slots[key] = _Slot()
+        return slot
+
+    def forget_server(self, server_id: str, now_ms: int) -> list[Transition]:
+        """A retired server: its alerts resolve without notifying, its bookkeeping goes."""
+        out = []
+        self._infos.pop(server_id, None)
+        for slots in self._slots.values():
+            slot = slots.pop(server_id, None)
+            if slot is not None and slot.alert is not None:
+                out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                     detail="server forgotten"))
+        for rule in self._rules.values():
+            rule._in_scope.pop(server_id, None)
+        return out
+
+    # evaluation ------------------------------------------------------------------------------------
+    def evaluate(self, now_ms: int, servers: Sequence[tuple[ServerInfo, EvalContext]]) -> list[Transition]:
+        """One tick: every enabled rule against every server in its scope. Returns the transitions."""
+        out: list[Transition] = []
+        infos = self._infos
+        for info, _ in servers:
+            infos[info.id] = info
+        for rule in self._server_rules:
+            slots = self._slots.get(rule.spec.id)
+            cond = rule.condition.evaluate
+            scoped = rule.scope is not None
+            for info, ctx in servers:
+                if scoped and not rule.in_scope(info, ctx):
+                    if slots and (slot := slots.get(info.id)) is not None and slot.alert is not None:
+                        out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                             detail="server left the rule's scope"))
+                    continue
+                verdict = cond(ctx)
+                slot = slots.get(info.id) if slots else None
+                if slot is None or slot.alert is None:
+                    if verdict is True:
+                        if slot is None:
+                            slot = self._slot(rule.spec.id, info.id)
+                            slots = self._slots[rule.spec.id]
+                        out += self._start(rule, slot, info.id, None, ctx, now_ms)
+                    continue
+                out += self._advance(rule, slot, verdict, ctx, now_ms)
+        for rule in self._fleet_rules:
+            members = [ctx for info, ctx in servers if rule.in_scope(info, ctx)]
+            fleet = _Fleet(members, now_ms)
+            verdict = rule.condition.evaluate_fleet(fleet)
+            slot = self._slot(rule.spec.id, FLEET_KEY)
+            if slot.alert is None:
+                if verdict is True:
+                    named = tuple(sorted(m.server.id for m in rule.condition.matching_members(fleet)))
+                    out += self._start(rule, slot, None, named, fleet, now_ms)
+                continue
+            out += self._advance(rule, slot, verdict, fleet, now_ms)
+        out += self._housekeeping(now_ms)
+        return out
+
+    def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
+               ctx: Any, now_ms: int) -> list[Transition]:
+        spec = rule.spec
+        key = server if server is not None else FLEET_KEY
+        alert = Alert(alert_id(spec.id, key, now_ms), spec.id, spec.name, spec.severity, server, servers, "pending",
+                      now_ms, updated_at=now_ms)
+        self._observe(rule, alert, ctx)
+        slot.alert = alert
+        self._by_id[alert.id] = alert
+        self._silence_check(alert, now_ms)
+        if spec.for_ms <= 0:
+            return self._fire(rule, slot, now_ms)
+        return [Transition("pending", alert.to_api(), now_ms, False, reason="pending")]
+
+    def _advance(self, rule: CompiledRule, slot: _Slot, verdict: bool | None, ctx: Any,
+                 now_ms: int) -> list[Transition]:
+        alert = slot.alert
+        assert alert is not None
+        if alert.state == "pending":
+            if verdict is False:
+                self._observe(rule, alert, ctx)
+                return [self._end(slot, now_ms, notify=False, reason="not fired")]
+            if verdict is True and now_ms - alert.started_at >= rule.spec.for_ms:
+                self._observe(rule, alert, ctx)
+                if alert.servers is not None:
+                    alert.servers = tuple(sorted(m.server.id for m in rule.condition.matching_members(ctx)))
+                return self._fire(rule, slot, now_ms)
+            return []
+        # firing
+        if rule.clear is not None:
+            cleared = rule.clear.evaluate_fleet(ctx) if rule.spec.fleet else rule.clear.evaluate(ctx)
+        else:
+            cleared = None if verdict is None else not verdict
+        if cleared is True:
+            self._observe(rule, alert, ctx)
+            return self._resolve(rule, slot, now_ms)
+        if rule.spec.repeat_ms and alert.last_notified_at is not None \
+                and now_ms - alert.last_notified_at >= rule.spec.repeat_ms:
+            return self._repeat(rule, slot, ctx, now_ms)
+        return []
+
+    def _observe(self, rule: CompiledRule, alert: Alert, ctx: Any) -> None:
+        values = rule.condition.observe(ctx)
+        alert.values = values
+        alert.value = next(iter(values.values()), None) if values else None
+
+    def _suppression(self, rule: CompiledRule, slot: _Slot, alert: Alert, now_ms: int) -> str | None:
+        if rule.spec.action == "record":
+            return "record"
+        if slot.flapping_since is not None:
+            return "flapping"
+        if self._silence_check(alert, now_ms):
+            return "silenced"
+        return None
+
+    def _delivery(self, rule: CompiledRule) -> str:
+        return "digest" if rule.spec.action == "digest" else "immediate"
+
+    def _notified(self, slot: _Slot, alert: Alert, now_ms: int) -> None:
+        slot.last_notified = now_ms
+        alert.last_notified_at = now_ms
+        alert.notified = True
+
+    def _fire(self, rule: CompiledRule, slot: _Slot, now_ms: int) -> list[Transition]:
+        alert = slot.alert
+        assert alert is not None
+        alert.state, alert.fired_at, alert.updated_at = "firing", now_ms, now_ms
+        out = self._count_change(rule, slot, alert, now_ms)
+        reason = self._suppression(rule, slot, alert, now_ms)
+        if reason is None and slot.last_notified is not None and now_ms - slot.last_notified < rule.spec.cooldown_ms:
+            reason = "cooldown"
+        if reason is None:
+            self._notified(slot, alert, now_ms)
+            out.insert(0, Transition("firing", alert.to_api(), now_ms, True, delivery=self._delivery(rule)))
+        else:
+            out.insert(0, Transition("firing", alert.to_api(), now_ms, False, reason=reason))
+        return out
+
+    def _repeat(self, rule: CompiledRule, slot: _Slot, ctx: Any, now_ms: int) -> list[Transition]:
+        alert = slot.alert
+        assert alert is not None
+        reason = self._suppression(rule, slot, alert, now_ms) or ("acknowledged" if alert.ack else None)
+        if reason is not None:
+            alert.last_notified_at = now_ms  # the next repeat is due one `repeat` later, not on every tick
+            return []
+        self._observe(rule, alert, ctx)
+        self._notified(slot, alert, now_ms)
+        return [Transition("firing", alert.to_api(), now_ms, True, delivery=self._delivery(rule), repeat=True)]
+
+    def _resolve(self, rule: CompiledRule, slot: _Slot, now_ms: int) -> list[Transition]:
+        alert = slot.alert
+        assert alert is not None
+        was_notified = alert.notified
+        flap = self._count_change(rule, slot, alert, now_ms)
+        reason = self._suppression(rule, slot, alert, now_ms)
+        if reason is None and not was_notified:
+            reason = "firing not notified"
+        notify = reason is None
+        transition = self._end(slot, now_ms, notify=notify, reason=reason,
+                               delivery=self._delivery(rule) if notify else None)
+        return [transition, *flap]
+
+    def _end(self, slot: _Slot, now_ms: int, *, notify: bool, reason: str | None, detail: str | None = None,
+             delivery: str | None = None) -> Transition:
+        alert = slot.alert
+        assert alert is not None
+        alert.state, alert.resolved_at, alert.updated_at = "resolved", now_ms, now_ms
+        slot.alert = None
+        self._by_id.pop(alert.id, None)
+        return Transition("resolved", alert.to_api(), now_ms, notify, delivery=delivery, reason=reason, detail=detail)
+
+    def _count_change(self, rule: CompiledRule, slot: _Slot, alert: Alert, now_ms: int) -> list[Transition]:
+        """Record a firing/resolved change; the change that makes the pair flap emits one `flapping`."""
+        changes = slot.changes
+        changes.append(now_ms)
+        while changes and changes[0] <= now_ms - self.flap_window_ms:
+            changes.popleft()
+        if slot.flapping_since is not None or len(changes) <= self.flap_transitions:
+            return []
+        slot.flapping_since = now_ms
+        alert.flapping = True
+        quiet = rule.spec.action == "record" or self._silence_check(alert, now_ms)
+        detail = f"{len(changes)} state changes within {self.flap_window_ms // 1000}s"
+        if quiet:
+            return [Transition("flapping", alert.to_api(), now_ms, False,
+                               reason="record" if rule.spec.action == "record" else "silenced", detail=detail)]
+        self._notified(slot, alert, now_ms)
+        return [Transition("flapping", alert.to_api(), now_ms, True, delivery=self._delivery(rule), detail=detail)]
+
+    def _housekeeping(self, now_ms: int) -> list[Transition]:
+        """Flapping ends after a whole quiet window; silence flags follow silences that start or end."""
+        for slots in self._slots.values():
+            for slot in slots.values():
+                if slot.flapping_since is not None and (not slot.changes or
+                                                        slot.changes[-1] <= now_ms - self.flap_window_ms):
+                    slot.flapping_since = None
+                    slot.changes.clear()
+                    if slot.alert is not None:
+                        slot.alert.flapping = False
+        out: list[Transition] = []
+        if self._silences:
+            for alert in self._by_id.values():
+                before = alert.silenced_by
+                self._silence_check(alert, now_ms)
+                if alert.silenced_by is not None and alert.silenced_by != before:
+                    out.append(Transition("silenced", alert.to_api(), now_ms, False, reason="silenced"))
+            for sid in [sid for sid, s in self._silences.items() if s.ends_at <= now_ms or s.ended_at is not None]:
+                del self._silences[sid]
+        return out
+
+    # acknowledgements and silences -----------------------------------------------------------------
+    def ack(self, alert_id: str, *, by: str, comment: str, now_ms: int) -> Transition:
+        alert = self._by_id.get(alert_id)
+        if alert is None:
+            raise NotFoundError(f"no pending or firing alert {alert_id!r}")
+        if alert.state != "firing":
+            raise ConflictError(f"alert {alert_id!r} is {alert.state}: only a firing alert can be acknowledged")
+        if alert.ack is not None:
+            raise ConflictError(f"alert {alert_id!r} is already acknowledged by {alert.ack['by']}")
+        alert.ack = {"by": by, "at": now_ms, "comment": comment}
+        alert.updated_at = now_ms
+        return Transition("acknowledged", alert.to_api(), now_ms, False, reason="acknowledgement")
+
+    @property
+    def silences(self) -> list[Silence]:
+        return list(self._silences.values())
+
+    def add_silence(self, silence: Silence, now_ms: int) -> list[Transition]:
+        """Start (or schedule) a silence; pending and firing alerts it covers now are published as
+        `silenced`."""
+        self._silences[silence.id] = silence
+        out = []
+        for alert in self._by_id.values():
+            before = alert.silenced_by
+            if self._silence_check(alert, now_ms) and before is None:
+                out.append(Transition("silenced", alert.to_api(), now_ms, False, reason="silenced"))
+        return out
+
+    def end_silence(self, silence_id: str, now_ms: int) -> Silence:
+        silence = self._silences.pop(silence_id, None)
+        if silence is None:
+            raise NotFoundError(f"no active silence {silence_id!r}")
+        for alert in self._by_id.values():
+            if alert.silenced_by == silence_id:
+                self._silence_check(alert, now_ms)
+        return silence.ended(now_ms)
+
+    def _silence_check(self, alert: Alert, now_ms: int) -> bool:
+        """Set `alert.silenced_by` to an active silence covering it (or None); True when silenced."""
+        alert.silenced_by = None
+        if not self._silences:
+            return False
+        servers = alert.servers if alert.servers is not None else (alert.server or "",)
+        for silence in self._silences.values():
+            if silence.active(now_ms) and silence.matches(alert.rule_id, alert.rule_name, servers, self._infos):
+                alert.silenced_by = silence.id
+                return True
+        return False
+
+    # queries ---------------------------------------------------------------------------------------
+    def select(self, *, state: str | None = None, server: str | None = None,
+               severity: str | None = None) -> list[Alert]:
+        """Pending and firing alerts filtered by state, server (id) and minimum severity."""
+        floor = severity_rank(severity) if severity else 0
+        return [a for a in self.active()
+                if (state is None or a.state == state)
+                and (server is None or a.server == server or (a.servers is not None and server in a.servers))
+                and severity_rank(a.severity) >= floor]

@@ -1,0 +1,182 @@
+"""The alert engine in the hub: evaluates every tick (clients or not), publishes transitions on the
+`alerts` topic, and records them in the store through an ordered background writer.
+
+Every change (rule CRUD, ack, silences) goes through the engine first, then the store. The writer
+keeps the transitions' order; `flush()` waits until everything handed to it is stored, which the
+REST API uses before reading alert history so a client reads its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from openmanager.alerts.backtest import backtest, choose_step
+from openmanager.alerts.engine import AlertEngine, Transition
+from openmanager.alerts.rules import RuleSpec
+from openmanager.alerts.silences import Silence
+from openmanager.core.errors import ConflictError, NotFoundError
+from openmanager.core.model import ServerInfo
+from openmanager.core.rules import EvalContext
+from openmanager.store.alerts import AlertStore, alert_data
+
+log = logging.getLogger(__name__)
+
+COOLDOWN_MEMORY_MS = 30 * 86_400_000
+HISTORY_RETENTION_MS = 90 * 86_400_000
+
+Publish = Callable[[str, Mapping[str, Any]], None]
+Contexts = Callable[[], Sequence[tuple[ServerInfo, EvalContext]]]
+
+
+class AlertService:
+    def __init__(self, store: AlertStore, publish: Publish, contexts: Contexts, *, flap_transitions: int,
+                 flap_window_ms: int) -> None:
+        self.store = store
+        self.engine = AlertEngine(flap_transitions=flap_transitions, flap_window_ms=flap_window_ms)
+        self._publish = publish
+        self._contexts = contexts
+        self._queue: asyncio.Queue[tuple[list[Transition], dict[str, dict[str, Any]]] | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.evaluations = 0
+        self.eval_seconds = 0.0
+        self.listeners: list[Callable[[Transition], None]] = []
+
+    @staticmethod
+    def now_ms() -> int:
+        return int(time.time() * 1000)
+
+    async def start(self) -> None:
+        """Load rules, the alerts that were pending or firing, silences, and cooldown bookkeeping."""
+        now = self.now_ms()
+        self.engine.set_rules(await self.store.load_rules(), now)
+        self.engine.restore(await self.store.active_alerts(), await self.store.last_notified(now - COOLDOWN_MEMORY_MS))
+        for silence in await self.store.silences(active_at=now):
+            self.engine.add_silence(silence, now)
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="alert-writer")
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            await self._queue.put(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+
+    # evaluation
+    def tick(self, now_ms: int | None = None) -> list[Transition]:
+        now = self.now_ms() if now_ms is None else now_ms
+        started = time.perf_counter()
+        contexts = self._contexts()
+        transitions = self.engine.evaluate(now, contexts)
+        self.eval_seconds += time.perf_counter() - started
+        self.evaluations += 1
+        self._emit(transitions)
+        return transitions
+
+    def _emit(self, transitions: list[Transition]) -> None:
+        if not transitions:
+            return
+        current: dict[str, dict[str, Any]] = {}
+        for t in transitions:
+            live = self.engine.get(t.alert_id)
+            if live is not None:
+                current[t.alert_id] = alert_data(live)
+            self._publish("alerts", t.event())
+            for listener in self.listeners:
+                listener(t)
+        self._queue.put_nowait((transitions, current))
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if item is None:
+                    return
+                batch, current = item
+                while not self._queue.empty():  # coalesce what queued up meanwhile, in order
+                    nxt = self._queue.get_nowait()
+                    if nxt is None:
+                        self._queue.put_nowait(None)
+                        self._queue.task_done()
+                        break
+                    batch = batch + nxt[0]
+                    current.update(nxt[1])
+                    self._queue.task_done()
+                try:
+                    await self.store.record(batch, current)
+                except Exception:
+                    log.exception("storing %d alert transitions failed; they were published but not recorded",
+                                  len(batch))
+            finally:
+                self._queue.task_done()
+
+    async def flush(self) -> None:
+        await self._queue.join()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"alerts": [a.to_api() for a in self.engine.active()]}
+
+    # rules
+    async def create_rule(self, body: Mapping[str, Any], *, by: str) -> RuleSpec:
+        spec = RuleSpec.from_api(body)
+        if self.engine.rule(spec.id) is not None:
+            raise ConflictError(f"a rule with id {spec.id!r} exists: PUT /api/v1/rules/{spec.id} to change it")
+        await self.store.save_rule(spec, self.now_ms(), by)
+        self._emit(self.engine.upsert_rule(spec, self.now_ms()))
+        return spec
+
+    async def replace_rule(self, rule_id: str, body: Mapping[str, Any], *, by: str) -> RuleSpec:
+        if self.engine.rule(rule_id) is None:
+            raise NotFoundError(f"no rule {rule_id!r}")
+        spec = RuleSpec.from_api({k: v for k, v in body.items() if k != "id"}, rule_id=rule_id)
+        await self.store.save_rule(spec, self.now_ms(), by)
+        self._emit(self.engine.upsert_rule(spec, self.now_ms()))
+        return spec
+
+    async def delete_rule(self, rule_id: str) -> None:
+        transitions = self.engine.remove_rule(rule_id, self.now_ms())
+        await self.store.delete_rule(rule_id)
+        self._emit(transitions)
+
+    # lifecycle
+    async def ack(self, alert_id: str, *, by: str, comment: str) -> dict[str, Any]:
+        transition = self.engine.ack(alert_id, by=by, comment=comment, now_ms=self.now_ms())
+        self._emit([transition])
+        return transition.alert
+
+    async def add_silence(self, body: Mapping[str, Any], *, by: str) -> Silence:
+        silence = Silence.from_api(body, now_ms=self.now_ms(), created_by=by)
+        await self.store.save_silence(silence)
+        self._emit(self.engine.add_silence(silence, self.now_ms()))
+        return silence
+
+    async def end_silence(self, silence_id: str) -> Silence:
+        try:
+            ended = self.engine.end_silence(silence_id, self.now_ms())
+        except NotFoundError:
+            known = {s.id: s for s in await self.store.silences()}
+            if silence_id not in known:
+                raise
+            ended = known[silence_id]
+            if ended.ended_at is None:
+                ended = ended.ended(self.now_ms())
+        await self.store.save_silence(ended)
+        return ended
+
+    def forget_server(self, server_id: str) -> None:
+        self._emit(self.engine.forget_server(server_id, self.now_ms()))
+
+    async def prune(self) -> None:
+        await self.store.prune(self.now_ms() - HISTORY_RETENTION_MS)
+
+    # backtest
+    def run_backtest(self, spec: RuleSpec, data: Sequence[tuple[ServerInfo, Mapping[str, Any]]], *, since_ms: int,
+                     until_ms: int, min_step_ms: int, stale_ms: int) -> dict[str, Any]:
+        step = choose_step(since_ms, until_ms, len(data), min_step_ms)
+        return backtest(spec, data, since_ms=since_ms, until_ms=until_ms, step_ms=step,
+                        stale_ms=max(stale_ms, 3 * step), flap_transitions=self.engine.flap_transitions,
+                        flap_window_ms=self.engine.flap_window_ms)

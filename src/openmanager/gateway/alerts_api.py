@@ -1,0 +1,219 @@
+"""REST routes for alert rules, alerts (list, ack), silences and rule backtests, under `/api/v1`."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from starlette.responses import Response
+
+from openmanager.alerts.rules import SEVERITIES, RuleSpec
+from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
+from openmanager.core.rules import compile_condition
+from openmanager.gateway.rest import parse_since
+
+if TYPE_CHECKING:
+    from openmanager.alerts.service import AlertService
+    from openmanager.hub import Hub
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+STATES = ("pending", "firing", "resolved")
+MAX_BACKTEST_SPAN_MS = 90 * 86_400_000
+
+
+class Unavailable(OpenManagerError):
+    code = "unavailable"
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def _alerts(request: Request) -> AlertService:
+    service = _hub(request).alerts
+    if service is None:
+        raise Unavailable("the alert engine is starting")
+    return service
+
+
+def _user(request: Request) -> str:
+    return str(request.scope.get("user") or "unknown")
+
+
+def _rule_out(spec: RuleSpec, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    return spec.to_api() | (meta or {})
+
+
+def _csv(value: str | None, allowed: tuple[str, ...], name: str) -> list[str]:
+    items = [v.strip() for v in (value or "").split(",") if v.strip()]
+    for item in items:
+        if item not in allowed:
+            raise ValidationError(f"{name} must be one of {', '.join(allowed)}, not {item!r}",
+                                  code="invalid_parameter")
+    return items
+
+
+JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
+
+
+# rules ---------------------------------------------------------------------------------------------
+@router.get("/rules")
+async def list_rules(request: Request) -> dict[str, Any]:
+    """Every rule, in creation order, with `created_at`, `updated_at` and `created_by`."""
+    service = _alerts(request)
+    meta = await service.store.rule_meta()
+    return {"rules": [_rule_out(spec, meta.get(spec.id)) for spec in service.engine.rules]}
+
+
+@router.post("/rules", status_code=201)
+async def create_rule(request: Request, body: JsonObject) -> dict[str, Any]:
+    """Create a rule (PROTOCOL.md, "Rule language"). The id defaults to one derived from the name.
+    400 `invalid_rule` for a bad field or condition (with `position`), 409 if the id exists."""
+    spec = await _alerts(request).create_rule(body, by=_user(request))
+    return _rule_out(spec)
+
+
+@router.get("/rules/{rule_id}")
+async def get_rule(request: Request, rule_id: str) -> dict[str, Any]:
+    service = _alerts(request)
+    spec = service.engine.rule(rule_id)
+    if spec is None:
+        raise NotFoundError(f"no rule {rule_id!r}")
+    return _rule_out(spec, (await service.store.rule_meta()).get(rule_id))
+
+
+@router.put("/rules/{rule_id}")
+async def replace_rule(request: Request, rule_id: str, body: JsonObject) -> dict[str, Any]:
+    """Replace a rule. Its pending and firing alerts go on under the new definition (disabling it, or
+    switching between per-server and fleet, resolves them)."""
+    return _rule_out(await _alerts(request).replace_rule(rule_id, body, by=_user(request)))
+
+
+@router.delete("/rules/{rule_id}", status_code=204, response_class=Response)
+async def delete_rule(request: Request, rule_id: str) -> Response:
+    """Delete a rule; its pending and firing alerts resolve (without notifying)."""
+    await _alerts(request).delete_rule(rule_id)
+    return Response(status_code=204)
+
+
+@router.post("/rules/backtest")
+async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
+    """Replay a rule over recorded history: `{"rule": {...}}` or `{"rule_id": "..."}`, plus `since`
+    (epoch ms or a duration back from now, default 1h) and optional `until` (epoch ms). Answers how
+    often and when it would have fired (`firings`, `notifications`, `episodes`)."""
+    hub, service = _hub(request), _alerts(request)
+    unknown = sorted(set(body) - {"rule", "rule_id", "since", "until"})
+    if unknown:
+        raise ValidationError(f"unknown field {unknown[0]!r}", code="invalid_parameter")
+    if "rule_id" in body:
+        found = service.engine.rule(str(body["rule_id"]))
+        if found is None:
+            raise NotFoundError(f"no rule {body['rule_id']!r}")
+        spec = found
+    elif isinstance(body.get("rule"), dict):
+        spec = RuleSpec.from_api(body["rule"] | {"id": body["rule"].get("id", "backtest")})
+    else:
+        raise ValidationError("give a rule object in `rule` or an existing rule's id in `rule_id`",
+                              code="invalid_parameter")
+    now = int(time.time() * 1000)
+    since = parse_since(str(body.get("since", "1h")), now)
+    until = body.get("until", now)
+    if not isinstance(until, int) or isinstance(until, bool):
+        raise ValidationError("until must be epoch milliseconds", code="invalid_parameter")
+    until = min(until, now)
+    if since >= until:
+        raise ValidationError("since must be before until", code="invalid_parameter")
+    if until - since > MAX_BACKTEST_SPAN_MS:
+        raise ValidationError("a backtest may span at most 90 days", code="invalid_parameter")
+    fields: set[str] = set()
+    for text in (spec.condition, spec.clear):
+        if text:
+            fields |= compile_condition(text, fleet=spec.fleet).fields
+    fields.discard("status")
+    if not fields:  # a status-only rule: any metric tells whether the server reported
+        fields = {"cpu"}
+    data = []
+    for server in list(hub.state):
+        series = {}
+        for metric in sorted(fields):
+            points = await hub.history_points(server.info.id, metric, since, until, None)
+            series[metric] = ([p[0] for p in points], [p[1] for p in points])
+        data.append((server.info, series))
+    tick_ms = max(1, int(hub.settings.tick * 1000))
+    result = service.run_backtest(spec, data, since_ms=since, until_ms=until, min_step_ms=tick_ms,
+                                  stale_ms=max(3 * tick_ms, 10_000))
+    return {"rule": spec.to_api()} | result
+
+
+# alerts --------------------------------------------------------------------------------------------
+@router.get("/alerts")
+async def list_alerts(
+    request: Request,
+    state: Annotated[str | None, Query(description="pending, firing, resolved (comma-separated)")] = None,
+    server: Annotated[str | None, Query(description="A server id (fleet alerts naming it included)")] = None,
+    severity: Annotated[str | None, Query(description="Minimum severity: info, warning, critical")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Alerts, most recently changed first."""
+    service = _alerts(request)
+    states = _csv(state, STATES, "state")
+    floor = _csv(severity, SEVERITIES, "severity")
+    severities = list(SEVERITIES[SEVERITIES.index(floor[0]):]) if floor else None
+    await service.flush()
+    return {"alerts": await service.store.list_alerts(states=states or None, server=server, severities=severities,
+                                                      limit=limit)}
+
+
+@router.get("/alerts/{alert_id}")
+async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
+    """One alert with its `history`: every transition, with the value that caused it."""
+    service = _alerts(request)
+    await service.flush()
+    data = await service.store.get_alert(alert_id)
+    if data is None:
+        raise NotFoundError(f"no alert {alert_id!r}")
+    return {k: v for k, v in data.items() if k not in ("notified", "last_notified_at")} | {
+        "history": await service.store.history(alert_id)}
+
+
+@router.post("/alerts/{alert_id}/ack")
+async def ack_alert(request: Request, alert_id: str,
+                    body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
+    """Acknowledge a firing alert with `{"comment": "..."}`: it stays acknowledged until it resolves
+    (no repeat notifications meanwhile). 404 if not pending/firing, 409 if not firing or already
+    acknowledged."""
+    comment = (body or {}).get("comment", "")
+    if not isinstance(comment, str) or len(comment) > 2000:
+        raise ValidationError("comment must be a string of at most 2000 characters", code="invalid_parameter")
+    return await _alerts(request).ack(alert_id, by=_user(request), comment=comment)
+
+
+# silences ------------------------------------------------------------------------------------------
+@router.post("/silences", status_code=201)
+async def create_silence(request: Request, body: JsonObject) -> dict[str, Any]:
+    """`{"servers"?: [ids or globs], "rules"?: [ids or names], "tags"?: {k: v}, "starts_at"?: ms,
+    "ends_at": ms | "duration": "2h", "comment"}`: matching alerts are still recorded and published,
+    but notify no one while it is active."""
+    service = _alerts(request)
+    silence = await service.add_silence(body, by=_user(request))
+    return silence.to_api(service.now_ms())
+
+
+@router.get("/silences")
+async def list_silences(
+    request: Request, active: Annotated[bool | None, Query(description="Only current and future ones")] = None
+) -> dict[str, Any]:
+    service = _alerts(request)
+    now = service.now_ms()
+    silences = await service.store.silences(active_at=now if active else None)
+    return {"silences": [s.to_api(now) for s in silences]}
+
+
+@router.delete("/silences/{silence_id}")
+async def end_silence(request: Request, silence_id: str) -> dict[str, Any]:
+    """End a silence early (it is kept, with its new end, in the list)."""
+    service = _alerts(request)
+    return (await service.end_silence(silence_id)).to_api(service.now_ms())

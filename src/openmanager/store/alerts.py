@@ -1,0 +1,233 @@
+"""Rules, alerts, alert history and silences in the store (tables from migration `0004_alerts`).
+
+`AlertStore(store)` shares the store's engine and its write lock. Timestamps are epoch ms. The
+`rules` table is seeded with the default rule pack by the migration (once: deleting a default rule
+keeps it deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Mapped, mapped_column
+
+from openmanager.alerts.engine import FLEET_KEY, Alert, Transition
+from openmanager.alerts.rules import RuleSpec
+from openmanager.alerts.silences import Silence
+from openmanager.store.db import Store
+from openmanager.store.models import Base, JSONType
+
+__all__ = ["AlertStore", "alert_data"]
+
+
+class RuleRow(Base):
+    __tablename__ = "rules"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+class AlertRow(Base):
+    __tablename__ = "alerts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(100))
+    server: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+    __table_args__ = (Index("ix_alerts_state", "state"), Index("ix_alerts_server", "server"),
+                      Index("ix_alerts_updated", "updated_at"))
+
+
+class AlertHistoryRow(Base):
+    __tablename__ = "alert_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ts: Mapped[int] = mapped_column(BigInteger)
+    alert_id: Mapped[str] = mapped_column(String(32))
+    rule_id: Mapped[str] = mapped_column(String(100))
+    server: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    transition: Mapped[str] = mapped_column(String(16))
+    notify: Mapped[bool] = mapped_column(Boolean)
+    delivery: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+    __table_args__ = (Index("ix_alert_history_alert", "alert_id", "ts"), Index("ix_alert_history_ts", "ts"))
+
+
+class SilenceRow(Base):
+    __tablename__ = "silences"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    starts_at: Mapped[int] = mapped_column(BigInteger)
+    ends_at: Mapped[int] = mapped_column(BigInteger)
+    ended_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str] = mapped_column(String(255))
+    comment: Mapped[str] = mapped_column(Text)
+    matchers: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+def alert_data(alert: Alert) -> dict[str, Any]:
+    return alert.to_api() | {"notified": alert.notified, "last_notified_at": alert.last_notified_at}
+
+
+def _silence(row: Any) -> Silence:
+    m = row.matchers or {}
+    return Silence(id=row.id, starts_at=int(row.starts_at), ends_at=int(row.ends_at),
+                   servers=tuple(m.get("servers", ())), rules=tuple(m.get("rules", ())), tags=dict(m.get("tags", {})),
+                   comment=row.comment, created_by=row.created_by, created_at=int(row.created_at),
+                   ended_at=None if row.ended_at is None else int(row.ended_at))
+
+
+class AlertStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _upsert(self, entity: Any) -> Any:
+        return postgresql.insert(entity) if self.store.dialect == "postgresql" else sqlite.insert(entity)
+
+    # rules
+    async def load_rules(self) -> list[RuleSpec]:
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(RuleRow.id, RuleRow.definition).order_by(RuleRow.created_at,
+                                                                                     RuleRow.id))).all()
+        out = []
+        for rid, definition in rows:
+            out.append(RuleSpec.from_api(definition, rule_id=rid))
+        return out
+
+    async def rule_meta(self) -> dict[str, dict[str, Any]]:
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(RuleRow.id, RuleRow.created_at, RuleRow.updated_at,
+                                              RuleRow.created_by))).all()
+        return {r.id: {"created_at": r.created_at, "updated_at": r.updated_at, "created_by": r.created_by}
+                for r in rows}
+
+    async def save_rule(self, spec: RuleSpec, now_ms: int, by: str) -> None:
+        stmt = self._upsert(RuleRow).values(id=spec.id, definition=spec.to_api(), created_at=now_ms,
+                                             updated_at=now_ms, created_by=by)
+        stmt = stmt.on_conflict_do_update(index_elements=[RuleRow.id],
+                                          set_={"definition": stmt.excluded.definition,
+                                                "updated_at": stmt.excluded.updated_at})
+        async with self.store._write() as conn:
+            await conn.execute(stmt)
+
+    async def delete_rule(self, rule_id: str) -> bool:
+        async with self.store._write() as conn:
+            result = await conn.execute(delete(RuleRow).where(RuleRow.id == rule_id))
+        return bool(result.rowcount)
+
+    # alerts and their history
+    async def record(self, transitions: Sequence[Transition], current: Mapping[str, dict[str, Any]]) -> None:
+        """Append the transitions to the history and save the current form of their alerts, in one
+        transaction. `current` maps alert id → `alert_data()` of a pending or firing alert as of the
+        transitions (resolved alerts are saved as their last transition shows them)."""
+        if not transitions:
+            return
+        history = [{
+            "ts": t.ts, "alert_id": t.alert_id, "rule_id": t.alert["rule"]["id"], "server": t.alert.get("server"),
+            "transition": t.kind, "notify": t.notify, "delivery": t.delivery, "reason": t.reason,
+            "value": t.alert.get("value"), "data": t.event(),
+        } for t in transitions]
+        latest: dict[str, dict[str, Any]] = {}
+        for t in transitions:
+            data = current.get(t.alert_id) or dict(t.alert)
+            latest[t.alert_id] = {
+                "id": t.alert_id, "rule_id": data["rule"]["id"], "server": data.get("server"), "state": data["state"],
+                "severity": data["severity"], "started_at": data["started_at"], "updated_at": t.ts, "data": data,
+            }
+        stmt = self._upsert(AlertRow)
+        stmt = stmt.on_conflict_do_update(index_elements=[AlertRow.id], set_={
+            name: stmt.excluded[name] for name in ("state", "severity", "updated_at", "data")})
+        async with self.store._write() as conn:
+            await conn.execute(self._upsert(AlertHistoryRow), history)
+            await conn.execute(stmt, list(latest.values()))
+
+    async def active_alerts(self) -> list[Alert]:
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(AlertRow.data).where(AlertRow.state.in_(("pending", "firing")))
+                                       .order_by(AlertRow.started_at))).scalars().all()
+        return [Alert.from_api(d) for d in rows]
+
+    async def last_notified(self, since_ms: int) -> dict[tuple[str, str], int]:
+        query = (select(AlertHistoryRow.rule_id, AlertHistoryRow.server, func.max(AlertHistoryRow.ts))
+                 .where(AlertHistoryRow.notify.is_(True), AlertHistoryRow.ts >= since_ms,
+                        AlertHistoryRow.transition.in_(("firing", "flapping")))
+                 .group_by(AlertHistoryRow.rule_id, AlertHistoryRow.server))
+        async with self.store._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(r[0], r[1] if r[1] is not None else FLEET_KEY): int(r[2]) for r in rows}
+
+    async def list_alerts(self, *, states: Sequence[str] | None = None, server: str | None = None,
+                          severities: Sequence[str] | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Alerts newest first (by last change), as stored; fleet alerts match `server` by membership."""
+        query = select(AlertRow.data).order_by(AlertRow.updated_at.desc(), AlertRow.id)
+        if states:
+            query = query.where(AlertRow.state.in_(list(states)))
+        if severities:
+            query = query.where(AlertRow.severity.in_(list(severities)))
+        if server is not None:
+            query = query.where((AlertRow.server == server) | AlertRow.server.is_(None))
+        async with self.store._read() as conn:
+            result = await conn.stream(query)
+            out: list[dict[str, Any]] = []
+            async for (data,) in result:
+                if server is not None and data.get("server") != server and server not in (data.get("servers") or ()):
+                    continue
+                out.append(data)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def get_alert(self, alert_id: str) -> dict[str, Any] | None:
+        async with self.store._read() as conn:
+            return (await conn.execute(select(AlertRow.data).where(AlertRow.id == alert_id))).scalar_one_or_none()
+
+    async def history(self, alert_id: str) -> list[dict[str, Any]]:
+        query = (select(AlertHistoryRow.data).where(AlertHistoryRow.alert_id == alert_id)
+                 .order_by(AlertHistoryRow.ts, AlertHistoryRow.id))
+        async with self.store._read() as conn:
+            return list((await conn.execute(query)).scalars().all())
+
+    async def forget_server(self, server_id: str) -> None:
+        async with self.store._write() as conn:
+            await conn.execute(delete(AlertHistoryRow).where(AlertHistoryRow.server == server_id))
+            await conn.execute(delete(AlertRow).where(AlertRow.server == server_id))
+
+    async def prune(self, older_than_ms: int) -> None:
+        """Delete history and resolved alerts older than the given time."""
+        async with self.store._write() as conn:
+            await conn.execute(delete(AlertHistoryRow).where(AlertHistoryRow.ts < older_than_ms))
+            await conn.execute(delete(AlertRow).where(AlertRow.state == "resolved",
+                                                      AlertRow.updated_at < older_than_ms))
+
+    # silences
+    async def save_silence(self, silence: Silence) -> None:
+        stmt = self._upsert(SilenceRow).values(
+            id=silence.id, starts_at=silence.starts_at, ends_at=silence.ends_at, ended_at=silence.ended_at,
+            created_at=silence.created_at, created_by=silence.created_by, comment=silence.comment,
+            matchers={"servers": list(silence.servers), "rules": list(silence.rules), "tags": dict(silence.tags)})
+        stmt = stmt.on_conflict_do_update(index_elements=[SilenceRow.id], set_={"ended_at": stmt.excluded.ended_at})
+        async with self.store._write() as conn:
+            await conn.execute(stmt)
+
+    async def silences(self, *, active_at: int | None = None, limit: int = 200) -> list[Silence]:
+        """Silences newest first; with `active_at`, only those not yet over at that time."""
+        query = select(SilenceRow).order_by(SilenceRow.created_at.desc()).limit(limit)
+        if active_at is not None:
+            query = query.where(SilenceRow.ends_at > active_at, SilenceRow.ended_at.is_(None))
+        async with self.store._read() as conn:
+            return [_silence(r) for r in (await conn.execute(query)).all()]
