@@ -7,6 +7,7 @@ per metric (NaN where the sample had no value). 5,000 servers at a 1 s tick for 
 
 from __future__ import annotations
 
+import bisect
 import math
 from array import array
 from collections.abc import Iterator, Mapping
@@ -61,6 +62,21 @@ class SeriesRing:
         for k in range(first, self._count):
             yield (start + k) % self.capacity
 
+    def _ranges(self, since_ms: int) -> list[tuple[int, int]]:
+        """The ring's storage slices `[lo, hi)` holding points at or after `since_ms`, oldest first
+        (the ring is at most two ascending runs, so each is found by bisection)."""
+        n = self._count
+        if not n:
+            return []
+        start = (self._head - n) % self.capacity
+        runs = [(start, start + n)] if start + n <= self.capacity else [(start, self.capacity), (0, self._head)]
+        out = []
+        for lo, hi in runs:
+            first = bisect.bisect_left(self._ts, since_ms, lo, hi)
+            if first < hi:
+                out.append((first, hi))
+        return out
+
     def series(self, metric: str, since_ms: int) -> tuple[list[int], list[float]]:
         """Timestamps and values of `metric` at or after `since_ms`, oldest first, skipping missing values."""
         col = self._cols.get(metric)
@@ -68,11 +84,14 @@ class SeriesRing:
             return [], []
         out_ts: list[int] = []
         out_v: list[float] = []
-        for i in self._indices(since_ms):
-            v = col[i]
-            if not math.isnan(v):
-                out_ts.append(self._ts[i])
-                out_v.append(float(v))
+        for lo, hi in self._ranges(since_ms):
+            values = col[lo:hi].tolist()
+            stamps = self._ts[lo:hi].tolist()
+            if any(v != v for v in values):  # NaN: the sample had no value
+                pairs = [(t, v) for t, v in zip(stamps, values, strict=True) if v == v]
+                stamps, values = [t for t, _ in pairs], [v for _, v in pairs]
+            out_ts += stamps
+            out_v += values
         return out_ts, out_v
 
     def points(self, since_ms: int) -> Iterator[tuple[int, dict[str, float]]]:
