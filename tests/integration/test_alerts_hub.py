@@ -155,3 +155,33 @@ def test_rule_errors_are_clear(tmp_path: Path) -> None:
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_silence"
     finally:
         hub.stop()
+
+
+def test_backtest_over_live_history(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path, "--servers", "2", "--seed", "1", "--tick", "0.2", "--no-local").start()
+    try:
+        server = _req(hub, "GET", "/api/v1/servers").json()["servers"][0]["id"]
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            points = _req(hub, "GET", f"/api/v1/servers/{server}/history", params={"since": "1m"}).json()["points"]
+            if len(points) >= 10:
+                break
+            time.sleep(0.1)
+        rule = {"name": "one", "condition": f'cpu >= 0 AND server.id == "{server}"', "for": "1s"}
+        r = _req(hub, "POST", "/api/v1/rules/backtest", json={"rule": rule, "since": "1m"})
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["firings"] == 1 and result["servers"] == 2
+        (episode,) = result["episodes"]
+        assert episode["server"] == server and episode["resolved_at"] is None
+        assert episode["fired_at"] - episode["started_at"] >= 1000  # `for` was replayed
+        assert episode["fired_at"] >= points[0][0]
+        never = _req(hub, "POST", "/api/v1/rules/backtest", json={"rule": {"name": "n", "condition": "cpu > 100"}})
+        assert never.json()["firings"] == 0
+        assert _req(hub, "POST", "/api/v1/rules/backtest", json={"rule_id": "cpu-critical"}).status_code == 200
+        bad = _req(hub, "POST", "/api/v1/rules/backtest", json={"rule": {"name": "b", "condition": "cpu >"}})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_rule"
+        assert _req(hub, "POST", "/api/v1/rules/backtest", json={"rule_id": "nope"}).status_code == 404
+        assert _req(hub, "POST", "/api/v1/rules/backtest", json={}).status_code == 400
+    finally:
+        hub.stop()

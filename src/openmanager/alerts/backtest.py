@@ -5,7 +5,8 @@ The replay steps through time at `step_ms` and runs the real engine (the same `f
 `cooldown`, `repeat` and flapping logic as live evaluation) against a context that sees, at each step,
 each metric's newest point at or before it — unknown when that point is older than `stale_ms` — and
 window functions over the points in their window. `status` is `offline` where a server has no point of
-any metric within `stale_ms`, else unknown (the replay does not recompute status thresholds).
+any metric within `stale_ms`, else derived from the status thresholds (`StatusPolicy`) and the metrics
+supplied (so a rule on `status` needs the threshold metrics' series).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from openmanager.alerts.engine import AlertEngine
 from openmanager.alerts.rules import RuleSpec
 from openmanager.core.model import ServerInfo
+from openmanager.core.status import StatusPolicy
 
 __all__ = ["MAX_EVALUATIONS", "Series", "backtest", "choose_step"]
 
@@ -36,17 +38,21 @@ def choose_step(since_ms: int, until_ms: int, servers: int, min_step_ms: int) ->
 
 
 class _ReplayContext:
-    __slots__ = ("_series", "now_ms", "server", "stale_ms")
+    __slots__ = ("_policy", "_series", "now_ms", "server", "stale_ms")
 
-    def __init__(self, info: ServerInfo, series: Series, stale_ms: int) -> None:
+    def __init__(self, info: ServerInfo, series: Series, stale_ms: int, policy: StatusPolicy) -> None:
         self.server = info
         self._series = series
         self.stale_ms = stale_ms
+        self._policy = policy
         self.now_ms = 0
 
     def latest(self, field: str) -> float | str | None:
         if field == "status":
-            return None if self._has_recent() else "offline"
+            if not self._has_recent():
+                return "offline"
+            values = {m: v for m in self._policy.thresholds if isinstance(v := self.latest(m), float | int)}
+            return self._policy.derive(values).value
         pts = self._series.get(field)
         if pts is None:
             return None
@@ -73,13 +79,15 @@ class _ReplayContext:
 
 
 def backtest(spec: RuleSpec, data: Sequence[tuple[ServerInfo, Series]], *, since_ms: int, until_ms: int,
-             step_ms: int, stale_ms: int, flap_transitions: int = 6, flap_window_ms: int = 600_000) -> dict[str, Any]:
+             step_ms: int, stale_ms: int, flap_transitions: int = 6, flap_window_ms: int = 600_000,
+             policy: StatusPolicy | None = None) -> dict[str, Any]:
     """Replay `spec` from `since_ms` to `until_ms`. Returns `{"firings", "notifications", "episodes",
     "evaluations", "step", "truncated"}`; `episodes` (oldest first) are the firing periods, each with
     the server(s), `fired_at`, `resolved_at` (null if still firing at the end) and the value that fired."""
     engine = AlertEngine(flap_transitions=flap_transitions, flap_window_ms=flap_window_ms)
     engine.set_rules([spec], since_ms)
-    contexts = [(info, _ReplayContext(info, series, stale_ms)) for info, series in data]
+    status_policy = policy or StatusPolicy()
+    contexts = [(info, _ReplayContext(info, series, stale_ms, status_policy)) for info, series in data]
     open_episodes: dict[str, dict[str, Any]] = {}
     episodes: list[dict[str, Any]] = []
     firings = notifications = evaluations = 0

@@ -22,6 +22,7 @@ from openmanager.alerts.silences import Silence
 from openmanager.core.errors import ConflictError, NotFoundError
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
+from openmanager.core.status import StatusPolicy
 from openmanager.store.alerts import AlertStore, alert_data
 
 log = logging.getLogger(__name__)
@@ -175,8 +176,8 @@ class AlertService:
 
     # backtest
     def run_backtest(self, spec: RuleSpec, data: Sequence[tuple[ServerInfo, Mapping[str, Any]]], *, since_ms: int,
-                     until_ms: int, min_step_ms: int, stale_ms: int) -> dict[str, Any]:
+                     until_ms: int, min_step_ms: int, stale_ms: int, policy: StatusPolicy) -> dict[str, Any]:
         step = choose_step(since_ms, until_ms, len(data), min_step_ms)
         return backtest(spec, data, since_ms=since_ms, until_ms=until_ms, step_ms=step,
                         stale_ms=max(stale_ms, 3 * step), flap_transitions=self.engine.flap_transitions,
-                        flap_window_ms=self.engine.flap_window_ms)
+                        flap_window_ms=self.engine.flap_window_ms, policy=policy)

@@ -132,9 +132,10 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     for text in (spec.condition, spec.clear):
         if text:
             fields |= compile_condition(text, fleet=spec.fleet).fields
-    fields.discard("status")
-    if not fields:  # a status-only rule: any metric tells whether the server reported
-        fields = {"cpu"}
+    policy = hub.state.policy
+    if "status" in fields:  # status is derived from the threshold metrics (and offline from gaps)
+        fields.discard("status")
+        fields |= set(policy.thresholds)
     data = []
     for server in list(hub.state):
         series = {}
@@ -144,7 +145,7 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
         data.append((server.info, series))
     tick_ms = max(1, int(hub.settings.tick * 1000))
     result = service.run_backtest(spec, data, since_ms=since, until_ms=until, min_step_ms=tick_ms,
-                                  stale_ms=max(3 * tick_ms, 10_000))
+                                  stale_ms=policy.offline_after_ms(tick_ms), policy=policy)
     return {"rule": spec.to_api()} | result
 
 
