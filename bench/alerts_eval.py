@@ -1,4 +1,4 @@
-"""Rule evaluation cost: R rules × N servers per tick, the compiled engine against a tree-walking
+"""Rule evaluation cost: R rules x N servers per tick, the compiled engine against a tree-walking
 baseline in the same run.
 
 The fleet is the simulator's (N servers with a minute of 1 s history in the real FleetState and its
@@ -94,7 +94,8 @@ def walk_eval(expr: Expr, ctx: Any) -> Any:
             _, vs = ctx.series(f.name, ctx.now_ms - d)
             if not len(vs):
                 return None
-            return {"avg": statistics.fmean, "min": min, "max": max, "last": lambda v: v[-1]}[func](list(vs))
+            aggregate: Any = {"avg": statistics.fmean, "min": min, "max": max, "last": lambda v: v[-1]}[func]
+            return aggregate(list(vs))
         case Neg(operand=o):
             v = walk_eval(o, ctx)
             return None if v is None else -v
@@ -149,7 +150,7 @@ def main() -> int:
     baseline_s: list[float] = []
     for _ in range(max(3, args.ticks // 5)):
         started = time.perf_counter()
-        for info, ctx in contexts(state):
+        for _info, ctx in contexts(state):
             for expr, _rule in trees:
                 walk_eval(expr, ctx)
         baseline_s.append(time.perf_counter() - started)

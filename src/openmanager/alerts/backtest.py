@@ -29,7 +29,7 @@ Series = Mapping[str, tuple[Sequence[int], Sequence[float]]]  # metric → (ts a
 
 
 def choose_step(since_ms: int, until_ms: int, servers: int, min_step_ms: int) -> int:
-    """The finest step (a multiple of `min_step_ms`) that keeps servers × steps under MAX_EVALUATIONS."""
+    """The finest step (a multiple of `min_step_ms`) that keeps servers x steps under MAX_EVALUATIONS."""
     span = max(until_ms - since_ms, min_step_ms)
     step = min_step_ms
     while servers * (span // step) > MAX_EVALUATIONS:
