@@ -139,7 +139,7 @@ def main() -> int:
     for tick in range(args.ticks):
         t = now + tick * 1000
         samples, _ = sim.step(t, 1.0)
-        state._clock = lambda t=t: t / 1000  # type: ignore[misc]
+        state._clock = lambda t=t: t / 1000
         for sample in samples:
             state.apply(sample)
         started = time.perf_counter()
