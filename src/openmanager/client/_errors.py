@@ -28,11 +28,14 @@ class AuthError(ConnectError):
 
 
 class HubError(ClientError):
-    """The hub answered a request with an `error` message; `code` is the wire's snake_case code."""
+    """The hub answered a request with an error: an `error` message on the WebSocket, or an HTTP error
+    `{"error": {"code", "message", "position"?}}` from the REST API (then `status` is the HTTP status).
+    `code` is the wire's snake_case code; `position` the offset where a rule expression fails."""
 
-    def __init__(self, code: str, message: str, *, position: int | None = None) -> None:
+    def __init__(self, code: str, message: str, *, position: int | None = None, status: int | None = None) -> None:
         super().__init__(message, code=code)
         self.position = position
+        self.status = status
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
