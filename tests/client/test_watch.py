@@ -99,3 +99,23 @@ async def test_watch_reports_a_bad_token_and_a_bad_filter(hub: HubProcess) -> No
 
     code, err = await _exit_status("logs", "--where", "cpu > 1", "--url", hub.base, "--token", hub.token)
     assert code == 2 and "--where does not apply to logs" in err
+
+
+async def test_watch_alerts_prints_transitions(hub: HubProcess) -> None:
+    import httpx
+
+    proc = await _start("alerts", "--servers", "web-01", "--level", "warning", "--url", hub.base, "--token", hub.token)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        await asyncio.wait_for(proc.stderr.readline(), 20)  # "[open] ...": subscribed from here on
+        async with httpx.AsyncClient(base_url=hub.base, headers={"Authorization": f"Bearer {hub.token}"}) as http:
+            r = await http.post("/api/v1/rules", json={"id": "watch-me", "name": "watched", "severity": "warning",
+                                                       "condition": 'server.id == "web-01" OR server.id == "db-01"'})
+            assert r.status_code == 201, r.text
+        line = ""
+        while "watch-me" not in line:
+            (line,) = await _lines(proc.stdout, 1)
+    finally:
+        code, err = await _interrupt(proc)
+    assert "FIRING" in line and "warning" in line and "web-01" in line and "notified" in line, line
+    assert code == 0, err

@@ -18,12 +18,13 @@ from openmanager.client._hub import HubClient
 from openmanager.client._streams import LogRecord, LogStream, MetricsStream, ServerUpdate
 from openmanager.client._types import ConnectionState, Event, Reset, Snapshot
 
-WATCH_TOPICS = ("metrics", "logs", "fleet", "system")
+WATCH_TOPICS = ("metrics", "logs", "alerts", "fleet", "system")
 TOKEN_FILE = Path("data") / "admin_token"
 
 _COLOURS = {
     "healthy": "32", "warning": "33", "critical": "31", "offline": "90", "maintenance": "36",
     "DEBUG": "90", "INFO": "0", "WARN": "33", "ERROR": "31", "CRITICAL": "1;31",
+    "info": "36", "resolved": "32",
 }
 
 
@@ -64,6 +65,19 @@ def format_update(update: ServerUpdate) -> str:
 def format_record(record: LogRecord) -> str:
     return (f"{_clock(record.get('ts'))}  {record.get('server', '?')!s:<14} {record.get('level', '?')!s:<8} "
             f"{record.get('service', '?')}: {record.get('message', '')}")
+
+
+def format_alert(data: dict[str, Any]) -> str:
+    """One `alerts` transition: time, transition, severity, rule, server(s), value, and why it did not
+    notify when it did not."""
+    alert = data.get("alert") or {}
+    rule = alert.get("rule") or {}
+    where = ",".join(alert["servers"]) if alert.get("servers") else str(alert.get("server", "?"))
+    value = alert.get("value")
+    shown = f"{value:g}" if isinstance(value, int | float) else str(value)
+    note = "notified" if data.get("notify") else f"not notified: {data.get('reason', '?')}"
+    return (f"{_clock(data.get('ts'))}  {str(data.get('transition', '?')).upper():<12} "
+            f"{alert.get('severity', '?')!s:<8} {rule.get('id', '?')!s:<22} {where:<14} value={shown}  ({note})")
 
 
 def format_state(state: ConnectionState) -> str:
@@ -148,6 +162,25 @@ async def _subscribe(client: HubClient, printer: _Printer, topic: str, *, where:
         logs.on_log(lambda r: printer.line(format_record(r), str(r.get("level"))))
         logs.on_reset(on_reset)
         await logs.connect()
+    elif topic == "alerts":
+        flt: dict[str, Any] = {}
+        if servers:
+            flt["servers"] = servers
+        if level:
+            flt["severity"] = level.lower()
+
+        def show_alert(message: Event | Snapshot) -> None:
+            if isinstance(message, Snapshot):
+                for alert in message.data.get("alerts", []):
+                    printer.line(format_alert({"transition": alert.get("state"), "alert": alert,
+                                               "ts": alert.get("fired_at") or alert.get("started_at"),
+                                               "notify": alert.get("notified", True)}), str(alert.get("severity")))
+                return
+            colour = "resolved" if message.data.get("transition") == "resolved" else message.data["alert"]["severity"]
+            printer.line(format_alert(message.data), str(colour))
+
+        await client.subscribe(topic, filter=flt or None, on_event=show_alert, on_snapshot=show_alert,
+                               on_reset=on_reset)
     else:
         def show(message: Event | Snapshot) -> None:
             label = "snapshot" if isinstance(message, Snapshot) else "event"
