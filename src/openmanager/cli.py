@@ -66,6 +66,16 @@ def serve(
     scrape: Annotated[list[str] | None, _opt("scrape")] = None,
     flap_transitions: Annotated[int | None, _opt("flap_transitions")] = None,
     flap_window: Annotated[str | None, _opt("flap_window")] = None,
+    public_url: Annotated[str | None, _opt("public_url")] = None,
+    smtp_host: Annotated[str | None, _opt("smtp_host")] = None,
+    smtp_port: Annotated[int | None, _opt("smtp_port")] = None,
+    smtp_security: Annotated[str | None, _opt("smtp_security")] = None,
+    smtp_username: Annotated[str | None, _opt("smtp_username")] = None,
+    smtp_password: Annotated[str | None, _opt("smtp_password")] = None,
+    smtp_from: Annotated[str | None, _opt("smtp_from")] = None,
+    vapid_subject: Annotated[str | None, _opt("vapid_subject")] = None,
+    notify_retry_limit: Annotated[int | None, _opt("notify_retry_limit")] = None,
+    notify_retry_base: Annotated[str | None, _opt("notify_retry_base")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,
@@ -90,6 +100,9 @@ def serve(
         code = asyncio.run(run(settings))
     except KeyboardInterrupt:
         code = 0
+    except ConfigError as exc:  # found while wiring the hub (e.g. a bad --scrape target), before serving
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
     sys.exit(code)
 
 
@@ -105,10 +118,12 @@ def version() -> None:
 
 @app.command()
 def watch(
-    topic: Annotated[str, typer.Argument(help="metrics, logs, fleet or system.")],
+    topic: Annotated[str, typer.Argument(help="metrics, logs, alerts, fleet or system.")],
     where: Annotated[str | None, typer.Option(help='metrics: a condition, e.g. "cpu > 90".')] = None,
-    servers: Annotated[str | None, typer.Option(help="metrics, logs: server ids or globs, comma-separated.")] = None,
-    level: Annotated[str | None, typer.Option(help="logs: minimum level (DEBUG, INFO, WARN, ERROR, CRITICAL).")] = None,
+    servers: Annotated[str | None, typer.Option(
+        help="metrics, logs, alerts: server ids or globs, comma-separated.")] = None,
+    level: Annotated[str | None, typer.Option(help="logs: minimum level (DEBUG, INFO, WARN, ERROR, CRITICAL); "
+                                                   "alerts: minimum severity (info, warning, critical).")] = None,
     contains: Annotated[str | None, typer.Option(help="logs: text the message contains.")] = None,
     url: Annotated[str, typer.Option(envvar="OPENMANAGER_URL", show_envvar=True, help="The hub.")] = (
         "http://127.0.0.1:8000"),
@@ -124,8 +139,8 @@ def watch(
         typer.echo(f"error: unknown topic {topic!r} (one of {', '.join(WATCH_TOPICS)})", err=True)
         raise typer.Exit(2)
     misplaced = [flag for flag, value, topics in (("--where", where, ("metrics",)),
-                                                  ("--servers", servers, ("metrics", "logs")),
-                                                  ("--level", level, ("logs",)),
+                                                  ("--servers", servers, ("metrics", "logs", "alerts")),
+                                                  ("--level", level, ("logs", "alerts")),
                                                   ("--contains", contains, ("logs",)))
                  if value is not None and topic not in topics]
     if misplaced:
@@ -146,6 +161,215 @@ def watch(
                                      contains=contains))
     except KeyboardInterrupt:  # a second Ctrl-C while closing
         code = 0
+    sys.exit(code)
+
+
+# -- agents (on the hub's machine) and the agent (on a monitored host) ----------------------------------
+
+agents_app = typer.Typer(
+    help="Agent tokens of this hub: create, list, revoke. Run on the hub's machine (it opens the hub's store).",
+    no_args_is_help=True,
+)
+app.add_typer(agents_app, name="agents")
+
+_ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True, help="The hub's TOML config file."),
+]
+
+
+def _with_agents(data_dir: str | None, db: str | None, config: Path | None, action: Any) -> Any:
+    """Run `await action(AgentStore)` against the hub's configured store; config errors exit with 2."""
+    from openmanager.store.agents import AgentStore
+    from openmanager.store.db import Store
+
+    try:
+        settings = Settings.load({"data_dir": data_dir, "db": db}, config_file=config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> Any:
+        store = await Store.open(settings.db_url)
+        try:
+            return await action(AgentStore(store))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+@agents_app.command("create")
+def agents_create(
+    name: Annotated[str, typer.Argument(help="The agent's name: its server id on the hub (e.g. web-07).")],
+    data_dir: Annotated[str | None, _opt("data_dir")] = None,
+    db: Annotated[str | None, _opt("db")] = None,
+    config: _ConfigOpt = None,
+) -> None:
+    """Create an agent and print its token (on stdout, once: it is stored only hashed)."""
+    from openmanager.core.errors import OpenManagerError
+
+    try:
+        token = _with_agents(data_dir, db, config, lambda agents: agents.create(name))
+    except OpenManagerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(token)
+    typer.echo(f"agent {name!r} created; the token above is shown only this once. On the host to watch:\n"
+               f"  openmanager agent --hub http://<this hub>:8000 --token-file <file holding the token>", err=True)
+
+
+@agents_app.command("list")
+def agents_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    data_dir: Annotated[str | None, _opt("data_dir")] = None,
+    db: Annotated[str | None, _opt("db")] = None,
+    config: _ConfigOpt = None,
+) -> None:
+    """List agents: name, status, created, last seen, last acknowledged batch. Never shows tokens."""
+    import json
+    import time as _time
+
+    records = _with_agents(data_dir, db, config, lambda agents: agents.list())
+
+    def when(ms: int | None) -> str:
+        return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(ms / 1000)) if ms else "-"
+
+    if as_json:
+        for r in records:
+            typer.echo(json.dumps({"name": r.name, "status": "active" if r.active else "revoked",
+                                   "created_at": r.created_at, "revoked_at": r.revoked_at,
+                                   "last_seen": r.last_seen, "last_seq": r.last_seq}))
+        return
+    typer.echo(f"{'NAME':<24} {'STATUS':<8} {'CREATED':<19} {'LAST SEEN':<19} {'LAST SEQ':>9}")
+    for r in records:
+        typer.echo(f"{r.name:<24} {'active' if r.active else 'revoked':<8} {when(r.created_at):<19} "
+                   f"{when(r.last_seen):<19} {r.last_seq:>9}")
+
+
+@agents_app.command("revoke")
+def agents_revoke(
+    name: Annotated[str, typer.Argument(help="The agent to revoke.")],
+    data_dir: Annotated[str | None, _opt("data_dir")] = None,
+    db: Annotated[str | None, _opt("db")] = None,
+    config: _ConfigOpt = None,
+) -> None:
+    """Revoke an agent's token: the hub refuses it from now on (an open connection is closed with 4401 at its
+    next batch). Its server and history stay until `DELETE /api/v1/servers/{id}`."""
+    from openmanager.core.errors import OpenManagerError
+
+    try:
+        _with_agents(data_dir, db, config, lambda agents: agents.revoke(name))
+    except OpenManagerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"agent {name!r} revoked")
+
+
+def _agent_env(name: str) -> str:
+    return f"{ENV_PREFIX}AGENT_{name.upper()}"
+
+
+def _agent_opt(name: str, help: str) -> Any:
+    return typer.Option(f"--{name.replace('_', '-')}", envvar=_agent_env(name), show_envvar=True, help=help)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+
+
+def _seconds(text: str) -> float:
+    from openmanager.core.errors import RuleSyntaxError
+    from openmanager.core.rules import parse_duration
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text) / 1000
+    except RuleSyntaxError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 1s, 0.5s or 2m") from None
+
+
+@app.command()
+def agent(
+    hub: Annotated[str, _agent_opt("hub", "The hub: http(s)://host:port (or its ingest ws(s):// URL).")],
+    token: Annotated[str | None, _agent_opt("token", "The agent token (from `openmanager agents create`). "
+                                                     "Prefer --token-file or the variable: flags show in ps.")] = None,
+    token_file: Annotated[Path | None, _agent_opt("token_file", "A file holding the agent token.")] = None,
+    name: Annotated[str | None, _agent_opt("name", "Expected agent name (the token's); the hub refuses a "
+                                                   "mismatch. Default: whatever the token names.")] = None,
+    role: Annotated[str, _agent_opt("role", "The server's role (web, database, ...).")] = "host",
+    environment: Annotated[str, _agent_opt("environment", "The server's environment.")] = "unknown",
+    location: Annotated[str, _agent_opt("location", "The server's location.")] = "unknown",
+    tag: Annotated[list[str] | None, _agent_opt("tag", "A tag KEY=VALUE (repeatable; environment: "
+                                                       "comma-separated).")] = None,
+    log_file: Annotated[list[str] | None, _agent_opt("log_file", "Follow a log file like tail -F (repeatable; "
+                                                                 "environment: comma-separated).")] = None,
+    interval: Annotated[str, _agent_opt("interval", "Seconds between samples (1s, 0.5s, 5s; keep it under 10s "
+                                                    "or the hub shows the server offline between samples).")] = "1s",
+    buffer_dir: Annotated[Path, _agent_opt("buffer_dir", "Where the disk buffer and log offsets live.")] = Path(
+        "./agent-data"),
+    buffer_max_bytes: Annotated[int, _agent_opt("buffer_max_bytes", "Buffer bound in bytes; when full the oldest "
+                                                "items are dropped (counted, logged).")] = 64 * 1024 * 1024,
+    backoff_max: Annotated[str, _agent_opt("backoff_max", "Longest wait between reconnection attempts.")] = "30s",
+    log_level: Annotated[str, _agent_opt("log_level", "debug, info, warning, error.")] = "info",
+) -> None:
+    """Watch this host for a hub: psutil metrics every interval plus log files, streamed over a WebSocket.
+
+    What the hub has not acknowledged waits in a bounded on-disk buffer, so a hub restart or a network cut
+    loses nothing: on reconnect the backlog is sent in order, then live data. Stops cleanly on
+    SIGINT/SIGTERM (exit 0); exits 1 when the hub refuses the token, 2 on bad options."""
+    from openmanager.agent.runner import Agent, AgentConfig
+    from openmanager.sources.logfile import parse_log_file_spec
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            typer.echo(f"error: cannot read the token file: {exc}", err=True)
+            raise typer.Exit(2) from None
+    if not token:
+        typer.echo("error: no token: pass --token-file, set OPENMANAGER_AGENT_TOKEN, or pass --token", err=True)
+        raise typer.Exit(2)
+    tags: dict[str, str] = {}
+    for item in _split(tag):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            typer.echo(f"error: tag {item!r}: use KEY=VALUE", err=True)
+            raise typer.Exit(2)
+        tags[key.strip()] = value.strip()
+    try:
+        specs = [parse_log_file_spec(text) for text in _split(log_file)]
+        cfg = AgentConfig(
+            hub=hub, token=token, name=name, role=role, environment=environment, location=location, tags=tags,
+            log_files=specs, interval_s=_seconds(interval), buffer_dir=buffer_dir,
+            buffer_max_bytes=buffer_max_bytes, backoff_max_s=_seconds(backoff_max),
+        )
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"error: {getattr(exc, 'message', exc)}", err=True)
+        raise typer.Exit(2) from None
+    foreign = [s for s in specs if s.server is not None and s.server != name]
+    if foreign:
+        typer.echo(f"error: {foreign[0].path}={foreign[0].server}: an agent sends log lines as its own server "
+                   "only (leave out =SERVER)", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> int:
+        runner = Agent(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, runner.stop)
+        return await runner.run()
+
+    try:
+        code = asyncio.run(run())
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        code = 2
     sys.exit(code)
 
 

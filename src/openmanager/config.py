@@ -60,6 +60,16 @@ class Settings:
                                        "takes [[scrape]] tables with url, server, labels, interval).")
     flap_transitions: int = _opt(6, "Alerts: more than this many state changes within flap_window is flapping.")
     flap_window: str = _opt("10m", "Alerts: the window flapping is counted over (a duration).")
+    public_url: str = _opt("", "The hub's address as users reach it (links in notifications); default http://host:port.")
+    smtp_host: str = _opt("", "Email notifications: SMTP server (empty: the email channel is off).")
+    smtp_port: int = _opt(587, "Email notifications: SMTP port.")
+    smtp_security: str = _opt("starttls", "Email notifications: starttls, tls or none.")
+    smtp_username: str = _opt("", "Email notifications: SMTP user name (empty: no login).")
+    smtp_password: str = _opt("", "Email notifications: SMTP password (prefer the environment variable).")
+    smtp_from: str = _opt("openmanager@localhost", "Email notifications: the From address.")
+    vapid_subject: str = _opt("mailto:admin@localhost", "Web Push: the contact (mailto: or https:) sent to push services.")
+    notify_retry_limit: int = _opt(6, "Notifications: delivery attempts per channel before it is marked failed.")
+    notify_retry_base: str = _opt("2s", "Notifications: first retry delay; doubles per attempt (a duration).")
 
     @classmethod
     def load(
@@ -106,12 +116,16 @@ class Settings:
             raise ConfigError("tick must be positive")
         if self.servers < 0:
             raise ConfigError("servers must be 0 or more")
-        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window"):
+        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base"):
             try:
                 parse_duration(getattr(self, name))
             except RuleSyntaxError as exc:
                 raise ConfigError(f"{name}: {exc.message}") from exc
         self.status_policy()
+        if self.smtp_security not in ("starttls", "tls", "none"):
+            raise ConfigError("smtp_security must be starttls, tls or none")
+        if self.notify_retry_limit < 1:
+            raise ConfigError("notify_retry_limit must be at least 1")
 
     @property
     def db_url(self) -> str:

@@ -16,19 +16,24 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
 
+from openmanager.alerts.service import AlertService
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
 from openmanager.config import Settings
 from openmanager.core.history import FleetHistory
-from openmanager.core.rules import parse_duration
-from openmanager.gateway.auth import Authenticator
+from openmanager.core.model import ServerInfo
+from openmanager.core.rules import EvalContext, parse_duration
+from openmanager.gateway.auth import ADMIN_USER, Authenticator
+from openmanager.notify.service import NotificationService
 from openmanager.pipeline.fanout import FanOut
 from openmanager.pipeline.gcpolicy import GcPolicy
+from openmanager.pipeline.logwriter import LogWriter
 from openmanager.pipeline.pipeline import Pipeline
 from openmanager.pipeline.session import QueueLimits, Session
 from openmanager.pipeline.state import FleetState
 from openmanager.pipeline.stats import HubStats
 from openmanager.sources.base import Source
 from openmanager.store.db import Store
+from openmanager.store.logs import LogStore
 from openmanager.store.queries import history_points
 from openmanager.store.rollups import RollupWriter
 
@@ -36,7 +41,8 @@ log = logging.getLogger(__name__)
 
 
 def build_sources(settings: Settings) -> list[Source]:
-    """The enabled sources. A source whose module fails to load is logged and left out."""
+    """The enabled sources. A source whose module fails to load is logged and left out.
+    Raises ConfigError for unusable scrape targets or log file entries."""
     sources: list[Source] = []
     if settings.simulator and settings.servers > 0:
         try:
@@ -52,6 +58,29 @@ def build_sources(settings: Settings) -> list[Source]:
             sources.append(LocalSource(tick_s=settings.tick))
         except Exception:
             log.exception("local source failed to load; disabled")
+    if settings.scrape:
+        try:
+            from openmanager.sources import prometheus
+        except Exception:
+            log.exception("prometheus source failed to load; disabled")
+        else:  # bad targets are a ConfigError for the caller, not a disabled source
+            tick_ms = max(1, int(settings.tick * 1000))
+            offline_after_s = settings.status_policy().offline_after_ms(tick_ms) / 1000
+            targets = prometheus.parse_scrape_targets(settings.scrape, offline_after_s=offline_after_s)
+            sources.append(prometheus.PrometheusSource(targets))
+    if settings.log_file:
+        try:
+            from pathlib import Path
+
+            from openmanager.sources import logfile
+        except Exception:
+            log.exception("log file source failed to load; disabled")
+        else:  # bad --log-file entries are a ConfigError for the caller, like bad scrape targets
+            # Servers are not registered for their logs: the pipeline publishes log records of any server
+            # id, and a server known only from a log file would sit in the fleet as `offline` for ever.
+            specs = [logfile.parse_log_file_spec(text) for text in settings.log_file]
+            state_path = Path(settings.data_dir) / "logfile-offsets.json"
+            sources.append(logfile.LogFileSource(specs, state_path=state_path))
     return sources
 
 
@@ -83,6 +112,13 @@ class Hub:
         self.source_status: dict[str, str] = {}
         self.store: Store | None = None
         self.rollups: RollupWriter | None = None
+        self.alerts: AlertService | None = None
+        self.notifications: NotificationService | None = None
+        self.vapid_public_key = ""
+        self.users: list[str] = [ADMIN_USER]
+        self.logs: LogStore | None = None
+        self.log_writer = LogWriter()  # cleaned `logs` records → the store, batched (started in start())
+        self.registry.register(self.log_writer)
         self.scheduler: AsyncIOScheduler | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._last_fleet: dict[str, Any] = self.state.fleet_summary()
@@ -101,6 +137,37 @@ class Hub:
             minute_retention_days=self.settings.rollup_minute_days,
             hour_retention_days=self.settings.rollup_hour_days,
         )
+        self.logs = LogStore(self.store)
+        self.log_writer.start(self.logs.write)
+        self.broker.listen("logs", lambda event: self.log_writer.offer(event.data["records"]))
+        from openmanager.store.alerts import AlertStore
+
+        self.alerts = AlertService(
+            AlertStore(self.store),
+            self.pipeline.publish,
+            self.rule_contexts,
+            flap_transitions=self.settings.flap_transitions,
+            flap_window_ms=parse_duration(self.settings.flap_window),
+        )
+        from openmanager.notify.setup import build_channels
+        from openmanager.store.notifications import NotificationStore
+
+        notify_store = NotificationStore(self.store)
+        channels, self.vapid_public_key = await build_channels(self.settings, notify_store)
+        self.notifications = NotificationService(
+            notify_store,
+            self.pipeline.publish,
+            users=lambda: self.users,
+            infos=lambda: {s.info.id: s.info for s in self.state},
+            channels=channels,
+            retry_limit=self.settings.notify_retry_limit,
+            retry_base_ms=parse_duration(self.settings.notify_retry_base),
+            base_url=self.public_url,
+        )
+        await self.notifications.start()
+        self.alerts.plan_outbox = self.notifications.plan
+        self.alerts.on_outbox = self.notifications.committed
+        await self.alerts.start()
         await self.broker.start()
         self.pipeline.start()
         loop = asyncio.get_running_loop()
@@ -114,6 +181,14 @@ class Hub:
         self.scheduler.add_job(self.roll_hours, "cron", minute=2, second=30, id="rollup-1h", max_instances=1,
                                coalesce=True)
         self.scheduler.add_job(self.prune, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self.notifications.run_digests, "cron", second=15, id="digests", max_instances=1,
+                               coalesce=True)
+        self.scheduler.add_job(self.notifications.prune, "cron", hour=3, minute=41, id="notification-retention",
+                               max_instances=1, coalesce=True)
+        self.scheduler.add_job(self.alerts.prune, "cron", hour=3, minute=23, id="alert-history-retention",
+                               max_instances=1, coalesce=True)
+        self.scheduler.add_job(self.prune_logs, "cron", minute="*/10", second=40, id="log-retention",
+                               max_instances=1, coalesce=True)
         self.scheduler.start()
         self.broker.listen("metrics", lambda _: self.gc_policy.after_delivery(self.settings.tick / 2))
         self.gc_policy.install()
@@ -133,6 +208,11 @@ class Hub:
         for session in list(self.sessions.values()):
             session.close(1012, "hub restarting or shutting down")
         await self.pipeline.stop()
+        if self.alerts is not None:
+            await self.alerts.stop()
+        if self.notifications is not None:
+            await self.notifications.stop()
+        await self.log_writer.stop()  # flushes what is buffered, before the store closes
         if self.store is not None:
             try:
                 await self.persist_servers()
@@ -163,6 +243,11 @@ class Hub:
             next_tick += tick
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             self.pipeline.expire()
+            if self.alerts is not None:
+                try:
+                    self.alerts.tick()
+                except Exception:
+                    log.exception("alert evaluation failed this tick")
             self._last_fleet = self.state.fleet_summary()
             self.pipeline.publish("fleet", self._last_fleet)
             now = time.monotonic()
@@ -191,6 +276,14 @@ class Hub:
         assert self.rollups is not None
         await self.rollups.prune(self.state.now_ms())
 
+    async def prune_logs(self) -> None:
+        """Stored logs: delete records older than `log_max_age`, then the oldest beyond `log_max_bytes`."""
+        assert self.logs is not None
+        cutoff = self.state.now_ms() - parse_duration(self.settings.log_max_age)
+        by_age, by_size = await self.logs.prune(cutoff, self.settings.log_max_bytes)
+        if by_age or by_size:
+            log.info("log retention: deleted %d records for age, %d for size", by_age, by_size)
+
     # queries for the gateways
     def snapshot(self, topic: str) -> dict[str, Any]:
         if topic == "metrics":
@@ -199,7 +292,24 @@ class Hub:
             return self.state.fleet_summary()
         if topic == "system":
             return self._last_system
+        if topic == "alerts" and self.alerts is not None:
+            return self.alerts.snapshot()
         raise KeyError(topic)
+
+    @property
+    def public_url(self) -> str:
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    def rule_contexts(self) -> list[tuple[ServerInfo, EvalContext]]:
+        """Every server as the rule engine sees it now (an offline server's metrics are unknown)."""
+        out: list[tuple[ServerInfo, EvalContext]] = []
+        for server in self.state:
+            ctx = self.state.context(server.info.id)
+            if ctx is not None:
+                out.append((server.info, ctx))
+        return out
 
     def readiness(self) -> tuple[bool, str]:
         if not self.started or self.store is None:
@@ -222,3 +332,19 @@ class Hub:
     ) -> list[tuple[int, float]]:
         assert self.store is not None
         return await history_points(self.store, self.history, server, metric, since_ms, until_ms, step_ms)
+
+    async def forget_server(self, server_id: str) -> bool:
+        """Forget a retired server everywhere: live state and in-memory history, its stored row and roll-ups,
+        its stored log records and those still waiting to be written. Returns False (and does nothing) when
+        neither memory nor the store knows it. A source that still reports the server (a connected agent,
+        the simulator) brings it back with its next sample, as a new server with no history."""
+        if server_id not in self.state.servers and not await self.known_in_store(server_id):
+            return False
+        self.state.forget(server_id)
+        self.log_writer.discard(server_id)
+        if self.store is not None:
+            await self.store.forget_server(server_id)
+            if self.logs is not None:
+                await self.logs.forget_server(server_id)
+        log.info("server %s forgotten", server_id)
+        return True

@@ -37,7 +37,7 @@ def configure_logging(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactTokens())
-    for noisy in ("alembic", "apscheduler"):
+    for noisy in ("alembic", "apscheduler", "httpx"):  # httpx logs every scrape's URL (with credentials)
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

@@ -24,6 +24,7 @@ from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
 from openmanager.core.status import StatusPolicy
 from openmanager.store.alerts import AlertStore, alert_data
+from openmanager.store.notifications import OutboxEntry
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ class AlertService:
         self.evaluations = 0
         self.eval_seconds = 0.0
         self.listeners: list[Callable[[Transition], None]] = []
+        # Notifications: planned from a batch of transitions before it is stored (in the same
+        # transaction), announced after the commit.
+        self.plan_outbox: Callable[[list[Transition]], list[OutboxEntry]] | None = None
+        self.on_outbox: Callable[[list[OutboxEntry]], None] | None = None
 
     @staticmethod
     def now_ms() -> int:
@@ -108,7 +113,10 @@ class AlertService:
                     current.update(nxt[1])
                     self._queue.task_done()
                 try:
-                    await self.store.record(batch, current)
+                    outbox = self.plan_outbox(batch) if self.plan_outbox is not None else []
+                    await self.store.record(batch, current, outbox)
+                    if outbox and self.on_outbox is not None:
+                        self.on_outbox(outbox)
                 except Exception:
                     log.exception("storing %d alert transitions failed; they were published but not recorded",
                                   len(batch))

@@ -19,8 +19,8 @@ from openmanager.core.rules import Condition, EvalContext, compile_condition, pa
 TOPICS: tuple[str, ...] = ("metrics", "fleet", "logs", "alerts", "notifications", "system")
 """Every topic of the protocol."""
 
-SERVED_TOPICS: frozenset[str] = frozenset({"metrics", "fleet", "logs", "alerts", "system"})
-"""Topics this version serves; `notifications` arrives with user accounts."""
+SERVED_TOPICS: frozenset[str] = frozenset({"metrics", "fleet", "logs", "alerts", "notifications", "system"})
+"""Topics this version serves (all of them)."""
 
 SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "critical")
 
@@ -182,6 +182,20 @@ class AlertsFilter:
         return any(isinstance(s, str) and self.matcher.matches(s, view) for s in servers)
 
 
+class NotificationsFilter:
+    """`notifications`: private to each user. Not parsed from a client's filter: the gateway builds it
+    from the session's user, so the shape (and its `sub`) is per user."""
+
+    __slots__ = ("key", "user")
+
+    def __init__(self, user: str) -> None:
+        self.user = user
+        self.key: tuple[object, ...] = ("notifications", user)
+
+    def accepts(self, notification: Mapping[str, Any]) -> bool:
+        return notification.get("user") == self.user
+
+
 class PlainFilter:
     """Topics without filter keys (fleet, system)."""
 
@@ -191,7 +205,7 @@ class PlainFilter:
         self.key: tuple[object, ...] = (topic,)
 
 
-TopicFilter = MetricsFilter | LogsFilter | AlertsFilter | PlainFilter
+TopicFilter = MetricsFilter | LogsFilter | AlertsFilter | NotificationsFilter | PlainFilter
 
 
 def _check_keys(raw: Mapping[str, Any], allowed: set[str], topic: str) -> None:
@@ -217,7 +231,7 @@ def _parse_tags(raw: object) -> tuple[tuple[str, str], ...]:
     raise _invalid("tags must be an object of string values")
 
 
-def parse_filter(topic: str, raw: object) -> TopicFilter:
+def parse_filter(topic: str, raw: object, *, user: str = "") -> TopicFilter:
     """Validate `raw` (a subscribe message's `filter`, or None) for `topic`.
 
     Raises ValidationError with code `invalid_filter` (or `invalid_expression` for a bad `where`,
@@ -273,5 +287,8 @@ def parse_filter(topic: str, raw: object) -> TopicFilter:
         if severity not in SEVERITY_ORDER:
             raise _invalid(f"unknown severity {severity!r} (info, warning, critical)")
         return AlertsFilter(servers, severity)
+    if topic == "notifications":
+        _check_keys(raw, set(), topic)
+        return NotificationsFilter(user)
     _check_keys(raw, set(), topic)
     return PlainFilter(topic)

@@ -16,9 +16,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmanager import __version__
+from openmanager.agent.protocol import INGEST_PATH
 from openmanager.gateway import errors
+from openmanager.gateway.alerts_api import router as alerts_router
+from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.auth import cookie_name
 from openmanager.gateway.errors import error_response
+from openmanager.gateway.ingest import IngestService, ingest_endpoint
+from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.sse import router as sse_router
 from openmanager.gateway.ws import websocket_endpoint
@@ -110,8 +115,13 @@ def create_app(hub: Hub) -> FastAPI:
     app.state.hub = hub
     errors.install(app)
     app.include_router(router)
+    app.include_router(logs_router)
+    app.include_router(alerts_router)
+    app.include_router(notify_router)
     app.include_router(sse_router)
     app.add_api_websocket_route("/ws", websocket_endpoint)
+    app.state.ingest = IngestService(hub)
+    app.add_api_websocket_route(INGEST_PATH, ingest_endpoint)  # agent tokens only (checked there)
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:

@@ -126,3 +126,14 @@ async def server_history(
     points = await hub.history_points(server_id, metric, since_ms, now_ms, step_ms)
     digits = METRIC_BY_NAME[metric].precision
     return {"metric": metric, "server": server_id, "points": [[ts, round(v, digits)] for ts, v in points]}
+
+
+@router.delete("/api/v1/servers/{server_id}", tags=["servers"], status_code=204, response_class=Response)
+async def delete_server(request: Request, server_id: str) -> Response:
+    """Forget a retired server (admin): live state, history, roll-ups, stored logs. 404 if unknown. A
+    source that still reports it (e.g. an agent that is not revoked) registers it again."""
+    if request.scope.get("user") != ADMIN_USER:
+        raise ForbiddenError("only the admin may delete servers")
+    if not await _hub(request).forget_server(server_id):
+        raise NotFoundError(f"no server {server_id!r}")
+    return Response(status_code=204)

@@ -78,7 +78,7 @@ class SseSession(Session):
         return f"{body}id: {format_token(cursors)}\n\n"
 
 
-def _filters(topics: list[str], params: dict[str, str]) -> dict[str, TopicFilter]:
+def _filters(topics: list[str], params: dict[str, str], user: str) -> dict[str, TopicFilter]:
     given = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
     allowed = set().union(*(FILTER_KEYS.get(t, set()) for t in topics))
     unknown = sorted(set(given) - allowed)
@@ -86,7 +86,7 @@ def _filters(topics: list[str], params: dict[str, str]) -> dict[str, TopicFilter
         raise ValidationError(
             f"unknown parameter {unknown[0]!r} for topics {', '.join(topics)}", code="invalid_filter"
         )
-    return {t: parse_filter(t, {k: v for k, v in given.items() if k in FILTER_KEYS.get(t, set())})
+    return {t: parse_filter(t, {k: v for k, v in given.items() if k in FILTER_KEYS.get(t, set())}, user=user)
             for t in topics}
 
 
@@ -104,7 +104,7 @@ async def sse(request: Request) -> Response:
         if topic not in SERVED_TOPICS:
             raise ValidationError(f"topic {topic!r} is not served by this hub yet", code="topic_unavailable")
     topics = list(dict.fromkeys(topics))
-    filters = _filters(topics, params)
+    filters = _filters(topics, params, str(request.scope.get("user", "")))
     resume = request.headers.get("last-event-id") or params.get("last_event_id")
     client = request.client
     session = SseSession(

@@ -178,7 +178,7 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
     encoding = msg.get("encoding", "json")
     if encoding != "json":
         raise ValidationError(f"unknown encoding {encoding!r} (json)", code="invalid_encoding")
-    flt = parse_filter(topic, msg.get("filter"))
+    flt = parse_filter(topic, msg.get("filter"), user=session.user)
     since = msg.get("since")
     if since is not None and not isinstance(since, str):
         raise ValidationError("since must be a cursor string", code="invalid_cursor")

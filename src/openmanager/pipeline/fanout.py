@@ -19,7 +19,14 @@ import orjson
 
 from openmanager.broker.base import Broker, Event
 from openmanager.core.encoding import encode_event, splice_event, sse_body, sse_body_raw
-from openmanager.core.filters import AlertsFilter, FleetView, LogsFilter, MetricsFilter, TopicFilter
+from openmanager.core.filters import (
+    AlertsFilter,
+    FleetView,
+    LogsFilter,
+    MetricsFilter,
+    NotificationsFilter,
+    TopicFilter,
+)
 from openmanager.core.outbound import Conflated
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
@@ -62,6 +69,8 @@ class Shape:
             return not (f.matcher.globs or f.contains) and f.level.name == "DEBUG"
         if isinstance(f, AlertsFilter):
             return f.trivial
+        if isinstance(f, NotificationsFilter):
+            return False
         return True
 
     def render(self, event: Event, view: FleetView) -> Any | None:
@@ -75,6 +84,8 @@ class Shape:
             return {"records": records} if records else None
         if isinstance(f, AlertsFilter):
             return event.data if f.accepts(event.data["alert"], view) else None
+        if isinstance(f, NotificationsFilter):
+            return event.data if f.accepts(event.data["notification"]) else None
         return event.data
 
     def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:

@@ -92,6 +92,9 @@ class Pipeline:
     def logs(self, records: Sequence[LogRecord]) -> None:
         self._logs.on_next(records)
 
+    def problem(self, server: str, reason: str | None) -> None:
+        self.state.set_problem(server, reason)
+
     # wiring
     def start(self) -> None:
         samples: Observable[list[Sample]] = self._samples.pipe(ops.map(clean_batch))

@@ -23,6 +23,7 @@ class ServerState:
     ts: int  # timestamp of the latest sample, ms
     status: Status
     last_seen: int  # hub clock when the latest sample arrived, ms
+    problem: str | None = None  # why its source gets no samples, as the source reported it
 
     def wire(self) -> dict[str, Any]:
         """The server's sample as the `metrics` topic carries it."""
@@ -33,6 +34,8 @@ class ServerState:
     def to_api(self) -> dict[str, Any]:
         out = self.info.to_dict()
         out.update(status=self.status.value, last_seen=self.last_seen or None, sample=self.wire())
+        if self.problem is not None:
+            out["problem"] = self.problem
         return out
 
 
@@ -60,6 +63,8 @@ class _ServerContext:
             return value if isinstance(value, float | int | str) and not isinstance(value, bool) else None
         if field == "status":
             return self._state.status.value
+        if self._state.status is Status.OFFLINE:  # its last values are stale: unknown, not "still 95%"
+            return None
         return self._state.values.get(field)
 
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
@@ -112,6 +117,12 @@ class FleetState:
             state.status = self.policy.derive(sample.values)
         self.history.append(sample.server, sample.ts, sample.values)
         return state
+
+    def set_problem(self, server_id: str, reason: str | None) -> None:
+        """Set (or, with None, clear) a known server's problem; unknown servers are ignored."""
+        state = self.servers.get(server_id)
+        if state is not None:
+            state.problem = reason
 
     def expire(self) -> list[ServerState]:
         """Mark servers that stopped reporting as offline; returns those that just turned offline."""

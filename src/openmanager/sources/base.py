@@ -25,6 +25,10 @@ class SourceSink(Protocol):
     def logs(self, records: Sequence[LogRecord]) -> None:
         """Log records, oldest first."""
 
+    def problem(self, server: str, reason: str | None) -> None:
+        """Report why a registered server gets no samples (e.g. its exporter is unreachable), or clear that
+        with None. The reason stays until the source clears it; a new sample does not clear it."""
+
 
 class Source(Protocol):
     name: str

@@ -19,6 +19,7 @@ from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.silences import Silence
 from openmanager.store.db import Store
 from openmanager.store.models import Base, JSONType
+from openmanager.store.notifications import OutboxEntry, insert_outbox
 
 __all__ = ["AlertStore", "alert_data"]
 
@@ -131,10 +132,12 @@ class AlertStore:
         return bool(result.rowcount)
 
     # alerts and their history
-    async def record(self, transitions: Sequence[Transition], current: Mapping[str, dict[str, Any]]) -> None:
+    async def record(self, transitions: Sequence[Transition], current: Mapping[str, dict[str, Any]],
+                     outbox: Sequence[OutboxEntry] = ()) -> None:
         """Append the transitions to the history and save the current form of their alerts, in one
         transaction. `current` maps alert id → `alert_data()` of a pending or firing alert as of the
-        transitions (resolved alerts are saved as their last transition shows them)."""
+        transitions (resolved alerts are saved as their last transition shows them). `outbox`: the
+        notifications these transitions cause, written in the same transaction (before any delivery)."""
         if not transitions:
             return
         history = [{
@@ -155,6 +158,7 @@ class AlertStore:
         async with self.store._write() as conn:
             await conn.execute(self._upsert(AlertHistoryRow), history)
             await conn.execute(stmt, list(latest.values()))
+            await insert_outbox(conn, outbox, max(t.ts for t in transitions))
 
     async def active_alerts(self) -> list[Alert]:
         async with self.store._read() as conn:

@@ -1,0 +1,393 @@
+"""The agent ingest endpoint: `GET /api/v1/agents/ingest` (WebSocket), protocol in `agent.protocol`.
+
+Only agent tokens are accepted here (`Authorization: Bearer`, never `?token=`); user tokens are refused
+with 4401, and agent tokens are refused everywhere else (the HTTP gate and `/ws` know only user tokens).
+
+Per batch: validate → apply (register the server if needed, samples into state and history, logs into
+the pipeline) → record the batch's seq durably (group commit, `store.agents.AckRecorder`) → `ack`. A batch
+whose seq is not above the agent's acknowledged seq is acknowledged again but not applied, so a batch
+re-sent after a lost ack, a reconnect or a hub restart is never applied twice.
+
+Backfill: the agent sends what it buffered while the hub was away, oldest first, many samples per
+batch. Every sample goes into the server's state and history in order (history is what charts, window
+functions and roll-ups read), but only the newest sample of a batch is published on `metrics`: a
+reconnecting agent makes one `metrics` event per batch, not a burst of stale ones, and the live state
+ends at its newest sample. Log records are all published, in order, as one `logs` event per batch.
+
+One connection per agent: a newer connection replaces the older one, which is closed with 4409 once its
+in-flight batch is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from openmanager.agent.protocol import (
+    CLOSE_FORBIDDEN,
+    CLOSE_INVALID,
+    CLOSE_REPLACED,
+    CLOSE_TOO_LARGE,
+    CLOSE_UNAUTHORIZED,
+    MAX_BATCH_ITEMS,
+    PROTOCOL_VERSION,
+)
+from openmanager.core.errors import OpenManagerError
+from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.store.agents import AckRecorder, AckRevoked, AgentRecord, AgentStore
+
+if TYPE_CHECKING:
+    from openmanager.hub import Hub
+
+log = logging.getLogger(__name__)
+
+HELLO_TIMEOUT_S = 10.0
+REPLACE_TIMEOUT_S = 10.0
+MAX_FUTURE_MS = 60_000  # samples further ahead of the hub's clock are skipped (a skewed agent clock)
+MAX_TAGS = 32
+_SHORT = 64
+_LONG = 255
+
+
+class IngestError(OpenManagerError):
+    """A protocol violation: the hub answers `error` with `code` and closes with `close_code`."""
+
+    def __init__(self, message: str, *, code: str = "invalid_message", close_code: int = CLOSE_INVALID) -> None:
+        super().__init__(message, code=code)
+        self.close_code = close_code
+
+
+@dataclass(slots=True)
+class IngestCounters:
+    connections: int = 0
+    batches: int = 0
+    duplicates: int = 0  # batches acknowledged again without being applied
+    samples: int = 0
+    logs: int = 0
+    invalid_items: int = 0  # items skipped for a bad shape, a bad level, or a far-future timestamp
+
+
+@dataclass(eq=False, slots=True)
+class _Link:
+    agent: AgentRecord
+    task: asyncio.Task[Any]
+    replaced: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class IngestService:
+    """The ingest endpoint's state on one hub: its agents, the ack recorder, the live connections."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.counters = IngestCounters()
+        self.links: dict[int, _Link] = {}
+        self._agents: AgentStore | None = None
+        self._recorder: AckRecorder | None = None
+
+    @property
+    def agents(self) -> AgentStore:
+        if self._agents is None:
+            if self.hub.store is None:
+                raise RuntimeError("the store is not open")
+            self._agents = AgentStore(self.hub.store)
+        return self._agents
+
+    @property
+    def recorder(self) -> AckRecorder:
+        if self._recorder is None:
+            self._recorder = AckRecorder(self.agents)
+        return self._recorder
+
+    async def _claim(self, link: _Link) -> None:
+        old = self.links.get(link.agent.id)
+        self.links[link.agent.id] = link
+        if old is not None and not old.done.is_set():
+            log.warning("agent %s connected again; closing its older connection", link.agent.name)
+            old.replaced = True
+            old.task.cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(REPLACE_TIMEOUT_S):
+                    await old.done.wait()
+
+    def _release(self, link: _Link) -> None:
+        if self.links.get(link.agent.id) is link:
+            del self.links[link.agent.id]
+        link.done.set()
+
+    async def _resume_point(self, agent: AgentRecord, buffer_id: str, first_seq: int, last_seq: int) -> int:
+        """The seq up to which this agent's batches count as applied, in the numbering of `buffer_id`."""
+        current = await self.agents.get(agent.name)
+        stored = current.last_seq if current is not None else agent.last_seq
+        stored_buffer = current.buffer_id if current is not None else agent.buffer_id
+        if stored_buffer == buffer_id and stored <= last_seq:
+            return stored
+        resume = first_seq - 1 if first_seq > 0 else last_seq
+        if stored_buffer is not None:
+            log.warning(
+                "agent %s numbers its batches afresh (a new buffer); acknowledged up to %d in it", agent.name, resume
+            )
+        await self.agents.set_resume(agent.id, buffer_id, resume)
+        return resume
+
+
+def _bearer(ws: WebSocket) -> str | None:
+    scheme, _, value = ws.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def _refuse(ws: WebSocket, close_code: int, code: str, message: str) -> None:
+    with contextlib.suppress(Exception):
+        await ws.send_text(orjson.dumps({"type": "error", "code": code, "message": message}).decode())
+        await ws.close(close_code, code)
+
+
+async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
+    """The next message as a JSON object; None when the peer went away. Raises IngestError."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        return None
+    payload = message.get("text")
+    if payload is None:
+        payload = message.get("bytes") or b""
+    try:
+        msg = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise IngestError("message is not valid JSON", code="invalid_json") from None
+    if not isinstance(msg, dict):
+        raise IngestError("message must be a JSON object")
+    return msg
+
+
+def _text(raw: Mapping[str, Any], key: str, default: str, limit: int) -> str:
+    value = raw.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise IngestError(f"agent.{key} must be a non-empty string of at most {limit} characters")
+    return value.strip()
+
+
+def _int(value: Any, what: str, *, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise IngestError(f"{what} must be an integer >= {minimum}")
+    return value
+
+
+def parse_hello(msg: Mapping[str, Any], agent: AgentRecord) -> tuple[ServerInfo, str, int, int]:
+    """The server an agent reports as, its buffer id, first and last seq. Raises IngestError."""
+    if msg.get("type") != "hello":
+        raise IngestError("the first message must be a hello", code="hello_expected")
+    if msg.get("protocol") != PROTOCOL_VERSION:
+        raise IngestError(
+            f"unsupported protocol {msg.get('protocol')!r} (this hub speaks {PROTOCOL_VERSION})",
+            code="unsupported_protocol",
+        )
+    raw = msg.get("agent")
+    if not isinstance(raw, dict):
+        raise IngestError("hello.agent must be an object")
+    name = raw.get("name")
+    if name is not None and name != agent.name:
+        raise IngestError(f"this token belongs to agent {agent.name!r}, not {name!r}", code="name_mismatch",
+                          close_code=CLOSE_FORBIDDEN)
+    tags = raw.get("tags") or {}
+    if (
+        not isinstance(tags, dict)
+        or len(tags) > MAX_TAGS
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= _SHORT and len(v) <= _LONG
+            for k, v in tags.items()
+        )
+    ):
+        raise IngestError(f"agent.tags must map at most {MAX_TAGS} names to strings")
+    info = ServerInfo(
+        id=agent.name,
+        hostname=_text(raw, "hostname", agent.name, _LONG),
+        role=_text(raw, "role", "unknown", _SHORT),
+        environment=_text(raw, "environment", "unknown", _SHORT),
+        location=_text(raw, "location", "unknown", _LONG),
+        source="agent",
+        tags=dict(tags),
+    )
+    buffer_id = msg.get("buffer")
+    if not isinstance(buffer_id, str) or not 0 < len(buffer_id) <= _SHORT:
+        raise IngestError("hello.buffer must be the agent buffer's id")
+    first_seq = _int(msg.get("first_seq", 0), "hello.first_seq")
+    last_seq = _int(msg.get("last_seq", 0), "hello.last_seq")
+    if first_seq > last_seq:
+        raise IngestError("hello.first_seq must not be above hello.last_seq")
+    return info, buffer_id, first_seq, last_seq
+
+
+def parse_batch(msg: Mapping[str, Any]) -> tuple[int, list[Any], list[Any]]:
+    """seq, raw samples, raw log records of a batch message. Raises IngestError."""
+    if msg.get("type") != "batch":
+        raise IngestError(f"unknown message type {msg.get('type')!r} (expected batch)", code="unknown_type")
+    seq = _int(msg.get("seq"), "batch.seq", minimum=1)
+    samples = msg.get("samples", [])
+    logs = msg.get("logs", [])
+    if not isinstance(samples, list) or not isinstance(logs, list):
+        raise IngestError("batch.samples and batch.logs must be lists")
+    if len(samples) + len(logs) > MAX_BATCH_ITEMS:
+        raise IngestError(
+            f"a batch holds at most {MAX_BATCH_ITEMS} items, got {len(samples) + len(logs)}",
+            code="batch_too_large",
+            close_code=CLOSE_TOO_LARGE,
+        )
+    return seq, samples, logs
+
+
+def _sample(raw: Any, server: str, latest_ms: int) -> Sample | None:
+    if not isinstance(raw, dict):
+        return None
+    ts, values = raw.get("ts"), raw.get("values")
+    if not isinstance(ts, int) or isinstance(ts, bool) or ts > latest_ms or not isinstance(values, dict):
+        return None
+    return clean_sample(Sample(server, ts, values))
+
+
+def _record(raw: Any, server: str) -> LogRecord | None:
+    if not isinstance(raw, dict):
+        return None
+    ts, level, message = raw.get("ts"), raw.get("level"), raw.get("message")
+    if not isinstance(ts, int) or isinstance(ts, bool) or ts <= 0 or not isinstance(message, str):
+        return None
+    try:
+        parsed = LogLevel.parse(level) if isinstance(level, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        return None
+    service = raw.get("service")
+    fields = raw.get("fields")
+    return LogRecord(
+        ts,
+        server,
+        parsed,
+        service if isinstance(service, str) and service else "agent",
+        message,
+        dict(fields) if isinstance(fields, dict) else {},
+    )
+
+
+def apply_batch(hub: Hub, info: ServerInfo, raw_samples: list[Any], raw_logs: list[Any],
+                now_ms: int | None = None) -> tuple[int, int, int]:
+    """Apply one batch of an agent's items to the hub; returns (samples, log records, items skipped).
+
+    Samples go into state and history in the order given (history drops one not newer than the last);
+    only the last goes through the pipeline and so onto `metrics`. Every sample and record is the agent's
+    own server's, whatever it says."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    current = hub.state.servers.get(info.id)
+    if current is None or current.info != info:
+        hub.pipeline.register(info)
+    samples = [s for s in (_sample(r, info.id, now + MAX_FUTURE_MS) for r in raw_samples) if s is not None]
+    records = [r for r in (_record(r, info.id) for r in raw_logs) if r is not None]
+    if samples:
+        for sample in samples[:-1]:
+            hub.state.apply(sample)
+        hub.stats.ingest_samples += len(samples) - 1
+        hub.pipeline.samples(samples[-1:])
+    if records:
+        hub.pipeline.logs(records)
+    skipped = len(raw_samples) + len(raw_logs) - len(samples) - len(records)
+    return len(samples), len(records), skipped
+
+
+async def ingest_endpoint(ws: WebSocket) -> None:
+    hub: Hub = ws.app.state.hub
+    service: IngestService = ws.app.state.ingest
+    token = _bearer(ws)
+    await ws.accept()
+    if hub.store is None or not hub.started:
+        await _refuse(ws, 1013, "unavailable", "the hub is starting; try again")
+        return
+    agent = await service.agents.authenticate(token)
+    if agent is None:
+        await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "a valid agent token is required")
+        return
+    task = asyncio.current_task()
+    assert task is not None
+    link = _Link(agent, task)
+    counters = service.counters
+    remote = f"{ws.client.host}:{ws.client.port}" if ws.client else "-"
+    hub.stats.connections["agent"] = hub.stats.connections.get("agent", 0) + 1
+    counters.connections += 1
+    try:
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                hello = await _receive_json(ws)
+            if hello is None:
+                return
+            info, buffer_id, first_seq, last_seq = parse_hello(hello, agent)
+            await service._claim(link)
+            acked = await service._resume_point(agent, buffer_id, first_seq, last_seq)
+            await ws.send_text(orjson.dumps({
+                "type": "welcome",
+                "protocol": PROTOCOL_VERSION,
+                "server": info.id,
+                "acked": acked,
+                "max_batch_items": MAX_BATCH_ITEMS,
+                "max_frame_bytes": hub.settings.max_frame_bytes,
+                "server_time": int(time.time() * 1000),
+            }).decode())
+            log.info("agent %s connected from %s (acknowledged up to %d)", agent.name, remote, acked)
+            await _batches(ws, service, link, info, acked)
+        except TimeoutError:
+            await _refuse(ws, CLOSE_INVALID, "hello_expected", f"no hello within {HELLO_TIMEOUT_S:g}s")
+        except IngestError as exc:
+            log.warning("agent %s from %s: %s", agent.name, remote, exc.message)
+            await _refuse(ws, exc.close_code, exc.code, exc.message)
+        except AckRevoked:
+            log.warning("agent %s was revoked; closing its connection", agent.name)
+            await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "the agent's token was revoked")
+        except asyncio.CancelledError:
+            if not link.replaced:
+                raise
+            task.uncancel()
+            await _refuse(ws, CLOSE_REPLACED, "replaced", "a newer connection of this agent took over")
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+    finally:
+        hub.stats.connections["agent"] -= 1
+        service._release(link)
+        log.info("agent %s disconnected", agent.name)
+
+
+async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: ServerInfo, acked: int) -> None:
+    hub = service.hub
+    counters = service.counters
+    while True:
+        msg = await _receive_json(ws)
+        if msg is None:
+            return
+        seq, raw_samples, raw_logs = parse_batch(msg)
+        if seq <= acked:
+            counters.duplicates += 1
+            await ws.send_text(f'{{"type":"ack","seq":{seq},"duplicate":true}}')
+            continue
+        n_samples, n_logs, skipped = apply_batch(hub, info, raw_samples, raw_logs)
+        counters.batches += 1
+        counters.samples += n_samples
+        counters.logs += n_logs
+        if skipped:
+            counters.invalid_items += skipped
+            log.warning("agent %s: skipped %d invalid item(s) in batch %d", info.id, skipped, seq)
+        # The batch is applied: record it before anything can interrupt, so it is never applied twice.
+        recording = asyncio.ensure_future(service.recorder.record(link.agent.id, seq))
+        try:
+            await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await recording
+            raise
+        acked = seq
+        await ws.send_text(f'{{"type":"ack","seq":{seq}}}')

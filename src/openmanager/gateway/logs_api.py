@@ -1,0 +1,78 @@
+"""`GET /api/v1/logs`: search the stored log records."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from openmanager.core.errors import ValidationError
+from openmanager.core.filters import MAX_GLOBS
+from openmanager.core.model import LogLevel
+from openmanager.gateway.errors import error_response
+from openmanager.gateway.rest import parse_since
+from openmanager.store.db import StoreError
+
+if TYPE_CHECKING:
+    from openmanager.hub import Hub
+
+router = APIRouter()
+
+MAX_LIMIT = 1000
+MAX_CONTAINS = 1024
+
+
+def _invalid(message: str) -> ValidationError:
+    return ValidationError(message, code="invalid_parameter")
+
+
+@router.get("/api/v1/logs", tags=["logs"], response_model=None)
+async def search_logs(
+    request: Request,
+    server: Annotated[str | None, Query(description="Server ids or globs, comma-separated: web-*,db-01")] = None,
+    level: Annotated[str | None, Query(description="Minimum level: DEBUG, INFO, WARN, ERROR or CRITICAL")] = None,
+    contains: Annotated[str | None, Query(description="Text the message contains (case-insensitive)")] = None,
+    since: Annotated[str | None, Query(description="Epoch ms or a duration back from now, e.g. 15m")] = None,
+    until: Annotated[str | None, Query(description="Epoch ms or a duration back from now (exclusive)")] = None,
+    limit: Annotated[int, Query(description="How many of the newest matching records, 1 to 1000")] = 100,
+) -> dict[str, Any] | Response:
+    """Stored log records matching every filter given: the `limit` newest, listed oldest → newest, each
+    shaped like a `logs` topic record (`ts`, `server`, `level`, `service`, `message`, plus its fields)."""
+    hub: Hub = request.app.state.hub
+    if hub.logs is None:
+        return error_response(503, "not_ready", "the store is not open yet")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _invalid(f"limit must be between 1 and {MAX_LIMIT}")
+    min_level: LogLevel | None = None
+    if level:
+        try:
+            min_level = LogLevel.parse(level)
+        except ValueError:
+            raise _invalid(f"unknown level {level!r} (DEBUG, INFO, WARN, ERROR, CRITICAL)") from None
+    servers = [s.strip() for s in (server or "").split(",") if s.strip()]
+    if len(servers) > MAX_GLOBS:
+        raise _invalid(f"server has more than {MAX_GLOBS} entries")
+    if contains is not None and len(contains) > MAX_CONTAINS:
+        raise _invalid(f"contains must be at most {MAX_CONTAINS} characters")
+    now_ms = int(time.time() * 1000)
+    since_ms = parse_since(since, now_ms) if since else None
+    until_ms: int | None = None
+    if until:
+        try:
+            until_ms = parse_since(until, now_ms)
+        except ValidationError:
+            raise _invalid(f"until must be epoch milliseconds or a duration like 15m, not {until!r}") from None
+    try:
+        records = await hub.logs.search(
+            server=servers or None,
+            min_level=min_level,
+            contains=contains or None,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            limit=limit,
+        )
+    except StoreError as exc:
+        return error_response(503, exc.code, exc.message)
+    return {"logs": records}

@@ -1,0 +1,127 @@
+"""REST routes for the caller's own notifications, preferences and push subscriptions, and the
+scheduled jobs, under `/api/v1`. Every route acts on the authenticated user only."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from starlette.responses import Response
+
+from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
+from openmanager.notify.service import new_id
+
+if TYPE_CHECKING:
+    from openmanager.hub import Hub
+    from openmanager.notify.service import NotificationService
+
+router = APIRouter(prefix="/api/v1", tags=["notifications"])
+
+JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
+
+
+class Unavailable(OpenManagerError):
+    code = "unavailable"
+
+
+def _hub(request: Request) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def _service(request: Request) -> NotificationService:
+    service = _hub(request).notifications
+    if service is None:
+        raise Unavailable("notifications are starting")
+    return service
+
+
+def _user(request: Request) -> str:
+    return str(request.scope.get("user") or "")
+
+
+@router.get("/me/preferences")
+async def get_preferences(request: Request) -> dict[str, Any]:
+    """The caller's notification settings (secrets shown as `<name>_set`)."""
+    return _service(request).preferences(_user(request)).to_api()
+
+
+@router.put("/me/preferences")
+async def put_preferences(request: Request, body: JsonObject) -> dict[str, Any]:
+    """Change the caller's settings; fields left out keep their value (secrets too; "" clears one)."""
+    return (await _service(request).set_preferences(_user(request), body)).to_api()
+
+
+@router.get("/notifications")
+async def list_notifications(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(description="Only those created before this epoch ms")] = None,
+    unread: Annotated[bool, Query(description="Only unread ones")] = False,
+) -> dict[str, Any]:
+    """The caller's notifications, newest first, each with its per-channel delivery status (`sent`,
+    `pending` (with attempts), `failed` with the error, `suppressed` or `queued` with the reason,
+    `digested`), and the unread count."""
+    service, user = _service(request), _user(request)
+    items = await service.store.history(user, limit=limit, before=before, unread=unread)
+    return {"notifications": items, "unread": await service.store.unread_count(user)}
+
+
+@router.post("/notifications/{notification_id}/read")
+async def mark_read(request: Request, notification_id: str) -> dict[str, Any]:
+    service, user = _service(request), _user(request)
+    if not await service.store.mark_read(user, notification_id, service.clock()):
+        raise NotFoundError(f"no notification {notification_id!r}")
+    return {"id": notification_id, "read": True, "unread": await service.store.unread_count(user)}
+
+
+@router.post("/me/test-notification", status_code=202)
+async def test_notification(request: Request) -> dict[str, Any]:
+    """Send a test through each of the caller's enabled channels; see the result in the history."""
+    return await _service(request).test_notification(_user(request))
+
+
+@router.get("/push/vapid-public-key")
+async def vapid_public_key(request: Request) -> dict[str, str]:
+    """The `applicationServerKey` for `PushManager.subscribe()` (base64url)."""
+    return {"public_key": _hub(request).vapid_public_key}
+
+
+@router.post("/push/subscriptions", status_code=201)
+async def add_push_subscription(request: Request, body: JsonObject) -> dict[str, Any]:
+    """Register this device's PushSubscription (`subscription.toJSON()`: endpoint and keys)."""
+    endpoint, keys = body.get("endpoint"), body.get("keys")
+    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")) or len(endpoint) > 2048:
+        raise ValidationError("endpoint must be the push service URL", code="invalid_subscription")
+    if not isinstance(keys, dict) or not all(isinstance(keys.get(k), str) and keys[k] for k in ("p256dh", "auth")):
+        raise ValidationError("keys must hold p256dh and auth", code="invalid_subscription")
+    service = _service(request)
+    sub_id = new_id()
+    await service.store.add_push_subscription(sub_id, _user(request), {"endpoint": endpoint, "keys": {
+        "p256dh": keys["p256dh"], "auth": keys["auth"]}}, service.clock())
+    return {"id": sub_id, "endpoint": endpoint}
+
+
+@router.get("/push/subscriptions")
+async def list_push_subscriptions(request: Request) -> dict[str, Any]:
+    subs = await _service(request).store.push_subscriptions(_user(request))
+    return {"subscriptions": [{"id": s["id"], "endpoint": s["subscription"]["endpoint"],
+                               "created_at": s["created_at"]} for s in subs]}
+
+
+@router.delete("/push/subscriptions/{sub_id}", status_code=204, response_class=Response)
+async def remove_push_subscription(request: Request, sub_id: str) -> Response:
+    if not await _service(request).store.remove_push_subscription(_user(request), sub_id):
+        raise NotFoundError(f"no push subscription {sub_id!r}")
+    return Response(status_code=204)
+
+
+@router.get("/jobs", tags=["jobs"])
+async def list_jobs(request: Request) -> dict[str, Any]:
+    """Every scheduled job (roll-ups, retention, digests, maintenance windows) with its trigger and next
+    run time (epoch ms, null when paused)."""
+    scheduler = _hub(request).scheduler
+    jobs = scheduler.get_jobs() if scheduler is not None else []
+    return {"jobs": [{"id": j.id, "name": j.name, "trigger": str(j.trigger),
+                      "next_run_at": int(j.next_run_time.timestamp() * 1000) if j.next_run_time else None}
+                     for j in jobs]}

@@ -1,0 +1,230 @@
+"""The Web Push channel: an encrypted push message (RFC 8030) to a browser's push service.
+
+The payload is the message's JSON (`Message.to_json()`, trimmed to fit the 4096-byte push limit, see
+`push_payload`), encrypted for the subscription's keys with aes128gcm (RFC 8291, by pywebpush's `WebPusher`)
+and sent with a VAPID `Authorization: vapid t=<JWT>, k=<public key>` header (RFC 8292) whose audience is the
+endpoint's origin. The request goes out on httpx, not pywebpush's own senders: its sync `webpush()` would
+block the event loop on `requests`, and `webpush_async` opens an aiohttp session per call unless handed
+one, probes the filesystem with the key string, and puts the push service's response body in its
+exception text. The encryption itself (one ephemeral ECDH key, HKDF, AES-GCM over at most 4 KB) costs
+well under a millisecond, less than handing it to a thread, so it runs inline; the VAPID token is signed
+once per push-service origin and reused for hours.
+
+Error contract of `send`: 200/201/202 return `"HTTP <code>"`; 404 and 410 raise `DeliveryError(gone=True)`
+(the subscription expired: remove it); 408, 425, 429, 5xx, refused connections and timeouts raise a
+retryable one; any other status (400, 401/403 VAPID mismatch, 413) or an invalid subscription raises a
+non-retryable one. Messages name only the endpoint's origin, never its path (a capability URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid02, VapidException
+from pywebpush import WebPusher, WebPushException
+
+from openmanager.core.errors import ConfigError, ValidationError
+from openmanager.notify.channels.webhook import url_origin
+from openmanager.notify.message import DeliveryError, Message
+from openmanager.notify.vapid import b64url_decode, load_private_key
+
+__all__ = ["MAX_PAYLOAD", "PushSubscription", "WebPushChannel", "push_payload"]
+
+log = logging.getLogger("openmanager.notify.webpush")
+
+# RFC 8030 §7.2: push services accept at least 4096 bytes of encrypted body. aes128gcm adds an 86-byte
+# header (16 salt + 4 record size + 1 + 65 key id) and 17 bytes per record (padding delimiter + tag).
+MAX_ENCRYPTED = 4096
+MAX_PAYLOAD = MAX_ENCRYPTED - 86 - 17
+_VAPID_LIFETIME_S = 12 * 3600  # RFC 8292 §2: at most 24 h
+_VAPID_RENEW_S = 3600  # sign a new token when the cached one has less than this left
+_MAX_CACHED_ORIGINS = 64
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+_URGENCY = {"critical": "high", "warning": "normal", "info": "low"}
+
+
+# --- pure: subscriptions and payloads ------------------------------------------------------------------------
+
+def _loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscription:
+    """A browser's `PushSubscription.toJSON()`: the push service endpoint and the subscriber's keys."""
+
+    endpoint: str
+    p256dh: str  # the browser's P-256 public key, base64url
+    auth: str  # the 16-byte authentication secret, base64url
+
+    @classmethod
+    def parse(cls, data: object) -> PushSubscription:
+        """Validate `{"endpoint": "https://…", "keys": {"p256dh", "auth"}}` (extra members such as
+        `expirationTime` are ignored). http:// is accepted only for a loopback host (local test push
+        services). Raises ValidationError."""
+        if not isinstance(data, Mapping):
+            raise ValidationError("push subscription must be an object with endpoint and keys")
+        endpoint = data.get("endpoint")
+        if not isinstance(endpoint, str) or not 0 < len(endpoint) <= 2048:
+            raise ValidationError("push subscription endpoint must be a URL")
+        try:
+            url = httpx.URL(endpoint)
+        except httpx.InvalidURL:
+            raise ValidationError("push subscription endpoint is not a valid URL") from None
+        if not url.host or not (url.scheme == "https" or (url.scheme == "http" and _loopback_host(url.host))):
+            raise ValidationError("push subscription endpoint must be https:// (http:// only on loopback)")
+        keys = data.get("keys")
+        if not isinstance(keys, Mapping):
+            raise ValidationError("push subscription keys must be an object with p256dh and auth")
+        p256dh, auth = keys.get("p256dh"), keys.get("auth")
+        try:
+            if not isinstance(p256dh, str) or not isinstance(auth, str):
+                raise ValueError
+            point = b64url_decode(p256dh)
+            ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
+            if len(point) != 65 or len(b64url_decode(auth)) != 16:
+                raise ValueError
+        except ValueError:
+            raise ValidationError("push subscription keys must be a base64url P-256 point (p256dh) and a "
+                                  "16-byte secret (auth)") from None
+        return cls(endpoint, p256dh, auth)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "keys": {"p256dh": self.p256dh, "auth": self.auth}}
+
+
+def push_payload(message: Message, limit: int = MAX_PAYLOAD) -> bytes:
+    """`message.to_json()` as UTF-8 JSON of at most `limit` bytes. When it is too big, `data` is dropped
+    first (and `"truncated": true` added), then `body` and then `title` are shortened (ending in "…"),
+    then `url` dropped. Raises DeliveryError(retryable=False) if even that does not fit."""
+    doc = message.to_json()
+    raw = orjson.dumps(doc)
+    if len(raw) <= limit:
+        return raw
+    doc["data"] = {}
+    doc["truncated"] = True
+    raw = orjson.dumps(doc)
+    for key in ("body", "title"):
+        while len(raw) > limit and doc[key]:
+            text = str(doc[key]).removesuffix("…")
+            # every character is at least one byte of JSON, so this removes at least the excess
+            doc[key] = text[: max(0, len(text) - (len(raw) - limit) - 1)] + "…" if len(text) > 1 else ""
+            raw = orjson.dumps(doc)
+    if len(raw) > limit and doc["url"] is not None:
+        doc["url"] = None
+        raw = orjson.dumps(doc)
+    if len(raw) > limit:
+        raise DeliveryError(f"push payload cannot be made to fit {limit} bytes", retryable=False)
+    return raw
+
+
+# --- the channel: thin I/O ---------------------------------------------------------------------------------
+
+class WebPushChannel:
+    """Delivers to `{"subscription": <PushSubscription JSON>}` targets; see the module docstring.
+
+    `vapid_private_key_pem`: the hub's P-256 key (`notify.vapid.generate_vapid_keys`); `subject`: a
+    `mailto:` or `https:` contact the push service can use (RFC 8292 §2.1); `ttl`: seconds the push service
+    keeps a message for an offline device. Raises ConfigError on a bad key or subject. `client` is used
+    as given (the caller closes it); otherwise the channel makes one and `aclose()` closes it."""
+
+    name = "webpush"
+
+    def __init__(self, vapid_private_key_pem: str, subject: str, ttl: int = 24 * 3600, *,
+                 client: httpx.AsyncClient | None = None, timeout: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        if ttl < 0:
+            raise ConfigError("web push ttl must be zero or more seconds")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self._vapid = Vapid02(private_key=load_private_key(vapid_private_key_pem))
+        self._subject = subject
+        self._ttl = ttl
+        self._timeout = timeout
+        self._clock = clock
+        self._client = client
+        self._owns_client = client is None
+        self._tokens: dict[str, tuple[int, str]] = {}  # audience → (exp, Authorization header)
+        try:
+            self._vapid.sign({"sub": subject, "aud": "https://push.example.com", "exp": int(clock()) + 60})
+        except VapidException:
+            raise ConfigError("web push subject must be a mailto: address or an https:// URL") from None
+
+    async def aclose(self) -> None:
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        return self._client
+
+    def authorization(self, audience: str) -> str:
+        """The VAPID `Authorization` header for a push service origin, cached until an hour before its
+        12-hour expiry. Raises DeliveryError(retryable=False) for an origin py_vapid will not sign for."""
+        now = int(self._clock())
+        cached = self._tokens.get(audience)
+        if cached is not None and cached[0] - now > _VAPID_RENEW_S:
+            return cached[1]
+        exp = now + _VAPID_LIFETIME_S
+        try:
+            header: str = self._vapid.sign({"sub": self._subject, "aud": audience, "exp": exp})["Authorization"]
+        except VapidException:
+            raise DeliveryError(f"web push {audience}: cannot sign a VAPID token for this origin",
+                                retryable=False) from None
+        if len(self._tokens) >= _MAX_CACHED_ORIGINS:
+            self._tokens.clear()
+        self._tokens[audience] = (exp, header)
+        return header
+
+    async def send(self, message: Message, target: Mapping[str, Any]) -> str:
+        try:
+            sub = PushSubscription.parse(target.get("subscription"))
+        except ValidationError as exc:
+            raise DeliveryError(exc.message, retryable=False) from None
+        origin = url_origin(sub.endpoint)
+        payload = push_payload(message)
+        try:
+            body = WebPusher(sub.to_json()).encode(payload, "aes128gcm")["body"]
+        except (WebPushException, ValueError) as exc:
+            raise DeliveryError(f"web push {origin}: cannot encrypt for this subscription "
+                                f"({type(exc).__name__})", retryable=False) from None
+        headers = {"Authorization": self.authorization(origin), "Content-Encoding": "aes128gcm",
+                   "Content-Type": "application/octet-stream", "TTL": str(self._ttl),
+                   "Urgency": _URGENCY.get(message.severity, "normal")}
+        client = self._http()
+        try:
+            async with asyncio.timeout(self._timeout):
+                request = client.build_request("POST", sub.endpoint, content=body, headers=headers)
+                response = await client.send(request, stream=True, follow_redirects=False)
+                await response.aclose()
+        except (TimeoutError, httpx.TimeoutException):
+            raise DeliveryError(f"web push {origin}: timed out after {self._timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise DeliveryError(f"web push {origin}: connection failed ({type(exc).__name__})") from None
+        status = response.status_code
+        if status in (200, 201, 202):
+            log.debug("web push %s accepted by %s: HTTP %d", message.id, origin, status)
+            return f"HTTP {status}"
+        detail = f"web push {origin}: HTTP {status} {response.reason_phrase}".rstrip()
+        if status in (404, 410):
+            raise DeliveryError(detail + " (subscription expired)", gone=True)
+        retry_after = response.headers.get("Retry-After")
+        if retry_after and len(retry_after) <= 40:
+            detail += f" (Retry-After: {retry_after})"
+        raise DeliveryError(detail, retryable=status in _RETRYABLE_STATUS or status >= 500)

@@ -1,0 +1,48 @@
+"""What a channel delivers, and how a delivery fails. Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["Channel", "DeliveryError", "Message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One notification for one user. `id` is the idempotency key every channel passes on (a webhook
+    header, the email's Message-ID, the push payload), so a receiver can drop a redelivery."""
+
+    id: str
+    user: str
+    title: str
+    body: str  # plain text, a few lines
+    severity: str  # info | warning | critical
+    created_at: int  # epoch ms
+    url: str | None = None  # where to look in the dashboard
+    data: Mapping[str, Any] = field(default_factory=dict)  # JSON-able: the alert event, or the digest's items
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "user": self.user, "title": self.title, "body": self.body, "severity": self.severity,
+                "created_at": self.created_at, "url": self.url, "data": dict(self.data)}
+
+
+class DeliveryError(Exception):
+    """A delivery that did not succeed. `retryable`: worth trying again later (timeouts, 5xx, 429, refused
+    connections); `gone`: the target no longer exists and should be removed (Web Push 404/410)."""
+
+    def __init__(self, message: str, *, retryable: bool = True, gone: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable and not gone
+        self.gone = gone
+
+
+class Channel(Protocol):
+    name: str
+
+    async def send(self, message: Message, target: Mapping[str, Any]) -> str:
+        """Deliver `message` to `target` (the channel's per-user settings, secrets included). Returns a
+        short detail for the history (e.g. "HTTP 200", "250 OK"); raises DeliveryError."""
+        ...

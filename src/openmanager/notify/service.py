@@ -1,0 +1,289 @@
+"""Notifications in the hub: per-user preferences, routing of alert transitions into the outbox,
+in-app delivery on the private `notifications` topic, the delivery worker with retries, and digests.
+
+Delivery is at least once: a delivery stays `pending` in the store until a channel accepted it, so a
+hub that stops mid-delivery sends it again after the restart; every channel carries the notification
+id as an idempotency key so a receiver can drop the repeat. Retries back off exponentially (with
+jitter) up to `retry_limit` attempts; a permanent error fails at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from openmanager.alerts.engine import Transition
+from openmanager.core.errors import ValidationError
+from openmanager.notify.message import Channel, DeliveryError, Message
+from openmanager.notify.preferences import Preferences, severity_rank
+from openmanager.notify.routing import route
+from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, Mapping[str, Any]], None]
+MAX_CONCURRENT_DELIVERIES = 16
+MAX_BACKOFF_MS = 600_000
+HISTORY_RETENTION_MS = 90 * 86_400_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+def next_digest_slot(created_at: int, prefs: Preferences) -> int:
+    """When a digest-mode item created at `created_at` is due: the next full hour (hourly) or the next
+    `at` time in the digest's zone (daily)."""
+    zone = ZoneInfo(prefs.digest.timezone)
+    created = dt.datetime.fromtimestamp(created_at / 1000, zone)
+    if prefs.digest.mode == "hourly":
+        slot = created.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+    else:
+        slot = created.replace(hour=prefs.digest.at.hour, minute=prefs.digest.at.minute, second=0, microsecond=0)
+        if slot <= created:
+            slot += dt.timedelta(days=1)
+    return int(slot.timestamp() * 1000)
+
+
+class NotificationService:
+    def __init__(
+        self,
+        store: NotificationStore,
+        publish: Publish,
+        *,
+        users: Callable[[], Sequence[str]],
+        infos: Callable[[], Mapping[str, Any]],
+        channels: Mapping[str, Channel],
+        retry_limit: int = 6,
+        retry_base_ms: int = 2000,
+        base_url: str = "",
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self._publish = publish
+        self._users = users
+        self._infos = infos
+        self.channels = dict(channels)
+        self.retry_limit = retry_limit
+        self.retry_base_ms = retry_base_ms
+        self.base_url = base_url.rstrip("/")
+        self.clock = clock
+        self.prefs: dict[str, Preferences] = {}
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._inflight: set[int] = set()
+        self.sent = 0
+        self.failed = 0
+
+    async def start(self) -> None:
+        for user, data in (await self.store.load_preferences()).items():
+            try:
+                self.prefs[user] = Preferences.from_store(data)
+            except ValidationError as exc:
+                log.warning("stored preferences of %s are invalid (%s); using defaults", user, exc.message)
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name="notification-worker")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    # preferences
+    def preferences(self, user: str) -> Preferences:
+        return self.prefs.get(user) or Preferences()
+
+    async def set_preferences(self, user: str, body: Mapping[str, Any]) -> Preferences:
+        prefs = Preferences.from_api(body, self.preferences(user))
+        await self.store.save_preferences(user, prefs.to_store(), self.clock())
+        self.prefs[user] = prefs
+        return prefs
+
+    # routing (called by the alert writer, before the transitions are stored)
+    def plan(self, transitions: list[Transition]) -> list[OutboxEntry]:
+        users = [(u, self.preferences(u)) for u in self._users()]
+        infos = self._infos()
+        entries = []
+        for t in transitions:
+            event = t.event()
+            if t.delivery:
+                event["delivery"] = t.delivery
+            for plan in route(event, users, now_ms=t.ts, infos=infos):
+                nid = new_id()
+                notification = {
+                    "id": nid, "user": plan.user, "kind": "alert", "alert_id": t.alert_id, "title": plan.title,
+                    "body": plan.body, "severity": plan.severity, "created_at": t.ts, "read_at": None,
+                    "data": {"transition": t.kind, "alert": t.alert, "url": self._alert_url(t.alert_id)},
+                }
+                deliveries = [{"channel": name, "status": "sent" if name == "inapp" and c.status == "pending"
+                               else c.status, "reason": c.reason, "detail": "published" if name == "inapp" else None}
+                              for name, c in plan.channels.items()]
+                entries.append(OutboxEntry(notification, deliveries))
+        return entries
+
+    def _alert_url(self, alert_id: str) -> str:
+        return f"{self.base_url}/#/alerts/{alert_id}"
+
+    def committed(self, entries: Sequence[OutboxEntry]) -> None:
+        """After the outbox rows are stored: publish the in-app ones, wake the worker."""
+        for entry in entries:
+            channels = {d["channel"]: {"status": d["status"], **({"reason": d["reason"]} if d.get("reason") else {})}
+                        for d in entry.deliveries}
+            if channels.get("inapp", {}).get("status") == "sent":
+                n = entry.notification
+                self._publish("notifications", {"notification": {
+                    "id": n["id"], "user": n["user"], "kind": n["kind"], "alert": n["alert_id"], "title": n["title"],
+                    "body": n["body"], "severity": n["severity"], "created_at": n["created_at"], "read_at": None,
+                    "data": n["data"], "channels": channels}})
+        self._wake.set()
+
+    # the delivery worker
+    async def _work(self) -> None:
+        while True:
+            try:
+                await self.deliver_due()
+                next_due = await self.store.next_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("the notification worker failed; retrying in 5 s")
+                next_due = self.clock() + 5000
+            wait_s = 1.0 if next_due is None else min(1.0, max(0.0, (next_due - self.clock()) / 1000))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._wake.wait()
+
+    async def deliver_due(self) -> int:
+        """Send every delivery that is due now; returns how many were attempted."""
+        due = [d for d in await self.store.due(self.clock(), limit=200) if d.id not in self._inflight]
+        if not due:
+            return 0
+        limit = asyncio.Semaphore(MAX_CONCURRENT_DELIVERIES)
+
+        async def one(delivery: Delivery) -> None:
+            async with limit:
+                await self._deliver(delivery)
+
+        self._inflight.update(d.id for d in due)
+        try:
+            await asyncio.gather(*(one(d) for d in due))
+        finally:
+            self._inflight.difference_update(d.id for d in due)
+        return len(due)
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        n = delivery.notification
+        message = Message(id=n["id"], user=delivery.user, title=n["title"], body=n["body"], severity=n["severity"],
+                          created_at=n["created_at"], url=(n.get("data") or {}).get("url"), data=n.get("data") or {})
+        attempts = delivery.attempts + 1
+        try:
+            detail = await self._send(delivery.channel, message)
+        except DeliveryError as exc:
+            now = self.clock()
+            if exc.retryable and attempts < self.retry_limit:
+                backoff = min(MAX_BACKOFF_MS, self.retry_base_ms * 2 ** (attempts - 1))
+                backoff = int(backoff * random.uniform(0.8, 1.2))
+                await self.store.settle(delivery.id, status="pending", now_ms=now, detail=exc.message,
+                                        next_attempt_at=now + backoff, attempts=attempts)
+            else:
+                self.failed += 1
+                await self.store.settle(delivery.id, status="failed", now_ms=now, detail=exc.message,
+                                        attempts=attempts)
+            return
+        self.sent += 1
+        await self.store.settle(delivery.id, status="sent", now_ms=self.clock(), detail=detail, attempts=attempts)
+
+    async def _send(self, channel_name: str, message: Message) -> str:
+        prefs = self.preferences(message.user).channels.get(channel_name)
+        channel = self.channels.get(channel_name)
+        if channel is None:
+            raise DeliveryError(f"the {channel_name} channel is not configured on this hub", retryable=False)
+        if channel_name == "webpush":
+            subscriptions = await self.store.push_subscriptions(message.user)
+            if not subscriptions:
+                raise DeliveryError("no Web Push subscription for this user", retryable=False)
+            details, errors = [], []
+            for sub in subscriptions:
+                try:
+                    details.append(await channel.send(message, {"subscription": sub["subscription"]}))
+                except DeliveryError as exc:
+                    if exc.gone:
+                        await self.store.remove_push_subscription(None, sub["id"])
+                    errors.append(exc)
+            if details:
+                return f"{len(details)} device(s): {details[0]}"
+            if any(e.retryable for e in errors):
+                raise DeliveryError("; ".join(e.message for e in errors), retryable=True)
+            raise DeliveryError("; ".join(e.message for e in errors), retryable=False)
+        return await channel.send(message, dict(prefs.settings) if prefs else {})
+
+    # digests
+    async def run_digests(self) -> int:
+        """Deliver what quiet hours and digest mode held back, one digest per user and channel set, when
+        it is due. Returns the number of digests created."""
+        now = self.clock()
+        by_user: dict[str, list[dict[str, Any]]] = {}
+        for item in await self.store.queued():
+            by_user.setdefault(item["user"], []).append(item)
+        created = 0
+        for user, items in by_user.items():
+            prefs = self.preferences(user)
+            due = []
+            for item in items:
+                if item["reason"] == "quiet hours":
+                    if prefs.quiet_hours is None or not prefs.quiet_hours.active(now):
+                        due.append(item)
+                elif prefs.digest.mode == "off" or now >= next_digest_slot(item["created_at"], prefs):
+                    due.append(item)
+            if not due:
+                continue
+            notifications = {i["notification"]: i for i in due}
+            channels = sorted({i["channel"] for i in due})
+            severity = max((i["severity"] for i in due), key=severity_rank)
+            lines = [f"- [{i['severity']}] {i['title']}" for i in sorted(notifications.values(),
+                                                                        key=lambda i: i["created_at"])]
+            nid = new_id()
+            entry = OutboxEntry(
+                {"id": nid, "user": user, "kind": "digest", "alert_id": None,
+                 "title": f"{len(notifications)} notification(s) held back", "body": "\n".join(lines),
+                 "severity": severity, "created_at": now, "read_at": None,
+                 "data": {"items": sorted(notifications), "url": f"{self.base_url}/#/notifications"}},
+                [{"channel": c, "status": "pending"} for c in channels])
+            await self.store.digest(entry, [i["delivery"] for i in due], now)
+            created += 1
+        if created:
+            self._wake.set()
+        return created
+
+    async def test_notification(self, user: str) -> dict[str, Any]:
+        """A test through each enabled channel, now (quiet hours and digests do not apply)."""
+        prefs = self.preferences(user)
+        now = self.clock()
+        nid = new_id()
+        enabled = [name for name, c in prefs.channels.items() if c.enabled]
+        entry = OutboxEntry(
+            {"id": nid, "user": user, "kind": "test", "alert_id": None, "title": "Test notification",
+             "body": "This is a test from OpenManager Vibe: this channel works.", "severity": "info",
+             "created_at": now, "read_at": None, "data": {"url": f"{self.base_url}/#/notifications"}},
+            [{"channel": c, "status": "sent" if c == "inapp" else "pending",
+              "detail": "published" if c == "inapp" else None} for c in enabled])
+        await self.store.add([entry], now)
+        self.committed([entry])
+        return {"id": nid, "channels": enabled}
+
+    async def prune(self) -> None:
+        await self.store.prune(self.clock() - HISTORY_RETENTION_MS)

@@ -1,0 +1,287 @@
+"""Agents in the store: who may push samples and logs through the ingest endpoint, and how far each got.
+
+An agent has a unique `name` (its server id at the hub), a token that is shown once at creation and
+stored only as its SHA-256 (tokens are 32 random bytes, so a plain hash is enough: nothing to
+brute-force), `created_at`, `revoked_at`, `last_seen`, and `last_seq`: the sequence number of the last
+batch the hub applied and acknowledged. `last_seq` is what makes ingest exactly-once across reconnects
+and hub restarts: a batch whose seq is not above it is acknowledged again but not applied again.
+
+`AckRecorder` writes those sequence numbers with group commit: every connection that needs a durable
+ack waits for the next transaction, and one transaction carries the updates of every agent that asked
+in the meantime, so a thousand agents do not need a thousand commits.
+
+Times are epoch milliseconds. Database errors come out as `StoreError` (from `Store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, UniqueConstraint, select, update
+
+from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
+from openmanager.store.db import Store
+
+__all__ = [
+    "TOKEN_PREFIX",
+    "AckRecorder",
+    "AgentExistsError",
+    "AgentRecord",
+    "AgentStore",
+    "hash_token",
+    "validate_agent_name",
+]
+
+TOKEN_PREFIX = "oma_"  # recognisable in a leaked-secrets scan; never part of the hash's secrecy
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+metadata = MetaData()
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+agents_table = Table(
+    "agents",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", BigInteger(), nullable=False),
+    Column("revoked_at", BigInteger(), nullable=True),
+    Column("last_seen", BigInteger(), nullable=True),
+    Column("last_seq", BigInteger(), nullable=False, server_default="0"),
+    Column("buffer_id", String(64), nullable=True),
+    UniqueConstraint("name", name="uq_agents_name"),
+    UniqueConstraint("token_hash", name="uq_agents_token_hash"),
+)
+
+
+class AgentExistsError(OpenManagerError):
+    """An active agent of that name exists already."""
+
+    code = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRecord:
+    id: int
+    name: str
+    created_at: int
+    revoked_at: int | None
+    last_seen: int | None
+    last_seq: int
+    buffer_id: str | None = None  # the agent buffer whose numbering `last_seq` belongs to
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def hash_token(token: str) -> str:
+    """Hex SHA-256 of a token: what the store keeps instead of the token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def validate_agent_name(name: str) -> str:
+    """The name, or ValidationError: 1-128 characters of letters, digits, `.`, `_`, `-`, not starting with
+    a punctuation mark (it becomes the server id, which appears in URLs and filters)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise ValidationError(
+            f"invalid agent name {name!r}: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            code="invalid_name",
+        )
+    return name
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+_COLUMNS = (
+    agents_table.c.id,
+    agents_table.c.name,
+    agents_table.c.created_at,
+    agents_table.c.revoked_at,
+    agents_table.c.last_seen,
+    agents_table.c.last_seq,
+    agents_table.c.buffer_id,
+)
+
+
+def _record(row: Sequence[Any]) -> AgentRecord:
+    return AgentRecord(
+        id=int(row[0]),
+        name=str(row[1]),
+        created_at=int(row[2]),
+        revoked_at=None if row[3] is None else int(row[3]),
+        last_seen=None if row[4] is None else int(row[4]),
+        last_seq=int(row[5]),
+        buffer_id=None if row[6] is None else str(row[6]),
+    )
+
+
+class AgentStore:
+    """Agents over a `Store` (its engine, its write serialisation)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(self, name: str, *, now_ms: int | None = None) -> str:
+        """Create an agent and return its token, which is not stored anywhere: show it once.
+
+        A revoked agent of the same name is re-activated with the new token (its `last_seq` is kept, so
+        an agent that still holds unsent data carries on without duplicates). Raises ValidationError for
+        a bad name, AgentExistsError when an active agent has that name."""
+        validate_agent_name(name)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        digest = hash_token(token)
+        now = _now_ms() if now_ms is None else now_ms
+        async with self.store._write() as conn:
+            row = (
+                await conn.execute(
+                    select(agents_table.c.id, agents_table.c.revoked_at).where(agents_table.c.name == name)
+                )
+            ).first()
+            if row is None:
+                await conn.execute(
+                    agents_table.insert().values(name=name, token_hash=digest, created_at=now, last_seq=0)
+                )
+            elif row.revoked_at is not None:
+                await conn.execute(
+                    update(agents_table)
+                    .where(agents_table.c.id == row.id)
+                    .values(token_hash=digest, created_at=now, revoked_at=None)
+                )
+            else:
+                raise AgentExistsError(f"an agent named {name!r} exists; revoke it first to issue a new token")
+        return token
+
+    async def list(self) -> list[AgentRecord]:
+        """Every agent, active and revoked, by name. Never includes tokens or their hashes."""
+        async with self.store._read() as conn:
+            rows = await conn.execute(select(*_COLUMNS).order_by(agents_table.c.name))
+            return [_record(r) for r in rows]
+
+    async def get(self, name: str) -> AgentRecord | None:
+        async with self.store._read() as conn:
+            row = (await conn.execute(select(*_COLUMNS).where(agents_table.c.name == name))).first()
+            return None if row is None else _record(row)
+
+    async def revoke(self, name: str, *, now_ms: int | None = None) -> AgentRecord:
+        """Revoke an agent's token (idempotent: an already revoked agent keeps its first `revoked_at`).
+        The hub refuses the token from then on, also on a connection that is open (at its next batch).
+        Raises NotFoundError for an unknown name."""
+        now = _now_ms() if now_ms is None else now_ms
+        async with self.store._write() as conn:
+            await conn.execute(
+                update(agents_table)
+                .where(agents_table.c.name == name, agents_table.c.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            row = (await conn.execute(select(*_COLUMNS).where(agents_table.c.name == name))).first()
+        if row is None:
+            raise NotFoundError(f"no agent {name!r}")
+        return _record(row)
+
+    async def authenticate(self, token: str | None) -> AgentRecord | None:
+        """The active agent a token belongs to, or None (unknown, revoked, empty)."""
+        if not token:
+            return None
+        digest = hash_token(token)
+        query = select(*_COLUMNS, agents_table.c.token_hash).where(agents_table.c.token_hash == digest)
+        async with self.store._read() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or not hmac.compare_digest(str(row.token_hash), digest) or row.revoked_at is not None:
+            return None
+        return _record(row[:7])
+
+    async def set_resume(self, agent_id: int, buffer_id: str, seq: int) -> None:
+        """Start counting an agent's acknowledgements in another buffer's numbering (a new buffer file)."""
+        async with self.store._write() as conn:
+            await conn.execute(
+                update(agents_table).where(agents_table.c.id == agent_id).values(buffer_id=buffer_id, last_seq=seq)
+            )
+
+    async def record_acks(self, acks: Mapping[int, tuple[int, int]]) -> set[int]:
+        """Store `{agent id: (seq, seen_ms)}` in one transaction and return the ids whose agent is revoked
+        or gone (their ack must not be sent). `last_seq` never moves backwards here."""
+        if not acks:
+            return set()
+        async with self.store._write() as conn:
+            ids = list(acks)
+            refused = {
+                int(r.id)
+                for r in await conn.execute(
+                    select(agents_table.c.id, agents_table.c.revoked_at).where(agents_table.c.id.in_(ids))
+                )
+                if r.revoked_at is None
+            }
+            refused = set(ids) - refused
+            for agent_id, (seq, seen) in acks.items():
+                if agent_id in refused:
+                    continue
+                await conn.execute(
+                    update(agents_table)
+                    .where(agents_table.c.id == agent_id, agents_table.c.last_seq <= seq)
+                    .values(last_seq=seq, last_seen=seen)
+                )
+        return refused
+
+
+class AckRevoked(OpenManagerError):
+    """The agent was revoked (or deleted) while connected."""
+
+    code = "unauthorized"
+
+
+class AckRecorder:
+    """Group commit of acknowledged sequence numbers.
+
+    `await record(agent_id, seq)` returns once a transaction holding that seq (or a later one of the same
+    agent) has committed, and raises AckRevoked when the agent was revoked meanwhile. While a transaction
+    runs, new requests gather for the next one; no background task outlives the pending requests. Raises
+    StoreError when the write fails (for every waiter of that transaction)."""
+
+    def __init__(self, agents: AgentStore) -> None:
+        self.agents = agents
+        self._pending: dict[int, tuple[int, int]] = {}
+        self._waiters: asyncio.Future[set[int]] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self.commits = 0
+
+    async def record(self, agent_id: int, seq: int) -> None:
+        prev = self._pending.get(agent_id)
+        self._pending[agent_id] = (max(seq, prev[0]) if prev else seq, _now_ms())
+        loop = asyncio.get_running_loop()
+        if self._waiters is None:
+            self._waiters = loop.create_future()
+            # Retrieve the outcome even if every waiter went away (no "exception never retrieved").
+            self._waiters.add_done_callback(lambda f: f.cancelled() or f.exception())
+        waiter = self._waiters
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_loop(), name="agent-acks")
+        refused = await asyncio.shield(waiter)
+        if agent_id in refused:
+            raise AckRevoked("the agent's token was revoked")
+
+    async def _flush_loop(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, {}
+            waiter, self._waiters = self._waiters, None
+            assert waiter is not None
+            try:
+                refused = await self.agents.record_acks(batch)
+            except Exception as exc:
+                waiter.set_exception(exc)
+                continue
+            except BaseException:
+                waiter.cancel()
+                raise
+            self.commits += 1
+            waiter.set_result(refused)

@@ -1,0 +1,286 @@
+"""Notification preferences, the notification outbox with per-channel delivery status, Web Push
+subscriptions and hub secrets (VAPID keys), in the store (migration branch `0005_notify`).
+
+The outbox rows of an alert transition are written in the same transaction as its alert history
+(`AlertStore.record(..., outbox=...)`), before any delivery is attempted. Deliveries are then claimed
+by the worker by id; a delivery is `pending` until it is `sent`, `failed` (retries exhausted or a
+permanent error), or it never was due (`suppressed`, `queued` for a digest, then `digested`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, Index, Integer, String, Text, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import Mapped, mapped_column
+
+from openmanager.store.db import Store
+from openmanager.store.models import Base, JSONType
+
+__all__ = ["Delivery", "NotificationStore", "OutboxEntry", "insert_outbox"]
+
+
+class PreferencesRow(Base):
+    __tablename__ = "user_preferences"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class NotificationRow(Base):
+    __tablename__ = "notifications"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # alert | digest | test
+    alert_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    read_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+    __table_args__ = (Index("ix_notifications_user_created", "user", "created_at"),)
+
+
+class DeliveryRow(Base):
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[str] = mapped_column(String(40))
+    user: Mapped[str] = mapped_column(String(255))
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),
+                      Index("ix_deliveries_notification", "notification_id"))
+
+
+class PushSubscriptionRow(Base):
+    __tablename__ = "push_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user: Mapped[str] = mapped_column(String(255))
+    endpoint: Mapped[str] = mapped_column(Text, unique=True)
+    subscription: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SecretRow(Base):
+    __tablename__ = "hub_secrets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A notification and its per-channel deliveries, ready to insert."""
+
+    notification: Mapping[str, Any]  # NotificationRow columns
+    deliveries: Sequence[Mapping[str, Any]]  # channel, status, reason
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    notification_id: str
+    user: str
+    channel: str
+    attempts: int
+    notification: Mapping[str, Any]
+
+
+async def insert_outbox(conn: AsyncConnection, entries: Sequence[OutboxEntry], now_ms: int) -> None:
+    """Insert notifications and their deliveries inside the caller's transaction."""
+    if not entries:
+        return
+    await conn.execute(insert(NotificationRow), [dict(e.notification) for e in entries])
+    rows = [{"notification_id": e.notification["id"], "user": e.notification["user"], "channel": d["channel"],
+             "status": d["status"], "reason": d.get("reason"), "attempts": 0,
+             "next_attempt_at": now_ms if d["status"] == "pending" else None, "detail": d.get("detail"),
+             "updated_at": now_ms} for e in entries for d in e.deliveries]
+    if rows:
+        await conn.execute(insert(DeliveryRow), rows)
+
+
+def _notification(row: Any, channels: Mapping[str, Any]) -> dict[str, Any]:
+    return {"id": row.id, "kind": row.kind, "alert": row.alert_id, "title": row.title, "body": row.body,
+            "severity": row.severity, "created_at": row.created_at, "read_at": row.read_at,
+            "data": row.data, "channels": dict(channels)}
+
+
+class NotificationStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def _upsert(self, entity: Any) -> Any:
+        return postgresql.insert(entity) if self.store.dialect == "postgresql" else sqlite.insert(entity)
+
+    # preferences
+    async def load_preferences(self) -> dict[str, dict[str, Any]]:
+        async with self.store._read() as conn:
+            return {r.user: r.data for r in (await conn.execute(select(PreferencesRow.user, PreferencesRow.data)))}
+
+    async def save_preferences(self, user: str, data: Mapping[str, Any], now_ms: int) -> None:
+        stmt = self._upsert(PreferencesRow).values(user=user, data=dict(data), updated_at=now_ms)
+        stmt = stmt.on_conflict_do_update(index_elements=[PreferencesRow.user],
+                                          set_={"data": stmt.excluded.data, "updated_at": stmt.excluded.updated_at})
+        async with self.store._write() as conn:
+            await conn.execute(stmt)
+
+    # outbox
+    async def add(self, entries: Sequence[OutboxEntry], now_ms: int) -> None:
+        async with self.store._write() as conn:
+            await insert_outbox(conn, entries, now_ms)
+
+    async def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
+        query = (select(DeliveryRow.id, DeliveryRow.notification_id, DeliveryRow.user, DeliveryRow.channel,
+                        DeliveryRow.attempts, NotificationRow)
+                 .join(NotificationRow, NotificationRow.id == DeliveryRow.notification_id)
+                 .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now_ms)
+                 .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id).limit(limit))
+        async with self.store._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [Delivery(r[0], r[1], r[2], r[3], r[4], _notification(r[5], {})) for r in rows]
+
+    async def next_due(self) -> int | None:
+        query = select(func.min(DeliveryRow.next_attempt_at)).where(DeliveryRow.status == "pending")
+        async with self.store._read() as conn:
+            value = (await conn.execute(query)).scalar()
+        return None if value is None else int(value)
+
+    async def settle(self, delivery_id: int, *, status: str, now_ms: int, detail: str | None = None,
+                     reason: str | None = None, next_attempt_at: int | None = None, attempts: int) -> None:
+        async with self.store._write() as conn:
+            await conn.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(
+                status=status, detail=detail, reason=reason, next_attempt_at=next_attempt_at, attempts=attempts,
+                updated_at=now_ms))
+
+    async def queued(self) -> list[dict[str, Any]]:
+        """Deliveries held for a digest (quiet hours or digest mode), oldest first, with their notification."""
+        query = (select(DeliveryRow.id, DeliveryRow.user, DeliveryRow.channel, DeliveryRow.reason,
+                        NotificationRow.id, NotificationRow.title, NotificationRow.severity,
+                        NotificationRow.created_at)
+                 .join(NotificationRow, NotificationRow.id == DeliveryRow.notification_id)
+                 .where(DeliveryRow.status == "queued").order_by(NotificationRow.created_at, DeliveryRow.id))
+        async with self.store._read() as conn:
+            return [{"delivery": r[0], "user": r[1], "channel": r[2], "reason": r[3], "notification": r[4],
+                     "title": r[5], "severity": r[6], "created_at": r[7]} for r in (await conn.execute(query)).all()]
+
+    async def digest(self, entry: OutboxEntry, delivery_ids: Sequence[int], now_ms: int) -> None:
+        """Insert a digest notification and mark the deliveries it covers `digested`, in one transaction."""
+        async with self.store._write() as conn:
+            await insert_outbox(conn, [entry], now_ms)
+            await conn.execute(update(DeliveryRow).where(DeliveryRow.id.in_(list(delivery_ids))).values(
+                status="digested", detail=f"in digest {entry.notification['id']}", updated_at=now_ms))
+
+    # history
+    async def history(self, user: str, *, limit: int = 100, before: int | None = None,
+                      unread: bool = False) -> list[dict[str, Any]]:
+        query = select(NotificationRow).where(NotificationRow.user == user)
+        if before is not None:
+            query = query.where(NotificationRow.created_at < before)
+        if unread:
+            query = query.where(NotificationRow.read_at.is_(None))
+        query = query.order_by(NotificationRow.created_at.desc(), NotificationRow.id.desc()).limit(limit)
+        async with self.store._read() as conn:
+            rows = (await conn.execute(query)).scalars().all()
+            ids = [r.id for r in rows]
+            channels: dict[str, dict[str, Any]] = {i: {} for i in ids}
+            if ids:
+                deliveries = await conn.execute(
+                    select(DeliveryRow.notification_id, DeliveryRow.channel, DeliveryRow.status, DeliveryRow.reason,
+                           DeliveryRow.attempts, DeliveryRow.detail, DeliveryRow.updated_at)
+                    .where(DeliveryRow.notification_id.in_(ids)))
+                for d in deliveries:
+                    entry = {"status": d.status, "attempts": d.attempts, "updated_at": d.updated_at}
+                    if d.reason:
+                        entry["reason"] = d.reason
+                    if d.detail:
+                        entry["detail"] = d.detail
+                    channels[d.notification_id][d.channel] = entry
+        return [_notification(r, channels[r.id]) for r in rows]
+
+    async def get(self, user: str, notification_id: str) -> dict[str, Any] | None:
+        async with self.store._read() as conn:
+            row = (await conn.execute(select(NotificationRow).where(NotificationRow.id == notification_id,
+                                                                   NotificationRow.user == user))).scalar()
+        return None if row is None else _notification(row, {})
+
+    async def mark_read(self, user: str, notification_id: str, now_ms: int) -> bool:
+        async with self.store._write() as conn:
+            result = await conn.execute(update(NotificationRow).where(
+                NotificationRow.id == notification_id, NotificationRow.user == user,
+                NotificationRow.read_at.is_(None)).values(read_at=now_ms))
+            if result.rowcount:
+                return True
+            exists = (await conn.execute(select(NotificationRow.id).where(
+                NotificationRow.id == notification_id, NotificationRow.user == user))).scalar()
+        return exists is not None
+
+    async def unread_count(self, user: str) -> int:
+        async with self.store._read() as conn:
+            return int((await conn.execute(select(func.count()).select_from(NotificationRow).where(
+                NotificationRow.user == user, NotificationRow.read_at.is_(None)))).scalar() or 0)
+
+    async def prune(self, older_than_ms: int) -> None:
+        async with self.store._write() as conn:
+            old = select(NotificationRow.id).where(NotificationRow.created_at < older_than_ms)
+            await conn.execute(delete(DeliveryRow).where(DeliveryRow.notification_id.in_(old),
+                                                         DeliveryRow.status != "pending"))
+            await conn.execute(delete(NotificationRow).where(
+                NotificationRow.created_at < older_than_ms,
+                ~NotificationRow.id.in_(select(DeliveryRow.notification_id)))
+            )
+
+    # push subscriptions
+    async def add_push_subscription(self, sub_id: str, user: str, subscription: Mapping[str, Any],
+                                    now_ms: int) -> None:
+        stmt = self._upsert(PushSubscriptionRow).values(id=sub_id, user=user, endpoint=subscription["endpoint"],
+                                                        subscription=dict(subscription), created_at=now_ms)
+        stmt = stmt.on_conflict_do_update(index_elements=[PushSubscriptionRow.endpoint],
+                                          set_={"user": stmt.excluded.user,
+                                                "subscription": stmt.excluded.subscription})
+        async with self.store._write() as conn:
+            await conn.execute(stmt)
+
+    async def push_subscriptions(self, user: str) -> list[dict[str, Any]]:
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(PushSubscriptionRow.id, PushSubscriptionRow.subscription,
+                                              PushSubscriptionRow.created_at)
+                                       .where(PushSubscriptionRow.user == user))).all()
+        return [{"id": r[0], "subscription": r[1], "created_at": r[2]} for r in rows]
+
+    async def remove_push_subscription(self, user: str | None, sub_id: str) -> bool:
+        query = delete(PushSubscriptionRow).where(PushSubscriptionRow.id == sub_id)
+        if user is not None:
+            query = query.where(PushSubscriptionRow.user == user)
+        async with self.store._write() as conn:
+            return bool((await conn.execute(query)).rowcount)
+
+    # secrets
+    async def secret(self, key: str) -> str | None:
+        async with self.store._read() as conn:
+            return (await conn.execute(select(SecretRow.value).where(SecretRow.key == key))).scalar()
+
+    async def set_secret_once(self, key: str, value: str) -> str:
+        """Store `value` under `key` unless one is there already; returns the stored value."""
+        stmt = self._upsert(SecretRow).values(key=key, value=value).on_conflict_do_nothing(
+            index_elements=[SecretRow.key])
+        async with self.store._write() as conn:
+            await conn.execute(stmt)
+            stored = (await conn.execute(select(SecretRow.value).where(SecretRow.key == key))).scalar()
+        assert stored is not None
+        return str(stored)
