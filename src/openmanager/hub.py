@@ -36,6 +36,7 @@ from openmanager.store.db import Store
 from openmanager.store.logs import LogStore
 from openmanager.store.queries import history_points
 from openmanager.store.rollups import RollupWriter
+from openmanager.store.users import UserStore
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class Hub:
     # lifecycle
     async def start(self) -> None:
         self.store = await Store.open(self.settings.db_url)
+        await self.auth.attach(UserStore(self.store))  # API tokens, sessions; ensures the `admin` row
         for info, last_seen in await self.store.load_servers():
             self.state.register(info, last_seen=last_seen)
         self.rollups = RollupWriter(
@@ -189,6 +191,8 @@ class Hub:
                                max_instances=1, coalesce=True)
         self.scheduler.add_job(self.prune_logs, "cron", minute="*/10", second=40, id="log-retention",
                                max_instances=1, coalesce=True)
+        self.alerts.attach_maintenance(self.scheduler, self.state.set_maintenance, lambda: [s.info for s in self.state])
+        await self.alerts.load_windows()
         self.scheduler.start()
         self.broker.listen("metrics", lambda _: self.gc_policy.after_delivery(self.settings.tick / 2))
         self.gc_policy.install()
@@ -213,6 +217,7 @@ class Hub:
         if self.notifications is not None:
             await self.notifications.stop()
         await self.log_writer.stop()  # flushes what is buffered, before the store closes
+        await self.auth.close()  # the pending API-token last-use write
         if self.store is not None:
             try:
                 await self.persist_servers()

@@ -185,3 +185,37 @@ def test_backtest_over_live_history(tmp_path: Path) -> None:
         assert _req(hub, "POST", "/api/v1/rules/backtest", json={}).status_code == 400
     finally:
         hub.stop()
+
+
+async def test_maintenance_window_schedules_silences_and_sets_status(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path, *ARGS).start()
+    try:
+        bad = _req(hub, "POST", "/api/v1/maintenance", json={"name": "x", "cron": "every sunday", "duration": "1h",
+                                                            "servers": ["web-01"]})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_maintenance"
+        r = _req(hub, "POST", "/api/v1/maintenance", json={
+            "name": "patching", "cron": "0 3 * * sun", "timezone": "Asia/Seoul", "duration": "1h",
+            "servers": ["web-01"], "comment": "kernel"})
+        assert r.status_code == 201, r.text
+        window = r.json()
+        listed = _req(hub, "GET", "/api/v1/maintenance").json()["windows"]
+        (mine,) = [w for w in listed if w["id"] == window["id"]]
+        assert mine["next_start_at"] > time.time() * 1000
+        jobs = {j["id"]: j for j in _req(hub, "GET", "/api/v1/jobs").json()["jobs"]}
+        assert jobs[f"maintenance-{window['id']}"]["next_run_at"] == mine["next_start_at"]
+        assert jobs[f"maintenance-{window['id']}"]["timezone"] == "Asia/Seoul"
+
+        client = await Client.open(hub)
+        sub = (await client.subscribe("alerts", {"servers": ["web-01"]}))["sub"]
+        silence = _req(hub, "POST", f"/api/v1/maintenance/{window['id']}/start").json()
+        assert silence["active"] and silence["servers"] == ["web-01"] and silence["created_by"].startswith("maint")
+        assert _req(hub, "GET", "/api/v1/servers/web-01").json()["status"] == "maintenance"
+        assert _req(hub, "GET", "/api/v1/servers/db-01").json()["status"] != "maintenance"
+        _req(hub, "POST", "/api/v1/rules", json={"id": "w", "name": "w", "condition": 'server.id == "web-01"'})
+        fired = await _transition(client, sub, "firing", "w")
+        assert fired["notify"] is False and fired["reason"] == "silenced"
+        await client.close()
+        assert _req(hub, "DELETE", f"/api/v1/maintenance/{window['id']}").status_code == 204
+        assert f"maintenance-{window['id']}" not in {j["id"] for j in _req(hub, "GET", "/api/v1/jobs").json()["jobs"]}
+    finally:
+        hub.stop()

@@ -324,7 +324,7 @@ class SmtpReceiver:
 
     `security`: "none", "starttls" (STARTTLS required before MAIL) or "tls" (implicit TLS), with a
     self-signed certificate whose file is `ca_file`. `credentials=(user, password)` enables AUTH
-    PLAIN/LOGIN (required when given)."""
+    PLAIN/LOGIN (required when the connection is TLS; see `authenticated_as` otherwise)."""
 
     def __init__(self, *, security: Literal["none", "starttls", "tls"] = "none",
                  credentials: tuple[str, str] | None = None) -> None:
@@ -405,7 +405,7 @@ class SmtpReceiver:
             else:
                 parsed = email.message_from_bytes(raw, policy=email.policy.default)
                 assert isinstance(parsed, email.message.EmailMessage)
-                login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+                login = session.auth_data if session.authenticated and isinstance(session.auth_data, str) else None
                 if self._dedup.add(str(parsed["Message-ID"])):
                     self.messages.append(ReceivedEmail(str(envelope.mail_from), list(envelope.rcpt_tos), raw,
                                                        parsed, login))
@@ -421,7 +421,7 @@ class SmtpReceiver:
         if not ok:
             with self._lock:
                 self.auth_failures += 1
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, auth_data=auth_data.login.decode() if ok else None)
 
     async def __aenter__(self) -> Self:
         self._changes.bind()
@@ -436,8 +436,9 @@ class SmtpReceiver:
             else:
                 kwargs |= {"tls_context": cert.server_context(), "require_starttls": True}
         if self.credentials is not None:
-            kwargs |= {"authenticator": self._authenticate, "auth_required": True,
-                       "auth_require_tls": self.security != "none"}
+            # AUTH is required only with TLS (aiosmtpd warns otherwise); `authenticated_as` shows it was used
+            tls = self.security != "none"
+            kwargs |= {"authenticator": self._authenticate, "auth_required": tls, "auth_require_tls": tls}
         self._controller = _FreePortController(self, **kwargs)
         await asyncio.to_thread(self._controller.start)
         return self

@@ -334,7 +334,11 @@ class Agent:
                 return 0
             delay = backoff_delay(attempt, self.config.backoff_min_s, self.config.backoff_max_s, self._uniform)
             attempt += 1
-            log.warning("hub %s: %s; reconnecting in %.1fs", self.url, reason, delay)
+            # The first failure of an outage is a warning, then one every 10 attempts (the rest are debug).
+            level = logging.WARNING if attempt % 10 == 1 else logging.DEBUG
+            waiting = self.buffer.pending if self.buffer is not None else 0
+            log.log(level, "hub %s: %s; reconnecting in %.1fs (attempt %d, %d item(s) buffered)",
+                    self.url, reason, delay, attempt, waiting)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._stopping.wait()

@@ -17,6 +17,7 @@ from typing import Any
 
 from openmanager.alerts.backtest import backtest, choose_step
 from openmanager.alerts.engine import AlertEngine, Transition
+from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.silences import Silence
 from openmanager.core.errors import ConflictError, NotFoundError
@@ -51,6 +52,10 @@ class AlertService:
         # transaction), announced after the commit.
         self.plan_outbox: Callable[[list[Transition]], list[OutboxEntry]] | None = None
         self.on_outbox: Callable[[list[OutboxEntry]], None] | None = None
+        self.windows: dict[str, MaintenanceWindow] = {}
+        self._scheduler: Any = None
+        self._set_maintenance: Callable[[str, bool], None] = lambda _sid, _on: None
+        self._servers: Callable[[], Sequence[ServerInfo]] = list
 
     @staticmethod
     def now_ms() -> int:
@@ -181,6 +186,72 @@ class AlertService:
 
     async def prune(self) -> None:
         await self.store.prune(self.now_ms() - HISTORY_RETENTION_MS)
+
+    # maintenance windows
+    def attach_maintenance(self, scheduler: Any, set_maintenance: Callable[[str, bool], None],
+                           servers: Callable[[], Sequence[ServerInfo]]) -> None:
+        """Run maintenance windows on `scheduler` (APScheduler), marking servers through `set_maintenance`."""
+        self._scheduler = scheduler
+        self._set_maintenance = set_maintenance
+        self._servers = servers
+
+    async def load_windows(self) -> None:
+        """Schedule the stored windows, and put back into maintenance the servers of a window that is
+        running now (its silence is in the store)."""
+        self.windows = {w.id: w for w in await self.store.windows()}
+        for window in self.windows.values():
+            self._schedule(window)
+        now = self.now_ms()
+        for silence in self.engine.silences:
+            if silence.created_by.startswith("maintenance:") and silence.active(now):
+                self._enter(silence, silence.ends_at)
+
+    def _schedule(self, window: MaintenanceWindow) -> None:
+        if self._scheduler is not None:
+            self._scheduler.add_job(self.start_window, window.trigger(), args=[window.id], id=f"maintenance-{window.id}",
+                                    name=f"maintenance window {window.name!r}", replace_existing=True,
+                                    coalesce=True, max_instances=1)
+
+    async def add_window(self, body: Mapping[str, Any], *, by: str) -> MaintenanceWindow:
+        window = MaintenanceWindow.from_api(body, created_by=by)
+        await self.store.save_window(window, self.now_ms())
+        self.windows[window.id] = window
+        self._schedule(window)
+        return window
+
+    async def delete_window(self, window_id: str) -> None:
+        if window_id not in self.windows:
+            raise NotFoundError(f"no maintenance window {window_id!r}")
+        del self.windows[window_id]
+        await self.store.delete_window(window_id)
+        if self._scheduler is not None and self._scheduler.get_job(f"maintenance-{window_id}") is not None:
+            self._scheduler.remove_job(f"maintenance-{window_id}")
+
+    async def start_window(self, window_id: str) -> Silence:
+        """Start a window now: a silence for its scope and duration, and `maintenance` status for its
+        servers until it ends."""
+        window = self.windows.get(window_id)
+        if window is None:
+            raise NotFoundError(f"no maintenance window {window_id!r}")
+        silence = await self.add_silence(window.silence_body(), by=f"maintenance:{window.id}")
+        self._enter(silence, silence.ends_at)
+        return silence
+
+    def _enter(self, silence: Silence, ends_at: int) -> None:
+        infos = {s.id: s for s in self._servers()}
+        covered = [sid for sid in infos if silence.matches("", "", (sid,), infos)]
+        for sid in covered:
+            self._set_maintenance(sid, True)
+        delay = max(0.0, (ends_at - self.now_ms()) / 1000)
+        asyncio.get_running_loop().call_later(delay, self._leave, covered)
+
+    def _leave(self, servers: Sequence[str]) -> None:
+        now = self.now_ms()
+        infos = {s.id: s for s in self._servers()}
+        still = [s for s in self.engine.silences if s.created_by.startswith("maintenance:") and s.active(now)]
+        for sid in servers:
+            if not any(s.matches("", "", (sid,), infos) for s in still):
+                self._set_maintenance(sid, False)
 
     # backtest
     def run_backtest(self, spec: RuleSpec, data: Sequence[tuple[ServerInfo, Mapping[str, Any]]], *, since_ms: int,

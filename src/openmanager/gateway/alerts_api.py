@@ -11,6 +11,7 @@ from starlette.responses import Response
 from openmanager.alerts.rules import SEVERITIES, RuleSpec
 from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
 from openmanager.core.rules import compile_condition
+from openmanager.gateway.auth import require_role
 from openmanager.gateway.rest import parse_since
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ async def list_rules(request: Request) -> dict[str, Any]:
 async def create_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     """Create a rule (PROTOCOL.md, "Rule language"). The id defaults to one derived from the name.
     400 `invalid_rule` for a bad field or condition (with `position`), 409 if the id exists."""
+    require_role(request, "operator")
     spec = await _alerts(request).create_rule(body, by=_user(request))
     return _rule_out(spec)
 
@@ -89,12 +91,14 @@ async def get_rule(request: Request, rule_id: str) -> dict[str, Any]:
 async def replace_rule(request: Request, rule_id: str, body: JsonObject) -> dict[str, Any]:
     """Replace a rule. Its pending and firing alerts go on under the new definition (disabling it, or
     switching between per-server and fleet, resolves them)."""
+    require_role(request, "operator")
     return _rule_out(await _alerts(request).replace_rule(rule_id, body, by=_user(request)))
 
 
 @router.delete("/rules/{rule_id}", status_code=204, response_class=Response)
 async def delete_rule(request: Request, rule_id: str) -> Response:
     """Delete a rule; its pending and firing alerts resolve (without notifying)."""
+    require_role(request, "operator")
     await _alerts(request).delete_rule(rule_id)
     return Response(status_code=204)
 
@@ -104,6 +108,7 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     """Replay a rule over recorded history: `{"rule": {...}}` or `{"rule_id": "..."}`, plus `since`
     (epoch ms or a duration back from now, default 1h) and optional `until` (epoch ms). Answers how
     often and when it would have fired (`firings`, `notifications`, `episodes`)."""
+    require_role(request, "operator")
     hub, service = _hub(request), _alerts(request)
     unknown = sorted(set(body) - {"rule", "rule_id", "since", "until"})
     if unknown:
@@ -186,6 +191,7 @@ async def ack_alert(request: Request, alert_id: str,
     """Acknowledge a firing alert with `{"comment": "..."}`: it stays acknowledged until it resolves
     (no repeat notifications meanwhile). 404 if not pending/firing, 409 if not firing or already
     acknowledged."""
+    require_role(request, "operator")
     comment = (body or {}).get("comment", "")
     if not isinstance(comment, str) or len(comment) > 2000:
         raise ValidationError("comment must be a string of at most 2000 characters", code="invalid_parameter")
@@ -198,6 +204,7 @@ async def create_silence(request: Request, body: JsonObject) -> dict[str, Any]:
     """`{"servers"?: [ids or globs], "rules"?: [ids or names], "tags"?: {k: v}, "starts_at"?: ms,
     "ends_at": ms | "duration": "2h", "comment"}`: matching alerts are still recorded and published,
     but notify no one while it is active."""
+    require_role(request, "operator")
     service = _alerts(request)
     silence = await service.add_silence(body, by=_user(request))
     return silence.to_api(service.now_ms())
@@ -216,5 +223,40 @@ async def list_silences(
 @router.delete("/silences/{silence_id}")
 async def end_silence(request: Request, silence_id: str) -> dict[str, Any]:
     """End a silence early (it is kept, with its new end, in the list)."""
+    require_role(request, "operator")
     service = _alerts(request)
     return (await service.end_silence(silence_id)).to_api(service.now_ms())
+
+
+# maintenance windows -------------------------------------------------------------------------------
+@router.get("/maintenance")
+async def list_windows(request: Request) -> dict[str, Any]:
+    """Maintenance windows with their next start (epoch ms)."""
+    service, hub = _alerts(request), _hub(request)
+    out = []
+    for window in service.windows.values():
+        job = hub.scheduler.get_job(f"maintenance-{window.id}") if hub.scheduler is not None else None
+        nxt = job.next_run_time if job is not None else None
+        out.append(window.to_api() | {"next_start_at": int(nxt.timestamp() * 1000) if nxt else None})
+    return {"windows": out}
+
+
+@router.post("/maintenance", status_code=201)
+async def create_window(request: Request, body: JsonObject) -> dict[str, Any]:
+    """`{"name", "cron": "0 2 * * sun", "timezone": "Asia/Seoul", "duration": "2h", "servers"?, "tags"?,
+    "comment"?}`: each time the cron expression fires (in that zone), the scope's alerts are silenced
+    for the duration and its servers' status is `maintenance`."""
+    return (await _alerts(request).add_window(body, by=_user(request))).to_api()
+
+
+@router.post("/maintenance/{window_id}/start")
+async def start_window(request: Request, window_id: str) -> dict[str, Any]:
+    """Start a window now (outside its schedule); answers the silence it created."""
+    service = _alerts(request)
+    return (await service.start_window(window_id)).to_api(service.now_ms())
+
+
+@router.delete("/maintenance/{window_id}", status_code=204, response_class=Response)
+async def delete_window(request: Request, window_id: str) -> Response:
+    await _alerts(request).delete_window(window_id)
+    return Response(status_code=204)

@@ -17,23 +17,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openmanager import __version__
 from openmanager.agent.protocol import INGEST_PATH
+from openmanager.core.errors import OpenManagerError
 from openmanager.gateway import errors
 from openmanager.gateway.alerts_api import router as alerts_router
 from openmanager.gateway.notify_api import router as notify_router
-from openmanager.gateway.auth import cookie_name
+from openmanager.gateway.auth import set_session_cookie
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.ingest import IngestService, ingest_endpoint
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.sse import router as sse_router
+from openmanager.gateway.users_api import router as users_router
 from openmanager.gateway.ws import websocket_endpoint
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
 
 access_log = logging.getLogger("openmanager.access")
+log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico"})
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/v1/login", "/api/v1/logout"})
 STATIC_DIR = resources.files("openmanager") / "web" / "static"
 
 
@@ -59,7 +62,7 @@ class AuthGate:
             await send(message)
 
         try:
-            response = self._gate(Request(scope))
+            response = await self._gate(Request(scope))
             if response is not None:
                 await response(scope, receive, send_logged)
             else:
@@ -71,30 +74,39 @@ class AuthGate:
                 (time.perf_counter() - started) * 1000,
             )
 
-    def _gate(self, request: Request) -> Response | None:
+    async def _gate(self, request: Request) -> Response | None:
         path = request.url.path
         auth = self.hub.auth
         if path == "/" and "token" in request.query_params:
-            if auth.check_token(request.query_params["token"]) is None:
-                return error_response(401, "unauthorized", "invalid token")
-            redirect = RedirectResponse("/", status_code=303)
-            redirect.set_cookie(
-                cookie_name(request.url.port), auth.session_cookie(), httponly=True, samesite="strict", path="/",
-                secure=request.url.scheme == "https",
-            )
-            return redirect
+            return await self._token_link(request)
         if path in PUBLIC_PATHS or path.startswith("/static/"):
             return None
-        user = auth.authenticate(
-            {k.lower(): v for k, v in request.headers.items()}, dict(request.query_params), dict(request.cookies),
-            request.url.port,
-        )
-        if user is None:
+        try:
+            principal = await auth.authenticate_connection(request)
+        except OpenManagerError:  # the store failed: not the caller's fault
+            log.warning("authentication failed: the user store is unavailable", exc_info=True)
+            return error_response(503, "unavailable", "authentication is unavailable; try again")
+        if principal is None:
             response = error_response(401, "unauthorized", "a valid token is required")
             response.headers["WWW-Authenticate"] = "Bearer"
             return response
-        request.scope["user"] = user
+        request.scope["user"] = principal.user
+        request.scope["role"] = principal.role
+        request.scope["principal"] = principal
         return None
+
+    async def _token_link(self, request: Request) -> Response:
+        """`/?token=`: a new login session for the token's user in the cookie, and a redirect to `/`."""
+        auth = self.hub.auth
+        principal = await auth.resolve_token(request.query_params["token"])
+        if principal is None:
+            return error_response(401, "unauthorized", "invalid token")
+        if auth.users is None:
+            return error_response(503, "unavailable", "the hub is starting")
+        session_id, expires_at = await auth.open_session(principal)
+        redirect = RedirectResponse("/", status_code=303)
+        set_session_cookie(redirect, request, session_id, expires_at)
+        return redirect
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -119,6 +131,7 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(alerts_router)
     app.include_router(notify_router)
     app.include_router(sse_router)
+    app.include_router(users_router)
     app.add_api_websocket_route("/ws", websocket_endpoint)
     app.state.ingest = IngestService(hub)
     app.add_api_websocket_route(INGEST_PATH, ingest_endpoint)  # agent tokens only (checked there)

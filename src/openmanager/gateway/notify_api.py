@@ -63,6 +63,9 @@ async def list_notifications(
     `pending` (with attempts), `failed` with the error, `suppressed` or `queued` with the reason,
     `digested`), and the unread count."""
     service, user = _service(request), _user(request)
+    alerts = _hub(request).alerts
+    if alerts is not None:
+        await alerts.flush()  # transitions already published are in the history too
     items = await service.store.history(user, limit=limit, before=before, unread=unread)
     return {"notifications": items, "unread": await service.store.unread_count(user)}
 
@@ -123,5 +126,6 @@ async def list_jobs(request: Request) -> dict[str, Any]:
     scheduler = _hub(request).scheduler
     jobs = scheduler.get_jobs() if scheduler is not None else []
     return {"jobs": [{"id": j.id, "name": j.name, "trigger": str(j.trigger),
+                      "timezone": str(getattr(j.trigger, "timezone", "")) or None,
                       "next_run_at": int(j.next_run_time.timestamp() * 1000) if j.next_run_time else None}
                      for j in jobs]}

@@ -10,10 +10,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from openmanager.core.errors import ForbiddenError, NotFoundError, RuleSyntaxError, ValidationError
+from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
 from openmanager.core.rules import compile_condition, parse_duration
-from openmanager.gateway.auth import ADMIN_USER
+from openmanager.gateway.auth import require_role
 from openmanager.gateway.errors import JSONResponse, error_response
 
 if TYPE_CHECKING:
@@ -53,8 +53,7 @@ async def prometheus_metrics(request: Request) -> Response:
 async def list_connections(request: Request) -> dict[str, list[dict[str, Any]]]:
     """Every open client session (admin): since, remote address, user, transport, subscriptions,
     messages and bytes sent, queue depth, last round-trip time."""
-    if request.scope.get("user") != ADMIN_USER:
-        raise ForbiddenError("only the admin may list connections")
+    require_role(request, "admin")
     return {"connections": [s.describe() for s in _hub(request).sessions.values()]}
 
 
@@ -132,8 +131,7 @@ async def server_history(
 async def delete_server(request: Request, server_id: str) -> Response:
     """Forget a retired server (admin): live state, history, roll-ups, stored logs. 404 if unknown. A
     source that still reports it (e.g. an agent that is not revoked) registers it again."""
-    if request.scope.get("user") != ADMIN_USER:
-        raise ForbiddenError("only the admin may delete servers")
+    require_role(request, "admin")
     if not await _hub(request).forget_server(server_id):
         raise NotFoundError(f"no server {server_id!r}")
     return Response(status_code=204)

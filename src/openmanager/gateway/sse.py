@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from openmanager.core.encoding import sse_body
 from openmanager.core.errors import ValidationError
 from openmanager.core.filters import SERVED_TOPICS, TOPICS, TopicFilter, parse_filter
+from openmanager.gateway.auth import principal_of
 from openmanager.core.outbound import Conflated, Entry, Framed
 from openmanager.pipeline.session import Session
 
@@ -170,6 +171,7 @@ class SseStream(Response):
             await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
 
         hub.sessions[session.id] = session
+        hub.auth.bind(session, principal_of(scope))  # revoking its credential ends the stream
         hub.stats.connections["sse"] += 1
         heartbeat = min(hub.settings.heartbeat_ms / 1000, MAX_HEARTBEAT_S)
         writer = asyncio.create_task(session.run_writer(write, idle_s=heartbeat, idle_frame=": heartbeat\n\n"))
@@ -189,6 +191,7 @@ class SseStream(Response):
             with contextlib.suppress(asyncio.CancelledError, OSError, RuntimeError):
                 await writer
             hub.sessions.pop(session.id, None)
+            hub.auth.unbind(session)
             hub.stats.connections["sse"] -= 1
         with contextlib.suppress(OSError, RuntimeError):
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -54,8 +54,14 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     headers = {k.lower(): v for k, v in ws.headers.items()}
     offered = ws.scope.get("subprotocols") or []
     subprotocol = SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None
-    user = hub.auth.authenticate(headers, dict(ws.query_params), dict(ws.cookies), ws.url.port)
-    if user is None:
+    try:
+        principal = await hub.auth.authenticate_connection(ws)
+    except OpenManagerError:  # the user store failed
+        log.warning("authentication failed: the user store is unavailable", exc_info=True)
+        await ws.accept(subprotocol=subprotocol)
+        await ws.close(1011, "authentication unavailable")
+        return
+    if principal is None:
         await ws.accept(subprotocol=subprotocol)
         await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
         return
@@ -64,9 +70,10 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         await ws.close(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
         return
     await ws.accept(subprotocol=subprotocol)
+    ws.scope.update(user=principal.user, role=principal.role, principal=principal)
     client = ws.client
     session = Session(
-        user=user,
+        user=principal.user,
         transport="ws",
         remote=f"{client.host}:{client.port}" if client else "",
         stats=hub.stats,
@@ -76,6 +83,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     session.send_now = extensions.get(SEND_NOW)
     session.rtt = extensions.get(RTT)
     hub.sessions[session.id] = session
+    hub.auth.bind(session, principal)  # revoking its credential closes it (4401)
     hub.stats.connections["ws"] += 1
     session.send(
         encode(
@@ -116,6 +124,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
             await writer
         hub.sessions.pop(session.id, None)
+        hub.auth.unbind(session)
         hub.stats.connections["ws"] -= 1
     if session.close_code is not None:
         with contextlib.suppress(Exception):

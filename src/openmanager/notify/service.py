@@ -128,9 +128,11 @@ class NotificationService:
                     "body": plan.body, "severity": plan.severity, "created_at": t.ts, "read_at": None,
                     "data": {"transition": t.kind, "alert": t.alert, "url": self._alert_url(t.alert_id)},
                 }
-                deliveries = [{"channel": name, "status": "sent" if name == "inapp" and c.status == "pending"
-                               else c.status, "reason": c.reason, "detail": "published" if name == "inapp" else None}
-                              for name, c in plan.channels.items()]
+                deliveries = []
+                for name, c in plan.channels.items():
+                    in_app = name == "inapp" and c.status == "pending"  # published right after the commit
+                    deliveries.append({"channel": name, "status": "sent" if in_app else c.status, "reason": c.reason,
+                                       "detail": "published" if in_app else None})
                 entries.append(OutboxEntry(notification, deliveries))
         return entries
 

@@ -124,6 +124,18 @@ class FleetState:
         if state is not None:
             state.problem = reason
 
+    def set_maintenance(self, server_id: str, on: bool) -> None:
+        """Put a known server into `maintenance` (its status stays so until taken out), or take it out:
+        its status is derived again from its latest sample (or `offline` if it has gone silent)."""
+        state = self.servers.get(server_id)
+        if state is None:
+            return
+        if on:
+            state.status = Status.MAINTENANCE
+        elif state.status is Status.MAINTENANCE:
+            stale = self.now_ms() - state.last_seen > self.policy.offline_after_ms(self.tick_ms)
+            state.status = Status.OFFLINE if stale or not state.ts else self.policy.derive(state.values)
+
     def expire(self) -> list[ServerState]:
         """Mark servers that stopped reporting as offline; returns those that just turned offline."""
         now = self.now_ms()

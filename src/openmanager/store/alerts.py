@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from openmanager.alerts.engine import FLEET_KEY, Alert, Transition
+from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.silences import Silence
 from openmanager.store.db import Store
@@ -79,6 +80,14 @@ class SilenceRow(Base):
     created_by: Mapped[str] = mapped_column(String(255))
     comment: Mapped[str] = mapped_column(Text)
     matchers: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class MaintenanceRow(Base):
+    __tablename__ = "maintenance_windows"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[int] = mapped_column(BigInteger)
 
 
 def alert_data(alert: Alert) -> dict[str, Any]:
@@ -235,3 +244,25 @@ class AlertStore:
             query = query.where(SilenceRow.ends_at > active_at, SilenceRow.ended_at.is_(None))
         async with self.store._read() as conn:
             return [_silence(r) for r in (await conn.execute(query)).all()]
+
+    # maintenance windows
+    async def save_window(self, window: MaintenanceWindow, now_ms: int) -> None:
+        stmt = self._upsert(MaintenanceRow).values(id=window.id, definition=window.to_api(), created_at=now_ms)
+        stmt = stmt.on_conflict_do_update(index_elements=[MaintenanceRow.id],
+                                          set_={"definition": stmt.excluded.definition})
+        async with self.store._write() as conn:
+            await conn.execute(stmt)
+
+    async def windows(self) -> list[MaintenanceWindow]:
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(MaintenanceRow.id, MaintenanceRow.definition)
+                                       .order_by(MaintenanceRow.created_at))).all()
+        out = []
+        for wid, definition in rows:
+            body = {k: v for k, v in definition.items() if k not in ("id", "created_by")}
+            out.append(MaintenanceWindow.from_api(body, created_by=definition.get("created_by", ""), window_id=wid))
+        return out
+
+    async def delete_window(self, window_id: str) -> bool:
+        async with self.store._write() as conn:
+            return bool((await conn.execute(delete(MaintenanceRow).where(MaintenanceRow.id == window_id))).rowcount)

@@ -115,6 +115,11 @@ async def insert_outbox(conn: AsyncConnection, entries: Sequence[OutboxEntry], n
         await conn.execute(insert(DeliveryRow), rows)
 
 
+_NOTIFICATION_COLUMNS = (NotificationRow.id, NotificationRow.kind, NotificationRow.alert_id, NotificationRow.title,
+                         NotificationRow.body, NotificationRow.severity, NotificationRow.created_at,
+                         NotificationRow.read_at, NotificationRow.data)
+
+
 def _notification(row: Any, channels: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": row.id, "kind": row.kind, "alert": row.alert_id, "title": row.title, "body": row.body,
             "severity": row.severity, "created_at": row.created_at, "read_at": row.read_at,
@@ -147,13 +152,13 @@ class NotificationStore:
 
     async def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
         query = (select(DeliveryRow.id, DeliveryRow.notification_id, DeliveryRow.user, DeliveryRow.channel,
-                        DeliveryRow.attempts, NotificationRow)
+                        DeliveryRow.attempts, *_NOTIFICATION_COLUMNS)
                  .join(NotificationRow, NotificationRow.id == DeliveryRow.notification_id)
                  .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now_ms)
                  .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id).limit(limit))
         async with self.store._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [Delivery(r[0], r[1], r[2], r[3], r[4], _notification(r[5], {})) for r in rows]
+        return [Delivery(r[0], r[1], r[2], r[3], r[4], _notification(r, {})) for r in rows]
 
     async def next_due(self) -> int | None:
         query = select(func.min(DeliveryRow.next_attempt_at)).where(DeliveryRow.status == "pending")
@@ -189,14 +194,14 @@ class NotificationStore:
     # history
     async def history(self, user: str, *, limit: int = 100, before: int | None = None,
                       unread: bool = False) -> list[dict[str, Any]]:
-        query = select(NotificationRow).where(NotificationRow.user == user)
+        query = select(*_NOTIFICATION_COLUMNS).where(NotificationRow.user == user)
         if before is not None:
             query = query.where(NotificationRow.created_at < before)
         if unread:
             query = query.where(NotificationRow.read_at.is_(None))
         query = query.order_by(NotificationRow.created_at.desc(), NotificationRow.id.desc()).limit(limit)
         async with self.store._read() as conn:
-            rows = (await conn.execute(query)).scalars().all()
+            rows = (await conn.execute(query)).all()
             ids = [r.id for r in rows]
             channels: dict[str, dict[str, Any]] = {i: {} for i in ids}
             if ids:
@@ -215,8 +220,8 @@ class NotificationStore:
 
     async def get(self, user: str, notification_id: str) -> dict[str, Any] | None:
         async with self.store._read() as conn:
-            row = (await conn.execute(select(NotificationRow).where(NotificationRow.id == notification_id,
-                                                                   NotificationRow.user == user))).scalar()
+            row = (await conn.execute(select(*_NOTIFICATION_COLUMNS).where(
+                NotificationRow.id == notification_id, NotificationRow.user == user))).first()
         return None if row is None else _notification(row, {})
 
     async def mark_read(self, user: str, notification_id: str, now_ms: int) -> bool:

@@ -269,7 +269,9 @@ class EmailChannel:
         if _caused_by(exc, ssl.SSLCertVerificationError):
             return DeliveryError(f"{where}: the server's TLS certificate is not trusted (set smtp.ca_file for a "
                                  "private CA)", retryable=False)
-        if isinstance(exc, aiosmtplib.SMTPNotSupported):
+        if isinstance(exc, aiosmtplib.SMTPNotSupported) or type(exc) is aiosmtplib.SMTPException:
+            # aiosmtplib raises the bare base class for a missing feature (STARTTLS or AUTH not offered, no
+            # usable AUTH method): the settings do not fit the server, and retrying will not change that
             return DeliveryError(f"{where}: {self._scrub(exc.message)}", retryable=False)
         if isinstance(exc, TimeoutError):  # SMTPTimeoutError included
             return DeliveryError(f"{where}: timed out")

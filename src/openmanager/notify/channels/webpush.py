@@ -119,17 +119,33 @@ def push_payload(message: Message, limit: int = MAX_PAYLOAD) -> bytes:
     doc["truncated"] = True
     raw = orjson.dumps(doc)
     for key in ("body", "title"):
-        while len(raw) > limit and doc[key]:
-            text = str(doc[key]).removesuffix("…")
-            # every character is at least one byte of JSON, so this removes at least the excess
-            doc[key] = text[: max(0, len(text) - (len(raw) - limit) - 1)] + "…" if len(text) > 1 else ""
-            raw = orjson.dumps(doc)
+        if len(raw) > limit:
+            raw = _shorten(doc, key, limit)
     if len(raw) > limit and doc["url"] is not None:
         doc["url"] = None
         raw = orjson.dumps(doc)
     if len(raw) > limit:
         raise DeliveryError(f"push payload cannot be made to fit {limit} bytes", retryable=False)
     return raw
+
+
+def _shorten(doc: dict[str, Any], key: str, limit: int) -> bytes:
+    """Set `doc[key]` to its longest prefix + "…" (or "") with which `doc` encodes to at most `limit` bytes,
+    if any; returns the encoding. Binary search: JSON escaping makes a character cost 1 to 12 bytes."""
+    text = str(doc[key])[:limit]  # a longer prefix cannot fit: every character costs at least one byte
+
+    def encoded(n: int) -> bytes:
+        doc[key] = text[:n] + "…" if n else ""
+        return orjson.dumps(doc)
+
+    lo, hi = 0, len(text) - 1  # n = lo always fits or is 0; n > hi does not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(encoded(mid)) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    return encoded(lo)
 
 
 # --- the channel: thin I/O ---------------------------------------------------------------------------------

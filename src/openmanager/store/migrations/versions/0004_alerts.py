@@ -1,4 +1,4 @@
-"""Alert rules (seeded with the default rule pack), alerts, alert history and silences.
+"""Alert rules (seeded with the default rule pack), alerts, alert history, silences, maintenance windows.
 
 Revision ID: 0004_alerts
 Revises: 0001
@@ -72,6 +72,12 @@ def upgrade() -> None:
         sa.Column("comment", sa.Text, nullable=False),
         sa.Column("matchers", _JSON, nullable=False),
     )
+    op.create_table(
+        "maintenance_windows",
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("definition", _JSON, nullable=False),
+        sa.Column("created_at", sa.BigInteger, nullable=False),
+    )
     now = int(time.time() * 1000)
     op.bulk_insert(rules, [
         # created_at spaced by 1 ms keeps the pack's order when listed by creation time
@@ -82,6 +88,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("maintenance_windows")
     op.drop_table("silences")
     op.drop_table("alert_history")
     op.drop_table("alerts")

@@ -1,0 +1,77 @@
+"""Notifications in a real hub: in-app over WebSocket, history with delivery status, preferences,
+read marks, test notifications and the job list."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.hubproc import Client, HubProcess
+
+ARGS = ("--servers", "3", "--seed", "2", "--tick", "0.2", "--no-local")
+
+
+def _req(hub: HubProcess, method: str, path: str, **kw: Any) -> httpx.Response:
+    return httpx.request(method, hub.base + path, headers={"Authorization": f"Bearer {hub.token}"}, timeout=10, **kw)
+
+
+async def test_in_app_notification_history_preferences_and_read(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path, *ARGS).start()
+    try:
+        prefs = _req(hub, "GET", "/api/v1/me/preferences").json()
+        assert prefs["channels"]["inapp"] == {"enabled": True, "min_severity": "warning"}
+        r = _req(hub, "PUT", "/api/v1/me/preferences", json={
+            "muted_rules": ["muted-one"],
+            "channels": {"webhook": {"url": "http://127.0.0.1:9/hook?key=topsecret", "secret": "s", "enabled": False}}})
+        assert r.status_code == 200, r.text
+        assert "topsecret" not in r.text and r.json()["channels"]["webhook"]["url_set"] is True
+        bad = _req(hub, "PUT", "/api/v1/me/preferences", json={"quiet_hours": {"start": "9", "end": "10"}})
+        assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_preferences"
+
+        client = await Client.open(hub)
+        sub = (await client.subscribe("notifications"))["sub"]
+        err = await client.subscribe("notifications", {"user": "bob"}, rid="x")
+        assert err["type"] == "error" and err["code"] == "invalid_filter"
+        for rule in ({"id": "loud", "name": "Loud", "condition": 'server.id == "web-01"', "severity": "critical"},
+                     {"id": "muted-one", "name": "Muted", "condition": 'server.id == "web-01"'},
+                     {"id": "quiet", "name": "Quiet", "condition": 'server.id == "web-01"', "severity": "info"}):
+            assert _req(hub, "POST", "/api/v1/rules", json=rule).status_code == 201
+        msg = await client.recv_until(lambda m: m["type"] == "event" and m["sub"] == sub, timeout=10)
+        note = msg["data"]["notification"]
+        assert note["user"] == "admin" and note["severity"] == "critical" and "Loud" in note["title"]
+        assert note["channels"]["inapp"]["status"] == "sent"
+        await client.close()
+
+        def history() -> list[dict[str, Any]]:
+            body = _req(hub, "GET", "/api/v1/notifications").json()
+            return body["notifications"]
+
+        deadline = time.monotonic() + 10
+        while True:  # the three rules fire within a tick or two of their creation
+            items = {n["data"]["alert"]["rule"]["id"]: n for n in history() if n["kind"] == "alert"}
+            if {"loud", "muted-one", "quiet"} <= set(items) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert items["loud"]["channels"]["inapp"]["status"] == "sent"
+        assert items["muted-one"]["channels"]["inapp"] == {
+            "status": "suppressed", "reason": "muted", "attempts": 0, "updated_at": items["muted-one"]["created_at"]}
+        assert items["quiet"]["channels"]["inapp"]["reason"] == "below severity"
+        unread = _req(hub, "GET", "/api/v1/notifications").json()["unread"]
+        r = _req(hub, "POST", f"/api/v1/notifications/{items['loud']['id']}/read")
+        assert r.status_code == 200 and r.json()["unread"] == unread - 1
+        assert _req(hub, "POST", "/api/v1/notifications/nope/read").status_code == 404
+
+        r = _req(hub, "POST", "/api/v1/me/test-notification")
+        assert r.status_code == 202 and r.json()["channels"] == ["inapp"]
+        assert any(n["kind"] == "test" for n in history())
+
+        jobs = {j["id"]: j for j in _req(hub, "GET", "/api/v1/jobs").json()["jobs"]}
+        assert {"rollup-1m", "rollup-1h", "retention", "digests", "log-retention"} <= set(jobs)
+        assert all(isinstance(j["next_run_at"], int) for j in jobs.values())
+        key = _req(hub, "GET", "/api/v1/push/vapid-public-key").json()["public_key"]
+        assert len(key) == 87  # base64url of a 65-byte uncompressed P-256 point
+    finally:
+        hub.stop()
