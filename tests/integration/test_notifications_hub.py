@@ -3,6 +3,7 @@ read marks, test notifications and the job list."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ async def test_in_app_notification_history_preferences_and_read(tmp_path: Path) 
             items = {n["data"]["alert"]["rule"]["id"]: n for n in history() if n["kind"] == "alert"}
             if {"loud", "muted-one", "quiet"} <= set(items) or time.monotonic() > deadline:
                 break
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
         assert items["loud"]["channels"]["inapp"]["status"] == "sent"
         assert items["muted-one"]["channels"]["inapp"] == {
             "status": "suppressed", "reason": "muted", "attempts": 0, "updated_at": items["muted-one"]["created_at"]}

@@ -208,7 +208,8 @@ class AlertService:
 
     def _schedule(self, window: MaintenanceWindow) -> None:
         if self._scheduler is not None:
-            self._scheduler.add_job(self.start_window, window.trigger(), args=[window.id], id=f"maintenance-{window.id}",
+            self._scheduler.add_job(self.start_window, window.trigger(), args=[window.id],
+                                    id=f"maintenance-{window.id}",
                                     name=f"maintenance window {window.name!r}", replace_existing=True,
                                     coalesce=True, max_instances=1)
 
