@@ -59,6 +59,8 @@ def serve(
     memory_history: Annotated[str | None, _opt("memory_history")] = None,
     thresholds: Annotated[str | None, _opt("thresholds")] = None,
     allowed_origins: Annotated[str | None, _opt("allowed_origins")] = None,
+    tls_cert: Annotated[str | None, _opt("tls_cert")] = None,
+    tls_key: Annotated[str | None, _opt("tls_key")] = None,
     log_level: Annotated[str | None, _opt("log_level")] = None,
     log_file: Annotated[list[str] | None, _opt("log_file")] = None,
     log_max_age: Annotated[str | None, _opt("log_max_age")] = None,

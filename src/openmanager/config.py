@@ -50,6 +50,8 @@ class Settings:
     memory_history: str = _opt("1h", "How much per-server history to keep in memory (a duration).")
     thresholds: str = _opt("", "Status threshold overrides, e.g. 'cpu=60:80,disk=85:95' (warning:critical).")
     allowed_origins: str = _opt("", "Extra WebSocket Origins allowed, comma-separated (same origin always is).")
+    tls_cert: str = _opt("", "Serve HTTPS and WSS: the certificate chain (PEM file); needs tls_key too.")
+    tls_key: str = _opt("", "Serve HTTPS and WSS: the certificate's private key (PEM file); needs tls_cert too.")
     log_level: str = _opt("info", "Log level: debug, info, warning, error.")
     log_file: tuple[str, ...] = _opt((), "Follow a log file like tail -F: PATH or PATH=SERVER (repeatable; "
                                          "environment: comma-separated).")
@@ -112,6 +114,12 @@ class Settings:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError("port must be between 0 and 65535")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key go together: give both (HTTPS) or neither (HTTP)")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{name}: no such file {path!r}")
         if self.tick <= 0:
             raise ConfigError("tick must be positive")
         if self.servers < 0:

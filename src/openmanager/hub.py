@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
 
 from openmanager.alerts.service import AlertService
+from openmanager.broker.base import Event
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
 from openmanager.config import Settings
 from openmanager.core.history import FleetHistory
@@ -195,6 +197,7 @@ class Hub:
         await self.alerts.load_windows()
         self.scheduler.start()
         self.broker.listen("metrics", lambda _: self.gc_policy.after_delivery(self.settings.tick / 2))
+        self.broker.listen("metrics", self._on_metrics)
         self.gc_policy.install()
         self.started = True
 
@@ -307,14 +310,30 @@ class Hub:
             return self.settings.public_url.rstrip("/")
         return f"http://{self.settings.host}:{self.settings.port}"
 
-    def rule_contexts(self) -> list[tuple[ServerInfo, EvalContext]]:
-        """Every server as the rule engine sees it now (an offline server's metrics are unknown)."""
+    def rule_contexts(self, ids: Collection[str] | None = None) -> list[tuple[ServerInfo, EvalContext]]:
+        """Servers (all, or those in `ids`) as the rule engine sees them now (an offline server's metrics
+        are unknown)."""
         out: list[tuple[ServerInfo, EvalContext]] = []
-        for server in self.state:
-            ctx = self.state.context(server.info.id)
+        for sid in self.state.servers if ids is None else ids:
+            ctx = self.state.context(sid)
             if ctx is not None:
-                out.append((server.info, ctx))
+                out.append((ctx.server, ctx))
         return out
+
+    def _on_metrics(self, event: Event) -> None:
+        """Per-server rules run as soon as a batch of samples is published (after the fan-out of that
+        event, not before it)."""
+        if self.alerts is not None:
+            ids = list(event.data.get("servers", ()))
+            asyncio.get_running_loop().call_soon(self._evaluate_arrivals, ids)
+
+    def _evaluate_arrivals(self, ids: list[str]) -> None:
+        if self.alerts is None:
+            return
+        try:
+            self.alerts.samples_arrived(ids)
+        except Exception:
+            log.exception("alert evaluation of arriving samples failed")
 
     def readiness(self) -> tuple[bool, str]:
         if not self.started or self.store is None:

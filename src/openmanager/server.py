@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import sys
 
 import uvicorn
 
 from openmanager.config import Settings
+from openmanager.core.errors import ConfigError
 from openmanager.gateway.app import create_app
 from openmanager.gateway.auth import load_admin_token
 from openmanager.gateway.wsfast import FastSendProtocol
@@ -57,12 +59,28 @@ def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
         log_level=settings.log_level.lower(),
         lifespan="on",
         timeout_graceful_shutdown=5,
+        ssl_certfile=settings.tls_cert or None,  # both or neither (Settings.validate)
+        ssl_keyfile=settings.tls_key or None,
     )
+
+
+def check_tls(settings: Settings) -> None:
+    """Load the certificate and key once before serving, so a bad file is a ConfigError (exit 2) rather than
+    a failed start; an encrypted key is refused (there is no one to type its passphrase)."""
+    if not settings.tls_cert:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key, password=lambda: b"")
+    except (ssl.SSLError, OSError) as exc:
+        shown = f"tls_cert {settings.tls_cert!r} and tls_key {settings.tls_key!r}"
+        raise ConfigError(f"cannot use {shown}: {exc}") from exc
 
 
 async def run(settings: Settings) -> int:
     """Serve until interrupted; returns the process exit code."""
     configure_logging(settings.log_level)
+    check_tls(settings)
     token, origin = load_admin_token(settings.data_dir)
     hub = Hub(settings, admin_token=token)
     server = uvicorn.Server(uvicorn_config(settings, hub))
@@ -76,7 +94,8 @@ async def run(settings: Settings) -> int:
                 port = sock.getsockname()[1]
         shown_host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
         print(f"OpenManager Vibe {hub.settings.host}:{port} ready", flush=True)
-        print(f"Dashboard: http://{shown_host}:{port}/?token={token}", flush=True)
+        scheme = "https" if settings.tls_cert else "http"
+        print(f"Dashboard: {scheme}://{shown_host}:{port}/?token={token}", flush=True)
         print(f"Admin token from {origin}", flush=True)
     await serving
     return 0 if server.started else 1

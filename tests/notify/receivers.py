@@ -253,7 +253,8 @@ class ReceivedEmail:
 
     @property
     def message_id(self) -> str | None:
-        return self.message["Message-ID"]
+        value = self.message["Message-ID"]
+        return None if value is None else str(value)
 
     @property
     def subject(self) -> str:
@@ -331,7 +332,7 @@ class SmtpReceiver:
         self.security = security
         self.credentials = credentials
         self.messages: list[ReceivedEmail] = []
-        self.auth_failures = 0
+        self.failed_logins = 0
         self._attempts = 0
         self._dedup = _Dedup()
         self._fail = 0
@@ -420,8 +421,9 @@ class SmtpReceiver:
               and hmac.compare_digest(auth_data.password, self.credentials[1].encode()))
         if not ok:
             with self._lock:
-                self.auth_failures += 1
-        return AuthResult(success=ok, auth_data=auth_data.login.decode() if ok else None)
+                self.failed_logins += 1  # handled=False: aiosmtpd answers 535 itself
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=auth_data.login.decode())
 
     async def __aenter__(self) -> Self:
         self._changes.bind()

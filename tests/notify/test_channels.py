@@ -320,7 +320,7 @@ async def test_email_auth_success_and_bad_password_never_echoed() -> None:
         assert receiver.messages[0].authenticated_as == "hub"
         error = await deliver_error(email_channel(receiver, password="battery-staple"), make_message(id="n2"),
                                     {"to": "ops@example.com"})
-        assert receiver.auth_failures == 1
+        assert receiver.failed_logins >= 1  # aiosmtplib tries each advertised mechanism
     assert not error.retryable and "535" in error.message
     assert "battery-staple" not in error.message and "correct-horse" not in error.message
 

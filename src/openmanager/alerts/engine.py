@@ -285,8 +285,12 @@ class AlertEngine:
         return out
 
     # evaluation ------------------------------------------------------------------------------------
-    def evaluate(self, now_ms: int, servers: Sequence[tuple[ServerInfo, EvalContext]]) -> list[Transition]:
-        """One tick: every enabled rule against every server in its scope. Returns the transitions."""
+    def evaluate(self, now_ms: int, servers: Sequence[tuple[ServerInfo, EvalContext]], *,
+                 fleet: bool = True) -> list[Transition]:
+        """Every enabled per-server rule against each of `servers` in its scope, then (with `fleet`) every
+        fleet rule across `servers`, then housekeeping. Returns the transitions. Evaluating a server
+        again with the same data changes nothing, so a caller may evaluate servers as their samples
+        arrive and the whole fleet on a tick."""
         out: list[Transition] = []
         infos = self._infos
         for info, _ in servers:
@@ -311,17 +315,17 @@ class AlertEngine:
                         out += self._start(rule, slot, info.id, None, ctx, now_ms)
                     continue
                 out += self._advance(rule, slot, verdict, ctx, now_ms)
-        for rule in self._fleet_rules:
+        for rule in self._fleet_rules if fleet else ():
             members = [ctx for info, ctx in servers if rule.in_scope(info, ctx)]
-            fleet = _Fleet(members, now_ms)
-            verdict = rule.condition.evaluate_fleet(fleet)
+            fleet_ctx = _Fleet(members, now_ms)
+            verdict = rule.condition.evaluate_fleet(fleet_ctx)
             slot = self._slot(rule.spec.id, FLEET_KEY)
             if slot.alert is None:
                 if verdict is True:
-                    named = tuple(sorted(m.server.id for m in rule.condition.matching_members(fleet)))
-                    out += self._start(rule, slot, None, named, fleet, now_ms)
+                    named = tuple(sorted(m.server.id for m in rule.condition.matching_members(fleet_ctx)))
+                    out += self._start(rule, slot, None, named, fleet_ctx, now_ms)
                 continue
-            out += self._advance(rule, slot, verdict, fleet, now_ms)
+            out += self._advance(rule, slot, verdict, fleet_ctx, now_ms)
         out += self._housekeeping(now_ms)
         return out
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from openmanager.alerts.backtest import backtest, choose_step
@@ -33,7 +33,7 @@ COOLDOWN_MEMORY_MS = 30 * 86_400_000
 HISTORY_RETENTION_MS = 90 * 86_400_000
 
 Publish = Callable[[str, Mapping[str, Any]], None]
-Contexts = Callable[[], Sequence[tuple[ServerInfo, EvalContext]]]
+Contexts = Callable[[Collection[str] | None], Sequence[tuple[ServerInfo, EvalContext]]]  # None: every server
 
 
 class AlertService:
@@ -79,12 +79,24 @@ class AlertService:
 
     # evaluation
     def tick(self, now_ms: int | None = None) -> list[Transition]:
+        """The whole fleet: every rule, servers with and without fresh samples (offline ones included)."""
         now = self.now_ms() if now_ms is None else now_ms
         started = time.perf_counter()
-        contexts = self._contexts()
-        transitions = self.engine.evaluate(now, contexts)
+        transitions = self.engine.evaluate(now, self._contexts(None))
         self.eval_seconds += time.perf_counter() - started
         self.evaluations += 1
+        self._emit(transitions)
+        return transitions
+
+    def samples_arrived(self, server_ids: Collection[str], now_ms: int | None = None) -> list[Transition]:
+        """Per-server rules for the servers that just reported, so an alert fires as soon as the sample
+        that makes its condition true is in, not at the next tick."""
+        if not server_ids:
+            return []
+        now = self.now_ms() if now_ms is None else now_ms
+        started = time.perf_counter()
+        transitions = self.engine.evaluate(now, self._contexts(server_ids), fleet=False)
+        self.eval_seconds += time.perf_counter() - started
         self._emit(transitions)
         return transitions
 

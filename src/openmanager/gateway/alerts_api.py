@@ -246,17 +246,20 @@ async def create_window(request: Request, body: JsonObject) -> dict[str, Any]:
     """`{"name", "cron": "0 2 * * sun", "timezone": "Asia/Seoul", "duration": "2h", "servers"?, "tags"?,
     "comment"?}`: each time the cron expression fires (in that zone), the scope's alerts are silenced
     for the duration and its servers' status is `maintenance`."""
+    require_role(request, "operator")
     return (await _alerts(request).add_window(body, by=_user(request))).to_api()
 
 
 @router.post("/maintenance/{window_id}/start")
 async def start_window(request: Request, window_id: str) -> dict[str, Any]:
     """Start a window now (outside its schedule); answers the silence it created."""
+    require_role(request, "operator")
     service = _alerts(request)
     return (await service.start_window(window_id)).to_api(service.now_ms())
 
 
 @router.delete("/maintenance/{window_id}", status_code=204, response_class=Response)
 async def delete_window(request: Request, window_id: str) -> Response:
+    require_role(request, "operator")
     await _alerts(request).delete_window(window_id)
     return Response(status_code=204)

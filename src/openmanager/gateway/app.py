@@ -20,11 +20,11 @@ from openmanager.agent.protocol import INGEST_PATH
 from openmanager.core.errors import OpenManagerError
 from openmanager.gateway import errors
 from openmanager.gateway.alerts_api import router as alerts_router
-from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.auth import set_session_cookie
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.ingest import IngestService, ingest_endpoint
 from openmanager.gateway.logs_api import router as logs_router
+from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.sse import router as sse_router
 from openmanager.gateway.users_api import router as users_router

@@ -22,8 +22,8 @@ from starlette.types import Receive, Scope, Send
 from openmanager.core.encoding import sse_body
 from openmanager.core.errors import ValidationError
 from openmanager.core.filters import SERVED_TOPICS, TOPICS, TopicFilter, parse_filter
-from openmanager.gateway.auth import principal_of
 from openmanager.core.outbound import Conflated, Entry, Framed
+from openmanager.gateway.auth import principal_of
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:

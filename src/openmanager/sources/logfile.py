@@ -1,16 +1,18 @@
 """Log files as a source: follow files like `tail -F`, parse each line (`core.logparse`), deliver batches.
 
 Follow semantics, per file:
-- **First sight.** A file that exists at the first poll and has no saved offset is followed from its end
-  (from the start of its unfinished last line, if any): old content is not ingested. A file that does not
-  exist yet is waited for, and read from its start once it appears.
+- **First sight.** A file that exists at the first poll and has no saved offset is followed from the end
+  it had then (from the start of its unfinished last line, if any), even if it becomes readable only
+  later: old content is not ingested. A file that does not exist yet is waited for, and read from its
+  start once it appears; so is a file moved away and replaced later. A file moved away and back is
+  continued where it was.
 - **Lines.** Only complete lines (ending in `\\n`) are delivered; an unfinished last line waits for its
   newline. A line longer than `MAX_LINE_BYTES` is delivered cut, with the field `truncated: true`;
   memory per file stays bounded by that limit plus one read chunk. Blank lines are skipped.
 - **Rotation.** When the path names another file (renamed and recreated, or removed), the old file is
   kept open and read to its end first — including lines its writer adds until it has been quiet for
   `rotate_grace_s` — its unfinished last line is delivered as a line, and the new file is read from its
-  start.
+  start. A file rotated away twice between two polls is never seen (as with `tail -F`).
 - **Truncation.** A file shorter than the position read so far, or whose first bytes changed (a
   fingerprint of up to 1 KiB), is read again from its start.
 - **Offsets.** After `sink.logs()` has returned for a batch, the position after the last delivered line

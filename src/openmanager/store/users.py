@@ -13,6 +13,7 @@ Timestamps are epoch milliseconds. Database errors come out as `StoreError` (fro
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hashlib
 import hmac
 import secrets
@@ -23,7 +24,19 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import BigInteger, Boolean, Column, Index, String, Table, UniqueConstraint, delete, false, select, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    String,
+    Table,
+    UniqueConstraint,
+    delete,
+    false,
+    select,
+    update,
+)
 
 from openmanager.core.access import normalize_user_name, validate_password, validate_role
 from openmanager.core.errors import ConflictError, NotFoundError, ValidationError
@@ -328,7 +341,7 @@ class UserStore:
                                                             token_hash=hash_secret(token), created_at=now))
         return TokenRecord(token_id, user, label, now, None, None), token
 
-    async def list_tokens(self, user: str, *, include_revoked: bool = False) -> list[TokenRecord]:
+    async def list_tokens(self, user: str, *, include_revoked: bool = False) -> builtins.list[TokenRecord]:
         """A user's tokens, oldest first (active ones only unless asked)."""
         query = select(*_TOKEN_COLUMNS).where(tokens_table.c.user == user)
         if not include_revoked:

@@ -112,11 +112,13 @@ def push_payload(message: Message, limit: int = MAX_PAYLOAD) -> bytes:
     first (and `"truncated": true` added), then `body` and then `title` are shortened (ending in "…"),
     then `url` dropped. Raises DeliveryError(retryable=False) if even that does not fit."""
     doc = message.to_json()
-    raw = orjson.dumps(doc)
-    if len(raw) <= limit:
-        return raw
+    if len(message.body) <= limit and len(message.title) <= limit:  # else it cannot fit: skip encoding it
+        raw = orjson.dumps(doc)
+        if len(raw) <= limit:
+            return raw
     doc["data"] = {}
     doc["truncated"] = True
+    doc["body"], doc["title"] = message.body[:limit], message.title[:limit]  # cost bounded by `limit` from here
     raw = orjson.dumps(doc)
     for key in ("body", "title"):
         if len(raw) > limit:
@@ -132,7 +134,7 @@ def push_payload(message: Message, limit: int = MAX_PAYLOAD) -> bytes:
 def _shorten(doc: dict[str, Any], key: str, limit: int) -> bytes:
     """Set `doc[key]` to its longest prefix + "…" (or "") with which `doc` encodes to at most `limit` bytes,
     if any; returns the encoding. Binary search: JSON escaping makes a character cost 1 to 12 bytes."""
-    text = str(doc[key])[:limit]  # a longer prefix cannot fit: every character costs at least one byte
+    text = str(doc[key])
 
     def encoded(n: int) -> bytes:
         doc[key] = text[:n] + "…" if n else ""
