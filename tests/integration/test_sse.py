@@ -132,7 +132,7 @@ async def test_heartbeat_comment_when_idle(sse_hub: HubProcess) -> None:
     [
         ("", "invalid_parameter"),
         ("topics=weather", "unknown_topic"),
-        ("topics=alerts", "topic_unavailable"),
+        ("topics=alerts&severity=loud", "invalid_filter"),
         ("topics=fleet&level=WARN", "invalid_filter"),
         ("topics=metrics&where=cpu%20%3E", "invalid_expression"),
         ("topics=logs&level=LOUD", "invalid_filter"),
