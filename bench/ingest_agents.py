@@ -113,7 +113,7 @@ async def run_agent(url: str, token: str, batch: int, window: int, st: dict[str,
 async def worker_main(a: argparse.Namespace) -> None:
     import psutil
 
-    tokens = json.loads(Path(a.tokens).read_text())[a.first : a.first + a.count]
+    tokens = json.loads(await asyncio.to_thread(Path(a.tokens).read_text))[a.first : a.first + a.count]
     st: dict[str, Any] = {"connected": 0, "batches": 0, "samples": 0, "errors": 0}
     start = asyncio.Event()
     times: list[float] = [0.0, 0.0]

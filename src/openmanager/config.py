@@ -64,7 +64,7 @@ class Settings:
     flap_window: str = _opt("10m", "Alerts: the window flapping is counted over (a duration).")
     public_url: str = _opt("", "The hub's address as users reach it (links in notifications); default http://host:port.")
     smtp_host: str = _opt("", "Email notifications: SMTP server (empty: the email channel is off).")
-    smtp_port: int = _opt(587, "Email notifications: SMTP port.")
+    smtp_port: int = _opt(0, "Email notifications: SMTP port (0: 587 for starttls, 465 for tls, 25 for none).")
     smtp_security: str = _opt("starttls", "Email notifications: starttls, tls or none.")
     smtp_username: str = _opt("", "Email notifications: SMTP user name (empty: no login).")
     smtp_password: str = _opt("", "Email notifications: SMTP password (prefer the environment variable).")
@@ -132,12 +132,22 @@ class Settings:
         self.status_policy()
         if self.smtp_security not in ("starttls", "tls", "none"):
             raise ConfigError("smtp_security must be starttls, tls or none")
+        if self.smtp_host:
+            self.smtp_settings()
         if self.notify_retry_limit < 1:
             raise ConfigError("notify_retry_limit must be at least 1")
 
     @property
     def db_url(self) -> str:
         return self.db or f"sqlite:///{Path(self.data_dir) / 'openmanager.db'}"
+
+    def smtp_settings(self) -> Any:
+        """The email channel's SMTP settings (raises ConfigError when they cannot work)."""
+        from openmanager.notify.channels.email import SmtpSettings
+
+        return SmtpSettings(host=self.smtp_host, sender=self.smtp_from, port=self.smtp_port or None,
+                            username=self.smtp_username or None, password=self.smtp_password or None,
+                            security=self.smtp_security)  # type: ignore[arg-type]
 
     def status_policy(self) -> StatusPolicy:
         overrides: dict[str, Threshold] = {}

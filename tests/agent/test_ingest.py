@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from openmanager.agent.protocol import MAX_BATCH_ITEMS
 from openmanager.broker.base import Event
 from openmanager.core.model import Status
-from openmanager.gateway.auth import Authenticator
+from openmanager.store.users import UserStore
 from tests.agent.conftest import ADMIN, LiveHub, hello, recv
 
 NOW = int(time.time() * 1000)
@@ -267,16 +267,11 @@ async def test_a_second_connection_replaces_the_first(live: LiveHub) -> None:
     await second.close()
 
 
-class TwoUsers(Authenticator):
-    """The admin plus one ordinary user, `viewer` (a fake: the hub has only the admin today)."""
-
-    def check_token(self, token: str | None) -> str | None:
-        return "viewer" if token == "viewer-token" else super().check_token(token)
-
-
 async def test_delete_server_forgets_it_and_needs_the_admin(live: LiveHub) -> None:
-    assert live.hub is not None
-    live.hub.auth = TwoUsers(ADMIN)
+    assert live.hub is not None and live.hub.store is not None
+    users = UserStore(live.hub.store)
+    await users.create("watcher", "viewer")
+    _, viewer_token = await users.create_token("watcher", "laptop")
     token = await live.agents.create("retired")
     ws, _ = await open_agent(live, token)
     await ws.send(batch(1, [sample(NOW, 1)], [line(NOW, "bye")]), text=True)
@@ -286,7 +281,7 @@ async def test_delete_server_forgets_it_and_needs_the_admin(live: LiveHub) -> No
     assert "retired" in [info.id for info, _ in await live.hub.store.load_servers()]
     admin = {"Authorization": f"Bearer {ADMIN}"}
     async with httpx.AsyncClient(base_url=live.base) as http:
-        r = await http.delete("/api/v1/servers/retired", headers={"Authorization": "Bearer viewer-token"})
+        r = await http.delete("/api/v1/servers/retired", headers={"Authorization": f"Bearer {viewer_token}"})
         assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
         assert "retired" in live.hub.state.servers
         r = await http.delete("/api/v1/servers/retired", headers=admin)

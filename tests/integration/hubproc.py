@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -36,14 +37,16 @@ class HubProcess:
         self.token = token
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / f"hub-{self.port}.log"
+        self.scheme = "http"  # "https" for a hub started with --tls-cert/--tls-key
+        self.verify: ssl.SSLContext | bool = True  # what httpx trusts (a test CA's context, for https)
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.scheme == 'https' else 'ws'}://127.0.0.1:{self.port}/ws"
 
     def start(self, timeout: float = 30.0) -> HubProcess:
         env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=self.token)
@@ -57,7 +60,7 @@ class HubProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.base + "/readyz", timeout=1).status_code == 200:
+                if httpx.get(self.base + "/readyz", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -81,7 +84,7 @@ class HubProcess:
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         headers = kw.pop("headers", {"Authorization": f"Bearer {self.token}"})
-        return httpx.get(self.base + path, headers=headers, timeout=10, **kw)
+        return httpx.get(self.base + path, headers=headers, timeout=10, verify=self.verify, **kw)
 
 
 class Client:

@@ -4,7 +4,9 @@ Only agent tokens are accepted here (`Authorization: Bearer`, never `?token=`); 
 with 4401, and agent tokens are refused everywhere else (the HTTP gate and `/ws` know only user tokens).
 
 Per batch: validate → apply (register the server if needed, samples into state and history, logs into
-the pipeline) → record the batch's seq durably (group commit, `store.agents.AckRecorder`) → `ack`. A batch
+the pipeline) → record the batch's seq durably (group commit, `store.agents.AckRecorder`) → `ack`. Reading
+runs ahead of the records by up to `MAX_UNACKED` batches, so one commit covers several batches; acks
+leave in order, each after its commit. A batch
 whose seq is not above the agent's acknowledged seq is acknowledged again but not applied, so a batch
 re-sent after a lost ack, a reconnect or a hub restart is never applied twice.
 
@@ -43,6 +45,7 @@ from openmanager.agent.protocol import (
 from openmanager.core.errors import OpenManagerError
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.store.agents import AckRecorder, AckRevoked, AgentRecord, AgentStore
+from openmanager.store.db import StoreError
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 REPLACE_TIMEOUT_S = 10.0
+MAX_UNACKED = 32  # batches applied and not yet acknowledged, per connection (reading waits beyond)
 MAX_FUTURE_MS = 60_000  # samples further ahead of the hub's clock are skipped (a skewed agent clock)
 MAX_TAGS = 32
 _SHORT = 64
@@ -349,6 +353,9 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         except AckRevoked:
             log.warning("agent %s was revoked; closing its connection", agent.name)
             await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "the agent's token was revoked")
+        except StoreError as exc:
+            log.error("agent %s: recording its progress failed: %s", agent.name, exc.message)
+            await _refuse(ws, 1011, exc.code, "the hub cannot record progress now; try again")
         except asyncio.CancelledError:
             if not link.replaced:
                 raise
@@ -363,31 +370,69 @@ async def ingest_endpoint(ws: WebSocket) -> None:
 
 
 async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: ServerInfo, acked: int) -> None:
+    """Read, apply and acknowledge batches until the peer goes away. Reading runs ahead of the durable
+    records (up to MAX_UNACKED batches), so one commit can cover several batches of a busy agent; acks go
+    out in order, each only once its seq (or a later one) is committed. Raises AckRevoked, StoreError."""
     hub = service.hub
     counters = service.counters
-    while True:
-        msg = await _receive_json(ws)
-        if msg is None:
-            return
-        seq, raw_samples, raw_logs = parse_batch(msg)
-        if seq <= acked:
-            counters.duplicates += 1
-            await ws.send_text(f'{{"type":"ack","seq":{seq},"duplicate":true}}')
-            continue
-        n_samples, n_logs, skipped = apply_batch(hub, info, raw_samples, raw_logs)
-        counters.batches += 1
-        counters.samples += n_samples
-        counters.logs += n_logs
-        if skipped:
-            counters.invalid_items += skipped
-            log.warning("agent %s: skipped %d invalid item(s) in batch %d", info.id, skipped, seq)
-        # The batch is applied: record it before anything can interrupt, so it is never applied twice.
-        recording = asyncio.ensure_future(service.recorder.record(link.agent.id, seq))
-        try:
-            await asyncio.shield(recording)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await recording
+    reader = asyncio.current_task()
+    assert reader is not None
+    queue: asyncio.Queue[tuple[int, asyncio.Future[None] | None]] = asyncio.Queue(MAX_UNACKED)
+    acker = asyncio.create_task(_send_acks(ws, queue), name=f"ingest-acks-{info.id}")
+
+    def on_acker_end(task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            reader.cancel()  # the acker only ends on a failure: stop reading
+
+    acker.add_done_callback(on_acker_end)
+    applied = acked
+    outstanding: set[asyncio.Future[None]] = set()
+    try:
+        while True:
+            msg = await _receive_json(ws)
+            if msg is None:
+                return
+            seq, raw_samples, raw_logs = parse_batch(msg)
+            if seq <= applied:
+                counters.duplicates += 1
+                await queue.put((-seq, None))  # acknowledged (after what precedes it), not applied
+                continue
+            n_samples, n_logs, skipped = apply_batch(hub, info, raw_samples, raw_logs)
+            applied = seq
+            counters.batches += 1
+            counters.samples += n_samples
+            counters.logs += n_logs
+            if skipped:
+                counters.invalid_items += skipped
+                log.warning("agent %s: skipped %d invalid item(s) in batch %d", info.id, skipped, seq)
+            record = asyncio.ensure_future(service.recorder.record(link.agent.id, seq))
+            outstanding.add(record)
+            record.add_done_callback(outstanding.discard)
+            await queue.put((seq, record))
+    except asyncio.CancelledError:
+        failure = acker.exception() if acker.done() and not acker.cancelled() else None
+        if failure is None:
             raise
-        acked = seq
-        await ws.send_text(f'{{"type":"ack","seq":{seq}}}')
+        reader.uncancel()
+        raise failure from None
+    finally:
+        acker.remove_done_callback(on_acker_end)
+        # Every applied batch must be on record before this connection lets go of the agent (a newer
+        # connection reads the acknowledged seq next).
+        acker.cancel()
+        with contextlib.suppress(BaseException):
+            await acker
+        for pending in list(outstanding):
+            with contextlib.suppress(BaseException):
+                await pending
+
+
+async def _send_acks(ws: WebSocket, queue: asyncio.Queue[tuple[int, asyncio.Future[None] | None]]) -> None:
+    while True:
+        seq, record = await queue.get()
+        if record is not None:
+            await record
+        if seq < 0:
+            await ws.send_text(f'{{"type":"ack","seq":{-seq},"duplicate":true}}')
+        else:
+            await ws.send_text(f'{{"type":"ack","seq":{seq}}}')

@@ -101,6 +101,11 @@ class NotificationService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        for channel in self.channels.values():
+            close = getattr(channel, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
     # preferences
     def preferences(self, user: str) -> Preferences:

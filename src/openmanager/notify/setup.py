@@ -37,11 +37,7 @@ async def build_channels(settings: Settings, store: NotificationStore) -> tuple[
     except Exception:
         log.exception("the Web Push channel could not be set up; it is off")
     if settings.smtp_host:
-        from openmanager.notify.channels.email import EmailChannel, SmtpSettings
+        from openmanager.notify.channels.email import EmailChannel
 
-        channels["email"] = EmailChannel(SmtpSettings(
-            host=settings.smtp_host, sender=settings.smtp_from, port=settings.smtp_port,
-            username=settings.smtp_username or None, password=settings.smtp_password or None,
-            security=settings.smtp_security,  # type: ignore[arg-type]
-        ))
+        channels["email"] = EmailChannel(settings.smtp_settings())
     return channels, public_key

@@ -25,7 +25,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, UniqueConstraint, select, update
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    bindparam,
+    select,
+    update,
+)
 
 from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
 from openmanager.store.db import Store
@@ -213,24 +224,20 @@ class AgentStore:
         or gone (their ack must not be sent). `last_seq` never moves backwards here."""
         if not acks:
             return set()
+        ids = list(acks)
+        live = select(agents_table.c.id).where(agents_table.c.id.in_(ids), agents_table.c.revoked_at.is_(None))
+        stmt = (
+            update(agents_table)
+            .where(
+                agents_table.c.id == bindparam("aid"),
+                agents_table.c.revoked_at.is_(None),
+                agents_table.c.last_seq <= bindparam("seq"),
+            )
+            .values(last_seq=bindparam("seq"), last_seen=bindparam("seen"))
+        )
         async with self.store._write() as conn:
-            ids = list(acks)
-            refused = {
-                int(r.id)
-                for r in await conn.execute(
-                    select(agents_table.c.id, agents_table.c.revoked_at).where(agents_table.c.id.in_(ids))
-                )
-                if r.revoked_at is None
-            }
-            refused = set(ids) - refused
-            for agent_id, (seq, seen) in acks.items():
-                if agent_id in refused:
-                    continue
-                await conn.execute(
-                    update(agents_table)
-                    .where(agents_table.c.id == agent_id, agents_table.c.last_seq <= seq)
-                    .values(last_seq=seq, last_seen=seen)
-                )
+            refused = set(ids) - {int(i) for i in (await conn.execute(live)).scalars()}
+            await conn.execute(stmt, [{"aid": a, "seq": seq, "seen": seen} for a, (seq, seen) in acks.items()])
         return refused
 
 
