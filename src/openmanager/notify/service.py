@@ -87,13 +87,16 @@ class NotificationService:
         self.sent = 0
         self.failed = 0
 
-    async def start(self) -> None:
+    async def start(self, *, worker: bool = True) -> None:
+        """Load preferences and start the delivery worker (`worker=False`: the caller drives
+        `deliver_due()` and `run_digests()` itself, as tests with a fake clock do)."""
         for user, data in (await self.store.load_preferences()).items():
             try:
                 self.prefs[user] = Preferences.from_store(data)
             except ValidationError as exc:
                 log.warning("stored preferences of %s are invalid (%s); using defaults", user, exc.message)
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name="notification-worker")
+        if worker:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name="notification-worker")
 
     async def stop(self) -> None:
         if self._worker is not None:

@@ -151,14 +151,14 @@ class NotificationStore:
             await insert_outbox(conn, entries, now_ms)
 
     async def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
-        query = (select(DeliveryRow.id, DeliveryRow.notification_id, DeliveryRow.user, DeliveryRow.channel,
-                        DeliveryRow.attempts, *_NOTIFICATION_COLUMNS)
+        query = (select(*_NOTIFICATION_COLUMNS, DeliveryRow.id.label("delivery_id"), DeliveryRow.user.label("recipient"),
+                        DeliveryRow.channel, DeliveryRow.attempts)
                  .join(NotificationRow, NotificationRow.id == DeliveryRow.notification_id)
                  .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now_ms)
                  .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id).limit(limit))
         async with self.store._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [Delivery(r[0], r[1], r[2], r[3], r[4], _notification(r, {})) for r in rows]
+        return [Delivery(r.delivery_id, r.id, r.recipient, r.channel, r.attempts, _notification(r, {})) for r in rows]
 
     async def next_due(self) -> int | None:
         query = select(func.min(DeliveryRow.next_attempt_at)).where(DeliveryRow.status == "pending")

@@ -1,0 +1,160 @@
+"""The notification service with a real SQLite store and a real webhook receiver, driven by a fake clock:
+every suppression reason lands in the history, quiet hours hold back and deliver one digest when they
+end, critical bypasses them, and a failing receiver is retried with backoff."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from openmanager.alerts.engine import AlertEngine, Transition
+from openmanager.alerts.rules import RuleSpec
+from openmanager.alerts.silences import Silence
+from openmanager.core.model import ServerInfo
+from openmanager.notify.channels.webhook import WebhookChannel
+from openmanager.notify.service import NotificationService
+from openmanager.store import Store
+from openmanager.store.notifications import NotificationStore
+from tests.notify.receivers import WebhookReceiver
+
+SEOUL = ZoneInfo("Asia/Seoul")
+T0 = int(dt.datetime(2026, 11, 26, 23, 0, tzinfo=SEOUL).timestamp() * 1000)  # 23:00 in Seoul
+WEB = ServerInfo("web-1", "web-1")
+
+
+class Ctx:
+    def __init__(self, cpu: float, now: int) -> None:
+        self.server, self._cpu, self.now_ms = WEB, cpu, now
+
+    def latest(self, field: str) -> float | None:
+        return self._cpu if field == "cpu" else None
+
+    def series(self, metric: str, since_ms: int) -> tuple[list[int], list[float]]:
+        return [], []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[NotificationService, Clock, WebhookReceiver, list[Any]]]:
+    clock = Clock()
+    published: list[Any] = []
+    async with await Store.open(f"sqlite:///{tmp_path / 'om.db'}") as store, WebhookReceiver("s3") as hook:
+        service = NotificationService(NotificationStore(store), lambda t, d: published.append(d),
+                                      users=lambda: ["ann"], infos=lambda: {"web-1": WEB},
+                                      channels={"webhook": WebhookChannel()}, retry_base_ms=1000, clock=clock)
+        await service.start(worker=False)
+        await service.set_preferences("ann", {"channels": {
+            "inapp": {"enabled": True, "min_severity": "warning"},
+            "webhook": {"enabled": True, "min_severity": "warning", "url": hook.url, "secret": "s3"}}})
+        try:
+            yield service, clock, hook, published
+        finally:
+            await service.stop()
+
+
+async def _record(service: NotificationService, transitions: list[Transition]) -> None:
+    entries = service.plan(transitions)
+    await service.store.add(entries, service.clock())
+    service.committed(entries)
+
+
+def _engine(**rule: Any) -> AlertEngine:
+    engine = AlertEngine(flap_transitions=100)
+    engine.set_rules([RuleSpec.from_api({"id": "hot", "name": "Hot", "condition": "cpu > 80",
+                                         "severity": "critical", **rule})], T0)
+    return engine
+
+
+def _statuses(history: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]:
+    return [(n["title"], n["channels"]["webhook"]["status"], n["channels"]["webhook"].get("reason"))
+            for n in reversed(history) if "webhook" in n["channels"]]
+
+
+async def test_every_suppression_reason_is_in_the_history(setup: Any) -> None:
+    service, clock, hook, _ = setup
+    engine = _engine(cooldown="10m", repeat="1m")
+    out = engine.evaluate(clock.now, [(WEB, Ctx(90, clock.now))])  # firing, notified
+    out += engine.evaluate(clock.now + 1, [(WEB, Ctx(10, clock.now + 1))])  # resolved, notified
+    out += engine.evaluate(clock.now + 2, [(WEB, Ctx(90, clock.now + 2))])  # firing within cooldown
+    silence = Silence.from_api({"servers": ["web-*"], "duration": "1h"}, now_ms=clock.now, created_by="ann")
+    engine.add_silence(silence, clock.now + 3)
+    out += engine.evaluate(clock.now + 4, [(WEB, Ctx(10, clock.now + 4))])  # resolved while silenced
+    await _record(service, out)
+    await service.set_preferences("ann", {"muted_rules": ["muted"]})
+    muted = _engine(id="muted")
+    muted.set_rules([RuleSpec.from_api({"id": "muted", "name": "Muted", "condition": "cpu > 80"})], T0)
+    low = AlertEngine()
+    low.set_rules([RuleSpec.from_api({"id": "low", "name": "Low", "condition": "cpu > 80", "severity": "info"})], T0)
+    await _record(service, muted.evaluate(T0, [(WEB, Ctx(90, T0))]) + low.evaluate(T0, [(WEB, Ctx(90, T0))]))
+    reasons = {(title.split(" ")[0], status, reason) for title, status, reason in
+               _statuses(await service.store.history("ann"))}
+    assert ("Hot", "pending", None) in reasons
+    assert ("Hot", "suppressed", "cooldown") in reasons
+    assert ("Hot", "suppressed", "silenced") in reasons
+    assert ("Muted", "suppressed", "muted") in reasons
+    assert ("Low", "suppressed", "below severity") in reasons
+    # acknowledged: a repeat of an acknowledged alert is not re-sent; the ack itself notifies nobody
+    engine2 = _engine(repeat="1m", cooldown="0s")
+    fired = engine2.evaluate(T0, [(WEB, Ctx(90, T0))])
+    ack = engine2.ack(fired[0].alert_id, by="ann", comment="mine", now_ms=T0 + 1)
+    assert service.plan([ack]) == []
+    quiet_hours = service.plan([Transition("firing", fired[0].alert, T0, False, reason="acknowledged")])
+    assert quiet_hours[0].deliveries[-1]["reason"] == "acknowledged"
+
+
+async def test_quiet_hours_hold_back_then_one_digest_and_critical_bypasses(setup: Any) -> None:
+    service, clock, hook, _ = setup
+    await service.set_preferences("ann", {"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Asia/Seoul",
+                                                          "critical_bypass": True}})
+    warn = AlertEngine()
+    warn.set_rules([RuleSpec.from_api({"id": "w", "name": "Warm", "condition": "cpu > 80", "cooldown": "0s"})], T0)
+    for i in range(3):  # three warnings during the night
+        t = clock.now + i * 60_000
+        await _record(service, warn.evaluate(t, [(WEB, Ctx(90, t))]) + warn.evaluate(t + 1, [(WEB, Ctx(1, t + 1))]))
+    crit = _engine()
+    await _record(service, crit.evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    assert await service.deliver_due() == 1  # only the critical one goes out at night
+    await hook.wait_for(1)
+    assert "Hot" in hook.accepted[0].json()["title"]
+    assert await service.run_digests() == 0  # still night: nothing due
+    clock.now = int(dt.datetime(2026, 11, 27, 7, 0, tzinfo=SEOUL).timestamp() * 1000)  # quiet hours end
+    assert await service.run_digests() == 1
+    assert await service.deliver_due() == 1
+    await hook.wait_for(2)
+    digest = hook.accepted[1].json()
+    assert digest["title"] == "6 notification(s) held back" and digest["body"].count("Warm") == 6
+    history = await service.store.history("ann")
+    statuses = {n["channels"]["webhook"]["status"] for n in history if n["kind"] == "alert" and "Warm" in n["title"]}
+    assert statuses == {"digested"}
+    assert await service.run_digests() == 0  # delivered once
+
+
+async def test_a_failing_receiver_is_retried_with_backoff(setup: Any) -> None:
+    service, clock, hook, _ = setup
+    hook.fail_next(2, 503)
+    engine = _engine()
+    await _record(service, engine.evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    assert await service.deliver_due() == 1
+    assert await service.deliver_due() == 0  # backing off
+    for expected_gap_ms in (1000, 2000):  # 1 s, then 2 s (±20 % jitter)
+        clock.now += int(expected_gap_ms * 0.79)
+        assert await service.deliver_due() == 0
+        clock.now += int(expected_gap_ms * 0.42)
+        assert await service.deliver_due() == 1
+    await hook.wait_for(1)
+    assert hook.raw_count == 3 and len(hook.ids_seen) == 1
+    (note,) = [n for n in await service.store.history("ann") if n["kind"] == "alert"]
+    assert note["channels"]["webhook"]["status"] == "sent" and note["channels"]["webhook"]["attempts"] == 3
+    assert hook.ids_seen == [note["id"]]
