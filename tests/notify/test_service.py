@@ -83,7 +83,7 @@ def _statuses(history: list[dict[str, Any]]) -> list[tuple[str, str, str | None]
 
 
 async def test_every_suppression_reason_is_in_the_history(setup: Any) -> None:
-    service, clock, hook, _ = setup
+    service, clock, _hook, _ = setup
     engine = _engine(cooldown="10m", repeat="1m")
     out = engine.evaluate(clock.now, [(WEB, Ctx(90, clock.now))])  # firing, notified
     out += engine.evaluate(clock.now + 1, [(WEB, Ctx(10, clock.now + 1))])  # resolved, notified

@@ -151,8 +151,8 @@ class NotificationStore:
             await insert_outbox(conn, entries, now_ms)
 
     async def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
-        query = (select(*_NOTIFICATION_COLUMNS, DeliveryRow.id.label("delivery_id"), DeliveryRow.user.label("recipient"),
-                        DeliveryRow.channel, DeliveryRow.attempts)
+        query = (select(*_NOTIFICATION_COLUMNS, DeliveryRow.id.label("delivery_id"),
+                        DeliveryRow.user.label("recipient"), DeliveryRow.channel, DeliveryRow.attempts)
                  .join(NotificationRow, NotificationRow.id == DeliveryRow.notification_id)
                  .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now_ms)
                  .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id).limit(limit))
