@@ -322,7 +322,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description="Agent ingest benchmark: the hub's endpoint vs in-process apply.")
     p.add_argument("--agents", type=int, default=50, help="simulated agent connections")
     p.add_argument("--batch", default="1,100", help="samples per batch; comma-separated for several runs")
-    p.add_argument("--window", type=int, default=4, help="batches in flight per agent (the agent uses 4)")
+    p.add_argument("--window", type=int, default=8, help="batches in flight per agent (the agent uses 8)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per target")
     p.add_argument("--workers", type=int, default=1, help="load-generator processes")
     p.add_argument("--compression", choices=("deflate", "none"), default="deflate")

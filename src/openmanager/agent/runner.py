@@ -56,7 +56,7 @@ __all__ = ["Agent", "AgentConfig", "AgentRefused"]
 
 log = logging.getLogger("openmanager.agent")
 
-WINDOW = 4  # batches sent and not yet acknowledged
+WINDOW = 8  # batches sent and not yet acknowledged
 BATCH_ITEMS = 500  # items per batch at most (the hub may allow more; smaller keeps each apply short)
 MAX_ITEM_BYTES = 16 * 1024  # one encoded log record at most (the message is cut to fit)
 BUFFER_FILE = "buffer.db"

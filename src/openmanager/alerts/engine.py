@@ -70,6 +70,7 @@ class Alert:
     notified: bool = False
     last_notified_at: int | None = None
     updated_at: int = 0
+    observed_at: int = 0  # when the sample behind `value` was taken (the evaluation time for fleet rules)
 
     @property
     def key(self) -> str:
@@ -83,6 +84,7 @@ class Alert:
             "state": self.state,
             "value": self.value,
             "values": dict(self.values),
+            "observed_at": self.observed_at,
             "started_at": self.started_at,
             "fired_at": self.fired_at,
             "resolved_at": self.resolved_at,
@@ -111,6 +113,7 @@ class Alert:
             started_at=data["started_at"],
             value=data.get("value"),
             values=dict(data.get("values") or {}),
+            observed_at=int(data.get("observed_at") or 0),
             fired_at=data.get("fired_at"),
             resolved_at=data.get("resolved_at"),
             ack=data.get("acknowledged"),
@@ -371,6 +374,7 @@ class AlertEngine:
         return []
 
     def _observe(self, rule: CompiledRule, alert: Alert, ctx: Any) -> None:
+        alert.observed_at = getattr(ctx, "sample_ts", None) or ctx.now_ms
         values = rule.condition.observe(ctx)
         alert.values = values
         alert.value = next(iter(values.values()), None) if values else None

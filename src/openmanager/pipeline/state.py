@@ -57,6 +57,11 @@ class _ServerContext:
     def server(self) -> ServerInfo:
         return self._state.info
 
+    @property
+    def sample_ts(self) -> int:
+        """When the sample the context reads was taken (0 if the server never reported)."""
+        return self._state.ts
+
     def latest(self, field: str) -> float | str | None:
         if self._sample is not None:
             value = self._sample.get(field)
