@@ -28,16 +28,18 @@ import httpx
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _harness import free_port, percentile, stop_proc  # noqa: E402
+from _harness import free_port, percentile, stop_proc
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    port, token = free_port(), secrets.token_urlsafe(24)
+def start_hub(args: argparse.Namespace, port: int, token: str) -> subprocess.Popen[bytes]:
     data = tempfile.mkdtemp(prefix="om-notify-bench-")
     env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=token)
-    proc = subprocess.Popen([sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", data,
+    return subprocess.Popen([sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", data,
                              "--servers", str(args.servers), "--tick", str(args.tick), "--no-local", "--seed", "1"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, token: str) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {token}"}
     try:
@@ -113,7 +115,9 @@ def main() -> int:
     ap.add_argument("--tick", type=float, default=1.0)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
-    result = asyncio.run(run(args))
+    port, token = free_port(), secrets.token_urlsafe(24)
+    proc = start_hub(args, port, token)
+    result = asyncio.run(run(args, proc, port, token))
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as fh:

@@ -96,7 +96,7 @@ async def test_https_and_wss_with_a_secure_session_cookie(tmp_path: Path) -> Non
 
 
 def test_tls_needs_both_files_and_readable_pem(tmp_path: Path) -> None:
-    cert, key = self_signed(tmp_path)
+    cert, _key = self_signed(tmp_path)
 
     def serve(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "openmanager", "serve", "--port", str(free_port()),
