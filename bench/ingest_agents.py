@@ -9,7 +9,9 @@ directory:
   agent tokens created beforehand. `--workers` load-generator processes (this file with `--worker`) open
   one WebSocket per agent (the `websockets` client, permessage-deflate as the agent uses it), say hello,
   then each keeps `--window` batches of `--batch` samples in flight, as an agent backfilling its buffer
-  does. A batch counts when its `ack` arrives inside the measured window, i.e. after the hub has
+  does (`--memory-history 6h`, so that a run's samples fit each server's in-memory history and the
+  endpoint's backfill pacing does not set in). A batch counts when its `ack` arrives inside the measured
+  window, i.e. after the hub has
   validated it, applied every sample to state and history, published the newest on `metrics`, and
   recorded its seq durably (group commit in SQLite).
 - `baseline`: the same hub code in-process with no network (`python bench/ingest_agents.py --baseline`):
@@ -43,6 +45,9 @@ from _harness import HardTimeout, LineReader, emit, free_port, stop_proc
 INGEST_PATH = "/api/v1/agents/ingest"
 WARMUP_S = 2.0
 GRACE_S = 1.0
+# Room for a run's samples in each server's in-memory history: with the default (1 h at a 1 s tick) the
+# endpoint would pace the backfill to the minute roll-ups after ~3,200 samples per agent, as it must.
+MEMORY_HISTORY = "6h"
 VALUES = (b'{"cpu":37.5,"memory":61.2,"disk":48.0,"swap":0.0,"load1":1.2,"load5":1.1,"load15":0.9,'
           b'"net_in":125000,"net_out":98000,"connections":312,"processes":184,"uptime":864000}')
 
@@ -169,8 +174,8 @@ async def baseline_main(a: argparse.Namespace) -> None:
     from openmanager.gateway.ingest import apply_batch
     from openmanager.hub import Hub
 
-    settings = Settings.load({"data_dir": a.data_dir, "simulator": False, "local": False, "log_level": "warning"},
-                             env={})
+    settings = Settings.load({"data_dir": a.data_dir, "simulator": False, "local": False, "log_level": "warning",
+                              "memory_history": MEMORY_HISTORY}, env={})
     hub = Hub(settings, admin_token="baseline-" + secrets.token_hex(8), sources=[])
     await hub.start()
     try:
@@ -186,9 +191,9 @@ async def baseline_main(a: argparse.Namespace) -> None:
                 for i, info in enumerate(infos):
                     seqs[i] += 1
                     msg = orjson.loads(frame(seqs[i], a.batch, base_ms))
-                    n, _, _ = apply_batch(hub, info, msg["samples"], msg["logs"])
+                    done = apply_batch(hub, info, msg["samples"], msg["logs"])
                     batches += 1
-                    samples += n
+                    samples += done.samples
                     await asyncio.sleep(0)
             return batches, samples, sum(me.cpu_times()[:2]) - c0
 
@@ -248,7 +253,7 @@ def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         log_path = Path(tmp) / "hub.log"
         env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN="bench-" + secrets.token_hex(12))
         cmd = [sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", str(data),
-               "--no-simulator", "--no-local", "--log-level", "warning"]
+               "--no-simulator", "--no-local", "--log-level", "warning", "--memory-history", MEMORY_HISTORY]
         hub: subprocess.Popen[bytes] | None = None
         workers: list[subprocess.Popen[str]] = []
         try:

@@ -15,6 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from openmanager.agent.protocol import INGEST_PATH, PROTOCOL_VERSION
 from openmanager.config import Settings
+from openmanager.gateway.ingest import IngestService
 from openmanager.hub import Hub
 from openmanager.server import uvicorn_config
 from openmanager.store.agents import AgentStore
@@ -59,6 +60,12 @@ class LiveHub:
             self._server.should_exit = True
             await self._task
             self._server = self._task = None
+
+    def hub_app_state_ingest(self) -> IngestService:
+        """The ingest endpoint's state (its counters)."""
+        assert self._server is not None
+        service: IngestService = self._server.config.loaded_app.app.state.ingest  # type: ignore[attr-defined]
+        return service
 
     @property
     def agents(self) -> AgentStore:

@@ -152,3 +152,15 @@ def test_a_read_only_view_sees_what_the_writer_wrote(tmp_path: Path) -> None:
             with pytest.raises(sqlite3.Error):
                 view.append(SAMPLE, [body(3)])
         assert writer.pending == 2
+
+
+def test_discard_removes_only_the_given_items_and_counts_them(tmp_path: Path) -> None:
+    with DiskBuffer(tmp_path / "b.db") as buf:
+        buf.append(SAMPLE, [body(i) for i in range(3)])
+        buf.append(LOG, [body(3, 50)])
+        items = buf.items()
+        assert buf.discard([items[1], items[3]]) == 2
+        assert buf.discard([items[1]]) == 0
+        assert [i.seq for i in buf.items()] == [1, 3]
+        assert buf.pending == 2 and buf.pending_bytes == 2 * len(body(0))
+        assert buf.stats().dropped == {SAMPLE: 1, LOG: 1}

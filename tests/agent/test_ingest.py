@@ -308,3 +308,28 @@ async def test_binary_and_text_frames_are_both_accepted(live: LiveHub, kind: str
     await ws.send(batch(1, [sample(NOW, 1)]), text=kind == "text")
     assert (await recv(ws))["seq"] == 1
     await ws.close()
+
+
+async def test_a_long_backfill_waits_for_the_roll_ups_and_loses_nothing(tmp_path: Path) -> None:
+    live = await LiveHub(tmp_path / "data", memory_history="2s").start()  # 20 points at the 0.1 s tick
+    try:
+        assert live.hub is not None and live.hub.rollups is not None and live.hub.store is not None
+        assert live.hub.history.capacity == 20
+        token = await live.agents.create("long")
+        service = live.hub_app_state_ingest()
+        ws, _ = await open_agent(live, token)
+        start = NOW - 600_000 - NOW % 60_000  # complete minutes, ten minutes back
+        await ws.send(batch(1, [sample(start + i * 1000, i) for i in range(15)]), text=True)
+        assert (await recv(ws))["seq"] == 1
+        await ws.send(batch(2, [sample(start + (15 + i) * 1000, i) for i in range(10)]), text=True)
+        with pytest.raises(TimeoutError):  # 25 points would overwrite 5 not yet rolled up: it waits
+            await recv(ws, 0.5)
+        assert service.counters.throttled == 1
+        await live.hub.rollups.roll_minutes(int(time.time() * 1000))  # what the minute job does
+        assert (await recv(ws))["seq"] == 2
+        await live.hub.rollups.roll_minutes(int(time.time() * 1000))
+        buckets = await live.hub.store.read_buckets("long", 60, 0, NOW)
+        assert sum(b.count for b in buckets) == 25
+        await ws.close()
+    finally:
+        await live.stop()

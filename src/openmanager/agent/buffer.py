@@ -24,7 +24,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +153,20 @@ class DiskBuffer:
         self._pending -= int(count)
         self._pending_bytes -= int(size)
         return int(count)
+
+    def discard(self, items: Sequence[BufferedItem]) -> int:
+        """Remove these items without an ack (they can never be sent, e.g. larger than the hub's frame
+        limit); counted as dropped. Returns how many were removed."""
+        removed = 0
+        with self._transaction():
+            for item in items:
+                cursor = self._db.execute("DELETE FROM items WHERE seq = ?", (item.seq,))
+                if cursor.rowcount:
+                    removed += 1
+                    self._pending -= 1
+                    self._pending_bytes -= len(item.body)
+                    self._bump(f"dropped.{item.kind}", 1)
+        return removed
 
     def _enforce_bounds(self) -> int:
         """Drop the oldest items until within both bounds (inside the caller's transaction)."""

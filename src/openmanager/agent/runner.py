@@ -49,7 +49,7 @@ from openmanager.agent.protocol import (
     ingest_url,
 )
 from openmanager.client._backoff import backoff_delay
-from openmanager.core.model import LogRecord, Sample, ServerInfo
+from openmanager.core.model import LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.sources.local import LocalState, collect
 
 __all__ = ["Agent", "AgentConfig", "AgentRefused"]
@@ -58,7 +58,7 @@ log = logging.getLogger("openmanager.agent")
 
 WINDOW = 8  # batches sent and not yet acknowledged
 BATCH_ITEMS = 500  # items per batch at most (the hub may allow more; smaller keeps each apply short)
-MAX_ITEM_BYTES = 16 * 1024  # one encoded log record at most (the message is cut to fit)
+MAX_ITEM_BYTES = 32 * 1024  # one encoded log record at most (the message is cut to fit)
 BUFFER_FILE = "buffer.db"
 LOG_STATE_FILE = "logfiles.json"
 LOCK_FILE = "agent.lock"
@@ -100,7 +100,9 @@ class AgentConfig:
 
 
 def encode_sample(ts: int, values: Mapping[str, float]) -> bytes:
-    return orjson.dumps({"ts": ts, "values": values})
+    """A sample as the ingest protocol carries it, rounded and clamped as the hub would (smaller on disk)."""
+    cleaned = clean_sample(Sample("", ts, dict(values)))
+    return orjson.dumps({"ts": ts, "values": cleaned.values if cleaned is not None else {}})
 
 
 def encode_log(record: LogRecord) -> bytes:
@@ -427,6 +429,11 @@ class Agent:
                     items = self.buffer.read(after=sent_upto, max_items=max_items, max_bytes=budget)
                     if not items:
                         break
+                    if len(items[0].body) + 1 > budget:  # can never fit the hub's frame limit
+                        self.buffer.discard(items[:1])
+                        log.warning("dropped a %s item of %d bytes: over the hub's frame limit (%d bytes)",
+                                    items[0].kind, len(items[0].body), max_frame)
+                        continue
                     samples = [i.body for i in items if i.kind == SAMPLE]
                     logs = [i.body for i in items if i.kind == LOG]
                     sent_upto = items[-1].seq

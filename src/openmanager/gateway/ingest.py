@@ -15,6 +15,8 @@ batch. Every sample goes into the server's state and history in order (history i
 functions and roll-ups read), but only the newest sample of a batch is published on `metrics`: a
 reconnecting agent makes one `metrics` event per batch, not a burst of stale ones, and the live state
 ends at its newest sample. Log records are all published, in order, as one `logs` event per batch.
+A long backlog is paced (`IngestService.make_room`) so that history never overwrites samples the minute
+roll-ups have not written yet and the log writer's buffer never overflows: nothing of it is lost.
 
 One connection per agent: a newer connection replaces the older one, which is closed with 4409 once its
 in-flight batch is recorded.
@@ -26,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -55,6 +58,9 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 10.0
 REPLACE_TIMEOUT_S = 10.0
 MAX_UNACKED = 32  # batches applied and not yet acknowledged, per connection (reading waits beyond)
+HISTORY_HEADROOM = 0.9  # share of a server's in-memory history a backfill may fill before roll-ups catch up
+ROOM_WAIT_S = 75.0  # longest wait for room (the roll-up job runs every minute)
+ROOM_POLL_S = 0.2
 MAX_FUTURE_MS = 60_000  # samples further ahead of the hub's clock are skipped (a skewed agent clock)
 MAX_TAGS = 32
 _SHORT = 64
@@ -77,6 +83,7 @@ class IngestCounters:
     samples: int = 0
     logs: int = 0
     invalid_items: int = 0  # items skipped for a bad shape, a bad level, or a far-future timestamp
+    throttled: int = 0  # batches that waited for the roll-ups or the log store (backfill backpressure)
 
 
 @dataclass(eq=False, slots=True)
@@ -96,6 +103,7 @@ class IngestService:
         self.links: dict[int, _Link] = {}
         self._agents: AgentStore | None = None
         self._recorder: AckRecorder | None = None
+        self._unrolled: dict[str, deque[tuple[int, int]]] = {}
 
     @property
     def agents(self) -> AgentStore:
@@ -110,6 +118,48 @@ class IngestService:
         if self._recorder is None:
             self._recorder = AckRecorder(self.agents)
         return self._recorder
+
+    def note_applied(self, server_id: str, newest_ts: int, n: int) -> None:
+        """Remember `n` samples up to `newest_ts` went into `server_id`'s history, not yet rolled up."""
+        if n:
+            self._unrolled.setdefault(server_id, deque()).append((newest_ts, n))
+
+    def unrolled(self, server_id: str) -> int:
+        """How many of the samples this endpoint put into the server's history are not in the roll-ups yet."""
+        entries = self._unrolled.get(server_id)
+        ring = self.hub.history.get(server_id)
+        if not entries or ring is None or not len(ring) or self.hub.rollups is None:
+            self._unrolled.pop(server_id, None)
+            return 0
+        written = self.hub.rollups.written_until(server_id)
+        while entries and entries[0][0] <= written:
+            entries.popleft()
+        return min(len(ring), sum(n for _, n in entries))
+
+    async def make_room(self, server_id: str, n_samples: int, n_logs: int) -> None:
+        """Backpressure for backfills: wait (reading nothing more from this agent) while applying the next
+        batch would push samples out of the in-memory history before the roll-up job has written them, or
+        would overfill the log writer's buffer. Live agents never wait; a long backlog goes in at the pace
+        of the minute roll-ups. Gives up after ROOM_WAIT_S (and says so)."""
+        hub = self.hub
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ROOM_WAIT_S
+        waited = False
+        while True:
+            limit = int(hub.history.capacity * HISTORY_HEADROOM)
+            full_history = n_samples > 0 and self.unrolled(server_id) + n_samples > limit
+            writer = hub.log_writer
+            full_logs = n_logs > 0 and writer.buffered + n_logs > writer.max_buffer // 4
+            if not full_history and not full_logs:
+                return
+            if not waited:
+                waited = True
+                self.counters.throttled += 1
+            if loop.time() > deadline:
+                log.warning("agent %s: backfill faster than the roll-ups and the log store; going on anyway "
+                            "(%s may lose points)", server_id, "history" if full_history else "the log store")
+                return
+            await asyncio.sleep(ROOM_POLL_S)
 
     async def _claim(self, link: _Link) -> None:
         old = self.links.get(link.agent.id)
@@ -282,9 +332,17 @@ def _record(raw: Any, server: str) -> LogRecord | None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    samples: int
+    logs: int
+    skipped: int  # invalid items left out
+    newest_ts: int  # of the last sample applied, 0 when none
+
+
 def apply_batch(hub: Hub, info: ServerInfo, raw_samples: list[Any], raw_logs: list[Any],
-                now_ms: int | None = None) -> tuple[int, int, int]:
-    """Apply one batch of an agent's items to the hub; returns (samples, log records, items skipped).
+                now_ms: int | None = None) -> Applied:
+    """Apply one batch of an agent's items to the hub.
 
     Samples go into state and history in the order given (history drops one not newer than the last);
     only the last goes through the pipeline and so onto `metrics`. Every sample and record is the agent's
@@ -303,7 +361,7 @@ def apply_batch(hub: Hub, info: ServerInfo, raw_samples: list[Any], raw_logs: li
     if records:
         hub.pipeline.logs(records)
     skipped = len(raw_samples) + len(raw_logs) - len(samples) - len(records)
-    return len(samples), len(records), skipped
+    return Applied(len(samples), len(records), skipped, samples[-1].ts if samples else 0)
 
 
 async def ingest_endpoint(ws: WebSocket) -> None:
@@ -397,14 +455,16 @@ async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: Ser
                 counters.duplicates += 1
                 await queue.put((-seq, None))  # acknowledged (after what precedes it), not applied
                 continue
-            n_samples, n_logs, skipped = apply_batch(hub, info, raw_samples, raw_logs)
+            await service.make_room(info.id, len(raw_samples), len(raw_logs))
+            done = apply_batch(hub, info, raw_samples, raw_logs)
+            service.note_applied(info.id, done.newest_ts, done.samples)
             applied = seq
             counters.batches += 1
-            counters.samples += n_samples
-            counters.logs += n_logs
-            if skipped:
-                counters.invalid_items += skipped
-                log.warning("agent %s: skipped %d invalid item(s) in batch %d", info.id, skipped, seq)
+            counters.samples += done.samples
+            counters.logs += done.logs
+            if done.skipped:
+                counters.invalid_items += done.skipped
+                log.warning("agent %s: skipped %d invalid item(s) in batch %d", info.id, done.skipped, seq)
             record = asyncio.ensure_future(service.recorder.record(link.agent.id, seq))
             outstanding.add(record)
             record.add_done_callback(outstanding.discard)

@@ -17,16 +17,17 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from openmanager.store.models import Base
+from openmanager.store.schema import include_object, metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=include_object,
         # SQLite cannot ALTER most things; batch mode lets later migrations work on it.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
