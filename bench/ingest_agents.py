@@ -344,6 +344,12 @@ def main() -> int:
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(hard_timeout)
     results: list[dict[str, Any]] = []
+    import psutil
+
+    background = 100.0 - psutil.cpu_times_percent(interval=2.0).idle
+    if background > 15:
+        print(f"warning: the machine is already {background:.0f}% busy before the run; figures will be low",
+              file=sys.stderr, flush=True)
     try:
         for batch in batches:
             print(f"[batch {batch}] hub: {args.agents} agents, window {args.window}, {args.duration}s ...",
@@ -373,7 +379,7 @@ def main() -> int:
         base = next(r for r in results if r["target"] == "baseline" and r["batch"] == batch)
         print(f"batch {batch}: hub/baseline samples/s x{hub['samples'] / max(1, base['samples']):.2f}, "
               f"CPU µs/sample x{hub['cpu_us_per_sample'] / max(1e-9, base['cpu_us_per_sample']):.2f}")
-    print(f"machine: {os.cpu_count()} CPUs")
+    print(f"machine: {os.cpu_count()} CPUs, {background:.0f}% busy before the run")
     if args.json:
         args.json.write_text(json.dumps({"argv": sys.argv, "results": results}, indent=2) + "\n")
     return 0

@@ -50,3 +50,17 @@ def test_configuration_doc_lists_every_setting() -> None:
     for f in fields(Settings):
         assert f"`OPENMANAGER_{f.name.upper()}`" in doc, f.name
         assert f"--{f.name.replace('_', '-')}" in doc, f.name
+
+
+def test_tls_needs_both_files(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("x")
+    key.write_text("x")
+    s = Settings.load({"tls_cert": str(cert), "tls_key": str(key)}, env={})
+    assert (s.tls_cert, s.tls_key) == (str(cert), str(key))
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        Settings.load({"tls_cert": str(cert)}, env={})
+    with pytest.raises(ConfigError, match="tls_cert and tls_key go together"):
+        Settings.load({}, env={"OPENMANAGER_TLS_KEY": str(key)})
+    with pytest.raises(ConfigError, match="tls_key: no such file"):
+        Settings.load({"tls_cert": str(cert), "tls_key": str(tmp_path / "missing.pem")}, env={})

@@ -249,7 +249,9 @@ def test_token_required_on_rest(hub: HubProcess) -> None:
     wrong = httpx.get(hub.base + "/api/v1/servers", headers={"Authorization": "Bearer wrong"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthorized"
     assert httpx.get(hub.base + "/metrics").status_code == 401
-    assert httpx.get(hub.base + "/api/v1/servers", params={"token": hub.token}).status_code == 200
+    # `?token=` is for /ws and /sse only (browsers cannot set headers there); REST wants the header
+    assert httpx.get(hub.base + "/api/v1/servers", params={"token": hub.token}).status_code == 401
+    assert hub.get("/api/v1/servers").status_code == 200
 
 
 def test_link_sets_cookie_and_redirects(hub: HubProcess) -> None:

@@ -251,9 +251,24 @@ async def test_contains_agrees_with_the_logs_topic_filter(logs: LogStore) -> Non
         got = messages(await logs.search(contains=term, limit=10_000))
         assert expected, term  # every term occurs, or the comparison proves nothing
         if logs.dialect == "sqlite" or term in word_terms:
-            assert sorted(got) == sorted(expected), term
+            assert got == expected, term  # records were written in time order: same order
+            # a small limit: the newest matches (on SQLite answered by the probe of the newest rows)
+            assert messages(await logs.search(contains=term, limit=3)) == expected[-3:], term
         else:
             assert set(got) <= set(expected), term
+
+
+async def test_contains_probe_and_index_give_the_same_answer(logs: LogStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite answers a term from the newest rows when they hold enough matches, else from the index;
+    both must give the newest matches, whatever the window size."""
+    records = _simulated_records(30)
+    await logs.write(records)
+    for window in (50, 1_000, 100_000):
+        monkeypatch.setattr(logs_module, "PROBE_ROWS", window)
+        for term, limit in (("requests", 20), ("requests", 400), ("slow", 5), ("Temperature_Celsius is", 10)):
+            expected = [r.message for r in records if term.casefold() in r.message.casefold()][-limit:]
+            assert expected, term
+            assert messages(await logs.search(contains=term, limit=limit)) == expected, (window, term, limit)
 
 
 # -- retention -----------------------------------------------------------------------------------

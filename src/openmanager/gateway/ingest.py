@@ -86,6 +86,14 @@ class IngestCounters:
     throttled: int = 0  # batches that waited for the roll-ups or the log store (backfill backpressure)
 
 
+@dataclass(slots=True)
+class _Unrolled:
+    """Samples put into one server's history and not rolled up yet: (newest ts, count) per batch."""
+
+    batches: deque[tuple[int, int]] = field(default_factory=deque)
+    total: int = 0
+
+
 @dataclass(eq=False, slots=True)
 class _Link:
     agent: AgentRecord
@@ -103,7 +111,7 @@ class IngestService:
         self.links: dict[int, _Link] = {}
         self._agents: AgentStore | None = None
         self._recorder: AckRecorder | None = None
-        self._unrolled: dict[str, deque[tuple[int, int]]] = {}
+        self._unrolled: dict[str, _Unrolled] = {}
 
     @property
     def agents(self) -> AgentStore:
@@ -122,19 +130,25 @@ class IngestService:
     def note_applied(self, server_id: str, newest_ts: int, n: int) -> None:
         """Remember `n` samples up to `newest_ts` went into `server_id`'s history, not yet rolled up."""
         if n:
-            self._unrolled.setdefault(server_id, deque()).append((newest_ts, n))
+            pending = self._unrolled.get(server_id)
+            if pending is None:
+                pending = self._unrolled[server_id] = _Unrolled()
+            pending.batches.append((newest_ts, n))
+            pending.total += n
 
     def unrolled(self, server_id: str) -> int:
-        """How many of the samples this endpoint put into the server's history are not in the roll-ups yet."""
-        entries = self._unrolled.get(server_id)
+        """How many of the samples this endpoint put into the server's history are not in the roll-ups yet
+        (amortised O(1))."""
+        pending = self._unrolled.get(server_id)
         ring = self.hub.history.get(server_id)
-        if not entries or ring is None or not len(ring) or self.hub.rollups is None:
+        if pending is None or ring is None or not len(ring) or self.hub.rollups is None:
             self._unrolled.pop(server_id, None)
             return 0
         written = self.hub.rollups.written_until(server_id)
-        while entries and entries[0][0] <= written:
-            entries.popleft()
-        return min(len(ring), sum(n for _, n in entries))
+        batches = pending.batches
+        while batches and batches[0][0] <= written:
+            pending.total -= batches.popleft()[1]
+        return min(len(ring), pending.total)
 
     async def make_room(self, server_id: str, n_samples: int, n_logs: int) -> None:
         """Backpressure for backfills: wait (reading nothing more from this agent) while applying the next

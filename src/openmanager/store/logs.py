@@ -8,7 +8,8 @@ migrations of the `logs` branch (`0002_logs`, `0002_logs_fts`).
 
 - SQLite with FTS5 and its trigram tokenizer (SQLite >= 3.34, the normal case): a case-insensitive
   substring of the message — exactly what the `logs` topic's `contains` filter keeps. Terms of three
-  characters or more are answered by the FTS index; shorter ones by a LIKE scan (ASCII-only case
+  characters or more are answered by the FTS index (after a bounded look at the newest rows, which
+  answers common terms faster than the index can); shorter ones by a LIKE scan (ASCII-only case
   folding) bounded by the other filters.
 - SQLite without the trigram tokenizer: the same LIKE scan for every term.
 - PostgreSQL (stock, no extension): the message must contain the typed text as a case-insensitive
@@ -67,6 +68,7 @@ __all__ = ["MAX_SEARCH_LIMIT", "RESYNC_S", "LogStore", "glob_to_regex", "logs_ta
 MAX_SEARCH_LIMIT = 10_000
 RESYNC_S = 6 * 3600.0  # recount the stored bytes with a full SUM this often
 PRUNE_PAGE = 5_000  # rows examined (and at most deleted) per prune transaction
+PROBE_ROWS = 5_000  # SQLite: newest rows scanned with LIKE before asking the FTS index (see LogStore._probe)
 MIN_TRIGRAM_CHARS = 3
 
 logs_table = Table(
@@ -299,12 +301,37 @@ class LogStore:
             query = query.where(logs_table.c.ts >= since_ms)
         if until_ms is not None:
             query = query.where(logs_table.c.ts < until_ms)
-        query = query.order_by(logs_table.c.ts.desc(), logs_table.c.id.desc()).limit(limit)
         async with self.store._read() as conn:
             if contains:
+                rows = await self._probe(conn, query, contains, limit)
+                if rows is not None:
+                    return [_record(r) for r in reversed(rows)]
                 query = await self._contains(conn, query, contains)
+            query = query.order_by(logs_table.c.ts.desc(), logs_table.c.id.desc()).limit(limit)
             rows = (await conn.execute(query)).all()
         return [_record(r) for r in reversed(rows)]
+
+    async def _probe(self, conn: AsyncConnection, query: Select[Any], text: str, limit: int) -> Sequence[Any] | None:
+        """SQLite: look for `text` among the newest `PROBE_ROWS` rows first, with a LIKE scan that stops at
+        `limit` matches.
+
+        The FTS index answers a rare term at once, but a common one by fetching and sorting every row that
+        contains it. If the newest rows already hold `limit` matches (or they are all the rows there are),
+        that is the answer: no newer match can lie outside them. Otherwise None, and the caller asks the
+        index. ASCII terms only: LIKE folds only ASCII case, the trigram index folds all of Unicode.
+        """
+        if self.dialect != "sqlite" or len(text) < MIN_TRIGRAM_CHARS or not text.isascii():
+            return None
+        if not await self._has_fts(conn):
+            return None
+        ts_col = logs_table.c.ts
+        boundary = (await conn.execute(select(ts_col).order_by(ts_col.desc()).offset(PROBE_ROWS - 1).limit(1))).scalar()
+        probe = query.where(logs_table.c.message.like(_like_pattern(text), escape="\\"))
+        if boundary is not None:
+            probe = probe.where(ts_col >= boundary)
+        probe = probe.order_by(ts_col.desc(), logs_table.c.id.desc()).limit(limit)
+        rows = (await conn.execute(probe)).all()
+        return rows if boundary is None or len(rows) >= limit else None
 
     def _server_condition(self, server: str | Sequence[str] | None) -> ColumnElement[bool] | None:
         if server is None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0002_logs
 Revises: 0001
-Create Date: 2025-11-27
+Create Date: 2026-11-26
 
 Its own branch off 0001, so features that add tables at the same time do not need a linear order
 (`Store.open` upgrades to "heads"). The database-specific full-text index is the next revision on

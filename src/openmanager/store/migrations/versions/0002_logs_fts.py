@@ -2,7 +2,7 @@
 
 Revision ID: 0002_logs_fts
 Revises: 0002_logs
-Create Date: 2025-11-27
+Create Date: 2026-11-26
 
 - SQLite: an FTS5 external-content table `logs_fts` over `logs.message` with the `trigram`
   tokenizer (SQLite >= 3.34), so a search is a case-insensitive *substring* match, the same
