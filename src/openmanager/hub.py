@@ -133,6 +133,7 @@ class Hub:
     async def start(self) -> None:
         self.store = await Store.open(self.settings.db_url)
         await self.auth.attach(UserStore(self.store))  # API tokens, sessions; ensures the `admin` row
+        await self.refresh_users()
         for info, last_seen in await self.store.load_servers():
             self.state.register(info, last_seen=last_seen)
         self.rollups = RollupWriter(
@@ -185,6 +186,8 @@ class Hub:
         self.scheduler.add_job(self.roll_hours, "cron", minute=2, second=30, id="rollup-1h", max_instances=1,
                                coalesce=True)
         self.scheduler.add_job(self.prune, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self.refresh_users, "interval", seconds=30, id="users-refresh", max_instances=1,
+                               coalesce=True)
         self.scheduler.add_job(self.notifications.run_digests, "cron", second=15, id="digests", max_instances=1,
                                coalesce=True)
         self.scheduler.add_job(self.notifications.prune, "cron", hour=3, minute=41, id="notification-retention",
@@ -303,6 +306,13 @@ class Hub:
         if topic == "alerts" and self.alerts is not None:
             return self.alerts.snapshot()
         raise KeyError(topic)
+
+    async def refresh_users(self) -> None:
+        """The users notifications are routed to: every account that is not disabled. Refreshed when the
+        users API changes one, and every 30 s (the `users` command changes the store directly)."""
+        users = self.auth.users
+        if users is not None:
+            self.users = [u.name for u in await users.list() if not u.disabled]
 
     @property
     def public_url(self) -> str:

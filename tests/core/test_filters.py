@@ -139,3 +139,14 @@ def test_where_is_evaluated_on_the_payload_not_the_current_state() -> None:
     assert isinstance(f, MetricsFilter)
     old_payload = {"web-02": {"cpu": 80.0, "status": "warning"}}  # web-02 is at 20 now, was at 80 then
     assert set(f.select(old_payload, VIEW, 5)) == {"web-02"}
+
+
+def test_notifications_are_private_to_the_subscriber() -> None:
+    from openmanager.core.filters import NotificationsFilter
+
+    ann = parse_filter("notifications", None, user="ann")
+    bob = parse_filter("notifications", {}, user="bob")
+    assert isinstance(ann, NotificationsFilter) and ann.key != bob.key  # a shape (and `sub`) per user
+    assert ann.accepts({"user": "ann"}) and not ann.accepts({"user": "bob"})
+    with pytest.raises(ValidationError):
+        parse_filter("notifications", {"user": "bob"}, user="ann")

@@ -76,3 +76,45 @@ async def test_in_app_notification_history_preferences_and_read(tmp_path: Path) 
         assert len(key) == 87  # base64url of a 65-byte uncompressed P-256 point
     finally:
         hub.stop()
+
+
+async def test_each_user_sees_and_changes_only_their_own(tmp_path: Path) -> None:
+    hub = HubProcess(tmp_path, *ARGS).start()
+    try:
+        users: dict[str, httpx.Client] = {}
+        for name, role in (("ann", "viewer"), ("bob", "operator")):
+            r = _req(hub, "POST", "/api/v1/users", json={"name": name, "role": role, "password": f"{name}-password-1"})
+            assert r.status_code == 201, r.text
+            client = httpx.Client(base_url=hub.base, timeout=10)
+            login = client.post("/api/v1/login", json={"name": name, "password": f"{name}-password-1"})
+            assert login.status_code == 200, login.text
+            users[name] = client
+        ann, bob = users["ann"], users["bob"]
+        r = ann.put("/api/v1/me/preferences", json={"channels": {"inapp": {"min_severity": "critical"}}})
+        assert r.status_code == 200
+        assert bob.get("/api/v1/me/preferences").json()["channels"]["inapp"]["min_severity"] == "warning"
+        assert ann.get("/api/v1/me/preferences").json()["channels"]["inapp"]["min_severity"] == "critical"
+
+        assert _req(hub, "POST", "/api/v1/rules", json={"id": "crit", "name": "Crit", "severity": "critical",
+                                                        "condition": 'server.id == "web-01"'}).status_code == 201
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            mine = {n: users[n].get("/api/v1/notifications").json()["notifications"] for n in users}
+            if all(any(x["kind"] == "alert" for x in mine[n]) for n in users):
+                break
+            await asyncio.sleep(0.1)
+        ann_ids = {x["id"] for x in mine["ann"]}
+        bob_ids = {x["id"] for x in mine["bob"]}
+        assert ann_ids and bob_ids and not ann_ids & bob_ids
+        bob_note = next(iter(bob_ids))
+        assert ann.post(f"/api/v1/notifications/{bob_note}/read").status_code == 404
+        assert bob.post(f"/api/v1/notifications/{bob_note}/read").status_code == 200
+        assert ann.get("/api/v1/users/bob").status_code == 403  # not another user's account either
+
+        alert_id = next(x for x in mine["bob"] if x["kind"] == "alert")["data"]["alert"]["id"]
+        assert ann.post(f"/api/v1/alerts/{alert_id}/ack", json={"comment": "mine"}).status_code == 403
+        assert bob.post(f"/api/v1/alerts/{alert_id}/ack", json={"comment": "mine"}).status_code == 200
+        for client in users.values():
+            client.close()
+    finally:
+        hub.stop()

@@ -249,6 +249,7 @@ async def create_user(request: Request, body: JsonObject) -> dict[str, Any]:
     name, role = _string(body, "name"), _string(body, "role")
     assert name is not None and role is not None
     user = await _users(request).create(name, role, _string(body, "password", required=False))
+    await request.app.state.hub.refresh_users()
     return user.to_api()
 
 
@@ -284,6 +285,7 @@ async def update_user(request: Request, name: str, body: JsonObject) -> dict[str
         auth.invalidate_user(target, sessions_only=True)
     elif role is not None:
         auth.invalidate_user(target, close_streams=False)  # every role may stream
+    await request.app.state.hub.refresh_users()
     return user.to_api()
 
 
@@ -297,4 +299,5 @@ async def delete_user(request: Request, name: str) -> Response:
         raise ConflictError("the built-in admin cannot be deleted")
     await _users(request).delete(target)
     _auth(request).invalidate_user(target)
+    await request.app.state.hub.refresh_users()
     return Response(status_code=204)
