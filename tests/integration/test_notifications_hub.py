@@ -78,7 +78,7 @@ async def test_in_app_notification_history_preferences_and_read(tmp_path: Path) 
         hub.stop()
 
 
-async def test_each_user_sees_and_changes_only_their_own(tmp_path: Path) -> None:
+def test_each_user_sees_and_changes_only_their_own(tmp_path: Path) -> None:
     hub = HubProcess(tmp_path, *ARGS).start()
     try:
         users: dict[str, httpx.Client] = {}
@@ -102,7 +102,7 @@ async def test_each_user_sees_and_changes_only_their_own(tmp_path: Path) -> None
             mine = {n: users[n].get("/api/v1/notifications").json()["notifications"] for n in users}
             if all(any(x["kind"] == "alert" for x in mine[n]) for n in users):
                 break
-            await asyncio.sleep(0.1)
+            time.sleep(0.1)
         ann_ids = {x["id"] for x in mine["ann"]}
         bob_ids = {x["id"] for x in mine["bob"]}
         assert ann_ids and bob_ids and not ann_ids & bob_ids
