@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench web clean
 
 install: $(STAMP)
 
@@ -28,6 +28,10 @@ unit: install
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck unit
+
+# The dashboard: web/ (TypeScript + uPlot) built into src/openmanager/web/static/ (committed; needs Node.js 20+).
+web:
+	cd web && npm ci --no-audit --no-fund && npm run build
 
 bench: install
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS)

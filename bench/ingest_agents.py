@@ -21,7 +21,8 @@ directory:
 
 It reports samples/s and batches/s, the hub's CPU in the window (and µs of CPU per sample), the load
 generator's CPU, and the hub/baseline ratio. Each run has a hard timeout and stops its children by PID.
-Exit status 0, or 2 when the run failed (a worker could not connect, the hub died, ...).
+Exit status 0, or 2 when the run failed (an agent could not connect or got an `error` from the hub, the hub
+died, ...).
 """
 
 from __future__ import annotations
@@ -301,13 +302,15 @@ def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
             if hub is not None:
                 stop_proc(hub, signal.SIGINT, 15)
     failures = [f for r in results for f in r["failures"]]
-    if failures or connected < args.agents:
-        raise RuntimeError(f"{connected}/{args.agents} agents connected; failures: {failures[:3]}")
+    errors = sum(r["errors"] for r in results)
+    if failures or errors or connected < args.agents:
+        raise RuntimeError(f"{connected}/{args.agents} agents connected; {errors} error message(s); "
+                           f"failures: {failures[:3]}")
     samples = sum(r["samples"] for r in results)
     batches = sum(r["batches"] for r in results)
     return {"target": "hub", "batch": batch, "agents": args.agents, "samples": samples, "batches": batches,
             "cpu_s": c1 - c0, "generator_cpu_s": sum(r["cpu_s"] for r in results),
-            "errors": sum(r["errors"] for r in results)}
+            "errors": errors}
 
 
 def run_baseline(args: argparse.Namespace, batch: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import orjson
@@ -112,14 +113,21 @@ async def test_a_stopped_agent_keeps_what_the_hub_did_not_take(tmp_path: Path) -
         assert buf.stats().pending >= 5
 
 
-async def test_a_refused_token_ends_the_agent_and_a_buffer_dir_has_one_owner(tmp_path: Path) -> None:
+async def test_a_refused_token_ends_the_agent_and_a_buffer_dir_has_one_owner(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     live = await LiveHub(tmp_path / "hub").start()
     try:
         token = await live.agents.create("edge-9")
         await live.agents.revoke("edge-9")
         agent = Agent(config(live, token, tmp_path))
+        caplog.set_level(logging.DEBUG)  # websockets logs the request headers at debug level
         async with asyncio.timeout(10):
             assert await agent.run() == 1
+        assert "Authorization: Bearer [redacted]" in caplog.text  # the handshake was logged ...
+        assert token not in caplog.text  # ... without the token
+        assert "the hub refused this agent" in caplog.text
+        caplog.set_level(logging.WARNING)
         token2 = await live.agents.create("edge-10")
         wrong_name = Agent(config(live, token2, tmp_path / "b", name="someone-else"))
         async with asyncio.timeout(10):

@@ -1,4 +1,4 @@
-"""`/static/openmanager.js` and the minimal page in a real headless Chromium against a real hub.
+"""`/static/openmanager.js` and the dashboard that uses it in a real headless Chromium against a real hub.
 
 Needs Chromium (Debian's `chromium`, which `.ci/run` installs). Without it the module is skipped on a
 developer's machine and fails on CI (`CI` set), so a missing browser cannot pass unnoticed.
@@ -99,23 +99,30 @@ async def test_page_shows_every_server_live_after_cookie_login(hub: HubProcess, 
     assert await page.evaluate("document.cookie") == ""  # the session cookie is HttpOnly
     expected = {s["id"] for s in (await asyncio.to_thread(hub.get, "/api/v1/servers")).json()["servers"]}
     assert len(expected) == SERVERS
+    # The dashboard keeps every server's latest sample (from the page's HubClient) and renders the cards in view.
     rows = await page.wait_for(
         f"""(() => {{
-          const rows = [...document.querySelectorAll("#servers tr")];
-          const conn = document.getElementById("conn").textContent;
-          return rows.length === {SERVERS} && conn.startsWith("connected")
-            ? rows.map((r) => [r.dataset.server, r.cells[0].className]) : null;
+          const live = window.omApp && window.omApp.live;
+          const conn = document.getElementById("conn");
+          return live && live.servers.size === {SERVERS} && conn.dataset.state === "connected"
+            && [...live.servers.values()].every((s) => s.sample.status)
+            ? [...live.servers.values()].map((s) => [s.id, s.sample.status]) : null;
         }})()""",
         timeout=5,
     )
     assert {server for server, _ in rows} == expected
     assert {status for _, status in rows} <= STATUSES
-    await page.wait_for(f"/^{SERVERS} servers/.test(document.getElementById('summary').textContent)", timeout=3)
+    cards = await page.wait_for("(() => { const c = [...document.querySelectorAll('#fleet-grid .card:not([hidden])')];"
+                                " return c.length && c.map((e) => e.dataset.status); })()", timeout=3)
+    assert set(cards) <= STATUSES
+    total = "document.querySelector('.summary-item[data-status=total] .count').textContent"
+    await page.wait_for(f"{total} === '{SERVERS}'", timeout=3)
     conn = await page.wait_for(
-        "(() => { const t = document.getElementById('conn').textContent; return /RTT \\d+ ms/.test(t) && t; })()",
+        "(() => { const t = document.querySelector('#conn .conn-detail').textContent;"
+        " return /RTT \\d+ ms/.test(t) && t; })()",
         timeout=3,
     )
-    assert conn.startswith("connected")
+    assert "msg/s" in conn
     assert page.exceptions == []
     assert page.console_errors == []
 
@@ -131,9 +138,9 @@ async def test_reconnects_and_restores_subscriptions_after_a_hub_restart(tmp_pat
 
         await asyncio.to_thread(hub.stop)
         await page.wait_for("t.client.state === 'reconnecting'", timeout=5)
-        line = await page.wait_for("(() => { const t = document.getElementById('conn').textContent;"
-                                   " return t.startsWith('reconnecting') && t; })()", timeout=5)
-        assert re.match(r"reconnecting \(attempt \d+, next try in \d+\.\d s", line), line
+        line = await page.wait_for("(() => { const t = document.querySelector('#conn .conn-label').textContent;"
+                                   " return t.startsWith('Reconnecting') && t; })()", timeout=5)
+        assert re.match(r"Reconnecting · attempt \d+( · next try in \d+\.\d s|…)$", line), line
         hub = await asyncio.to_thread(HubProcess(tmp_path, *args, port=hub.port).start)
 
         # Nothing but the client itself restores the subscriptions.
@@ -167,7 +174,7 @@ async def test_reconnects_and_restores_subscriptions_after_a_hub_restart(tmp_pat
                 assert seqs == sorted(set(seqs))
         # The page's own client comes back too; it has the default backoff (up to 20 s), so its next try
         # may be seconds away (usually under 4 s: the hub was down for a few seconds).
-        await page.wait_for("document.getElementById('conn').textContent.startsWith('connected')", timeout=25)
+        await page.wait_for("document.getElementById('conn').dataset.state === 'connected'", timeout=25)
         assert page.exceptions == []
     finally:
         await asyncio.to_thread(hub.stop)

@@ -1,87 +1,57 @@
-"""The page's password sign-in and sign-out in a real headless Chromium against a real hub."""
+"""Password sign-in, a viewer's read-only dashboard, and sign-out, in headless Chromium against a real hub.
+
+(Ported from the minimal page's CDP test to the dashboard, with Playwright.)
+"""
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
-import pytest
+from playwright.sync_api import Browser, expect
 
-from tests.browser.cdp import Chromium, Page
+from tests.browser.conftest import PageErrors
 from tests.integration.hubproc import HubProcess
-
-CHROMIUM = os.environ.get("OPENMANAGER_CHROMIUM", "/usr/bin/chromium")
-
-if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
-    pytest.skip(f"{CHROMIUM} not found: install Debian's `chromium` to run the browser tests "
-                "(on CI they fail instead)", allow_module_level=True)
 
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"CI is set but {CHROMIUM} is missing: .ci/run must install Debian's `chromium`")
-    browser = Chromium(CHROMIUM, tmp_path_factory.mktemp("chromium") / "profile").start()
+def test_sign_in_with_a_password_then_sign_out(tmp_path: Path, browser: Browser) -> None:
+    hub = HubProcess(tmp_path, "--servers", "3", "--tick", "0.2", "--no-local").start()
+    context = browser.new_context(viewport={"width": 1440, "height": 800})
     try:
-        yield browser
-    finally:
-        browser.stop()
-        shutil.rmtree(browser.profile_dir, ignore_errors=True)
-
-
-@pytest.fixture
-async def page(chromium: Chromium) -> AsyncIterator[Page]:
-    target = await asyncio.to_thread(chromium.new_page)
-    tab = await Page.connect(target["webSocketDebuggerUrl"])
-    try:
-        yield tab
-    finally:
-        await tab.close()
-
-
-def fill_and_submit(name: str, password: str) -> str:
-    return f"""(() => {{
-      const f = document.getElementById('signin');
-      f.elements['name'].value = {name!r};
-      f.elements['password'].value = {password!r};
-      f.requestSubmit();
-      return true;
-    }})()"""
-
-
-async def test_sign_in_with_a_password_then_sign_out(tmp_path: Path, page: Page) -> None:
-    hub = await asyncio.to_thread(HubProcess(tmp_path, "--servers", "3", "--tick", "0.2", "--no-local").start)
-    try:
-        async with httpx.AsyncClient(base_url=hub.base, headers={"Authorization": f"Bearer {hub.token}"}) as admin:
-            r = await admin.post("/api/v1/users", json={"name": "vera", "role": "viewer", "password": PASSWORD})
+        with httpx.Client(base_url=hub.base, headers={"Authorization": f"Bearer {hub.token}"}) as admin:
+            r = admin.post("/api/v1/users", json={"name": "vera", "role": "viewer", "password": PASSWORD})
             assert r.status_code == 201
-        await page.navigate(f"{hub.base}/")  # no cookie for this hub: the stream closes 4401
-        await page.wait_for("!document.getElementById('signin').hidden", timeout=10)
+        page = context.new_page()
+        errors = PageErrors(page)
+        page.goto(f"{hub.base}/")  # no cookie for this hub: the login form
+        expect(page.locator("#login-form")).to_be_visible(timeout=10_000)
 
-        await page.evaluate(fill_and_submit("vera", "not the password"))
-        message = await page.wait_for("document.getElementById('signin-error').textContent", timeout=10)
-        assert "wrong" in message
+        page.locator("#login-name").fill("vera")
+        page.locator("#login-password").fill("not the password")
+        page.locator("#login-submit").click()
+        expect(page.locator("#login-error")).to_contain_text("wrong", timeout=10_000)
 
-        page._loaded.clear()
-        await page.evaluate(fill_and_submit("vera", PASSWORD))
-        await asyncio.wait_for(page._loaded.wait(), 15)  # the page reloads with the session cookie
-        await page.wait_for("document.getElementById('conn').textContent.startsWith('connected')", timeout=15)
-        who = await page.wait_for("document.getElementById('who').textContent", timeout=10)
-        assert who == "vera (viewer)"
-        assert await page.evaluate("document.getElementById('signin').hidden") is True
-        assert "om_session" not in await page.evaluate("document.cookie")  # HttpOnly: out of the script's reach
-        await page.wait_for("document.querySelectorAll('#servers tr').length === 3", timeout=10)
+        page.locator("#login-password").fill(PASSWORD)
+        page.locator("#login-password").press("Enter")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=15_000)
+        expect(page.locator(".topbar .user")).to_have_text("vera · viewer")
+        expect(page.locator("#fleet-grid .card")).to_have_count(3, timeout=10_000)
+        assert "om_session" not in page.evaluate("document.cookie")  # HttpOnly: out of the script's reach
 
-        page._loaded.clear()
-        await page.evaluate("document.getElementById('signout').click(), true")
-        await asyncio.wait_for(page._loaded.wait(), 15)
-        await page.wait_for("!document.getElementById('signin').hidden", timeout=10)
-        assert page.exceptions == []
+        # A viewer reads alerts and rules but is not offered what the hub would refuse (403).
+        page.evaluate("location.hash = '#/alerts'")
+        expect(page.locator(".view-alerts .notice")).to_contain_text("not acknowledge", timeout=5_000)
+        expect(page.locator(".ack-button")).to_have_count(0)
+        page.evaluate("location.hash = '#/rules/new'")
+        expect(page.locator(".rule-form button[type=submit]")).to_be_disabled(timeout=5_000)
+
+        page.evaluate("location.hash = '#/settings'")
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.locator("#login-form")).to_be_visible(timeout=10_000)
+        assert page.request.get(f"{hub.base}/api/v1/me").status == 401  # the session is gone
+        assert errors.unexpected("status of 401") == []
     finally:
-        await asyncio.to_thread(hub.stop)
+        context.close()
+        hub.stop()

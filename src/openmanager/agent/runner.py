@@ -143,6 +143,23 @@ class _BufferSink:
             log.warning("%s: %s", server, reason)
 
 
+class TokenRedactor(logging.Filter):
+    """Replaces the token wherever it would appear in a log line (the `websockets` library logs request
+    headers at debug level, `Authorization` included)."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.token:
+            text = record.getMessage()
+            if self.token in text:
+                record.msg = text.replace(self.token, "[redacted]")
+                record.args = None
+        return True
+
+
 class _DirLock:
     """An exclusive lock file (POSIX flock) so two agents never share a buffer directory."""
 
@@ -211,6 +228,18 @@ class Agent:
         Raises RuntimeError when the buffer directory is locked by another agent."""
         cfg = self.config
         buffer_dir = Path(cfg.buffer_dir)
+        redactor = TokenRedactor(cfg.token)
+        handlers = list(logging.getLogger().handlers)
+        for handler in handlers:
+            handler.addFilter(redactor)
+        try:
+            return await self._run_locked(buffer_dir)
+        finally:
+            for handler in handlers:
+                handler.removeFilter(redactor)
+
+    async def _run_locked(self, buffer_dir: Path) -> int:
+        cfg = self.config
         self._lock.acquire()
         try:
             self.buffer = DiskBuffer(buffer_dir / BUFFER_FILE, max_bytes=cfg.buffer_max_bytes)

@@ -4,6 +4,11 @@ Every event gets a cursor. A broker keeps a bounded history per topic, so `repla
 returns exactly the events after `since`, or None when it cannot (history gone, a cursor from
 another epoch, a malformed cursor). Listeners are called in publish order, synchronously, on the
 event loop thread; they must not block.
+
+The memory broker never suspends in `publish` or `replay`; a networked broker (Redis) may suspend in
+both, and delivers to listeners from its own reader task. Gateways therefore attach a subscriber (holding
+live events) *before* awaiting `replay`, and release the held events after the replay, deduplicated by
+cursor (`FanOut.attach(..., hold=True)` / `FanOut.release`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class Event:
     ts: int  # publish time, ms since the epoch
     data: Mapping[str, Any]
     raw: bytes  # `data` encoded as JSON once, shared by every consumer
+    origin: str = ""  # the hub node that published it ("" in one process: the memory broker)
 
     @property
     def size(self) -> int:

@@ -386,7 +386,12 @@ async def ingest_endpoint(ws: WebSocket) -> None:
     if hub.store is None or not hub.started:
         await _refuse(ws, 1013, "unavailable", "the hub is starting; try again")
         return
-    agent = await service.agents.authenticate(token)
+    try:
+        agent = await service.agents.authenticate(token)
+    except StoreError as exc:
+        log.error("agent authentication failed: %s", exc.message)
+        await _refuse(ws, 1011, exc.code, "the hub cannot check tokens now; try again")
+        return
     if agent is None:
         await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "a valid agent token is required")
         return

@@ -46,6 +46,12 @@ export class LogList {
 
   add(records: LogRecord[]): void {
     if (!records.length) return;
+    // The reader may have scrolled up since the last scroll event was handled (events come a frame
+    // later): never pull them back down.
+    if (!this.paused && this.count > 0 && !this.atBottom()) {
+      this.paused = true;
+      this.scroller.dataset.paused = "true";
+    }
     if (this.paused) {
       this.pending.push(...records);
       if (this.pending.length > this.max) this.pending.splice(0, this.pending.length - this.max);

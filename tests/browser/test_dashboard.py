@@ -1,0 +1,273 @@
+"""The dashboard in Debian's headless Chromium (driven by Playwright, no browser download) against real
+hubs: sign-in, live charts, the connection badge across a hub restart, the log view's auto-scroll, acking
+an alert, and a rule's syntax error shown at its position.
+
+Needs Debian's `chromium` (`.ci/run` installs it; conftest.py skips or fails without it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect
+
+from tests.browser.conftest import PageErrors
+from tests.integration.hubproc import HubProcess
+
+SERVERS = 60  # more than fit on the screen (the grid is virtualised), and enough for ~6 log lines a second
+HUB_ARGS = ("--servers", str(SERVERS), "--tick", "0.25", "--no-local", "--seed", "11")
+VIEWPORT = {"width": 1280, "height": 720}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+    proc = HubProcess(tmp_path_factory.mktemp("hub"), *HUB_ARGS).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
+    yield ctx
+    ctx.close()
+
+
+def signed_in(context: BrowserContext, hub: HubProcess, route: str = "fleet") -> tuple[Page, PageErrors]:
+    """A page signed in by the link the hub prints, on `#/<route>`, connected."""
+    page = context.new_page()
+    errors = PageErrors(page)
+    page.goto(f"{hub.base}/?token={hub.token}")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=10_000)
+    if route != "fleet":
+        page.evaluate(f"location.hash = {('#/' + route)!r}")
+    return page, errors
+
+
+def rest(hub: HubProcess, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    return httpx.request(method, hub.base + path, json=body, headers=headers, timeout=10)
+
+
+def test_sign_in_with_the_form_and_a_token(hub: HubProcess, context: BrowserContext) -> None:
+    page = context.new_page()
+    errors = PageErrors(page)
+    page.goto(hub.base + "/")
+    form = page.locator("#login-form")
+    expect(form).to_be_visible(timeout=10_000)
+    page.get_by_role("tab", name="Token").click()
+    page.locator("#login-token").fill("not-the-token")
+    page.locator("#login-submit").click()
+    expect(page.locator("#login-error")).to_contain_text("Sign-in failed", timeout=5_000)
+
+    page.locator("#login-token").fill(hub.token)
+    page.locator("#login-submit").click()
+    expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=10_000)
+    expect(page.locator(".summary-item[data-status=total] .count")).to_have_text(str(SERVERS), timeout=5_000)
+    expect(page.locator("#fleet-grid .card:visible").first).to_be_visible(timeout=5_000)
+    expect(page.locator(".fleet-count")).to_have_text(f"{SERVERS} of {SERVERS} servers")
+    # Virtualised: only the cards in view (and a row either side) exist; they are real servers, in order.
+    ids = page.locator("#fleet-grid .card:visible").evaluate_all("cards => cards.map((c) => c.dataset.server)")
+    expected = sorted(s["id"] for s in rest(hub, "GET", "/api/v1/servers").json()["servers"])
+    assert 4 <= len(ids) < SERVERS
+    assert sorted(ids) == expected[:len(ids)]
+    # Every card says its status in a shape and a word, not by colour alone.
+    first = page.locator("#fleet-grid .card:visible").first
+    assert first.locator(".shape").inner_text() in {"●", "▲", "■", "○", "◆"}
+    assert first.locator(".status-text").inner_text() in {"healthy", "warning", "critical", "offline", "maintenance"}
+    # The session cookie is HttpOnly: the page's script cannot read it.
+    assert page.evaluate("document.cookie") == ""
+    assert any(c["httpOnly"] for c in context.cookies())
+    # The browser logs the two expected 401s (who am I before signing in, the wrong token), nothing else.
+    assert errors.unexpected("status of 401") == []
+
+
+def test_a_chart_is_backfilled_and_its_last_point_advances_within_2s(hub: HubProcess, context: BrowserContext) -> None:
+    server = rest(hub, "GET", "/api/v1/servers").json()["servers"][0]["id"]
+    page, errors = signed_in(context, hub, f"servers/{server}")
+    cpu = page.locator("figure.chart[data-metric=cpu]")
+    expect(cpu).to_have_attribute("data-last-ts", re.compile(r"^\d+$"), timeout=10_000)
+    # Backfilled from /history: the hub has run for seconds at 4 ticks a second, more than live alone.
+    history = rest(hub, "GET", f"/api/v1/servers/{server}/history?metric=cpu&since=5m").json()["points"]
+    assert len(history) >= 8
+    assert int(cpu.get_attribute("data-points") or 0) >= len(history) - 4
+    last = int(cpu.get_attribute("data-last-ts") or 0)
+    page.wait_for_function(
+        f"Number(document.querySelector('figure.chart[data-metric=cpu]').dataset.lastTs) > {last}", timeout=2_000)
+    for metric in ("memory", "disk", "network", "response_time"):
+        expect(page.locator(f"figure.chart[data-metric={metric}]")).to_have_attribute(
+            "data-last-ts", re.compile(r"^\d+$"), timeout=2_000)
+    # Range 15m reloads the history and keeps going.
+    page.get_by_role("button", name="15m").click()
+    expect(page.get_by_role("button", name="15m")).to_have_attribute("aria-pressed", "true")
+    last = int(cpu.get_attribute("data-last-ts") or 0)
+    page.wait_for_function(
+        f"Number(document.querySelector('figure.chart[data-metric=cpu]').dataset.lastTs) > {last}", timeout=2_000)
+    assert errors.errors == []
+
+
+def test_the_badge_follows_a_hub_restart_without_a_page_reload(tmp_path: Path, context: BrowserContext) -> None:
+    args = ("--servers", "8", "--tick", "0.25", "--no-local", "--seed", "11")
+    hub = HubProcess(tmp_path, *args).start()
+    try:
+        page, errors = signed_in(context, hub)
+        page.evaluate("window.__marker = 'still the same page'")
+        page.wait_for_function("window.omApp.live.metricsEvents > 3", timeout=5_000)
+        hub.stop()
+        conn = page.locator("#conn")
+        expect(conn).to_have_attribute("data-state", "reconnecting", timeout=10_000)
+        expect(conn.locator(".conn-label")).to_contain_text(re.compile(r"Reconnecting · attempt \d+"))
+        expect(page.locator("#stale-banner")).to_be_visible(timeout=5_000)
+        before = page.evaluate("window.omApp.live.metricsEvents")
+
+        hub = HubProcess(tmp_path, *args, port=hub.port).start()
+        # The page's client backs off up to 20 s between tries; the hub was down a few seconds.
+        expect(conn).to_have_attribute("data-state", "connected", timeout=30_000)
+        page.wait_for_function(f"window.omApp.live.metricsEvents > {before + 3}", timeout=5_000)
+        expect(page.locator("#stale-banner")).to_be_hidden(timeout=5_000)
+        assert page.evaluate("window.__marker") == "still the same page"
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        assert errors.unexpected("WebSocket connection to") == []  # the failed tries while the hub was down
+    finally:
+        hub.stop()
+
+
+def at_bottom(page: Page) -> bool:
+    return bool(page.evaluate(
+        "(() => { const s = document.querySelector('.log-scroller');"
+        " return s.scrollTop + s.clientHeight >= s.scrollHeight - 8; })()"))
+
+
+def test_the_log_view_follows_pauses_on_scroll_up_and_jumps_back(hub: HubProcess, context: BrowserContext) -> None:
+    page, errors = signed_in(context, hub, "logs")
+    page.select_option("#logs-level", "DEBUG")
+    scroller = page.locator(".log-scroller")
+    # Enough lines to scroll (the stored ones come first), then new ones keep it at the bottom.
+    page.wait_for_function("(() => { const s = document.querySelector('.log-scroller');"
+                           " return s.scrollHeight > s.clientHeight + 200; })()", timeout=15_000)
+    lines = int(scroller.get_attribute("data-lines") or 0)
+    page.wait_for_function(f"Number(document.querySelector('.log-scroller').dataset.lines) > {lines}", timeout=10_000)
+    assert at_bottom(page)
+    assert scroller.get_attribute("data-paused") == "false"
+
+    # Scrolling up (a real wheel) pauses: the view stays put and a button counts the new lines.
+    scroller.hover()
+    page.mouse.wheel(0, -400)
+    expect(scroller).to_have_attribute("data-paused", "true", timeout=3_000)
+    jump = page.locator(".jump-latest")
+    expect(jump).to_be_visible(timeout=10_000)
+    expect(jump).to_contain_text(re.compile(r"\d+ new lines — jump to latest"))
+    top = page.evaluate("document.querySelector('.log-scroller').scrollTop")
+    count = int(jump.get_attribute("data-count") or 0)
+    page.wait_for_function(f"Number(document.querySelector('.jump-latest').dataset.count) > {count}", timeout=10_000)
+    assert page.evaluate("document.querySelector('.log-scroller').scrollTop") == top
+    assert not at_bottom(page)
+
+    jump.click()
+    expect(jump).to_be_hidden()
+    expect(scroller).to_have_attribute("data-paused", "false")
+    assert at_bottom(page)
+    lines = int(scroller.get_attribute("data-lines") or 0)
+    page.wait_for_function(f"Number(document.querySelector('.log-scroller').dataset.lines) > {lines}"
+                           " || Number(document.querySelector('.log-scroller').dataset.lines) >= 2000", timeout=10_000)
+    assert at_bottom(page)
+    assert int(scroller.get_attribute("data-lines") or 0) <= 2000
+    assert errors.errors == []
+
+
+def test_acknowledging_a_firing_alert_in_the_ui(hub: HubProcess, context: BrowserContext) -> None:
+    server = rest(hub, "GET", "/api/v1/servers").json()["servers"][1]["id"]
+    page, errors = signed_in(context, hub, "alerts")
+    expect(page.locator(".view-alerts")).to_be_visible()
+    rule = rest(hub, "POST", "/api/v1/rules", {
+        "name": "ui ack test", "condition": "cpu >= 0", "severity": "critical", "for": "0s",
+        "scope": f'server.id == "{server}"'}).json()
+    try:
+        # A new critical alert pops a toast, and shows up firing in the list.
+        expect(page.locator(".toast-critical")).to_contain_text(f"ui ack test on {server}", timeout=10_000)
+        row = page.locator(f".alert-row[data-rule='{rule['id']}'][data-state=firing]")
+        expect(row).to_be_visible(timeout=10_000)
+        alert_id = row.get_attribute("data-alert")
+        row.locator(".ack-button").click()
+        row.locator(".ack-comment").fill("looking into it")
+        row.locator(".ack-confirm").click()
+        acked = page.locator(f".alert-row[data-alert='{alert_id}'][data-acknowledged=true]").first
+        expect(acked).to_contain_text("acknowledged by admin: looking into it", timeout=5_000)
+        alert = rest(hub, "GET", f"/api/v1/alerts/{alert_id}").json()
+        assert alert["acknowledged"]["comment"] == "looking into it"
+        assert alert["acknowledged"]["by"] == "admin"
+        assert errors.errors == []
+    finally:
+        rest(hub, "DELETE", f"/api/v1/rules/{rule['id']}")
+
+
+def test_a_rule_with_a_syntax_error_shows_the_error_at_its_position(hub: HubProcess, context: BrowserContext) -> None:
+    page, errors = signed_in(context, hub, "rules/new")
+    editor = page.locator("#rule-condition")
+    expect(editor).to_be_visible(timeout=5_000)
+    bad = "cpu > 80 AND memory > > 3"
+    expected = rest(hub, "POST", "/api/v1/rules/validate", {"condition": bad}).json()
+    assert expected["valid"] is False
+    position = expected["error"]["position"]
+    editor.fill(bad)
+    mark = page.locator(".code-field:has(#rule-condition) .error-mark")
+    expect(mark).to_be_visible(timeout=5_000)
+    assert mark.get_attribute("data-position") == str(position)
+    assert mark.inner_text() == bad[position]
+    # The text before the mark in the highlight layer is exactly the condition up to the position.
+    before = mark.evaluate("m => [...m.parentElement.childNodes].slice(0, [...m.parentElement.childNodes].indexOf(m))"
+                           ".map((n) => n.textContent).join('')")
+    assert before == bad[:position]
+    expect(page.locator("#rule-condition-msg")).to_contain_text(f"position {position}")
+    assert editor.get_attribute("aria-invalid") == "true"
+    # The mark sits under the character in the textarea: same box, same font, same offset.
+    mark_box = mark.bounding_box()
+    editor_box = editor.bounding_box()
+    assert mark_box is not None and editor_box is not None
+    assert editor_box["x"] < mark_box["x"] < editor_box["x"] + editor_box["width"]
+
+    editor.fill("cpu > 80 AND memory > 3")
+    expect(page.locator(".code-field:has(#rule-condition)")).to_have_attribute("data-state", "valid", timeout=5_000)
+    expect(mark).to_have_count(0)
+    assert errors.errors == []
+
+
+def test_phone_width_and_korean(hub: HubProcess, browser: Browser) -> None:
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = ctx.new_page()
+        errors = PageErrors(page)
+        page.goto(f"{hub.base}/?token={hub.token}")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "connected", timeout=10_000)
+        expect(page.locator("#fleet-grid .card:visible").first).to_be_visible()
+        # One card per row and nothing wider than the screen.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        boxes = page.locator("#fleet-grid .card:visible").evaluate_all(
+            "cards => cards.slice(0, 3).map((c) => c.getBoundingClientRect().left)")
+        assert len(set(round(x) for x in boxes)) == 1
+        page.locator("#lang-toggle").click()
+        expect(page.locator("nav a[data-route=fleet]")).to_have_text("서버 현황")
+        expect(page.locator("#conn .conn-label")).to_have_text("연결됨")
+        page.locator("#lang-toggle").click()
+        expect(page.locator("nav a[data-route=fleet]")).to_have_text("Fleet")
+        assert errors.errors == []
+    finally:
+        ctx.close()
+
+
+def test_keyboard_reaches_a_server_from_the_grid(hub: HubProcess, context: BrowserContext) -> None:
+    page, errors = signed_in(context, hub)
+    expect(page.locator("#fleet-grid .card:visible").first).to_be_visible()
+    page.locator("#fleet-grid .card:visible").first.focus()
+    page.keyboard.press("ArrowRight")
+    focused = page.evaluate("document.activeElement.dataset.index")
+    assert focused == "1"
+    server = page.evaluate("document.activeElement.dataset.server")
+    page.keyboard.press("Enter")
+    expect(page.locator(f".view-server[data-server='{server}']")).to_be_visible(timeout=5_000)
+    assert errors.errors == []
