@@ -333,3 +333,44 @@ async def test_a_long_backfill_waits_for_the_roll_ups_and_loses_nothing(tmp_path
         await ws.close()
     finally:
         await live.stop()
+
+
+class StalledLogWriter:
+    """Stands in for the hub's log writer with a backlog the test controls."""
+
+    def __init__(self, buffered: int) -> None:
+        self.buffered = buffered
+        self.max_buffer = 100
+        self.offered: list[Any] = []
+
+    def offer(self, records: Any) -> None:
+        self.offered.extend(records)
+
+
+async def test_log_lines_wait_while_the_log_store_is_behind(live: LiveHub) -> None:
+    assert live.hub is not None
+    real = live.hub.log_writer
+    stalled = StalledLogWriter(buffered=60)  # over a quarter of its buffer: the store is behind
+    live.hub.log_writer = stalled  # type: ignore[assignment]
+    try:
+        service = live.hub_app_state_ingest()
+        token = await live.agents.create("chatty")
+        ws, _ = await open_agent(live, token)
+        await ws.send(batch(1, [], [line(NOW, "wait for me")]), text=True)
+        async with asyncio.timeout(5):
+            while service.counters.throttled == 0:
+                await asyncio.sleep(0.01)
+        assert stalled.offered == []  # not applied while the store is behind
+        stalled.buffered = 10  # the writer caught up
+        assert (await recv(ws))["seq"] == 1
+        async with asyncio.timeout(5):
+            while not stalled.offered:
+                await asyncio.sleep(0.01)
+        assert [r["message"] for r in stalled.offered] == ["wait for me"]
+        stalled.buffered = 60
+        await ws.send(batch(2, [sample(NOW, 1)]), text=True)  # samples alone never wait for the log store
+        assert (await recv(ws))["seq"] == 2
+        assert service.counters.throttled == 1
+        await ws.close()
+    finally:
+        live.hub.log_writer = real

@@ -152,18 +152,20 @@ class IngestService:
 
     async def make_room(self, server_id: str, n_samples: int, n_logs: int) -> None:
         """Backpressure for backfills: wait (reading nothing more from this agent) while applying the next
-        batch would push samples out of the in-memory history before the roll-up job has written them, or
-        would overfill the log writer's buffer. Live agents never wait; a long backlog goes in at the pace
-        of the minute roll-ups. Gives up after ROOM_WAIT_S (and says so)."""
+        batch would push samples out of the in-memory history before the roll-up job has written them, or,
+        for a batch with log records, while the log writer's buffer is a quarter full (the store is behind).
+        Live agents never wait; a long backlog goes in at the pace of the minute roll-ups. Gives up after
+        ROOM_WAIT_S (and says so)."""
         hub = self.hub
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ROOM_WAIT_S
         waited = False
         while True:
             limit = int(hub.history.capacity * HISTORY_HEADROOM)
-            full_history = n_samples > 0 and self.unrolled(server_id) + n_samples > limit
+            unrolled = self.unrolled(server_id) if n_samples > 0 else 0
+            full_history = unrolled > 0 and unrolled + n_samples > limit  # (a batch alone may not fit: go)
             writer = hub.log_writer
-            full_logs = n_logs > 0 and writer.buffered + n_logs > writer.max_buffer // 4
+            full_logs = n_logs > 0 and writer.buffered >= max(1, writer.max_buffer // 4)
             if not full_history and not full_logs:
                 return
             if not waited:
