@@ -87,7 +87,7 @@ class SeriesRing:
         for lo, hi in self._ranges(since_ms):
             values = col[lo:hi].tolist()
             stamps = self._ts[lo:hi].tolist()
-            if any(v != v for v in values):  # NaN: the sample had no value
+            if math.isnan(sum(values)):  # a NaN (a sample without this metric) poisons the sum: filter them out
                 pairs = [(t, v) for t, v in zip(stamps, values, strict=True) if v == v]
                 stamps, values = [t for t, _ in pairs], [v for _, v in pairs]
             out_ts += stamps

@@ -41,9 +41,10 @@ class ServerState:
 
 class _ServerContext:
     """One server as the rule language sees it: at its latest sample, or — given an event's `sample` —
-    as of that sample (windows end at `now_ms`, the sample's time)."""
+    as of that sample (windows end at `now_ms`, the sample's time). A context is made for one evaluation
+    pass, so it remembers the windows it has read (rules often share them)."""
 
-    __slots__ = ("_ring", "_sample", "_state", "now_ms")
+    __slots__ = ("_ring", "_sample", "_state", "_windows", "now_ms")
 
     def __init__(
         self, state: ServerState, ring: SeriesRing | None, now_ms: int, sample: Mapping[str, Any] | None = None
@@ -52,6 +53,7 @@ class _ServerContext:
         self._ring = ring
         self._sample = sample
         self.now_ms = now_ms
+        self._windows: dict[tuple[str, int], tuple[Sequence[int], Sequence[float]]] | None = None
 
     @property
     def server(self) -> ServerInfo:
@@ -75,10 +77,16 @@ class _ServerContext:
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
         if self._ring is None:
             return [], []
+        key = (metric, since_ms)
+        if self._windows is None:
+            self._windows = {}
+        elif (cached := self._windows.get(key)) is not None:
+            return cached
         ts, values = self._ring.series(metric, since_ms)
         if self._sample is not None and ts and ts[-1] > self.now_ms:
             keep = bisect.bisect_right(ts, self.now_ms)
-            return ts[:keep], values[:keep]
+            ts, values = ts[:keep], values[:keep]
+        self._windows[key] = (ts, values)
         return ts, values
 
 
@@ -122,6 +130,28 @@ class FleetState:
             state.status = self.policy.derive(sample.values)
         self.history.append(sample.server, sample.ts, sample.values)
         return state
+
+    def mirror(self, server_id: str, ts: int, wire: Mapping[str, Any]) -> None:
+        """Apply a sample another hub process took, in its `metrics` wire form: its values, and its status
+        as that process derived it (`offline` keeps the last values). Unknown servers are registered bare."""
+        state = self.servers.get(server_id)
+        if state is None:
+            self.register(ServerInfo(id=server_id, hostname=server_id))
+            state = self.servers[server_id]
+        try:
+            status = Status(wire.get("status", "healthy"))
+        except ValueError:
+            status = Status.HEALTHY
+        if status is Status.OFFLINE:
+            state.status = status
+            return
+        values = {k: float(v) for k, v in wire.items()
+                  if k != "status" and isinstance(v, int | float) and not isinstance(v, bool)}
+        state.values = values
+        state.ts = ts
+        state.last_seen = self.now_ms()
+        state.status = status
+        self.history.append(server_id, ts, values)
 
     def set_problem(self, server_id: str, reason: str | None) -> None:
         """Set (or, with None, clear) a known server's problem; unknown servers are ignored."""
