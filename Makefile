@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench web clean
+.PHONY: install run test lint typecheck unit bench bench-peers bench-peers-build web clean
 
 install: $(STAMP)
 
@@ -38,3 +38,15 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+
+# Side-by-side fan-out benchmark: the hub against a C floor, Node ws and Socket.IO 4.8 (needs gcc and Node.js 20+).
+bench-peers-build: bench/peers/floor bench/peers/node_modules/.package-lock.json
+
+bench/peers/floor: bench/peers/floor.c
+	$(CC) -O2 -Wall -o $@ $<
+
+bench/peers/node_modules/.package-lock.json: bench/peers/package-lock.json
+	cd bench/peers && npm ci --no-audit --no-fund
+
+bench-peers: install bench-peers-build
+	$(BIN)/python bench/sidebyside.py $(BENCH_ARGS)

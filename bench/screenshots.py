@@ -70,12 +70,6 @@ def shoot(hub: HubProcess, out: Path, warmup: float) -> None:
     api.post("/api/v1/rules", json={"name": "Memory pressure", "condition": "memory > 65", "severity": "critical",
                                     "for": "0s", "clear": "memory < 60", "scope": 'server.role == "database"'})
     api.post("/api/v1/me/test-notification")
-    time.sleep(warmup)
-    servers = api.get("/api/v1/servers").json()["servers"]
-    busiest = max(servers, key=lambda s: s["sample"].get("cpu", 0))["id"]
-    firing = api.get("/api/v1/alerts?state=firing").json()["alerts"]
-    if firing:  # one acknowledged alert, to show how that looks
-        api.post(f"/api/v1/alerts/{firing[-1]['id']}/ack", json={"comment": "looking into it"})
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--disable-gpu"])
@@ -87,9 +81,16 @@ def shoot(hub: HubProcess, out: Path, warmup: float) -> None:
             login.screenshot(path=str(out / "login.png"))
             login.close()
 
+            # The fleet stays open while the hub warms up, so the sparklines fill and alerts fire.
             page = signed_in(ctx, hub)
             expect(page.locator("#fleet-grid .card").first).to_be_visible()
-            settle(page, 2000)
+            time.sleep(warmup)
+            servers = api.get("/api/v1/servers").json()["servers"]
+            busiest = max(servers, key=lambda s: s["sample"].get("cpu", 0))["id"]
+            firing = api.get("/api/v1/alerts?state=firing").json()["alerts"]
+            if firing:  # one acknowledged alert, to show how that looks
+                api.post(f"/api/v1/alerts/{firing[-1]['id']}/ack", json={"comment": "looking into it"})
+            settle(page, 1500)
             page.screenshot(path=str(out / "fleet.png"))
             open_view(page, f"servers/{busiest}", "figure.chart[data-metric=cpu][data-last-ts]")
             settle(page, 1500)

@@ -78,6 +78,11 @@ def serve(
     vapid_subject: Annotated[str | None, _opt("vapid_subject")] = None,
     notify_retry_limit: Annotated[int | None, _opt("notify_retry_limit")] = None,
     notify_retry_base: Annotated[str | None, _opt("notify_retry_base")] = None,
+    broker: Annotated[str | None, _opt("broker")] = None,
+    broker_prefix: Annotated[str | None, _opt("broker_prefix")] = None,
+    leader_lock: Annotated[str | None, _opt("leader_lock")] = None,
+    leader_lease: Annotated[str | None, _opt("leader_lease")] = None,
+    node_id: Annotated[str | None, _opt("node_id")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,

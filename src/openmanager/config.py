@@ -72,6 +72,13 @@ class Settings:
     vapid_subject: str = _opt("mailto:admin@localhost", "Web Push: the contact (mailto: or https:) sent to push services.")
     notify_retry_limit: int = _opt(6, "Notifications: delivery attempts per channel before it is marked failed.")
     notify_retry_base: str = _opt("2s", "Notifications: first retry delay; doubles per attempt (a duration).")
+    broker: str = _opt("memory", "Broker: memory (one process) or redis://[:password@]host:port/db to run several "
+                                 "hub processes on one Redis (with a shared postgresql:// --db).")
+    broker_prefix: str = _opt("openmanager", "Redis broker: the prefix of every key (clusters may share a Redis).")
+    leader_lock: str = _opt("auto", "Several processes: how the leader is elected: redis (a lease), postgresql "
+                                    "(an advisory lock in --db), or auto (redis).")
+    leader_lease: str = _opt("5s", "Redis leader lease: a leader that died is replaced within about this long.")
+    node_id: str = _opt("", "This process's name in a cluster (default host:port:random).")
 
     @classmethod
     def load(
@@ -136,6 +143,26 @@ class Settings:
             self.smtp_settings()
         if self.notify_retry_limit < 1:
             raise ConfigError("notify_retry_limit must be at least 1")
+        self._validate_cluster()
+
+    def _validate_cluster(self) -> None:
+        if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"broker must be memory or a redis:// URL, not {self.broker!r}")
+        if self.leader_lock not in ("auto", "redis", "postgresql"):
+            raise ConfigError("leader_lock must be auto, redis or postgresql")
+        if self.leader_lock == "postgresql" and not self.db.startswith(("postgresql", "postgres:")):
+            raise ConfigError("leader_lock postgresql needs a postgresql:// --db")
+        try:
+            lease = parse_duration(self.leader_lease)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"leader_lease: {exc.message}") from exc
+        if lease < 300:
+            raise ConfigError("leader_lease must be at least 0.3s")
+
+    @property
+    def clustered(self) -> bool:
+        """Several hub processes may share the work (a Redis broker)."""
+        return self.broker != "memory"
 
     @property
     def db_url(self) -> str:

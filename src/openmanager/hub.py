@@ -2,6 +2,14 @@
 
 `Hub.start()` and `Hub.stop()` are called by the ASGI lifespan. Rule evaluation, ticks and roll-ups run
 whether or not any client is connected.
+
+With the memory broker the hub is one process and always the leader. With the Redis broker
+(`settings.clustered`) several hub processes share the work (see `openmanager.cluster`): each publishes
+what its own sources see (this host, the agents connected to it) and mirrors every other process's
+`metrics` into its state and history; one elected leader runs the cluster-wide sources, the fleet summary
+and offline detection, rule evaluation, notification delivery and the scheduled jobs. Leadership moves in
+`_leadership`: a new leader restores rules, alerts and cooldowns from the store (so a firing alert is not
+notified again) and continues the roll-ups from the newest stored minute.
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
 
 from openmanager.alerts.service import AlertService
-from openmanager.broker.base import Event
+from openmanager.broker.base import Broker, Event
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
+from openmanager.cluster import CONTROL_TOPIC, INTERNAL_TOPICS, Election, LeaderCalls, default_node_id
 from openmanager.config import Settings
+from openmanager.core.filters import TOPICS
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext, parse_duration
@@ -41,6 +51,12 @@ from openmanager.store.rollups import RollupWriter
 from openmanager.store.users import UserStore
 
 log = logging.getLogger(__name__)
+
+NODE_SOURCES = frozenset({"local"})
+"""Sources every process of a cluster runs for itself; the others (simulator, scrapes, log files) run on
+the leader only."""
+LEADER_JOBS = ("rollup-1m", "rollup-1h", "retention", "digests", "notification-retention",
+               "alert-history-retention", "log-retention")
 
 
 def build_sources(settings: Settings) -> list[Source]:
@@ -99,16 +115,28 @@ class Hub:
         capacity = max(1, parse_duration(settings.memory_history) // tick_ms)
         self.history = FleetHistory(capacity)
         self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms)
-        self.broker = MemoryBroker(
-            HistoryLimits(
-                parse_duration(settings.history_max_age), settings.history_max_events, settings.history_max_bytes
-            )
+        limits = HistoryLimits(
+            parse_duration(settings.history_max_age), settings.history_max_events, settings.history_max_bytes
         )
+        self.clustered = settings.clustered
+        self.node_id = settings.node_id or default_node_id(settings.port)
+        self.broker: Broker
+        if self.clustered:
+            from openmanager.broker.redis import RedisBroker
+
+            self.broker = RedisBroker(settings.broker, limits, prefix=settings.broker_prefix, node=self.node_id,
+                                      topics=(*INTERNAL_TOPICS, *TOPICS))
+        else:
+            self.broker = MemoryBroker(limits)
+        self.is_leader = not self.clustered  # one process is always the leader
+        self.election: Election | None = None
+        self.calls = LeaderCalls(self.broker, self.node_id, lambda: self.is_leader)
         self.stats = HubStats()
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.stats)
         GCCollector(registry=self.registry)
-        self.pipeline = Pipeline(self.state, self.broker, self.stats)
+        self.pipeline = Pipeline(self.state, self.broker, self.stats,
+                                 on_register=self._registered if self.clustered else None)
         self.fanout = FanOut(self.broker, self.state, self.stats)
         self.sessions: dict[str, Session] = {}
         self.sources = build_sources(settings) if sources is None else sources
@@ -124,6 +152,9 @@ class Hub:
         self.registry.register(self.log_writer)
         self.scheduler: AsyncIOScheduler | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self._leader_tasks: list[asyncio.Task[Any]] = []
+        self._leader_wanted = asyncio.Event()
+        self._mirrored_alerts: dict[str, dict[str, Any]] = {}  # a follower's view of the pending and firing alerts
         self._last_fleet: dict[str, Any] = self.state.fleet_summary()
         self._last_system: dict[str, Any] = self.stats.system_event()
         self.gc_policy = GcPolicy()
@@ -144,16 +175,8 @@ class Hub:
         )
         self.logs = LogStore(self.store)
         self.log_writer.start(self.logs.write)
-        self.broker.listen("logs", lambda event: self.log_writer.offer(event.data["records"]))
-        from openmanager.store.alerts import AlertStore
-
-        self.alerts = AlertService(
-            AlertStore(self.store),
-            self.pipeline.publish,
-            self.rule_contexts,
-            flap_transitions=self.settings.flap_transitions,
-            flap_window_ms=parse_duration(self.settings.flap_window),
-        )
+        self.broker.listen("logs", self._on_logs)
+        self.broker.listen("metrics", self._on_metrics)  # before any fan-out: mirrored samples are in first
         from openmanager.notify.setup import build_channels
         from openmanager.store.notifications import NotificationStore
 
@@ -169,52 +192,259 @@ class Hub:
             retry_base_ms=parse_duration(self.settings.notify_retry_base),
             base_url=self.public_url,
         )
-        await self.notifications.start()
-        self.alerts.plan_outbox = self.notifications.plan
-        self.alerts.on_outbox = self.notifications.committed
+        await self.notifications.start(worker=False)
+        self.alerts = self._new_alert_service()
         await self.alerts.start()
         await self.broker.start()
         self.pipeline.start()
         loop = asyncio.get_running_loop()
         for source in self.sources:
-            self.source_status[source.name] = "running"
-            self._tasks.append(loop.create_task(self._run_source(source), name=f"source-{source.name}"))
+            self.source_status[source.name] = "running" if self.is_leader or source.name in NODE_SOURCES else "standby"
+            if source.name in NODE_SOURCES or not self.clustered:
+                self._tasks.append(loop.create_task(self._run_source(source), name=f"source-{source.name}"))
         self._tasks.append(loop.create_task(self._tick_loop(), name="hub-tick"))
         self.scheduler = AsyncIOScheduler(timezone="UTC")
-        self.scheduler.add_job(self.roll_minutes, "cron", second=5, id="rollup-1m", max_instances=1,
-                               coalesce=True)
-        self.scheduler.add_job(self.roll_hours, "cron", minute=2, second=30, id="rollup-1h", max_instances=1,
-                               coalesce=True)
-        self.scheduler.add_job(self.prune, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
         self.scheduler.add_job(self.refresh_users, "interval", seconds=30, id="users-refresh", max_instances=1,
                                coalesce=True)
-        self.scheduler.add_job(self.notifications.run_digests, "cron", second=15, id="digests", max_instances=1,
-                               coalesce=True)
-        self.scheduler.add_job(self.notifications.prune, "cron", hour=3, minute=41, id="notification-retention",
-                               max_instances=1, coalesce=True)
-        self.scheduler.add_job(self.alerts.prune, "cron", hour=3, minute=23, id="alert-history-retention",
-                               max_instances=1, coalesce=True)
-        self.scheduler.add_job(self.prune_logs, "cron", minute="*/10", second=40, id="log-retention",
-                               max_instances=1, coalesce=True)
-        self.alerts.attach_maintenance(self.scheduler, self.state.set_maintenance, lambda: [s.info for s in self.state])
-        await self.alerts.load_windows()
         self.scheduler.start()
         self.broker.listen("metrics", lambda _: self.gc_policy.after_delivery(self.settings.tick / 2))
-        self.broker.listen("metrics", self._on_metrics)
+        from openmanager.gateway.alerts_api import leader_ops
+
+        for op, handler in leader_ops(self).items():
+            self.calls.register(op, handler)
+        if self.clustered:
+            self._start_cluster()
+        else:
+            await self._become_leader()
         self.gc_policy.install()
         self.started = True
+
+    # leadership ------------------------------------------------------------------------------------
+    def _new_alert_service(self) -> AlertService:
+        from openmanager.store.alerts import AlertStore
+
+        assert self.store is not None
+        service = AlertService(
+            AlertStore(self.store),
+            self.pipeline.publish,
+            self.rule_contexts,
+            flap_transitions=self.settings.flap_transitions,
+            flap_window_ms=parse_duration(self.settings.flap_window),
+        )
+        if self.notifications is not None:
+            service.plan_outbox = self.notifications.plan
+            service.on_outbox = self.notifications.committed
+        return service
+
+    def _leader_jobs(self) -> None:
+        assert self.scheduler is not None and self.notifications is not None and self.alerts is not None
+        add = self.scheduler.add_job
+        add(self.roll_minutes, "cron", second=5, id="rollup-1m", max_instances=1, coalesce=True)
+        add(self.roll_hours, "cron", minute=2, second=30, id="rollup-1h", max_instances=1, coalesce=True)
+        add(self.prune, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
+        add(self.notifications.run_digests, "cron", second=15, id="digests", max_instances=1, coalesce=True)
+        add(self.notifications.prune, "cron", hour=3, minute=41, id="notification-retention", max_instances=1,
+            coalesce=True)
+        add(self.alerts.prune, "cron", hour=3, minute=23, id="alert-history-retention", max_instances=1,
+            coalesce=True)
+        add(self.prune_logs, "cron", minute="*/10", second=40, id="log-retention", max_instances=1, coalesce=True)
+
+    async def _become_leader(self) -> None:
+        """Take on the work done once per cluster. In a cluster the alert state is restored from the store
+        (rules, pending and firing alerts, last notifications, silences) and the roll-ups continue from the
+        newest stored minute."""
+        assert self.notifications is not None and self.rollups is not None and self.scheduler is not None
+        if self.clustered:
+            if self.alerts is not None:
+                await self.alerts.stop()
+            await self.notifications.load_preferences()
+            self.alerts = self._new_alert_service()
+            await self.alerts.start()
+            await self.rollups.resume_from_store()
+        assert self.alerts is not None
+        self.is_leader = True
+        self._leader_jobs()
+        set_maintenance = self._set_maintenance if self.clustered else self.state.set_maintenance
+        self.alerts.attach_maintenance(self.scheduler, set_maintenance, lambda: [s.info for s in self.state])
+        await self.alerts.load_windows()
+        self.notifications.start_worker()
+        if self.clustered:
+            loop = asyncio.get_running_loop()
+            for source in self.sources:
+                if source.name not in NODE_SOURCES:
+                    self.source_status[source.name] = "running"
+                    self._leader_tasks.append(loop.create_task(self._run_source(source), name=f"source-{source.name}"))
+
+    async def _step_down(self) -> None:
+        """Stop the leader's work (another process has taken it, or this one cannot renew its lease) and
+        keep serving as a follower."""
+        assert self.notifications is not None and self.scheduler is not None
+        self.is_leader = False
+        for task in self._leader_tasks:
+            task.cancel()
+        for task in self._leader_tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._leader_tasks.clear()
+        for source in self.sources:
+            if source.name not in NODE_SOURCES:
+                self.source_status[source.name] = "standby"
+        for job in self.scheduler.get_jobs():
+            if job.id in LEADER_JOBS or job.id.startswith("maintenance-"):
+                job.remove()
+        await self.notifications.stop_worker()
+        if self.alerts is not None:
+            await self.alerts.stop()  # what it evaluated is stored before the new leader reads it
+        await self._follow()
+
+    async def _follow(self) -> None:
+        """A follower's alert service: rules and windows loaded for the REST API, never evaluated; the
+        pending and firing alerts mirrored from the `alerts` topic for snapshots."""
+        self.alerts = self._new_alert_service()
+        await self.alerts.start()
+        self.alerts.windows = {w.id: w for w in await self.alerts.store.windows()}
+        self._mirrored_alerts = {a["id"]: a for a in self.alerts.snapshot()["alerts"]}
+
+    def _start_cluster(self) -> None:
+        from openmanager.cluster import PgAdvisoryLock, RedisLease, asyncpg_dsn
+
+        self.calls.attach()
+        self.broker.listen(CONTROL_TOPIC, self._on_control)
+        self.broker.listen("alerts", self._on_alert_event)
+        assert self.notifications is not None
+        self.notifications.on_preferences = lambda user: self.notify_cluster("prefs", user=user)
+        self.auth.on_invalidate = lambda notice: self.notify_cluster("auth", **notice)
+        self._mirrored_alerts = {a["id"]: a for a in self.alerts.snapshot()["alerts"]} if self.alerts else {}
+        lock = self.settings.leader_lock
+        name = f"{self.settings.broker_prefix}:leader"
+        if lock == "postgresql":
+            self.election = PgAdvisoryLock(asyncpg_dsn(self.settings.db_url), name, self.node_id,
+                                           self._leader_changed, interval_s=1.0)
+        else:
+            from openmanager.broker.redis import RedisBroker
+
+            assert isinstance(self.broker, RedisBroker)
+            self.election = RedisLease(self.broker.redis, name, self.node_id, self._leader_changed,
+                                       ttl_ms=parse_duration(self.settings.leader_lease))
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._leadership(), name="leadership"))
+        self._tasks.append(loop.create_task(self.election.start(), name="election-start"))
+
+    def _leader_changed(self, _leader: bool) -> None:
+        self._leader_wanted.set()
+
+    async def _leadership(self) -> None:
+        """Follow the election: one role change at a time, always towards its latest verdict."""
+        while True:
+            await self._leader_wanted.wait()
+            self._leader_wanted.clear()
+            want = self.election is not None and self.election.leader
+            try:
+                if want and not self.is_leader:
+                    await self._become_leader()
+                    log.warning("node %s is the leader", self.node_id)
+                elif not want and self.is_leader:
+                    await self._step_down()
+                    log.warning("node %s is a follower", self.node_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("changing this node's role failed; trying again")
+                await asyncio.sleep(1.0)
+                self._leader_wanted.set()
+
+    # cluster messages --------------------------------------------------------------------------------
+    def notify_cluster(self, kind: str, **fields: Any) -> None:
+        """Tell the other processes of a cluster about a change (`cluster` topic); nothing in one process."""
+        if self.clustered:
+            self.pipeline.publish(CONTROL_TOPIC, {"kind": kind, "node": self.node_id, **fields})
+
+    def _registered(self, info: ServerInfo) -> None:
+        """A source of this process registered a server: tell the others, and store it for processes that
+        start later."""
+        self.notify_cluster("server", info=info.to_dict())
+        if self.store is not None:
+            store = self.store
+            self._background(self._store_server(store, info), f"store-server-{info.id}")
+
+    async def _store_server(self, store: Store, info: ServerInfo) -> None:
+        try:
+            await store.upsert_servers([info], self.state.now_ms())
+        except Exception as exc:
+            log.warning("storing server %s failed: %s", info.id, exc)
+
+    def _set_maintenance(self, server_id: str, on: bool) -> None:
+        self.state.set_maintenance(server_id, on)
+        self.notify_cluster("maintenance", server=server_id, on=on)
+
+    def _on_control(self, event: Event) -> None:
+        data = event.data
+        if data.get("node") == self.node_id:
+            return
+        kind = data.get("kind")
+        if kind == "server":
+            info = dict(data["info"])
+            self.state.register(ServerInfo(**info))
+        elif kind == "maintenance":
+            self.state.set_maintenance(str(data["server"]), bool(data["on"]))
+        elif kind == "forget":
+            self.state.forget(str(data["server"]))
+            self.log_writer.discard(str(data["server"]))
+        elif kind == "auth":
+            self.auth.apply_notice(dict(data))
+        elif kind in ("prefs", "users", "alerts-config"):
+            self._background(self._reload(str(kind), data), f"reload-{kind}")
+
+    async def _reload(self, kind: str, data: Any) -> None:
+        if kind == "prefs" and self.notifications is not None:
+            await self.notifications.load_preferences(str(data.get("user")))
+        elif kind == "users":
+            await self.refresh_users()
+        elif kind == "alerts-config" and self.alerts is not None and not self.is_leader:
+            assert self.store is not None
+            self.alerts.engine.set_rules(await self.alerts.store.load_rules(), self.alerts.now_ms())
+            self.alerts.windows = {w.id: w for w in await self.alerts.store.windows()}
+
+    def _background(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.append(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            if t in self._tasks:
+                self._tasks.remove(t)
+
+        task.add_done_callback(done)
+
+    def _on_alert_event(self, event: Event) -> None:
+        """A follower mirrors the pending and firing alerts for its clients' `alerts` snapshots."""
+        if self.is_leader:
+            return
+        alert = event.data.get("alert") or {}
+        alert_id = alert.get("id")
+        if not alert_id:
+            return
+        if alert.get("state") in ("pending", "firing"):
+            self._mirrored_alerts[alert_id] = alert
+        else:
+            self._mirrored_alerts.pop(alert_id, None)
+
+    def _on_logs(self, event: Event) -> None:
+        """Store log records once: each process stores those its own sources published."""
+        if not event.origin or event.origin == self.node_id:
+            self.log_writer.offer(event.data["records"])
 
     async def stop(self) -> None:
         self.started = False
         self.gc_policy.uninstall()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
-        for task in self._tasks:
+        for task in (*self._tasks, *self._leader_tasks):
             task.cancel()
-        for task in self._tasks:
+        for task in (*self._tasks, *self._leader_tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        self._leader_tasks.clear()
         for session in list(self.sessions.values()):
             session.close(1012, "hub restarting or shutting down")
         await self.pipeline.stop()
@@ -222,12 +452,19 @@ class Hub:
             await self.alerts.stop()
         if self.notifications is not None:
             await self.notifications.stop()
+        was_leader = self.is_leader
+        if self.election is not None:  # hands the lease back at once: a follower takes over without waiting
+            await self.election.stop()
+        await self.calls.close()
         await self.log_writer.stop()  # flushes what is buffered, before the store closes
         await self.auth.close()  # the pending API-token last-use write
         if self.store is not None:
             try:
-                await self.persist_servers()
-                if self.rollups is not None:
+                if was_leader:
+                    await self.persist_servers()
+                # One process: the partial minute now, the rest after the restart. A cluster goes on: the
+                # next leader writes this minute whole (it mirrored it), from the newest stored minute on.
+                if self.rollups is not None and not self.clustered:
                     await self.rollups.roll_minutes(self.state.now_ms(), include_partial=True)
             except Exception:
                 log.exception("saving history at shutdown failed")
@@ -253,19 +490,29 @@ class Hub:
         while True:
             next_tick += tick
             await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-            self.pipeline.expire()
-            if self.alerts is not None:
-                try:
-                    self.alerts.tick()
-                except Exception:
-                    log.exception("alert evaluation failed this tick")
-            self._last_fleet = self.state.fleet_summary()
-            self.pipeline.publish("fleet", self._last_fleet)
+            if self.is_leader:
+                self.pipeline.expire()
+                if self.alerts is not None:
+                    try:
+                        self.alerts.tick()
+                    except Exception:
+                        log.exception("alert evaluation failed this tick")
+                self._last_fleet = self.state.fleet_summary()
+                self.pipeline.publish("fleet", self._last_fleet)
             now = time.monotonic()
             if now >= next_system:
                 next_system = now + 1.0
                 self._last_system = self.stats.system_event()
-                self.pipeline.publish("system", self._last_system)
+                if self.clustered:  # each process's own statistics, node-local (they flow while Redis is down)
+                    self._last_system.update(self.cluster_status())
+                    await self.broker.publish("system", self._last_system)
+                else:
+                    self.pipeline.publish("system", self._last_system)
+
+    def cluster_status(self) -> dict[str, Any]:
+        """This process in its cluster: its id, whether it leads, and whether the broker is reachable."""
+        ok, reason = self.broker.ready()
+        return {"node": self.node_id, "leader": self.is_leader, "broker": {"ok": ok, "reason": reason}}
 
     # jobs (APScheduler)
     async def persist_servers(self) -> None:
@@ -303,6 +550,8 @@ class Hub:
             return self.state.fleet_summary()
         if topic == "system":
             return self._last_system
+        if topic == "alerts" and not self.is_leader:
+            return {"alerts": list(self._mirrored_alerts.values())}
         if topic == "alerts" and self.alerts is not None:
             return self.alerts.snapshot()
         raise KeyError(topic)
@@ -313,6 +562,11 @@ class Hub:
         users = self.auth.users
         if users is not None:
             self.users = [u.name for u in await users.list() if not u.disabled]
+
+    async def users_changed(self) -> None:
+        """The users API changed an account: refresh here and in the cluster's other processes."""
+        await self.refresh_users()
+        self.notify_cluster("users")
 
     @property
     def public_url(self) -> str:
@@ -331,14 +585,18 @@ class Hub:
         return out
 
     def _on_metrics(self, event: Event) -> None:
-        """Per-server rules run as soon as a batch of samples is published (after the fan-out of that
-        event, not before it)."""
-        if self.alerts is not None:
+        """Samples another process of the cluster published go into this one's state and history; per-server
+        rules run (on the leader) as soon as a batch of samples is published (after its fan-out)."""
+        if event.origin and event.origin != self.node_id:
+            ts = int(event.data.get("ts", 0))
+            for server_id, wire in event.data.get("servers", {}).items():
+                self.state.mirror(server_id, ts, wire)
+        if self.alerts is not None and self.is_leader:
             ids = list(event.data.get("servers", ()))
             asyncio.get_running_loop().call_soon(self._evaluate_arrivals, ids)
 
     def _evaluate_arrivals(self, ids: list[str]) -> None:
-        if self.alerts is None:
+        if self.alerts is None or not self.is_leader:
             return
         try:
             self.alerts.samples_arrived(ids)
@@ -351,7 +609,8 @@ class Hub:
         ok, reason = self.broker.ready()
         if not ok:
             return False, f"broker: {reason}"
-        failed = [f"{name} {status}" for name, status in self.source_status.items() if status != "running"]
+        failed = [f"{name} {status}" for name, status in self.source_status.items()
+                  if status not in ("running", "standby")]  # standby: a follower's, run by the leader
         if self.sources and len(failed) == len(self.sources):
             return False, "sources: " + "; ".join(failed)
         return True, "ready"
@@ -376,6 +635,7 @@ class Hub:
             return False
         self.state.forget(server_id)
         self.log_writer.discard(server_id)
+        self.notify_cluster("forget", server=server_id)
         if self.store is not None:
             await self.store.forget_server(server_id)
             if self.logs is not None:

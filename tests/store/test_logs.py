@@ -33,6 +33,7 @@ from openmanager.store.models import Base
 from .conftest import T0
 
 PG_URL = os.environ.get("OPENMANAGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+STORE_BACKENDS = ("sqlite",)  # conftest's `db_url`: the `logs` fixture below picks the backend itself
 
 
 # -- PostgreSQL: a throwaway database per test session -------------------------------------------

@@ -103,6 +103,13 @@ export class Live {
         this.emit("unread");
       },
     }));
+    // After a reconnect the streams resume by themselves; what came over REST is read again.
+    let welcomes = 0;
+    this.client.on("welcome", () => {
+      if (welcomes++ === 0) return;
+      void this.loadServers();
+      void this.refreshUnread();
+    });
     void this.client.connect().catch(() => {});
     void this.loadServers();
     void this.refreshUnread();

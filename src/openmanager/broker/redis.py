@@ -161,6 +161,7 @@ class RedisBroker:
         self._up = asyncio.Event()
         self._reason = "not started"
         self._closed = False
+        self._ever_up = False
         self.outages = 0
         self.on_state: list[Callable[[bool, str], None]] = []  # called when Redis goes down or comes back
         self.on_epoch: list[Callable[[str, str], None]] = []  # (old, new) when Redis lost its data
@@ -196,7 +197,8 @@ class RedisBroker:
     async def _connect(self) -> None:
         """Check Redis, learn the epoch (a new one if Redis lost its data), and set the read positions of
         streams never read before to their newest entry."""
-        await self._redis.ping()
+        pong: Any = self._redis.ping()
+        await pong
         await self._redis.set(self._epoch_key, secrets.token_hex(4), nx=True)
         epoch = _text(await self._redis.get(self._epoch_key) or b"")
         if self.epoch and epoch != self.epoch:
@@ -229,7 +231,9 @@ class RedisBroker:
             self._up.set()
         else:
             self._up.clear()
-        if was != up:
+        first = not self._ever_up
+        self._ever_up = self._ever_up or up
+        if was != up and not first:
             if up:
                 log.warning("Redis is reachable again; delivery resumes from the last event read")
             else:
@@ -241,10 +245,19 @@ class RedisBroker:
     async def close(self) -> None:
         self._closed = True
         self._up.set()  # wake publishers, who then see `_closed`
+        self._wake_reader.set()
         if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            # Stop the reader by closing its connection, not by cancelling it: a cancellation that lands
+            # while redis-py is between reads can be lost (seen with redis-py 8.1 on Python 3.11).
+            with contextlib.suppress(RedisError, OSError):
+                await self._reader_redis.connection_pool.disconnect()
+            try:
+                async with asyncio.timeout(READ_BLOCK_MS / 1000 + 1):
+                    await asyncio.shield(self._reader)
+            except TimeoutError:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
             self._reader = None
         for stream in self._streams.values():
             stream.listeners.clear()
@@ -358,7 +371,7 @@ class RedisBroker:
 
     async def _read_loop(self) -> None:
         backoff = BACKOFF_MIN_S
-        while True:
+        while not self._closed:
             try:
                 if not self._up.is_set():
                     await self._connect()
@@ -367,6 +380,8 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                if self._closed:
+                    return
                 self._set_up(False, f"{type(exc).__name__}: {exc}")
                 delay = random.uniform(backoff / 2, backoff)
                 backoff = min(BACKOFF_MAX_S, backoff * 2)

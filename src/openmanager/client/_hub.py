@@ -33,10 +33,13 @@ from openmanager.client._errors import AuthError, ClientClosedError, ClientError
 from openmanager.client._resume import ResumePoint
 from openmanager.client._types import ClientStats, ConnectionState, Event, Reset, Snapshot, StateName
 from openmanager.core.cursor import parse_cursor
+from openmanager.core.delta import apply_delta
+from openmanager.core.encoding import unpack
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "openmanager.v1.json"
+SUBPROTOCOL_MSGPACK = "openmanager.v1.msgpack"
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
@@ -141,11 +144,15 @@ class Subscription:
 class _Channel:
     """One subscription on the hub's side (one shape) and the application subscriptions sharing it."""
 
-    __slots__ = ("filter", "point", "ready", "request_id", "reset_pending", "since_sent", "sub", "subs", "topic")
+    __slots__ = ("delta", "filter", "point", "ready", "request_id", "reset_pending", "since_sent", "state", "sub",
+                 "subs", "topic")
 
-    def __init__(self, topic: str, flt: dict[str, Any] | None, ready: asyncio.Future[None]) -> None:
+    def __init__(self, topic: str, flt: dict[str, Any] | None, ready: asyncio.Future[None],
+                 delta: bool = False) -> None:
         self.topic = topic
         self.filter = flt
+        self.delta = delta  # `"encoding": "delta"`: events carry changed fields; `state` rebuilds full samples
+        self.state: dict[str, dict[str, Any]] = {}
         self.sub = ""
         self.point = ResumePoint()
         self.subs: list[Subscription] = []
@@ -158,6 +165,8 @@ class _Channel:
         msg: dict[str, Any] = {"type": "subscribe", "id": request_id, "topic": self.topic}
         if self.filter:
             msg["filter"] = self.filter
+        if self.delta:
+            msg["encoding"] = "delta"
         self.since_sent = self.point.cursor
         if self.since_sent is not None:
             msg["since"] = self.since_sent
@@ -185,7 +194,8 @@ class HubClient:
 
     def __init__(self, url: str, *, token: str, backoff_min: float = 0.5, backoff_max: float = 20.0,
                  ping_interval: float = 5.0, open_timeout: float = 10.0, ping_timeout: float | None = None,
-                 compression: bool = True, max_size: int = 64 * 2**20, rng: random.Random | None = None) -> None:
+                 compression: bool = True, max_size: int = 64 * 2**20, rng: random.Random | None = None,
+                 encoding: str = "json", delta: bool = True) -> None:
         if backoff_min < 0 or backoff_max < backoff_min:
             raise ValueError("need 0 <= backoff_min <= backoff_max")
         if ping_interval <= 0 or open_timeout <= 0:
@@ -198,6 +208,11 @@ class HubClient:
         self.ping_timeout = ping_timeout if ping_timeout is not None else max(2 * ping_interval, 10.0)
         self.open_timeout = open_timeout
         self.compression = compression
+        if encoding not in ("json", "msgpack"):
+            raise ValueError("encoding must be 'json' or 'msgpack'")
+        self.encoding = encoding  # the hub's frames: JSON text (the default) or msgpack (binary)
+        self.delta = delta  # `metrics` subscriptions use the delta encoding (rebuilt into full samples here)
+        self._binary = False  # the current connection negotiated msgpack
         self.max_size = max_size
         self._rng = rng or random.Random()
         self.rtt_ms: float | None = None
@@ -337,7 +352,8 @@ class HubClient:
             raise ClientError("subscribe() waits for the hub's answer, which this callback is holding up: "
                               "start it with asyncio.create_task() instead of awaiting it here")
         loop = asyncio.get_running_loop()
-        channel = _Channel(topic, dict(filter) if filter else None, loop.create_future())
+        channel = _Channel(topic, dict(filter) if filter else None, loop.create_future(),
+                           delta=self.delta and topic == "metrics")
         subscription = Subscription(self, channel, on_event, on_snapshot, on_reset)
         channel.subs.append(subscription)
         self._channels.append(channel)
@@ -363,7 +379,8 @@ class HubClient:
         try:
             ws = await connect(
                 self.url,
-                subprotocols=[Subprotocol(SUBPROTOCOL)],
+                subprotocols=[Subprotocol(SUBPROTOCOL_MSGPACK if self.encoding == "msgpack" else SUBPROTOCOL),
+                              Subprotocol(SUBPROTOCOL)],
                 additional_headers={"Authorization": f"Bearer {self._token}"},
                 user_agent_header=f"openmanager-client/{__version__}",
                 compression="deflate" if self.compression else None,
@@ -386,7 +403,7 @@ class HubClient:
             raise ConnectError(f"cannot connect to {self.url}: {_describe(exc)}") from exc
         try:
             raw = await asyncio.wait_for(ws.recv(decode=False), self.open_timeout)
-            welcome = orjson.loads(raw)
+            welcome = unpack(raw) if ws.subprotocol == SUBPROTOCOL_MSGPACK else orjson.loads(raw)
         except ConnectionClosed as exc:
             self.stats.connect_failures += 1
             rcvd = exc.rcvd
@@ -395,7 +412,7 @@ class HubClient:
                                 f"{rcvd.reason or _CLOSE_MEANINGS[rcvd.code]}", close_code=rcvd.code) from None
             how = f"close {rcvd.code} {rcvd.reason}".rstrip() if rcvd is not None else "no close frame"
             raise ConnectError(f"the hub at {self.url} closed the connection before its welcome ({how})") from None
-        except (TimeoutError, orjson.JSONDecodeError) as exc:
+        except (TimeoutError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
             self.stats.connect_failures += 1
             ws.transport.abort()
             raise ConnectError(f"no welcome from the hub at {self.url}: {_describe(exc)}") from None
@@ -411,6 +428,7 @@ class HubClient:
 
     def _attach(self, ws: ClientConnection, welcome: dict[str, Any]) -> None:
         self._ws = ws
+        self._binary = ws.subprotocol == SUBPROTOCOL_MSGPACK  # requests stay JSON text: the hub takes both
         self.session = welcome.get("session")
         self.server_version = welcome.get("version")
         heartbeat = welcome.get("heartbeat_ms")
@@ -617,9 +635,9 @@ class HubClient:
 
     async def _dispatch(self, raw: bytes | str) -> None:
         try:
-            msg = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            log.warning("openmanager client: a frame that is not JSON: %.80r", raw)
+            msg = unpack(raw) if self._binary and isinstance(raw, bytes) else orjson.loads(raw)
+        except ValueError:
+            log.warning("openmanager client: a frame that is not %s: %.80r", self.encoding, raw)
             return
         if not isinstance(msg, dict):
             return
@@ -668,6 +686,10 @@ class HubClient:
         if not channel.point.replaying:
             self._replaying.discard(channel)
         self.stats.events += 1
+        if channel.delta:  # the changed fields, folded into the full samples of the servers in the event
+            servers = data.get("servers") or {}
+            apply_delta(channel.state, servers)
+            data = {"ts": data.get("ts"), "servers": {sid: dict(channel.state[sid]) for sid in servers}}
         event = Event(channel.topic, channel.sub, cursor, data)
         await self._deliver([s.on_event for s in channel.subs if s.active], event)
 
@@ -677,6 +699,8 @@ class HubClient:
         if channel is None or not isinstance(cursor, str) or not isinstance(data, dict):
             return
         channel.point.snapshot(cursor)
+        if channel.delta:
+            channel.state = {sid: dict(s) for sid, s in (data.get("servers") or {}).items()}
         snapshot = Snapshot(channel.topic, channel.sub, cursor, data, reset=channel.reset_pending)
         channel.reset_pending = False
         self.stats.snapshots += 1
@@ -717,7 +741,9 @@ class HubClient:
                 self._replaying.add(channel)
         else:
             channel.point.subscribed(cursor, recovered=False)
-            if since is not None:
+            old, new = parse_cursor(since or ""), parse_cursor(cursor)
+            same_epoch = old is not None and new is not None and old.epoch == new.epoch
+            if since is not None and not (channel.delta and same_epoch):  # delta: a resume is a snapshot, not a loss
                 self.stats.resets += 1
                 channel.reset_pending = True
                 reset = Reset(channel.topic, sub, since, cursor, _reset_reason(since, cursor))

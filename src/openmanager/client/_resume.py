@@ -1,8 +1,9 @@
 """Where one server-side subscription stands in its topic: what to drop as a duplicate and where to
 resume (pure, no I/O).
 
-The hub's cursors are `<epoch>-<seq>`. Within an epoch `seq` grows by one per event of the topic (a
-filtered subscription sees a subset, so gaps are normal there). A `subscribed` reply carries the topic's
+The hub's cursors are `<epoch>-<seq>`. Within an epoch `seq` grows with every event of the topic (by one
+with one hub process, by more with several on Redis; a filtered subscription sees a subset, so gaps are
+normal anyway). A `subscribed` reply carries the topic's
 head; what the hub sends after it has a larger `seq`, except the replay of a resumed (`recovered: true`)
 subscription, which follows the reply at once and ends at that head.
 """

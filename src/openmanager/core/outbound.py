@@ -61,7 +61,7 @@ class Framed:
         self.body = body
 
 
-Entry = str | Conflated | Framed
+Entry = str | bytes | Conflated | Framed
 
 
 class OutboundQueue:
@@ -97,7 +97,7 @@ class OutboundQueue:
 
 
 def _size(entry: Entry) -> int:
-    if isinstance(entry, str):
+    if isinstance(entry, str | bytes):
         return len(entry)
     if isinstance(entry, Framed):
         return len(entry.body)

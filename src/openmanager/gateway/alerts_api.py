@@ -1,8 +1,15 @@
-"""REST routes for alert rules, alerts (list, ack), silences and rule backtests, under `/api/v1`."""
+"""REST routes for alert rules, alerts (list, ack), silences and rule backtests, under `/api/v1`.
+
+Changes go through `leader_ops`: in one process they run at once; in a cluster a follower hands them to
+the leader (whose engine holds the alerts), and the leader tells every process to reload rules and
+maintenance windows from the store afterwards.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -60,6 +67,59 @@ def _csv(value: str | None, allowed: tuple[str, ...], name: str) -> list[str]:
 JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
 
 
+def leader_ops(hub: Hub) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]]:
+    """The changes that need the alert engine, as JSON in and out (run on the leader)."""
+
+    def service() -> AlertService:
+        if hub.alerts is None:
+            raise Unavailable("the alert engine is starting")
+        return hub.alerts
+
+    async def changed(result: Any) -> Any:
+        hub.notify_cluster("alerts-config")
+        return result
+
+    async def create_rule(a: Mapping[str, Any]) -> Any:
+        return await changed(_rule_out(await service().create_rule(a["body"], by=a["by"])))
+
+    async def replace_rule(a: Mapping[str, Any]) -> Any:
+        return await changed(_rule_out(await service().replace_rule(a["rule_id"], a["body"], by=a["by"])))
+
+    async def delete_rule(a: Mapping[str, Any]) -> Any:
+        await service().delete_rule(a["rule_id"])
+        return await changed(None)
+
+    async def ack(a: Mapping[str, Any]) -> Any:
+        return await service().ack(a["alert_id"], by=a["by"], comment=a["comment"])
+
+    async def add_silence(a: Mapping[str, Any]) -> Any:
+        svc = service()
+        return await changed((await svc.add_silence(a["body"], by=a["by"])).to_api(svc.now_ms()))
+
+    async def end_silence(a: Mapping[str, Any]) -> Any:
+        svc = service()
+        return await changed((await svc.end_silence(a["silence_id"])).to_api(svc.now_ms()))
+
+    async def add_window(a: Mapping[str, Any]) -> Any:
+        return await changed((await service().add_window(a["body"], by=a["by"])).to_api())
+
+    async def start_window(a: Mapping[str, Any]) -> Any:
+        svc = service()
+        return await changed((await svc.start_window(a["window_id"])).to_api(svc.now_ms()))
+
+    async def delete_window(a: Mapping[str, Any]) -> Any:
+        await service().delete_window(a["window_id"])
+        return await changed(None)
+
+    ops = (create_rule, replace_rule, delete_rule, ack, add_silence, end_silence, add_window, start_window,
+           delete_window)
+    return {f"alerts.{op.__name__}": op for op in ops}
+
+
+async def _leader(request: Request, op: str, **args: Any) -> Any:
+    return await _hub(request).calls.call(f"alerts.{op}", args)
+
+
 # rules ---------------------------------------------------------------------------------------------
 @router.get("/rules")
 async def list_rules(request: Request) -> dict[str, Any]:
@@ -74,8 +134,8 @@ async def create_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     """Create a rule (PROTOCOL.md, "Rule language"). The id defaults to one derived from the name.
     400 `invalid_rule` for a bad field or condition (with `position`), 409 if the id exists."""
     require_role(request, "operator")
-    spec = await _alerts(request).create_rule(body, by=_user(request))
-    return _rule_out(spec)
+    result: dict[str, Any] = await _leader(request, "create_rule", body=body, by=_user(request))
+    return result
 
 
 @router.get("/rules/{rule_id}")
@@ -92,14 +152,15 @@ async def replace_rule(request: Request, rule_id: str, body: JsonObject) -> dict
     """Replace a rule. Its pending and firing alerts go on under the new definition (disabling it, or
     switching between per-server and fleet, resolves them)."""
     require_role(request, "operator")
-    return _rule_out(await _alerts(request).replace_rule(rule_id, body, by=_user(request)))
+    result: dict[str, Any] = await _leader(request, "replace_rule", rule_id=rule_id, body=body, by=_user(request))
+    return result
 
 
 @router.delete("/rules/{rule_id}", status_code=204, response_class=Response)
 async def delete_rule(request: Request, rule_id: str) -> Response:
     """Delete a rule; its pending and firing alerts resolve (without notifying)."""
     require_role(request, "operator")
-    await _alerts(request).delete_rule(rule_id)
+    await _leader(request, "delete_rule", rule_id=rule_id)
     return Response(status_code=204)
 
 
@@ -195,7 +256,8 @@ async def ack_alert(request: Request, alert_id: str,
     comment = (body or {}).get("comment", "")
     if not isinstance(comment, str) or len(comment) > 2000:
         raise ValidationError("comment must be a string of at most 2000 characters", code="invalid_parameter")
-    return await _alerts(request).ack(alert_id, by=_user(request), comment=comment)
+    result: dict[str, Any] = await _leader(request, "ack", alert_id=alert_id, by=_user(request), comment=comment)
+    return result
 
 
 # silences ------------------------------------------------------------------------------------------
@@ -205,9 +267,8 @@ async def create_silence(request: Request, body: JsonObject) -> dict[str, Any]:
     "ends_at": ms | "duration": "2h", "comment"}`: matching alerts are still recorded and published,
     but notify no one while it is active."""
     require_role(request, "operator")
-    service = _alerts(request)
-    silence = await service.add_silence(body, by=_user(request))
-    return silence.to_api(service.now_ms())
+    result: dict[str, Any] = await _leader(request, "add_silence", body=body, by=_user(request))
+    return result
 
 
 @router.get("/silences")
@@ -224,8 +285,8 @@ async def list_silences(
 async def end_silence(request: Request, silence_id: str) -> dict[str, Any]:
     """End a silence early (it is kept, with its new end, in the list)."""
     require_role(request, "operator")
-    service = _alerts(request)
-    return (await service.end_silence(silence_id)).to_api(service.now_ms())
+    result: dict[str, Any] = await _leader(request, "end_silence", silence_id=silence_id)
+    return result
 
 
 # maintenance windows -------------------------------------------------------------------------------
@@ -237,6 +298,8 @@ async def list_windows(request: Request) -> dict[str, Any]:
     for window in service.windows.values():
         job = hub.scheduler.get_job(f"maintenance-{window.id}") if hub.scheduler is not None else None
         nxt = job.next_run_time if job is not None else None
+        if job is None and not hub.is_leader:  # scheduled on the leader only: compute it here
+            nxt = window.trigger().get_next_fire_time(None, datetime.now(UTC))
         out.append(window.to_api() | {"next_start_at": int(nxt.timestamp() * 1000) if nxt else None})
     return {"windows": out}
 
@@ -247,19 +310,20 @@ async def create_window(request: Request, body: JsonObject) -> dict[str, Any]:
     "comment"?}`: each time the cron expression fires (in that zone), the scope's alerts are silenced
     for the duration and its servers' status is `maintenance`."""
     require_role(request, "operator")
-    return (await _alerts(request).add_window(body, by=_user(request))).to_api()
+    result: dict[str, Any] = await _leader(request, "add_window", body=body, by=_user(request))
+    return result
 
 
 @router.post("/maintenance/{window_id}/start")
 async def start_window(request: Request, window_id: str) -> dict[str, Any]:
     """Start a window now (outside its schedule); answers the silence it created."""
     require_role(request, "operator")
-    service = _alerts(request)
-    return (await service.start_window(window_id)).to_api(service.now_ms())
+    result: dict[str, Any] = await _leader(request, "start_window", window_id=window_id)
+    return result
 
 
 @router.delete("/maintenance/{window_id}", status_code=204, response_class=Response)
 async def delete_window(request: Request, window_id: str) -> Response:
     require_role(request, "operator")
-    await _alerts(request).delete_window(window_id)
+    await _leader(request, "delete_window", window_id=window_id)
     return Response(status_code=204)

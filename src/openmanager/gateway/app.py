@@ -21,6 +21,7 @@ from openmanager.core.errors import OpenManagerError
 from openmanager.gateway import errors
 from openmanager.gateway.alerts_api import router as alerts_router
 from openmanager.gateway.auth import set_session_cookie
+from openmanager.gateway.compression import CompressionMiddleware
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.ingest import IngestService, ingest_endpoint
 from openmanager.gateway.logs_api import router as logs_router
@@ -141,5 +142,6 @@ def create_app(hub: Hub) -> FastAPI:
         return FileResponse(str(STATIC_DIR / "index.html"), headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
     app.add_middleware(AuthGate, hub=hub)
     return app

@@ -35,7 +35,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from openmanager.core.access import LoginLimiter, has_role
-from openmanager.core.errors import ForbiddenError
+from openmanager.core.errors import ForbiddenError, OpenManagerError
 from openmanager.store.users import Identity, hash_secret
 
 if TYPE_CHECKING:
@@ -180,10 +180,14 @@ class Authenticator:
         self._touched: dict[str, int] = {}
         self._toucher: asyncio.Task[None] | None = None
         self.lookups = 0  # store queries made (the cache's misses), for tests and metrics
+        self.on_invalidate: Callable[[dict[str, Any]], None] | None = None  # tells a cluster's other processes
 
     async def attach(self, users: UserStore) -> None:
         """Use `users` for API tokens and sessions; makes sure the built-in `admin` user exists."""
-        await users.ensure(ADMIN_USER, ADMIN_ROLE)
+        try:
+            await users.ensure(ADMIN_USER, ADMIN_ROLE)
+        except OpenManagerError:  # another hub process of a cluster inserted it at the same moment
+            await users.ensure(ADMIN_USER, ADMIN_ROLE)
         self.users = users
 
     # -- credentials ------------------------------------------------------------------------------
@@ -283,12 +287,15 @@ class Authenticator:
         digest = hash_secret(session_id)
         if self.users is not None:
             await self.users.delete_session(session_id)
-        self.invalidate(lambda p: p.session_hash == digest)
+        self.invalidate(lambda p: p.session_hash == digest, notice={"session_hash": digest})
 
     # -- invalidation and open streams --------------------------------------------------------------
 
-    def invalidate(self, match: Callable[[Principal], bool], *, close_streams: bool = True) -> None:
-        """Forget cached principals that `match`, and close (4401) the open streams authenticated by them."""
+    def invalidate(self, match: Callable[[Principal], bool], *, close_streams: bool = True,
+                   notice: dict[str, Any] | None = None) -> None:
+        """Forget cached principals that `match`, and close (4401) the open streams authenticated by them.
+        `notice` describes the match for the other processes of a cluster (`on_invalidate`); without it
+        they forget their whole cache."""
         self._generation += 1
         self._cache.drop(match)
         self._misses.items.clear()
@@ -296,12 +303,37 @@ class Authenticator:
             for session, principal in list(self._streams.values()):
                 if match(principal):
                     session.close(CLOSE_UNAUTHORIZED, "unauthorized")
+        if self.on_invalidate is not None:
+            self.on_invalidate(dict(notice or {}, close_streams=close_streams))
 
     def invalidate_user(self, user: str, *, close_streams: bool = True, sessions_only: bool = False) -> None:
         """After a change to a user: forget what is cached about them; with `close_streams`, close their open
         streams (all of them, or only those opened with a login session)."""
         self.invalidate(lambda p: p.user == user and (not sessions_only or p.via == "session"),
-                        close_streams=close_streams)
+                        close_streams=close_streams, notice={"user": user, "sessions_only": sessions_only})
+
+    def invalidate_token(self, token_id: str) -> None:
+        """An API token was revoked: forget it, close the streams it opened."""
+        self.invalidate(lambda p: p.token_id == token_id, notice={"token_id": token_id})
+
+    def apply_notice(self, notice: dict[str, Any]) -> None:
+        """Another hub process invalidated credentials (its `on_invalidate` notice): do the same here."""
+        hook, self.on_invalidate = self.on_invalidate, None
+        try:
+            close = bool(notice.get("close_streams", True))
+            if "user" in notice:
+                self.invalidate_user(str(notice["user"]), close_streams=close,
+                                     sessions_only=bool(notice.get("sessions_only")))
+            elif "token_id" in notice:
+                token_id = notice["token_id"]
+                self.invalidate(lambda p: p.token_id == token_id, close_streams=close)
+            elif "session_hash" in notice:
+                digest = notice["session_hash"]
+                self.invalidate(lambda p: p.session_hash == digest, close_streams=close)
+            else:
+                self.invalidate(lambda p: True, close_streams=False)
+        finally:
+            self.on_invalidate = hook
 
     def bind(self, session: Session, principal: Principal | None) -> None:
         """Remember which credential opened a stream session, so revoking it closes the stream."""

@@ -57,7 +57,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OpenManagerError)
     async def domain_error(_: Request, exc: OpenManagerError) -> JSONResponse:
         status = (404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, ForbiddenError)
-                  else 409 if isinstance(exc, ConflictError) else 400)
+                  else 409 if isinstance(exc, ConflictError) else 503 if exc.code == "unavailable" else 400)
         body: dict[str, dict[str, object]] = {"error": {"code": exc.code, "message": exc.message}}
         if isinstance(exc, RuleSyntaxError):
             body["error"]["position"] = exc.position

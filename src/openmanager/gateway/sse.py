@@ -66,8 +66,8 @@ class SseSession(Session):
         return Framed(topic, cursor, frame)
 
     def render(self, entry: Entry) -> str:
-        if isinstance(entry, str):
-            return entry
+        if isinstance(entry, str | bytes):  # SSE frames are text; bytes (msgpack) never reach an SSE session
+            return entry if isinstance(entry, str) else entry.decode()
         cursors = self.cursors if self.cursors is not None else {}
         if isinstance(entry, Conflated):
             body = sse_body(entry.topic, entry.data)
@@ -137,19 +137,24 @@ class SseStream(Response):
         self.resume = resume
 
     async def _open(self) -> None:
-        """Subscribe every topic: replay what each missed, or reset and snapshot. Nothing awaits between
-        the last replay and attaching, so no event falls in between."""
+        """Subscribe every topic: replay what each missed, or reset and snapshot. Every topic is attached
+        before the replays are read, holding live events (a replay may suspend); the held events are
+        released after each topic's replay or snapshot, without the ones already covered."""
         hub, session = self.hub, self.session
         assert session.cursors is not None
+        resume = self.resume or {}
+        shapes = {topic: hub.fanout.shape_for(topic, flt, "sse") for topic, flt in self.filters.items()}
+        for shape in shapes.values():
+            hub.fanout.attach(session, shape, hold=True)
         replays: dict[str, list[Any] | None] = {}
         for topic in self.filters:
-            since = (self.resume or {}).get(topic)
+            since = resume.get(topic)
             replays[topic] = await hub.broker.replay(topic, since) if since is not None else None
         session.send(f"retry: {RETRY_MS}\n\n")
-        shapes = {topic: hub.fanout.shape_for(topic, flt, "sse") for topic, flt in self.filters.items()}
+        heads = {topic: hub.broker.head(topic) for topic in shapes}
         for topic in shapes:
-            since = (self.resume or {}).get(topic) if replays[topic] is not None else None
-            session.cursors[topic] = since or hub.broker.head(topic)
+            since = resume.get(topic) if replays[topic] is not None else None
+            session.cursors[topic] = since or heads[topic]
         # Topics that cannot be recovered first: `reset`, then their snapshots; then what the others missed.
         lost = [t for t in shapes if replays[t] is None and self.resume is not None]
         if lost:
@@ -158,10 +163,11 @@ class SseStream(Response):
             if replays[topic] is None and topic in SNAPSHOT_TOPICS:
                 data = shape.render_snapshot(hub.snapshot(topic), hub.state)
                 name = f"{topic}.snapshot"
-                session.enqueue(Framed(name, hub.broker.head(topic), sse_body(name, data)))
+                session.enqueue(Framed(name, heads[topic], sse_body(name, data)))
         for topic, shape in shapes.items():
-            hub.fanout.attach(session, shape)
-            hub.fanout.replay(session, shape, replays[topic] or ())
+            missed = replays[topic]
+            after = heads[topic] if missed is None else missed[-1].cursor if missed else resume[topic]
+            hub.fanout.release(session, shape, after, missed or ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub, session = self.hub, self.session

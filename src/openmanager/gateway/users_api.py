@@ -226,7 +226,7 @@ async def revoke_my_token(request: Request, token_id: str) -> Response:
     """Revoke one of your tokens: refused from now on, and streams opened with it close (4401). 404 when
     you have no such active token (another user's is not found either)."""
     await _users(request).revoke_token(_me(request).user, token_id)
-    _auth(request).invalidate(lambda p: p.token_id == token_id)
+    _auth(request).invalidate_token(token_id)
     return Response(status_code=204)
 
 
@@ -249,7 +249,7 @@ async def create_user(request: Request, body: JsonObject) -> dict[str, Any]:
     name, role = _string(body, "name"), _string(body, "role")
     assert name is not None and role is not None
     user = await _users(request).create(name, role, _string(body, "password", required=False))
-    await request.app.state.hub.refresh_users()
+    await request.app.state.hub.users_changed()
     return user.to_api()
 
 
@@ -285,7 +285,7 @@ async def update_user(request: Request, name: str, body: JsonObject) -> dict[str
         auth.invalidate_user(target, sessions_only=True)
     elif role is not None:
         auth.invalidate_user(target, close_streams=False)  # every role may stream
-    await request.app.state.hub.refresh_users()
+    await request.app.state.hub.users_changed()
     return user.to_api()
 
 
@@ -299,5 +299,5 @@ async def delete_user(request: Request, name: str) -> Response:
         raise ConflictError("the built-in admin cannot be deleted")
     await _users(request).delete(target)
     _auth(request).invalidate_user(target)
-    await request.app.state.hub.refresh_users()
+    await request.app.state.hub.users_changed()
     return Response(status_code=204)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -18,7 +19,7 @@ import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from openmanager import __version__
-from openmanager.core.encoding import encode
+from openmanager.core.encoding import encode, pack, unpack
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.core.filters import SERVED_TOPICS, TOPICS, parse_filter
 from openmanager.gateway.wsfast import RTT, SEND_NOW
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL_JSON = "openmanager.v1.json"
+SUBPROTOCOL_MSGPACK = "openmanager.v1.msgpack"
+SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
+ENCODINGS = ("json", "delta")
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN_ORIGIN = 4403
 SNAPSHOT_TOPICS = frozenset({"metrics", "fleet", "alerts", "system"})
@@ -53,7 +57,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     hub: Hub = ws.app.state.hub
     headers = {k.lower(): v for k, v in ws.headers.items()}
     offered = ws.scope.get("subprotocols") or []
-    subprotocol = SUBPROTOCOL_JSON if SUBPROTOCOL_JSON in offered else None
+    subprotocol = next((p for p in offered if p in SUBPROTOCOLS), None)  # the client's order of preference
     try:
         principal = await hub.auth.authenticate_connection(ws)
     except OpenManagerError:  # the user store failed
@@ -78,6 +82,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
         remote=f"{client.host}:{client.port}" if client else "",
         stats=hub.stats,
         limits=hub.queue_limits,
+        binary=subprotocol == SUBPROTOCOL_MSGPACK,
     )
     extensions = ws.scope.get("extensions") or {}
     session.send_now = extensions.get(SEND_NOW)
@@ -85,22 +90,21 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     hub.sessions[session.id] = session
     hub.auth.bind(session, principal)  # revoking its credential closes it (4401)
     hub.stats.connections["ws"] += 1
-    session.send(
-        encode(
-            {
-                "type": "welcome",
-                "session": session.id,
-                "server_time": int(time.time() * 1000),
-                "heartbeat_ms": hub.settings.heartbeat_ms,
-                "version": __version__,
-            }
-        )
+    _reply(
+        session,
+        {
+            "type": "welcome",
+            "session": session.id,
+            "server_time": int(time.time() * 1000),
+            "heartbeat_ms": hub.settings.heartbeat_ms,
+            "version": __version__,
+        },
     )
     # Two tasks per connection: this one reads, the writer drains the session's queue. When the writer
     # ends (closing, or the peer went away) it interrupts the read.
     reader = asyncio.current_task()
     assert reader is not None
-    writer = asyncio.create_task(session.run_writer(ws.send_text), name=f"ws-writer-{session.id}")
+    writer = asyncio.create_task(session.run_writer(_writer(ws)), name=f"ws-writer-{session.id}")
     writer_ended = False
 
     def on_writer_end(_: asyncio.Task[None]) -> None:
@@ -132,6 +136,21 @@ async def websocket_endpoint(ws: WebSocket) -> None:
                 await ws.close(session.close_code, session.close_reason)
 
 
+def _reply(session: Session, message: dict[str, Any]) -> None:
+    """Send a reply in the connection's wire format (JSON text, or msgpack binary)."""
+    session.send(pack(message) if session.binary else encode(message))
+
+
+def _writer(ws: WebSocket) -> Callable[[str | bytes], Awaitable[None]]:
+    async def write(frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await ws.send_bytes(frame)
+        else:
+            await ws.send_text(frame)
+
+    return write
+
+
 async def _read_loop(ws: WebSocket, hub: Hub, session: Session) -> None:
     while True:
         message = await ws.receive()
@@ -147,10 +166,16 @@ async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> No
     """Answer one client message; every problem becomes an `error` reply."""
     request_id: Any = None
     try:
-        try:
-            msg = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise ProtocolError("message is not valid JSON", code="invalid_json") from None
+        if session.binary and isinstance(payload, bytes):
+            try:
+                msg = unpack(payload)
+            except ValueError:
+                raise ProtocolError("message is not valid msgpack", code="invalid_msgpack") from None
+        else:
+            try:
+                msg = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise ProtocolError("message is not valid JSON", code="invalid_json") from None
         if not isinstance(msg, dict):
             raise ProtocolError("message must be a JSON object")
         request_id = msg.get("id")
@@ -165,7 +190,7 @@ async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> No
         elif kind == "unsubscribe":
             _unsubscribe(hub, session, msg, request_id)
         elif kind == "ping":
-            session.send(encode({"type": "pong", "id": request_id, "server_time": int(time.time() * 1000)}))
+            _reply(session, {"type": "pong", "id": request_id, "server_time": int(time.time() * 1000)})
         else:
             raise ProtocolError(f"unknown message type {kind!r}", code="unknown_type")
     except OpenManagerError as exc:
@@ -175,7 +200,7 @@ async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> No
         position = getattr(exc, "position", None)
         if position is not None:
             reply["position"] = position
-        session.send(encode(reply))
+        _reply(session, reply)
 
 
 async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:
@@ -185,8 +210,12 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
     if topic not in SERVED_TOPICS:
         raise ProtocolError(f"topic {topic!r} is not served by this hub yet", code="topic_unavailable")
     encoding = msg.get("encoding", "json")
-    if encoding != "json":
-        raise ValidationError(f"unknown encoding {encoding!r} (json)", code="invalid_encoding")
+    if encoding not in ENCODINGS:
+        raise ValidationError(f"unknown encoding {encoding!r} (json, delta)", code="invalid_encoding")
+    if encoding == "delta" and topic != "metrics":
+        raise ValidationError("the delta encoding is for the metrics topic", code="invalid_encoding")
+    if session.binary:  # the wire format is part of the shape: one encoded frame per shape
+        encoding = "msgpack" if encoding == "json" else "delta+msgpack"
     flt = parse_filter(topic, msg.get("filter"), user=session.user)
     since = msg.get("since")
     if since is not None and not isinstance(since, str):
@@ -195,20 +224,38 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
     reply: dict[str, Any] = {"type": "subscribed", "id": request_id, "sub": shape.sub, "topic": topic}
     if shape.sub in session.subs:
         reply["cursor"] = hub.broker.head(topic)
-        session.send(encode(reply))
+        _reply(session, reply)
         return
-    missed = await hub.broker.replay(topic, since) if since is not None else None
-    # From here to attach nothing awaits, so no event can slip between the snapshot/replay and live.
-    reply["cursor"] = hub.broker.head(topic)
-    if since is not None:
-        reply["recovered"] = missed is not None
-    session.send(encode(reply))
-    hub.fanout.attach(session, shape)
+    if since is None or shape.delta is not None:  # delta: a resume always starts from a fresh snapshot
+        # From here to attach nothing awaits, so no event can slip between the snapshot and live.
+        reply["cursor"] = hub.broker.head(topic)
+        if since is not None:
+            reply["recovered"] = False
+        _reply(session, reply)
+        hub.fanout.attach(session, shape)
+        if topic in SNAPSHOT_TOPICS:
+            _send_snapshot(hub, session, shape, reply["cursor"])
+        return
+    # Resume: attach first, holding live events, since the replay may suspend (Redis); the events held
+    # meanwhile are released after the replay (or the snapshot), without the ones already covered.
+    hub.fanout.attach(session, shape, hold=True)
+    missed = await hub.broker.replay(topic, since)
+    reply["cursor"] = head = hub.broker.head(topic)
+    reply["recovered"] = missed is not None
+    _reply(session, reply)
     if missed is not None:
-        hub.fanout.replay(session, shape, missed)
-    elif topic in SNAPSHOT_TOPICS:
-        data = shape.render_snapshot(hub.snapshot(topic), hub.state)
-        session.send(encode({"type": "snapshot", "sub": shape.sub, "cursor": reply["cursor"], "data": data}))
+        hub.fanout.release(session, shape, missed[-1].cursor if missed else since, missed)
+        return
+    if topic in SNAPSHOT_TOPICS:
+        _send_snapshot(hub, session, shape, head)
+    hub.fanout.release(session, shape, head)
+
+
+def _send_snapshot(hub: Hub, session: Session, shape: Any, cursor: str) -> None:
+    data = shape.render_snapshot(hub.snapshot(shape.topic), hub.state)
+    if shape.delta is not None:
+        cursor, data = shape.delta_snapshot(data, cursor)
+    session.send(shape.message({"type": "snapshot", "sub": shape.sub, "cursor": cursor, "data": data}))
 
 
 def _unsubscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:
@@ -217,4 +264,4 @@ def _unsubscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: An
     if shape is None:
         raise ProtocolError(f"no subscription {sub!r} on this connection", code="unknown_subscription")
     hub.fanout.detach(session, shape)
-    session.send(encode({"type": "unsubscribed", "id": request_id, "sub": shape.sub}))
+    _reply(session, {"type": "unsubscribed", "id": request_id, "sub": shape.sub})

@@ -1,49 +1,272 @@
-"""The fan-out fast path: uvicorn's sans-I/O WebSocket protocol with a synchronous "send now".
+"""The fan-out fast path: uvicorn's sans-I/O WebSocket protocol with the per-connection work taken out.
 
-`FastSendProtocol` is uvicorn's `websockets-sansio` protocol plus one ASGI scope extension,
-`openmanager.send_now(text) -> bool`: it frames `text` and writes it to the transport at once, or
-returns False (writing nothing) when it cannot — the transport is paused by backpressure, closing, or
-the handshake is not complete. The caller then queues the frame for the async path, which waits for
-the transport. A session uses it only while its queue is empty and no async write is in flight, so
-frames keep their order.
+`FastSendProtocol` is uvicorn's `websockets-sansio` protocol (passed as `ws=` to uvicorn) plus:
+
+1. **Send now.** An ASGI scope extension `openmanager.send_now(payload) -> bool` writes one message at
+   once — `str` as a text frame, `bytes` as a binary frame — or returns False (writing nothing) when it
+   cannot: the transport is paused by backpressure, closing, or the handshake is not complete. The
+   caller then queues the message for the async path, which waits for the transport.
+2. **Encode once.** The fan-out hands the *same* payload object to every session of a subscription
+   shape in one synchronous loop. `WireCache` keeps the wire bytes of the last payload it saw (keyed
+   by the object's identity, and holding a reference so the identity cannot be reused): the frame
+   header, the UTF-8 encoding and, for connections that negotiated permessage-deflate, the compressed
+   form are built once per payload and window size. Per connection what is left is a few state checks
+   and `transport.write()` of shared bytes.
+3. **Compression once.** permessage-deflate is answered with `server_no_context_takeover` and
+   `client_no_context_takeover` (overriding uvicorn's hard-coded factory, which keeps a compressor
+   per connection). Each message is then compressed on its own by one shared compressor per window
+   size (`deflate_message`: a full flush after each message, the trailing `00 00 ff ff` stripped,
+   RSV1 set), so every connection with the same window gets the same bytes; ordinary replies go
+   through the same shared compressor. No connection keeps a compressor, and since the client gives
+   up context takeover too, its inbound decompressor lives only while a message is decoded.
+   Messages under `MIN_DEFLATE_BYTES` are sent uncompressed (RSV1 clear), which the RFC allows.
+4. **One heartbeat for all.** Instead of two timers per connection (ping, pong deadline), one
+   `SharedHeartbeat` per event loop visits a slice of the connections every tick: each connection is
+   pinged once per interval with a ping frame shared by that tick, and closed (1011) when its last
+   ping is still unanswered `ping_timeout` later (checked at its next visit, so within one tick of it).
 
 This leans on uvicorn internals (`conn`, `transport`, `writable`, `close_sent`, `disconnected`,
-`handshake_complete`, `scope`); uvicorn's version is pinned for that reason, and the integration tests
-go through this path (the hub counts its direct writes in `/metrics`).
+`handshake_complete`, `scope`, `pending_ping_payload`, `ping_sent_at`, `keepalive_timeout`), so
+uvicorn's version is pinned; `tests/gateway/test_wsfast.py` and the integration tests cover the path.
 """
 
 from __future__ import annotations
 
+import asyncio
+import struct
+import zlib
+from collections.abc import Sequence
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
+from websockets.frames import CONT, CTRL_OPCODES, Frame
+from websockets.protocol import OPEN
+from websockets.server import ServerProtocol
+from websockets.typing import ExtensionParameter
 
 SEND_NOW = "openmanager.send_now"
 RTT = "openmanager.rtt_ms"
+MIN_DEFLATE_BYTES = 64
+"""Shorter messages are sent uncompressed: deflate would not make them smaller."""
+DEFLATE_LEVEL = 6
+_EMPTY_BLOCK = b"\x00\x00\xff\xff"
+_compressors: dict[int, Any] = {}
+
+
+def deflate_message(data: bytes, wbits: int) -> bytes:
+    """`data` as one permessage-deflate message for a peer whose server window is `2**wbits`: a raw
+    deflate stream that starts from an empty window (server_no_context_takeover), without the
+    trailing empty block. One compressor per window size serves every connection: the full flush
+    after each message resets its state, so no message refers to an earlier one."""
+    compressor = _compressors.get(wbits)
+    if compressor is None:
+        compressor = _compressors[wbits] = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -wbits, 8)
+    out = compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+    return out[:-4] if out.endswith(_EMPTY_BLOCK) else out
+
+
+def frame_bytes(payload: str | bytes, wbits: int) -> bytes:
+    """A complete unmasked server frame for `payload` (text for str, binary for bytes), deflated when
+    `wbits` is non-zero and the payload is long enough."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    first = 0x81 if isinstance(payload, str) else 0x82  # FIN + opcode
+    if wbits and len(data) >= MIN_DEFLATE_BYTES:
+        data = deflate_message(data, wbits)
+        first |= 0x40  # RSV1: compressed
+    n = len(data)
+    if n < 126:
+        header = struct.pack("!BB", first, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", first, 126, n)
+    else:
+        header = struct.pack("!BBQ", first, 127, n)
+    return header + data
+
+
+class WireCache:
+    """The wire forms of the last payload written, keyed by the payload object's identity."""
+
+    __slots__ = ("forms", "payload")
+
+    def __init__(self) -> None:
+        self.payload: str | bytes | None = None
+        self.forms: dict[int, bytes] = {}
+
+    def get(self, payload: str | bytes, wbits: int) -> bytes:
+        if payload is not self.payload:
+            self.payload = payload
+            self.forms = {}
+        wire = self.forms.get(wbits)
+        if wire is None:
+            wire = self.forms[wbits] = frame_bytes(payload, wbits)
+        return wire
+
+
+_wire_cache = WireCache()
+
+
+class SharedDeflate(PerMessageDeflate):
+    """permessage-deflate without context takeover on either side, compressing through the shared
+    compressor of its window size: the extension object holds no zlib state between messages."""
+
+    def encode(self, frame: Frame) -> Frame:
+        if frame.opcode in CTRL_OPCODES:
+            return frame
+        if frame.opcode is CONT or not frame.fin:  # fragmented messages: the library's own path
+            return super().encode(frame)
+        if len(frame.data) < MIN_DEFLATE_BYTES:
+            return frame
+        data = deflate_message(bytes(frame.data), self.local_max_window_bits)
+        return Frame(frame.opcode, data, frame.fin, True, frame.rsv2, frame.rsv3)
+
+
+class SharedDeflateFactory(ServerPerMessageDeflateFactory):
+    """Accepts permessage-deflate with both `no_context_takeover` parameters in the answer."""
+
+    def __init__(self) -> None:
+        super().__init__(server_no_context_takeover=True, client_no_context_takeover=True)
+
+    def process_request_params(
+        self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
+    ) -> tuple[list[ExtensionParameter], PerMessageDeflate]:
+        response, ext = super().process_request_params(params, accepted_extensions)
+        shared = SharedDeflate(
+            ext.remote_no_context_takeover,
+            ext.local_no_context_takeover,
+            ext.remote_max_window_bits,
+            ext.local_max_window_bits,
+        )
+        return response, shared
+
+
+class SharedHeartbeat:
+    """Pings every registered connection once per `interval` from one timer per event loop.
+
+    The connections are spread over `slots` buckets visited in turn, one per tick (`interval/slots`);
+    a connection joins the bucket visited last, so its first ping comes one interval after it opened.
+    The timer runs only while some connection is registered."""
+
+    _by_loop: dict[asyncio.AbstractEventLoop, SharedHeartbeat] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float, timeout: float | None) -> None:
+        self.loop = loop
+        self.interval = interval
+        self.timeout = timeout
+        self.tick = min(1.0, interval / 4)
+        self.buckets: list[dict[FastSendProtocol, None]] = [{} for _ in range(max(1, round(interval / self.tick)))]
+        self.size = 0
+        self._next = 0
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def for_loop(cls, loop: asyncio.AbstractEventLoop, interval: float, timeout: float | None) -> SharedHeartbeat:
+        hb = cls._by_loop.get(loop)
+        if hb is None or hb.interval != interval or hb.timeout != timeout:
+            if hb is not None and hb.size:
+                return hb  # one schedule per loop: the first configuration wins while it has connections
+            hb = cls._by_loop[loop] = cls(loop, interval, timeout)
+        return hb
+
+    def add(self, proto: FastSendProtocol) -> None:
+        bucket = self.buckets[(self._next - 1) % len(self.buckets)]
+        if proto not in bucket:
+            bucket[proto] = None
+            proto.heartbeat_bucket = bucket
+            self.size += 1
+        if self._timer is None:
+            self._timer = self.loop.call_later(self.tick, self._visit)
+
+    def discard(self, proto: FastSendProtocol) -> None:
+        bucket = proto.heartbeat_bucket
+        if bucket is not None and bucket.pop(proto, False) is None:
+            self.size -= 1
+        proto.heartbeat_bucket = None
+        if not self.size:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._by_loop.get(self.loop) is self:
+                del self._by_loop[self.loop]
+
+    def _visit(self) -> None:
+        bucket = self.buckets[self._next]
+        self._next = (self._next + 1) % len(self.buckets)
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        payload = struct.pack("!I", self._seq)
+        ping = b"\x89\x04" + payload  # FIN + PING, 4-byte payload, unmasked
+        now = self.loop.time()
+        late = None if self.timeout is None else self.timeout - self.tick / 2
+        for proto in tuple(bucket):
+            proto.beat(now, payload, ping, late)
+        self._timer = self.loop.call_later(self.tick, self._visit) if self.size else None
 
 
 class FastSendProtocol(WebSocketsSansIOProtocol):
+    heartbeat_bucket: dict[FastSendProtocol, None] | None = None
+    wbits = 0  # the server window of negotiated permessage-deflate; 0 when not negotiated
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.ws_per_message_deflate:  # replace uvicorn's per-connection deflate factory
+            self.conn = ServerProtocol(
+                extensions=[SharedDeflateFactory()], max_size=self.config.ws_max_size, logger=self.conn.logger
+            )
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        for ext in self.conn.extensions:
+            if isinstance(ext, SharedDeflate):
+                self.wbits = ext.local_max_window_bits
         scope = getattr(self, "scope", None)
         if scope is not None:  # None when the handshake was refused
             scope["extensions"][SEND_NOW] = self.send_now
             scope["extensions"][RTT] = self.rtt_ms
 
-    def send_now(self, text: str) -> bool:
-        """Write one text frame now; False when the transport cannot take it without waiting."""
+    def send_now(self, payload: str | bytes) -> bool:
+        """Write one message now (str: text, bytes: binary); False when the transport cannot take it
+        without waiting. The same payload object sent to many connections is encoded once."""
         if (
-            not self.handshake_complete
-            or self.close_sent
+            self.close_sent
             or self.disconnected
+            or not self.handshake_complete
             or not self.writable.is_set()
+            or self.conn.state is not OPEN
             or self.transport.is_closing()
         ):
             return False
-        self.conn.send_text(text.encode())
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.write(_wire_cache.get(payload, self.wbits))
         return True
 
     def rtt_ms(self) -> float | None:
         """Round-trip time of the last answered heartbeat ping, or None before the first one."""
         return round(self.last_ping_rtt * 1000, 3) if self.last_ping_rtt else None
+
+    # keepalive: the shared schedule instead of uvicorn's two timers per connection
+    def start_keepalive(self) -> None:
+        if self.ping_interval is not None and self.ping_interval > 0:
+            SharedHeartbeat.for_loop(self.loop, self.ping_interval, self.ping_timeout).add(self)
+
+    def stop_keepalive(self) -> None:
+        super().stop_keepalive()
+        if self.heartbeat_bucket is not None:
+            hb = SharedHeartbeat._by_loop.get(self.loop)
+            if hb is not None:
+                hb.discard(self)
+            else:
+                self.heartbeat_bucket.pop(self, None)
+                self.heartbeat_bucket = None
+
+    def beat(self, now: float, payload: bytes, ping: bytes, late: float | None) -> None:
+        """One heartbeat visit: ping, or close (1011) when the last ping has gone unanswered too long."""
+        if self.close_sent or self.transport.is_closing():
+            return
+        if self.pending_ping_payload is not None:
+            if late is not None and now - self.ping_sent_at >= late:
+                self.keepalive_timeout()
+            return
+        self.pending_ping_payload = payload
+        self.ping_sent_at = now
+        self.transport.write(ping)

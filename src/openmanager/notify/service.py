@@ -84,26 +84,41 @@ class NotificationService:
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         self._inflight: set[int] = set()
+        self.on_preferences: Callable[[str], None] | None = None  # after a user's preferences are saved
         self.sent = 0
         self.failed = 0
 
     async def start(self, *, worker: bool = True) -> None:
         """Load preferences and start the delivery worker (`worker=False`: the caller drives
-        `deliver_due()` and `run_digests()` itself, as tests with a fake clock do)."""
-        for user, data in (await self.store.load_preferences()).items():
-            try:
-                self.prefs[user] = Preferences.from_store(data)
-            except ValidationError as exc:
-                log.warning("stored preferences of %s are invalid (%s); using defaults", user, exc.message)
+        `deliver_due()` and `run_digests()` itself, as tests with a fake clock do, or starts the worker
+        later with `start_worker()`, as a cluster's leader does)."""
+        await self.load_preferences()
         if worker:
+            self.start_worker()
+
+    async def load_preferences(self, user: str | None = None) -> None:
+        """(Re)load every user's stored preferences, or one user's (another hub process changed them)."""
+        for name, data in (await self.store.load_preferences()).items():
+            if user is not None and name != user:
+                continue
+            try:
+                self.prefs[name] = Preferences.from_store(data)
+            except ValidationError as exc:
+                log.warning("stored preferences of %s are invalid (%s); using defaults", name, exc.message)
+
+    def start_worker(self) -> None:
+        if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._work(), name="notification-worker")
 
-    async def stop(self) -> None:
+    async def stop_worker(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+
+    async def stop(self) -> None:
+        await self.stop_worker()
         for channel in self.channels.values():
             close = getattr(channel, "aclose", None)
             if close is not None:
@@ -118,6 +133,8 @@ class NotificationService:
         prefs = Preferences.from_api(body, self.preferences(user))
         await self.store.save_preferences(user, prefs.to_store(), self.clock())
         self.prefs[user] = prefs
+        if self.on_preferences is not None:
+            self.on_preferences(user)
         return prefs
 
     # routing (called by the alert writer, before the transitions are stored)

@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 
 from openmanager.broker.base import Broker, Event
-from openmanager.core.encoding import encode_event, splice_event, sse_body, sse_body_raw
+from openmanager.core.cursor import parse_cursor
+from openmanager.core.delta import DeltaEncoder
+from openmanager.core.encoding import encode, encode_event, pack, pack_event, splice_event, sse_body, sse_body_raw
 from openmanager.core.filters import (
     AlertsFilter,
     FleetView,
@@ -45,7 +47,8 @@ def shape_id(key: tuple[object, ...], encoding: str) -> str:
 class Shape:
     """One distinct subscription shape and the sessions that share it."""
 
-    __slots__ = ("_timer", "encoding", "filter", "pending", "pending_cursor", "pending_ts", "sessions", "sub", "topic")
+    __slots__ = ("_timer", "binary", "delta", "encoding", "filter", "pending", "pending_cursor", "pending_ts",
+                 "sessions", "sub", "topic")
 
     def __init__(self, topic: str, flt: TopicFilter, encoding: str) -> None:
         self.topic = topic
@@ -57,6 +60,31 @@ class Shape:
         self.pending_cursor = ""
         self.pending_ts = 0
         self._timer: asyncio.TimerHandle | None = None
+        self.binary = encoding.endswith("msgpack")  # msgpack frames (the openmanager.v1.msgpack subprotocol)
+        self.delta: DeltaEncoder | None = DeltaEncoder() if encoding.startswith("delta") else None
+
+    def message(self, message: dict[str, Any]) -> str | bytes:
+        """Any message in this shape's wire format."""
+        return pack(message) if self.binary else encode(message)
+
+    def event_frame(self, cursor: str, data: Any) -> str | bytes:
+        return pack_event(self.sub, cursor, data) if self.binary else encode_event(self.sub, cursor, data)
+
+    def delta_snapshot(self, full: dict[str, Any], cursor: str) -> tuple[str, dict[str, Any]]:
+        """(cursor, data) of the snapshot a `delta` client starts from: the shape's base, seeded from the
+        full snapshot `full` (as of `cursor`) when the shape has sent nothing yet."""
+        assert self.delta is not None
+        if not self.delta.seeded:
+            self.delta.seed(cursor, full)
+        return self.delta.cursor, self.delta.snapshot()
+
+    def resync_frame(self, cursor: str, data: Any) -> str | bytes:
+        """What a client that fell behind gets instead of the updates merged while it was behind: the merged
+        event, or for a `delta` shape a fresh snapshot of the base (merged deltas cannot be applied)."""
+        if self.delta is not None:
+            return self.message({"type": "snapshot", "sub": self.sub, "cursor": self.delta.cursor,
+                                 "data": self.delta.snapshot()})
+        return self.event_frame(cursor, data)
 
     @property
     def trivial(self) -> bool:
@@ -69,9 +97,7 @@ class Shape:
             return not (f.matcher.globs or f.contains) and f.level.name == "DEBUG"
         if isinstance(f, AlertsFilter):
             return f.trivial
-        if isinstance(f, NotificationsFilter):
-            return False
-        return True
+        return not isinstance(f, NotificationsFilter)
 
     def render(self, event: Event, view: FleetView) -> Any | None:
         """The shape's view of `event`'s data, or None when nothing of it matches."""
@@ -122,13 +148,38 @@ class FanOut:
                 self._schedule_flush(shape)
         return shape
 
-    def attach(self, session: Session, shape: Shape) -> None:
+    def attach(self, session: Session, shape: Shape, *, hold: bool = False) -> None:
+        """Add `session` to `shape`. With `hold`, live events are kept back (in order, bounded by the time
+        the caller takes) until `release`: attach before awaiting a replay, so nothing published meanwhile
+        is lost."""
         shape.sessions[session] = None
         session.subs[shape.sub] = shape
+        if hold:
+            session.held[shape.sub] = []
+
+    def release(self, session: Session, shape: Shape, after: str, replay: Sequence[Event] = ()) -> None:
+        """End `attach(hold=True)`: deliver the missed events `replay` (see `replay`), then the live events
+        held meanwhile, except those at or before the cursor `after` (the last replayed event, or the
+        position of the snapshot sent): no gap, no duplicate."""
+        held = session.held.pop(shape.sub, None)
+        if replay:
+            self.replay(session, shape, replay)
+        if not held:
+            return
+        floor = parse_cursor(after)
+        for cursor, data, frame in held:
+            c = parse_cursor(cursor)
+            if floor is not None and c is not None and c.epoch == floor.epoch and c.seq <= floor.seq:
+                continue
+            if data is None:
+                session.send_ordered(shape, cursor, frame)
+            else:
+                session.send_latest(shape.sub, cursor, data, frame)
 
     def detach(self, session: Session, shape: Shape) -> None:
         shape.sessions.pop(session, None)
         session.subs.pop(shape.sub, None)
+        session.held.pop(shape.sub, None)
         if not shape.sessions:
             self._drop(shape)
 
@@ -150,24 +201,25 @@ class FanOut:
             if stop is not None:
                 stop()
 
-    def frame_for(self, shape: Shape, event: Event) -> tuple[Any, str] | None:
+    def frame_for(self, shape: Shape, event: Event) -> tuple[Any, str | bytes] | None:
         """The shape's data and encoded event frame, or None when the event does not concern it."""
         sse = shape.encoding == "sse"
-        if shape.trivial:
+        if shape.trivial and shape.delta is None and not shape.binary:
             if sse:
                 return event.data, sse_body_raw(shape.topic, event.raw)
             return event.data, splice_event(shape.sub, event.cursor, event.raw)
-        data = shape.render(event, self.view)
+        data = event.data if shape.trivial else shape.render(event, self.view)
         if data is None:
             return None
-        if sse:
-            return data, sse_body(shape.topic, data)
-        return data, encode_event(shape.sub, event.cursor, data)
+        return data, self.encode(shape, event.cursor, data)
 
-    def encode(self, shape: Shape, cursor: str, data: Any) -> str:
+    def encode(self, shape: Shape, cursor: str, data: Any) -> str | bytes:
+        """The event frame of `data`; for a `delta` shape, of its delta (which moves the shape's base)."""
         if shape.encoding == "sse":
             return sse_body(shape.topic, data)
-        return encode_event(shape.sub, cursor, data)
+        if shape.delta is not None:
+            data = shape.delta.step(cursor, data)
+        return shape.event_frame(cursor, data)
 
     def replay(self, session: Session, shape: Shape, events: Sequence[Event]) -> None:
         """Deliver missed events to one (attached) session as live delivery would: every frame of an

@@ -41,7 +41,7 @@ class Session:
     remote: str
     stats: HubStats
     limits: QueueLimits = field(default_factory=QueueLimits)
-    send_now: Callable[[str], bool] | None = None  # a synchronous write, when the transport offers one
+    send_now: Callable[[str | bytes], bool] | None = None  # a synchronous write, when the transport offers one
     id: str = field(default_factory=lambda: secrets.token_urlsafe(9))
     since: float = field(default_factory=time.time)
     subs: dict[str, Shape] = field(default_factory=dict)
@@ -49,9 +49,11 @@ class Session:
     bytes_sent: int = 0
     conflations: int = 0
     rtt: Callable[[], float | None] | None = None  # the transport's last heartbeat round trip, in ms
+    binary: bool = False  # msgpack frames (the openmanager.v1.msgpack subprotocol)
     close_code: int | None = None
     close_reason: str = ""
     writing: bool = False  # an async write is in flight
+    held: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # sub -> live events held during a replay
     queue: OutboundQueue = field(init=False)
     _conflated: dict[str, Conflated] = field(init=False, default_factory=dict)
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
@@ -73,7 +75,7 @@ class Session:
         q = self.queue
         return len(q) >= max(1, min(CONFLATE_AFTER_ENTRIES, q.max_messages // 4)) or q.bytes * 4 >= q.max_bytes
 
-    def _write_now(self, frame: str) -> bool:
+    def _write_now(self, frame: str | bytes) -> bool:
         """Write through the fast path when nothing is queued or in flight (order) and the transport
         takes it without waiting; False when the frame must be queued instead."""
         if self.send_now is not None and not self._behind() and self.send_now(frame):
@@ -81,7 +83,7 @@ class Session:
             return True
         return False
 
-    def _sent(self, frame: str, *, direct: bool) -> None:
+    def _sent(self, frame: str | bytes, *, direct: bool) -> None:
         size = len(frame)
         self.messages_sent += 1
         self.bytes_sent += size
@@ -91,7 +93,7 @@ class Session:
         if direct:
             stats.direct_writes += 1
 
-    def send(self, frame: str) -> None:
+    def send(self, frame: str | bytes) -> None:
         """Write or queue one encoded frame of an ordered stream (or a reply); never blocks.
         Overflow closes the session with 4008."""
         if self.close_code is not None:
@@ -104,18 +106,27 @@ class Session:
         """What waits in the queue for an event frame (a transport may need per-connection framing)."""
         return frame
 
-    def send_ordered(self, shape: Shape, cursor: str, frame: str) -> None:
+    def _entry(self, topic: str, cursor: str, frame: str | bytes) -> Entry:
+        return self.frame_entry(topic, cursor, frame) if isinstance(frame, str) else frame  # msgpack: as is
+
+    def send_ordered(self, shape: Shape, cursor: str, frame: str | bytes) -> None:
         """Deliver an ordered-topic event frame (never dropped; overflow closes with 4008)."""
         if self.close_code is not None:
             return
+        if self.held and shape.sub in self.held:
+            self.held[shape.sub].append((cursor, None, frame))
+            return
         if self._write_now(frame):
             return
-        self.enqueue(self.frame_entry(shape.topic, cursor, frame))
+        self.enqueue(self._entry(shape.topic, cursor, frame))
 
-    def send_latest(self, sub: str, cursor: str, data: dict[str, Any], frame: str) -> None:
+    def send_latest(self, sub: str, cursor: str, data: dict[str, Any], frame: str | bytes) -> None:
         """Deliver a state-topic event: the shared `frame` while the client keeps up; once it is lagging,
         one conflated update per subscription that newer events merge into (latest value wins)."""
         if self.close_code is not None:
+            return
+        if self.held and sub in self.held:
+            self.held[sub].append((cursor, data, frame))
             return
         pending = self._conflated.get(sub)
         if pending is not None:
@@ -128,7 +139,7 @@ class Session:
         shape = self.subs.get(sub)
         topic = shape.topic if shape else ""
         if not self._lagging():
-            self.enqueue(self.frame_entry(topic, cursor, frame))
+            self.enqueue(self._entry(topic, cursor, frame))
             return
         entry = Conflated(sub, cursor, data, topic)
         if self.enqueue(entry):
@@ -152,16 +163,19 @@ class Session:
             self._conflated.clear()
             self._wake.set()
 
-    def render(self, entry: Entry) -> str:
+    def render(self, entry: Entry) -> str | bytes:
         """The bytes-on-the-wire text of a queued entry, at the moment it is written."""
         if isinstance(entry, Conflated):
+            shape = self.subs.get(entry.sub)
+            if shape is not None:  # its wire format; a `delta` shape resynchronises with a snapshot
+                return shape.resync_frame(entry.cursor, entry.data)
             return encode_event(entry.sub, entry.cursor, entry.data)
         if isinstance(entry, Framed):
             return entry.body
         return entry
 
     async def run_writer(
-        self, write: Callable[[str], Awaitable[None]], *, idle_s: float | None = None, idle_frame: str = ""
+        self, write: Callable[[Any], Awaitable[None]], *, idle_s: float | None = None, idle_frame: str = ""
     ) -> None:
         """Drain the queue into `write` until the session closes. With `idle_s`, writes `idle_frame`
         whenever nothing was written for that long (a heartbeat)."""

@@ -6,9 +6,9 @@ errors come out as `StoreError` (bad URLs as `ConfigError`).
 
 Writes are serialized inside one process (an asyncio lock), and on SQLite every write transaction
 starts with `BEGIN IMMEDIATE`, so the read-merge-write of `write_buckets` cannot interleave with
-another writer on the same file. On PostgreSQL, existing rows are read `FOR UPDATE`; concurrent
-writers of the *same new* bucket on different nodes are not expected (the elected leader runs the
-roll-up jobs).
+another writer on the same file. On PostgreSQL, `write_buckets` takes a transaction-level advisory lock
+first, so two hub processes merging into the same new bucket (a leader handing over) cannot lose a write;
+migrations run under another, so processes starting together migrate once.
 """
 
 from __future__ import annotations
@@ -135,7 +135,13 @@ def _on_sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
+MIGRATION_LOCK = 0x6F6D5F6D69677261  # pg_advisory_xact_lock key: one hub process migrates at a time
+BUCKET_LOCK = 0x6F6D5F6275636B74  # pg_advisory_xact_lock key: one roll-up writer at a time, across processes
+
+
 def _upgrade_to_head(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":  # hub processes starting together: the others wait, then find it done
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
     cfg = alembic_config()
     cfg.attributes["connection"] = conn
     command.upgrade(cfg, "heads")
@@ -329,6 +335,8 @@ class Store:
             return
         key_columns = tuple_(RollupRow.server_id, RollupRow.resolution_s, RollupRow.start_ms)
         async with self._write() as conn:
+            if self.dialect == "postgresql":  # FOR UPDATE cannot lock a row not there yet: serialize writers
+                await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({BUCKET_LOCK})")
             if not replace:
                 for chunk in _chunks(list(pending), _KEY_CHUNK):
                     query = select(*_BUCKET_COLUMNS).where(key_columns.in_(chunk))
@@ -418,6 +426,14 @@ class Store:
         if lo is None or hi is None:
             return None
         return int(lo), int(hi)
+
+    async def latest_buckets(self, resolution_s: int) -> dict[str, int]:
+        """Per server, the start (ms) of its newest stored bucket of `resolution_s`."""
+        query = select(RollupRow.server_id, func.max(RollupRow.start_ms)).where(
+            RollupRow.resolution_s == resolution_s
+        ).group_by(RollupRow.server_id)
+        async with self._read() as conn:
+            return {str(sid): int(start) for sid, start in await conn.execute(query)}
 
     async def prune(self, resolution_s: int, older_than_ms: int) -> int:
         """Delete buckets of `resolution_s` starting before `older_than_ms`; returns how many."""

@@ -53,6 +53,16 @@ class RollupWriter:
         self._written_until: dict[str, int] = {}  # server -> ts of the newest point written
         self._hours_done_until: int | None = None
 
+    async def resume_from_store(self) -> None:
+        """Take over from another writer (a hub process that was leader before this one): every minute
+        that has a stored bucket counts as written, so the in-memory history (which this process mirrored)
+        is not written twice. Minutes after the newest stored one are written by the next `roll_minutes`."""
+        for server, start in (await self.store.latest_buckets(MINUTE_S)).items():
+            done = start + MINUTE_MS - 1
+            if done > self._written_until.get(server, 0):
+                self._written_until[server] = done
+        self._hours_done_until = None
+
     def written_until(self, server: str) -> int:
         """Timestamp of the newest point of `server` written to the store (0 when none)."""
         return self._written_until.get(server, 0)

@@ -99,7 +99,10 @@ export class LiveChart {
     const now = parts.join(" · ");
     if (this.current.textContent !== now) this.current.textContent = now;
     this.el.dataset.points = String(xs.length);
-    if (xs.length) this.el.dataset.lastTs = String(Math.round(xs[xs.length - 1] * 1000));
+    if (xs.length) {
+      this.el.dataset.firstTs = String(Math.round(xs[0] * 1000));
+      this.el.dataset.lastTs = String(Math.round(xs[xs.length - 1] * 1000));
+    }
   }
 
   private fit(): void {

@@ -45,6 +45,8 @@ export function logsView(ctx: Ctx): View {
     sub = null;
     list.clear();
     notice.hidden = true;
+    el.dataset.ready = "false";
+    el.dataset.level = filters.level;
     const held: LogRecord[] = [];
     let ready = false;
     const f = filter();
@@ -71,6 +73,7 @@ export function logsView(ctx: Ctx): View {
       list.add(held);
     }
     ready = true;
+    el.dataset.ready = "true";
   }
 
   const changed = debounce(() => {
