@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from openmanager.core.delta import DeltaEncoder  # noqa: E402
-from openmanager.core.encoding import encode_event, pack_event  # noqa: E402
-from openmanager.core.status import StatusPolicy  # noqa: E402
-from openmanager.gateway.wsfast import frame_bytes  # noqa: E402
-from openmanager.sources.simulator import FleetSimulator  # noqa: E402
+from openmanager.core.delta import DeltaEncoder
+from openmanager.core.encoding import encode_event, pack_event
+from openmanager.core.status import StatusPolicy
+from openmanager.gateway.wsfast import frame_bytes
+from openmanager.sources.simulator import FleetSimulator
 
 SUB = "s0123456789abcdef"
 
@@ -58,8 +58,8 @@ def main() -> None:
             totals[name + " + deflate"] = totals.get(name + " + deflate", 0) + len(frame_bytes(payload, 15))
             c = takeover.setdefault(name, zlib.compressobj(6, zlib.DEFLATED, -15))
             out = c.compress(raw) + c.flush(zlib.Z_SYNC_FLUSH)
-            totals[name + " + deflate, context takeover"] = (
-                totals.get(name + " + deflate, context takeover", 0) + len(out) - 4 + 4)  # trailer stripped, 2-4 B header
+            key = name + " + deflate, context takeover"
+            totals[key] = totals.get(key, 0) + len(out) - 4 + 4  # the trailer stripped, a 2-4 B header
     naive = totals["json (naive)"] / args.ticks
     print(f"{args.servers} servers, {args.ticks} ticks; bytes per frame on the wire (header included)")
     print("| encoding | B/frame | % of naive JSON |")

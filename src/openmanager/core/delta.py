@@ -2,10 +2,10 @@
 
 Values are first quantized to what the metric needs on a dashboard — its catalogue precision
 (`core.model.METRICS`), whole milliseconds for `response_time`, three significant digits for the
-unbounded byte rates, a minute for `uptime` — so noise below that precision does not count as a change. `DeltaEncoder` keeps one base
-per subscription *shape* (not per connection): every client of the shape has applied the same chain
-of deltas since its snapshot, and a client that falls behind (conflation) or resumes gets a fresh
-snapshot of the base instead of the deltas it missed.
+unbounded byte rates, a minute for `uptime` — so noise below that precision does not count as a change.
+`DeltaEncoder` keeps one base per subscription *shape* (not per connection): every client of the shape
+has applied the same chain of deltas since its snapshot, and a client that falls behind (conflation) or
+resumes gets a fresh snapshot of the base instead of the deltas it missed.
 
 A delta event's data is `{"ts": <ms>, "servers": {"<id>": {"<field>": <value>, ...}}}`: a server that
 reported in the tick is always listed (with `{}` when nothing changed), a field that disappeared is

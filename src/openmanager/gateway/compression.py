@@ -54,7 +54,8 @@ class BrotliResponder(IdentityResponder):
         if self._compressor is None:
             self._compressor = brotli.Compressor(quality=self.quality)
         out: bytes = self._compressor.process(body)
-        return out + (self._compressor.flush() if more_body else self._compressor.finish())
+        tail: bytes = self._compressor.flush() if more_body else self._compressor.finish()
+        return out + tail
 
 
 class CompressionMiddleware:

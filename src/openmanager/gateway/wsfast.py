@@ -24,6 +24,9 @@
    `SharedHeartbeat` per event loop visits a slice of the connections every tick: each connection is
    pinged once per interval with a ping frame shared by that tick, and closed (1011) when its last
    ping is still unanswered `ping_timeout` later (checked at its next visit, so within one tick of it).
+5. **Less per connection.** uvicorn's `asyncio.Queue` of receive events (three deques) and its
+   `asyncio.Event` for writability (a deque) become `Inbox` and `Flag`, small objects with the same
+   methods; the handshake's request and response are dropped once the 101 is sent.
 
 This leans on uvicorn internals (`conn`, `transport`, `writable`, `close_sent`, `disconnected`,
 `handshake_complete`, `scope`, `pending_ping_payload`, `ping_sent_at`, `keepalive_timeout`), so
@@ -141,6 +144,71 @@ class SharedDeflateFactory(ServerPerMessageDeflateFactory):
         return response, shared
 
 
+class Inbox:
+    """uvicorn's queue of ASGI receive events, minus the three deques of `asyncio.Queue`: one list and
+    one waiter (uvicorn's `receive()` is awaited by one task at a time)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class Flag:
+    """`asyncio.Event`'s `set` / `clear` / `is_set` / `wait` without a deque per instance."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for fut in waiters or ():
+            if not fut.done():
+                fut.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        while not self._set:
+            fut = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if self._waiters is not None and fut in self._waiters:
+                    self._waiters.remove(fut)
+        return True
+
+
 class SharedHeartbeat:
     """Pings every registered connection once per `interval` from one timer per event loop.
 
@@ -210,6 +278,8 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = Inbox()  # type: ignore[assignment]
+        self.writable = Flag()  # type: ignore[assignment]
         if self.config.ws_per_message_deflate:  # replace uvicorn's per-connection deflate factory
             self.conn = ServerProtocol(
                 extensions=[SharedDeflateFactory()], max_size=self.config.ws_max_size, logger=self.conn.logger
@@ -224,6 +294,11 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         if scope is not None:  # None when the handshake was refused
             scope["extensions"][SEND_NOW] = self.send_now
             scope["extensions"][RTT] = self.rtt_ms
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.accept" and self.handshake_complete:
+            self.request = self.response = None  # type: ignore[assignment]  # not needed after the 101
 
     def send_now(self, payload: str | bytes) -> bool:
         """Write one message now (str: text, bytes: binary); False when the transport cannot take it
