@@ -69,7 +69,8 @@ class Settings:
     smtp_username: str = _opt("", "Email notifications: SMTP user name (empty: no login).")
     smtp_password: str = _opt("", "Email notifications: SMTP password (prefer the environment variable).")
     smtp_from: str = _opt("openmanager@localhost", "Email notifications: the From address.")
-    vapid_subject: str = _opt("mailto:admin@localhost", "Web Push: the contact (mailto: or https:) sent to push services.")
+    vapid_subject: str = _opt("mailto:admin@localhost",
+                              "Web Push: the contact (mailto: or https:) sent to push services.")
     notify_retry_limit: int = _opt(6, "Notifications: delivery attempts per channel before it is marked failed.")
     notify_retry_base: str = _opt("2s", "Notifications: first retry delay; doubles per attempt (a duration).")
     broker: str = _opt("memory", "Broker: memory (one process) or redis://[:password@]host:port/db to run several "

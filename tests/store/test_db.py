@@ -17,9 +17,9 @@ from openmanager.core.rollup import Bucket, MetricStats, bucket_points
 from openmanager.store import Store, StoreError, alembic_config, normalize_url
 from openmanager.store.schema import include_object, metadata
 
-HEADS = set(ScriptDirectory.from_config(alembic_config()).get_heads())  # one per feature branch
-
 from .conftest import DAY, MIN, T0
+
+HEADS = set(ScriptDirectory.from_config(alembic_config()).get_heads())  # one per feature branch
 
 
 def _sync(path: Path) -> sqlite3.Connection:
