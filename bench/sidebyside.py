@@ -159,7 +159,8 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
             connect_started = time.monotonic()
             for n in shares:
                 w = subprocess.Popen(["node", str(PEERS / "loadgen.js"), *client_args(target, port, token),
-                                      "--clients", str(n), "--deadline", str(deadline)],
+                                      "--clients", str(n), "--deadline", str(deadline),
+                                      "--connect-budget", str(connect_budget - 5)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 workers.append(w)
                 readers.append(LineReader(w, give_up="result"))

@@ -3,7 +3,7 @@
 //
 //   node loadgen.js --url ws://127.0.0.1:8000/ws?token=... --clients 5000 --kind hub|plain|sio
 //                   [--subscribe '{"type":"subscribe","id":"1","topic":"metrics"}'] [--compression 1]
-//                   [--concurrency 200] --deadline <epoch s>
+//                   [--concurrency 200] [--connect-budget <s>] --deadline <epoch s>
 //
 // Kinds: `hub` waits for the welcome, sends the subscribe message and counts from `subscribed`; `plain`
 // (the floor, Node ws) just reads; `sio` speaks Engine.IO v4 / Socket.IO over a raw WebSocket (open,
@@ -120,14 +120,23 @@ function result() {
 const started = Date.now();
 let launched = 0;
 let finished = 0;
+let readySent = false;
+function ready() {
+  if (readySent) return;
+  readySent = true;
+  const failures = { ...st.failures };
+  if (finished < N) failures['not connected within the connect budget'] = N - finished;
+  emit({ kind: 'ready', connected: st.connected, failures, connect_s: (Date.now() - started) / 1000 });
+}
+// --connect-budget s: report what is connected by then (the rest keep trying, uncounted)
+if (a['connect-budget']) setTimeout(ready, parseFloat(a['connect-budget']) * 1000);
 function launch() {
   while (launched < N && launched - finished < concurrency) {
     launched += 1;
     open(() => {
       finished += 1;
-      if (finished === N) {
-        emit({ kind: 'ready', connected: st.connected, failures: st.failures, connect_s: (Date.now() - started) / 1000 });
-      } else launch();
+      if (finished === N) ready();
+      else launch();
     });
   }
 }

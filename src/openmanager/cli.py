@@ -99,12 +99,13 @@ def serve(
     except ConfigError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    from openmanager.server import run
+    from openmanager.server import event_loop_factory, run
 
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal: that is a clean exit.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
-        code = asyncio.run(run(settings))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:  # uvloop when installed
+            code = runner.run(run(settings))
     except KeyboardInterrupt:
         code = 0
     except ConfigError as exc:  # found while wiring the hub (e.g. a bad --scrape target), before serving

@@ -7,6 +7,7 @@ import logging
 import re
 import ssl
 import sys
+from collections.abc import Callable
 
 import uvicorn
 
@@ -41,6 +42,16 @@ def configure_logging(level: str) -> None:
         handler.addFilter(RedactTokens())
     for noisy in ("alembic", "apscheduler", "httpx"):  # httpx logs every scrape's URL (with credentials)
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when it is installed (not on Windows), else None for asyncio's default. uvicorn picks
+    uvloop itself only when it creates the loop; `openmanager serve` creates it, so it asks here."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:

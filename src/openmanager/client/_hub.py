@@ -187,6 +187,11 @@ class HubClient:
     no pong and nothing else received for `ping_timeout` seconds (while no callback is running) it drops
     the connection as dead and reconnects.
 
+    Wire format: JSON text frames with permessage-deflate and, for `metrics`, the `delta` encoding (only
+    changed fields, quantized; the client rebuilds full samples, so callbacks see the same `data` shape):
+    the most compact combination measured (`bench/wire_sizes.py`). `encoding="msgpack"` asks for the
+    `openmanager.v1.msgpack` subprotocol instead; `delta=False` for full samples at full precision.
+
     Callbacks (sync or async) run in the client's task, one at a time, in the order the hub sent the
     messages; an exception in a callback is logged and counted in `stats.callback_errors`, and delivery
     goes on. Not thread-safe: use it from one event loop.

@@ -4,7 +4,11 @@ With thousands of connections the interpreter tracks hundreds of thousands of ob
 (generation 2) collection takes 100+ ms; if it fires while a tick is being delivered it delays that
 whole tick. This policy (1) freezes what exists once the hub is running, so start-up objects are never
 scanned again, (2) makes automatic full collections rare, and (3) runs one itself half a tick after a
-metrics event, at most every `interval_s`, so the pause falls between deliveries.
+metrics event, at most every `interval_s`, so the pause falls between deliveries, and (4) freezes what
+survives that collection: thousands of connections are long-lived objects, and scanning them again in
+every full collection was a fifth of the hub's CPU at 10,000 clients. Cyclic garbage among frozen
+objects is not collected until the next unfreeze, so every `unfreeze_s` the scheduled collection
+unfreezes first and scans everything once (non-cyclic garbage is freed by reference counting as usual).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ SLOW_PAUSE_S = 0.05
 
 
 class GcPolicy:
-    def __init__(self, *, interval_s: float = 15.0, gen2_threshold: int = 10_000) -> None:
+    def __init__(self, *, interval_s: float = 15.0, gen2_threshold: int = 10_000, unfreeze_s: float = 600.0) -> None:
         self.interval_s = interval_s
+        self.unfreeze_s = unfreeze_s
+        self._last_unfreeze = time.monotonic()
         self.gen2_threshold = gen2_threshold
         self._saved: tuple[int, int, int] | None = None
         self._last_full = time.monotonic()
@@ -75,7 +81,11 @@ class GcPolicy:
         started = time.perf_counter()
         self._in_scheduled = True
         try:
+            if time.monotonic() - self._last_unfreeze >= self.unfreeze_s:
+                gc.unfreeze()
+                self._last_unfreeze = time.monotonic()
             gc.collect()
+            gc.freeze()
         finally:
             self._in_scheduled = False
         self.last_pause_s = time.perf_counter() - started
