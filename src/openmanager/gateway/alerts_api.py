@@ -16,9 +16,11 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from openmanager.alerts.rules import SEVERITIES, RuleSpec
-from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
+from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
+from openmanager.gateway.deps import JsonObject, Unavailable
+from openmanager.gateway.deps import hub_of as _hub
 from openmanager.gateway.rest import parse_since
 
 if TYPE_CHECKING:
@@ -29,15 +31,6 @@ router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
 STATES = ("pending", "firing", "resolved")
 MAX_BACKTEST_SPAN_MS = 90 * 86_400_000
-
-
-class Unavailable(OpenManagerError):
-    code = "unavailable"
-
-
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
 
 
 def _alerts(request: Request) -> AlertService:
@@ -62,9 +55,6 @@ def _csv(value: str | None, allowed: tuple[str, ...], name: str) -> list[str]:
             raise ValidationError(f"{name} must be one of {', '.join(allowed)}, not {item!r}",
                                   code="invalid_parameter")
     return items
-
-
-JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
 
 
 def leader_ops(hub: Hub) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]]:

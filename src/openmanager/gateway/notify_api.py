@@ -5,29 +5,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
+from openmanager.core.errors import NotFoundError, ValidationError
+from openmanager.gateway.deps import JsonObject, Unavailable
+from openmanager.gateway.deps import hub_of as _hub
 from openmanager.notify.service import new_id
 
 if TYPE_CHECKING:
-    from openmanager.hub import Hub
     from openmanager.notify.service import NotificationService
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
-
-JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
-
-
-class Unavailable(OpenManagerError):
-    code = "unavailable"
-
-
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
-
 
 def _service(request: Request) -> NotificationService:
     service = _hub(request).notifications

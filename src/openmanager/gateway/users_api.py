@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from openmanager.core.access import normalize_user_name
-from openmanager.core.errors import ConflictError, ForbiddenError, NotFoundError, OpenManagerError, ValidationError
+from openmanager.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from openmanager.gateway.auth import (
     ADMIN_USER,
     Principal,
@@ -27,28 +27,17 @@ from openmanager.gateway.auth import (
     require_role,
     set_session_cookie,
 )
+from openmanager.gateway.deps import JsonObject, Unavailable
+from openmanager.gateway.deps import hub_of as _hub
 from openmanager.gateway.errors import JSONResponse, error_response
 from openmanager.gateway.ws import origin_allowed
 
 if TYPE_CHECKING:
     from openmanager.gateway.auth import Authenticator
-    from openmanager.hub import Hub
     from openmanager.store.users import UserStore
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["users"])
-
-JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
-
-
-class Unavailable(OpenManagerError):
-    code = "unavailable"
-
-
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
-
 
 def _auth(request: Request) -> Authenticator:
     return _hub(request).auth
