@@ -9,6 +9,7 @@ or PostgreSQL is absent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -49,8 +50,10 @@ class Cluster:
             if hub.proc is not None and hub.proc.poll() is None:
                 try:
                     hub.stop()
-                except Exception:
-                    os.kill(hub.proc.pid, signal.SIGKILL)
+                except Exception:  # it did not stop in time: kill it (it may have exited meanwhile) and reap it
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(hub.proc.pid, signal.SIGKILL)
+                    hub.proc.wait(10)
 
 
 @pytest.fixture
