@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
+from openmanager.core.delta import quantize_sample
 from tests.browser.cdp import Chromium, Page
-from tests.integration.hubproc import HubProcess
+from tests.integration.hubproc import Client, HubProcess
 
 CHROMIUM = os.environ.get("OPENMANAGER_CHROMIUM", "/usr/bin/chromium")
 
@@ -112,6 +113,17 @@ async def test_page_shows_every_server_live_after_cookie_login(hub: HubProcess, 
     )
     assert {server for server, _ in rows} == expected
     assert {status for _, status in rows} <= STATUSES
+    # Its metrics come in the delta encoding and still land as whole samples (at the encoding's precision:
+    # whole milliseconds of response time, where the REST samples it starts from have decimals).
+    live = "window.omApp.live"
+    assert await page.evaluate(f"{live}.client.subscriptions.filter((s) => s.topic === 'metrics')"
+                               ".map((s) => s.encoding)") == ["delta"]
+    await page.wait_for(
+        f"""{live}.metricsEvents >= 3 && [...{live}.servers.values()].every((s) =>
+          ["cpu", "memory", "disk", "net_in", "net_out", "status"].every((k) => k in s.sample)
+          && Number.isInteger(s.sample.response_time))""",
+        timeout=5,
+    )
     cards = await page.wait_for("(() => { const c = [...document.querySelectorAll('#fleet-grid .card:not([hidden])')];"
                                 " return c.length && c.map((e) => e.dataset.status); })()", timeout=3)
     assert set(cards) <= STATUSES
@@ -162,7 +174,8 @@ async def test_reconnects_and_restores_subscriptions_after_a_hub_restart(tmp_pat
         new_epoch = epoch(t["metrics"][-1])
         assert new_epoch != old_epoch
         assert epoch(t["logsCursor"]) == epoch(t["metricsCursor"]) == new_epoch
-        # The resubscriptions carried `since`, and the restarted hub could not recover them.
+        # The resubscriptions carried `since`, and the restarted hub could not recover them. A new epoch
+        # is a reset for every topic, delta `metrics` included (unlike a resume in the same run).
         again = t["subscribed"][2:]
         assert sorted(m["topic"] for m in again) == ["logs", "metrics"]
         assert all(m["recovered"] is False for m in again)
@@ -195,7 +208,7 @@ async def test_resumes_without_gaps_or_duplicates_after_a_dropped_socket(tmp_pat
                                 " before: t.before, dropped: t.client.duplicatesDropped})")
         assert transitions(t["states"]) == ["connecting", "open", "reconnecting", "open"]
         assert t["states"][2]["nextDelayMs"] == 600
-        assert t["resets"] == []
+        assert t["resets"] == []  # metrics (delta) came back with a fresh snapshot: no reset in the same run
         resumed = [m for m in t["subscribed"][2:] if m["topic"] == "logs"]
         assert len(resumed) == 1 and resumed[0]["recovered"] is True
         logs = t["logs"]
@@ -272,4 +285,269 @@ async def test_subscribe_errors_reject_with_the_hub_code_and_the_helpers_stream(
     assert result["servers"] == SERVERS and set(result["sample"]) == {"cpu", "status"}
     assert result["records"] >= 1
     assert result["states"] == ["closed", "closed"]
+    assert page.exceptions == []
+
+
+# --- the `delta` encoding of `metrics` -------------------------------------------------------------------
+
+# Records every frame the page's WebSockets send into `window.sent` (parsed), before a client opens one.
+RECORD_SENT = """(() => {
+  window.sent = [];
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (data) { window.sent.push(JSON.parse(data)); return send.call(this, data); };
+  return true;
+})()"""
+
+# A HubClient (%s: its options) with `metrics` twice, by default (delta) and as `encoding: "json"`, plus
+# `logs` and `fleet`. `t.delta` / `t.json`: cursor -> the servers delivered to onEvent; `t.raw`: the
+# delta events as they came over the wire; `t.order`: deliveries of the delta subscription in order.
+SETUP_DELTA = """(async () => {
+  const { HubClient } = await import("/static/openmanager.js");
+  const t = window.t = { delta: {}, json: {}, raw: {}, order: [], snapshots: [], resets: [], subscribed: [] };
+  const c = t.client = new HubClient(%s);
+  c.on("message", (m) => {
+    if (m.type === "subscribed") t.subscribed.push(m);
+    if (m.type === "event" && t.deltaSub && m.sub === t.deltaSub.sub) t.raw[m.cursor] = m.data.servers;
+  });
+  const onReset = (i) => t.resets.push(i);
+  const delta = c.subscribe("metrics", {
+    onSnapshot: (d, m) => {
+      t.snapshots.push({ cursor: m.cursor, servers: d.servers });
+      t.order.push(["snapshot", m.cursor]);
+    },
+    onEvent: (d, m) => { t.delta[m.cursor] = d.servers; t.order.push(["event", m.cursor]); },
+    onReset });
+  const json = c.subscribe("metrics", {
+    encoding: "json", onEvent: (d, m) => { t.json[m.cursor] = d.servers; }, onReset });
+  const logs = c.subscribe("logs", { onReset });
+  const fleet = c.subscribe("fleet", { onReset });
+  await c.connect();
+  [t.deltaSub, t.jsonSub] = await Promise.all([delta, json, logs, fleet]);
+  return { delta: t.deltaSub.sub, json: t.jsonSub.sub, encodings: [t.deltaSub.encoding, t.jsonSub.encoding] };
+})()"""
+
+# Delta events delivered after the delta subscription's n-th delivery that a json event of the same cursor
+# can be compared with.
+PAIRED_AFTER = """((n) => t.order.slice(n).filter(([k, c]) => k === "event" && t.json[c]).length)"""
+
+
+async def hub_subs(hub: HubProcess) -> dict[str, str]:
+    """The hub's `sub` of the unfiltered metrics shape in each encoding (the encoding is part of the shape)."""
+    client = await Client.open(hub)
+    try:
+        delta = await client.subscribe("metrics", rid="d", encoding="delta")
+        json_ = await client.subscribe("metrics", rid="j")
+    finally:
+        await client.close()
+    return {"delta": delta["sub"], "json": json_["sub"]}
+
+
+def paired(t: dict[str, Any], start: int) -> list[str]:
+    """Cursors of the delta events from the `start`-th delivery on that the json subscription got too."""
+    return [c for kind, c in t["order"][start:] if kind == "event" and c in t["json"]]
+
+
+def assert_full_and_quantized(delta: dict[str, Any], json_: dict[str, Any], cursors: list[str]) -> None:
+    """At each cursor the delta subscription delivered every server of the json one, each with every field,
+    equal to the json sample at the precision the delta encoding keeps."""
+    assert cursors
+    for cursor in cursors:
+        assert delta[cursor].keys() == json_[cursor].keys(), cursor
+        for sid, sample in json_[cursor].items():
+            assert delta[cursor][sid] == quantize_sample(sample), (cursor, sid)
+
+
+async def test_metrics_subscribe_in_delta_and_deliver_full_samples(hub: HubProcess, page: Page) -> None:
+    await page.navigate(f"{hub.base}/healthz")
+    await page.evaluate(RECORD_SENT)
+    subs = await page.evaluate(SETUP_DELTA % f"{{ token: '{hub.token}' }}")
+    assert subs["encodings"] == ["delta", "json"]
+    # The hub registered the default metrics subscription as its delta shape, the other as its json one.
+    assert {"delta": subs["delta"], "json": subs["json"]} == await hub_subs(hub)
+    await page.wait_for(f"{PAIRED_AFTER}(0) >= 10", timeout=10)
+    t = await page.evaluate("({sent: window.sent, delta: t.delta, json: t.json, raw: t.raw, resets: t.resets})")
+
+    subscribes = {(m["topic"], m.get("encoding")) for m in t["sent"] if m["type"] == "subscribe"}
+    assert subscribes == {("metrics", "delta"), ("metrics", None), ("logs", None), ("fleet", None)}
+    cursors = [c for c in t["delta"] if c in t["json"]]
+    assert_full_and_quantized(t["delta"], t["json"], cursors)
+    # On the wire most servers carried only some fields (uptime changes once a minute), yet every
+    # delivered sample above was whole: the client filled the rest from its state.
+    full = {sid: set(s) for sid, s in t["json"][cursors[0]].items()}
+    partial = [(c, sid) for c in cursors for sid, fields in t["raw"][c].items() if set(fields) < full[sid]]
+    assert len(partial) > len(cursors)
+    assert t["resets"] == []
+    assert page.exceptions == []
+
+
+async def test_delta_state_is_replaced_by_snapshots_and_a_resume_is_no_reset(hub: HubProcess, page: Page) -> None:
+    await page.navigate(f"{hub.base}/healthz")
+    await page.evaluate(RECORD_SENT)
+    await page.evaluate(SETUP_DELTA % f"{{ token: '{hub.token}', backoffMin: 50, backoffMax: 200 }}")
+    await page.wait_for(f"{PAIRED_AFTER}(0) >= 3", timeout=10)
+
+    # A mid-stream snapshot (what the hub sends a client that fell behind) replaces the state: here one
+    # that says every uptime is -60 and adds a server "ghost". Later deltas build on it.
+    injected = await page.evaluate("""(() => {
+      const last = t.order.filter(([k]) => k === "event").at(-1)[1];
+      const servers = { ghost: { cpu: 1, status: "healthy" } };
+      for (const [id, s] of Object.entries(t.delta[last])) servers[id] = { ...s, uptime: -60 };
+      t.injectedAt = t.order.length;
+      t.client._ws.onmessage({ data: JSON.stringify({ type: "snapshot", sub: t.deltaSub.sub,
+        cursor: t.deltaSub.cursor, data: { ts: 1, servers } }) });
+      return t.injectedAt;
+    })()""")
+    await page.wait_for(f"{PAIRED_AFTER}({injected} + 1) >= 3", timeout=10)
+    t = await page.evaluate("({order: t.order, delta: t.delta, json: t.json, snapshots: t.snapshots})")
+    assert t["order"][injected][0] == "snapshot" and "ghost" in t["snapshots"][-1]["servers"]
+    after = paired(t, injected + 1)
+    for cursor in after:
+        assert "ghost" not in t["delta"][cursor]  # listed only when it reports
+        for sid, sample in t["json"][cursor].items():
+            got, want = dict(t["delta"][cursor][sid]), quantize_sample(sample)
+            assert got.pop("uptime") in (-60, want.pop("uptime")) and got == want, (cursor, sid)
+    stale = sum(s["uptime"] == -60 for s in t["delta"][after[-1]].values())
+    assert stale > 0, "an unchanged field should come from the replaced state"
+
+    # A dropped socket: the client resubscribes in delta with `since`; the hub answers recovered: false
+    # and a fresh snapshot, which replaces the state (no ghost, real uptimes). Not a reset.
+    dropped = await page.evaluate("t.sentAt = window.sent.length; t.client.dropForTest(); t.order.length")
+    await page.wait_for(f"""t.client.state === 'open' && t.order.slice({dropped}).some(([k]) => k === 'snapshot')
+      && {PAIRED_AFTER}(t.order.findIndex(([k], i) => i >= {dropped} && k === 'snapshot')) >= 3""", timeout=10)
+    t = await page.evaluate("({order: t.order, delta: t.delta, json: t.json, snapshots: t.snapshots, resets: t.resets,"
+                            " subscribed: t.subscribed, sent: window.sent.slice(t.sentAt), deltaSub: t.deltaSub.sub})")
+    assert t["resets"] == []
+    resub = [m for m in t["sent"] if m["type"] == "subscribe" and m["topic"] == "metrics"]
+    assert sorted(m.get("encoding", "json") for m in resub) == ["delta", "json"]
+    assert all("since" in m for m in resub)
+    again = {m["sub"]: m for m in t["subscribed"][4:]}
+    assert again[t["deltaSub"]]["recovered"] is False
+    first = next(i for i, (k, _) in enumerate(t["order"]) if i >= dropped and k == "snapshot")
+    fresh = t["snapshots"][-1]
+    assert fresh["cursor"] == t["order"][first][1] and epoch(fresh["cursor"]) == epoch(t["order"][dropped - 1][1])
+    assert "ghost" not in fresh["servers"] and all(s["uptime"] >= 0 for s in fresh["servers"].values())
+    assert_full_and_quantized(t["delta"], t["json"], paired(t, first + 1))
+    assert page.exceptions == []
+
+
+async def test_json_metrics_when_the_client_asks(hub: HubProcess, page: Page) -> None:
+    await page.navigate(f"{hub.base}/healthz")
+    await page.evaluate(RECORD_SENT)
+    result = await page.evaluate(f"""(async () => {{
+      const {{ HubClient, MetricsStream }} = await import("/static/openmanager.js");
+      const c = new HubClient({{ token: "{hub.token}", delta: false }});
+      const events = [];
+      await c.connect();
+      const sub = await c.subscribe("metrics", {{ onEvent: (d) => events.push(d.servers) }});
+      const stream = new MetricsStream({{ client: c }});
+      const twin = await stream.subscribe("metrics", {{ encoding: "delta" }});
+      const deadline = performance.now() + 8000;
+      while ((events.length < 3 || stream.servers.size < {SERVERS}) && performance.now() < deadline) {{
+        await new Promise((r) => setTimeout(r, 50));
+      }}
+      const out = {{ sub: sub.sub, encoding: sub.encoding, delta: twin.sub, events,
+        stream: Object.fromEntries(stream.servers) }};
+      c.close();
+      return out;
+    }})()""")
+    sent = await page.evaluate("window.sent")
+    assert [m.get("encoding") for m in sent if m["type"] == "subscribe"] == [None, "delta"]
+    assert result["encoding"] == "json"
+    assert {"delta": result["delta"], "json": result["sub"]} == await hub_subs(hub)
+    assert len(result["events"]) >= 3
+    # Full samples at full precision: something has more digits than the delta encoding would keep.
+    samples = [s for servers in result["events"] for s in servers.values()]
+    assert all({"cpu", "memory", "response_time", "uptime", "status"} <= set(s) for s in samples)
+    assert any(s != quantize_sample(s) for s in samples)
+    # MetricsStream keeps whole samples from a delta subscription too.
+    assert len(result["stream"]) == SERVERS
+    assert all({"cpu", "memory", "response_time", "uptime", "status"} <= set(s) for s in result["stream"].values())
+    assert page.exceptions == []
+
+
+async def test_delta_rules_against_a_scripted_socket(hub: HubProcess, page: Page) -> None:
+    """The cases a live hub seldom shows, with a WebSocket the page scripts: a removed field (`null`), a new
+    server, a callback that changes what it got, a duplicate, a mid-stream snapshot, and resumes in the
+    same hub run (no reset) and after a restart (a new epoch: reset, as for every topic)."""
+    await page.navigate(f"{hub.base}/healthz")
+    r = await page.evaluate("""(async () => {
+      const { HubClient } = await import("/static/openmanager.js");
+      const sockets = [];
+      window.WebSocket = class FakeSocket {
+        static OPEN = 1;
+        constructor() {
+          this.readyState = 1;
+          this.sent = [];
+          sockets.push(this);
+          setTimeout(() => this.recv({ type: "welcome", session: "x", heartbeat_ms: 15000 }));
+        }
+        send(data) { this.sent.push(JSON.parse(data)); }
+        close(code, reason) { this.readyState = 3; setTimeout(() => this.onclose?.({ code, reason })); }
+        recv(msg) { this.onmessage({ data: JSON.stringify(msg) }); }
+        subscribe(topic) { return this.sent.find((m) => m.type === "subscribe" && m.topic === topic); }
+      };
+      const tick = () => new Promise((r) => setTimeout(r, 10));
+      // The n-th socket, once the client has sent its metrics subscribe on it.
+      const opened = async (n) => {
+        while (!sockets[n - 1] || !sockets[n - 1].subscribe("metrics")) await tick();
+        return sockets[n - 1];
+      };
+      const sub = "sdelta";
+      const data = (ts, servers) => ({ ts, servers });
+      const got = [], resets = [], frames = [];
+      const c = new HubClient({ url: "ws://scripted/ws", backoffMin: 0, backoffMax: 0, pingInterval: 60000 });
+      const pending = c.subscribe("metrics", {
+        onSnapshot: (d, m) => got.push(["snapshot", m.cursor, structuredClone(d.servers)]),
+        onEvent: (d, m) => {
+          got.push(["event", m.cursor, structuredClone(d.servers)]);
+          if (d.servers.a) d.servers.a.cpu = 999;
+        },
+        onReset: (i) => resets.push(i.cursor) });
+      await c.connect();
+      let ws = await opened(1);
+      const subscribed = (cursor, more = {}) => {
+        frames.push(ws.subscribe("metrics"));
+        ws.recv({ type: "subscribed", id: frames.at(-1).id, sub, topic: "metrics", cursor, ...more });
+      };
+      const snapshot = (cursor, d) => ws.recv({ type: "snapshot", sub, cursor, data: d });
+      const event = (cursor, d) => ws.recv({ type: "event", sub, cursor, data: d });
+      subscribed("e1-10");
+      snapshot("e1-10", data(1, {
+        a: { cpu: 1, memory: 2, status: "healthy" }, b: { cpu: 3, memory: 4, status: "healthy" } }));
+      await pending;
+      event("e1-11", data(2, { a: { cpu: 5 }, b: {} }));
+      event("e1-12", data(3, { a: { memory: null }, c: { cpu: 7, status: "warning" } }));
+      event("e1-12", data(3, { a: { cpu: 0 } }));
+      snapshot("e1-20", data(4, { a: { cpu: 9, status: "critical" } }));
+      event("e1-21", data(5, { b: { cpu: 1 } }));
+      ws.close(1006, "");
+      ws = await opened(2);
+      subscribed("e1-30", { recovered: false });
+      snapshot("e1-29", data(6, { a: { cpu: 2, status: "healthy" } }));
+      event("e1-31", data(7, { a: {} }));
+      ws.close(1012, "");
+      ws = await opened(3);
+      subscribed("e2-3", { recovered: false });
+      snapshot("e2-3", data(8, { d: { cpu: 4, status: "healthy" } }));
+      c.close();
+      return { got, resets, frames, duplicates: c.duplicatesDropped };
+    })()""")
+    assert [(f.get("encoding"), f.get("since")) for f in r["frames"]] == [("delta", None), ("delta", "e1-21"),
+                                                                          ("delta", "e1-31")]
+    assert r["got"] == [
+        ["snapshot", "e1-10", {"a": {"cpu": 1, "memory": 2, "status": "healthy"},
+                               "b": {"cpu": 3, "memory": 4, "status": "healthy"}}],
+        ["event", "e1-11", {"a": {"cpu": 5, "memory": 2, "status": "healthy"},
+                            "b": {"cpu": 3, "memory": 4, "status": "healthy"}}],
+        # The callback set a.cpu = 999 on what it got: the client's state kept 5.
+        ["event", "e1-12", {"a": {"cpu": 5, "status": "healthy"}, "c": {"cpu": 7, "status": "warning"}}],
+        # The duplicate e1-12 was dropped; the mid-stream snapshot replaced the state (b and c are gone).
+        ["snapshot", "e1-20", {"a": {"cpu": 9, "status": "critical"}}],
+        ["event", "e1-21", {"b": {"cpu": 1}}],
+        ["snapshot", "e1-29", {"a": {"cpu": 2, "status": "healthy"}}],
+        ["event", "e1-31", {"a": {"cpu": 2, "status": "healthy"}}],
+        ["snapshot", "e2-3", {"d": {"cpu": 4, "status": "healthy"}}],
+    ]
+    assert r["duplicates"] == 1
+    assert r["resets"] == ["e2-3"]  # the restart only, not the resume in the same run
     assert page.exceptions == []

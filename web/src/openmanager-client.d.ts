@@ -28,6 +28,8 @@ declare module "openmanager-client" {
   export interface SubscribeOptions<T> {
     filter?: Record<string, unknown>;
     since?: string;
+    /** `metrics` only: "delta" (the default unless the client has `delta: false`) or "json". */
+    encoding?: "json" | "delta";
     onEvent?: DataCallback<T>;
     onSnapshot?: DataCallback<T>;
     onReset?: (info: DeliveryMeta) => void;
@@ -43,6 +45,8 @@ declare module "openmanager-client" {
     pingTimeout?: number;
     openTimeout?: number;
     random?: () => number;
+    /** `metrics` subscriptions use the hub's delta encoding (default true); data is delivered in full either way. */
+    delta?: boolean;
   }
 
   export class HubError extends Error {
@@ -54,6 +58,7 @@ declare module "openmanager-client" {
     readonly client: HubClient;
     readonly topic: string;
     readonly filter: Record<string, unknown> | undefined;
+    readonly encoding: "json" | "delta";
     readonly sub: string | null;
     readonly status: "pending" | "active" | "closed";
     readonly cursor: string | null;
@@ -63,6 +68,7 @@ declare module "openmanager-client" {
   export class HubClient extends EventTarget {
     constructor(options?: HubClientOptions);
     readonly url: string;
+    readonly delta: boolean;
     readonly state: ConnectionState;
     readonly attempt: number;
     readonly nextDelayMs: number | null;

@@ -16,8 +16,15 @@
 //   the hub replays what was missed (`recovered: true`) or sends a fresh snapshot (`recovered: false`,
 //   reported to `onReset`). Events whose seq is at or below the last delivered one in the same epoch are
 //   dropped, so callbacks never see an event twice.
-// - Subscriptions of one shape (topic + filter) on one client share the hub's stream: a second one joins
-//   at the live position and gets no snapshot of its own.
+// - `metrics` subscriptions use the hub's `"encoding": "delta"` unless `encoding: "json"` (per
+//   subscription) or `delta: false` (per client) says otherwise; no other topic sends an encoding. The
+//   client keeps each delta shape's full state (server id -> sample) and delivers what the json encoding
+//   would: a snapshot `{ts, servers}` (which replaces the state, also mid-stream after the client fell
+//   behind) and events `{ts, servers}` with the full (quantized) sample of every server listed. A delta
+//   resume always answers `recovered: false` and a fresh snapshot; in the same hub run (same cursor
+//   epoch) that is the normal path, not reported to `onReset`.
+// - Subscriptions of one shape (topic + filter + encoding) on one client share the hub's stream: a second
+//   one joins at the live position and gets no snapshot of its own.
 // - Callbacks that throw are reported (`reportError`) and do not stop delivery to the others.
 
 export const SUBPROTOCOL = "openmanager.v1.json";
@@ -47,6 +54,7 @@ const CLOSE_REASONS = {
  * @typedef {{
  *   filter?: Record<string, any>,
  *   since?: string,
+ *   encoding?: "json" | "delta",
  *   onEvent?: DataCallback,
  *   onSnapshot?: DataCallback,
  *   onReset?: (info: {sub: string, topic: string, cursor: string}) => void,
@@ -61,6 +69,7 @@ const CLOSE_REASONS = {
  *   pingTimeout?: number,
  *   openTimeout?: number,
  *   random?: () => number,
+ *   delta?: boolean,
  * }} HubClientOptions
  */
 
@@ -129,6 +138,8 @@ export class Subscription extends EventTarget {
     this.topic = topic;
     /** @type {Record<string, any> | undefined} */
     this.filter = options.filter;
+    /** `"delta"` (the default for `metrics` unless the client has `delta: false`) or `"json"` */
+    this.encoding = options.encoding ?? (topic === "metrics" && client.delta ? "delta" : "json");
     /** @type {string | null} the hub's id for this subscription's shape */
     this.sub = null;
     /** @type {"pending" | "active" | "closed"} */
@@ -201,12 +212,16 @@ class Shape {
    * @param {string} sub
    * @param {string} topic
    * @param {Record<string, any> | undefined} filter
+   * @param {string} encoding
    * @param {string} cursor
    */
-  constructor(sub, topic, filter, cursor) {
+  constructor(sub, topic, filter, encoding, cursor) {
     this.sub = sub;
     this.topic = topic;
     this.filter = filter;
+    this.encoding = encoding;
+    /** @type {Map<string, Record<string, any>> | null} a delta shape's full state: server id -> sample */
+    this.state = encoding === "delta" ? new Map() : null;
     /** @type {string} last delivered cursor (or the position the subscription started from) */
     this.cursor = cursor;
     this.last = parseCursor(cursor);
@@ -222,6 +237,42 @@ class Shape {
     this.last = c;
     return true;
   }
+
+  /**
+   * The data a json subscription would get, from a delta message's data: a snapshot replaces the state;
+   * an event's changed fields are folded in (`null` removes a field) and every server it lists is
+   * delivered in full. Delivered samples are copies: a callback that changes one cannot corrupt the state.
+   * @param {"snapshot" | "event"} kind
+   * @param {Record<string, any>} data
+   */
+  expand(kind, data) {
+    const state = /** @type {Map<string, Record<string, any>>} */ (this.state);
+    /** @type {Record<string, Record<string, any>>} */
+    const servers = data.servers ?? {};
+    if (kind === "snapshot") {
+      state.clear();
+      for (const [id, sample] of Object.entries(servers)) state.set(id, { ...sample });
+      return data;
+    }
+    /** @type {[string, Record<string, any>][]} */
+    const full = [];
+    for (const [id, fields] of Object.entries(servers)) {
+      let sample = state.get(id);
+      if (!sample) state.set(id, (sample = {}));
+      for (const [k, v] of Object.entries(fields ?? {})) {
+        if (v === null) delete sample[k];
+        else sample[k] = v;
+      }
+      full.push([id, { ...sample }]);
+    }
+    return { ...data, servers: Object.fromEntries(full) };
+  }
+}
+
+/** Whether two cursors belong to the same run (epoch) of the hub. */
+function sameEpoch(/** @type {string | null | undefined} */ a, /** @type {string | null | undefined} */ b) {
+  const x = parseCursor(a), y = parseCursor(b);
+  return x !== null && y !== null && x.epoch === y.epoch;
 }
 
 /**
@@ -243,6 +294,7 @@ export class HubClient extends EventTarget {
     pingTimeout = 15000,
     openTimeout = 10000,
     random = Math.random,
+    delta = true,
   } = {}) {
     super();
     let target = url ?? defaultUrl();
@@ -255,6 +307,8 @@ export class HubClient extends EventTarget {
     this.openTimeout = openTimeout;
     /** source of the jitter, in [0, 1); a test can make the delays predictable */
     this._random = random;
+    /** `metrics` subscriptions use the delta encoding unless one asks for `encoding: "json"` */
+    this.delta = delta;
 
     /** @type {ConnectionState} */
     this.state = "closed";
@@ -455,7 +509,8 @@ export class HubClient extends EventTarget {
     // Restore every confirmed shape from its last cursor, then send what is still pending.
     for (const shape of this._shapes.values()) {
       this._send({ type: "subscribe", id: this._request("resubscribe", shape), topic: shape.topic,
-        ...(shape.filter !== undefined ? { filter: shape.filter } : {}), since: shape.cursor });
+        ...(shape.filter !== undefined ? { filter: shape.filter } : {}),
+        ...(shape.encoding !== "json" ? { encoding: shape.encoding } : {}), since: shape.cursor });
     }
     for (const s of this._pending) this._sendSubscribe(s);
     this._pingTimer = setInterval(() => this._ping(), this.pingInterval);
@@ -470,6 +525,7 @@ export class HubClient extends EventTarget {
     /** @type {Record<string, any>} */
     const msg = { type: "subscribe", id: this._request("subscribe", s), topic: s.topic };
     if (s.filter !== undefined) msg.filter = s.filter;
+    if (s.encoding !== "json") msg.encoding = s.encoding;
     if (s._since !== undefined) msg.since = s._since;
     this._send(msg);
   }
@@ -491,10 +547,12 @@ export class HubClient extends EventTarget {
         for (const s of shape.members) s.sub = msg.sub;
       }
       if (msg.recovered !== true) {
-        // Events were missed for good (history gone or a restarted hub): start again from here.
+        // Events were missed for good (history gone or a restarted hub): start again from here. A delta
+        // shape is never replayed: in the same run its fresh snapshot replaces the state, no loss.
+        const lost = !(shape.state && sameEpoch(shape.cursor, msg.cursor));
         shape.cursor = msg.cursor;
         shape.last = parseCursor(msg.cursor);
-        for (const s of shape.members) s._reset(info);
+        if (lost) for (const s of shape.members) s._reset(info);
       }
       return;
     }
@@ -506,9 +564,10 @@ export class HubClient extends EventTarget {
     if (!shape) {
       // Recovered from a caller's `since`: the replay follows, so start from that cursor, not the head.
       const from = msg.recovered === true && s._since !== undefined ? s._since : msg.cursor;
-      shape = new Shape(msg.sub, s.topic, s.filter, from);
+      shape = new Shape(msg.sub, s.topic, s.filter, s.encoding, from);
       this._shapes.set(msg.sub, shape);
-      if (s._since !== undefined && msg.recovered === false) s._reset(info);
+      const lost = !(shape.state && sameEpoch(s._since, msg.cursor));
+      if (s._since !== undefined && msg.recovered === false && lost) s._reset(info);
     }
     shape.members.add(s);
     s.sub = msg.sub;
@@ -532,7 +591,8 @@ export class HubClient extends EventTarget {
       shape.last = parseCursor(msg.cursor);
     }
     const meta = { sub: msg.sub, topic: shape.topic, cursor: msg.cursor };
-    for (const s of [...shape.members]) s._deliver(msg.type, msg.data, meta);
+    const data = shape.state ? shape.expand(msg.type, msg.data ?? {}) : msg.data;
+    for (const s of [...shape.members]) s._deliver(msg.type, data, meta);
   }
 
   /** @param {Record<string, any>} msg */
@@ -735,13 +795,15 @@ export class MetricsStream extends _Stream {
   /**
    * @param {string} [topic] "metrics" (the default), "fleet" or "system"
    * @param {{servers?: string[] | string, tags?: Record<string, string> | string, metrics?: string[],
-   *   where?: string, interval?: string, callback?: (data: any, meta: DeliveryMeta) => void}} [options]
+   *   where?: string, interval?: string, encoding?: "json" | "delta",
+   *   callback?: (data: any, meta: DeliveryMeta) => void}} [options]
    * @returns {Promise<Subscription>}
    */
-  subscribe(topic = "metrics", { callback, ...filter } = {}) {
+  subscribe(topic = "metrics", { callback, encoding, ...filter } = {}) {
     const keep = topic === "metrics";
     return this.client.subscribe(topic, {
       filter: Object.keys(filter).length ? filter : undefined,
+      ...(encoding !== undefined ? { encoding } : {}),
       onSnapshot: (data, meta) => {
         if (keep) {
           this.servers.clear();
