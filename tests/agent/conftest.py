@@ -62,10 +62,15 @@ class LiveHub:
             self._server = self._task = None
 
     def hub_app_state_ingest(self) -> IngestService:
-        """The ingest endpoint's state (its counters)."""
+        """The ingest endpoint's state (its counters): proxy headers → StreamFront → the FastAPI app."""
         assert self._server is not None
-        service: IngestService = self._server.config.loaded_app.app.state.ingest  # type: ignore[attr-defined]
+        service: IngestService = self._server.config.loaded_app.app.app.state.ingest  # type: ignore[attr-defined]
         return service
+
+    def server_connections(self) -> list[Any]:
+        """uvicorn's protocol objects of the open connections."""
+        assert self._server is not None
+        return list(self._server.server_state.connections)
 
     @property
     def agents(self) -> AgentStore:

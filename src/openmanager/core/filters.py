@@ -19,9 +19,6 @@ from openmanager.core.rules import Condition, EvalContext, compile_condition, pa
 TOPICS: tuple[str, ...] = ("metrics", "fleet", "logs", "alerts", "notifications", "system")
 """Every topic of the protocol."""
 
-SERVED_TOPICS: frozenset[str] = frozenset({"metrics", "fleet", "logs", "alerts", "notifications", "system"})
-"""Topics this version serves (all of them)."""
-
 SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "critical")
 
 MAX_GLOBS = 256

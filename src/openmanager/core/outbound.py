@@ -65,34 +65,42 @@ Entry = str | bytes | Conflated | Framed
 
 
 class OutboundQueue:
+    """The bounded queue itself. Most connections never queue anything (their frames are written at
+    once), so the deque is created on the first offer: an idle queue costs a few pointers."""
+
     __slots__ = ("_entries", "bytes", "max_bytes", "max_messages")
 
     def __init__(self, *, max_messages: int, max_bytes: int) -> None:
-        self._entries: deque[Entry] = deque()
+        self._entries: deque[Entry] | None = None
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.bytes = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        entries = self._entries
+        return len(entries) if entries is not None else 0
 
     def offer(self, entry: Entry) -> bool:
         """Queue `entry` if it fits both bounds; False (and nothing queued) when it does not."""
         size = _size(entry)
-        if len(self._entries) >= self.max_messages or self.bytes + size > self.max_bytes:
+        if len(self) >= self.max_messages or self.bytes + size > self.max_bytes:
             return False
+        if self._entries is None:
+            self._entries = deque()
         self._entries.append(entry)
         self.bytes += size
         return True
 
     def pop(self) -> Entry:
         """The oldest entry. Raises IndexError when empty."""
+        if self._entries is None:
+            raise IndexError("pop from an empty queue")
         entry = self._entries.popleft()
         self.bytes -= _size(entry)
         return entry
 
     def clear(self) -> None:
-        self._entries.clear()
+        self._entries = None
         self.bytes = 0
 
 

@@ -29,7 +29,7 @@ from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.sse import router as sse_router
 from openmanager.gateway.users_api import router as users_router
-from openmanager.gateway.ws import websocket_endpoint
+from openmanager.gateway.ws import WS_PATH, websocket_endpoint
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
@@ -110,7 +110,25 @@ class AuthGate:
         return redirect
 
 
-def create_app(hub: Hub) -> FastAPI:
+class StreamFront:
+    """The outermost ASGI app: `/ws` goes straight to its endpoint, everything else to the FastAPI app.
+
+    A WebSocket connection lives for hours on one task; routed through FastAPI that task would hold the
+    whole middleware and routing stack (~10 KB per connection), none of which `/ws` uses: it
+    authenticates itself (close 4401), and compression and the access log are for HTTP."""
+
+    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
+            await websocket_endpoint(scope, receive, send, self.hub)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(hub: Hub) -> StreamFront:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
@@ -133,7 +151,6 @@ def create_app(hub: Hub) -> FastAPI:
     app.include_router(notify_router)
     app.include_router(sse_router)
     app.include_router(users_router)
-    app.add_api_websocket_route("/ws", websocket_endpoint)
     app.state.ingest = IngestService(hub)
     app.add_api_websocket_route(INGEST_PATH, ingest_endpoint)  # agent tokens only (checked there)
 
@@ -144,4 +161,4 @@ def create_app(hub: Hub) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
     app.add_middleware(AuthGate, hub=hub)
-    return app
+    return StreamFront(app, hub)

@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from openmanager.core.encoding import sse_body
 from openmanager.core.errors import ValidationError
-from openmanager.core.filters import SERVED_TOPICS, TOPICS, TopicFilter, parse_filter
+from openmanager.core.filters import TOPICS, TopicFilter, parse_filter
 from openmanager.core.outbound import Conflated, Entry, Framed
 from openmanager.gateway.auth import principal_of
 from openmanager.pipeline.session import Session
@@ -102,8 +102,6 @@ async def sse(request: Request) -> Response:
     for topic in topics:
         if topic not in TOPICS:
             raise ValidationError(f"unknown topic {topic!r}", code="unknown_topic")
-        if topic not in SERVED_TOPICS:
-            raise ValidationError(f"topic {topic!r} is not served by this hub yet", code="topic_unavailable")
     topics = list(dict.fromkeys(topics))
     filters = _filters(topics, params, str(request.scope.get("user", "")))
     resume = request.headers.get("last-event-id") or params.get("last_event_id")

@@ -11,25 +11,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
 
 from openmanager import __version__
 from openmanager.core.encoding import encode, pack, unpack
 from openmanager.core.errors import OpenManagerError, ValidationError
-from openmanager.core.filters import SERVED_TOPICS, TOPICS, parse_filter
+from openmanager.core.filters import TOPICS, parse_filter
 from openmanager.gateway.wsfast import RTT, SEND_NOW
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
+    from openmanager.gateway.auth import Principal
     from openmanager.hub import Hub
 
 log = logging.getLogger(__name__)
 
+WS_PATH = "/ws"
 SUBPROTOCOL_JSON = "openmanager.v1.json"
 SUBPROTOCOL_MSGPACK = "openmanager.v1.msgpack"
 SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
@@ -53,113 +55,146 @@ class ProtocolError(OpenManagerError):
     code = "invalid_message"
 
 
-async def websocket_endpoint(ws: WebSocket) -> None:
-    hub: Hub = ws.app.state.hub
-    headers = {k.lower(): v for k, v in ws.headers.items()}
-    offered = ws.scope.get("subprotocols") or []
+async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, hub: Hub) -> None:
+    """One `/ws` connection, as a plain ASGI callable (see `gateway.app.StreamFront`): no HTTP middleware
+    or routing stays on its stack, and no task of its own stays alive except while a write waits."""
+    admitted = await _admit(scope, receive, send, hub)
+    if admitted is not None:
+        await _Connection(hub, send, *admitted).run(receive)
+
+
+async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[Session, Principal] | None:
+    """The handshake: authenticate, check the Origin, accept; a refusal is accepted, then closed with its
+    code (4401, 4403, 1011 when the user store failed), and answers None."""
+    offered = scope.get("subprotocols") or []
     subprotocol = next((p for p in offered if p in SUBPROTOCOLS), None)  # the client's order of preference
+    connect = await receive()
+    if connect["type"] != "websocket.connect":
+        return None
+    conn = HTTPConnection(scope)
+    refused: tuple[int, str] | None = None
     try:
-        principal = await hub.auth.authenticate_connection(ws)
+        principal = await hub.auth.authenticate_connection(conn)
+        if principal is None:
+            refused = (CLOSE_UNAUTHORIZED, "unauthorized")
+        elif not origin_allowed({k.lower(): v for k, v in conn.headers.items()}, hub.allowed_origins):
+            refused = (CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
     except OpenManagerError:  # the user store failed
         log.warning("authentication failed: the user store is unavailable", exc_info=True)
-        await ws.accept(subprotocol=subprotocol)
-        await ws.close(1011, "authentication unavailable")
-        return
-    if principal is None:
-        await ws.accept(subprotocol=subprotocol)
-        await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
-        return
-    if not origin_allowed(headers, hub.allowed_origins):
-        await ws.accept(subprotocol=subprotocol)
-        await ws.close(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
-        return
-    await ws.accept(subprotocol=subprotocol)
-    ws.scope.update(user=principal.user, role=principal.role, principal=principal)
-    client = ws.client
+        principal, refused = None, (1011, "authentication unavailable")
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    if refused is not None or principal is None:
+        code, reason = refused or (CLOSE_UNAUTHORIZED, "unauthorized")
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+        return None
+    scope["headers"] = []  # not needed once authenticated; a long-lived connection need not keep them
+    scope.update(user=principal.user, role=principal.role, principal=principal)
+    client = scope.get("client")
     session = Session(
         user=principal.user,
         transport="ws",
-        remote=f"{client.host}:{client.port}" if client else "",
+        remote=f"{client[0]}:{client[1]}" if client else "",
         stats=hub.stats,
         limits=hub.queue_limits,
         binary=subprotocol == SUBPROTOCOL_MSGPACK,
     )
-    extensions = ws.scope.get("extensions") or {}
+    extensions = scope.get("extensions") or {}
     session.send_now = extensions.get(SEND_NOW)
     session.rtt = extensions.get(RTT)
-    hub.sessions[session.id] = session
-    hub.auth.bind(session, principal)  # revoking its credential closes it (4401)
-    hub.stats.connections["ws"] += 1
-    _reply(
-        session,
-        {
-            "type": "welcome",
-            "session": session.id,
-            "server_time": int(time.time() * 1000),
-            "heartbeat_ms": hub.settings.heartbeat_ms,
-            "version": __version__,
-        },
-    )
-    # Two tasks per connection: this one reads, the writer drains the session's queue. When the writer
-    # ends (closing, or the peer went away) it interrupts the read.
-    reader = asyncio.current_task()
-    assert reader is not None
-    writer = asyncio.create_task(session.run_writer(_writer(ws)), name=f"ws-writer-{session.id}")
-    writer_ended = False
+    return session, principal
 
-    def on_writer_end(_: asyncio.Task[None]) -> None:
-        nonlocal writer_ended
-        writer_ended = True
-        reader.cancel()
 
-    writer.add_done_callback(on_writer_end)
-    try:
-        await _read_loop(ws, hub, session)
-    except asyncio.CancelledError:
-        if not writer_ended:
-            raise
-        reader.uncancel()
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        pass
-    finally:
-        writer.remove_done_callback(on_writer_end)
-        hub.fanout.detach_all(session)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, OSError):
-            await writer
-        hub.sessions.pop(session.id, None)
-        hub.auth.unbind(session)
-        hub.stats.connections["ws"] -= 1
-    if session.close_code is not None:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await ws.close(session.close_code, session.close_reason)
+class _Connection:
+    """An admitted connection. The task that runs `run` reads; frames the transport could not take at
+    once wait in the session's queue, and a writer task exists only while that queue is drained. When
+    the session closes (or a write fails: the peer went away) the writer interrupts the read."""
+
+    __slots__ = ("hub", "interrupted", "principal", "reader", "send", "session", "writer")
+
+    def __init__(self, hub: Hub, send: Send, session: Session, principal: Principal) -> None:
+        self.hub = hub
+        self.send = send
+        self.session = session
+        self.principal = principal
+        self.reader: asyncio.Task[Any] | None = None
+        self.writer: asyncio.Task[None] | None = None
+        self.interrupted = False
+
+    async def run(self, receive: Receive) -> None:
+        hub, session = self.hub, self.session
+        self.reader = asyncio.current_task()
+        session.on_pending = self.on_pending
+        hub.sessions[session.id] = session
+        hub.auth.bind(session, self.principal)  # revoking its credential closes it (4401)
+        hub.stats.connections["ws"] += 1
+        _reply(
+            session,
+            {
+                "type": "welcome",
+                "session": session.id,
+                "server_time": int(time.time() * 1000),
+                "heartbeat_ms": hub.settings.heartbeat_ms,
+                "version": __version__,
+            },
+        )
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                payload = message.get("text")
+                if payload is None:
+                    payload = message.get("bytes") or b""
+                await handle_message(hub, session, payload)
+        except asyncio.CancelledError:
+            if not self.interrupted or self.reader is None:
+                raise
+            self.reader.uncancel()
+        except (RuntimeError, OSError):
+            pass
+        finally:
+            session.on_pending = None
+            hub.fanout.detach_all(session)
+            writer = self.writer
+            if writer is not None and not writer.done():
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RuntimeError, OSError):
+                    await writer
+            hub.sessions.pop(session.id, None)
+            hub.auth.unbind(session)
+            hub.stats.connections["ws"] -= 1
+        if session.close_code is not None and session.close_code != 1006:  # 1006: the peer is gone
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self.send({"type": "websocket.close", "code": session.close_code,
+                                     "reason": session.close_reason})
+
+    def on_pending(self) -> None:
+        """Something was queued or the session closed: start a writer unless one is running."""
+        writer = self.writer
+        if writer is None or writer.done():
+            self.writer = asyncio.get_running_loop().create_task(self.drain())
+
+    async def drain(self) -> None:
+        session = self.session
+        try:
+            await session.drain(self.write)
+        except (RuntimeError, OSError):  # the peer went away
+            session.close(1006, "connection lost")
+        if session.closing and not self.interrupted and self.reader is not None:
+            self.interrupted = True
+            self.reader.cancel()
+
+    async def write(self, frame: str | bytes) -> None:
+        if isinstance(frame, bytes):
+            await self.send({"type": "websocket.send", "bytes": frame})
+        else:
+            await self.send({"type": "websocket.send", "text": frame})
 
 
 def _reply(session: Session, message: dict[str, Any]) -> None:
     """Send a reply in the connection's wire format (JSON text, or msgpack binary)."""
     session.send(pack(message) if session.binary else encode(message))
-
-
-def _writer(ws: WebSocket) -> Callable[[str | bytes], Awaitable[None]]:
-    async def write(frame: str | bytes) -> None:
-        if isinstance(frame, bytes):
-            await ws.send_bytes(frame)
-        else:
-            await ws.send_text(frame)
-
-    return write
-
-
-async def _read_loop(ws: WebSocket, hub: Hub, session: Session) -> None:
-    while True:
-        message = await ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        payload = message.get("text")
-        if payload is None:
-            payload = message.get("bytes") or b""
-        await handle_message(hub, session, payload)
 
 
 async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> None:
@@ -207,8 +242,6 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
     topic = msg.get("topic")
     if not isinstance(topic, str) or topic not in TOPICS:
         raise ProtocolError(f"unknown topic {topic!r} (topics: {', '.join(TOPICS)})", code="unknown_topic")
-    if topic not in SERVED_TOPICS:
-        raise ProtocolError(f"topic {topic!r} is not served by this hub yet", code="topic_unavailable")
     encoding = msg.get("encoding", "json")
     if encoding not in ENCODINGS:
         raise ValidationError(f"unknown encoding {encoding!r} (json, delta)", code="invalid_encoding")

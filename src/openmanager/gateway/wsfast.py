@@ -26,9 +26,10 @@
    ping is still unanswered `ping_timeout` later (checked at its next visit, so within one tick of it).
 5. **Less per connection.** uvicorn's `asyncio.Queue` of receive events (three deques) and its
    `asyncio.Event` for writability (a deque) become `Inbox` and `Flag`, small objects with the same
-   methods; the handshake's request and response are dropped once the 101 is sent.
+   methods; the handshake's request and response are dropped once the 101 is sent (including the one
+   the handshake parser's suspended frame holds: the frame parser is restarted at the boundary).
 
-This leans on uvicorn internals (`conn`, `transport`, `writable`, `close_sent`, `disconnected`,
+This leans on uvicorn internals (`conn`, `conn.parser`, `transport`, `writable`, `close_sent`, `disconnected`,
 `handshake_complete`, `scope`, `pending_ping_payload`, `ping_sent_at`, `keepalive_timeout`), so
 uvicorn's version is pinned; `tests/gateway/test_wsfast.py` and the integration tests cover the path.
 """
@@ -45,7 +46,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPerMessageDeflateFactory
 from websockets.frames import CONT, CTRL_OPCODES, Frame
-from websockets.protocol import OPEN
+from websockets.protocol import OPEN, Protocol
 from websockets.server import ServerProtocol
 from websockets.typing import ExtensionParameter
 
@@ -281,9 +282,11 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         if self.config.ws_per_message_deflate:  # replace uvicorn's per-connection deflate factory
+            replaced = self.conn
             self.conn = ServerProtocol(
-                extensions=[SharedDeflateFactory()], max_size=self.config.ws_max_size, logger=self.conn.logger
+                extensions=[SharedDeflateFactory()], max_size=self.config.ws_max_size, logger=replaced.logger
             )
+            replaced.parser.close()  # its parser refers back to it: free it now, not at a later GC
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -299,6 +302,13 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.accept" and self.handshake_complete:
             self.request = self.response = None  # type: ignore[assignment]  # not needed after the 101
+            # The handshake parser's frame keeps the request (headers and all) alive for the life of the
+            # connection. The client sends no frame before it reads the 101, so with nothing buffered the
+            # parser stands at a frame boundary and a fresh frame parser can take over from it.
+            conn = self.conn
+            if not conn.reader.buffer and conn.state is OPEN:
+                conn.parser = Protocol.parse(conn)
+                next(conn.parser)
 
     def send_now(self, payload: str | bytes) -> bool:
         """Write one message now (str: text, bytes: binary); False when the transport cannot take it

@@ -2,7 +2,9 @@
 
 Frames are offered synchronously by the fan-out (never awaiting). While the client keeps up, a frame is
 written at once through the transport's `send_now` fast path; when the transport is paused the frame
-waits in the queue, and one writer task per session drains it. For state topics (`metrics`, `fleet`,
+waits in the queue and a writer drains it: either a task per session for its whole life (`run_writer`,
+SSE) or, where the transport sets `on_pending`, a task started only while something is queued (`drain`,
+WebSocket: a connection that keeps up holds no task of its own). For state topics (`metrics`, `fleet`,
 `system`) a client that is behind gets one conflated update per subscription instead of a backlog;
 ordered topics queue to the limit, then the session closes as a slow consumer (4008) and the client
 resumes from its cursor.
@@ -54,9 +56,10 @@ class Session:
     close_reason: str = ""
     writing: bool = False  # an async write is in flight
     held: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # sub -> live events held during a replay
+    on_pending: Callable[[], None] | None = None  # called when something is queued or the session closes
     queue: OutboundQueue = field(init=False)
     _conflated: dict[str, Conflated] = field(init=False, default_factory=dict)
-    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _wake: asyncio.Event | None = field(init=False, default=None)  # run_writer's, created when it starts
 
     def __post_init__(self) -> None:
         self.queue = OutboundQueue(max_messages=self.limits.max_messages, max_bytes=self.limits.max_bytes)
@@ -151,8 +154,15 @@ class Session:
             self.stats.slow_consumer_closes += 1
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
-        self._wake.set()
+        self._signal()
         return True
+
+    def _signal(self) -> None:
+        """Wake whatever drains the queue: the `on_pending` hook and/or `run_writer`."""
+        if self.on_pending is not None:
+            self.on_pending()
+        if self._wake is not None:
+            self._wake.set()
 
     def close(self, code: int, reason: str = "") -> None:
         """Ask the writer to stop and close the transport with `code`; queued frames are discarded."""
@@ -161,7 +171,7 @@ class Session:
             self.close_reason = reason
             self.queue.clear()
             self._conflated.clear()
-            self._wake.set()
+            self._signal()
 
     def render(self, entry: Entry) -> str | bytes:
         """The bytes-on-the-wire text of a queued entry, at the moment it is written."""
@@ -174,34 +184,41 @@ class Session:
             return entry.body
         return entry
 
+    async def drain(self, write: Callable[[Any], Awaitable[None]]) -> None:
+        """Write what is queued, in order, until the queue is empty or the session closes. Entries queued
+        while a write is in flight are written by the same call."""
+        while len(self.queue) and self.close_code is None:
+            entry = self.queue.pop()
+            if isinstance(entry, Conflated):
+                self._conflated.pop(entry.sub, None)
+            frame = self.render(entry)
+            self.writing = True
+            try:
+                await write(frame)
+            finally:
+                self.writing = False
+            self._sent(frame, direct=False)
+
     async def run_writer(
         self, write: Callable[[Any], Awaitable[None]], *, idle_s: float | None = None, idle_frame: str = ""
     ) -> None:
         """Drain the queue into `write` until the session closes. With `idle_s`, writes `idle_frame`
         whenever nothing was written for that long (a heartbeat)."""
+        wake = self._wake = asyncio.Event()
+        wake.set()  # entries queued before the writer started
         while True:
             if idle_s is None:
-                await self._wake.wait()
+                await wake.wait()
             else:
                 try:
                     # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                     async with asyncio.timeout(idle_s):
-                        await self._wake.wait()
+                        await wake.wait()
                 except TimeoutError:
                     await write(idle_frame)
                     continue
-            self._wake.clear()
-            while len(self.queue) and self.close_code is None:
-                entry = self.queue.pop()
-                if isinstance(entry, Conflated):
-                    self._conflated.pop(entry.sub, None)
-                frame = self.render(entry)
-                self.writing = True
-                try:
-                    await write(frame)
-                finally:
-                    self.writing = False
-                self._sent(frame, direct=False)
+            wake.clear()
+            await self.drain(write)
             if self.close_code is not None:
                 return
 

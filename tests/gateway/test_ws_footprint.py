@@ -1,0 +1,102 @@
+"""What a `/ws` connection keeps while it lives: one task (its reader), no handshake request, no queue.
+
+Per-connection memory is the fan-out's budget at 10,000 clients (docs/benchmarks.md); these tests pin
+the structural parts of it so a change that brings back a task per writer, the HTTP middleware stack or
+the request's headers fails here, not only in a benchmark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.http11 import Request
+
+from openmanager.gateway.wsfast import FastSendProtocol
+from tests.agent.conftest import ADMIN, LiveHub
+
+CLIENTS = 12
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[LiveHub]:
+    hub = await LiveHub(tmp_path, simulator=True, servers=5).start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+async def subscribed_client(live: LiveHub) -> ClientConnection:
+    ws = await connect(f"ws://127.0.0.1:{live.port}/ws", additional_headers={
+        "Authorization": f"Bearer {ADMIN}", "X-Padding": "p" * 2000,  # a large header that must not stay
+    }, open_timeout=5)
+    assert orjson.loads(await ws.recv())["type"] == "welcome"
+    await ws.send(orjson.dumps({"type": "subscribe", "id": "1", "topic": "metrics"}).decode())
+    kinds = set()
+    while "event" not in kinds:  # subscribed, snapshot, then a live event written on the fast path
+        async with asyncio.timeout(10):
+            kinds.add(orjson.loads(await ws.recv())["type"])
+    return ws
+
+
+def coroutine_names() -> list[str]:
+    return [t.get_coro().__qualname__ for t in asyncio.all_tasks() if not t.done()]  # type: ignore[union-attr]
+
+
+async def test_an_idle_connection_holds_one_task_and_no_handshake_request(live: LiveHub) -> None:
+    clients = [await subscribed_client(live) for _ in range(CLIENTS)]
+    try:
+        assert live.hub is not None
+        assert len(live.hub.sessions) == CLIENTS
+        names = coroutine_names()
+        readers = [n for n in names if n.endswith("run_asgi")]
+        assert len(readers) == CLIENTS, names  # one task per connection: the one that reads
+        # a writer exists only while a queue drains; connections that keep up have none
+        async with asyncio.timeout(10):
+            while any(n.endswith("_Connection.drain") for n in coroutine_names()):
+                await asyncio.sleep(0.01)
+        assert all(len(s.queue) == 0 for s in live.hub.sessions.values())
+        protocols = [p for p in live.server_connections() if isinstance(p, FastSendProtocol)]
+        assert len(protocols) == CLIENTS
+        for proto in protocols:  # neither uvicorn, the scope nor the handshake parser keeps the request
+            assert proto.request is None and proto.scope["headers"] == []
+            parser: Any = proto.conn.parser
+            while parser is not None:  # the parser's chain of suspended generators
+                assert not any(isinstance(v, Request) for v in parser.gi_frame.f_locals.values())
+                parser = parser.gi_yieldfrom
+        # the frame parser that replaced the handshake parser still reads client messages
+        await clients[0].send(orjson.dumps({"type": "ping", "id": "p"}).decode())
+        async with asyncio.timeout(10):
+            while (msg := orjson.loads(await clients[0].recv()))["type"] != "pong":
+                pass
+        assert msg["id"] == "p"
+    finally:
+        for ws in clients:
+            await ws.close()
+
+
+async def test_a_paused_connection_gets_a_writer_that_ends_when_its_queue_is_drained(live: LiveHub) -> None:
+    ws = await subscribed_client(live)
+    try:
+        assert live.hub is not None
+        (session,) = live.hub.sessions.values()
+        for i in range(5):  # queued behind one another (as while the transport is paused), then drained
+            session.enqueue(orjson.dumps({"type": "pong", "id": f"q{i}"}).decode())
+        seen: list[str] = []
+        async with asyncio.timeout(10):
+            while len(seen) < 5:
+                msg = orjson.loads(await ws.recv())
+                if msg["type"] == "pong":
+                    seen.append(msg["id"])
+        assert seen == [f"q{i}" for i in range(5)]  # in order, by one writer
+        async with asyncio.timeout(10):
+            while any(n.endswith("_Connection.drain") for n in coroutine_names()):
+                await asyncio.sleep(0.01)
+    finally:
+        await ws.close()
