@@ -60,11 +60,11 @@ def shared_payload(i: int) -> str | bytes:
     return body.encode() if i % 2 else body
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[tuple[str, BroadcastApp]]:
+async def serve(ping_interval: float, ping_timeout: float) -> AsyncIterator[tuple[str, BroadcastApp]]:
     app = BroadcastApp()
     config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=FastSendProtocol, ws_per_message_deflate=True,
-                            ws_ping_interval=0.2, ws_ping_timeout=0.2, lifespan="off", log_level="warning")
+                            ws_ping_interval=ping_interval, ws_ping_timeout=ping_timeout, lifespan="off",
+                            log_level="warning")
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
     while not srv.started:
@@ -73,6 +73,19 @@ async def server() -> AsyncIterator[tuple[str, BroadcastApp]]:
     yield f"ws://127.0.0.1:{port}/", app
     srv.should_exit = True
     await task
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[str, BroadcastApp]]:
+    async for served in serve(0.2, 0.2):
+        yield served
+
+
+@pytest.fixture
+async def patient_server() -> AsyncIterator[tuple[str, BroadcastApp]]:
+    """Pings every 0.3 s but waits 30 s for the answer: tests that hold a pong back cannot time out."""
+    async for served in serve(0.3, 30):
+        yield served
 
 
 def test_deflate_message_is_a_standalone_raw_deflate_stream() -> None:
@@ -175,3 +188,121 @@ async def test_silent_peer_is_closed_by_the_shared_heartbeat(server: tuple[str, 
     c.transport.resume_reading()
     await asyncio.wait_for(c.wait_closed(), 3)
     assert c.close_code == 1011
+
+
+# -- a raw client: exact control over what bytes arrive in which read -------------------------------
+
+def client_frame(opcode: int, payload: bytes, mask: bytes = b"\x11\x22\x33\x44") -> bytes:
+    """A masked, final client frame (payload < 126 bytes)."""
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked
+
+
+async def raw_client(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = url.removeprefix("ws://").rstrip("/").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+async def read_text(reader: asyncio.StreamReader) -> str:
+    """The next text message, skipping the server's pings."""
+    while True:
+        head = await reader.readexactly(2)
+        n = head[1] & 0x7F
+        if n == 126:
+            n = int.from_bytes(await reader.readexactly(2), "big")
+        data = await reader.readexactly(n)
+        if head[0] & 0x0F == 0x1:
+            return data.decode()
+
+
+async def sole_protocol(app: BroadcastApp) -> FastSendProtocol:
+    async with asyncio.timeout(5):
+        while not app.senders or not _protocols():
+            await asyncio.sleep(0.01)
+    (proto,) = _protocols()
+    return proto
+
+
+async def test_send_now_follows_the_ready_flag_kept_by_transport_events(
+    patient_server: tuple[str, BroadcastApp],
+) -> None:
+    url, app = patient_server
+    reader, writer = await raw_client(url)
+    proto = await sole_protocol(app)
+    assert proto.ready and proto.send_now("one")
+    assert await read_text(reader) == "one"
+    proto.pause_writing()  # as the transport does when its buffer passes the high-water mark
+    assert not proto.ready and not proto.send_now("paused")
+    proto.resume_writing()
+    assert proto.ready and proto.send_now("two")
+    assert await read_text(reader) == "two"  # nothing was written while paused
+    writer.write(client_frame(0x8, (1000).to_bytes(2, "big")))  # the peer begins closing
+    await writer.drain()
+    async with asyncio.timeout(5):
+        while proto.ready:
+            await asyncio.sleep(0.01)
+    assert not proto.send_now("after close")  # nothing may follow the close reply
+    writer.close()
+
+
+async def test_a_lone_pong_is_taken_without_the_frame_parser(patient_server: tuple[str, BroadcastApp]) -> None:
+    url, app = patient_server
+    reader, writer = await raw_client(url)
+    proto = await sole_protocol(app)
+    parsed: list[bytes] = []
+    original = proto.conn.receive_data
+    proto.conn.receive_data = lambda data: (parsed.append(bytes(data)), original(data))[1]  # type: ignore[method-assign]
+
+    async def next_ping() -> bytes:
+        while True:  # the shared heartbeat pings every 0.3 s
+            head = await reader.readexactly(2)
+            payload = await reader.readexactly(head[1] & 0x7F)
+            if head[0] == 0x89:
+                return payload
+
+    async def answer_next_ping(split: bool) -> None:
+        proto.last_ping_rtt = 0.0
+        pong = client_frame(0xA, await next_ping())
+        if split:  # in two reads: the parser's job
+            writer.write(pong[:5])
+            await writer.drain()
+            await asyncio.sleep(0.05)  # lets the first read happen on its own (not a wait for a result)
+            writer.write(pong[5:])
+        else:
+            writer.write(pong)
+        await writer.drain()
+        async with asyncio.timeout(5):
+            while not proto.last_ping_rtt:
+                await asyncio.sleep(0.01)
+
+    await answer_next_ping(split=False)
+    assert parsed == []  # answered without the parser
+    await answer_next_ping(split=True)
+    assert len(parsed) == 2  # a split pong still counts, through the parser
+    # ten bytes that are exactly the pong the hub waits for, but arrive as the rest of a frame the
+    # parser has begun, stay that frame's data
+    proto.last_ping_rtt = 0.0
+    ping = await next_ping()
+    parsed.clear()
+    pong = client_frame(0xA, ping)
+    wire_data = b"start" + pong  # a binary frame's (masked) data, as it is on the wire
+    writer.write(bytes([0x82, 0x80 | len(wire_data)]) + b"\x05\x06\x07\x08" + wire_data[:5])
+    await writer.drain()
+    await asyncio.sleep(0.05)  # the frame's start arrives in its own read
+    writer.write(pong)
+    await writer.drain()
+    async with asyncio.timeout(5):
+        while len(parsed) < 2:
+            await asyncio.sleep(0.01)
+    assert parsed[1] == pong and proto.pending_ping_payload == ping and not proto.last_ping_rtt
+    writer.write(pong)  # now, between frames, it answers the ping
+    await writer.drain()
+    async with asyncio.timeout(5):
+        while not proto.last_ping_rtt:
+            await asyncio.sleep(0.01)
+    assert len(parsed) == 2
+    writer.close()

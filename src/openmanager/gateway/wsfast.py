@@ -5,7 +5,10 @@
 1. **Send now.** An ASGI scope extension `openmanager.send_now(payload) -> bool` writes one message at
    once — `str` as a text frame, `bytes` as a binary frame — or returns False (writing nothing) when it
    cannot: the transport is paused by backpressure, closing, or the handshake is not complete. The
-   caller then queues the message for the async path, which waits for the transport.
+   caller then queues the message for the async path, which waits for the transport. Those conditions
+   are one flag, `ready`, recomputed by the events that change them (uvicorn's `handshake_complete`,
+   `close_sent` and `disconnected` become properties that update it; pause/resume of writing; the
+   peer's close frame), so the per-client check is one attribute.
 2. **Encode once.** The fan-out hands the *same* payload object to every session of a subscription
    shape in one synchronous loop. `WireCache` keeps the wire bytes of the last payload it saw (keyed
    by the object's identity, and holding a reference so the identity cannot be reused): the frame
@@ -24,7 +27,10 @@
    `SharedHeartbeat` per event loop visits a slice of the connections every tick: each connection is
    pinged once per interval with a ping frame shared by that tick, and closed (1011) when its last
    ping is still unanswered `ping_timeout` later (checked at its next visit, so within one tick of it).
-5. **Less per connection.** uvicorn's `asyncio.Queue` of receive events (three deques) and its
+5. **Pongs without the parser.** A heartbeat pong that arrives alone in a read while the frame parser
+   waits between frames is recognised by its 10 bytes and matched against the ping in flight; anything
+   else (a split pong, a pong after other bytes, bytes in the middle of a frame) goes to the parser.
+6. **Less per connection.** uvicorn's `asyncio.Queue` of receive events (three deques) and its
    `asyncio.Event` for writability (a deque) become `Inbox` and `Flag`, small objects with the same
    methods; the handshake's request and response are dropped once the 101 is sent (including the one
    the handshake parser's suspended frame holds: the frame parser is restarted at the boundary).
@@ -48,6 +54,7 @@ from websockets.extensions.permessage_deflate import PerMessageDeflate, ServerPe
 from websockets.frames import CONT, CTRL_OPCODES, Frame
 from websockets.protocol import OPEN, Protocol
 from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 from websockets.typing import ExtensionParameter
 
 SEND_NOW = "openmanager.send_now"
@@ -273,9 +280,101 @@ class SharedHeartbeat:
         self._timer = self.loop.call_later(self.tick, self._visit) if self.size else None
 
 
+_AT_EOF = StreamReader.at_eof.__code__
+
+
+def _at_frame_boundary(conn: ServerProtocol) -> bool:
+    """True when the websockets frame parser is suspended between frames (in `StreamReader.at_eof`, with
+    nothing buffered), so bytes handled outside it cannot be part of a frame it has begun."""
+    gen: Any = conn.parser
+    while gen is not None:
+        inner = gen.gi_yieldfrom
+        if inner is None:
+            return gen.gi_code is _AT_EOF and not conn.reader.buffer
+        gen = inner
+    return False
+
+
 class FastSendProtocol(WebSocketsSansIOProtocol):
     heartbeat_bucket: dict[FastSendProtocol, None] | None = None
     wbits = 0  # the server window of negotiated permessage-deflate; 0 when not negotiated
+    ready = False
+    """The handshake is complete, the transport takes writes, and no side has begun closing: `send_now`
+    checks this one flag. It is recomputed by the events that change its parts (the three uvicorn flags
+    below, pause/resume of writing, the peer's close frame), never polled."""
+    _handshake_complete = False
+    _close_sent = False
+    _disconnected = False
+    _peer_closed = False
+
+    def _update_ready(self) -> None:
+        writable = self.__dict__.get("writable")
+        self.ready = (
+            self._handshake_complete
+            and not self._close_sent
+            and not self._disconnected
+            and not self._peer_closed
+            and writable is not None
+            and writable.is_set()
+        )
+
+    @property
+    def handshake_complete(self) -> bool:
+        return self._handshake_complete
+
+    @handshake_complete.setter
+    def handshake_complete(self, value: bool) -> None:
+        self._handshake_complete = value
+        self._update_ready()
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self._close_sent = value
+        self._update_ready()
+
+    @property
+    def disconnected(self) -> bool:
+        return self._disconnected
+
+    @disconnected.setter
+    def disconnected(self, value: bool) -> None:
+        self._disconnected = value
+        self._update_ready()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._update_ready()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._update_ready()
+
+    def data_received(self, data: bytes) -> None:
+        # The answer to a heartbeat ping, alone in its read while the frame parser waits for the next
+        # frame, is taken here instead of by the parser (a generator per frame): at 10,000 clients these
+        # are most of what the hub reads. A masked, final pong with a 4-byte payload is exactly 10 bytes.
+        pending = self.pending_ping_payload
+        if (
+            pending is not None
+            and len(data) == 10
+            and data[0] == 0x8A  # FIN + PONG
+            and data[1] == 0x84  # MASK + length 4
+            and _at_frame_boundary(self.conn)
+            and int.from_bytes(data[6:10], "big") ^ int.from_bytes(data[2:6], "big") == int.from_bytes(pending, "big")
+        ):
+            self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+            self.pending_ping_payload = None
+            return
+        super().data_received(data)
+
+    def handle_close(self, event: Any) -> None:
+        self._peer_closed = True  # nothing may follow our close reply
+        self._update_ready()
+        super().handle_close(event)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -313,16 +412,11 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
     def send_now(self, payload: str | bytes) -> bool:
         """Write one message now (str: text, bytes: binary); False when the transport cannot take it
         without waiting. The same payload object sent to many connections is encoded once."""
-        if (
-            self.close_sent
-            or self.disconnected
-            or not self.handshake_complete
-            or not self.writable.is_set()
-            or self.conn.state is not OPEN
-            or self.transport.is_closing()
-        ):
+        if not self.ready or self.transport.is_closing():
             return False
-        self.transport.write(_wire_cache.get(payload, self.wbits))
+        cache = _wire_cache
+        wire = cache.forms.get(self.wbits) if payload is cache.payload else None
+        self.transport.write(wire if wire is not None else cache.get(payload, self.wbits))
         return True
 
     def rtt_ms(self) -> float | None:

@@ -3,7 +3,8 @@
 A *shape* is topic + canonical filter + encoding. Its `sub` id is derived from that key alone, so
 identical subscriptions on different connections (and different hub processes) share it. Per event,
 each shape of the topic filters the data once, encodes one frame, and offers that same frame to each
-of its sessions; per-session work is one non-blocking queue offer.
+of its sessions (`session.deliver`); per-session work is a few flag checks and a write, or a
+non-blocking queue offer.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from openmanager.core.filters import (
     TopicFilter,
 )
 from openmanager.core.outbound import Conflated
-from openmanager.pipeline.session import Session
+from openmanager.pipeline.session import Session, deliver
 from openmanager.pipeline.stats import HubStats
 
 log = logging.getLogger(__name__)
@@ -261,12 +262,8 @@ class FanOut:
                 continue
             data, frame = rendered
             self.stats.frames_encoded += 1
-            if shape.topic in CONFLATED_TOPICS:
-                for session in tuple(shape.sessions):
-                    session.send_latest(shape.sub, event.cursor, data, frame)
-            else:
-                for session in tuple(shape.sessions):
-                    session.send_ordered(shape, event.cursor, frame)
+            deliver(tuple(shape.sessions), shape, event.cursor, data, frame, self.stats,
+                    latest=shape.topic in CONFLATED_TOPICS)
         elapsed = time.perf_counter() - started
         self.stats.observe_fanout(elapsed)
         if elapsed > SLOW_FANOUT_S:
@@ -301,8 +298,7 @@ class FanOut:
             data = {"ts": shape.pending_ts, "servers": servers}
             frame = self.encode(shape, shape.pending_cursor, data)
             self.stats.frames_encoded += 1
-            for session in tuple(shape.sessions):
-                session.send_latest(shape.sub, shape.pending_cursor, data, frame)
+            deliver(tuple(shape.sessions), shape, shape.pending_cursor, data, frame, self.stats, latest=True)
         self._schedule_flush(shape)
 
 

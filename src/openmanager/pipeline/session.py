@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,7 @@ class Session:
     binary: bool = False  # msgpack frames (the openmanager.v1.msgpack subprotocol)
     close_code: int | None = None
     close_reason: str = ""
-    writing: bool = False  # an async write is in flight
+    busy: bool = False  # something is queued or an async write is in flight: new frames queue behind it
     held: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # sub -> live events held during a replay
     on_pending: Callable[[], None] | None = None  # called when something is queued or the session closes
     queue: OutboundQueue = field(init=False)
@@ -68,10 +68,6 @@ class Session:
     def closing(self) -> bool:
         return self.close_code is not None
 
-    def _behind(self) -> bool:
-        """Something is queued or in flight: a new frame must queue behind it (order)."""
-        return self.writing or len(self.queue) > 0
-
     def _lagging(self) -> bool:
         """Far enough behind that state-topic events merge instead of queueing: a short burst (a replay,
         an SSE writer that has not run yet) still gets every event."""
@@ -81,7 +77,7 @@ class Session:
     def _write_now(self, frame: str | bytes) -> bool:
         """Write through the fast path when nothing is queued or in flight (order) and the transport
         takes it without waiting; False when the frame must be queued instead."""
-        if self.send_now is not None and not self._behind() and self.send_now(frame):
+        if self.send_now is not None and not self.busy and self.send_now(frame):
             self._sent(frame, direct=True)
             return True
         return False
@@ -154,6 +150,7 @@ class Session:
             self.stats.slow_consumer_closes += 1
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
+        self.busy = True
         self._signal()
         return True
 
@@ -192,12 +189,9 @@ class Session:
             if isinstance(entry, Conflated):
                 self._conflated.pop(entry.sub, None)
             frame = self.render(entry)
-            self.writing = True
-            try:
-                await write(frame)
-            finally:
-                self.writing = False
+            await write(frame)
             self._sent(frame, direct=False)
+        self.busy = False
 
     async def run_writer(
         self, write: Callable[[Any], Awaitable[None]], *, idle_s: float | None = None, idle_frame: str = ""
@@ -238,3 +232,33 @@ class Session:
             "conflations": self.conflations,
             "rtt_ms": self.rtt() if self.rtt is not None else None,
         }
+
+
+def deliver(sessions: Iterable[Session], shape: Shape, cursor: str, data: Any, frame: str | bytes,
+            stats: HubStats, *, latest: bool) -> None:
+    """Offer one event frame of `shape` to each of `sessions`: `send_latest` (state topics, `latest`) or
+    `send_ordered`. This is the fan-out's per-client loop, so the common case is inlined: a session that
+    is open, not behind and not holding a replay, whose transport takes the frame at once, costs a few
+    attribute checks and one write of shared bytes; anything else takes the full path."""
+    size = len(frame)
+    direct = 0
+    for session in sessions:
+        send_now = session.send_now
+        if (
+            send_now is not None
+            and not session.busy
+            and session.close_code is None
+            and not session.held
+            and send_now(frame)
+        ):
+            session.messages_sent += 1
+            session.bytes_sent += size
+            direct += 1
+        elif latest:
+            session.send_latest(shape.sub, cursor, data, frame)
+        else:
+            session.send_ordered(shape, cursor, frame)
+    if direct:
+        stats.messages_sent += direct
+        stats.bytes_sent += direct * size
+        stats.direct_writes += direct
