@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -82,6 +83,25 @@ class LineReader:
                 return msg
             if msg.get("kind") == self.give_up:
                 raise RuntimeError(f"worker {self.proc.pid} reached its deadline before {kind!r}")
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, *, name: str = "hub",
+               timeout: float = 60) -> None:
+    """Wait until the server `proc` (`name` in errors) answers 200 on http://127.0.0.1:`port`/readyz.
+    Raises RuntimeError if it exits first and TimeoutError after `timeout` s, both with the end of its
+    log file `log`; stopping it is the caller's job."""
+    import httpx
+
+    end = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > end:
+            raise TimeoutError(f"{name} not ready in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
 
 
 def stop_proc(proc: subprocess.Popen[Any], sig: int, timeout: float) -> None:

@@ -44,7 +44,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _harness import HardTimeout, LineReader, emit, free_port, percentile, raise_nofile_limit, stop_proc
+from _harness import HardTimeout, LineReader, emit, free_port, percentile, raise_nofile_limit, stop_proc, wait_ready
 
 BENCH_DIR = Path(__file__).resolve().parent
 SUBPROTOCOL = "openmanager.v1.json"
@@ -341,7 +341,6 @@ def open_stalled(port: int, token: str, n: int) -> list[socket.socket]:
 
 
 def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
     import psutil
 
     token = "bench-" + secrets.token_hex(12)
@@ -363,16 +362,7 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
         try:
             with log_path.open("wb") as log:
                 server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            end = time.monotonic() + 60
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"{target} exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > end:
-                    raise TimeoutError(f"{target} not ready in 60s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
+            wait_ready(port, server, log_path, name=target)
             proc = psutil.Process(server.pid)
             time.sleep(IDLE_WARMUP_S)
             c0, m0 = cpu_s(proc), time.monotonic()

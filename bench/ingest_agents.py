@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import HardTimeout, LineReader, emit, free_port, stop_proc
+from _harness import HardTimeout, LineReader, emit, free_port, stop_proc, wait_ready
 
 INGEST_PATH = "/api/v1/agents/ingest"
 WARMUP_S = 2.0
@@ -242,7 +242,6 @@ def create_tokens(db_url: str, n: int) -> list[str]:
 
 
 def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
-    import httpx
     import psutil
 
     port = free_port()
@@ -260,16 +259,7 @@ def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         try:
             with log_path.open("wb") as log:
                 hub = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            end = time.monotonic() + 60
-            while True:
-                if hub.poll() is not None:
-                    raise RuntimeError(f"hub exited with {hub.returncode}:\n{log_path.read_text()[-3000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > end:
-                    raise TimeoutError("hub not ready in 60s")
-                time.sleep(0.1)
+            wait_ready(port, hub, log_path)
             proc = psutil.Process(hub.pid)
             url = f"ws://127.0.0.1:{port}{INGEST_PATH}"
             readers = []

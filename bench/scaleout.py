@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _harness import HardTimeout, LineReader, free_port, percentile, raise_nofile_limit, stop_proc
+from _harness import HardTimeout, LineReader, free_port, percentile, raise_nofile_limit, stop_proc, wait_ready
 
 BENCH_DIR = Path(__file__).resolve().parent
 PG_URL = os.environ.get("OPENMANAGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -73,21 +73,6 @@ def pg_database(name: str) -> str:
     from sqlalchemy import make_url
 
     return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    import httpx
-
-    end = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"hub exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        if time.monotonic() > end:
-            raise TimeoutError(f"hub not ready in {timeout:.0f}s:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 def cpu_s(pid: int) -> float:

@@ -29,7 +29,6 @@ to connect, lost a frame or was dropped; 2 when the run itself failed.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -47,7 +46,7 @@ from typing import Any
 
 import orjson
 
-from _harness import HardTimeout, LineReader, free_port, raise_nofile_limit, stop_proc
+from _harness import HardTimeout, LineReader, free_port, raise_nofile_limit, stop_proc, wait_ready
 from baseline_broadcast import Fleet
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -117,7 +116,6 @@ def percentile_hist(hist: dict[int, int], total: int, q: float) -> int:
 
 
 def run_target(target: str, scenario: str, args: argparse.Namespace, servers_file: Path) -> dict[str, Any]:
-    import httpx
     import psutil
 
     clients, servers, tick = SCENARIOS[scenario]
@@ -134,16 +132,7 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
             cmd = server_command(target, port, servers, tick, servers_file, Path(tmp) / "data")
             with log_path.open("wb") as log:
                 server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            end = time.monotonic() + 60
-            while True:
-                if server.poll() is not None:
-                    raise RuntimeError(f"{target} exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > end:
-                    raise TimeoutError(f"{target} not ready in 60s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
+            wait_ready(port, server, log_path, name=target)
             proc = psutil.Process(server.pid)
             time.sleep(IDLE_WARMUP_S)
             c0, m0 = cpu_s(proc), time.monotonic()

@@ -25,8 +25,8 @@ import orjson
 
 from openmanager import __version__
 from openmanager.client._errors import AuthError, ClientError, ConnectError, HubError
-from openmanager.client._hub import HubClient, ResetCallback, Subscription, _describe, invoke
-from openmanager.client._streams import _servers, _Stream
+from openmanager.client._hub import HubClient, ResetCallback, _describe, invoke
+from openmanager.client._streams import _Callbacks, _Feed, _FeedStream, _servers, _Stream
 from openmanager.client._types import Event, Reset, Snapshot
 
 AlertCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
@@ -63,31 +63,20 @@ def _http_error(status: int, raw: bytes) -> ClientError:
     return HubError(code, message, position=position if isinstance(position, int) else None, status=status)
 
 
-class AlertFeed:
+class AlertFeed(_Feed):
     """One `SmartNotifier.on_alert` registration: a callback, the hub-side filter, its subscription, and
     the pending and firing alerts that match the filter (`active`, alert id -> alert, kept from the
     topic's snapshot and the transitions since)."""
 
+    _topic = "alerts"
+    _owner = "notifier"
+
     def __init__(self, notifier: SmartNotifier, callback: AlertCallback, flt: dict[str, Any]) -> None:
+        super().__init__(flt)
         self._notifier = notifier
         self.callback = callback
-        self.filter = flt
         self.active: dict[str, dict[str, Any]] = {}
-        self.subscription: Subscription | None = None
         self.removed = False
-        self._ready: asyncio.Future[None] | None = None
-
-    @property
-    def cursor(self) -> str | None:
-        """The cursor of the last transition delivered (inside the callback: of the one being delivered)."""
-        return self.subscription.cursor if self.subscription is not None else None
-
-    async def ready(self) -> None:
-        """Wait until the subscription is established; raises what `HubClient.subscribe` raised (a
-        `HubError` for a filter the hub refuses)."""
-        if self._ready is None:
-            raise RuntimeError("the notifier is not connected yet: await notifier.connect()")
-        await asyncio.shield(self._ready)
 
     async def remove(self) -> None:
         """Stop delivering to this callback and unsubscribe. Idempotent."""
@@ -98,24 +87,12 @@ class AlertFeed:
         if self.subscription is not None:
             await self.subscription.unsubscribe()
 
+    def _reset_callback(self) -> ResetCallback:
+        return self._notifier._on_reset
+
     async def _start(self, client: HubClient) -> None:
-        if self._ready is None:
-            self._ready = asyncio.get_running_loop().create_future()
-        try:
-            self.subscription = await client.subscribe(
-                "alerts", filter=self.filter or None, on_event=self._on_event, on_snapshot=self._on_snapshot,
-                on_reset=self._notifier._on_reset)
-        except BaseException as exc:
-            if not self._ready.done():
-                if isinstance(exc, Exception):
-                    self._ready.set_exception(exc)
-                    self._ready.add_done_callback(lambda f: f.exception())
-                else:
-                    self._ready.cancel()
-            raise
-        if not self._ready.done():
-            self._ready.set_result(None)
-        if self.removed:  # removed while the subscription was being made
+        await super()._start(client)
+        if self.removed and self.subscription is not None:  # removed while the subscription was being made
             await self.subscription.unsubscribe()
 
     async def _on_snapshot(self, snapshot: Snapshot) -> None:
@@ -133,7 +110,7 @@ class AlertFeed:
             await invoke(self.callback, event.data, self._notifier.client.stats)
 
 
-class SmartNotifier(_Stream):
+class SmartNotifier(_FeedStream[AlertFeed]):
     """Alert rules and alert transitions of a hub.
 
     REST (no `connect()` needed): `add_rule`, `rules`, `remove_rule`, `ack`, `alerts`. Stream:
@@ -160,7 +137,7 @@ class SmartNotifier(_Stream):
         self.http_timeout = http_timeout
         self._token = token
         self.feeds: list[AlertFeed] = []
-        self._reset_callbacks: list[ResetCallback] = []
+        self._reset_callbacks: _Callbacks[Reset] = _Callbacks()
 
     # ---------------------------------------------------------------------------------------------
     # alerts stream
@@ -180,24 +157,13 @@ class SmartNotifier(_Stream):
             if severity not in SEVERITIES:
                 raise ValueError(f"severity must be one of {', '.join(SEVERITIES)}, not {severity!r}")
             flt["severity"] = severity
-        feed = AlertFeed(self, callback, flt)
-        self.feeds.append(feed)
-        if self.connected:
-            feed._ready = asyncio.get_running_loop().create_future()
-            self._spawn(self._start_quietly(feed))
-        return feed
+        return self._add(AlertFeed(self, callback, flt))
 
     def on_reset(self, callback: ResetCallback) -> Callable[[], None]:
         """Call `callback(Reset)` when a resume could not recover (the hub restarted, or the client was
         away longer than the hub's history): transitions may have been missed, and `active` is rebuilt
         from a fresh snapshot. Returns a function that removes the callback."""
-        self._reset_callbacks.append(callback)
-
-        def remove() -> None:
-            if callback in self._reset_callbacks:
-                self._reset_callbacks.remove(callback)
-
-        return remove
+        return self._reset_callbacks.add(callback)
 
     @property
     def active(self) -> dict[str, dict[str, Any]]:
@@ -207,27 +173,11 @@ class SmartNotifier(_Stream):
             merged.update(feed.active)
         return merged
 
-    async def _start_quietly(self, feed: AlertFeed) -> None:
-        try:
-            await feed._start(self.client)
-        except Exception:  # reported through feed.ready()
-            return
-
-    async def _start(self) -> None:
-        for feed in list(self.feeds):
-            if feed.subscription is None and feed._ready is None:
-                await feed._start(self.client)
-            else:
-                await feed.ready()  # one started by on_alert() while connected
-
-    async def _stop(self) -> None:
-        for feed in list(self.feeds):
-            if feed.subscription is not None:
-                await feed.subscription.unsubscribe()
+    def _feeds(self) -> list[AlertFeed]:
+        return self.feeds
 
     async def _on_reset(self, reset: Reset) -> None:
-        for callback in list(self._reset_callbacks):
-            await invoke(callback, reset, self.client.stats)
+        await self._reset_callbacks.call(reset, self.client.stats)
 
     # ---------------------------------------------------------------------------------------------
     # REST

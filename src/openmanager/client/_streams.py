@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Self
+from typing import Any, ClassVar, Generic, NamedTuple, Self, TypeVar
 
 from openmanager.client._hub import HubClient, ResetCallback, StateCallback, Subscription, invoke
-from openmanager.client._types import Event, Reset, Snapshot
+from openmanager.client._types import ClientStats, Event, Reset, Snapshot
 
 LogRecord = dict[str, Any]
 """A log record as the hub sends it: `ts`, `server`, `level`, `service`, `message`, and any extra fields."""
@@ -96,38 +96,66 @@ class _Stream:
         task.add_done_callback(self._tasks.discard)
 
 
-class MetricsView:
-    """One `metrics` subscription of a `MetricsStream` and the latest sample of each server it matched.
+T = TypeVar("T")
 
-    With a `where` filter the hub sends a server only while the condition holds, so `state` keeps the
-    last sample that matched; a reset (a fresh snapshot) drops servers that no longer match."""
 
-    def __init__(self, flt: dict[str, Any], callback: MetricsCallback | None, on_reset: ResetCallback | None) -> None:
+class _Callbacks(Generic[T]):
+    """The callbacks registered with one `on_…(callback)` method, called in registration order."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[T], Awaitable[None] | None]] = []
+
+    def add(self, callback: Callable[[T], Awaitable[None] | None]) -> Callable[[], None]:
+        """Register `callback`; returns a function that removes it."""
+        self._callbacks.append(callback)
+        return lambda: self._remove(callback)
+
+    def _remove(self, callback: Callable[[T], Awaitable[None] | None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._callbacks.remove(callback)
+
+    async def call(self, arg: T, stats: ClientStats | None = None) -> None:
+        """Call each callback with `arg` (see `invoke`: an exception is logged, and counted in `stats`)."""
+        for callback in list(self._callbacks):
+            await invoke(callback, arg, stats)
+
+
+class _Feed:
+    """A topic feed with resume and reset: one filtered subscription to `_topic`, made by its stream's
+    `connect()` (or at once when added to a connected stream) and resumed by `HubClient` from its cursor
+    across reconnects; a resume that cannot recover goes to `_reset_callback()` and is followed by a
+    fresh snapshot. Subclasses keep their state in `_on_snapshot` / `_on_event`."""
+
+    _topic: ClassVar[str]
+    _owner: ClassVar[str]  # what owns the feed, for the error of `ready()` before `connect()`
+
+    def __init__(self, flt: dict[str, Any]) -> None:
         self.filter = flt
-        self.callback = callback
-        self.on_reset = on_reset
-        self.state: dict[str, dict[str, Any]] = {}
-        self.updated: dict[str, int] = {}  # server -> ts (ms) of its sample in `state`
         self.subscription: Subscription | None = None
         self._ready: asyncio.Future[None] | None = None
 
     @property
     def cursor(self) -> str | None:
+        """The cursor of the last event delivered (inside the callback: of the one being delivered)."""
         return self.subscription.cursor if self.subscription is not None else None
 
     async def ready(self) -> None:
-        """Wait until the subscription is established; raises what `HubClient.subscribe` raised."""
+        """Wait until the subscription is established; raises what `HubClient.subscribe` raised (a
+        `HubError` for a filter the hub refuses)."""
         if self._ready is None:
-            raise RuntimeError("the stream is not connected yet: await stream.connect()")
+            raise RuntimeError(f"the {self._owner} is not connected yet: await {self._owner}.connect()")
         await asyncio.shield(self._ready)
+
+    def _reset_callback(self) -> ResetCallback | None:
+        raise NotImplementedError
 
     async def _start(self, client: HubClient) -> None:
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
         try:
             self.subscription = await client.subscribe(
-                "metrics", filter=self.filter or None, on_event=self._on_event, on_snapshot=self._on_snapshot,
-                on_reset=self.on_reset)
+                self._topic, filter=self.filter or None, on_event=self._on_event, on_snapshot=self._on_snapshot,
+                on_reset=self._reset_callback())
         except BaseException as exc:
             if not self._ready.done():
                 if isinstance(exc, Exception):
@@ -138,6 +166,66 @@ class MetricsView:
             raise
         if not self._ready.done():
             self._ready.set_result(None)
+
+    async def _on_snapshot(self, snapshot: Snapshot) -> None:
+        raise NotImplementedError
+
+    async def _on_event(self, event: Event) -> None:
+        raise NotImplementedError
+
+
+FeedT = TypeVar("FeedT", bound=_Feed)
+
+
+class _FeedStream(_Stream, Generic[FeedT]):
+    """A stream of `_Feed`s (the list `_feeds()` returns): `connect()` starts those not started yet, and
+    one added while connected (`_add`) starts at once, its outcome reported through its `ready()`."""
+
+    def _feeds(self) -> list[FeedT]:
+        raise NotImplementedError
+
+    def _add(self, feed: FeedT) -> FeedT:
+        self._feeds().append(feed)
+        if self.connected:
+            feed._ready = asyncio.get_running_loop().create_future()
+            self._spawn(self._start_quietly(feed))
+        return feed
+
+    async def _start_quietly(self, feed: FeedT) -> None:
+        with contextlib.suppress(Exception):  # reported through feed.ready()
+            await feed._start(self.client)
+
+    async def _start(self) -> None:
+        for feed in list(self._feeds()):
+            if feed.subscription is None and feed._ready is None:
+                await feed._start(self.client)
+            else:
+                await feed.ready()  # one started by _add() while connected
+
+    async def _stop(self) -> None:
+        for feed in list(self._feeds()):
+            if feed.subscription is not None:
+                await feed.subscription.unsubscribe()
+
+
+class MetricsView(_Feed):
+    """One `metrics` subscription of a `MetricsStream` and the latest sample of each server it matched.
+
+    With a `where` filter the hub sends a server only while the condition holds, so `state` keeps the
+    last sample that matched; a reset (a fresh snapshot) drops servers that no longer match."""
+
+    _topic = "metrics"
+    _owner = "stream"
+
+    def __init__(self, flt: dict[str, Any], callback: MetricsCallback | None, on_reset: ResetCallback | None) -> None:
+        super().__init__(flt)
+        self.callback = callback
+        self.on_reset = on_reset
+        self.state: dict[str, dict[str, Any]] = {}
+        self.updated: dict[str, int] = {}  # server -> ts (ms) of its sample in `state`
+
+    def _reset_callback(self) -> ResetCallback | None:
+        return self.on_reset
 
     async def _apply(self, servers: Mapping[str, Any], ts: int, snapshot: bool) -> None:
         updates = []
@@ -159,7 +247,7 @@ class MetricsView:
         await self._apply(event.data.get("servers") or {}, int(event.data.get("ts") or 0), False)
 
 
-class MetricsStream(_Stream):
+class MetricsStream(_FeedStream[MetricsView]):
     """Live metrics with server-side filters, and the latest sample of every server in `state`.
 
         stream = MetricsStream("http://127.0.0.1:8000", token=token)
@@ -202,28 +290,10 @@ class MetricsStream(_Stream):
             flt["metrics"] = list(metrics)
         if interval:
             flt["interval"] = interval
-        view = MetricsView(flt, callback, on_reset)
-        self.views.append(view)
-        if self.connected:
-            view._ready = asyncio.get_running_loop().create_future()
-            self._spawn(self._start_quietly(view))
-        return view
+        return self._add(MetricsView(flt, callback, on_reset))
 
-    async def _start_quietly(self, view: MetricsView) -> None:
-        with contextlib.suppress(Exception):  # reported through view.ready()
-            await view._start(self.client)
-
-    async def _start(self) -> None:
-        for view in list(self.views):
-            if view.subscription is None and view._ready is None:
-                await view._start(self.client)
-            else:
-                await view.ready()  # one started by subscribe() while connected
-
-    async def _stop(self) -> None:
-        for view in self.views:
-            if view.subscription is not None:
-                await view.subscription.unsubscribe()
+    def _feeds(self) -> list[MetricsView]:
+        return self.views
 
     @property
     def state(self) -> dict[str, dict[str, Any]]:
@@ -271,8 +341,8 @@ class LogStream(_Stream):
             self.filter["contains"] = contains
         self.subscription: Subscription | None = None
         self.records = 0
-        self._log_callbacks: list[LogCallback] = []
-        self._reset_callbacks: list[ResetCallback] = []
+        self._log_callbacks: _Callbacks[LogRecord] = _Callbacks()
+        self._reset_callbacks: _Callbacks[Reset] = _Callbacks()
 
     @property
     def cursor(self) -> str | None:
@@ -281,23 +351,16 @@ class LogStream(_Stream):
 
     def on_log(self, callback: LogCallback) -> Callable[[], None]:
         """Call `callback(record)` for every record; returns a function that removes it."""
-        self._log_callbacks.append(callback)
-        return lambda: self._remove(self._log_callbacks, callback)
+        return self._log_callbacks.add(callback)
 
     def on_reset(self, callback: ResetCallback) -> Callable[[], None]:
         """Call `callback(Reset)` when records may have been missed; returns a function that removes it."""
-        self._reset_callbacks.append(callback)
-        return lambda: self._remove(self._reset_callbacks, callback)
-
-    @staticmethod
-    def _remove(callbacks: list[Any], callback: Any) -> None:
-        with contextlib.suppress(ValueError):
-            callbacks.remove(callback)
+        return self._reset_callbacks.add(callback)
 
     async def _start(self) -> None:
         if self.subscription is None:
             self.subscription = await self.client.subscribe(
-                "logs", filter=self.filter or None, on_event=self._on_event, on_reset=self._on_reset)
+                "logs", filter=self.filter or None, on_event=self._on_event, on_reset=self._reset_callbacks.call)
 
     async def _stop(self) -> None:
         if self.subscription is not None:
@@ -307,9 +370,4 @@ class LogStream(_Stream):
         for record in event.data.get("records") or ():
             if isinstance(record, dict):
                 self.records += 1
-                for callback in list(self._log_callbacks):
-                    await invoke(callback, record)
-
-    async def _on_reset(self, reset: Reset) -> None:
-        for callback in list(self._reset_callbacks):
-            await invoke(callback, reset)
+                await self._log_callbacks.call(record)

@@ -20,7 +20,6 @@ path), and never the secret.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -35,6 +34,7 @@ import orjson
 
 from openmanager import __version__
 from openmanager.core.errors import ValidationError
+from openmanager.notify.channels._http import post
 from openmanager.notify.message import DeliveryError, Message
 
 __all__ = ["DELIVERY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookChannel", "WebhookFormat",
@@ -204,16 +204,9 @@ class WebhookChannel:
                    DELIVERY_HEADER: message.id, "Idempotency-Key": message.id, TIMESTAMP_HEADER: timestamp}
         if hook.secret:
             headers[SIGNATURE_HEADER] = sign(hook.secret, timestamp, body)
-        client = self._http()
         try:
-            async with asyncio.timeout(self._timeout):
-                request = client.build_request("POST", hook.url, content=body, headers=headers)
-                response = await client.send(request, stream=True, follow_redirects=False)
-                await response.aclose()
-        except (TimeoutError, httpx.TimeoutException):
-            raise DeliveryError(f"webhook {origin}: timed out after {self._timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise DeliveryError(f"webhook {origin}: connection failed ({type(exc).__name__})") from None
+            response = await post(self._http(), hook.url, content=body, headers=headers, timeout=self._timeout,
+                                  where=f"webhook {origin}")
         except httpx.InvalidURL:
             raise DeliveryError(f"webhook {origin}: invalid URL", retryable=False) from None
         status = response.status_code

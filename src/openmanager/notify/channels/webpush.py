@@ -18,7 +18,6 @@ non-retryable one. Messages name only the endpoint's origin, never its path (a c
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import time
@@ -33,6 +32,7 @@ from py_vapid import Vapid02, VapidException
 from pywebpush import WebPusher, WebPushException
 
 from openmanager.core.errors import ConfigError, ValidationError
+from openmanager.notify.channels._http import post
 from openmanager.notify.channels.webhook import url_origin
 from openmanager.notify.message import DeliveryError, Message
 from openmanager.notify.vapid import b64url_decode, load_private_key
@@ -225,16 +225,8 @@ class WebPushChannel:
         headers = {"Authorization": self.authorization(origin), "Content-Encoding": "aes128gcm",
                    "Content-Type": "application/octet-stream", "TTL": str(self._ttl),
                    "Urgency": _URGENCY.get(message.severity, "normal")}
-        client = self._http()
-        try:
-            async with asyncio.timeout(self._timeout):
-                request = client.build_request("POST", sub.endpoint, content=body, headers=headers)
-                response = await client.send(request, stream=True, follow_redirects=False)
-                await response.aclose()
-        except (TimeoutError, httpx.TimeoutException):
-            raise DeliveryError(f"web push {origin}: timed out after {self._timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise DeliveryError(f"web push {origin}: connection failed ({type(exc).__name__})") from None
+        response = await post(self._http(), sub.endpoint, content=body, headers=headers, timeout=self._timeout,
+                              where=f"web push {origin}")
         status = response.status_code
         if status in (200, 201, 202):
             log.debug("web push %s accepted by %s: HTTP %d", message.id, origin, status)
