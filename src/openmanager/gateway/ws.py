@@ -87,8 +87,6 @@ async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[
         code, reason = refused or (CLOSE_UNAUTHORIZED, "unauthorized")
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return None
-    scope["headers"] = []  # not needed once authenticated; a long-lived connection need not keep them
-    scope.update(user=principal.user, role=principal.role, principal=principal)
     client = scope.get("client")
     session = Session(
         user=principal.user,
@@ -101,6 +99,10 @@ async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[
     extensions = scope.get("extensions") or {}
     session.send_now = extensions.get(SEND_NOW)
     session.rtt = extensions.get(RTT)
+    # Nothing reads the scope once the connection is admitted (uvicorn only logs it during the
+    # handshake), and a connection lives for hours: headers, query string (a `?token=`) and the rest
+    # would be kept ~1 KB per connection, a credential among them, for nothing.
+    scope.clear()
     return session, principal
 
 

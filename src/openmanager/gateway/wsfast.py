@@ -408,6 +408,9 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
             if not conn.reader.buffer and conn.state is OPEN:
                 conn.parser = Protocol.parse(conn)
                 next(conn.parser)
+            # uvicorn sets ~40 attributes, more than a shared-key instance dict holds, so the dict was
+            # converted to a table sized for growth (128 slots); rebuilt key by key it fits in 64.
+            self.__dict__ = dict(iter(self.__dict__.items()))
 
     def send_now(self, payload: str | bytes) -> bool:
         """Write one message now (str: text, bytes: binary); False when the transport cannot take it
