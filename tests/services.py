@@ -3,8 +3,8 @@
 - `redis_url()` / `pg_url()`: the shared servers CI machines run on 127.0.0.1 (Redis 6379, PostgreSQL 5432
   with trust auth and a `test` database), overridable with `OPENMANAGER_TEST_REDIS_URL` and
   `OPENMANAGER_TEST_POSTGRES_URL`. Tests that need them skip, with the reason, when they are absent.
-- `RedisServer`: a redis-server of the test's own on a free port, for tests that stop and restart it
-  (never the shared one).
+- `RedisServer`: a redis-server of the test's own on a free port, for tests that stop, pause (SIGSTOP: a
+  Redis that accepts nothing and answers nothing) and restart it (never the shared one).
 - `throwaway_database()`: a PostgreSQL database made for one test (or module) and dropped after it.
 """
 
@@ -81,6 +81,7 @@ class RedisServer:
         self.port = free_port()
         self.persistent = persistent
         self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -107,13 +108,26 @@ class RedisServer:
             time.sleep(0.02)
         return self
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is answered (a hung Redis) until `resume()`."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            self.paused = True
+
+    def resume(self) -> None:
+        if self.paused and self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+        self.paused = False
+
     def kill(self) -> None:
         """SIGKILL: a crash (acknowledged writes are in the fsynced append-only file)."""
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        self.paused = False
 
     def stop(self) -> None:
+        self.resume()  # a stopped process would not act on SIGTERM
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
             try:

@@ -14,7 +14,10 @@ evaluation, notification delivery and the scheduled jobs.
   connection every interval and steps down when it fails.
 
 Elections only report; the hub changes roles in one task of its own (`Hub._leadership`), so a slow
-transition never delays a renewal.
+transition never delays a renewal. Every lock operation has a deadline (a lease renewal: one renew
+interval, so a leader that cannot reach Redis still steps down before its lease expires), and
+`Election.stop()` is bounded: it waits `STOP_GRACE_S` for the campaign to end, then cancels it, and gives
+the release `RELEASE_TIMEOUT_S` (an unreleased lock expires with its lease or its connection).
 
 Control messages travel on broker topics that clients cannot subscribe to:
 - `cluster` — notices every node applies (a server registered, rules or preferences changed, ...);
@@ -44,6 +47,8 @@ RPC_TOPIC = "cluster.rpc"
 REPLY_TOPIC = "cluster.reply"
 INTERNAL_TOPICS = (CONTROL_TOPIC, RPC_TOPIC, REPLY_TOPIC)
 RPC_TIMEOUT_S = 10.0
+STOP_GRACE_S = 1.0  # Election.stop(): how long an operation in flight may finish before it is cancelled
+RELEASE_TIMEOUT_S = 1.0  # Election.stop(): handing the lock back
 
 OnChange = Callable[[bool], None]
 
@@ -77,15 +82,27 @@ class Election:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="leader-election")
 
     async def stop(self) -> None:
-        """Stop campaigning and hand the lock back at once (so a follower takes over without waiting)."""
+        """Stop campaigning and hand the lock back at once (so a follower takes over without waiting).
+        Bounded: about STOP_GRACE_S + RELEASE_TIMEOUT_S, even when the lock's server does not answer."""
         self._stop.set()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            await asyncio.wait([task], timeout=STOP_GRACE_S)
+            if not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=STOP_GRACE_S)
+            if not task.done():
+                log.error("node %s: the election did not stop within %.0fs; stopping without it", self.node,
+                          2 * STOP_GRACE_S)
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("node %s: the election failed", self.node, exc_info=task.exception())
         if self.leader:
-            with contextlib.suppress(Exception):
-                await self._release()
+            try:
+                async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                    await self._release()
+            except Exception as exc:  # TimeoutError included: the lock expires with its lease or connection
+                log.warning("node %s: handing the lock back failed (%s); it expires by itself", self.node,
+                            str(exc) or type(exc).__name__)
             self._set(False, "stopping")
 
     async def _pause(self, seconds: float) -> None:
@@ -130,17 +147,21 @@ class RedisLease(Election):
     async def _run(self) -> None:
         from redis.exceptions import RedisError
 
+        from openmanager.broker.redis import redis_call
+
         interval = self.ttl_ms / 3000
         held_since = 0.0  # monotonic time of the last successful acquire or renew
         while not self._stop.is_set():
             started = time.monotonic()
             try:
+                # Each attempt gets one interval: a renewal stuck on a silent Redis must not outlast the
+                # lease (TimeoutError is an OSError: handled like a lost connection).
                 if self.leader:
-                    if await self._renew(keys=[self.key], args=[self.node, self.ttl_ms]):
+                    if await redis_call(self._renew(keys=[self.key], args=[self.node, self.ttl_ms]), interval):
                         held_since = started
                     else:
                         self._set(False, "the lease was lost (another node holds it)")
-                elif await self.redis.set(self.key, self.node, nx=True, px=self.ttl_ms):
+                elif await redis_call(self.redis.set(self.key, self.node, nx=True, px=self.ttl_ms), interval):
                     held_since = started
                     self._set(True, f"lease {self.key} acquired")
             except (RedisError, OSError) as exc:
@@ -150,10 +171,14 @@ class RedisLease(Election):
             await self._pause(interval)
 
     async def _release(self) -> None:
-        await self._release_script(keys=[self.key], args=[self.node])
+        from openmanager.broker.redis import redis_call
+
+        await redis_call(self._release_script(keys=[self.key], args=[self.node]))
 
     async def holder(self) -> str | None:
-        value = await self.redis.get(self.key)
+        from openmanager.broker.redis import redis_call
+
+        value = await redis_call(self.redis.get(self.key))
         return value.decode() if isinstance(value, bytes) else value
 
 
@@ -176,21 +201,23 @@ class PgAdvisoryLock(Election):
     async def _run(self) -> None:
         import asyncpg  # type: ignore[import-not-found, unused-ignore]
 
-        while not self._stop.is_set():
-            try:
-                if self._conn is None:
-                    self._conn = await asyncpg.connect(self.dsn, timeout=5)
-                async with asyncio.timeout(max(1.0, self.interval_s * 2)):
-                    if self.leader:
-                        await self._conn.fetchval("SELECT 1")
-                    elif await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
-                        self._set(True, f"advisory lock {self.key} acquired")
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        try:
+            while not self._stop.is_set():
+                try:
+                    if self._conn is None:
+                        self._conn = await asyncpg.connect(self.dsn, timeout=5)
+                    async with asyncio.timeout(max(1.0, self.interval_s * 2)):
+                        if self.leader:
+                            await self._conn.fetchval("SELECT 1")
+                        elif await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key):
+                            self._set(True, f"advisory lock {self.key} acquired")
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    await self._drop()
+                    self._set(False, f"lost the connection holding the lock: {exc}")
+                await self._pause(self.interval_s)
+        finally:  # stopped, or cancelled by stop(): a follower's connection goes (the leader's: in _release)
+            if not self.leader:
                 await self._drop()
-                self._set(False, f"lost the connection holding the lock: {exc}")
-            await self._pause(self.interval_s)
-        if not self.leader:
-            await self._drop()
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -199,10 +226,12 @@ class PgAdvisoryLock(Election):
                 conn.terminate()
 
     async def _release(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.fetchval("SELECT pg_advisory_unlock($1)", self.key)
-        await self._drop()
+        try:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    await self._conn.fetchval("SELECT pg_advisory_unlock($1)", self.key)
+        finally:  # also when stop()'s deadline cuts the unlock short: closing the session frees the lock
+            await self._drop()
 
 
 def asyncpg_dsn(url: str) -> str:

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 NODE_SOURCES = frozenset({"local"})
 """Sources every process of a cluster runs for itself; the others (simulator, scrapes, log files) run on
 the leader only."""
+STOP_STEP_S = 5.0
+"""`Hub.stop()`: how long cancelled tasks get to end (a task that swallows its cancellation is left behind)."""
 LEADER_JOBS = ("rollup-1m", "rollup-1h", "retention", "digests", "notification-retention",
                "alert-history-retention", "log-retention")
 
@@ -438,16 +440,31 @@ class Hub:
         self.gc_policy.uninstall()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
-        for task in (*self._tasks, *self._leader_tasks):
-            task.cancel()
-        for task in (*self._tasks, *self._leader_tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Bounded. Cancelled again while any remain: a cancellation can be swallowed (one landing while a
+        # task awaits a task it cancelled itself, as `_step_down` does), and a role change in flight may
+        # start new tasks. One still running after STOP_STEP_S is left behind, logged.
+        seen: set[asyncio.Task[Any]] = set()
+        deadline = time.monotonic() + STOP_STEP_S
+        while pending := [t for t in (*self._tasks, *self._leader_tasks) if not t.done()]:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                for task in pending:
+                    log.error("task %s did not stop within %.0fs of its cancellation", task.get_name(), STOP_STEP_S)
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=min(left, 0.5 if seen else 1.0))
+            seen.update(pending)
+        for task in seen:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("task %s failed", task.get_name(), exc_info=task.exception())
         self._tasks.clear()
         self._leader_tasks.clear()
         for session in list(self.sessions.values()):
             session.close(1012, "hub restarting or shutting down")
-        await self.pipeline.stop()
+        with contextlib.suppress(TimeoutError):  # the publisher, cancelled: bounded like the tasks above
+            async with asyncio.timeout(STOP_STEP_S):
+                await self.pipeline.stop()
         if self.alerts is not None:
             await self.alerts.stop()
         if self.notifications is not None:

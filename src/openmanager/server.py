@@ -1,13 +1,26 @@
-"""Running the hub under uvicorn, with the WebSocket settings the protocol needs."""
+"""Running the hub under uvicorn, with the WebSocket settings the protocol needs.
+
+Stopping (SIGTERM, SIGINT) is bounded. `HubServer` closes every client stream (WebSocket and SSE: 1012)
+as soon as the shutdown begins, so none holds it up for uvicorn's graceful period; the hub then stops
+(`Hub.stop`: every step has a deadline). A `ShutdownWatchdog` is the last resort: if the process is still
+alive `SHUTDOWN_TIMEOUT_S` after the signal, it logs what every task and thread is waiting for and exits
+with status 1 (before a service manager's kill, e.g. systemd's TimeoutStopSec=20).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
+import os
 import re
 import ssl
 import sys
+import threading
+import time
 from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -19,6 +32,13 @@ from openmanager.gateway.wsfast import FastSendProtocol
 from openmanager.hub import Hub
 
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 15.0
+"""From the stop signal to the forced exit (status 1) when the graceful shutdown is stuck."""
+CLOSE_RESTARTING = 1012
+CLOSE_REASON = "hub restarting or shutting down"
 
 
 class RedactTokens(logging.Filter):
@@ -75,6 +95,83 @@ def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
     )
 
 
+class ShutdownWatchdog:
+    """Once armed (by the stop signal), exits the process with status 1 after `timeout_s` unless it has
+    ended by then, logging the stacks of every asyncio task and thread first. A daemon thread: it also
+    covers what follows `run()` (the event loop's own cleanup, the interpreter's exit)."""
+
+    def __init__(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._armed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._watch, name="shutdown-watchdog", daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop
+        self._thread.start()
+
+    def arm(self) -> None:
+        """Safe in a signal handler (nothing else in the main thread takes the event's lock)."""
+        self._armed.set()
+
+    def _watch(self) -> None:
+        self._armed.wait()
+        time.sleep(self.timeout_s)
+        try:
+            log.critical("shutdown still not finished %.0fs after the stop signal: exiting now. Waiting:\n%s",
+                         self.timeout_s, describe_tasks(self._loop))
+            faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+        finally:
+            os._exit(1)
+
+
+def describe_tasks(loop: asyncio.AbstractEventLoop | None) -> str:
+    """Every pending task of `loop` with the chain of coroutines it is suspended in (best effort: may be
+    called from another thread)."""
+    if loop is None:
+        return "(no event loop)"
+    lines: list[str] = []
+    try:
+        tasks = list(asyncio.all_tasks(loop))
+    except RuntimeError as exc:
+        return f"(cannot list the tasks: {exc})"
+    for task in tasks:
+        lines.append(f"task {task.get_name()}:")
+        coro: Any = task.get_coro()
+        for _ in range(64):
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is None:
+                if coro is not None:
+                    lines.append(f"    awaiting {coro!r:.120}")
+                break
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines) or "(no tasks)"
+
+
+class HubServer(uvicorn.Server):
+    """uvicorn's server, plus: the stop signal arms the watchdog, and the shutdown starts by closing the
+    hub's client streams (1012), so that connected WebSocket and SSE clients end at once instead of
+    holding the shutdown for uvicorn's graceful period (`timeout_graceful_shutdown`)."""
+
+    def __init__(self, config: uvicorn.Config, hub: Hub, watchdog: ShutdownWatchdog | None = None) -> None:
+        super().__init__(config)
+        self.hub = hub
+        self.watchdog = watchdog
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.watchdog is not None:
+            self.watchdog.arm()
+        super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        for session in list(self.hub.sessions.values()):
+            session.close(CLOSE_RESTARTING, CLOSE_REASON)
+        await super().shutdown(sockets=sockets)
+
+
 def check_tls(settings: Settings) -> None:
     """Load the certificate and key once before serving, so a bad file is a ConfigError (exit 2) rather than
     a failed start; an encrypted key is refused (there is no one to type its passphrase)."""
@@ -94,7 +191,9 @@ async def run(settings: Settings) -> int:
     check_tls(settings)
     token, origin = load_admin_token(settings.data_dir)
     hub = Hub(settings, admin_token=token)
-    server = uvicorn.Server(uvicorn_config(settings, hub))
+    watchdog = ShutdownWatchdog()
+    watchdog.start(asyncio.get_running_loop())
+    server = HubServer(uvicorn_config(settings, hub), hub, watchdog)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)

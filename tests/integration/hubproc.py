@@ -145,7 +145,10 @@ class Client:
         return out
 
     async def close(self) -> None:
-        await self.ws.close()
+        try:
+            await self.ws.close()
+        finally:  # the socket is released even when the closing handshake is cut short (a timeout, a dead hub)
+            self.ws.transport.abort()
 
 
 def by_cursor(events: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -46,14 +46,26 @@ class Cluster:
         return hub.start()
 
     def stop(self) -> None:
+        """Stop every node still running (SIGINT, each in turn, as an operator would): all of them, then
+        fail when one did not stop cleanly (exit 0 within 15 s; a stuck one is killed and reaped first)."""
+        problems: list[str] = []
         for hub in self.nodes:
             if hub.proc is not None and hub.proc.poll() is None:
                 try:
-                    hub.stop()
+                    code = hub.stop()
                 except Exception:  # it did not stop in time: kill it (it may have exited meanwhile) and reap it
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(hub.proc.pid, signal.SIGKILL)
                     hub.proc.wait(10)
+                    problems.append(f"node {node_name(hub)} did not stop in time:\n{hub.log()[-4000:]}")
+                else:
+                    if code != 0:
+                        problems.append(f"node {node_name(hub)} exited with {code}:\n{hub.log()[-4000:]}")
+        assert not problems, "\n\n".join(problems)
+
+
+def node_name(hub: HubProcess) -> str:
+    return hub.args[hub.args.index("--node-id") + 1]
 
 
 @pytest.fixture
@@ -65,8 +77,10 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         try:
             yield c
         finally:
-            c.stop()
-            delete_prefix(url, prefix)
+            try:
+                c.stop()
+            finally:
+                delete_prefix(url, prefix)
 
 
 def req(hub: HubProcess, method: str, path: str, **kw: Any) -> httpx.Response:

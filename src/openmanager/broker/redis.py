@@ -20,6 +20,11 @@
   twice (at least once, never lost).
 - **Node-local topics** (`system`: each node's own statistics) never touch Redis: an internal
   `MemoryBroker` serves them, so they keep flowing while Redis is down.
+- **Timeouts and cancellation**: the clients have no `socket_timeout`; every command is bounded by
+  `redis_call` (`asyncio.timeout`) instead. With a `socket_timeout` redis-py sends each command under
+  `asyncio.wait_for`, which on Python 3.11 swallows a cancellation that arrives as the send completes
+  (CPython gh-86296, fixed in 3.12): a task cancelled in the middle of a command then carried on, and the
+  hub's shutdown waited for it for ever. `redis_call` also re-raises a cancellation lost below it.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
@@ -52,7 +57,11 @@ READ_BLOCK_MS = 1000
 READ_COUNT = 1000
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
+COMMAND_TIMEOUT_S = 5.0  # any one command (the blocking XREAD: its block time plus this)
+CLOSE_TIMEOUT_S = 2.0  # each step of `close()`
 LOCAL_TOPICS = frozenset({"system"})
+
+T = TypeVar("T")
 
 _PUBLISH = """
 local last = redis.call('GET', KEYS[2])
@@ -94,6 +103,19 @@ class BrokerUnavailable(OpenManagerError):
     """Redis cannot be reached (the broker is closed, or gave up waiting)."""
 
     code = "unavailable"
+
+
+async def redis_call(call: Awaitable[T], timeout_s: float = COMMAND_TIMEOUT_S) -> T:
+    """Await one redis-py call within `timeout_s` (TimeoutError, an OSError, after it), never losing a
+    cancellation: when the calling task was cancelled meanwhile but the call returned anyway (a library
+    below swallowed the CancelledError), CancelledError is raised here."""
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0
+    async with asyncio.timeout(timeout_s):
+        result = await call
+    if task is not None and task.cancelling() > cancelling:
+        raise asyncio.CancelledError()
+    return result
 
 
 def id_to_seq(entry_id: str) -> int:
@@ -151,10 +173,10 @@ class RedisBroker:
         self.local_topics = frozenset(local_topics)
         self._streams: dict[str, _Stream] = {t: _Stream() for t in topics if t not in self.local_topics}
         no_retry = Retry(NoBackoff(), 0)
-        self._redis: Redis = Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2, retry=no_retry)
-        self._reader_redis: Redis = Redis.from_url(
-            url, socket_timeout=READ_BLOCK_MS / 1000 + 5, socket_connect_timeout=2, retry=no_retry
-        )
+        # No socket_timeout (see the module's docstring): `redis_call` bounds every command.
+        self._redis: Redis = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=2, retry=no_retry)
+        self._reader_redis: Redis = Redis.from_url(url, socket_timeout=None, socket_connect_timeout=2,
+                                                   retry=no_retry)
         self._script = self._redis.register_script(_PUBLISH)
         self._reader: asyncio.Task[None] | None = None
         self._wake_reader = asyncio.Event()
@@ -179,7 +201,8 @@ class RedisBroker:
 
     @property
     def redis(self) -> Redis:
-        """The command connection pool (for leases and other cluster bookkeeping)."""
+        """The command connection pool (for leases and other cluster bookkeeping). It has no socket
+        timeout: await its commands through `redis_call`."""
         return self._redis
 
     # lifecycle
@@ -198,15 +221,15 @@ class RedisBroker:
         """Check Redis, learn the epoch (a new one if Redis lost its data), and set the read positions of
         streams never read before to their newest entry."""
         pong: Any = self._redis.ping()
-        await pong
-        await self._redis.set(self._epoch_key, secrets.token_hex(4), nx=True)
-        epoch = _text(await self._redis.get(self._epoch_key) or b"")
+        await redis_call(pong)
+        await redis_call(self._redis.set(self._epoch_key, secrets.token_hex(4), nx=True))
+        epoch = _text(await redis_call(self._redis.get(self._epoch_key)) or b"")
         if self.epoch and epoch != self.epoch:
             self._new_epoch(epoch)
         self.epoch = epoch
         fresh = [t for t, s in self._streams.items() if not s.cursor]
         if fresh:
-            lasts = await self._redis.mget([self._last_key(t) for t in fresh])
+            lasts = await redis_call(self._redis.mget([self._last_key(t) for t in fresh]))
             for topic, last in zip(fresh, lasts, strict=True):
                 self._position(topic, _text(last) if last else "0-0")
         self._set_up(True, "ok")
@@ -243,28 +266,30 @@ class RedisBroker:
                 callback(up, reason)
 
     async def close(self) -> None:
+        """Stop reading and close the connections. Bounded (a few seconds at most) even when Redis does
+        not answer: each step has a deadline, and a reader that does not stop is left behind, logged."""
         self._closed = True
         self._up.set()  # wake publishers, who then see `_closed`
         self._wake_reader.set()
-        if self._reader is not None:
-            # Stop the reader by closing its connection, not by cancelling it: a cancellation that lands
-            # while redis-py is between reads can be lost (seen with redis-py 8.1 on Python 3.11).
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            # Stop the reader by closing its connection (its XREAD ends at once), then by cancelling it.
             with contextlib.suppress(RedisError, OSError):
-                await self._reader_redis.connection_pool.disconnect()
-            try:
-                async with asyncio.timeout(READ_BLOCK_MS / 1000 + 1):
-                    await asyncio.shield(self._reader)
-            except TimeoutError:
-                self._reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._reader
-            self._reader = None
+                await redis_call(self._reader_redis.connection_pool.disconnect(), CLOSE_TIMEOUT_S)
+            await asyncio.wait([reader], timeout=CLOSE_TIMEOUT_S)
+            if not reader.done():
+                reader.cancel()
+                await asyncio.wait([reader], timeout=CLOSE_TIMEOUT_S)
+            if not reader.done():
+                log.error("the Redis reader did not stop within %.0fs; closing without it", 2 * CLOSE_TIMEOUT_S)
+            elif not reader.cancelled() and reader.exception() is not None:
+                log.error("the Redis reader failed", exc_info=reader.exception())
         for stream in self._streams.values():
             stream.listeners.clear()
         await self.local.close()
         for client in (self._redis, self._reader_redis):
             with contextlib.suppress(RedisError, OSError):
-                await client.aclose()
+                await redis_call(client.aclose(), CLOSE_TIMEOUT_S)
 
     def _stream(self, topic: str) -> _Stream:
         s = self._streams.get(topic)
@@ -293,7 +318,7 @@ class RedisBroker:
                 await self._up.wait()
                 continue
             try:
-                entry_id, epoch = await self._script(keys=keys, args=args)
+                entry_id, epoch = await redis_call(self._script(keys=keys, args=args))
                 break
             except ResponseError:
                 raise
@@ -338,7 +363,7 @@ class RedisBroker:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xrange(self.key(topic), min=f"({since_id}", max="+")
                 pipe.get(self._last_key(topic))
-                entries, last = await pipe.execute()
+                entries, last = await redis_call(pipe.execute())
         except (RedisError, OSError) as exc:
             log.info("replay of %s from %s failed: %s", topic, since, exc)
             return None
@@ -396,7 +421,7 @@ class RedisBroker:
     async def _read_once(self) -> None:
         fresh = [t for t, s in self._streams.items() if not s.cursor]
         if fresh:
-            lasts = await self._redis.mget([self._last_key(t) for t in fresh])
+            lasts = await redis_call(self._redis.mget([self._last_key(t) for t in fresh]))
             for topic, last in zip(fresh, lasts, strict=True):
                 self._position(topic, _text(last) if last else "0-0")
         if not self._streams:
@@ -406,7 +431,8 @@ class RedisBroker:
                     await self._wake_reader.wait()
             return
         streams: dict[Any, Any] = {self.key(t): s.last_id for t, s in self._streams.items()}
-        reply: Any = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        reply: Any = await redis_call(self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS),
+                                      READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT_S)
         self._set_up(True, "ok")
         prefix = f"{self.prefix}:stream:"
         for key, entries in reply or ():
@@ -430,4 +456,4 @@ class RedisBroker:
                         log.exception("a listener of %s failed on %s", topic, event.cursor)
 
 
-__all__ = ["BrokerUnavailable", "RedisBroker", "id_to_seq", "seq_to_id"]
+__all__ = ["BrokerUnavailable", "RedisBroker", "id_to_seq", "redis_call", "seq_to_id"]
