@@ -160,6 +160,14 @@ class HubServer(uvicorn.Server):
         super().__init__(config)
         self.hub = hub
         self.watchdog = watchdog
+        self.on_started: Callable[[], None] | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        """uvicorn's startup, then `on_started` — before the event loop serves a first request, so whoever
+        sees the hub ready can already read the dashboard URL it printed."""
+        await super().startup(sockets=sockets)
+        if self.started and self.on_started is not None:
+            self.on_started()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self.watchdog is not None:
@@ -194,10 +202,8 @@ async def run(settings: Settings) -> int:
     watchdog = ShutdownWatchdog()
     watchdog.start(asyncio.get_running_loop())
     server = HubServer(uvicorn_config(settings, hub), hub, watchdog)
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.05)
-    if server.started:
+
+    def announce() -> None:
         port = settings.port
         for srv in server.servers:
             for sock in srv.sockets:
@@ -207,5 +213,7 @@ async def run(settings: Settings) -> int:
         scheme = "https" if settings.tls_cert else "http"
         print(f"Dashboard: {scheme}://{shown_host}:{port}/?token={token}", flush=True)
         print(f"Admin token from {origin}", flush=True)
-    await serving
+
+    server.on_started = announce
+    await server.serve()
     return 0 if server.started else 1
