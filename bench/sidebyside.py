@@ -11,7 +11,9 @@ clients, 1,000 servers), `burst` (5,000 clients at 20 Hz). Targets:
 - `socketio`: Socket.IO 4.8, one `io.emit()` per tick (websocket transport);
 - `hub`: `openmanager serve` with the simulated fleet; clients subscribe to `metrics` (JSON, no compression);
 - `hub-deflate`: the same, clients offer permessage-deflate (what browsers do);
-- `hub-delta`: permessage-deflate and `"encoding": "delta"`.
+- `hub-delta`: permessage-deflate and `"encoding": "delta"`;
+- `hub-noping`: `hub` with the heartbeat off (`--heartbeat-ms 0`), a diagnostic: the floor and Node `ws`
+  send no pings, the hub pings every client every 15 s and reads its pong (the protocol's heartbeat).
 
 Every peer sends frames of the same JSON shape and size as the hub's (`bench/baseline_broadcast.Fleet`);
 `ts` is the send time for peers and the sample time for the hub (its ingest is included).
@@ -62,7 +64,7 @@ SCENARIOS: dict[str, tuple[int, int, float]] = {
     "fleet1000": (1000, 1000, 1.0),
     "burst": (5000, 20, 0.05),
 }
-TARGETS = ("floor", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta")
+TARGETS = ("floor", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping")
 SUBSCRIBE = '{"type":"subscribe","id":"1","topic":"metrics"}'
 SUBSCRIBE_DELTA = '{"type":"subscribe","id":"1","topic":"metrics","encoding":"delta"}'
 
@@ -79,7 +81,8 @@ def server_command(target: str, port: int, servers: int, tick: float, servers_fi
     hub = os.environ.get("SBS_HUB_LAUNCHER")  # another build of the hub to compare with (a script like -m openmanager)
     return [sys.executable, *([hub] if hub else ["-m", "openmanager"]), "serve", "--port", str(port),
             "--data-dir", str(data_dir),
-            "--no-local", "--servers", str(servers), "--tick", str(tick), "--seed", "1", "--log-level", "warning"]
+            "--no-local", "--servers", str(servers), "--tick", str(tick), "--seed", "1", "--log-level", "warning",
+            *(["--heartbeat-ms", "0"] if target == "hub-noping" else [])]
 
 
 def client_args(target: str, port: int, token: str) -> list[str]:
