@@ -49,6 +49,7 @@ from openmanager.store.logs import LogStore
 from openmanager.store.queries import history_points
 from openmanager.store.rollups import RollupWriter
 from openmanager.store.users import UserStore
+from openmanager.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -282,12 +283,8 @@ class Hub:
         keep serving as a follower."""
         assert self.notifications is not None and self.scheduler is not None
         self.is_leader = False
-        for task in self._leader_tasks:
-            task.cancel()
-        for task in self._leader_tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._leader_tasks.clear()
+        tasks, self._leader_tasks = self._leader_tasks, []
+        await cancel_and_wait(*tasks)
         for source in self.sources:
             if source.name not in NODE_SOURCES:
                 self.source_status[source.name] = "standby"

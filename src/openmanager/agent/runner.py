@@ -51,6 +51,7 @@ from openmanager.agent.protocol import (
 from openmanager.client._backoff import backoff_delay
 from openmanager.core.model import LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.sources.local import LocalState, collect
+from openmanager.tasks import cancel_and_wait
 
 __all__ = ["Agent", "AgentConfig", "AgentRefused"]
 
@@ -268,11 +269,7 @@ class Agent:
             await asyncio.wait({sender, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
-            for task in producers:
-                task.cancel()
-            for task in producers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*producers)
         # Collection has stopped: give the sender a bounded time to have the rest acknowledged.
         self._drain_until = time.monotonic() + cfg.drain_timeout_s
         self._wake.set()

@@ -9,7 +9,6 @@ REST API uses before reading alert history so a client reads its own writes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -26,6 +25,7 @@ from openmanager.core.rules import EvalContext
 from openmanager.core.status import StatusPolicy
 from openmanager.store.alerts import AlertStore, alert_data
 from openmanager.store.notifications import OutboxEntry
+from openmanager.tasks import wait_ended
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +72,9 @@ class AlertService:
 
     async def stop(self) -> None:
         if self._writer is not None:
-            await self._queue.put(None)
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
-            self._writer = None
+            await self._queue.put(None)  # the writer stores what is queued, then ends
+            writer, self._writer = self._writer, None
+            await wait_ended(writer)
 
     # evaluation
     def tick(self, now_ms: int | None = None) -> list[Transition]:

@@ -26,6 +26,7 @@ from openmanager.notify.message import Channel, DeliveryError, Message
 from openmanager.notify.preferences import Preferences, severity_rank
 from openmanager.notify.routing import route
 from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry
+from openmanager.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,8 @@ class NotificationService:
             self._worker = asyncio.get_running_loop().create_task(self._work(), name="notification-worker")
 
     async def stop_worker(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        worker, self._worker = self._worker, None
+        await cancel_and_wait(worker)
 
     async def stop(self) -> None:
         await self.stop_worker()

@@ -22,6 +22,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from openmanager.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 __all__ = ["LogWriter", "WriteBatch"]
@@ -114,11 +116,8 @@ class LogWriter(Collector):
         except Exception:
             log.exception("log writer: flush task failed")
         finally:
-            if self._task is not None and not self._task.done():
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)
         self._warn(force=True)
 
     async def flush(self) -> None:

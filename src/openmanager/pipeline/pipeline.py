@@ -9,7 +9,6 @@ as dropped ingest, never silent).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence, Sized
 from typing import Any
@@ -23,6 +22,7 @@ from openmanager.broker.base import Broker
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.pipeline.state import FleetState, ServerState
 from openmanager.pipeline.stats import HubStats
+from openmanager.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,8 @@ class Pipeline:
 
     async def stop(self) -> None:
         self._subscriptions.dispose()
-        if self._publisher is not None:
-            self._publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._publisher
+        publisher, self._publisher = self._publisher, None
+        await cancel_and_wait(publisher)
 
     def _failed(self, exc: Exception) -> None:
         log.error("pipeline stage failed: %s", exc, exc_info=exc)
