@@ -8,6 +8,8 @@ clients, 1,000 servers), `burst` (5,000 clients at 20 Hz). Targets:
 
 - `floor`: bench/peers/floor (C, epoll): one pre-built frame written to every socket each tick;
 - `node-ws`: Node `ws`, each frame serialised once and sent to every client;
+- `uvloop-raw`: bench/peers/uvloop_server.py, the floor's behaviour in Python on uvloop (`transport.write()`
+  of one pre-built frame per socket): what Python itself costs, without the hub;
 - `socketio`: Socket.IO 4.8, one `io.emit()` per tick (websocket transport);
 - `hub`: `openmanager serve` with the simulated fleet; clients subscribe to `metrics` (JSON, no compression);
 - `hub-deflate`: the same, clients offer permessage-deflate (what browsers do);
@@ -64,7 +66,7 @@ SCENARIOS: dict[str, tuple[int, int, float]] = {
     "fleet1000": (1000, 1000, 1.0),
     "burst": (5000, 20, 0.05),
 }
-TARGETS = ("floor", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping")
+TARGETS = ("floor", "uvloop-raw", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping")
 SUBSCRIBE = '{"type":"subscribe","id":"1","topic":"metrics"}'
 SUBSCRIBE_DELTA = '{"type":"subscribe","id":"1","topic":"metrics","encoding":"delta"}'
 
@@ -72,6 +74,9 @@ SUBSCRIBE_DELTA = '{"type":"subscribe","id":"1","topic":"metrics","encoding":"de
 def server_command(target: str, port: int, servers: int, tick: float, servers_file: Path, data_dir: Path) -> list[str]:
     if target == "floor":
         return [str(FLOOR_BIN), "--port", str(port), "--servers", str(servers_file), "--tick", str(tick)]
+    if target == "uvloop-raw":
+        return [sys.executable, str(PEERS / "uvloop_server.py"), "--port", str(port), "--servers", str(servers_file),
+                "--tick", str(tick)]
     if target == "node-ws":
         return ["node", str(PEERS / "ws_server.js"), "--port", str(port), "--servers", str(servers_file),
                 "--tick", str(tick)]
@@ -88,7 +93,7 @@ def server_command(target: str, port: int, servers: int, tick: float, servers_fi
 def client_args(target: str, port: int, token: str) -> list[str]:
     if target == "socketio":
         return ["--url", f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", "--kind", "sio"]
-    if target in ("floor", "node-ws"):
+    if target in ("floor", "uvloop-raw", "node-ws"):
         return ["--url", f"ws://127.0.0.1:{port}/ws", "--kind", "plain"]
     out = ["--url", f"ws://127.0.0.1:{port}/ws?token={token}", "--kind", "hub",
            "--subscribe", SUBSCRIBE_DELTA if target == "hub-delta" else SUBSCRIBE]
