@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from openmanager.core.delta import DeltaEncoder
 from openmanager.core.encoding import encode_event, pack_event
 from openmanager.core.status import StatusPolicy
-from openmanager.gateway.wsfast import frame_bytes
+from openmanager.core.wsframe import frame_bytes
 from openmanager.sources.simulator import FleetSimulator
 
 SUB = "s0123456789abcdef"

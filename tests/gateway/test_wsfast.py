@@ -13,15 +13,8 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
-from openmanager.gateway.wsfast import (
-    MIN_DEFLATE_BYTES,
-    SEND_NOW,
-    FastSendProtocol,
-    SharedDeflate,
-    SharedHeartbeat,
-    deflate_message,
-    frame_bytes,
-)
+from openmanager.core.wsframe import MIN_DEFLATE_BYTES, deflate_message, frame_bytes
+from openmanager.gateway.wsfast import SEND_NOW, FastSendProtocol, SharedDeflate, SharedHeartbeat
 
 
 class BroadcastApp:

@@ -22,7 +22,7 @@ from openmanager import __version__
 from openmanager.core.encoding import encode, pack, unpack
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.core.filters import TOPICS, parse_filter
-from openmanager.gateway.wsfast import RTT, SEND_NOW
+from openmanager.gateway.wsfast import BIND_DIRECT, RTT, SEND_NOW
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
@@ -99,6 +99,9 @@ async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[
     extensions = scope.get("extensions") or {}
     session.send_now = extensions.get(SEND_NOW)
     session.rtt = extensions.get(RTT)
+    bind_direct = extensions.get(BIND_DIRECT)
+    if bind_direct is not None:
+        session.attach_transport(*bind_direct(session))
     # Nothing reads the scope once the connection is admitted (uvicorn only logs it during the
     # handshake), and a connection lives for hours: headers, query string (a `?token=`) and the rest
     # would be kept ~1 KB per connection, a credential among them, for nothing.

@@ -9,20 +9,20 @@
    are one flag, `ready`, recomputed by the events that change them (uvicorn's `handshake_complete`,
    `close_sent` and `disconnected` become properties that update it; pause/resume of writing; the
    peer's close frame), so the per-client check is one attribute.
-2. **Encode once.** The fan-out hands the *same* payload object to every session of a subscription
-   shape in one synchronous loop. `WireCache` keeps the wire bytes of the last payload it saw (keyed
-   by the object's identity, and holding a reference so the identity cannot be reused): the frame
-   header, the UTF-8 encoding and, for connections that negotiated permessage-deflate, the compressed
-   form are built once per payload and window size. Per connection what is left is a few state checks
-   and `transport.write()` of shared bytes.
+2. **Encode once, write directly.** The fan-out hands the *same* payload object to every session of a
+   subscription shape in one synchronous loop (`pipeline.session.deliver`). Its wire bytes — frame
+   header, UTF-8 and, for connections that negotiated permessage-deflate, the compressed form — are
+   built once per payload and window size (`core.wsframe`). A session bound with the scope extension
+   `openmanager.bind_direct` keeps this transport in `Session.direct` while it may take frames at once
+   (`ready` is reported to it on every change), so per connection what is left is one attribute,
+   `is_closing()` and `transport.write()` of shared bytes.
 3. **Compression once.** permessage-deflate is answered with `server_no_context_takeover` and
    `client_no_context_takeover` (overriding uvicorn's hard-coded factory, which keeps a compressor
-   per connection). Each message is then compressed on its own by one shared compressor per window
-   size (`deflate_message`: a full flush after each message, the trailing `00 00 ff ff` stripped,
-   RSV1 set), so every connection with the same window gets the same bytes; ordinary replies go
-   through the same shared compressor. No connection keeps a compressor, and since the client gives
-   up context takeover too, its inbound decompressor lives only while a message is decoded.
-   Messages under `MIN_DEFLATE_BYTES` are sent uncompressed (RSV1 clear), which the RFC allows.
+   per connection); each message is compressed once per window size (`core.wsframe.deflate_message`),
+   so every connection with the same window gets the same bytes; ordinary replies go through the same
+   shared compressor. No connection keeps a compressor, and since the client gives up context takeover
+   too, its inbound decompressor lives only while a message is decoded. Messages under
+   `MIN_DEFLATE_BYTES` are sent uncompressed (RSV1 clear), which the RFC allows.
 4. **One heartbeat for all.** Instead of two timers per connection (ping, pong deadline), one
    `SharedHeartbeat` per event loop visits a slice of the connections every tick: each connection is
    pinged once per interval with a ping frame shared by that tick, and closed (1011) when its last
@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import zlib
+import typing
 from collections.abc import Sequence
 from typing import Any
 
@@ -57,65 +57,17 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 from websockets.typing import ExtensionParameter
 
+from openmanager.core.wsframe import MIN_DEFLATE_BYTES, deflate_message, wire_cache
+
 SEND_NOW = "openmanager.send_now"
+BIND_DIRECT = "openmanager.bind_direct"
 RTT = "openmanager.rtt_ms"
-MIN_DEFLATE_BYTES = 64
-"""Shorter messages are sent uncompressed: deflate would not make them smaller."""
-DEFLATE_LEVEL = 6
-_EMPTY_BLOCK = b"\x00\x00\xff\xff"
-_compressors: dict[int, Any] = {}
 
 
-def deflate_message(data: bytes, wbits: int) -> bytes:
-    """`data` as one permessage-deflate message for a peer whose server window is `2**wbits`: a raw
-    deflate stream that starts from an empty window (server_no_context_takeover), without the
-    trailing empty block. One compressor per window size serves every connection: the full flush
-    after each message resets its state, so no message refers to an earlier one."""
-    compressor = _compressors.get(wbits)
-    if compressor is None:
-        compressor = _compressors[wbits] = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -wbits, 8)
-    out = compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
-    return out[:-4] if out.endswith(_EMPTY_BLOCK) else out
+class ReadyListener(typing.Protocol):
+    """What `bind_direct` reports readiness changes to (`pipeline.session.Session`)."""
 
-
-def frame_bytes(payload: str | bytes, wbits: int) -> bytes:
-    """A complete unmasked server frame for `payload` (text for str, binary for bytes), deflated when
-    `wbits` is non-zero and the payload is long enough."""
-    data = payload.encode() if isinstance(payload, str) else payload
-    first = 0x81 if isinstance(payload, str) else 0x82  # FIN + opcode
-    if wbits and len(data) >= MIN_DEFLATE_BYTES:
-        data = deflate_message(data, wbits)
-        first |= 0x40  # RSV1: compressed
-    n = len(data)
-    if n < 126:
-        header = struct.pack("!BB", first, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", first, 126, n)
-    else:
-        header = struct.pack("!BBQ", first, 127, n)
-    return header + data
-
-
-class WireCache:
-    """The wire forms of the last payload written, keyed by the payload object's identity."""
-
-    __slots__ = ("forms", "payload")
-
-    def __init__(self) -> None:
-        self.payload: str | bytes | None = None
-        self.forms: dict[int, bytes] = {}
-
-    def get(self, payload: str | bytes, wbits: int) -> bytes:
-        if payload is not self.payload:
-            self.payload = payload
-            self.forms = {}
-        wire = self.forms.get(wbits)
-        if wire is None:
-            wire = self.forms[wbits] = frame_bytes(payload, wbits)
-        return wire
-
-
-_wire_cache = WireCache()
+    def transport_ready(self, ready: bool) -> None: ...
 
 
 class SharedDeflate(PerMessageDeflate):
@@ -307,9 +259,12 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
     _disconnected = False
     _peer_closed = False
 
+    on_ready: ReadyListener | None = None
+    """Told every recomputation of `ready` (see `bind_direct`)."""
+
     def _update_ready(self) -> None:
         writable = self.__dict__.get("writable")
-        self.ready = (
+        self.ready = ready = (
             self._handshake_complete
             and not self._close_sent
             and not self._disconnected
@@ -317,6 +272,9 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
             and writable is not None
             and writable.is_set()
         )
+        on_ready = self.on_ready
+        if on_ready is not None:
+            on_ready.transport_ready(ready)
 
     @property
     def handshake_complete(self) -> bool:
@@ -371,6 +329,10 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
             return
         super().data_received(data)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.on_ready = None  # it refers to the session, which refers to the transport, which refers here
+
     def handle_close(self, event: Any) -> None:
         self._peer_closed = True  # nothing may follow our close reply
         self._update_ready()
@@ -380,6 +342,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
+        self.on_ready = None  # an instance key before the dict is rebuilt at its final size (see `send`)
         if self.config.ws_per_message_deflate:  # replace uvicorn's per-connection deflate factory
             replaced = self.conn
             self.conn = ServerProtocol(
@@ -395,6 +358,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:  # None when the handshake was refused
             scope["extensions"][SEND_NOW] = self.send_now
+            scope["extensions"][BIND_DIRECT] = self.bind_direct
             scope["extensions"][RTT] = self.rtt_ms
 
     async def send(self, message: Any) -> None:
@@ -417,10 +381,16 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         without waiting. The same payload object sent to many connections is encoded once."""
         if not self.ready or self.transport.is_closing():
             return False
-        cache = _wire_cache
+        cache = wire_cache
         wire = cache.forms.get(self.wbits) if payload is cache.payload else None
         self.transport.write(wire if wire is not None else cache.get(payload, self.wbits))
         return True
+
+    def bind_direct(self, listener: ReadyListener) -> tuple[Any, int, bool]:
+        """For the fan-out's direct writes (`Session.attach_transport`): from now on `listener` hears of
+        every change of `ready`; answers the transport, the deflate window and `ready` now."""
+        self.on_ready = listener
+        return self.transport, self.wbits, self.ready
 
     def rtt_ms(self) -> float | None:
         """Round-trip time of the last answered heartbeat ping, or None before the first one."""

@@ -157,12 +157,14 @@ class FanOut:
         session.subs[shape.sub] = shape
         if hold:
             session.held[shape.sub] = []
+            session.refresh_direct()
 
     def release(self, session: Session, shape: Shape, after: str, replay: Sequence[Event] = ()) -> None:
         """End `attach(hold=True)`: deliver the missed events `replay` (see `replay`), then the live events
         held meanwhile, except those at or before the cursor `after` (the last replayed event, or the
         position of the snapshot sent): no gap, no duplicate."""
         held = session.held.pop(shape.sub, None)
+        session.refresh_direct()
         if replay:
             self.replay(session, shape, replay)
         if not held:
@@ -181,6 +183,7 @@ class FanOut:
         shape.sessions.pop(session, None)
         session.subs.pop(shape.sub, None)
         session.held.pop(shape.sub, None)
+        session.refresh_direct()
         if not shape.sessions:
             self._drop(shape)
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from openmanager.core.encoding import encode_event
 from openmanager.core.outbound import Conflated, Entry, Framed, OutboundQueue
+from openmanager.core.wsframe import wire_of
 
 if TYPE_CHECKING:
     from openmanager.pipeline.fanout import Shape
@@ -57,6 +58,13 @@ class Session:
     busy: bool = False  # something is queued or an async write is in flight: new frames queue behind it
     held: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # sub -> live events held during a replay
     on_pending: Callable[[], None] | None = None  # called when something is queued or the session closes
+    direct: Any = field(init=False, default=None)
+    """The transport (`write(bytes)`, `is_closing()`) while fan-out frames may go straight to it: it takes
+    writes, and this session is open with nothing queued or in flight and no replay held. Recomputed by
+    `refresh_direct` whenever one of those changes, so `deliver` checks one attribute per client."""
+    wbits: int = field(init=False, default=0)  # the transport's deflate window (0: none)
+    _transport: Any = field(init=False, default=None)
+    _transport_ready: bool = field(init=False, default=False)
     queue: OutboundQueue = field(init=False)
     _conflated: dict[str, Conflated] = field(init=False, default_factory=dict)
     _wake: asyncio.Event | None = field(init=False, default=None)  # run_writer's, created when it starts
@@ -67,6 +75,26 @@ class Session:
     @property
     def closing(self) -> bool:
         return self.close_code is not None
+
+    def attach_transport(self, transport: Any, wbits: int, ready: bool) -> None:
+        """Let `deliver` write a frame's WebSocket wire bytes (`core.wsframe.wire_of`, built once per
+        frame and deflate window `wbits`) straight to `transport` while `direct` allows; the transport
+        reports its readiness changes to `transport_ready`."""
+        self._transport, self.wbits = transport, wbits
+        self.transport_ready(ready)
+
+    def transport_ready(self, ready: bool) -> None:
+        self._transport_ready = ready
+        self.refresh_direct()
+
+    def refresh_direct(self) -> None:
+        transport = self._transport
+        self.direct = (
+            transport
+            if transport is not None and self._transport_ready and not self.busy and self.close_code is None
+            and not self.held
+            else None
+        )
 
     def _lagging(self) -> bool:
         """Far enough behind that state-topic events merge instead of queueing: a short burst (a replay,
@@ -151,6 +179,7 @@ class Session:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
         self.busy = True
+        self.direct = None
         self._signal()
         return True
 
@@ -166,6 +195,7 @@ class Session:
         if self.close_code is None:
             self.close_code = code
             self.close_reason = reason
+            self.direct = self._transport = None  # (the transport refers back to this session)
             self.queue.clear()
             self._conflated.clear()
             self._signal()
@@ -192,6 +222,7 @@ class Session:
             await write(frame)
             self._sent(frame, direct=False)
         self.busy = False
+        self.refresh_direct()
 
     async def run_writer(
         self, write: Callable[[Any], Awaitable[None]], *, idle_s: float | None = None, idle_frame: str = ""
@@ -237,20 +268,21 @@ class Session:
 def deliver(sessions: Iterable[Session], shape: Shape, cursor: str, data: Any, frame: str | bytes,
             stats: HubStats, *, latest: bool) -> None:
     """Offer one event frame of `shape` to each of `sessions`: `send_latest` (state topics, `latest`) or
-    `send_ordered`. This is the fan-out's per-client loop, so the common case is inlined: a session that
-    is open, not behind and not holding a replay, whose transport takes the frame at once, costs a few
-    attribute checks and one write of shared bytes; anything else takes the full path."""
+    `send_ordered`. This is the fan-out's per-client loop, so the common case costs one attribute and two
+    calls into the transport: a session whose `direct` transport is set (open, nothing queued, no replay
+    held, the transport ready) gets the frame's wire bytes, built once per window size for the whole
+    loop, written at once; anything else takes the full path."""
     size = len(frame)
     direct = 0
+    wires: dict[int, bytes] = {}
     for session in sessions:
-        send_now = session.send_now
-        if (
-            send_now is not None
-            and not session.busy
-            and session.close_code is None
-            and not session.held
-            and send_now(frame)
-        ):
+        transport = session.direct
+        if transport is not None and not transport.is_closing():
+            wbits = session.wbits
+            wire = wires.get(wbits)
+            if wire is None:
+                wire = wires[wbits] = wire_of(frame, wbits)
+            transport.write(wire)
             session.messages_sent += 1
             session.bytes_sent += size
             direct += 1
