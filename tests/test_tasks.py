@@ -62,7 +62,7 @@ async def test_bounded_wait_reports_a_task_that_does_not_end(caplog: pytest.LogC
     await asyncio.sleep(0)
     with caplog.at_level(logging.ERROR, logger="openmanager.tasks"):
         assert await cancel_and_wait(task, timeout=0.05) is False
-    assert "deaf did not end" in caplog.text
+    assert "deaf did not stop within" in caplog.text
     assert not task.done()
     let_go.set()
     await asyncio.wait([task])
@@ -93,3 +93,19 @@ async def test_wait_ended_does_not_cancel() -> None:
     finish.set()
     assert await waiter is True
     assert task.result() == "done"
+
+
+async def test_a_task_that_ends_within_the_grace_is_not_cancelled() -> None:
+    finish = asyncio.Event()
+
+    async def finishing() -> str:
+        await finish.wait()
+        return "finished"
+
+    task = asyncio.create_task(finishing())
+    stopper = asyncio.create_task(cancel_and_wait(task, grace=5.0))
+    await asyncio.sleep(0.01)
+    assert not task.cancelling()  # still inside its grace
+    finish.set()
+    assert await stopper is True
+    assert task.result() == "finished"

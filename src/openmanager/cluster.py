@@ -39,6 +39,7 @@ from typing import Any
 
 from openmanager.broker.base import Broker, Event
 from openmanager.core import errors
+from openmanager.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,7 @@ class Election:
         Bounded: about STOP_GRACE_S + RELEASE_TIMEOUT_S, even when the lock's server does not answer."""
         self._stop.set()
         task, self._task = self._task, None
-        if task is not None:
-            await asyncio.wait([task], timeout=STOP_GRACE_S)
-            if not task.done():
-                task.cancel()
-                await asyncio.wait([task], timeout=STOP_GRACE_S)
-            if not task.done():
-                log.error("node %s: the election did not stop within %.0fs; stopping without it", self.node,
-                          2 * STOP_GRACE_S)
-            elif not task.cancelled() and task.exception() is not None:
-                log.error("node %s: the election failed", self.node, exc_info=task.exception())
+        await cancel_and_wait(task, grace=STOP_GRACE_S, timeout=STOP_GRACE_S)
         if self.leader:
             try:
                 async with asyncio.timeout(RELEASE_TIMEOUT_S):

@@ -4,41 +4,53 @@
 which has two faults: the `suppress` also swallows a cancellation of the *caller* that arrives while it
 waits (so a cancelled shutdown step carries on as if nothing happened), and it waits for ever for a task
 that does not end. Here the task's own CancelledError is expected and not raised, the caller's is, the
-wait can be bounded, and a task that failed instead is logged rather than lost.
+waits can be bounded, and a task that failed instead, or did not end in time, is logged rather than lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[Any] | None, timeout: float | None = None) -> bool:
-    """Cancel each task still running and wait until all have ended, at most `timeout` seconds (None: no
-    limit). True when all ended; False when some were still running at the deadline (logged)."""
-    pending = [t for t in tasks if t is not None and not t.done()]
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None, grace: float = 0.0, timeout: float | None = None) -> bool:
+    """Give the tasks `grace` seconds to end by themselves, then cancel each one still running and wait
+    until all have ended, at most `timeout` seconds more (None: no limit). True when all ended; False
+    when some were still running at the deadline (logged, and left behind)."""
+    present = [t for t in tasks if t is not None]
+    if grace > 0:
+        await _wait(present, grace)
+    pending = [t for t in present if not t.done()]
     for task in pending:
         task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=timeout)
-    return await wait_ended(*tasks, timeout=0)
+    await _wait(pending, timeout)
+    return _report(present)
 
 
 async def wait_ended(*tasks: asyncio.Task[Any] | None, timeout: float | None = None) -> bool:
     """Wait (at most `timeout`) until each task has ended by itself, without cancelling it. True when all
     ended; a task's failure is logged, not raised; a cancellation of the caller is raised."""
     present = [t for t in tasks if t is not None]
-    running = [t for t in present if not t.done()]
-    if running and timeout != 0:
+    await _wait(present, timeout)
+    return _report(present)
+
+
+async def _wait(tasks: Sequence[asyncio.Task[Any]], timeout: float | None) -> None:
+    running = [t for t in tasks if not t.done()]
+    if running:
         await asyncio.wait(running, timeout=timeout)
+
+
+def _report(tasks: Sequence[asyncio.Task[Any]]) -> bool:
     ended = True
-    for task in present:
+    for task in tasks:
         if not task.done():
             ended = False
-            log.error("task %s did not end in time; left behind", task.get_name())
+            log.error("task %s did not stop within the time it was given; left behind", task.get_name())
         elif not task.cancelled() and task.exception() is not None:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())
     return ended

@@ -47,6 +47,7 @@ from openmanager.broker.base import Event, Listener
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
 from openmanager.core.cursor import parse_cursor
 from openmanager.core.errors import OpenManagerError
+from openmanager.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -276,14 +277,7 @@ class RedisBroker:
             # Stop the reader by closing its connection (its XREAD ends at once), then by cancelling it.
             with contextlib.suppress(RedisError, OSError):
                 await redis_call(self._reader_redis.connection_pool.disconnect(), CLOSE_TIMEOUT_S)
-            await asyncio.wait([reader], timeout=CLOSE_TIMEOUT_S)
-            if not reader.done():
-                reader.cancel()
-                await asyncio.wait([reader], timeout=CLOSE_TIMEOUT_S)
-            if not reader.done():
-                log.error("the Redis reader did not stop within %.0fs; closing without it", 2 * CLOSE_TIMEOUT_S)
-            elif not reader.cancelled() and reader.exception() is not None:
-                log.error("the Redis reader failed", exc_info=reader.exception())
+            await cancel_and_wait(reader, grace=CLOSE_TIMEOUT_S, timeout=CLOSE_TIMEOUT_S)
         for stream in self._streams.values():
             stream.listeners.clear()
         await self.local.close()

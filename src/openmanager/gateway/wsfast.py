@@ -57,7 +57,7 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 from websockets.typing import ExtensionParameter
 
-from openmanager.core.wsframe import MIN_DEFLATE_BYTES, deflate_message, wire_cache
+from openmanager.core.wsframe import MIN_DEFLATE_BYTES, deflate_message, wire_of
 
 SEND_NOW = "openmanager.send_now"
 BIND_DIRECT = "openmanager.bind_direct"
@@ -381,9 +381,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         without waiting. The same payload object sent to many connections is encoded once."""
         if not self.ready or self.transport.is_closing():
             return False
-        cache = wire_cache
-        wire = cache.forms.get(self.wbits) if payload is cache.payload else None
-        self.transport.write(wire if wire is not None else cache.get(payload, self.wbits))
+        self.transport.write(wire_of(payload, self.wbits))
         return True
 
     def bind_direct(self, listener: ReadyListener) -> tuple[Any, int, bool]:

@@ -179,7 +179,7 @@ class Session:
             self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
         self.busy = True
-        self.direct = None
+        self.refresh_direct()
         self._signal()
         return True
 
