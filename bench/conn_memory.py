@@ -53,7 +53,8 @@ async def main(args: argparse.Namespace) -> None:
         rss0 = proc.memory_info().rss
         snap0 = tracemalloc.take_snapshot()
         cmd = ["node", str(PEERS / "loadgen.js"), "--url", f"ws://127.0.0.1:{port}/ws?token={token}",
-               "--kind", "hub", "--clients", str(args.clients), "--deadline", str(time.time() + 300)]
+               "--kind", "hub", "--clients", str(args.clients), "--deadline", str(time.time() + 300),
+               *(["--compression", "1"] if args.compression else [])]
         gen = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # noqa: ASYNC220
         assert gen.stdout is not None
         line = await asyncio.get_running_loop().run_in_executor(None, gen.stdout.readline)
@@ -90,6 +91,7 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--compression", action="store_true", help="clients offer permessage-deflate")
     raise_nofile_limit()
     tracemalloc.start(1)
     import uvloop

@@ -66,7 +66,7 @@ SCENARIOS: dict[str, tuple[int, int, float]] = {
     "fleet1000": (1000, 1000, 1.0),
     "burst": (5000, 20, 0.05),
 }
-TARGETS = ("floor", "uvloop-raw", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping")
+TARGETS = ("floor", "uvloop-raw", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping", "hub-base")
 SUBSCRIBE = '{"type":"subscribe","id":"1","topic":"metrics"}'
 SUBSCRIBE_DELTA = '{"type":"subscribe","id":"1","topic":"metrics","encoding":"delta"}'
 
@@ -83,7 +83,9 @@ def server_command(target: str, port: int, servers: int, tick: float, servers_fi
     if target == "socketio":
         return ["node", str(PEERS / "socketio_server.js"), "--port", str(port), "--servers", str(servers_file),
                 "--tick", str(tick)]
-    hub = os.environ.get("SBS_HUB_LAUNCHER")  # another build of the hub to compare with (a script like -m openmanager)
+    # another build of the hub (a script that runs it like `-m openmanager`): SBS_HUB_LAUNCHER replaces the
+    # hub in every hub target; SBS_HUB_BASE is the `hub-base` target, to compare two builds in one run
+    hub = os.environ.get("SBS_HUB_BASE" if target == "hub-base" else "SBS_HUB_LAUNCHER")
     return [sys.executable, *([hub] if hub else ["-m", "openmanager"]), "serve", "--port", str(port),
             "--data-dir", str(data_dir),
             "--no-local", "--servers", str(servers), "--tick", str(tick), "--seed", "1", "--log-level", "warning",
@@ -105,6 +107,11 @@ def client_args(target: str, port: int, token: str) -> list[str]:
 def cpu_s(proc: Any) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)
+
+
+def sys_s(proc: Any) -> float:
+    """Kernel CPU seconds of `proc`: most of a broadcaster's cost is the kernel's socket writes."""
+    return float(proc.cpu_times().system)
 
 
 def busy_fraction(t0: Any, t1: Any) -> float:
@@ -143,10 +150,11 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
             wait_ready(port, server, log_path, name=target)
             proc = psutil.Process(server.pid)
             time.sleep(IDLE_WARMUP_S)
-            c0, m0 = cpu_s(proc), time.monotonic()
+            c0, k0, m0 = cpu_s(proc), sys_s(proc), time.monotonic()
             time.sleep(IDLE_WINDOW_S)
-            c1, m1 = cpu_s(proc), time.monotonic()
+            c1, k1, m1 = cpu_s(proc), sys_s(proc), time.monotonic()
             idle_rate = (c1 - c0) / (m1 - m0)
+            idle_sys_rate = (k1 - k0) / (m1 - m0)
             rss0 = proc.memory_info().rss
 
             n_workers = max(1, min(args.workers, clients))
@@ -172,9 +180,9 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
                 w.stdin.write(f"start {win0} {win1}\n")
                 w.stdin.flush()
             time.sleep(max(0.0, win0 - time.time()))
-            sys0, c2 = psutil.cpu_times(), cpu_s(proc)
+            sys0, c2, k2 = psutil.cpu_times(), cpu_s(proc), sys_s(proc)
             time.sleep(max(0.0, win1 - time.time()))
-            c3, rss_n, sys1 = cpu_s(proc), proc.memory_info().rss, psutil.cpu_times()
+            c3, k3, rss_n, sys1 = cpu_s(proc), sys_s(proc), proc.memory_info().rss, psutil.cpu_times()
             results = [r.get("result", 30) for r in readers]
         finally:
             for w in workers:
@@ -214,6 +222,7 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
         "idle_cpu_pct": round(idle_rate * 100, 1),
         "window_cpu_pct": round((c3 - c2) / window * 100, 1),
         "cpu_us_per_msg": round((c3 - c2 - idle_rate * window) / messages * 1e6, 2) if messages else None,
+        "sys_us_per_msg": round((k3 - k2 - idle_sys_rate * window) / messages * 1e6, 2) if messages else None,
         "rss0_mb": round(rss0 / 2**20, 1), "rssN_mb": round(rss_n / 2**20, 1),
         "rss_kb_per_conn": round((rss_n - rss0) / 1024 / connected, 2) if connected else None,
         "payload_b_per_frame": round(sum(r["payload_bytes"] for r in results) / messages) if messages else None,
@@ -227,7 +236,8 @@ COLUMNS = [
     ("scenario", "scenario", "{}"), ("target", "target", "{}"), ("clients", "connected", "{}"),
     ("conn s", "connect_s", "{}"), ("msgs/s", "msgs_per_s", "{}"), ("lost", "lost", "{}"),
     ("p50 ms", "lat_p50_ms", "{:.1f}"), ("p99 ms", "lat_p99_ms", "{:.1f}"), ("max ms", "lat_max_ms", "{:.1f}"),
-    ("CPU µs/msg", "cpu_us_per_msg", "{:.2f}"), ("x floor", "cpu_x_floor", "{:.2f}"),
+    ("CPU µs/msg", "cpu_us_per_msg", "{:.2f}"), ("sys µs", "sys_us_per_msg", "{:.2f}"),
+    ("x floor", "cpu_x_floor", "{:.2f}"),
     ("p99 x floor", "p99_x_floor", "{:.2f}"), ("RSS KB/conn", "rss_kb_per_conn", "{:.1f}"),
     ("payload B", "payload_b_per_frame", "{}"), ("wire B", "wire_b_per_frame", "{}"),
     ("wire/JSON", "wire_pct_naive", "{:.0%}"), ("gen CPU %", "loadgen_cpu_pct", "{:.0f}"),
@@ -289,6 +299,8 @@ def main() -> int:
     unknown = set(targets) - set(TARGETS)
     if unknown:
         p.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if "hub-base" in targets and not os.environ.get("SBS_HUB_BASE"):
+        p.error("hub-base needs SBS_HUB_BASE: a script that runs the baseline build like `python -m openmanager`")
     if "floor" in targets and not FLOOR_BIN.exists():
         p.error("bench/peers/floor is not built: run `make bench-peers-build`")
     if any(t in ("node-ws", "socketio") for t in targets) and not (PEERS / "node_modules").exists():
@@ -342,6 +354,7 @@ def main() -> int:
     if args.repeat > 1:
         for (scenario, target), v in grouped.items():
             print(f"{scenario} {target}: CPU µs/msg " + ", ".join(str(r["cpu_us_per_msg"]) for r in v)
+                  + " (sys " + ", ".join(str(r["sys_us_per_msg"]) for r in v) + ")"
                   + "; p99 ms " + ", ".join(str(r["lat_p99_ms"]) for r in v)
                   + "; RSS KB/conn " + ", ".join(str(r["rss_kb_per_conn"]) for r in v))
     if args.json:

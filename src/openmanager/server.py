@@ -81,6 +81,8 @@ def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         ws=FastSendProtocol,  # uvicorn's websockets-sansio plus the fan-out fast path
+        proxy_headers=False,  # applied by gateway.app.StreamFront, off the WebSocket's stack
+        interface="asgi3",  # StreamFront is no coroutine function, which uvicorn's "auto" takes for ASGI 2
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=heartbeat_s,
         ws_ping_timeout=heartbeat_s,

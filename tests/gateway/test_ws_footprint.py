@@ -49,6 +49,16 @@ def coroutine_names() -> list[str]:
     return [t.get_coro().__qualname__ for t in asyncio.all_tasks() if not t.done()]  # type: ignore[union-attr]
 
 
+def suspended_stack(task: asyncio.Task[Any]) -> list[str]:
+    """The coroutines suspended on `task`'s stack, outermost first."""
+    names = []
+    coro: Any = task.get_coro()
+    while coro is not None and hasattr(coro, "cr_frame"):
+        names.append(coro.__qualname__)
+        coro = coro.cr_await
+    return names
+
+
 async def test_an_idle_connection_holds_one_task_and_no_handshake_request(live: LiveHub) -> None:
     clients = [await subscribed_client(live) for _ in range(CLIENTS)]
     try:
@@ -57,6 +67,11 @@ async def test_an_idle_connection_holds_one_task_and_no_handshake_request(live: 
         names = coroutine_names()
         readers = [n for n in names if n.endswith("run_asgi")]
         assert len(readers) == CLIENTS, names  # one task per connection: the one that reads
+        # each coroutine suspended on that task is memory kept per connection: uvicorn's task, the
+        # endpoint's read loop and the protocol's receive; no middleware, front or inbox frame between
+        stacks = {tuple(suspended_stack(t)) for t in asyncio.all_tasks()
+                  if t.get_coro().__qualname__.endswith("run_asgi")}  # type: ignore[union-attr]
+        assert stacks == {("WebSocketsSansIOProtocol.run_asgi", "websocket_endpoint", "FastSendProtocol.receive")}
         # a writer exists only while a queue drains; connections that keep up have none
         async with asyncio.timeout(10):
             while any(n.endswith("_Connection.drain") for n in coroutine_names()):
@@ -98,5 +113,26 @@ async def test_a_paused_connection_gets_a_writer_that_ends_when_its_queue_is_dra
         async with asyncio.timeout(10):
             while any(n.endswith("_Connection.drain") for n in coroutine_names()):
                 await asyncio.sleep(0.01)
+    finally:
+        await ws.close()
+
+
+async def test_forwarded_headers_from_a_trusted_proxy_apply_to_ws_and_http(live: LiveHub) -> None:
+    """uvicorn's proxy-headers middleware runs in `StreamFront` (off the WebSocket's stack): a client
+    behind a proxy on 127.0.0.1 (trusted by default) is known by its `X-Forwarded-For` address."""
+    import httpx
+
+    ws = await connect(f"ws://127.0.0.1:{live.port}/ws", additional_headers={
+        "Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+    }, open_timeout=5)
+    try:
+        assert orjson.loads(await ws.recv())["type"] == "welcome"
+        assert live.hub is not None
+        (session,) = live.hub.sessions.values()
+        assert session.remote == "203.0.113.7:0"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{live.port}") as http:
+            listed = (await http.get("/api/v1/connections", headers={
+                "Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "198.51.100.2"})).json()
+        assert [c["remote"] for c in listed["connections"]] == ["203.0.113.7:0"]
     finally:
         await ws.close()

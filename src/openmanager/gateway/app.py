@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from openmanager import __version__
 from openmanager.agent.protocol import INGEST_PATH
@@ -110,22 +112,33 @@ class AuthGate:
         return redirect
 
 
+async def _scope_only(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app behind `StreamFront.forwarded`: the middleware's rewrite of the scope is all it is for."""
+
+
 class StreamFront:
     """The outermost ASGI app: `/ws` goes straight to its endpoint, everything else to the FastAPI app.
 
-    A WebSocket connection lives for hours on one task; routed through FastAPI that task would hold the
-    whole middleware and routing stack (~10 KB per connection), none of which `/ws` uses: it
-    authenticates itself (close 4401), and compression and the access log are for HTTP."""
+    A WebSocket connection lives for hours on one task, and every coroutine on that task's stack stays
+    allocated with it. Routed through FastAPI that task would hold the whole middleware and routing
+    stack (~10 KB per connection), none of which `/ws` uses: it authenticates itself (close 4401), and
+    compression and the access log are for HTTP. So this front is no coroutine itself (it returns the
+    callee's awaitable), and it takes over uvicorn's proxy-headers middleware (the server runs with
+    `proxy_headers=False`): `X-Forwarded-For` / `-Proto` from a trusted proxy (`FORWARDED_ALLOW_IPS`, by
+    default 127.0.0.1, as in uvicorn) are applied by `forwarded` while `/ws` is admitted, and by the same
+    middleware around the HTTP app, so no frame of either stays on a WebSocket's stack."""
 
     def __init__(self, app: ASGIApp, hub: Hub) -> None:
-        self.app = app
+        trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+        # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
+        self.app: ASGIApp = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
+        self.forwarded: ASGIApp = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
         self.hub = hub
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
-            await websocket_endpoint(scope, receive, send, self.hub)
-        else:
-            await self.app(scope, receive, send)
+            return websocket_endpoint(scope, receive, send, self.hub, self.forwarded)
+        return self.app(scope, receive, send)
 
 
 def create_app(hub: Hub) -> StreamFront:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import HTTPConnection
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmanager import __version__
 from openmanager.core.encoding import encode, pack, unpack
@@ -55,12 +55,39 @@ class ProtocolError(OpenManagerError):
     code = "invalid_message"
 
 
-async def websocket_endpoint(scope: Scope, receive: Receive, send: Send, hub: Hub) -> None:
+async def websocket_endpoint(
+    scope: Scope, receive: Receive, send: Send, hub: Hub, forwarded: ASGIApp | None = None
+) -> None:
     """One `/ws` connection, as a plain ASGI callable (see `gateway.app.StreamFront`): no HTTP middleware
-    or routing stays on its stack, and no task of its own stays alive except while a write waits."""
+    or routing stays on its stack, and no task of its own stays alive except while a write waits.
+    `forwarded` is awaited first to apply trusted proxy headers to the scope. The read loop is here,
+    not in a method it awaits: this frame stays suspended for the connection's life, and one is
+    enough."""
+    if forwarded is not None:
+        await forwarded(scope, receive, send)
     admitted = await _admit(scope, receive, send, hub)
-    if admitted is not None:
-        await _Connection(hub, send, *admitted).run(receive)
+    if admitted is None:
+        return
+    conn = _Connection(hub, send, *admitted)
+    session = conn.open()
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            payload = message.get("text")
+            if payload is None:
+                payload = message.get("bytes") or b""
+            await handle_message(hub, session, payload)
+    except asyncio.CancelledError:
+        if not conn.interrupted or conn.reader is None:
+            raise
+        conn.reader.uncancel()
+    except (RuntimeError, OSError):
+        pass
+    finally:
+        await conn.finish()
+    await conn.send_close()
 
 
 async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[Session, Principal] | None:
@@ -110,7 +137,7 @@ async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[
 
 
 class _Connection:
-    """An admitted connection. The task that runs `run` reads; frames the transport could not take at
+    """An admitted connection. The task that runs `websocket_endpoint` reads; frames the transport could not take at
     once wait in the session's queue, and a writer task exists only while that queue is drained. When
     the session closes (or a write fails: the peer went away) the writer interrupts the read."""
 
@@ -125,7 +152,8 @@ class _Connection:
         self.writer: asyncio.Task[None] | None = None
         self.interrupted = False
 
-    async def run(self, receive: Receive) -> None:
+    def open(self) -> Session:
+        """Register the session with the hub and welcome the client; answers the session."""
         hub, session = self.hub, self.session
         self.reader = asyncio.current_task()
         session.on_pending = self.on_pending
@@ -142,33 +170,26 @@ class _Connection:
                 "version": __version__,
             },
         )
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                payload = message.get("text")
-                if payload is None:
-                    payload = message.get("bytes") or b""
-                await handle_message(hub, session, payload)
-        except asyncio.CancelledError:
-            if not self.interrupted or self.reader is None:
-                raise
-            self.reader.uncancel()
-        except (RuntimeError, OSError):
-            pass
-        finally:
-            session.on_pending = None
-            hub.fanout.detach_all(session)
-            writer = self.writer
-            if writer is not None and not writer.done():
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RuntimeError, OSError):
-                    await writer
-            hub.sessions.pop(session.id, None)
-            hub.auth.unbind(session)
-            hub.stats.connections["ws"] -= 1
-        if session.close_code is not None and session.close_code != 1006:  # 1006: the peer is gone
+        return session
+
+    async def finish(self) -> None:
+        """The read loop ended: leave every subscription, stop the writer, unregister."""
+        hub, session = self.hub, self.session
+        session.on_pending = None
+        hub.fanout.detach_all(session)
+        writer = self.writer
+        if writer is not None and not writer.done():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError, OSError):
+                await writer
+        hub.sessions.pop(session.id, None)
+        hub.auth.unbind(session)
+        hub.stats.connections["ws"] -= 1
+
+    async def send_close(self) -> None:
+        """Close with the session's code, unless the peer is already gone (1006)."""
+        session = self.session
+        if session.close_code is not None and session.close_code != 1006:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await self.send({"type": "websocket.close", "code": session.close_code,

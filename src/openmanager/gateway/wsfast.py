@@ -32,11 +32,13 @@
    else (a split pong, a pong after other bytes, bytes in the middle of a frame) goes to the parser.
 6. **Less per connection.** uvicorn's `asyncio.Queue` of receive events (three deques) and its
    `asyncio.Event` for writability (a deque) become `Inbox` and `Flag`, small objects with the same
-   methods; the handshake's request and response are dropped once the 101 is sent (including the one
-   the handshake parser's suspended frame holds: the frame parser is restarted at the boundary).
+   methods, and `receive` waits on the inbox itself (one suspended frame fewer per connection); the
+   handshake's request and response are dropped once the 101 is sent (including the one the handshake
+   parser's suspended frame holds: the frame parser is restarted at the boundary).
 
 This leans on uvicorn internals (`conn`, `conn.parser`, `transport`, `writable`, `close_sent`, `disconnected`,
-`handshake_complete`, `scope`, `pending_ping_payload`, `ping_sent_at`, `keepalive_timeout`), so
+`handshake_complete`, `scope`, `queue`, `read_paused`, `pending_ping_payload`, `ping_sent_at`,
+`keepalive_timeout`), so
 uvicorn's version is pinned; `tests/gateway/test_wsfast.py` and the integration tests cover the path.
 """
 
@@ -102,6 +104,10 @@ class SharedDeflateFactory(ServerPerMessageDeflateFactory):
             ext.local_max_window_bits,
         )
         return response, shared
+
+
+_SHARED_DEFLATE = (SharedDeflateFactory(),)
+"""Every connection's offer of extensions: the factory keeps no state, so one serves them all."""
 
 
 class Inbox:
@@ -346,7 +352,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         if self.config.ws_per_message_deflate:  # replace uvicorn's per-connection deflate factory
             replaced = self.conn
             self.conn = ServerProtocol(
-                extensions=[SharedDeflateFactory()], max_size=self.config.ws_max_size, logger=replaced.logger
+                extensions=_SHARED_DEFLATE, max_size=self.config.ws_max_size, logger=replaced.logger
             )
             replaced.parser.close()  # its parser refers back to it: free it now, not at a later GC
 
@@ -375,6 +381,23 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
             # uvicorn sets ~40 attributes, more than a shared-key instance dict holds, so the dict was
             # converted to a table sized for growth (128 slots); rebuilt key by key it fits in 64.
             self.__dict__ = dict(iter(self.__dict__.items()))
+
+    async def receive(self) -> Any:
+        """uvicorn's `receive` with `Inbox.get` inlined: a connection's task waits here for hours, and
+        each coroutine on its stack is a suspended frame kept per connection."""
+        inbox: Inbox = self.queue  # type: ignore[assignment]
+        items = inbox._items
+        while not items:
+            inbox._waiter = self.loop.create_future()
+            try:
+                await inbox._waiter
+            finally:
+                inbox._waiter = None
+        message = items.pop(0)
+        if self.read_paused and not items:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message
 
     def send_now(self, payload: str | bytes) -> bool:
         """Write one message now (str: text, bytes: binary); False when the transport cannot take it

@@ -48,21 +48,39 @@ def shape_id(key: tuple[object, ...], encoding: str) -> str:
 class Shape:
     """One distinct subscription shape and the sessions that share it."""
 
-    __slots__ = ("_timer", "binary", "delta", "encoding", "filter", "pending", "pending_cursor", "pending_ts",
-                 "sessions", "sub", "topic")
+    __slots__ = ("_members", "_timer", "binary", "delta", "encoding", "filter", "pending", "pending_cursor",
+                 "pending_ts", "sessions", "sub", "topic")
 
     def __init__(self, topic: str, flt: TopicFilter, encoding: str) -> None:
         self.topic = topic
         self.filter = flt
         self.encoding = encoding
         self.sub = shape_id(flt.key, encoding)
-        self.sessions: dict[Session, None] = {}  # insertion-ordered set
+        self.sessions: dict[Session, None] = {}  # insertion-ordered set; change it through join / leave
+        self._members: tuple[Session, ...] | None = ()
         self.pending: dict[str, dict[str, Any]] = {}  # interval shapes: latest per server
         self.pending_cursor = ""
         self.pending_ts = 0
         self._timer: asyncio.TimerHandle | None = None
         self.binary = encoding.endswith("msgpack")  # msgpack frames (the openmanager.v1.msgpack subprotocol)
         self.delta: DeltaEncoder | None = DeltaEncoder() if encoding.startswith("delta") else None
+
+    def join(self, session: Session) -> None:
+        self.sessions[session] = None
+        self._members = None
+
+    def leave(self, session: Session) -> None:
+        if self.sessions.pop(session, False) is None:
+            self._members = None
+
+    @property
+    def members(self) -> tuple[Session, ...]:
+        """The sessions as a tuple, built once per change of membership rather than once per event: the
+        fan-out iterates a snapshot (a delivery may close a session, which leaves the shape)."""
+        members = self._members
+        if members is None:
+            members = self._members = tuple(self.sessions)
+        return members
 
     def message(self, message: dict[str, Any]) -> str | bytes:
         """Any message in this shape's wire format."""
@@ -153,7 +171,7 @@ class FanOut:
         """Add `session` to `shape`. With `hold`, live events are kept back (in order, bounded by the time
         the caller takes) until `release`: attach before awaiting a replay, so nothing published meanwhile
         is lost."""
-        shape.sessions[session] = None
+        shape.join(session)
         session.subs[shape.sub] = shape
         if hold:
             session.held[shape.sub] = []
@@ -180,7 +198,7 @@ class FanOut:
                 session.send_latest(shape.sub, cursor, data, frame)
 
     def detach(self, session: Session, shape: Shape) -> None:
-        shape.sessions.pop(session, None)
+        shape.leave(session)
         session.subs.pop(shape.sub, None)
         session.held.pop(shape.sub, None)
         session.refresh_direct()
@@ -265,7 +283,7 @@ class FanOut:
                 continue
             data, frame = rendered
             self.stats.frames_encoded += 1
-            deliver(tuple(shape.sessions), shape, event.cursor, data, frame, self.stats,
+            deliver(shape.members, shape, event.cursor, data, frame, self.stats,
                     latest=shape.topic in CONFLATED_TOPICS)
         elapsed = time.perf_counter() - started
         self.stats.observe_fanout(elapsed)
@@ -301,7 +319,7 @@ class FanOut:
             data = {"ts": shape.pending_ts, "servers": servers}
             frame = self.encode(shape, shape.pending_cursor, data)
             self.stats.frames_encoded += 1
-            deliver(tuple(shape.sessions), shape, shape.pending_cursor, data, frame, self.stats, latest=True)
+            deliver(shape.members, shape, shape.pending_cursor, data, frame, self.stats, latest=True)
         self._schedule_flush(shape)
 
 
