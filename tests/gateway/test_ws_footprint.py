@@ -136,3 +136,51 @@ async def test_forwarded_headers_from_a_trusted_proxy_apply_to_ws_and_http(live:
         assert [c["remote"] for c in listed["connections"]] == ["203.0.113.7:0"]
     finally:
         await ws.close()
+
+
+@pytest.fixture
+async def pinging(tmp_path: Path) -> AsyncIterator[LiveHub]:
+    """Metrics every 0.1 s, a heartbeat every 0.4 s (a visit every 0.1 s)."""
+    hub = await LiveHub(tmp_path, simulator=True, servers=5, heartbeat_ms=400).start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
+async def test_a_heartbeat_ping_rides_with_the_next_frame(pinging: LiveHub) -> None:
+    ws = await subscribed_client(pinging)
+    quiet = await connect(f"ws://127.0.0.1:{pinging.port}/ws", additional_headers={
+        "Authorization": f"Bearer {ADMIN}"}, open_timeout=5)  # subscribes to nothing: no frame to ride on
+    try:
+        assert orjson.loads(await quiet.recv())["type"] == "welcome"
+        protocols = [p for p in pinging.server_connections() if isinstance(p, FastSendProtocol)]
+        assert len(protocols) == 2
+        carried: dict[FastSendProtocol, list[tuple[bytes, bytes]]] = {p: [] for p in protocols}
+        for proto in protocols:
+            original = proto.transport.writelines
+
+            def record(chunks: Any, _p: FastSendProtocol = proto, _w: Any = original) -> None:
+                chunks = tuple(chunks)
+                carried[_p].append((bytes(chunks[0]), bytes(chunks[1])))
+                _w(chunks)
+
+            proto.transport.writelines = record  # type: ignore[method-assign]
+        busy, idle = sorted(protocols, key=lambda p: not any(s.subs for s in pinging.hub.sessions.values()  # type: ignore[union-attr]
+                                                             if s.rtt == p.rtt_ms))
+        async with asyncio.timeout(10):
+            while not carried[busy] or busy.rtt_ms() is None or idle.rtt_ms() is None:
+                await asyncio.sleep(0.02)
+                while True:  # keep reading: the busy client answers pings as it reads
+                    try:
+                        async with asyncio.timeout(0.01):
+                            await ws.recv()
+                    except TimeoutError:
+                        break
+        ping, frame = carried[busy][0]
+        assert ping[0] == 0x89 and len(ping) == 6  # a ping frame, then an event frame, in one write
+        assert frame[0] & 0x8F == 0x81 and len(frame) > 100  # a final text frame (RSV1 set when deflated)
+        assert carried[idle] == []  # nothing to ride on: its pings went alone, and were answered
+    finally:
+        await ws.close()
+        await quiet.close()

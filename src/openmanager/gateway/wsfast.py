@@ -27,6 +27,8 @@
    `SharedHeartbeat` per event loop visits a slice of the connections every tick: each connection is
    pinged once per interval with a ping frame shared by that tick, and closed (1011) when its last
    ping is still unanswered `ping_timeout` later (checked at its next visit, so within one tick of it).
+   A connection whose session writes to it directly gets its ping with its next frame, in the same
+   `writev` (`PingCarrier`), or alone at the next visit when no frame came in that tick.
 5. **Pongs without the parser.** A heartbeat pong that arrives alone in a read while the frame parser
    waits between frames is recognised by its 10 bytes and matched against the ping in flight; anything
    else (a split pong, a pong after other bytes, bytes in the middle of a frame) goes to the parser.
@@ -67,9 +69,12 @@ RTT = "openmanager.rtt_ms"
 
 
 class ReadyListener(typing.Protocol):
-    """What `bind_direct` reports readiness changes to (`pipeline.session.Session`)."""
+    """What `bind_direct` reports to (`pipeline.session.Session`): readiness changes, and the object its
+    frames are to be written to (the transport, or a `PingCarrier` while a heartbeat ping is due)."""
 
     def transport_ready(self, ready: bool) -> None: ...
+
+    def attach_transport(self, transport: Any, wbits: int, ready: bool) -> None: ...
 
 
 class SharedDeflate(PerMessageDeflate):
@@ -175,6 +180,22 @@ class Flag:
         return True
 
 
+class PingCarrier:
+    """Stands in for a connection's transport in its bound session while a heartbeat ping is due: the
+    next frame written through it takes the ping along in the same `writev` (`write_with_ping`)."""
+
+    __slots__ = ("proto",)
+
+    def __init__(self, proto: FastSendProtocol) -> None:
+        self.proto = proto
+
+    def is_closing(self) -> bool:
+        return bool(self.proto.transport.is_closing())
+
+    def write(self, data: bytes) -> None:
+        self.proto.write_with_ping(data)
+
+
 class SharedHeartbeat:
     """Pings every registered connection once per `interval` from one timer per event loop.
 
@@ -194,6 +215,7 @@ class SharedHeartbeat:
         self._next = 0
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._waiting: list[FastSendProtocol] = []  # pings the last visit left to ride on a frame
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop, interval: float, timeout: float | None) -> SharedHeartbeat:
@@ -233,8 +255,12 @@ class SharedHeartbeat:
         ping = b"\x89\x04" + payload  # FIN + PING, 4-byte payload, unmasked
         now = self.loop.time()
         late = None if self.timeout is None else self.timeout - self.tick / 2
+        waited, self._waiting = self._waiting, []
+        for proto in waited:  # no frame came along in a whole tick: the ping goes alone
+            proto.flush_ping(now)
         for proto in tuple(bucket):
-            proto.beat(now, payload, ping, late)
+            if proto.beat(now, payload, ping, late):
+                self._waiting.append(proto)
         self._timer = self.loop.call_later(self.tick, self._visit) if self.size else None
 
 
@@ -404,7 +430,10 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         without waiting. The same payload object sent to many connections is encoded once."""
         if not self.ready or self.transport.is_closing():
             return False
-        self.transport.write(wire_of(payload, self.wbits))
+        if self.ping_due is None:
+            self.transport.write(wire_of(payload, self.wbits))
+        else:
+            self.write_with_ping(wire_of(payload, self.wbits))
         return True
 
     def bind_direct(self, listener: ReadyListener) -> tuple[Any, int, bool]:
@@ -432,14 +461,59 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
                 self.heartbeat_bucket.pop(self, None)
                 self.heartbeat_bucket = None
 
-    def beat(self, now: float, payload: bytes, ping: bytes, late: float | None) -> None:
-        """One heartbeat visit: ping, or close (1011) when the last ping has gone unanswered too long."""
+    ping_due: tuple[bytes, bytes] | None = None
+    """(payload, frame) of a heartbeat ping waiting to go out with this connection's next frame."""
+
+    def beat(self, now: float, payload: bytes, ping: bytes, late: float | None) -> bool:
+        """One heartbeat visit: ping, or close (1011) when the last ping has gone unanswered too long.
+        A connection bound to a session that may take frames at once gets its ping with its next frame
+        (the session writes to a `PingCarrier` until then): True, and the heartbeat sends it alone with
+        `flush_ping` at its next visit if no frame came. Riding on a frame, the ping costs no system
+        call of its own, and its pong comes back while the fan-out is still writing, read in the same
+        event-loop pass as the others instead of waking the hub once per pong."""
         if self.close_sent or self.transport.is_closing():
-            return
+            return False
         if self.pending_ping_payload is not None:
             if late is not None and now - self.ping_sent_at >= late:
                 self.keepalive_timeout()
+            return False
+        listener = self.on_ready
+        if listener is not None and self.ready and self.ping_due is None:
+            self.ping_due = (payload, ping)
+            listener.attach_transport(PingCarrier(self), self.wbits, True)
+            return True
+        self._write_ping(payload, ping, now)
+        return False
+
+    def write_with_ping(self, data: bytes) -> None:
+        """Write `data` after the due ping, both in one system call (uvloop's `writelines`)."""
+        due = self.ping_due
+        if due is None:
+            self.transport.write(data)
             return
+        self.ping_due = None
+        payload, ping = due
+        self.pending_ping_payload = payload
+        self.ping_sent_at = self.loop.time()
+        self.transport.writelines((ping, data))
+        self._restore_direct()
+
+    def flush_ping(self, now: float) -> None:
+        """Send the due ping alone (no frame came to carry it)."""
+        due = self.ping_due
+        if due is None:
+            return
+        self.ping_due = None
+        self._restore_direct()
+        if not self.close_sent and not self.transport.is_closing() and self.pending_ping_payload is None:
+            self._write_ping(*due, now)
+
+    def _write_ping(self, payload: bytes, ping: bytes, now: float) -> None:
         self.pending_ping_payload = payload
         self.ping_sent_at = now
         self.transport.write(ping)
+
+    def _restore_direct(self) -> None:
+        listener = self.on_ready
+        if listener is not None:
+            listener.attach_transport(self.transport, self.wbits, self.ready)
