@@ -104,14 +104,11 @@ def client_args(target: str, port: int, token: str) -> list[str]:
     return out
 
 
-def cpu_s(proc: Any) -> float:
+def cpu_s(proc: Any) -> tuple[float, float]:
+    """CPU seconds of `proc`: (user + kernel, kernel). Most of a broadcaster's cost is the kernel's
+    socket writes."""
     t = proc.cpu_times()
-    return float(t.user + t.system)
-
-
-def sys_s(proc: Any) -> float:
-    """Kernel CPU seconds of `proc`: most of a broadcaster's cost is the kernel's socket writes."""
-    return float(proc.cpu_times().system)
+    return float(t.user + t.system), float(t.system)
 
 
 def busy_fraction(t0: Any, t1: Any) -> float:
@@ -150,9 +147,9 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
             wait_ready(port, server, log_path, name=target)
             proc = psutil.Process(server.pid)
             time.sleep(IDLE_WARMUP_S)
-            c0, k0, m0 = cpu_s(proc), sys_s(proc), time.monotonic()
+            (c0, k0), m0 = cpu_s(proc), time.monotonic()
             time.sleep(IDLE_WINDOW_S)
-            c1, k1, m1 = cpu_s(proc), sys_s(proc), time.monotonic()
+            (c1, k1), m1 = cpu_s(proc), time.monotonic()
             idle_rate = (c1 - c0) / (m1 - m0)
             idle_sys_rate = (k1 - k0) / (m1 - m0)
             rss0 = proc.memory_info().rss
@@ -180,9 +177,9 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
                 w.stdin.write(f"start {win0} {win1}\n")
                 w.stdin.flush()
             time.sleep(max(0.0, win0 - time.time()))
-            sys0, c2, k2 = psutil.cpu_times(), cpu_s(proc), sys_s(proc)
+            sys0, (c2, k2) = psutil.cpu_times(), cpu_s(proc)
             time.sleep(max(0.0, win1 - time.time()))
-            c3, k3, rss_n, sys1 = cpu_s(proc), sys_s(proc), proc.memory_info().rss, psutil.cpu_times()
+            (c3, k3), rss_n, sys1 = cpu_s(proc), proc.memory_info().rss, psutil.cpu_times()
             results = [r.get("result", 30) for r in readers]
         finally:
             for w in workers:

@@ -34,7 +34,7 @@
    else (a split pong, a pong after other bytes, bytes in the middle of a frame) goes to the parser.
 6. **Less per connection.** uvicorn's `asyncio.Queue` of receive events (three deques) and its
    `asyncio.Event` for writability (a deque) become `Inbox` and `Flag`, small objects with the same
-   methods, and `receive` waits on the inbox itself (one suspended frame fewer per connection); the
+   methods, and `receive` awaits the inbox's future itself (one suspended frame fewer per connection); the
    handshake's request and response are dropped once the 101 is sent (including the one the handshake
    parser's suspended frame holds: the frame parser is restarted at the boundary).
 
@@ -117,7 +117,8 @@ _SHARED_DEFLATE = (SharedDeflateFactory(),)
 
 class Inbox:
     """uvicorn's queue of ASGI receive events, minus the three deques of `asyncio.Queue`: one list and
-    one waiter (uvicorn's `receive()` is awaited by one task at a time)."""
+    one waiter (`FastSendProtocol.receive` is awaited by one task at a time). No coroutine of its own:
+    `receive` awaits `arrival()` itself, so no extra frame stays suspended per connection."""
 
     __slots__ = ("_items", "_waiter")
 
@@ -127,20 +128,19 @@ class Inbox:
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
-        waiter = self._waiter
+        waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
     def empty(self) -> bool:
         return not self._items
 
-    async def get(self) -> Any:
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+    def arrival(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """A future done when the next item is put (await it while `empty()`)."""
+        waiter = self._waiter = loop.create_future()
+        return waiter
+
+    def pop(self) -> Any:
         return self._items.pop(0)
 
 
@@ -412,15 +412,10 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         """uvicorn's `receive` with `Inbox.get` inlined: a connection's task waits here for hours, and
         each coroutine on its stack is a suspended frame kept per connection."""
         inbox: Inbox = self.queue  # type: ignore[assignment]
-        items = inbox._items
-        while not items:
-            inbox._waiter = self.loop.create_future()
-            try:
-                await inbox._waiter
-            finally:
-                inbox._waiter = None
-        message = items.pop(0)
-        if self.read_paused and not items:
+        while inbox.empty():
+            await inbox.arrival(self.loop)
+        message = inbox.pop()
+        if self.read_paused and inbox.empty():
             self.read_paused = False
             self.transport.resume_reading()
         return message
@@ -430,10 +425,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         without waiting. The same payload object sent to many connections is encoded once."""
         if not self.ready or self.transport.is_closing():
             return False
-        if self.ping_due is None:
-            self.transport.write(wire_of(payload, self.wbits))
-        else:
-            self.write_with_ping(wire_of(payload, self.wbits))
+        self.write_with_ping(wire_of(payload, self.wbits))  # with the heartbeat's ping if one is due
         return True
 
     def bind_direct(self, listener: ReadyListener) -> tuple[Any, int, bool]:
@@ -486,7 +478,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         return False
 
     def write_with_ping(self, data: bytes) -> None:
-        """Write `data` after the due ping, both in one system call (uvloop's `writelines`)."""
+        """Write `data`, after the due ping if there is one: both in one system call (`writelines`)."""
         due = self.ping_due
         if due is None:
             self.transport.write(data)
