@@ -7,6 +7,8 @@ Scenarios (clients, servers in the fleet, tick): `1k` (1,000, 20, 1 s), `5k`, `1
 clients, 1,000 servers), `burst` (5,000 clients at 20 Hz). Targets:
 
 - `floor`: bench/peers/floor (C, epoll): one pre-built frame written to every socket each tick;
+- `floor-ping`: the floor with the hub's heartbeat (`--ping-s 15`), a diagnostic: every client gets a
+  ping every 15 s in the same `writev` as a frame, as the hub sends it, and answers it with a pong;
 - `node-ws`: Node `ws`, each frame serialised once and sent to every client;
 - `uvloop-raw`: bench/peers/uvloop_server.py, the floor's behaviour in Python on uvloop (`transport.write()`
   of one pre-built frame per socket): what Python itself costs, without the hub;
@@ -26,8 +28,10 @@ seconds. Reported: clients connected (and the time it took), messages/s delivere
 gaps), p50/p99/max sample→client latency (stamped when the client's `message` fires), server CPU per
 delivered message = (CPU in the window - idle CPU rate * window) / messages, RSS per connection =
 (RSS with N - RSS idle) / N, payload and wire bytes per frame and wire bytes as a share of the naive
-full-JSON frame. Every child is stopped by PID; the run has a hard timeout. Exit 1 when a client failed
-to connect, lost a frame or was dropped; 2 when the run itself failed.
+full-JSON frame. With `--pin` the server runs on CPU 0 and the load generator on CPU 1: on a 2-core
+machine they otherwise share both cores, and a server's latency then depends on how the scheduler
+splits them as much as on its own work. Every child is stopped by PID; the run has a hard timeout.
+Exit 1 when a client failed to connect, lost a frame or was dropped; 2 when the run itself failed.
 """
 
 from __future__ import annotations
@@ -66,14 +70,17 @@ SCENARIOS: dict[str, tuple[int, int, float]] = {
     "fleet1000": (1000, 1000, 1.0),
     "burst": (5000, 20, 0.05),
 }
-TARGETS = ("floor", "uvloop-raw", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping", "hub-base")
+TARGETS = ("floor", "floor-ping", "uvloop-raw", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping",
+           "hub-base")
+HEARTBEAT_S = 15  # the hub's default `heartbeat_ms`, for `floor-ping`
 SUBSCRIBE = '{"type":"subscribe","id":"1","topic":"metrics"}'
 SUBSCRIBE_DELTA = '{"type":"subscribe","id":"1","topic":"metrics","encoding":"delta"}'
 
 
 def server_command(target: str, port: int, servers: int, tick: float, servers_file: Path, data_dir: Path) -> list[str]:
-    if target == "floor":
-        return [str(FLOOR_BIN), "--port", str(port), "--servers", str(servers_file), "--tick", str(tick)]
+    if target in ("floor", "floor-ping"):
+        return [str(FLOOR_BIN), "--port", str(port), "--servers", str(servers_file), "--tick", str(tick),
+                *(["--ping-s", str(HEARTBEAT_S)] if target == "floor-ping" else [])]
     if target == "uvloop-raw":
         return [sys.executable, str(PEERS / "uvloop_server.py"), "--port", str(port), "--servers", str(servers_file),
                 "--tick", str(tick)]
@@ -95,7 +102,7 @@ def server_command(target: str, port: int, servers: int, tick: float, servers_fi
 def client_args(target: str, port: int, token: str) -> list[str]:
     if target == "socketio":
         return ["--url", f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", "--kind", "sio"]
-    if target in ("floor", "uvloop-raw", "node-ws"):
+    if target in ("floor", "floor-ping", "uvloop-raw", "node-ws"):
         return ["--url", f"ws://127.0.0.1:{port}/ws", "--kind", "plain"]
     out = ["--url", f"ws://127.0.0.1:{port}/ws?token={token}", "--kind", "hub",
            "--subscribe", SUBSCRIBE_DELTA if target == "hub-delta" else SUBSCRIBE]
@@ -127,6 +134,14 @@ def percentile_hist(hist: dict[int, int], total: int, q: float) -> int:
     return max(hist) if hist else 0
 
 
+SERVER_CPU, LOADGEN_CPU = 0, 1  # with --pin
+
+
+def pinned(cpu: int) -> Any:
+    """A `preexec_fn` that runs the child (and every thread it starts) on one CPU only."""
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
 def run_target(target: str, scenario: str, args: argparse.Namespace, servers_file: Path) -> dict[str, Any]:
     import psutil
 
@@ -143,7 +158,8 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
         try:
             cmd = server_command(target, port, servers, tick, servers_file, Path(tmp) / "data")
             with log_path.open("wb") as log:
-                server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          preexec_fn=pinned(SERVER_CPU) if args.pin else None)
             wait_ready(port, server, log_path, name=target)
             proc = psutil.Process(server.pid)
             time.sleep(IDLE_WARMUP_S)
@@ -163,7 +179,8 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
                 w = subprocess.Popen(["node", str(PEERS / "loadgen.js"), *client_args(target, port, token),
                                       "--clients", str(n), "--deadline", str(deadline),
                                       "--connect-budget", str(connect_budget - 5)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=pinned(LOADGEN_CPU) if args.pin else None)
                 workers.append(w)
                 readers.append(LineReader(w, give_up="result"))
             readies = [r.get("ready", connect_budget) for r in readers]
@@ -195,6 +212,11 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
         for bucket, count in r["hist"]:
             hist[bucket] = hist.get(bucket, 0) + count
     bucket_ms = results[0]["bucket_ms"] if results else 0.1
+    tick_max: dict[int, float] = {}
+    for r in results:
+        for seq, ms in r.get("tick_max", ()):
+            tick_max[seq] = max(ms, tick_max.get(seq, 0.0))
+    slowest_ticks = sorted(tick_max.values())
     messages = sum(r["messages"] for r in results)
     failures: dict[str, int] = {}
     dropped: dict[str, int] = {}
@@ -216,6 +238,9 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
         "lat_p50_ms": round(percentile_hist(hist, messages, 0.50) * bucket_ms, 1),
         "lat_p99_ms": round(percentile_hist(hist, messages, 0.99) * bucket_ms, 1),
         "lat_max_ms": round(max(hist) * bucket_ms, 1) if hist else None,
+        # every tick's slowest frame: a p99 set by a few slow ticks reads differently from a uniform one
+        "tick_max_ms": [tick_max[seq] for seq in sorted(tick_max)],
+        "tick_max_median_ms": statistics.median(slowest_ticks) if slowest_ticks else None,
         "idle_cpu_pct": round(idle_rate * 100, 1),
         "window_cpu_pct": round((c3 - c2) / window * 100, 1),
         "cpu_us_per_msg": round((c3 - c2 - idle_rate * window) / messages * 1e6, 2) if messages else None,
@@ -289,6 +314,9 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds measured")
     p.add_argument("--workers", type=int, default=2, help="load-generator processes")
     p.add_argument("--repeat", type=int, default=1, help="runs per target (interleaved); the table shows medians")
+    p.add_argument("--pin", action="store_true",
+                   help="run the server on CPU 0 and the load generator on CPU 1, so they never take each "
+                        "other's time slices (needs 2 CPUs)")
     p.add_argument("--json", type=Path, help="also write every run here")
     args = p.parse_args()
     scenarios = args.scenario or ["1k"]
@@ -298,10 +326,12 @@ def main() -> int:
         p.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if "hub-base" in targets and not os.environ.get("SBS_HUB_BASE"):
         p.error("hub-base needs SBS_HUB_BASE: a script that runs the baseline build like `python -m openmanager`")
-    if "floor" in targets and not FLOOR_BIN.exists():
+    if {"floor", "floor-ping"} & set(targets) and not FLOOR_BIN.exists():
         p.error("bench/peers/floor is not built: run `make bench-peers-build`")
     if any(t in ("node-ws", "socketio") for t in targets) and not (PEERS / "node_modules").exists():
         p.error("bench/peers/node_modules is missing: run `make bench-peers-build`")
+    if args.pin and len(os.sched_getaffinity(0)) < 2:
+        p.error("--pin needs 2 CPUs")
     raise_nofile_limit()  # every child inherits it (10,000 clients need more than 1,024)
     per_run = 60 + IDLE_WARMUP_S + IDLE_WINDOW_S + 120 + SETTLE_S + args.duration + 60
     hard_timeout = int(per_run * len(targets) * len(scenarios) * args.repeat) + 60
@@ -343,7 +373,8 @@ def main() -> int:
     add_ratios(rows, naive_json)
     print(table(rows))
     print(f"machine: {os.cpu_count()} cores, {background:.0f}% busy before the run, load average "
-          f"{load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after; medians of {args.repeat} run(s) each")
+          f"{load_before[0]:.2f} before / {os.getloadavg()[0]:.2f} after; medians of {args.repeat} run(s) each"
+          + ("; server pinned to CPU 0, load generator to CPU 1" if args.pin else ""))
     for r in rows:
         if r["connect_failures"] or r["dropped"] or r["lost"] or r["timed_out_workers"]:
             print(f"{r['scenario']} {r['target']}: failures {r['failure_reasons']}, dropped {r['dropped']}, "
@@ -354,6 +385,10 @@ def main() -> int:
                   + " (sys " + ", ".join(str(r["sys_us_per_msg"]) for r in v) + ")"
                   + "; p99 ms " + ", ".join(str(r["lat_p99_ms"]) for r in v)
                   + "; RSS KB/conn " + ", ".join(str(r["rss_kb_per_conn"]) for r in v))
+    for r in runs:
+        if 0 < len(r["tick_max_ms"]) <= 60:  # 1 Hz scenarios; the burst's 20 Hz makes too many to print
+            print(f"{r['scenario']} {r['target']}: each tick's slowest frame, ms: "
+                  + " ".join(f"{ms:.0f}" for ms in r["tick_max_ms"]))
     if args.json:
         meta = {"date": started.isoformat(timespec="seconds"), "argv": sys.argv, "python": platform.python_version(),
                 "cpus": os.cpu_count(), "busy_before_pct": background, "loadavg_before": load_before}

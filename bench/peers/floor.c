@@ -1,13 +1,16 @@
 /* The floor: a bare WebSocket broadcaster, the least work a server can do per delivered message.
  *
- *   floor --port 8765 --servers servers.json --tick 1.0
+ *   floor --port 8765 --servers servers.json --tick 1.0 [--ping-s 15]
  *
  * Accepts WebSocket handshakes on 127.0.0.1 (and answers `GET /readyz`), then every tick builds ONE
  * frame {"type":"event","sub":"sfloor","cursor":"<epoch>-<seq>","data":{"ts":<ms>,"servers":<file>}}
  * and write()s the same bytes to every open socket. No per-connection buffering beyond a write the
  * kernel took only in part (the rest is finished on EPOLLOUT; a socket still behind at the next tick
  * skips that tick, which the load generator counts as lost). Incoming bytes are read and ignored; a
- * closed peer is dropped. Exits on SIGTERM/SIGINT. Linux only (epoll). Public-domain SHA-1 inside.
+ * closed peer is dropped. With --ping-s S (a diagnostic: the hub's protocol pings every client every S
+ * seconds), a 1/round(S/tick) share of the clients gets a WebSocket ping in the same writev() as the
+ * tick's frame, ahead of it, the way the hub's heartbeat carries its pings; their pongs are read and
+ * ignored like any client frame. Exits on SIGTERM/SIGINT. Linux only (epoll). Public-domain SHA-1 inside.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -22,6 +25,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -126,11 +130,15 @@ int main(int argc, char **argv) {
     int port = 0;
     double tick = 1.0;
     const char *servers_path = NULL;
+    double ping_s = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--port")) port = atoi(argv[i+1]);
         else if (!strcmp(argv[i], "--tick")) tick = atof(argv[i+1]);
         else if (!strcmp(argv[i], "--servers")) servers_path = argv[i+1];
+        else if (!strcmp(argv[i], "--ping-s")) ping_s = atof(argv[i+1]);
     }
+    int ping_slots = ping_s > 0 ? (int)(ping_s / tick + 0.5) : 0;  /* clients with fd % slots == seq % slots */
+    static const uint8_t ping[6] = {0x89, 0x04, 'p', 'i', 'n', 'g'};
     if (!port || !servers_path) { fprintf(stderr, "usage: floor --port N --servers FILE [--tick S]\n"); return 2; }
     FILE *f = fopen(servers_path, "rb");
     if (!f) { perror(servers_path); return 2; }
@@ -229,7 +237,15 @@ int main(int argc, char **argv) {
             conn_t *c = conns[fd];
             if (!c || c->state != OPEN) continue;
             if (c->pend) continue;  /* still behind: this tick is skipped for it */
-            ssize_t w = write(fd, frame, flen);
+            ssize_t w;
+            if (ping_slots && (uint64_t)fd % (uint64_t)ping_slots == seq % (uint64_t)ping_slots) {
+                struct iovec iov[2] = {{(void *)ping, sizeof ping}, {frame, flen}};
+                w = writev(fd, iov, 2);
+                if (w >= (ssize_t)sizeof ping) w -= (ssize_t)sizeof ping;
+                else if (w >= 0) { drop(ep, fd); continue; }  /* not even the ping went: a full buffer */
+            } else {
+                w = write(fd, frame, flen);
+            }
             if (w < 0 && errno != EAGAIN) { drop(ep, fd); continue; }
             if (w < (ssize_t)flen) {
                 c->pend = frame + (w > 0 ? w : 0);

@@ -8,7 +8,8 @@
 // Kinds: `hub` waits for the welcome, sends the subscribe message and counts from `subscribed`; `plain`
 // (the floor, Node ws) just reads; `sio` speaks Engine.IO v4 / Socket.IO over a raw WebSocket (open,
 // "40" connect, "3" pongs). Every `event` frame is stamped when the client's `message` fires: latency
-// = that time - data.ts (same clock); lost = gaps in the cursor's seq per client. Prints JSON lines:
+// = that time - data.ts (same clock), also kept as each tick's (cursor seq's) slowest frame; lost = gaps in
+// the cursor's seq per client. Prints JSON lines:
 // {"kind":"ready",...} once every client tried to connect, then waits for "start <w0> <w1>" (epoch s)
 // on stdin and prints {"kind":"result",...} after the window. Exits by itself at --deadline.
 const WebSocket = require('ws');
@@ -23,6 +24,7 @@ const subscribe = a.subscribe || '{"type":"subscribe","id":"1","topic":"metrics"
 const deadline = parseFloat(a.deadline) * 1000;
 const BUCKET_MS = 0.1;
 const hist = new Map(); // latency bucket -> count
+const tickMax = new Map(); // seq -> the slowest of that tick's frames, ms
 const st = { connected: 0, failures: {}, pending: N, messages: 0, lost: 0, dup: 0, payload: 0, dropped: {},
   perClientMin: Infinity, perClientMax: 0 };
 let win0 = Infinity;
@@ -63,6 +65,7 @@ function onEvent(c, buf, rx) {
     c.count += 1;
     const b = Math.max(0, Math.round((rx - ts) / BUCKET_MS));
     hist.set(b, (hist.get(b) || 0) + 1);
+    if (!(tickMax.get(seq) >= rx - ts)) tickMax.set(seq, rx - ts);
   }
 }
 
@@ -114,7 +117,8 @@ function result() {
   for (const c of clients) if (c.ws._socket) wire += c.ws._socket.bytesRead - c.bytes0;
   return { connected: st.connected, failures: st.failures, messages: st.messages, lost: st.lost, duplicates: st.dup,
     dropped: st.dropped, payload_bytes: st.payload, wire_bytes: wire, per_client_min: clients.length ? min : 0,
-    per_client_max: max, hist: Array.from(hist.entries()), bucket_ms: BUCKET_MS };
+    per_client_max: max, hist: Array.from(hist.entries()), bucket_ms: BUCKET_MS,
+    tick_max: Array.from(tickMax.entries(), ([seq, ms]) => [seq, Math.round(ms * 10) / 10]) };
 }
 
 const started = Date.now();
