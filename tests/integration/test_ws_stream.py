@@ -148,28 +148,6 @@ async def test_same_subscription_same_sub_and_identical_frames(hub: HubProcess) 
     await b.close()
 
 
-async def test_logs_minimum_level(hub: HubProcess) -> None:
-    c = await Client.open(hub)
-    every = await c.subscribe("logs", rid="all")
-    await c.subscribe("logs", {"level": "WARN"}, rid="warn")
-    got_all: list[dict] = []
-    got_warn: list[dict] = []
-    deadline = asyncio.get_running_loop().time() + 20
-    while asyncio.get_running_loop().time() < deadline and (len(got_all) < 10 or not got_warn):
-        m = await c.recv(timeout=20)
-        if m["type"] == "event":
-            (got_all if m["sub"] == every["sub"] else got_warn).append(m)
-    await c.close()
-    levels = {r["level"] for e in got_all for r in e["data"]["records"]}
-    assert "INFO" in levels or "DEBUG" in levels
-    full = by_cursor(got_all)
-    for e in got_warn:
-        assert all(r["level"] in ("WARN", "ERROR", "CRITICAL") for r in e["data"]["records"])
-        if e["cursor"] in full:
-            want = [r for r in full[e["cursor"]]["data"]["records"] if r["level"] in ("WARN", "ERROR", "CRITICAL")]
-            assert e["data"]["records"] == want
-
-
 async def test_fleet_and_system_topics(hub: HubProcess) -> None:
     c = await Client.open(hub)
     fleet = await c.subscribe("fleet", rid="f")
