@@ -72,13 +72,14 @@ SCENARIOS: dict[str, tuple[int, int, float]] = {
 }
 TARGETS = ("floor", "floor-ping", "uvloop-raw", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping",
            "hub-base")
+FLOOR_TARGETS = ("floor", "floor-ping")  # bench/peers/floor, without and with `--ping-s`
 HEARTBEAT_S = 15  # the hub's default `heartbeat_ms`, for `floor-ping`
 SUBSCRIBE = '{"type":"subscribe","id":"1","topic":"metrics"}'
 SUBSCRIBE_DELTA = '{"type":"subscribe","id":"1","topic":"metrics","encoding":"delta"}'
 
 
 def server_command(target: str, port: int, servers: int, tick: float, servers_file: Path, data_dir: Path) -> list[str]:
-    if target in ("floor", "floor-ping"):
+    if target in FLOOR_TARGETS:
         return [str(FLOOR_BIN), "--port", str(port), "--servers", str(servers_file), "--tick", str(tick),
                 *(["--ping-s", str(HEARTBEAT_S)] if target == "floor-ping" else [])]
     if target == "uvloop-raw":
@@ -102,7 +103,7 @@ def server_command(target: str, port: int, servers: int, tick: float, servers_fi
 def client_args(target: str, port: int, token: str) -> list[str]:
     if target == "socketio":
         return ["--url", f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", "--kind", "sio"]
-    if target in ("floor", "floor-ping", "uvloop-raw", "node-ws"):
+    if target in (*FLOOR_TARGETS, "uvloop-raw", "node-ws"):
         return ["--url", f"ws://127.0.0.1:{port}/ws", "--kind", "plain"]
     out = ["--url", f"ws://127.0.0.1:{port}/ws?token={token}", "--kind", "hub",
            "--subscribe", SUBSCRIBE_DELTA if target == "hub-delta" else SUBSCRIBE]
@@ -216,7 +217,6 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
     for r in results:
         for seq, ms in r.get("tick_max", ()):
             tick_max[seq] = max(ms, tick_max.get(seq, 0.0))
-    slowest_ticks = sorted(tick_max.values())
     messages = sum(r["messages"] for r in results)
     failures: dict[str, int] = {}
     dropped: dict[str, int] = {}
@@ -240,7 +240,6 @@ def run_target(target: str, scenario: str, args: argparse.Namespace, servers_fil
         "lat_max_ms": round(max(hist) * bucket_ms, 1) if hist else None,
         # every tick's slowest frame: a p99 set by a few slow ticks reads differently from a uniform one
         "tick_max_ms": [tick_max[seq] for seq in sorted(tick_max)],
-        "tick_max_median_ms": statistics.median(slowest_ticks) if slowest_ticks else None,
         "idle_cpu_pct": round(idle_rate * 100, 1),
         "window_cpu_pct": round((c3 - c2) / window * 100, 1),
         "cpu_us_per_msg": round((c3 - c2 - idle_rate * window) / messages * 1e6, 2) if messages else None,
@@ -326,7 +325,7 @@ def main() -> int:
         p.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if "hub-base" in targets and not os.environ.get("SBS_HUB_BASE"):
         p.error("hub-base needs SBS_HUB_BASE: a script that runs the baseline build like `python -m openmanager`")
-    if {"floor", "floor-ping"} & set(targets) and not FLOOR_BIN.exists():
+    if set(FLOOR_TARGETS) & set(targets) and not FLOOR_BIN.exists():
         p.error("bench/peers/floor is not built: run `make bench-peers-build`")
     if any(t in ("node-ws", "socketio") for t in targets) and not (PEERS / "node_modules").exists():
         p.error("bench/peers/node_modules is missing: run `make bench-peers-build`")

@@ -139,7 +139,7 @@ int main(int argc, char **argv) {
     }
     int ping_slots = ping_s > 0 ? (int)(ping_s / tick + 0.5) : 0;  /* clients with fd % slots == seq % slots */
     static const uint8_t ping[6] = {0x89, 0x04, 'p', 'i', 'n', 'g'};
-    if (!port || !servers_path) { fprintf(stderr, "usage: floor --port N --servers FILE [--tick S]\n"); return 2; }
+    if (!port || !servers_path) { fprintf(stderr, "usage: floor --port N --servers FILE [--tick S] [--ping-s S]\n"); return 2; }
     FILE *f = fopen(servers_path, "rb");
     if (!f) { perror(servers_path); return 2; }
     fseek(f, 0, SEEK_END);

@@ -409,8 +409,8 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
             self.__dict__ = dict(iter(self.__dict__.items()))
 
     async def receive(self) -> Any:
-        """uvicorn's `receive` with `Inbox.get` inlined: a connection's task waits here for hours, and
-        each coroutine on its stack is a suspended frame kept per connection."""
+        """uvicorn's `receive`, awaiting the inbox's future itself: a connection's task waits here for
+        hours, and each coroutine on its stack is a suspended frame kept per connection."""
         inbox: Inbox = self.queue  # type: ignore[assignment]
         while inbox.empty():
             await inbox.arrival(self.loop)
