@@ -128,12 +128,12 @@ class Client:
                 return msg
 
     async def subscribe(self, topic: str, filter: dict[str, Any] | None = None, *, rid: str = "s",
-                        **extra: Any) -> dict[str, Any]:
+                        timeout: float = 5.0, **extra: Any) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "subscribe", "id": rid, "topic": topic, **extra}
         if filter is not None:
             msg["filter"] = filter
         await self.send(msg)
-        return await self.recv_until(lambda m: m.get("id") == rid and m["type"] in ("subscribed", "error"))
+        return await self.recv_until(lambda m: m.get("id") == rid and m["type"] in ("subscribed", "error"), timeout)
 
     async def events(self, sub: str, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
