@@ -28,7 +28,7 @@ from openmanager.config import Settings
 from openmanager.core.errors import ConfigError
 from openmanager.gateway.app import create_app
 from openmanager.gateway.auth import load_admin_token
-from openmanager.gateway.wsfast import FastSendProtocol
+from openmanager.gateway.wsfast import FastSendProtocol, SharedHeartbeat
 from openmanager.hub import Hub
 
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
@@ -75,7 +75,10 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
+    """uvicorn's settings for `hub`, with `FastSendProtocol` as its WebSocket protocol, whose heartbeat
+    hears of the hub's fan-out bursts (to ping between them)."""
     heartbeat_s = settings.heartbeat_ms / 1000
+    hub.fanout.on_burst = SharedHeartbeat.fanout_burst
     return uvicorn.Config(
         create_app(hub),
         host=settings.host,

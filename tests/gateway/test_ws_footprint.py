@@ -8,6 +8,7 @@ the request's headers fails here, not only in a benchmark.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.http11 import Request
 
-from openmanager.gateway.wsfast import FastSendProtocol
+from openmanager.gateway.wsfast import FastSendProtocol, SharedHeartbeat
 from tests.agent.conftest import ADMIN, LiveHub
 
 CLIENTS = 12
@@ -140,47 +141,61 @@ async def test_forwarded_headers_from_a_trusted_proxy_apply_to_ws_and_http(live:
 
 @pytest.fixture
 async def pinging(tmp_path: Path) -> AsyncIterator[LiveHub]:
-    """Metrics every 0.1 s, a heartbeat every 0.4 s (a visit every 0.1 s)."""
-    hub = await LiveHub(tmp_path, simulator=True, servers=5, heartbeat_ms=400).start()
+    """Metrics every 0.1 s, a heartbeat every 0.28 s: a visit every 0.07 s, so a heartbeat blind to the
+    bursts would ping at every phase of their cycle rather than at one that happens to be fixed."""
+    hub = await LiveHub(tmp_path, simulator=True, servers=5, heartbeat_ms=280).start()
     try:
         yield hub
     finally:
         await hub.stop()
 
 
-async def test_a_heartbeat_ping_rides_with_the_next_frame(pinging: LiveHub) -> None:
+async def test_heartbeat_pings_go_between_the_fanout_bursts(pinging: LiveHub) -> None:
+    assert pinging.hub is not None
+    fanout = pinging.hub.fanout
+    fanout.burst_min_s = 0.0  # one client's passes are short: report them all
+    report = fanout.on_burst
+    assert report is not None  # the heartbeat hears of the bursts (server.uvicorn_config)
+    starts: list[float] = []
+
+    def record(started: float, ended: float) -> None:
+        starts.append(started)
+        report(started, ended)
+
+    fanout.on_burst = record
     ws = await subscribed_client(pinging)
     quiet = await connect(f"ws://127.0.0.1:{pinging.port}/ws", additional_headers={
-        "Authorization": f"Bearer {ADMIN}"}, open_timeout=5)  # subscribes to nothing: no frame to ride on
+        "Authorization": f"Bearer {ADMIN}"}, open_timeout=5)  # subscribes to nothing: pinged all the same
     try:
         assert orjson.loads(await quiet.recv())["type"] == "welcome"
         protocols = [p for p in pinging.server_connections() if isinstance(p, FastSendProtocol)]
         assert len(protocols) == 2
-        carried: dict[FastSendProtocol, list[tuple[bytes, bytes]]] = {p: [] for p in protocols}
+        pings: list[float] = []
         for proto in protocols:
-            original = proto.transport.writelines
+            original = proto.transport.write
 
-            def record(chunks: Any, _p: FastSendProtocol = proto, _w: Any = original) -> None:
-                chunks = tuple(chunks)
-                carried[_p].append((bytes(chunks[0]), bytes(chunks[1])))
-                _w(chunks)
+            def spy(data: Any, _w: Any = original) -> None:
+                if bytes(data[:1]) == b"\x89":  # a ping frame
+                    pings.append(time.monotonic())
+                _w(data)
 
-            proto.transport.writelines = record  # type: ignore[method-assign]
-        busy, idle = sorted(protocols, key=lambda p: not any(s.subs for s in pinging.hub.sessions.values()  # type: ignore[union-attr]
-                                                             if s.rtt == p.rtt_ms))
-        async with asyncio.timeout(10):
-            while not carried[busy] or busy.rtt_ms() is None or idle.rtt_ms() is None:
-                await asyncio.sleep(0.02)
-                while True:  # keep reading: the busy client answers pings as it reads
-                    try:
-                        async with asyncio.timeout(0.01):
-                            await ws.recv()
-                    except TimeoutError:
-                        break
-        ping, frame = carried[busy][0]
-        assert ping[0] == 0x89 and len(ping) == 6  # a ping frame, then an event frame, in one write
-        assert frame[0] & 0x8F == 0x81 and len(frame) > 100  # a final text frame (RSV1 set when deflated)
-        assert carried[idle] == []  # nothing to ride on: its pings went alone, and were answered
+            proto.transport.write = spy  # type: ignore[method-assign]
+        async with asyncio.timeout(30):
+            while len(pings) < 24 or any(p.rtt_ms() is None for p in protocols):
+                await ws.recv()  # the subscribed client reads (and answers its pings) as metrics arrive
+        hb = SharedHeartbeat._by_loop[asyncio.get_running_loop()]
+        assert hb.bursts.period == pytest.approx(0.1, abs=0.05)  # learned from the metrics passes
+        # Where each ping fell between the passes before and after it (0: at a pass, 0.5: halfway). A
+        # heartbeat blind to the bursts lands in the middle half about half of the time (P(75 %) < 2 %).
+        phases = []
+        for t in pings[4:]:
+            before = [s for s in starts if s <= t]
+            after = [s for s in starts if s > t]
+            if before and after:
+                phases.append((t - before[-1]) / (after[0] - before[-1]))
+        assert len(phases) >= 16
+        in_middle = [p for p in phases if 0.25 <= p <= 0.75]
+        assert len(in_middle) >= 0.75 * len(phases), sorted(round(p, 2) for p in phases)
     finally:
         await ws.close()
         await quiet.close()

@@ -183,6 +183,28 @@ async def test_silent_peer_is_closed_by_the_shared_heartbeat(server: tuple[str, 
     assert c.close_code == 1011
 
 
+async def test_a_ping_unanswered_past_its_timeout_closes_at_the_next_visit_not_the_next_round() -> None:
+    # Pinged every 2 s (a visit every 0.5 s, four buckets), 2.2 s to answer: at its bucket's next visit
+    # the ping is 2 s old, not yet overdue. The connection is then checked at every visit, and closed at
+    # the first one past 2.2 s (2.5 s), not at its bucket's visit after that (4 s).
+    async for url, _ in serve(2.0, 2.2):
+        c = await connect(url, compression=None)
+        c.transport.pause_reading()  # never reads: pings go unanswered
+        (proto,) = _protocols()
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(10):
+            while proto.pending_ping_payload is None:
+                await asyncio.sleep(0.01)
+            pinged_at = proto.ping_sent_at
+            while not proto.close_sent:
+                await asyncio.sleep(0.01)
+        unanswered = loop.time() - pinged_at
+        assert 2.2 <= unanswered < 3.5, unanswered
+        c.transport.resume_reading()
+        await asyncio.wait_for(c.wait_closed(), 3)
+        assert c.close_code == 1011
+
+
 # -- a raw client: exact control over what bytes arrive in which read -------------------------------
 
 def client_frame(opcode: int, payload: bytes, mask: bytes = b"\x11\x22\x33\x44") -> bytes:

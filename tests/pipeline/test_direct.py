@@ -128,7 +128,7 @@ async def test_a_closed_session_is_never_written_and_lets_go_of_its_transport() 
     assert s.direct is None and s._transport is None
     s.transport_ready(True)  # a late report changes nothing
     assert s.direct is None
-    s.attach_transport(t, 0, True)  # nor a late swap (the heartbeat restoring it after a ping)
+    s.attach_transport(t, 0, True)  # nor a late attachment
     assert s.direct is None and s._transport is None
     await fleet.publish()
     assert t.written == []

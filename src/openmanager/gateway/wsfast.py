@@ -23,12 +23,13 @@
    shared compressor. No connection keeps a compressor, and since the client gives up context takeover
    too, its inbound decompressor lives only while a message is decoded. Messages under
    `MIN_DEFLATE_BYTES` are sent uncompressed (RSV1 clear), which the RFC allows.
-4. **One heartbeat for all.** Instead of two timers per connection (ping, pong deadline), one
-   `SharedHeartbeat` per event loop visits a slice of the connections every tick: each connection is
-   pinged once per interval with a ping frame shared by that tick, and closed (1011) when its last
-   ping is still unanswered `ping_timeout` later (checked at its next visit, so within one tick of it).
-   A connection whose session writes to it directly gets its ping with its next frame, in the same
-   `writev` (`PingCarrier`), or alone at the next visit when no frame came in that tick.
+4. **One heartbeat for all, between the bursts.** Instead of two timers per connection (ping, pong
+   deadline), one `SharedHeartbeat` per event loop visits a slice of the connections every tick: each
+   connection is pinged once per interval with a ping frame shared by that tick, and closed (1011) at
+   the first visit that finds its ping unanswered for `ping_timeout`. The fan-out reports its passes
+   (`fanout_burst`), and a visit that would land in or next to a burst waits for the middle of the gap
+   (`core.bursts`, less than 1.5 ticks): the clients answer their pings while they have nothing else
+   to read, not while they are reading a burst whose latency counts.
 5. **Pongs without the parser.** A heartbeat pong that arrives alone in a read while the frame parser
    waits between frames is recognised by its 10 bytes and matched against the ping in flight; anything
    else (a split pong, a pong after other bytes, bytes in the middle of a frame) goes to the parser.
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -61,6 +63,7 @@ from websockets.server import ServerProtocol
 from websockets.streams import StreamReader
 from websockets.typing import ExtensionParameter
 
+from openmanager.core.bursts import BurstRhythm
 from openmanager.core.wsframe import MIN_DEFLATE_BYTES, deflate_message, wire_of
 
 SEND_NOW = "openmanager.send_now"
@@ -69,12 +72,9 @@ RTT = "openmanager.rtt_ms"
 
 
 class ReadyListener(typing.Protocol):
-    """What `bind_direct` reports to (`pipeline.session.Session`): readiness changes, and the object its
-    frames are to be written to (the transport, or a `PingCarrier` while a heartbeat ping is due)."""
+    """What `bind_direct` reports to (`pipeline.session.Session`): every change of `ready`."""
 
     def transport_ready(self, ready: bool) -> None: ...
-
-    def attach_transport(self, transport: Any, wbits: int, ready: bool) -> None: ...
 
 
 class SharedDeflate(PerMessageDeflate):
@@ -180,28 +180,17 @@ class Flag:
         return True
 
 
-class PingCarrier:
-    """Stands in for a connection's transport in its bound session while a heartbeat ping is due: the
-    next frame written through it takes the ping along in the same `writev` (`write_with_ping`)."""
-
-    __slots__ = ("proto",)
-
-    def __init__(self, proto: FastSendProtocol) -> None:
-        self.proto = proto
-
-    def is_closing(self) -> bool:
-        return bool(self.proto.transport.is_closing())
-
-    def write(self, data: bytes) -> None:
-        self.proto.write_with_ping(data)
-
-
 class SharedHeartbeat:
     """Pings every registered connection once per `interval` from one timer per event loop.
 
-    The connections are spread over `slots` buckets visited in turn, one per tick (`interval/slots`);
-    a connection joins the bucket visited last, so its first ping comes one interval after it opened.
-    The timer runs only while some connection is registered."""
+    The connections are spread over `interval / tick` buckets visited in turn, one per tick; a
+    connection joins the bucket visited last, so its first ping comes one interval after it opened.
+    Visits are due one tick apart. One that falls in or next to a fan-out burst is put off to the
+    middle of the next gap (`BurstRhythm`, for bursts at most 1.5 ticks apart), once, which does not
+    move the visits due after it: each connection is pinged every `interval`, give or take 1.5 ticks.
+    A connection whose ping is unanswered at its next visit but not yet `timeout` old is a suspect,
+    checked again at every visit until it answers or is closed. The timer runs only while some
+    connection is registered."""
 
     _by_loop: dict[asyncio.AbstractEventLoop, SharedHeartbeat] = {}
 
@@ -215,7 +204,10 @@ class SharedHeartbeat:
         self._next = 0
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._waiting: list[FastSendProtocol] = []  # pings the last visit left to ride on a frame
+        self._due = 0.0  # when the next visit is due (loop time); putting a visit off does not move it
+        self._put_off = False  # the pending visit was already put off to a quiet moment
+        self._suspects: list[FastSendProtocol] = []
+        self.bursts = BurstRhythm(max_period_s=1.5 * self.tick)
 
     @classmethod
     def for_loop(cls, loop: asyncio.AbstractEventLoop, interval: float, timeout: float | None) -> SharedHeartbeat:
@@ -226,6 +218,13 @@ class SharedHeartbeat:
             hb = cls._by_loop[loop] = cls(loop, interval, timeout)
         return hb
 
+    @classmethod
+    def fanout_burst(cls, started: float, ended: float) -> None:
+        """A fan-out pass on the running loop wrote from `started` to `ended` (`time.monotonic()`)."""
+        hb = cls._by_loop.get(asyncio.get_running_loop())
+        if hb is not None:
+            hb.bursts.note(started, ended)
+
     def add(self, proto: FastSendProtocol) -> None:
         bucket = self.buckets[(self._next - 1) % len(self.buckets)]
         if proto not in bucket:
@@ -233,7 +232,8 @@ class SharedHeartbeat:
             proto.heartbeat_bucket = bucket
             self.size += 1
         if self._timer is None:
-            self._timer = self.loop.call_later(self.tick, self._visit)
+            self._due = self.loop.time() + self.tick
+            self._timer = self.loop.call_at(self._due, self._visit)
 
     def discard(self, proto: FastSendProtocol) -> None:
         bucket = proto.heartbeat_bucket
@@ -248,20 +248,30 @@ class SharedHeartbeat:
                 del self._by_loop[self.loop]
 
     def _visit(self) -> None:
+        if not self._put_off:
+            clock = time.monotonic()
+            quiet = self.bursts.next_quiet(clock)
+            if quiet > clock:
+                self._put_off = True
+                self._timer = self.loop.call_later(quiet - clock, self._visit)
+                return
+        self._put_off = False
         bucket = self.buckets[self._next]
         self._next = (self._next + 1) % len(self.buckets)
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         payload = struct.pack("!I", self._seq)
         ping = b"\x89\x04" + payload  # FIN + PING, 4-byte payload, unmasked
         now = self.loop.time()
-        late = None if self.timeout is None else self.timeout - self.tick / 2
-        waited, self._waiting = self._waiting, []
-        for proto in waited:  # no frame came along in a whole tick: the ping goes alone
-            proto.flush_ping(now)
+        timeout = self.timeout
+        suspects, self._suspects = self._suspects, []
+        for proto in suspects:
+            if proto.heartbeat_bucket is not bucket and proto.beat(now, None, None, timeout):
+                self._suspects.append(proto)
         for proto in tuple(bucket):
-            if proto.beat(now, payload, ping, late):
-                self._waiting.append(proto)
-        self._timer = self.loop.call_later(self.tick, self._visit) if self.size else None
+            if proto.beat(now, payload, ping, timeout):
+                self._suspects.append(proto)
+        self._due = max(self._due + self.tick, now)
+        self._timer = self.loop.call_at(self._due, self._visit) if self.size else None
 
 
 _AT_EOF = StreamReader.at_eof.__code__
@@ -425,7 +435,7 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         without waiting. The same payload object sent to many connections is encoded once."""
         if not self.ready or self.transport.is_closing():
             return False
-        self.write_with_ping(wire_of(payload, self.wbits))  # with the heartbeat's ping if one is due
+        self.transport.write(wire_of(payload, self.wbits))
         return True
 
     def bind_direct(self, listener: ReadyListener) -> tuple[Any, int, bool]:
@@ -453,59 +463,20 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
                 self.heartbeat_bucket.pop(self, None)
                 self.heartbeat_bucket = None
 
-    ping_due: tuple[bytes, bytes] | None = None
-    """(payload, frame) of a heartbeat ping waiting to go out with this connection's next frame."""
-
-    def beat(self, now: float, payload: bytes, ping: bytes, late: float | None) -> bool:
-        """One heartbeat visit: ping, or close (1011) when the last ping has gone unanswered too long.
-        A connection bound to a session that may take frames at once gets its ping with its next frame
-        (the session writes to a `PingCarrier` until then): True, and the heartbeat sends it alone with
-        `flush_ping` at its next visit if no frame came. Riding on a frame, the ping costs no system
-        call of its own, and its pong comes back while the fan-out is still writing, read in the same
-        event-loop pass as the others instead of waking the hub once per pong."""
+    def beat(self, now: float, payload: bytes | None, ping: bytes | None, timeout: float | None) -> bool:
+        """One heartbeat visit: close (1011) when the last ping has gone unanswered for `timeout`, else
+        ping (when given one) unless a ping is still in flight. True: a ping is in flight, not yet
+        overdue (a suspect, to be checked again at the next visit)."""
         if self.close_sent or self.transport.is_closing():
             return False
         if self.pending_ping_payload is not None:
-            if late is not None and now - self.ping_sent_at >= late:
+            if timeout is not None and now - self.ping_sent_at >= timeout:
                 self.keepalive_timeout()
+                return False
+            return timeout is not None
+        if payload is None or ping is None:
             return False
-        listener = self.on_ready
-        if listener is not None and self.ready and self.ping_due is None:
-            self.ping_due = (payload, ping)
-            listener.attach_transport(PingCarrier(self), self.wbits, True)
-            return True
-        self._write_ping(payload, ping, now)
-        return False
-
-    def write_with_ping(self, data: bytes) -> None:
-        """Write `data`, after the due ping if there is one: both in one system call (`writelines`)."""
-        due = self.ping_due
-        if due is None:
-            self.transport.write(data)
-            return
-        self.ping_due = None
-        payload, ping = due
-        self.pending_ping_payload = payload
-        self.ping_sent_at = self.loop.time()
-        self.transport.writelines((ping, data))
-        self._restore_direct()
-
-    def flush_ping(self, now: float) -> None:
-        """Send the due ping alone (no frame came to carry it)."""
-        due = self.ping_due
-        if due is None:
-            return
-        self.ping_due = None
-        self._restore_direct()
-        if not self.close_sent and not self.transport.is_closing() and self.pending_ping_payload is None:
-            self._write_ping(*due, now)
-
-    def _write_ping(self, payload: bytes, ping: bytes, now: float) -> None:
         self.pending_ping_payload = payload
         self.ping_sent_at = now
         self.transport.write(ping)
-
-    def _restore_direct(self) -> None:
-        listener = self.on_ready
-        if listener is not None:
-            listener.attach_transport(self.transport, self.wbits, self.ready)
+        return False

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 CONFLATED_TOPICS = frozenset({"metrics", "fleet", "system"})
 """State topics: a client that is behind gets the latest value, not a backlog."""
 SLOW_FANOUT_S = 0.1
+BURST_MIN_S = 0.001
+"""Passes shorter than this are not reported to `on_burst`: too short for upkeep to collide with."""
 
 
 def shape_id(key: tuple[object, ...], encoding: str) -> str:
@@ -147,6 +149,11 @@ class FanOut:
         self.broker = broker
         self.view = view
         self.stats = stats
+        self.on_burst: Callable[[float, float], None] | None = None
+        """Told `(started, ended)` (`time.monotonic()`) after each pass that offered a frame to some
+        session and took at least `burst_min_s`: the heartbeat times its pings between such bursts
+        (`gateway.wsfast.SharedHeartbeat.fanout_burst`)."""
+        self.burst_min_s = BURST_MIN_S
         self._shapes: dict[str, Shape] = {}
         self._by_topic: dict[str, list[Shape]] = {}
         self._stops: dict[str, Callable[[], None]] = {}
@@ -274,6 +281,7 @@ class FanOut:
     def on_event(self, event: Event) -> None:
         started = time.perf_counter()
         cpu_started = time.thread_time()
+        delivered = False
         for shape in tuple(self._by_topic.get(event.topic, ())):
             if isinstance(shape.filter, MetricsFilter) and shape.filter.interval_ms:
                 self._accumulate(shape, event)
@@ -285,14 +293,22 @@ class FanOut:
             self.stats.frames_encoded += 1
             deliver(shape.members, shape, event.cursor, data, frame, self.stats,
                     latest=shape.topic in CONFLATED_TOPICS)
+            delivered = True
         elapsed = time.perf_counter() - started
         self.stats.observe_fanout(elapsed)
+        if delivered:
+            self._report_burst(elapsed)
         if elapsed > SLOW_FANOUT_S:
             # Wall time far above CPU time means the process was not running (other load, CPU steal).
             log.warning(
                 "slow fan-out of %s %s: %.0f ms wall, %.0f ms CPU",
                 event.topic, event.cursor, elapsed * 1000, (time.thread_time() - cpu_started) * 1000,
             )
+
+    def _report_burst(self, elapsed: float) -> None:
+        if self.on_burst is not None and elapsed >= self.burst_min_s:
+            ended = time.monotonic()
+            self.on_burst(ended - elapsed, ended)
 
     # interval shapes: at most one update per server per clock-aligned window, latest wins
     def _accumulate(self, shape: Shape, event: Event) -> None:
@@ -315,11 +331,13 @@ class FanOut:
         if shape.sub not in self._shapes:
             return
         if shape.pending:
+            started = time.perf_counter()
             servers, shape.pending = shape.pending, {}
             data = {"ts": shape.pending_ts, "servers": servers}
             frame = self.encode(shape, shape.pending_cursor, data)
             self.stats.frames_encoded += 1
             deliver(shape.members, shape, shape.pending_cursor, data, frame, self.stats, latest=True)
+            self._report_burst(time.perf_counter() - started)
         self._schedule_flush(shape)
 
 

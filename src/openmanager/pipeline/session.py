@@ -79,9 +79,7 @@ class Session:
     def attach_transport(self, transport: Any, wbits: int, ready: bool) -> None:
         """Let `deliver` write a frame's WebSocket wire bytes (`core.wsframe.wire_of`, built once per
         frame and deflate window `wbits`) straight to `transport` while `direct` allows; the transport
-        reports its readiness changes to `transport_ready`. The transport may swap what the frames go
-        to by calling this again (anything with `write(bytes)` and `is_closing()`); a closed session
-        ignores it."""
+        reports its readiness changes to `transport_ready`. A closed session ignores it."""
         if self.close_code is not None:
             return
         self._transport, self.wbits = transport, wbits
