@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,16 @@ def test_keyboard_reaches_a_server_from_the_grid(hub: HubProcess, context: Brows
     assert errors.errors == []
 
 
+def eventually(page: Page, expression: str, timeout_s: float) -> Any:
+    """The first truthy value of `expression` (awaited when it is a promise), polled until `timeout_s`.
+    `wait_for_function` cannot do this: a promise counts as truthy before it resolves."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := page.evaluate(expression)):
+        assert time.monotonic() < deadline, f"still falsy after {timeout_s} s ({value!r}): {expression}"
+        page.wait_for_timeout(50)
+    return value
+
+
 def test_push_service_worker_registers_and_shows_a_pushed_notification(hub: HubProcess, browser: Browser) -> None:
     # Headless Chromium has no push service to subscribe to (and none in a private context), so the
     # subscription itself cannot be made here; the service worker and its push handler can be checked.
@@ -299,8 +310,7 @@ def test_push_service_worker_registers_and_shows_a_pushed_notification(hub: HubP
         registrations: list[dict[str, Any]] = []
         cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.extend(e["registrations"]))
         cdp.send("ServiceWorker.enable")
-        page.wait_for_function("navigator.serviceWorker.getRegistration('/static/').then((r) => !!(r && r.active))",
-                               timeout=10_000)
+        eventually(page, "navigator.serviceWorker.getRegistration('/static/').then((r) => !!(r && r.active))", 10)
         scope = f"{hub.base}/static/"
         for _ in range(100):  # each round trip lets pending CDP events in
             if any(r["scopeURL"] == scope and not r["isDeleted"] for r in registrations):
@@ -310,9 +320,8 @@ def test_push_service_worker_registers_and_shows_a_pushed_notification(hub: HubP
         payload = {"id": "ntf-1", "title": "CPU high on web-01", "body": "cpu 97.5 % > 90 %", "severity": "critical"}
         cdp.send("ServiceWorker.deliverPushMessage",
                  {"origin": hub.base, "registrationId": reg["registrationId"], "data": json.dumps(payload)})
-        shown = page.wait_for_function(
-            "navigator.serviceWorker.getRegistration('/static/').then((r) => r.getNotifications())"
-            ".then((n) => n.length && n.map((x) => [x.title, x.body, x.tag]))", timeout=5_000).json_value()
+        shown = eventually(page, "navigator.serviceWorker.getRegistration('/static/').then((r) => r.getNotifications())"
+                           ".then((n) => n.map((x) => [x.title, x.body, x.tag]))", 5)
         assert shown == [["CPU high on web-01", "cpu 97.5 % > 90 %", "ntf-1"]]
         assert errors.unexpected("Push API", "push service", "permission denied") == []
     finally:
