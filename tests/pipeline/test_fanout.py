@@ -183,3 +183,21 @@ async def test_slow_client_gets_conflated_metrics_not_a_backlog() -> None:
     assert merged["cursor"] == cursors[-1]  # resumable from the newest event it covers
     latest = {k: v["cpu"] for k, v in merged["data"]["servers"].items()}
     assert latest == {"web-01": 48.0, "web-02": 49.0, "db-01": 47.0}
+
+
+async def test_passes_that_offer_a_frame_are_reported_as_bursts() -> None:
+    state, broker, fanout, stats = make()
+    bursts: list[tuple[float, float]] = []
+    fanout.on_burst = lambda started, ended: bursts.append((started, ended))
+    fanout.burst_min_s = 0.0
+    s = Session("admin", "ws", "", stats)
+    fanout.attach(s, fanout.shape_for("metrics", parse_filter("metrics", {"servers": ["web-*"]})))
+    fanout.shape_for("logs", parse_filter("logs", {}))  # listened to, with no session
+    await broker.publish("logs", {"records": [{"server": "web-01", "level": "INFO", "message": "m"}]})
+    assert bursts == []  # nothing was offered to anyone
+    state.apply(Sample("web-01", 1_000_000, {"cpu": 5.0}))
+    await broker.publish("metrics", state.snapshot())
+    assert len(bursts) == 1 and bursts[0][0] <= bursts[0][1]
+    fanout.burst_min_s = 60.0  # a pass shorter than the threshold is not a burst
+    await broker.publish("metrics", state.snapshot())
+    assert len(bursts) == 1 and len(drain(s)) == 2

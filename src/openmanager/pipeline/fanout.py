@@ -293,7 +293,7 @@ class FanOut:
             self.stats.frames_encoded += 1
             deliver(shape.members, shape, event.cursor, data, frame, self.stats,
                     latest=shape.topic in CONFLATED_TOPICS)
-            delivered = True
+            delivered = delivered or bool(shape.sessions)
         elapsed = time.perf_counter() - started
         self.stats.observe_fanout(elapsed)
         if delivered:
