@@ -94,34 +94,31 @@ def test_the_level_filter_keeps_every_matching_record_of_an_event(logs_hub: HubP
     """Completeness, event by event: a WARN subscription's event carries exactly the WARN-or-above records
     of the unfiltered event with the same cursor, none dropped and none reordered."""
 
-    async def collect() -> tuple[dict[str, list[Record]], dict[str, list[Record]]]:
+    full: dict[str, list[Record]] = {}
+    filtered: dict[str, list[Record]] = {}
+
+    def in_both() -> list[str]:
+        return [cursor for cursor in filtered if cursor in full]
+
+    async def collect() -> None:
         client = await Client.open(logs_hub)
         try:
             every = await client.subscribe("logs", rid="all")
             warn = await client.subscribe("logs", {"level": "WARN"}, rid="warn")
-            full: dict[str, list[Record]] = {}
-            filtered: dict[str, list[Record]] = {}
-            def compared() -> list[str]:
-                return [cursor for cursor in filtered if cursor in full]
-
             async with asyncio.timeout(60):
                 # until both streams hold 3 events in common, one of them with a record the filter drops
-                while len(compared()) < 3 or all(
-                    level_at_least(r, "WARN") for cursor in compared() for r in full[cursor]
-                ):
+                while len(in_both()) < 3 or all(level_at_least(r, "WARN") for c in in_both() for r in full[c]):
                     msg = await client.recv(60)
                     if msg["type"] == "event" and msg["sub"] in (every["sub"], warn["sub"]):
                         into = full if msg["sub"] == every["sub"] else filtered
                         into[msg["cursor"]] = msg["data"]["records"]
-            return full, filtered
         finally:
             await client.close()
 
-    full, filtered = asyncio.run(collect())
-    both = [cursor for cursor in filtered if cursor in full]
-    for cursor in both:
+    asyncio.run(collect())
+    for cursor in in_both():
         assert filtered[cursor] == [r for r in full[cursor] if level_at_least(r, "WARN")], cursor
-    assert any(not level_at_least(r, "WARN") for cursor in both for r in full[cursor])
+    assert any(not level_at_least(r, "WARN") for cursor in in_both() for r in full[cursor])
 
 
 def get_logs(hub: HubProcess, **params: Any) -> list[Record]:
