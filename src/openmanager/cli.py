@@ -83,6 +83,7 @@ def serve(
     leader_lock: Annotated[str | None, _opt("leader_lock")] = None,
     leader_lease: Annotated[str | None, _opt("leader_lease")] = None,
     node_id: Annotated[str | None, _opt("node_id")] = None,
+    outbound_allow: Annotated[list[str] | None, _opt("outbound_allow")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,

@@ -17,6 +17,7 @@ from typing import Any
 
 from openmanager.core.errors import ConfigError, RuleSyntaxError
 from openmanager.core.model import METRIC_NAMES
+from openmanager.core.netguard import parse_allow_list
 from openmanager.core.rules import parse_duration
 from openmanager.core.status import StatusPolicy, Threshold
 
@@ -80,6 +81,10 @@ class Settings:
                                     "(an advisory lock in --db), or auto (redis).")
     leader_lease: str = _opt("5s", "Redis leader lease: a leader that died is replaced within about this long.")
     node_id: str = _opt("", "This process's name in a cluster (default host:port:random).")
+    # --- outbound guard (webhooks, Web Push): destinations users may make the hub call -----------------------
+    outbound_allow: tuple[str, ...] = _opt((), "Outbound requests (webhooks, Web Push) may go to this CIDR block "
+                                               "although it is loopback, private, link-local or metadata "
+                                               "(repeatable; environment: comma-separated; default: none).")
 
     @classmethod
     def load(
@@ -145,6 +150,10 @@ class Settings:
         if self.notify_retry_limit < 1:
             raise ConfigError("notify_retry_limit must be at least 1")
         self._validate_cluster()
+        try:
+            parse_allow_list(self.outbound_allow)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _validate_cluster(self) -> None:
         if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):

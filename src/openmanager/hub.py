@@ -180,11 +180,12 @@ class Hub:
         self.log_writer.start(self.logs.write)
         self.broker.listen("logs", self._on_logs)
         self.broker.listen("metrics", self._on_metrics)  # before any fan-out: mirrored samples are in first
-        from openmanager.notify.setup import build_channels
+        from openmanager.notify.setup import build_channels, outbound_guard
         from openmanager.store.notifications import NotificationStore
 
         notify_store = NotificationStore(self.store)
-        channels, self.vapid_public_key = await build_channels(self.settings, notify_store)
+        guard = outbound_guard(self.settings)
+        channels, self.vapid_public_key = await build_channels(self.settings, notify_store, guard)
         self.notifications = NotificationService(
             notify_store,
             self.pipeline.publish,
@@ -194,6 +195,7 @@ class Hub:
             retry_limit=self.settings.notify_retry_limit,
             retry_base_ms=parse_duration(self.settings.notify_retry_base),
             base_url=self.public_url,
+            outbound=guard,
         )
         await self.notifications.start(worker=False)
         self.alerts = self._new_alert_service()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from openmanager.core.errors import NotFoundError, ValidationError
+from openmanager.core.errors import NotFoundError
 from openmanager.gateway.deps import JsonObject, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
 from openmanager.notify.service import new_id
@@ -81,17 +81,17 @@ async def vapid_public_key(request: Request) -> dict[str, str]:
 
 @router.post("/push/subscriptions", status_code=201)
 async def add_push_subscription(request: Request, body: JsonObject) -> dict[str, Any]:
-    """Register this device's PushSubscription (`subscription.toJSON()`: endpoint and keys)."""
-    endpoint, keys = body.get("endpoint"), body.get("keys")
-    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")) or len(endpoint) > 2048:
-        raise ValidationError("endpoint must be the push service URL", code="invalid_subscription")
-    if not isinstance(keys, dict) or not all(isinstance(keys.get(k), str) and keys[k] for k in ("p256dh", "auth")):
-        raise ValidationError("keys must hold p256dh and auth", code="invalid_subscription")
+    """Register this device's PushSubscription (`subscription.toJSON()`: endpoint and keys). 400
+    `invalid_subscription` unless the endpoint is https:// (http:// only for an address `outbound_allow`
+    names) on a host the outbound guard does not refuse, `p256dh` a 65-byte P-256 point and `auth` 16
+    bytes, both base64url."""
+    from openmanager.notify.channels.webpush import PushSubscription
+
     service = _service(request)
+    subscription = PushSubscription.parse(body, service.outbound.policy)  # raises ValidationError (400)
     sub_id = new_id()
-    await service.store.add_push_subscription(sub_id, _user(request), {"endpoint": endpoint, "keys": {
-        "p256dh": keys["p256dh"], "auth": keys["auth"]}}, service.clock())
-    return {"id": sub_id, "endpoint": endpoint}
+    await service.store.add_push_subscription(sub_id, _user(request), subscription.to_json(), service.clock())
+    return {"id": sub_id, "endpoint": subscription.endpoint}
 
 
 @router.get("/push/subscriptions")

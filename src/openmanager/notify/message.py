@@ -30,13 +30,16 @@ class Message:
 
 class DeliveryError(Exception):
     """A delivery that did not succeed. `retryable`: worth trying again later (timeouts, 5xx, 429, refused
-    connections); `gone`: the target no longer exists and should be removed (Web Push 404/410)."""
+    connections); `gone`: the target no longer exists and should be removed (Web Push 404/410);
+    `retry_after_s`: the receiver asked not to be called again sooner (its `Retry-After`)."""
 
-    def __init__(self, message: str, *, retryable: bool = True, gone: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, gone: bool = False,
+                 retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable and not gone
         self.gone = gone
+        self.retry_after_s = retry_after_s
 
 
 class Channel(Protocol):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -130,9 +130,12 @@ class Preferences:
     digest: Digest = field(default_factory=Digest)
 
     @classmethod
-    def from_api(cls, body: Mapping[str, Any], current: Preferences | None = None) -> Preferences:
+    def from_api(cls, body: Mapping[str, Any], current: Preferences | None = None, *,
+                 check_url: Callable[[str], str | None] | None = None) -> Preferences:
         """Validate a PUT body. Fields left out keep their current value (secrets included); raises
-        ValidationError (code `invalid_preferences`)."""
+        ValidationError (code `invalid_preferences`). `check_url` judges a webhook URL the body sets (the
+        outbound guard's `check_url`: None, or why the hub will not send there); values already stored
+        are not judged again (`from_store`), deliveries are."""
         if not isinstance(body, Mapping):
             raise _invalid("preferences must be a JSON object")
         base = current or cls()
@@ -146,7 +149,7 @@ class Preferences:
         for name, raw in raw_channels.items():
             if name not in CHANNELS:
                 raise _invalid(f"unknown channel {name!r} (one of {', '.join(CHANNELS)})")
-            channels[name] = _channel(name, raw, channels.get(name, _DEFAULT_CHANNELS[name]))
+            channels[name] = _channel(name, raw, channels.get(name, _DEFAULT_CHANNELS[name]), check_url)
         servers = _strings(body["servers"], "servers") if "servers" in body else base.servers
         tags = base.tags
         if "tags" in body:
@@ -228,7 +231,8 @@ class Preferences:
         return True
 
 
-def _channel(name: str, raw: object, current: ChannelPrefs) -> ChannelPrefs:
+def _channel(name: str, raw: object, current: ChannelPrefs,
+             check_url: Callable[[str], str | None] | None = None) -> ChannelPrefs:
     if not isinstance(raw, Mapping):
         raise _invalid(f"channels.{name} must be an object")
     allowed = {"enabled", "min_severity", *_SETTINGS[name]}
@@ -252,6 +256,11 @@ def _channel(name: str, raw: object, current: ChannelPrefs) -> ChannelPrefs:
         if name == "webhook" and key == "url":
             if not isinstance(value, str) or not re.match(r"^https?://[^\s]+$", value) or len(value) > 2048:
                 raise _invalid("channels.webhook.url must be an http(s) URL")
+            refused = check_url(value) if check_url is not None else None
+            if refused is not None:
+                raise _invalid(f"channels.webhook.url is refused: {refused}; the hub does not send to loopback, "
+                               f"private, link-local or metadata addresses unless its outbound_allow setting "
+                               f"names them")
         elif name == "webhook" and key == "format":
             if value not in ("json", "slack"):
                 raise _invalid("channels.webhook.format must be json or slack")

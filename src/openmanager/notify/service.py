@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from openmanager.alerts.engine import Transition
 from openmanager.core.errors import ValidationError
 from openmanager.notify.message import Channel, DeliveryError, Message
+from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.preferences import Preferences, severity_rank
 from openmanager.notify.routing import route
 from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry
@@ -71,6 +72,7 @@ class NotificationService:
         retry_base_ms: int = 2000,
         base_url: str = "",
         clock: Callable[[], int] = _now_ms,
+        outbound: OutboundGuard | None = None,
     ) -> None:
         self.store = store
         self._publish = publish
@@ -81,6 +83,7 @@ class NotificationService:
         self.retry_base_ms = retry_base_ms
         self.base_url = base_url.rstrip("/")
         self.clock = clock
+        self.outbound = outbound or OutboundGuard()  # judges the URLs users save (the channels hold their own)
         self.prefs: dict[str, Preferences] = {}
         self._wake = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -128,7 +131,7 @@ class NotificationService:
         return self.prefs.get(user) or Preferences()
 
     async def set_preferences(self, user: str, body: Mapping[str, Any]) -> Preferences:
-        prefs = Preferences.from_api(body, self.preferences(user))
+        prefs = Preferences.from_api(body, self.preferences(user), check_url=self.outbound.check_url)
         await self.store.save_preferences(user, prefs.to_store(), self.clock())
         self.prefs[user] = prefs
         if self.on_preferences is not None:
@@ -220,10 +223,9 @@ class NotificationService:
         except DeliveryError as exc:
             now = self.clock()
             if exc.retryable and attempts < self.retry_limit:
-                backoff = min(MAX_BACKOFF_MS, self.retry_base_ms * 2 ** (attempts - 1))
-                backoff = int(backoff * random.uniform(0.8, 1.2))
                 await self.store.settle(delivery.id, status="pending", now_ms=now, detail=exc.message,
-                                        next_attempt_at=now + backoff, attempts=attempts)
+                                        next_attempt_at=now + self.retry_delay_ms(attempts, exc.retry_after_s),
+                                        attempts=attempts)
             else:
                 self.failed += 1
                 await self.store.settle(delivery.id, status="failed", now_ms=now, detail=exc.message,
@@ -231,6 +233,16 @@ class NotificationService:
             return
         self.sent += 1
         await self.store.settle(delivery.id, status="sent", now_ms=self.clock(), detail=detail, attempts=attempts)
+
+    def retry_delay_ms(self, attempts: int, retry_after_s: float | None = None) -> int:
+        """How long to wait before the next attempt after `attempts` failed ones: the exponential backoff
+        (base * 2^(attempts-1), ±20 % jitter, at most MAX_BACKOFF_MS), or the receiver's `Retry-After` when
+        that is longer (channels cap it at an hour). The attempt still counts toward `retry_limit`."""
+        backoff = min(MAX_BACKOFF_MS, self.retry_base_ms * 2 ** (attempts - 1))
+        backoff = int(backoff * random.uniform(0.8, 1.2))
+        if retry_after_s is not None:
+            backoff = max(backoff, int(retry_after_s * 1000))
+        return backoff
 
     async def _send(self, channel_name: str, message: Message) -> str:
         prefs = self.preferences(message.user).channels.get(channel_name)
@@ -252,7 +264,9 @@ class NotificationService:
             if details:
                 return f"{len(details)} device(s): {details[0]}"
             if any(e.retryable for e in errors):
-                raise DeliveryError("; ".join(e.message for e in errors), retryable=True)
+                waits = [e.retry_after_s for e in errors if e.retryable and e.retry_after_s is not None]
+                raise DeliveryError("; ".join(e.message for e in errors), retryable=True,
+                                    retry_after_s=max(waits) if waits else None)
             raise DeliveryError("; ".join(e.message for e in errors), retryable=False)
         return await channel.send(message, dict(prefs.settings) if prefs else {})
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 
 from openmanager.config import Settings
+from openmanager.core.netguard import OutboundPolicy
 from openmanager.notify.message import Channel
+from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.vapid import generate_vapid_keys, public_key_from_private
 from openmanager.store.notifications import NotificationStore
 
@@ -23,17 +25,27 @@ async def vapid_keys(store: NotificationStore) -> tuple[str, str]:
     return pem, public_key_from_private(pem)
 
 
-async def build_channels(settings: Settings, store: NotificationStore) -> tuple[dict[str, Channel], str]:
+def outbound_guard(settings: Settings) -> OutboundGuard:
+    """The guard every HTTP channel sends through, allowing the `outbound_allow` blocks (already
+    validated by `Settings.validate`)."""
+    return OutboundGuard(OutboundPolicy.from_strings(settings.outbound_allow))
+
+
+async def build_channels(settings: Settings, store: NotificationStore,
+                         guard: OutboundGuard | None = None) -> tuple[dict[str, Channel], str]:
     """The delivery channels this hub can use, and the VAPID public key. Email is on only with an SMTP
-    host; a channel that cannot be built is logged and left out (deliveries on it fail with a reason)."""
+    host; a channel that cannot be built is logged and left out (deliveries on it fail with a reason).
+    The HTTP channels (webhook, Web Push) send through `guard` (default: `outbound_guard(settings)`);
+    email goes to the operator's own SMTP host and is not guarded."""
     from openmanager.notify.channels.webhook import WebhookChannel
 
-    channels: dict[str, Channel] = {"webhook": WebhookChannel()}
+    guard = guard or outbound_guard(settings)
+    channels: dict[str, Channel] = {"webhook": WebhookChannel(guard)}
     pem, public_key = await vapid_keys(store)
     try:
         from openmanager.notify.channels.webpush import WebPushChannel
 
-        channels["webpush"] = WebPushChannel(pem, settings.vapid_subject)
+        channels["webpush"] = WebPushChannel(pem, settings.vapid_subject, guard=guard)
     except Exception:
         log.exception("the Web Push channel could not be set up; it is off")
     if settings.smtp_host:

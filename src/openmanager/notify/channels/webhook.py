@@ -12,8 +12,10 @@ Wire contract (what a receiver sees):
   `verify_signature` is the receiver's side (constant-time, with a freshness window).
 
 Error contract of `send`: 2xx returns `"HTTP <code>"`; 408, 425, 429, 5xx, refused or dropped connections
-and timeouts raise a retryable `DeliveryError`; any other status (redirects are not followed) or a
-target that does not validate raises a non-retryable one. Messages and logs name only the URL's origin
+and timeouts raise a retryable `DeliveryError` (with `retry_after_s` from a 429/503's `Retry-After`); any
+other status (redirects are not followed), a target that does not validate, or a destination the
+outbound guard refuses (`notify.outbound`: loopback, private, link-local, metadata ... addresses outside
+the `outbound_allow` list) raises a non-retryable one. Messages and logs name only the URL's origin
 (`https://host:port`): never its path, query or userinfo (Slack-style URLs carry their token in the
 path), and never the secret.
 """
@@ -34,8 +36,9 @@ import orjson
 
 from openmanager import __version__
 from openmanager.core.errors import ValidationError
-from openmanager.notify.channels._http import post
+from openmanager.notify.channels._http import parse_retry_after, post
 from openmanager.notify.message import DeliveryError, Message
+from openmanager.notify.outbound import OutboundGuard
 
 __all__ = ["DELIVERY_HEADER", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "WebhookChannel", "WebhookFormat",
            "WebhookTarget", "encode_body", "json_payload", "sign", "slack_payload", "url_origin", "verify_signature"]
@@ -163,30 +166,31 @@ def encode_body(message: Message, fmt: WebhookFormat) -> bytes:
 class WebhookChannel:
     """Delivers to `{"url", "secret"?, "format"?}` targets; see the module docstring for the contract.
 
-    `client` is used as given (the caller closes it); without one the channel makes its own on first use
-    and `aclose()` closes it. `timeout` bounds a whole attempt (connect, send, response headers); the
-    response body is never read."""
+    Every request goes through `guard` (default: an `OutboundGuard` with an empty allow-list, which
+    refuses loopback, private, link-local and metadata destinations). `timeout` bounds a whole attempt
+    (resolve, connect, send, response headers); the response body is never read. `aclose()` closes the
+    channel's client."""
 
     name = "webhook"
 
-    def __init__(self, client: httpx.AsyncClient | None = None, timeout: float = 10.0, *,
+    def __init__(self, guard: OutboundGuard | None = None, timeout: float = 10.0, *,
                  clock: Callable[[], float] = time.time) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self._client = client
-        self._owns_client = client is None
+        self.guard = guard or OutboundGuard()
+        self._client: httpx.AsyncClient | None = None
         self._timeout = timeout
         self._clock = clock
         self._user_agent = f"OpenManager/{__version__}"
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
+        if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+            self._client = self.guard.client(self._timeout)
         return self._client
 
     async def send(self, message: Message, target: Mapping[str, Any]) -> str:
@@ -213,10 +217,10 @@ class WebhookChannel:
         if 200 <= status < 300:
             log.debug("webhook %s delivered to %s: HTTP %d", message.id, origin, status)
             return f"HTTP {status}"
-        detail = f"webhook {origin}: HTTP {status} {response.reason_phrase}".rstrip()
+        detail = f"webhook {origin}: HTTP {status}"
         if 300 <= status < 400:
             detail += " (redirects are not followed)"
-        retry_after = response.headers.get("Retry-After")
-        if retry_after and len(retry_after) <= 40:
-            detail += f" (Retry-After: {retry_after})"
-        raise DeliveryError(detail, retryable=status in _RETRYABLE_STATUS or status >= 500)
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+        if retry_after is not None:
+            detail += f" (retry after {retry_after:g} s)"
+        raise DeliveryError(detail, retryable=status in _RETRYABLE_STATUS or status >= 500, retry_after_s=retry_after)

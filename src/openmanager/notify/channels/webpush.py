@@ -12,13 +12,13 @@ once per push-service origin and reused for hours.
 
 Error contract of `send`: 200/201/202 return `"HTTP <code>"`; 404 and 410 raise `DeliveryError(gone=True)`
 (the subscription expired: remove it); 408, 425, 429, 5xx, refused connections and timeouts raise a
-retryable one; any other status (400, 401/403 VAPID mismatch, 413) or an invalid subscription raises a
+retryable one (with `retry_after_s` from a 429/503's `Retry-After`); any other status (400, 401/403 VAPID
+mismatch, 413), an invalid subscription or a destination the outbound guard refuses raises a
 non-retryable one. Messages name only the endpoint's origin, never its path (a capability URL).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -32,9 +32,11 @@ from py_vapid import Vapid02, VapidException
 from pywebpush import WebPusher, WebPushException
 
 from openmanager.core.errors import ConfigError, ValidationError
-from openmanager.notify.channels._http import post
+from openmanager.core.netguard import OutboundPolicy
+from openmanager.notify.channels._http import parse_retry_after, post
 from openmanager.notify.channels.webhook import url_origin
 from openmanager.notify.message import DeliveryError, Message
+from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.vapid import b64url_decode, load_private_key
 
 __all__ = ["MAX_PAYLOAD", "PushSubscription", "WebPushChannel", "push_payload"]
@@ -54,13 +56,8 @@ _URGENCY = {"critical": "high", "warning": "normal", "info": "low"}
 
 # --- pure: subscriptions and payloads ------------------------------------------------------------------------
 
-def _loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _invalid(message: str) -> ValidationError:
+    return ValidationError(message, code="invalid_subscription")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,24 +69,33 @@ class PushSubscription:
     auth: str  # the 16-byte authentication secret, base64url
 
     @classmethod
-    def parse(cls, data: object) -> PushSubscription:
+    def parse(cls, data: object, policy: OutboundPolicy | None = None) -> PushSubscription:
         """Validate `{"endpoint": "https://…", "keys": {"p256dh", "auth"}}` (extra members such as
-        `expirationTime` are ignored). http:// is accepted only for a loopback host (local test push
-        services). Raises ValidationError."""
+        `expirationTime` are ignored): `p256dh` must be base64url of a 65-byte uncompressed point on
+        P-256, `auth` base64url of 16 bytes. The endpoint must be https:// and its host one the outbound
+        `policy` does not refuse as written (an address literal or `localhost`); plain http:// is accepted
+        only for a host the policy's allow-list names (a push service of the operator's own, such as
+        a local test service). Raises ValidationError (code `invalid_subscription`)."""
+        policy = policy or OutboundPolicy()
         if not isinstance(data, Mapping):
-            raise ValidationError("push subscription must be an object with endpoint and keys")
+            raise _invalid("push subscription must be an object with endpoint and keys")
         endpoint = data.get("endpoint")
-        if not isinstance(endpoint, str) or not 0 < len(endpoint) <= 2048:
-            raise ValidationError("push subscription endpoint must be a URL")
+        if not isinstance(endpoint, str) or not 0 < len(endpoint) <= 2048 or any(c.isspace() for c in endpoint):
+            raise _invalid("push subscription endpoint must be a URL of at most 2048 characters")
         try:
             url = httpx.URL(endpoint)
         except httpx.InvalidURL:
-            raise ValidationError("push subscription endpoint is not a valid URL") from None
-        if not url.host or not (url.scheme == "https" or (url.scheme == "http" and _loopback_host(url.host))):
-            raise ValidationError("push subscription endpoint must be https:// (http:// only on loopback)")
+            raise _invalid("push subscription endpoint is not a valid URL") from None
+        if not url.host or not (url.scheme == "https" or (url.scheme == "http" and policy.allowlisted_host(url.host))):
+            raise _invalid("push subscription endpoint must be an https:// URL (http:// only for an address "
+                           "the hub's outbound_allow list names)")
+        refused = policy.check_host(url.host)
+        if refused is not None:
+            raise _invalid(f"push subscription endpoint is refused: {refused} (the hub does not send to it "
+                           f"unless outbound_allow names it)")
         keys = data.get("keys")
         if not isinstance(keys, Mapping):
-            raise ValidationError("push subscription keys must be an object with p256dh and auth")
+            raise _invalid("push subscription keys must be an object with p256dh and auth")
         p256dh, auth = keys.get("p256dh"), keys.get("auth")
         try:
             if not isinstance(p256dh, str) or not isinstance(auth, str):
@@ -99,8 +105,8 @@ class PushSubscription:
             if len(point) != 65 or len(b64url_decode(auth)) != 16:
                 raise ValueError
         except ValueError:
-            raise ValidationError("push subscription keys must be a base64url P-256 point (p256dh) and a "
-                                  "16-byte secret (auth)") from None
+            raise _invalid("push subscription keys must be a base64url P-256 point of 65 bytes (p256dh) and a "
+                           "16-byte secret (auth)") from None
         return cls(endpoint, p256dh, auth)
 
     def to_json(self) -> dict[str, Any]:
@@ -157,13 +163,14 @@ class WebPushChannel:
 
     `vapid_private_key_pem`: the hub's P-256 key (`notify.vapid.generate_vapid_keys`); `subject`: a
     `mailto:` or `https:` contact the push service can use (RFC 8292 §2.1); `ttl`: seconds the push service
-    keeps a message for an offline device. Raises ConfigError on a bad key or subject. `client` is used
-    as given (the caller closes it); otherwise the channel makes one and `aclose()` closes it."""
+    keeps a message for an offline device. Raises ConfigError on a bad key or subject. Every request
+    goes through `guard` (default: an empty allow-list; see `notify.outbound`); `aclose()` closes the
+    channel's client."""
 
     name = "webpush"
 
     def __init__(self, vapid_private_key_pem: str, subject: str, ttl: int = 24 * 3600, *,
-                 client: httpx.AsyncClient | None = None, timeout: float = 10.0,
+                 guard: OutboundGuard | None = None, timeout: float = 10.0,
                  clock: Callable[[], float] = time.time) -> None:
         if ttl < 0:
             raise ConfigError("web push ttl must be zero or more seconds")
@@ -174,8 +181,8 @@ class WebPushChannel:
         self._ttl = ttl
         self._timeout = timeout
         self._clock = clock
-        self._client = client
-        self._owns_client = client is None
+        self.guard = guard or OutboundGuard()
+        self._client: httpx.AsyncClient | None = None
         self._tokens: dict[str, tuple[int, str]] = {}  # audience → (exp, Authorization header)
         try:
             self._vapid.sign({"sub": subject, "aud": "https://push.example.com", "exp": int(clock()) + 60})
@@ -183,13 +190,13 @@ class WebPushChannel:
             raise ConfigError("web push subject must be a mailto: address or an https:// URL") from None
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
+        if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+            self._client = self.guard.client(self._timeout)
         return self._client
 
     def authorization(self, audience: str) -> str:
@@ -212,7 +219,7 @@ class WebPushChannel:
 
     async def send(self, message: Message, target: Mapping[str, Any]) -> str:
         try:
-            sub = PushSubscription.parse(target.get("subscription"))
+            sub = PushSubscription.parse(target.get("subscription"), self.guard.policy)
         except ValidationError as exc:
             raise DeliveryError(exc.message, retryable=False) from None
         origin = url_origin(sub.endpoint)
@@ -231,10 +238,10 @@ class WebPushChannel:
         if status in (200, 201, 202):
             log.debug("web push %s accepted by %s: HTTP %d", message.id, origin, status)
             return f"HTTP {status}"
-        detail = f"web push {origin}: HTTP {status} {response.reason_phrase}".rstrip()
+        detail = f"web push {origin}: HTTP {status}"
         if status in (404, 410):
             raise DeliveryError(detail + " (subscription expired)", gone=True)
-        retry_after = response.headers.get("Retry-After")
-        if retry_after and len(retry_after) <= 40:
-            detail += f" (Retry-After: {retry_after})"
-        raise DeliveryError(detail, retryable=status in _RETRYABLE_STATUS or status >= 500)
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+        if retry_after is not None:
+            detail += f" (retry after {retry_after:g} s)"
+        raise DeliveryError(detail, retryable=status in _RETRYABLE_STATUS or status >= 500, retry_after_s=retry_after)
