@@ -115,15 +115,16 @@ class _Dedup:
 class _HttpServer:
     """An aiohttp server on a free loopback port routing every request to `handle`."""
 
-    def __init__(self, handle: Callable[[web.Request], Any]) -> None:
+    def __init__(self, handle: Callable[[web.Request], Any], ssl_context: ssl.SSLContext | None = None) -> None:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        self._ssl_context = ssl_context
         self.port = 0
 
     async def start(self) -> None:
         await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, 0)
+        site = web.TCPSite(self._runner, HOST, 0, ssl_context=self._ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
@@ -142,6 +143,7 @@ class WebhookRequest:
     body: bytes
     signature_ok: bool | None  # None when the receiver has no secret
     status: int  # what the receiver answered
+    received_at: float = 0.0  # time.monotonic() on arrival
 
     @property
     def delivery_id(self) -> str | None:
@@ -155,10 +157,12 @@ class WebhookReceiver:
     """An HTTP endpoint that records every request and checks `X-OpenManager-Signature` itself
     (HMAC-SHA256 over "<timestamp>.<body>", timestamp within `tolerance_s`). With a secret, a request whose
     signature does not verify is answered 401 (like a real receiver) unless `reject_bad_signature=False`.
-    `url` includes a `?token=` query secret so tests can check it never leaks."""
+    `url` includes a `?token=` query secret so tests can check it never leaks. With `ssl_context` it
+    serves HTTPS (`port` is where)."""
 
     def __init__(self, secret: str | None = None, *, path: str = "/hook", tolerance_s: float = 300,
-                 reject_bad_signature: bool = True, url_token: str = "query-secret-t0ken") -> None:
+                 reject_bad_signature: bool = True, url_token: str = "query-secret-t0ken",
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.secret = secret
         self.path = path
         self.tolerance_s = tolerance_s
@@ -166,9 +170,13 @@ class WebhookReceiver:
         self.url_token = url_token
         self.requests: list[WebhookRequest] = []
         self._dedup = _Dedup()
-        self._fail: list[int] = []
+        self._fail: list[tuple[int, dict[str, str]]] = []
         self._changes = _Changes()
-        self._server = _HttpServer(self._handle)
+        self._server = _HttpServer(self._handle, ssl_context)
+
+    @property
+    def port(self) -> int:
+        return self._server.port
 
     @property
     def url(self) -> str:
@@ -190,9 +198,10 @@ class WebhookReceiver:
     def accepted(self) -> list[WebhookRequest]:
         return [r for r in self.requests if 200 <= r.status < 300]
 
-    def fail_next(self, n: int, status: int = 503) -> None:
-        """Answer the next `n` requests with `status` (they are recorded but not accepted)."""
-        self._fail.extend([status] * n)
+    def fail_next(self, n: int, status: int = 503, headers: dict[str, str] | None = None) -> None:
+        """Answer the next `n` requests with `status` and `headers` (e.g. `Retry-After`); they are
+        recorded but not accepted."""
+        self._fail.extend([(status, headers or {})] * n)
 
     async def wait_for(self, count: int, *, timeout: float = 5.0) -> None:
         await self._changes.until(lambda: len(self._dedup.ids_seen) >= count, timeout,
@@ -217,19 +226,20 @@ class WebhookReceiver:
         body = await request.read()
         headers = {k.lower(): v for k, v in request.headers.items()}
         signature_ok = None if self.secret is None else self.check_signature(headers, body)
+        extra: dict[str, str] = {}
         if self._fail:
-            status = self._fail.pop(0)
+            status, extra = self._fail.pop(0)
         elif signature_ok is False and self.reject_bad_signature:
             status = 401
         else:
             status = 200
         record = WebhookRequest(request.method, request.path, request.query_string, headers, body, signature_ok,
-                                status)
+                                status, time.monotonic())
         self.requests.append(record)
         if status == 200:
             self._dedup.add(record.delivery_id or f"<no id #{len(self.requests)}>")
         self._changes.notify()
-        return web.Response(status=status, text="ok" if status == 200 else "nope")
+        return web.Response(status=status, text="ok" if status == 200 else "nope", headers=extra)
 
     async def __aenter__(self) -> Self:
         self._changes.bind()
@@ -280,16 +290,19 @@ class SelfSignedCert:
         return ctx
 
 
-def make_self_signed_cert(directory: Path) -> SelfSignedCert:
-    """A certificate for 127.0.0.1 / localhost, its own trust anchor (pass cert_file as a CA bundle)."""
+def make_self_signed_cert(directory: Path, names: tuple[str, ...] = ("localhost",),
+                          with_ip: bool = True) -> SelfSignedCert:
+    """A certificate for the DNS `names` (and 127.0.0.1 unless `with_ip` is False), its own trust anchor
+    (pass cert_file as a CA bundle)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "OpenManager test SMTP")])
     now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(
+                [*(x509.DNSName(n) for n in names),
+                 *([x509.IPAddress(ipaddress.ip_address(HOST))] if with_ip else [])]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, content_commitment=False,
                                          key_encipherment=False, data_encipherment=False, key_agreement=False,

@@ -20,7 +20,7 @@ from openmanager.notify.channels.webhook import WebhookChannel, WebhookTarget, s
 from openmanager.notify.channels.webpush import MAX_PAYLOAD, PushSubscription, WebPushChannel, push_payload
 from openmanager.notify.message import DeliveryError, Message
 from openmanager.notify.vapid import VapidKeys, generate_vapid_keys, load_private_key, public_key_from_private
-from tests.notify.conftest import WEBHOOK_SECRET
+from tests.notify.conftest import WEBHOOK_SECRET, loopback_guard
 from tests.notify.receivers import PushService, SmtpReceiver, WebhookReceiver, b64url_decode, unused_port
 
 
@@ -42,7 +42,7 @@ async def deliver_error(channel: Any, message: Message, target: Mapping[str, Any
 
 @pytest.fixture
 async def webhook() -> AsyncIterator[WebhookChannel]:
-    channel = WebhookChannel(timeout=3.0)
+    channel = WebhookChannel(loopback_guard(), timeout=3.0)
     yield channel
     await channel.aclose()
 
@@ -215,7 +215,7 @@ async def test_webhook_connection_refused_is_retryable_and_hides_url_secrets(web
 
 
 async def test_webhook_timeout_is_retryable() -> None:
-    channel = WebhookChannel(timeout=0.3)
+    channel = WebhookChannel(loopback_guard(), timeout=0.3)
     try:
         async with HangingServer() as server:
             started = time.monotonic()
@@ -401,7 +401,8 @@ def test_smtp_credentials_in_clear_allowed_on_loopback() -> None:
 
 @pytest.fixture
 async def webpush(vapid_keys: VapidKeys) -> AsyncIterator[WebPushChannel]:
-    channel = WebPushChannel(vapid_keys.private_pem, "mailto:ops@example.com", ttl=3600, timeout=3.0)
+    channel = WebPushChannel(vapid_keys.private_pem, "mailto:ops@example.com", ttl=3600, timeout=3.0,
+                             guard=loopback_guard())
     yield channel
     await channel.aclose()
 
@@ -429,7 +430,7 @@ async def test_webpush_payload_decrypts_to_the_message(push_service: PushService
 
 async def test_webpush_with_another_vapid_key_is_refused(push_service: PushService, vapid_keys: VapidKeys) -> None:
     subscriber = push_service.subscribe(application_server_key=vapid_keys.public_key)
-    other = WebPushChannel(generate_vapid_keys().private_pem, "https://ops.example.com")
+    other = WebPushChannel(generate_vapid_keys().private_pem, "https://ops.example.com", guard=loopback_guard())
     try:
         error = await deliver_error(other, make_message(), {"subscription": subscriber.subscription})
     finally:
@@ -513,18 +514,22 @@ def test_max_payload_fills_one_4096_byte_push() -> None:
 
 
 @pytest.mark.parametrize("change", [
-    {"endpoint": "http://push.example.com/x"},  # http only on loopback
+    {"endpoint": "http://push.example.com/x"},  # http only for an allow-listed address
+    {"endpoint": "https://127.0.0.2/x"},  # loopback, outside the allow-list
+    {"endpoint": "https://169.254.169.254/x"},
+    {"keys": {"p256dh": "abc", "auth": "def"}},
+    {"keys": {"p256dh": "AAAA", "auth": "AAAAAAAAAAAAAAAAAAAAAA"}},  # not a P-256 point
     {"endpoint": "ftp://127.0.0.1/x"},
     {"endpoint": 5},
-    {"keys": {"p256dh": "AAAA", "auth": "AAAAAAAAAAAAAAAAAAAAAA"}},  # not a P-256 point
     {"keys": {"auth": "AAAAAAAAAAAAAAAAAAAAAA"}},
     {"keys": "nope"},
 ])
 async def test_webpush_invalid_subscription_is_not_retryable(push_service: PushService, webpush: WebPushChannel,
                                                              change: dict[str, Any]) -> None:
     subscription = push_service.subscribe().subscription | change
-    with pytest.raises(ValidationError):
-        PushSubscription.parse(subscription)
+    with pytest.raises(ValidationError) as info:
+        PushSubscription.parse(subscription, webpush.guard.policy)
+    assert info.value.code == "invalid_subscription"
     error = await deliver_error(webpush, make_message(), {"subscription": subscription})
     assert not error.retryable
     assert push_service.raw_count == 0
@@ -534,8 +539,10 @@ def test_push_subscription_accepts_a_browser_subscription() -> None:
     browser_json = PushService().subscribe().subscription | {"endpoint": "https://fcm.googleapis.com/fcm/send/abc"}
     sub = PushSubscription.parse(browser_json)
     assert sub.to_json() == {"endpoint": browser_json["endpoint"], "keys": browser_json["keys"]}
-    localhost = PushSubscription.parse(browser_json | {"endpoint": "http://localhost:8080/push/1"})
-    assert localhost.endpoint.startswith("http://localhost")
+    local = browser_json | {"endpoint": "http://localhost:8080/push/1"}
+    with pytest.raises(ValidationError, match="https"):  # by default: https only, and never loopback
+        PushSubscription.parse(local)
+    assert PushSubscription.parse(local, loopback_guard().policy).endpoint.startswith("http://localhost")
 
 
 def test_vapid_token_is_cached_per_origin_and_renewed(vapid_keys: VapidKeys) -> None:

@@ -15,11 +15,14 @@ import pytest
 from openmanager.alerts.engine import AlertEngine, Transition
 from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.silences import Silence
+from openmanager.core.errors import ValidationError
 from openmanager.core.model import ServerInfo
 from openmanager.notify.channels.webhook import WebhookChannel
+from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.service import NotificationService
 from openmanager.store import Store
 from openmanager.store.notifications import NotificationStore
+from tests.notify.conftest import ConnectSpy, loopback_guard
 from tests.notify.receivers import WebhookReceiver
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -49,11 +52,13 @@ class Clock:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[NotificationService, Clock, WebhookReceiver, list[Any]]]:
     clock = Clock()
+    guard = loopback_guard()
     published: list[Any] = []
     async with await Store.open(f"sqlite:///{tmp_path / 'om.db'}") as store, WebhookReceiver("s3") as hook:
         service = NotificationService(NotificationStore(store), lambda t, d: published.append(d),
                                       users=lambda: ["ann"], infos=lambda: {"web-1": WEB},
-                                      channels={"webhook": WebhookChannel()}, retry_base_ms=1000, clock=clock)
+                                      channels={"webhook": WebhookChannel(guard)}, retry_base_ms=1000, clock=clock,
+                                      outbound=guard)
         await service.start(worker=False)
         await service.set_preferences("ann", {"channels": {
             "inapp": {"enabled": True, "min_severity": "warning"},
@@ -158,3 +163,75 @@ async def test_a_failing_receiver_is_retried_with_backoff(setup: Any) -> None:
     (note,) = [n for n in await service.store.history("ann") if n["kind"] == "alert"]
     assert note["channels"]["webhook"]["status"] == "sent" and note["channels"]["webhook"]["attempts"] == 3
     assert hook.ids_seen == [note["id"]]
+
+
+async def test_retry_after_from_the_receiver_outweighs_the_backoff(setup: Any) -> None:
+    service, clock, hook, _ = setup
+    hook.fail_next(1, 503, {"Retry-After": "120"})  # the backoff alone would retry after about 1 s
+    await _record(service, _engine().evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    assert await service.deliver_due() == 1
+    assert await service.store.next_due() == clock.now + 120_000
+    clock.now += 119_000
+    assert await service.deliver_due() == 0  # not before the receiver said
+    clock.now += 1_000
+    assert await service.deliver_due() == 1
+    (note,) = [n for n in await service.store.history("ann") if n["kind"] == "alert"]
+    assert note["channels"]["webhook"]["status"] == "sent" and note["channels"]["webhook"]["attempts"] == 2
+
+
+async def test_retry_after_still_counts_toward_the_retry_limit(setup: Any) -> None:
+    service, clock, hook, _ = setup
+    service.retry_limit = 2
+    hook.fail_next(5, 429, {"Retry-After": "30"})
+    await _record(service, _engine().evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    assert await service.deliver_due() == 1
+    clock.now += 30_000
+    assert await service.deliver_due() == 1
+    (note,) = [n for n in await service.store.history("ann") if n["kind"] == "alert"]
+    webhook = note["channels"]["webhook"]
+    assert webhook["status"] == "failed" and webhook["attempts"] == 2 and "HTTP 429" in webhook["detail"]
+    assert hook.raw_count == 2
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(tmp_path: Path) -> None:
+    resolved: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:  # what an attacker's DNS answers
+        resolved.append(host)
+        return ["10.0.0.5"]
+
+    spy = ConnectSpy()
+    guard = OutboundGuard(resolver=resolver, backend=spy)
+    clock = Clock()
+    async with await Store.open(f"sqlite:///{tmp_path / 'om.db'}") as store:
+        service = NotificationService(NotificationStore(store), lambda t, d: None, users=lambda: ["ann"],
+                                      infos=lambda: {"web-1": WEB}, channels={"webhook": WebhookChannel(guard)},
+                                      clock=clock, outbound=guard)
+        await service.start(worker=False)
+        try:
+            await service.set_preferences("ann", {"channels": {"webhook": {  # a name: accepted when saved
+                "enabled": True, "min_severity": "warning", "url": "https://hooks.internal.example/x?t=1"}}})
+            await service.test_notification("ann")
+            assert await service.deliver_due() == 1
+            (note,) = await service.store.history("ann")
+        finally:
+            await service.stop()
+    webhook = note["channels"]["webhook"]
+    assert webhook["status"] == "failed" and webhook["attempts"] == 1  # permanent: not retried
+    assert webhook["detail"] == "webhook https://hooks.internal.example: refused: private address"
+    assert resolved == ["hooks.internal.example"] and spy.calls == []  # refused before any connection
+
+
+async def test_a_refused_url_is_rejected_when_saved(setup: Any) -> None:
+    service, _clock, _hook, _ = setup
+    # the allow-list holds 127.0.0.1/32 (the receiver) and nothing else
+    for url, reason in (("http://127.0.0.2:6379/", "loopback address"), ("http://[::1]/", "loopback address"),
+                        ("http://2130706434/", "loopback address"), ("http://0x7f.2/", "loopback address"),
+                        ("http://[::ffff:10.0.0.1]/", "private address"), ("http://0/", "unspecified address"),
+                        ("http://169.254.169.254/latest/meta-data/", "metadata address")):
+        with pytest.raises(ValidationError) as info:
+            await service.set_preferences("ann", {"channels": {"webhook": {"url": url}}})
+        assert info.value.code == "invalid_preferences"
+        assert info.value.message.startswith(f"channels.webhook.url is refused: {reason}")
+    stored = service.preferences("ann").channels["webhook"].settings["url"]
+    assert stored.startswith("http://127.0.0.1:")  # the allow-listed receiver's URL is kept

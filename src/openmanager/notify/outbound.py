@@ -22,7 +22,9 @@ A refusal raises `OutboundRefused` before any packet is sent to the refused addr
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -109,28 +111,38 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
     whose network backend is the guard. httpx 0.28 takes no backend argument, so the pool it builds is
     replaced; a layout change in httpx fails here, loudly, rather than leaving requests unguarded."""
 
-    def __init__(self, backend: httpcore.AsyncNetworkBackend) -> None:
-        super().__init__(trust_env=False)
+    def __init__(self, backend: httpcore.AsyncNetworkBackend, ssl_context: ssl.SSLContext) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
         if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
             raise RuntimeError("httpx.AsyncHTTPTransport changed: the outbound guard cannot be installed")
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),  # the system CAs (or SSL_CERT_FILE / SSL_CERT_DIR)
-            max_connections=limits.max_connections, max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=backend)
+            ssl_context=ssl_context, max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+            network_backend=backend)
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    """What httpx trusts by default: certifi's CAs, or the files SSL_CERT_FILE / SSL_CERT_DIR name (read
+    once per process; loading the bundle takes a while)."""
+    return httpx.create_ssl_context()
 
 
 class OutboundGuard:
     """The policy (`OutboundPolicy`, from the `outbound_allow` setting) and the clients that obey it.
 
-    `resolver` and `backend` are for tests: a resolver that returns the address under test, and a backend
-    that records connection attempts instead of making them."""
+    `resolver`, `backend` and `ssl_context` are for tests: a resolver that returns the address under
+    test, a backend that records connection attempts instead of making them, a context that trusts a
+    test CA (by default: certifi's CAs, or the files SSL_CERT_FILE / SSL_CERT_DIR name)."""
 
     def __init__(self, policy: OutboundPolicy | None = None, *, resolver: Resolver = system_resolver,
-                 backend: httpcore.AsyncNetworkBackend | None = None) -> None:
+                 backend: httpcore.AsyncNetworkBackend | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.policy = policy or OutboundPolicy()
         self._resolver = resolver
         self._backend = backend or httpcore.AnyIOBackend()
+        self._ssl_context = ssl_context
 
     @classmethod
     def allowing(cls, *cidrs: str, **kwargs: Any) -> OutboundGuard:
@@ -140,7 +152,8 @@ class OutboundGuard:
     def client(self, timeout: float) -> httpx.AsyncClient:
         """A new client whose every connection is checked; never follows redirects, ignores proxy
         variables. The caller closes it."""
-        transport = _GuardedTransport(_GuardedBackend(self.policy, self._resolver, self._backend))
+        transport = _GuardedTransport(_GuardedBackend(self.policy, self._resolver, self._backend),
+                                      self._ssl_context or _default_ssl_context())
         return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
 
     def check_url(self, url: str) -> str | None:
