@@ -26,7 +26,8 @@ async def test_in_app_notification_history_preferences_and_read(tmp_path: Path) 
         assert prefs["channels"]["inapp"] == {"enabled": True, "min_severity": "warning"}
         r = _req(hub, "PUT", "/api/v1/me/preferences", json={
             "muted_rules": ["muted-one"],
-            "channels": {"webhook": {"url": "http://127.0.0.1:9/hook?key=topsecret", "secret": "s", "enabled": False}}})
+            "channels": {"webhook": {"url": "https://hooks.example.com/hook?key=topsecret", "secret": "s",
+                                     "enabled": False}}})
         assert r.status_code == 200, r.text
         assert "topsecret" not in r.text and r.json()["channels"]["webhook"]["url_set"] is True
         bad = _req(hub, "PUT", "/api/v1/me/preferences", json={"quiet_hours": {"start": "9", "end": "10"}})

@@ -16,11 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from openmanager.config import Settings
+from openmanager.core.errors import ConfigError
 from openmanager.notify.channels._http import MAX_RETRY_AFTER_S, parse_retry_after
 from openmanager.notify.channels.webhook import WebhookChannel
 from openmanager.notify.channels.webpush import WebPushChannel
 from openmanager.notify.message import DeliveryError, Message
-from openmanager.notify.outbound import OutboundGuard
+from openmanager.notify.outbound import OutboundGuard, system_resolver
+from openmanager.notify.setup import outbound_guard
 from openmanager.notify.vapid import VapidKeys
 from tests.notify.conftest import ConnectSpy, loopback_guard
 from tests.notify.receivers import PushService, WebhookReceiver, make_self_signed_cert, unused_port
@@ -144,6 +147,18 @@ async def test_tls_keeps_the_host_name_for_sni_certificate_and_host_header(tmp_p
     assert request.headers["host"] == f"hooks.test:{receiver.port}"
 
 
+async def test_the_system_resolver_path_reaches_an_allowed_loopback_receiver(receiver: WebhookReceiver) -> None:
+    """`localhost` through getaddrinfo (/etc/hosts): ::1 is outside the allow-list and skipped, 127.0.0.1 is
+    in it and connected to."""
+    assert "127.0.0.1" in await system_resolver("localhost", receiver.port)
+    channel = WebhookChannel(loopback_guard(), timeout=3)
+    try:
+        assert await channel.send(MESSAGE, {"url": f"http://localhost:{receiver.port}/hook"}) == "HTTP 200"
+    finally:
+        await channel.aclose()
+    assert receiver.requests[0].headers["host"] == f"localhost:{receiver.port}"
+
+
 class _Server:
     """A local TCP server that answers each connection with `reply` and closes (None: closes at once)."""
 
@@ -235,3 +250,24 @@ async def test_webhook_retry_after_as_http_date(receiver: WebhookReceiver) -> No
     error = await send_error(WebhookChannel(loopback_guard(), timeout=3), receiver.url)
     assert error.retry_after_s is not None and 55 <= error.retry_after_s <= 60
 
+
+
+# --- the setting --------------------------------------------------------------------------------------------
+
+def test_outbound_allow_from_flags_environment_and_toml(tmp_path: Path) -> None:
+    assert Settings.load({}, env={}).outbound_allow == ()  # empty by default: every local target refused
+    flags = Settings.load({"outbound_allow": ["10.20.0.0/16", "192.168.1.20"]}, env={})
+    env = Settings.load({}, env={"OPENMANAGER_OUTBOUND_ALLOW": "10.20.0.0/16, 192.168.1.20"})
+    toml = tmp_path / "om.toml"
+    toml.write_text('outbound_allow = ["10.20.0.0/16", "192.168.1.20"]\n')
+    for settings in (flags, env, Settings.load({}, env={}, config_file=toml)):
+        assert settings.outbound_allow == ("10.20.0.0/16", "192.168.1.20")
+        policy = outbound_guard(settings).policy
+        assert policy.check_host("10.20.9.9") is None and policy.check_host("192.168.1.20") is None
+        assert policy.check_host("192.168.1.21") == "private address"
+
+
+@pytest.mark.parametrize("value", ["10.20.0.1/16", "not-a-network", "10.0.0.0/40"])
+def test_a_bad_outbound_allow_entry_stops_the_hub(value: str) -> None:
+    with pytest.raises(ConfigError, match="outbound_allow"):
+        Settings.load({"outbound_allow": [value]}, env={})
