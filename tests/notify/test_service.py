@@ -233,5 +233,8 @@ async def test_a_refused_url_is_rejected_when_saved(setup: Any) -> None:
             await service.set_preferences("ann", {"channels": {"webhook": {"url": url}}})
         assert info.value.code == "invalid_preferences"
         assert info.value.message.startswith(f"channels.webhook.url is refused: {reason}")
+    for url in ("http://0177.0.0.1/", "http://%31%32%37.0.0.1/", "http://1.2.3.256/"):  # neither address nor name
+        with pytest.raises(ValidationError, match=r"channels\.webhook\.url is not valid"):
+            await service.set_preferences("ann", {"channels": {"webhook": {"url": url}}})
     stored = service.preferences("ann").channels["webhook"].settings["url"]
     assert stored.startswith("http://127.0.0.1:")  # the allow-listed receiver's URL is kept

@@ -257,6 +257,8 @@ def _channel(name: str, raw: object, current: ChannelPrefs,
             if not isinstance(value, str) or not re.match(r"^https?://[^\s]+$", value) or len(value) > 2048:
                 raise _invalid("channels.webhook.url must be an http(s) URL")
             refused = check_url(value) if check_url is not None else None
+            if refused is not None and refused.startswith("invalid"):
+                raise _invalid(f"channels.webhook.url is not valid: {refused}")
             if refused is not None:
                 raise _invalid(f"channels.webhook.url is refused: {refused}; the hub does not send to loopback, "
                                f"private, link-local or metadata addresses unless its outbound_allow setting "

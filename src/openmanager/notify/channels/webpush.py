@@ -90,6 +90,8 @@ class PushSubscription:
             raise _invalid("push subscription endpoint must be an https:// URL (http:// only for an address "
                            "the hub's outbound_allow list names)")
         refused = policy.check_host(url.host)
+        if refused is not None and refused.startswith("invalid"):
+            raise _invalid(f"push subscription endpoint is not valid: {refused}")
         if refused is not None:
             raise _invalid(f"push subscription endpoint is refused: {refused} (the hub does not send to it "
                            f"unless outbound_allow names it)")
