@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from openmanager.core.errors import ConfigError, RuleSyntaxError
+from openmanager.core.access import allowed_hosts_policy
+from openmanager.core.errors import ConfigError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_NAMES
 from openmanager.core.rules import parse_duration
 from openmanager.core.status import StatusPolicy, Threshold
@@ -80,6 +81,10 @@ class Settings:
                                     "(an advisory lock in --db), or auto (redis).")
     leader_lease: str = _opt("5s", "Redis leader lease: a leader that died is replaced within about this long.")
     node_id: str = _opt("", "This process's name in a cluster (default host:port:random).")
+    # -- sign-in hardening: Host header check (against DNS rebinding) --
+    allowed_hosts: str = _opt("", "Host names the hub answers to, comma-separated (*.example.com matches names "
+                                  "under it; * turns the check off). Loopback names always. Empty: loopback "
+                                  "names (and public_url's host) when bound to loopback, else no check.")
 
     @classmethod
     def load(
@@ -145,6 +150,7 @@ class Settings:
         if self.notify_retry_limit < 1:
             raise ConfigError("notify_retry_limit must be at least 1")
         self._validate_cluster()
+        self._validate_allowed_hosts()
 
     def _validate_cluster(self) -> None:
         if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
@@ -159,6 +165,12 @@ class Settings:
             raise ConfigError(f"leader_lease: {exc.message}") from exc
         if lease < 300:
             raise ConfigError("leader_lease must be at least 0.3s")
+
+    def _validate_allowed_hosts(self) -> None:
+        try:
+            allowed_hosts_policy(self.allowed_hosts, self.host, self.public_url)
+        except ValidationError as exc:
+            raise ConfigError(exc.message) from exc
 
     @property
     def clustered(self) -> bool:
