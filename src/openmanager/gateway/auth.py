@@ -81,11 +81,8 @@ def peer_address(conn: HTTPConnection | Mapping[str, Any]) -> str | None:
     return str(peer[0]) if peer else None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+def _headers(scope: Scope, name: bytes) -> list[str]:
+    return [bytes(value).decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == name]
 
 
 class FrontDoor:
@@ -102,14 +99,15 @@ class FrontDoor:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope["type"] in ("http", "websocket"):
             scope[PEER_KEY] = scope.get("client")
-            if not host_allowed(_header(scope, b"host"), self.allowed):
-                return self._refuse(scope, receive, send)
+            hosts = _headers(scope, b"host")
+            if not all(host_allowed(host, self.allowed) for host in hosts or [None]):  # each, if several
+                return self._refuse(scope, receive, send, hosts)
         return self.app(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, hosts: list[str]) -> None:
         client = scope.get("client") or ("-",)
-        log.info("refused a request for host %r from %s (not in allowed_hosts)",
-                 (_header(scope, b"host") or "")[:100], client[0])
+        log.info("refused a request for host %r from %s (not in allowed_hosts)", ", ".join(hosts)[:100],
+                 client[0])
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
             return
