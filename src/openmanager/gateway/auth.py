@@ -100,7 +100,8 @@ class FrontDoor:
         if scope["type"] in ("http", "websocket"):
             scope[PEER_KEY] = scope.get("client")
             hosts = _headers(scope, b"host")
-            if not all(host_allowed(host, self.allowed) for host in hosts or [None]):  # each, if several
+            allowed = all(host_allowed(host, self.allowed) for host in hosts)  # each, if several; none: a program
+            if not allowed:
                 return self._refuse(scope, receive, send, hosts)
         return self.app(scope, receive, send)
 
