@@ -113,6 +113,8 @@ def test_attempts_take_their_slot_before_the_check_so_a_burst_gets_at_most_five_
     refused = [d for d in decisions if isinstance(d, LoginRefused)]
     assert len(checks) == LimitPolicy().checks_per_account == 2
     assert len(refused) == 198 and all(r.retry_after_ms >= 1000 for r in refused)
+    assert [r.busy for r in refused[:3]] == [True, True, False]  # the 5th slot filled the window
+    assert all(r == LoginRefused(5 * MIN - i) for i, r in enumerate(refused[3:], start=5))  # the oldest: at 1000
     for attempt in checks:
         limiter.end(attempt, False)
     assert len(limiter._accounts["bob"]) == 5  # 2 checked and 3 turned away while busy: all counted
@@ -128,7 +130,7 @@ def test_concurrent_checks_are_capped_per_account_and_per_address() -> None:
     first = limiter.begin("ann", "10.0.0.1", 0)
     assert isinstance(first, LoginAttempt)
     busy = limiter.begin("ann", "10.0.0.2", 0)
-    assert busy == LoginRefused(1000)  # one check at a time for ann
+    assert busy == LoginRefused(1000, busy=True)  # one check at a time for ann
     others = [limiter.begin(f"user{i}", "10.0.0.1", 0) for i in range(3)]
     assert [type(d) for d in others] == [LoginAttempt, LoginAttempt, LoginRefused]  # 3 from the address
     limiter.end(first, False)

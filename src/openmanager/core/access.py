@@ -99,9 +99,11 @@ class LoginAttempt:
 
 @dataclass(frozen=True, slots=True)
 class LoginRefused:
-    """Not admitted: answer 429 with `Retry-After` (`retry_after_ms`, at least 1 ms)."""
+    """Not admitted: answer 429 with `Retry-After` (`retry_after_ms`, at least 1 ms). `busy`: turned away
+    only because other checks for the account or from the address were running (the attempt counted)."""
 
     retry_after_ms: int
+    busy: bool = False
 
 
 class LoginLimiter:
@@ -169,7 +171,8 @@ class LoginLimiter:
         busy = (key is not None and self._account_checks.get(key, 0) >= self.policy.checks_per_account) or (
             address is not None and self._address_checks.get(address, 0) >= self.policy.checks_per_address)
         if busy:
-            return LoginRefused(max(self.policy.busy_retry_ms, self.retry_after_ms(account, address, now_ms)))
+            wait = self.retry_after_ms(account, address, now_ms)  # this attempt may have filled the window
+            return LoginRefused(max(self.policy.busy_retry_ms, wait), busy=not wait)
         if key is not None:
             self._account_checks[key] = self._account_checks.get(key, 0) + 1
         if address is not None:

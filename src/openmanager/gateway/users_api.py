@@ -91,13 +91,14 @@ def _admit(auth: Authenticator, account: str | None, address: str | None) -> Log
     """The limiter's slot for one attempt (taken before its check), or the 429 to answer."""
     decision = auth.limiter.begin(account, address, int(time.time() * 1000))
     if isinstance(decision, LoginRefused):
-        return _rate_limited(decision.retry_after_ms)
+        return _rate_limited(decision.retry_after_ms, busy=decision.busy)
     return decision
 
 
-def _rate_limited(wait_ms: int) -> Response:
+def _rate_limited(wait_ms: int, *, busy: bool = False) -> Response:
     seconds = max(1, math.ceil(wait_ms / 1000))
-    response = error_response(429, "rate_limited", f"too many failed attempts; try again in {seconds} s")
+    why = "other sign-in attempts are being checked" if busy else "too many failed attempts"
+    response = error_response(429, "rate_limited", f"{why}; try again in {seconds} s")
     response.headers["Retry-After"] = str(seconds)
     return response
 
