@@ -96,7 +96,7 @@ class FrontDoor:
         self.app = app
         self.allowed = allowed
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] in ("http", "websocket"):
             scope[PEER_KEY] = scope.get("client")
             hosts = _headers(scope, b"host")
