@@ -14,6 +14,7 @@ import typer
 from openmanager import __version__
 from openmanager.config import ENV_PREFIX, Settings, help_for
 from openmanager.core.errors import ConfigError
+from openmanager.store.files import use_private_umask
 
 app = typer.Typer(
     help="OpenManager Vibe: a self-hosted, real-time server-fleet monitoring hub.",
@@ -84,6 +85,7 @@ def serve(
     leader_lease: Annotated[str | None, _opt("leader_lease")] = None,
     node_id: Annotated[str | None, _opt("node_id")] = None,
     outbound_allow: Annotated[list[str] | None, _opt("outbound_allow")] = None,
+    allowed_hosts: Annotated[str | None, _opt("allowed_hosts")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,
@@ -93,8 +95,9 @@ def serve(
     """Run the hub: sources, pipeline, store, WebSocket/SSE/REST gateway. Prints the dashboard link.
 
     The admin token comes from OPENMANAGER_ADMIN_TOKEN, or is generated at first start and kept
-    (mode 0600) in the data directory."""
+    (mode 0600) in the data directory. The data directory is made private (0700, files 0600) at start."""
     flags = {k: (v or None) if isinstance(v, list) else v for k, v in locals().items() if k != "config"}
+    use_private_umask()  # the data directory and everything the hub writes: the hub's user only
     try:
         settings = Settings.load(flags, config_file=config)
     except ConfigError as exc:
@@ -192,6 +195,7 @@ def _with_agents(data_dir: str | None, db: str | None, config: Path | None, acti
     from openmanager.store.agents import AgentStore
     from openmanager.store.db import Store
 
+    use_private_umask()  # a store this creates is the hub's user's only
     try:
         settings = Settings.load({"data_dir": data_dir, "db": db}, config_file=config)
     except ConfigError as exc:
@@ -335,6 +339,7 @@ def agent(
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
+    use_private_umask()  # the disk buffer holds what the host sends: this user's only
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
@@ -399,6 +404,7 @@ def _with_users(data_dir: str | None, db: str | None, config: Path | None, actio
     from openmanager.store.db import Store
     from openmanager.store.users import UserStore
 
+    use_private_umask()  # a store this creates is the hub's user's only
     try:
         settings = Settings.load({"data_dir": data_dir, "db": db}, config_file=config)
     except ConfigError as exc:

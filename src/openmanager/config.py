@@ -15,7 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from openmanager.core.errors import ConfigError, RuleSyntaxError
+from openmanager.core.access import allowed_hosts_policy
+from openmanager.core.errors import ConfigError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_NAMES
 from openmanager.core.netguard import parse_allow_list
 from openmanager.core.rules import parse_duration
@@ -85,6 +86,10 @@ class Settings:
     outbound_allow: tuple[str, ...] = _opt((), "Outbound requests (webhooks, Web Push) may go to this CIDR block "
                                                "although it is loopback, private, link-local or metadata "
                                                "(repeatable; environment: comma-separated; default: none).")
+    # -- sign-in hardening: Host header check (against DNS rebinding) --
+    allowed_hosts: str = _opt("", "Host names the hub answers to, comma-separated (*.example.com matches names "
+                                  "under it; * turns the check off). Loopback names always. Empty: loopback "
+                                  "names (and public_url's host) when bound to loopback, else no check.")
 
     @classmethod
     def load(
@@ -154,6 +159,7 @@ class Settings:
             parse_allow_list(self.outbound_allow)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        self._validate_allowed_hosts()
 
     def _validate_cluster(self) -> None:
         if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
@@ -168,6 +174,12 @@ class Settings:
             raise ConfigError(f"leader_lease: {exc.message}") from exc
         if lease < 300:
             raise ConfigError("leader_lease must be at least 0.3s")
+
+    def _validate_allowed_hosts(self) -> None:
+        try:
+            allowed_hosts_policy(self.allowed_hosts, self.host, self.public_url)
+        except ValidationError as exc:
+            raise ConfigError(exc.message) from exc
 
     @property
     def clustered(self) -> bool:

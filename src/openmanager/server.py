@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -27,9 +28,11 @@ import uvicorn
 from openmanager.config import Settings
 from openmanager.core.errors import ConfigError
 from openmanager.gateway.app import create_app
-from openmanager.gateway.auth import load_admin_token
+from openmanager.gateway.auth import load_admin_token, startup_lines
 from openmanager.gateway.wsfast import FastSendProtocol, SharedHeartbeat
 from openmanager.hub import Hub
+from openmanager.store.db import sqlite_file
+from openmanager.store.files import make_private_dir, tighten
 
 _TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']+", re.IGNORECASE)
 
@@ -198,10 +201,33 @@ def check_tls(settings: Settings) -> None:
         raise ConfigError(f"cannot use {shown}: {exc}") from exc
 
 
+def secure_data_dir(settings: Settings) -> None:
+    """Make the data directory and what is in it (and a SQLite database kept elsewhere, with its -wal and
+    -shm files) private to the hub's user, logging each change; create the directory 0700 if missing."""
+    data_dir = Path(settings.data_dir)
+    database = sqlite_file(settings.db_url)
+    extra = [] if database is None else [database.with_name(database.name + s) for s in ("", "-wal", "-shm")]
+    for change in tighten(data_dir, extra):
+        if change.error:
+            log.warning("cannot make %s private (mode %04o): %s", change.path, change.old, change.error)
+        else:
+            log.warning("made %s private: mode %04o -> %04o", change.path, change.old, change.new)
+    make_private_dir(data_dir)
+
+
+def _is_terminal() -> bool:
+    """Whether stdout is an interactive terminal (the admin token's link is printed only there)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
+
+
 async def run(settings: Settings) -> int:
     """Serve until interrupted; returns the process exit code."""
     configure_logging(settings.log_level)
     check_tls(settings)
+    secure_data_dir(settings)
     token, origin = load_admin_token(settings.data_dir)
     hub = Hub(settings, admin_token=token)
     watchdog = ShutdownWatchdog()
@@ -216,8 +242,8 @@ async def run(settings: Settings) -> int:
         shown_host = settings.host if settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
         print(f"OpenManager Vibe {hub.settings.host}:{port} ready", flush=True)
         scheme = "https" if settings.tls_cert else "http"
-        print(f"Dashboard: {scheme}://{shown_host}:{port}/?token={token}", flush=True)
-        print(f"Admin token from {origin}", flush=True)
+        for line in startup_lines(f"{scheme}://{shown_host}:{port}", token, origin, interactive=_is_terminal()):
+            print(line, flush=True)
 
     server.on_started = announce
     await server.serve()

@@ -62,9 +62,13 @@ class LiveHub:
             self._server = self._task = None
 
     def hub_app_state_ingest(self) -> IngestService:
-        """The ingest endpoint's state (its counters): proxy headers → StreamFront → the FastAPI app."""
+        """The ingest endpoint's state (its counters): the FastAPI app inside the ASGI wrappers (FrontDoor,
+        StreamFront, proxy headers)."""
         assert self._server is not None
-        service: IngestService = self._server.config.loaded_app.app.app.state.ingest  # type: ignore[attr-defined]
+        app: Any = self._server.config.loaded_app
+        while not hasattr(app, "state"):
+            app = app.app
+        service: IngestService = app.state.ingest
         return service
 
     def server_connections(self) -> list[Any]:

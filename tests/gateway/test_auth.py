@@ -10,7 +10,14 @@ import pytest
 from argon2 import PasswordHasher
 
 from openmanager.core.errors import ForbiddenError
-from openmanager.gateway.auth import ADMIN_PRINCIPAL, Authenticator, Principal, cookie_name, require_role
+from openmanager.gateway.auth import (
+    ADMIN_PRINCIPAL,
+    Authenticator,
+    Principal,
+    cookie_name,
+    require_role,
+    startup_lines,
+)
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.stats import HubStats
 from openmanager.store import Store
@@ -127,3 +134,14 @@ def test_require_role_reads_the_scope() -> None:
     assert exc.value.code == "forbidden" and "admin" in exc.value.message
     with pytest.raises(ForbiddenError):
         require_role({}, "viewer")
+
+
+def test_the_start_up_lines_show_the_token_only_to_a_terminal() -> None:
+    base, token = "http://127.0.0.1:8000", "s3cr3t-admin-token"
+    shown = startup_lines(base, token, "data/admin_token", interactive=True)
+    assert shown == [f"Dashboard: {base}/?token={token}", "Admin token from data/admin_token"]
+    for origin, where in (("data/admin_token", "Admin token in data/admin_token"),
+                          ("environment", "Admin token in OPENMANAGER_ADMIN_TOKEN (environment)")):
+        hidden = startup_lines(base, token, origin, interactive=False)
+        assert hidden[0].startswith(f"Dashboard: {base}/ ") and hidden[1] == where
+        assert token not in "\n".join(hidden)

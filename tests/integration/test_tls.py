@@ -63,7 +63,7 @@ async def test_https_and_wss_with_a_secure_session_cookie(tmp_path: Path) -> Non
     hub.scheme, hub.verify = "https", trust
     hub.start()  # waits for https://.../readyz, trusting only that certificate
     try:
-        await printed(hub, f"Dashboard: https://127.0.0.1:{hub.port}/?token=")
+        await printed(hub, f"Dashboard: https://127.0.0.1:{hub.port}/ ")  # no token: stdout is a file
         async with httpx.AsyncClient(base_url=hub.base, verify=trust, timeout=10) as browser:
             r = await browser.get("/", params={"token": hub.token})
             assert r.status_code == 303

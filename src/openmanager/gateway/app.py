@@ -12,17 +12,18 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from openmanager import __version__
 from openmanager.agent.protocol import INGEST_PATH
+from openmanager.core.access import allowed_hosts_policy
 from openmanager.core.errors import OpenManagerError
 from openmanager.gateway import errors
 from openmanager.gateway.alerts_api import router as alerts_router
-from openmanager.gateway.auth import set_session_cookie
+from openmanager.gateway.auth import FrontDoor, token_link
 from openmanager.gateway.compression import CompressionMiddleware
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.ingest import IngestService, ingest_endpoint
@@ -45,7 +46,8 @@ STATIC_DIR = resources.files("openmanager") / "web" / "static"
 
 class AuthGate:
     """Every HTTP path needs a token except the public ones; `/?token=` trades the token for the
-    session cookie and redirects to `/`. WebSocket auth happens in the endpoint (close 4401)."""
+    session cookie and redirects to `/` (`auth.token_link`: not from another site's link). WebSocket auth
+    happens in the endpoint (close 4401)."""
 
     def __init__(self, app: ASGIApp, hub: Hub) -> None:
         self.app = app
@@ -81,7 +83,7 @@ class AuthGate:
         path = request.url.path
         auth = self.hub.auth
         if path == "/" and "token" in request.query_params:
-            return await self._token_link(request)
+            return await token_link(request, auth)
         if path in PUBLIC_PATHS or path.startswith("/static/"):
             return None
         try:
@@ -97,20 +99,6 @@ class AuthGate:
         request.scope["role"] = principal.role
         request.scope["principal"] = principal
         return None
-
-    async def _token_link(self, request: Request) -> Response:
-        """`/?token=`: a new login session for the token's user in the cookie, and a redirect to `/`."""
-        auth = self.hub.auth
-        principal = await auth.resolve_token(request.query_params["token"])
-        if principal is None:
-            return error_response(401, "unauthorized", "invalid token")
-        if auth.users is None:
-            return error_response(503, "unavailable", "the hub is starting")
-        session_id, expires_at = await auth.open_session(principal)
-        redirect = RedirectResponse("/", status_code=303)
-        set_session_cookie(redirect, request, session_id, expires_at)
-        return redirect
-
 
 async def _scope_only(scope: Scope, receive: Receive, send: Send) -> None:
     """The app behind `StreamFront.forwarded`: the middleware's rewrite of the scope is all it is for."""
@@ -141,7 +129,7 @@ class StreamFront:
         return self.app(scope, receive, send)
 
 
-def create_app(hub: Hub) -> StreamFront:
+def create_app(hub: Hub) -> FrontDoor:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await hub.start()
@@ -174,4 +162,6 @@ def create_app(hub: Hub) -> StreamFront:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
     app.add_middleware(AuthGate, hub=hub)
-    return StreamFront(app, hub)
+    settings = hub.settings
+    allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)
+    return FrontDoor(StreamFront(app, hub), allowed_hosts)  # the peer's address; the Host check

@@ -1,8 +1,9 @@
 """Login, logout, the caller (`/me`), their API tokens, and user administration, under `/api/v1`.
 
 `POST /login` and `POST /logout` are public (the gate lets them through); everything else needs a
-principal, and `/users` needs the admin role. Failed logins are limited per account and per client address
-(`core.access.LoginLimiter`: 5 in 5 minutes, then 429 with `Retry-After`). Answers never say whether an
+principal, and `/users` needs the admin role. Logins are limited per account and per client address
+(`core.access.LoginLimiter`: each attempt takes its slot before its check; once 5 in 5 minutes have not
+succeeded, or while other checks for them run, 429 with `Retry-After`). Answers never say whether an
 account exists, and neither passwords nor tokens are logged or returned (except a new token, once).
 """
 
@@ -16,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from openmanager.core.access import normalize_user_name
+from openmanager.core.access import LoginAttempt, LoginRefused, normalize_user_name
 from openmanager.core.errors import ConflictError, ForbiddenError, NotFoundError, ValidationError
 from openmanager.gateway.auth import (
     ADMIN_USER,
     Principal,
     clear_session_cookie,
     cookie_name,
+    peer_address,
     principal_of,
     require_role,
     set_session_cookie,
@@ -80,18 +82,23 @@ def _target(name: str) -> str:
         raise NotFoundError(f"no user {name!r}") from None
 
 
-def _client(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
 def _same_origin(request: Request) -> bool:
     headers = {k.lower(): v for k, v in request.headers.items()}
     return origin_allowed(headers, _hub(request).allowed_origins)
 
 
-def _rate_limited(wait_ms: int) -> Response:
+def _admit(auth: Authenticator, account: str | None, address: str | None) -> LoginAttempt | Response:
+    """The limiter's slot for one attempt (taken before its check), or the 429 to answer."""
+    decision = auth.limiter.begin(account, address, int(time.time() * 1000))
+    if isinstance(decision, LoginRefused):
+        return _rate_limited(decision.retry_after_ms, busy=decision.busy)
+    return decision
+
+
+def _rate_limited(wait_ms: int, *, busy: bool = False) -> Response:
     seconds = max(1, math.ceil(wait_ms / 1000))
-    response = error_response(429, "rate_limited", f"too many failed attempts; try again in {seconds} s")
+    why = "other sign-in attempts are being checked" if busy else "too many failed attempts"
+    response = error_response(429, "rate_limited", f"{why}; try again in {seconds} s")
     response.headers["Retry-After"] = str(seconds)
     return response
 
@@ -114,37 +121,42 @@ async def _start_session(request: Request, principal: Principal) -> Response:
 async def login(request: Request, body: JsonObject) -> Response:
     """`{"name", "password"}` or `{"token"}` → `{"user", "role"}` and the session cookie (HttpOnly,
     SameSite=Strict, Secure over TLS). 401 for wrong credentials (never saying which part), 429
-    `rate_limited` with `Retry-After` after 5 failures in 5 minutes for the account or the address."""
+    `rate_limited` with `Retry-After` once 5 attempts in 5 minutes for the account or from the address
+    have not succeeded (each attempt is counted before its check), or while other checks for them run."""
     if not _same_origin(request):
         raise ForbiddenError("login from a foreign origin", code="forbidden_origin")
     auth = _auth(request)
-    _users(request)
-    address = _client(request)
-    now = int(time.time() * 1000)
+    users = _users(request)
+    address = peer_address(request)
     if "token" in body:
         _only(body, {"token"})
         token = _string(body, "token")
-        wait = auth.limiter.retry_after_ms(None, address, now)
-        if wait:
-            return _rate_limited(wait)
-        principal = await auth.resolve_token(token)
+        attempt = _admit(auth, None, address)
+        if isinstance(attempt, Response):
+            return attempt
+        principal = None
+        try:
+            principal = await auth.resolve_token(token)
+        finally:
+            auth.limiter.end(attempt, principal is not None)
         if principal is None:
-            auth.limiter.failed(None, address, now)
             log.info("login with an invalid token from %s", address)
             return _bad_credentials()
         return await _start_session(request, Principal(principal.user, principal.role, "session"))
     _only(body, {"name", "password"})
     name, password = _string(body, "name"), _string(body, "password")
     assert name is not None and password is not None
-    wait = auth.limiter.retry_after_ms(name, address, now)
-    if wait:
-        return _rate_limited(wait)
-    user = await _users(request).verify_password(name, password)
+    attempt = _admit(auth, name, address)
+    if isinstance(attempt, Response):
+        return attempt
+    user = None
+    try:
+        user = await users.verify_password(name, password)  # argon2 in a worker thread
+    finally:
+        auth.limiter.end(attempt, user is not None)
     if user is None:
-        auth.limiter.failed(name, address, now)
         log.info("failed login from %s", address)
         return _bad_credentials()
-    auth.limiter.succeeded(name)
     log.info("user %s signed in from %s", user.name, address)
     return await _start_session(request, Principal(user.name, user.role, "session"))
 
@@ -177,12 +189,15 @@ async def change_password(request: Request, body: JsonObject) -> Response:
     current, new = _string(body, "current_password"), _string(body, "new_password")
     assert current is not None and new is not None
     auth, users = _auth(request), _users(request)
-    address, now = _client(request), int(time.time() * 1000)
-    wait = auth.limiter.retry_after_ms(principal.user, address, now)
-    if wait:
-        return _rate_limited(wait)
-    if await users.verify_password(principal.user, current) is None:
-        auth.limiter.failed(principal.user, address, now)
+    attempt = _admit(auth, principal.user, peer_address(request))
+    if isinstance(attempt, Response):
+        return attempt
+    verified = False
+    try:
+        verified = await users.verify_password(principal.user, current) is not None
+    finally:
+        auth.limiter.end(attempt, verified)
+    if not verified:
         raise ForbiddenError("the current password is wrong", code="wrong_password")
     await users.update(principal.user, password=new)  # ends every login session of the user
     auth.invalidate_user(principal.user, sessions_only=True)

@@ -33,9 +33,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from openmanager.core.errors import ConfigError, OpenManagerError
 from openmanager.core.model import ServerInfo
 from openmanager.core.rollup import Bucket, MetricStats, merge
+from openmanager.store.files import create_private_file, make_private_dir
 from openmanager.store.models import RollupRow, ServerRow
 
-__all__ = ["MIGRATIONS_DIR", "Store", "StoreError", "alembic_config", "normalize_url"]
+__all__ = ["MIGRATIONS_DIR", "Store", "StoreError", "alembic_config", "normalize_url", "sqlite_file"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -99,16 +100,30 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(database)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a `sqlite://` URL (None for in-memory databases and other backends)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    return _sqlite_file(url) if parsed.get_backend_name() == "sqlite" else None
+
+
 def _prepare_sqlite_file(path: Path) -> None:
-    """Create the parent directory and check the file can be opened.
+    """Create the parent directory (0700) and the file (0600) when missing, and check the file can be
+    opened. SQLite gives its `-wal` and `-shm` files the database file's mode, so they are 0600 too.
 
     Failing here, before aiosqlite, gives a clear error (and avoids aiosqlite's worker thread
     reporting a failed connect to an event loop that may be closed by then).
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
     except OSError as exc:
         raise StoreError(f"cannot create the database directory {path.parent}: {exc}") from exc
+    try:
+        create_private_file(path)
+    except OSError as exc:
+        raise StoreError(f"cannot create the database file {path}: {exc}") from exc
     try:
         sqlite3.connect(path).close()
     except sqlite3.Error as exc:
