@@ -1,9 +1,18 @@
 """The alert engine in the hub: evaluates every tick (clients or not), publishes transitions on the
 `alerts` topic, and records them in the store through an ordered background writer.
 
-Every change (rule CRUD, ack, silences) goes through the engine first, then the store. The writer
-keeps the transitions' order; `flush()` waits until everything handed to it is stored, which the
-REST API uses before reading alert history so a client reads its own writes.
+Every change made over the API (rule CRUD, ack, silences, maintenance windows) is committed to the
+store before its method returns: a rule, silence or window is written first and applied to the engine
+after; an acknowledgement is a transition, so it goes through the ordered writer like the tick's
+transitions and its method waits for the writer's commit of the batch that holds it (`_emit(...,
+wait=True)`). Any transitions a change causes (alerts resolved by a deleted rule, silenced by a new
+silence) are awaited the same way. A store failure raises `StoreError` and the change is not in effect
+(an acknowledgement is taken back); a commit the writer has not confirmed within `COMMIT_WAIT_S` raises
+`CommitUnconfirmed`, a StoreError (it may still be stored). Evaluation (`tick`, `samples_arrived`) never
+waits on the store: its transitions are queued and written behind.
+
+The writer keeps the transitions' order; `flush()` waits until everything handed to it is stored, which
+the REST API uses before reading alert history so a client reads its own writes.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
 from openmanager.core.status import StatusPolicy
 from openmanager.store.alerts import AlertStore, alert_data
+from openmanager.store.db import StoreError
 from openmanager.store.notifications import OutboxEntry
 from openmanager.tasks import wait_ended
 
@@ -31,9 +41,23 @@ log = logging.getLogger(__name__)
 
 COOLDOWN_MEMORY_MS = 30 * 86_400_000
 HISTORY_RETENTION_MS = 90 * 86_400_000
+COMMIT_WAIT_S = 30.0  # longest an API change waits for the writer to confirm its commit
+
+# A queued batch: transitions, the current form of their alerts, and the future resolved once it is committed
+# (None when nobody waits: the tick's own transitions).
+_Batch = tuple[list[Transition], dict[str, dict[str, Any]], "asyncio.Future[None] | None"]
 
 Publish = Callable[[str, Mapping[str, Any]], None]
 Contexts = Callable[[Collection[str] | None], Sequence[tuple[ServerInfo, EvalContext]]]  # None: every server
+
+
+class CommitUnconfirmed(StoreError):
+    """The writer did not confirm a change's commit in time: it may still be stored."""
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class AlertService:
@@ -43,7 +67,7 @@ class AlertService:
         self.engine = AlertEngine(flap_transitions=flap_transitions, flap_window_ms=flap_window_ms)
         self._publish = publish
         self._contexts = contexts
-        self._queue: asyncio.Queue[tuple[list[Transition], dict[str, dict[str, Any]]] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Batch | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self.evaluations = 0
         self.eval_seconds = 0.0
@@ -99,9 +123,11 @@ class AlertService:
         self._emit(transitions)
         return transitions
 
-    def _emit(self, transitions: list[Transition]) -> None:
+    def _emit(self, transitions: list[Transition], *, wait: bool = False) -> asyncio.Future[None] | None:
+        """Publish the transitions and queue them for the writer. With `wait`, returns a future that
+        resolves once they are committed (or fails with StoreError); the caller must await it."""
         if not transitions:
-            return
+            return None
         current: dict[str, dict[str, Any]] = {}
         for t in transitions:
             live = self.engine.get(t.alert_id)
@@ -110,7 +136,28 @@ class AlertService:
             self._publish("alerts", t.event())
             for listener in self.listeners:
                 listener(t)
-        self._queue.put_nowait((transitions, current))
+        committed = asyncio.get_running_loop().create_future() if wait else None
+        self._queue.put_nowait((transitions, current, committed))
+        return committed
+
+    async def _emit_committed(self, transitions: list[Transition]) -> None:
+        """`_emit` and wait for the commit (at most COMMIT_WAIT_S; StoreError otherwise)."""
+        committed = self._emit(transitions, wait=True)
+        if committed is None:
+            return
+        try:
+            async with asyncio.timeout(COMMIT_WAIT_S):
+                await asyncio.shield(committed)  # a caller that gives up leaves the write queued
+        except TimeoutError:
+            committed.add_done_callback(_retrieve)  # its outcome, whenever it comes, is not left unread
+            raise CommitUnconfirmed(f"the store did not confirm the change within {COMMIT_WAIT_S:g} s; "
+                                    "it may be stored later") from None
+
+    def _require_writer(self) -> None:
+        """Refuse a change that would wait on a writer that is not running (the service is stopping)."""
+        if self._writer is None or self._writer.done():
+            raise StoreError("the alert store writer is not running; try again in a few seconds",
+                             code="unavailable")
 
     async def _write_loop(self) -> None:
         while True:
@@ -118,7 +165,8 @@ class AlertService:
             try:
                 if item is None:
                     return
-                batch, current = item
+                batch, current, committed = item
+                waiters = [committed] if committed is not None else []
                 while not self._queue.empty():  # coalesce what queued up meanwhile, in order
                     nxt = self._queue.get_nowait()
                     if nxt is None:
@@ -127,15 +175,29 @@ class AlertService:
                         break
                     batch = batch + nxt[0]
                     current.update(nxt[1])
+                    if nxt[2] is not None:
+                        waiters.append(nxt[2])
                     self._queue.task_done()
                 try:
                     outbox = self.plan_outbox(batch) if self.plan_outbox is not None else []
                     await self.store.record(batch, current, outbox)
-                    if outbox and self.on_outbox is not None:
-                        self.on_outbox(outbox)
-                except Exception:
+                except Exception as exc:
                     log.exception("storing %d alert transitions failed; they were published but not recorded",
                                   len(batch))
+                    failure = (exc if isinstance(exc, StoreError)
+                               else StoreError(f"storing alert changes failed: {exc}"))
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(failure)
+                    continue
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                if outbox and self.on_outbox is not None:
+                    try:
+                        self.on_outbox(outbox)
+                    except Exception:
+                        log.exception("announcing %d stored notifications failed", len(outbox))
             finally:
                 self._queue.task_done()
 
@@ -150,46 +212,67 @@ class AlertService:
         spec = RuleSpec.from_api(body)
         if self.engine.rule(spec.id) is not None:
             raise ConflictError(f"a rule with id {spec.id!r} exists: PUT /api/v1/rules/{spec.id} to change it")
+        self._require_writer()
         await self.store.save_rule(spec, self.now_ms(), by)
-        self._emit(self.engine.upsert_rule(spec, self.now_ms()))
+        await self._emit_committed(self.engine.upsert_rule(spec, self.now_ms()))
         return spec
 
     async def replace_rule(self, rule_id: str, body: Mapping[str, Any], *, by: str) -> RuleSpec:
         if self.engine.rule(rule_id) is None:
             raise NotFoundError(f"no rule {rule_id!r}")
         spec = RuleSpec.from_api({k: v for k, v in body.items() if k != "id"}, rule_id=rule_id)
+        self._require_writer()
         await self.store.save_rule(spec, self.now_ms(), by)
-        self._emit(self.engine.upsert_rule(spec, self.now_ms()))
+        await self._emit_committed(self.engine.upsert_rule(spec, self.now_ms()))
         return spec
 
     async def delete_rule(self, rule_id: str) -> None:
-        transitions = self.engine.remove_rule(rule_id, self.now_ms())
+        if self.engine.rule(rule_id) is None:
+            raise NotFoundError(f"no rule {rule_id!r}")
+        self._require_writer()
         await self.store.delete_rule(rule_id)
-        self._emit(transitions)
+        await self._emit_committed(self.engine.remove_rule(rule_id, self.now_ms()))
 
     # lifecycle
     async def ack(self, alert_id: str, *, by: str, comment: str) -> dict[str, Any]:
+        """Acknowledge a firing alert; returns once the acknowledgement is committed. On StoreError it
+        is taken back (the alert is unacknowledged again, so the call can be retried)."""
+        self._require_writer()
         transition = self.engine.ack(alert_id, by=by, comment=comment, now_ms=self.now_ms())
-        self._emit([transition])
+        try:
+            await self._emit_committed([transition])
+        except CommitUnconfirmed:
+            raise
+        except StoreError:
+            live = self.engine.get(alert_id)
+            if live is not None and live.ack == transition.alert["acknowledged"]:
+                live.ack = None
+            raise
         return transition.alert
 
     async def add_silence(self, body: Mapping[str, Any], *, by: str) -> Silence:
         silence = Silence.from_api(body, now_ms=self.now_ms(), created_by=by)
+        self._require_writer()
         await self.store.save_silence(silence)
-        self._emit(self.engine.add_silence(silence, self.now_ms()))
+        await self._emit_committed(self.engine.add_silence(silence, self.now_ms()))
         return silence
 
     async def end_silence(self, silence_id: str) -> Silence:
-        try:
-            ended = self.engine.end_silence(silence_id, self.now_ms())
-        except NotFoundError:
+        """End a silence: the ended form is stored first, then the engine stops applying it."""
+        now = self.now_ms()
+        active = {s.id: s for s in self.engine.silences}
+        if silence_id in active:
+            ended = active[silence_id].ended(now)
+        else:
             known = {s.id: s for s in await self.store.silences()}
             if silence_id not in known:
-                raise
+                raise NotFoundError(f"no silence {silence_id!r}")
             ended = known[silence_id]
             if ended.ended_at is None:
-                ended = ended.ended(self.now_ms())
+                ended = ended.ended(now)
         await self.store.save_silence(ended)
+        if silence_id in active:
+            self.engine.end_silence(silence_id, now)
         return ended
 
     def forget_server(self, server_id: str) -> None:
@@ -234,8 +317,8 @@ class AlertService:
     async def delete_window(self, window_id: str) -> None:
         if window_id not in self.windows:
             raise NotFoundError(f"no maintenance window {window_id!r}")
-        del self.windows[window_id]
         await self.store.delete_window(window_id)
+        self.windows.pop(window_id, None)
         if self._scheduler is not None and self._scheduler.get_job(f"maintenance-{window_id}") is not None:
             self._scheduler.remove_job(f"maintenance-{window_id}")
 

@@ -34,6 +34,10 @@ _CODES = {
 }
 
 
+# Domain error codes answered 503: a part of the hub not ready, or the store failing (the change is not saved).
+UNAVAILABLE_CODES = frozenset({"unavailable", "store_error"})
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
@@ -57,7 +61,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(OpenManagerError)
     async def domain_error(_: Request, exc: OpenManagerError) -> JSONResponse:
         status = (404 if isinstance(exc, NotFoundError) else 403 if isinstance(exc, ForbiddenError)
-                  else 409 if isinstance(exc, ConflictError) else 503 if exc.code == "unavailable" else 400)
+                  else 409 if isinstance(exc, ConflictError) else 503 if exc.code in UNAVAILABLE_CODES else 400)
         body: dict[str, dict[str, object]] = {"error": {"code": exc.code, "message": exc.message}}
         if isinstance(exc, RuleSyntaxError):
             body["error"]["position"] = exc.position
