@@ -6,13 +6,14 @@ marks, silences, maintenance windows, preferences and channel settings, push sub
 passwords, API tokens), the changes of a cycle acting on what the cycle before created, then kills the hub
 the moment the last answer is in. Acknowledgements and read marks go to every alert the previous cycle's
 rule made fire, so each cycle holds a batch of them (the write that used to be answered before it was
-stored). Nothing may be missing after the restart.
+stored). Nothing may be missing after the restart. At the end, a write the store refuses is answered 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -308,7 +309,24 @@ async def test_every_2xx_write_survives_sigkill(tmp_path: Path) -> None:
                         lost.append(f"cycle {n}: {what}: {problem}")
                 checked += len(ledger.checks)
             ledger.checks.clear()
+        assert not lost, f"{len(lost)} of {written} acknowledged writes lost:\n" + "\n".join(lost)
+        assert written == checked >= 50
+        async with httpx.AsyncClient(base_url=hub.base, headers=AUTH, timeout=30) as api:
+            await _store_failure_is_503(api, tmp_path / "openmanager.db", f"fire-{CYCLES - 1}")
     finally:
         hub.stop()
-    assert not lost, f"{len(lost)} of {written} acknowledged writes lost:\n" + "\n".join(lost)
-    assert written == checked >= 50
+
+
+async def _store_failure_is_503(api: httpx.AsyncClient, db: Path, rule_id: str) -> None:
+    """A write the store cannot take is answered 503 `store_error`, not 2xx: through the alert writer (an
+    acknowledgement) and directly (preferences). The tables are renamed away under the running hub."""
+    firing = await _poll(30, lambda: _firing_all(api, rule_id))
+    assert firing, f"{rule_id} should fire after the restart"
+    with sqlite3.connect(db, timeout=10) as conn:
+        conn.execute("ALTER TABLE alert_history RENAME TO alert_history_away")
+        conn.execute("ALTER TABLE user_preferences RENAME TO user_preferences_away")
+    ack = await api.post(f"/api/v1/alerts/{firing[0]['id']}/ack", json={"comment": "not stored"})
+    assert ack.status_code == 503 and ack.json()["error"]["code"] == "store_error", ack.text
+    prefs = await api.put("/api/v1/me/preferences", json={"muted_rules": ["not-stored"]})
+    assert prefs.status_code == 503 and prefs.json()["error"]["code"] == "store_error", prefs.text
+    assert (await api.get("/api/v1/me/preferences")).json()["muted_rules"] != ["not-stored"]
