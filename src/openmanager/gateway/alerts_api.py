@@ -2,7 +2,8 @@
 
 Changes go through `leader_ops`: in one process they run at once; in a cluster a follower hands them to
 the leader (whose engine holds the alerts), and the leader tells every process to reload rules and
-maintenance windows from the store afterwards.
+maintenance windows from the store afterwards. Every change is committed to the store before it is
+answered (on a follower: before the leader replies); a store failure answers 503 `store_error`.
 """
 
 from __future__ import annotations
@@ -240,8 +241,9 @@ async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
 async def ack_alert(request: Request, alert_id: str,
                     body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     """Acknowledge a firing alert with `{"comment": "..."}`: it stays acknowledged until it resolves
-    (no repeat notifications meanwhile). 404 if not pending/firing, 409 if not firing or already
-    acknowledged."""
+    (no repeat notifications meanwhile). Answered once the acknowledgement is stored. 404 if not
+    pending/firing, 409 if not firing or already acknowledged, 503 `store_error` if it could not be stored
+    (it is then not in effect)."""
     require_role(request, "operator")
     comment = (body or {}).get("comment", "")
     if not isinstance(comment, str) or len(comment) > 2000:

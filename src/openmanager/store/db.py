@@ -136,6 +136,9 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
+        # WAL with synchronous=NORMAL: a committed transaction is in the WAL file (the OS cache) when the
+        # commit returns, so it survives the process being killed; only a power loss or kernel crash can roll
+        # back the last commits (the WAL is synced at checkpoints). docs/operations.md, "Durability of writes".
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
