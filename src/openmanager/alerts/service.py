@@ -18,6 +18,7 @@ the REST API uses before reading alert history so a client reads its own writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -272,7 +273,8 @@ class AlertService:
                 ended = ended.ended(now)
         await self.store.save_silence(ended)
         if silence_id in active:
-            self.engine.end_silence(silence_id, now)
+            with contextlib.suppress(NotFoundError):  # it expired, or a concurrent call ended it, meanwhile
+                self.engine.end_silence(silence_id, now)
         return ended
 
     def forget_server(self, server_id: str) -> None:
