@@ -1,12 +1,13 @@
 """Every 2xx on a write means the change is committed: the hub is killed with SIGKILL right after the last
 2xx of a burst of writes of every kind, restarted on the same data directory, and every change is found.
 
-Each cycle sends, concurrently, one write of each kind that the API offers (rules, acknowledgements, read
-marks, silences, maintenance windows, preferences and channel settings, push subscriptions, users, roles,
-passwords, API tokens), the changes of a cycle acting on what the cycle before created, then kills the hub
-the moment the last answer is in. Acknowledgements and read marks go to every alert the previous cycle's
-rule made fire, so each cycle holds a batch of them (the write that used to be answered before it was
-stored). Nothing may be missing after the restart. At the end, a write the store refuses is answered 503.
+Each cycle sends at once one write of each kind the API offers (rules created, replaced, deleted; read
+marks; silences added and ended; maintenance windows added, started, deleted; preferences and channel
+settings; push subscriptions added and removed; users created, given a new role and password, deleted;
+API tokens created and revoked), each change acting on what the cycle before made. Then it acknowledges,
+at once, every alert that the previous cycle's rule made fire (the write that used to be answered before
+it was stored), and kills the hub the moment the last answer is in. Nothing may be missing after the
+restart. At the end, a write the store refuses is answered 503.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ async def _cycle(api: httpx.AsyncClient, n: int, ledger: Ledger) -> int:
     at once (the caller kills the hub right after). Returns how many were answered 2xx (all must be)."""
     writes: list[Awaitable[httpx.Response]] = []
     acks: list[Awaitable[httpx.Response]] = []
+    extra = 0  # writes sent inside another write's coroutine
 
     def write(what: str, response: Awaitable[httpx.Response], check: Check, *, batch: list[Any] = writes) -> None:
         batch.append(_ok(response, what))
@@ -152,10 +154,16 @@ async def _cycle(api: httpx.AsyncClient, n: int, ledger: Ledger) -> int:
         return r
 
     write(f"add window {n}", add_window(), lambda a: _window(a, ledger.windows[n], present=True))
-    if n > 0:
+    if n > 0:  # the previous cycle's window: started now (a silence), then deleted
         wid = ledger.windows[n - 1]
-        write(f"delete window {n - 1}", api.delete(f"/api/v1/maintenance/{wid}"),
-              lambda a: _window(a, wid, present=False))
+
+        async def start_then_delete() -> httpx.Response:
+            await _ok(api.post(f"/api/v1/maintenance/{wid}/start"), f"start window {n - 1}")
+            return await api.delete(f"/api/v1/maintenance/{wid}")
+
+        ledger.expect(f"start window {n - 1}", lambda a: _window_silence(a, wid))
+        extra += 1
+        write(f"delete window {n - 1}", start_then_delete(), lambda a: _window(a, wid, present=False))
 
     # preferences and channel settings
     fmt = "slack" if n % 2 else "json"
@@ -205,7 +213,7 @@ async def _cycle(api: httpx.AsyncClient, n: int, ledger: Ledger) -> int:
 
     await asyncio.gather(*writes)
     await asyncio.gather(*acks)
-    return len(writes) + len(acks)
+    return len(writes) + len(acks) + extra
 
 
 async def _firing_all(api: httpx.AsyncClient, rule_id: str) -> list[dict[str, Any]]:
@@ -255,6 +263,12 @@ async def _silence(api: httpx.AsyncClient, silence_id: str, *, active: bool) -> 
 async def _window(api: httpx.AsyncClient, window_id: str, *, present: bool) -> str | None:
     ids = {w["id"] for w in (await api.get("/api/v1/maintenance")).json()["windows"]}
     return None if (window_id in ids) is present else f"window present={window_id in ids}"
+
+
+async def _window_silence(api: httpx.AsyncClient, window_id: str) -> str | None:
+    silences = (await api.get("/api/v1/silences")).json()["silences"]
+    found = [s for s in silences if s["created_by"] == f"maintenance:{window_id}"]
+    return None if found and found[0]["active"] else f"the started window's silence: {found or 'missing'}"
 
 
 async def _preferences(api: httpx.AsyncClient, n: int, fmt: str) -> str | None:
