@@ -128,6 +128,7 @@ async def _cycle(api: httpx.AsyncClient, n: int, ledger: Ledger) -> int:
             lambda a: _rule_named(a, f"spare-{n - 1}", f"spare {n - 1} replaced"))
     if n > 1:
         gone = [a["id"] for a in await _firing(api, f"fire-{n - 2}")]
+        assert len(gone) == SERVERS, f"fire-{n - 2} should still fire (acknowledged) on every server: {gone}"
         write(f"delete fire-{n - 2}", api.delete(f"/api/v1/rules/fire-{n - 2}"),
               lambda a: _rule_deleted(a, f"fire-{n - 2}", gone))
 
