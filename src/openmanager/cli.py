@@ -86,6 +86,9 @@ def serve(
     node_id: Annotated[str | None, _opt("node_id")] = None,
     outbound_allow: Annotated[list[str] | None, _opt("outbound_allow")] = None,
     allowed_hosts: Annotated[str | None, _opt("allowed_hosts")] = None,
+    backtest_concurrency_per_user: Annotated[int | None, _opt("backtest_concurrency_per_user")] = None,
+    backtest_concurrency: Annotated[int | None, _opt("backtest_concurrency")] = None,
+    expensive_timeout: Annotated[str | None, _opt("expensive_timeout")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,

@@ -90,6 +90,13 @@ class Settings:
     allowed_hosts: str = _opt("", "Host names the hub answers to, comma-separated (*.example.com matches names "
                                   "under it; * turns the check off). Loopback names always. Empty: loopback "
                                   "names (and public_url's host) when bound to loopback, else no check.")
+    # event-loop budget: long work that one request can cause (backtests, history over days, log search)
+    backtest_concurrency_per_user: int = _opt(1, "Backtests one user may run at once; another is answered 429 "
+                                                 "rate_limited with Retry-After.")
+    backtest_concurrency: int = _opt(2, "Backtests the hub runs at once, all users together; another is answered "
+                                        "503 busy with Retry-After.")
+    expensive_timeout: str = _opt("30s", "Time budget of one backtest, history query or log search; past it the "
+                                         "request is stopped and answered 503 timeout (a duration).")
 
     @classmethod
     def load(
@@ -154,12 +161,27 @@ class Settings:
             self.smtp_settings()
         if self.notify_retry_limit < 1:
             raise ConfigError("notify_retry_limit must be at least 1")
+        self._validate_budget()
         self._validate_cluster()
         try:
             parse_allow_list(self.outbound_allow)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._validate_allowed_hosts()
+
+    def _validate_budget(self) -> None:
+        if self.backtest_concurrency_per_user < 1 or self.backtest_concurrency < 1:
+            raise ConfigError("backtest_concurrency_per_user and backtest_concurrency must be at least 1")
+        try:
+            budget_ms = parse_duration(self.expensive_timeout)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"expensive_timeout: {exc.message}") from exc
+        if not 1_000 <= budget_ms <= 3_600_000:
+            raise ConfigError("expensive_timeout must be between 1s and 1h")
+
+    @property
+    def expensive_timeout_s(self) -> float:
+        return parse_duration(self.expensive_timeout) / 1000
 
     def _validate_cluster(self) -> None:
         if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):

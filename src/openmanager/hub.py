@@ -28,6 +28,7 @@ from prometheus_client.gc_collector import GCCollector
 from openmanager.alerts.service import AlertService
 from openmanager.broker.base import Broker, Event
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
+from openmanager.budget import WorkLimiter
 from openmanager.cluster import CONTROL_TOPIC, INTERNAL_TOPICS, Election, LeaderCalls, default_node_id
 from openmanager.config import Settings
 from openmanager.core.filters import TOPICS
@@ -39,6 +40,7 @@ from openmanager.notify.service import NotificationService
 from openmanager.pipeline.fanout import FanOut
 from openmanager.pipeline.gcpolicy import GcPolicy
 from openmanager.pipeline.logwriter import LogWriter
+from openmanager.pipeline.loopmonitor import LoopMonitor
 from openmanager.pipeline.pipeline import Pipeline
 from openmanager.pipeline.session import QueueLimits, Session
 from openmanager.pipeline.state import FleetState
@@ -135,6 +137,9 @@ class Hub:
         self.election: Election | None = None
         self.calls = LeaderCalls(self.broker, self.node_id, lambda: self.is_leader)
         self.stats = HubStats()
+        self.loop_monitor = LoopMonitor(self.stats.loop_lag)
+        self.backtests = WorkLimiter("backtest", per_user=settings.backtest_concurrency_per_user,
+                                     total=settings.backtest_concurrency)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.stats)
         GCCollector(registry=self.registry)
@@ -165,6 +170,7 @@ class Hub:
 
     # lifecycle
     async def start(self) -> None:
+        self.loop_monitor.start()
         self.store = await Store.open(self.settings.db_url)
         await self.auth.attach(UserStore(self.store))  # API tokens, sessions; ensures the `admin` row
         await self.refresh_users()
@@ -436,6 +442,7 @@ class Hub:
 
     async def stop(self) -> None:
         self.started = False
+        self.loop_monitor.stop()
         self.gc_policy.uninstall()
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)

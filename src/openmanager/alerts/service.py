@@ -21,10 +21,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from typing import Any
 
-from openmanager.alerts.backtest import backtest, choose_step
+from openmanager.alerts.backtest import choose_step, replay
 from openmanager.alerts.engine import AlertEngine, Transition
 from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.alerts.rules import RuleSpec
@@ -351,9 +351,11 @@ class AlertService:
                 self._set_maintenance(sid, False)
 
     # backtest
-    def run_backtest(self, spec: RuleSpec, data: Sequence[tuple[ServerInfo, Mapping[str, Any]]], *, since_ms: int,
-                     until_ms: int, min_step_ms: int, stale_ms: int, policy: StatusPolicy) -> dict[str, Any]:
+    def backtest_replay(self, spec: RuleSpec, data: Sequence[tuple[ServerInfo, Mapping[str, Any]]], *,
+                        since_ms: int, until_ms: int, min_step_ms: int, stale_ms: int,
+                        policy: StatusPolicy) -> Generator[None, None, dict[str, Any]]:
+        """The backtest as a generator of small steps (`alerts.backtest.replay`), for `budget.run_sliced`."""
         step = choose_step(since_ms, until_ms, len(data), min_step_ms)
-        return backtest(spec, data, since_ms=since_ms, until_ms=until_ms, step_ms=step,
-                        stale_ms=max(stale_ms, 3 * step), flap_transitions=self.engine.flap_transitions,
-                        flap_window_ms=self.engine.flap_window_ms, policy=policy)
+        return replay(spec, data, since_ms=since_ms, until_ms=until_ms, step_ms=step,
+                      stale_ms=max(stale_ms, 3 * step), flap_transitions=self.engine.flap_transitions,
+                      flap_window_ms=self.engine.flap_window_ms, policy=policy)

@@ -54,3 +54,16 @@ class ConfigError(OpenManagerError):
     """A configuration value that cannot be used."""
 
     code = "invalid_config"
+
+
+class CapacityError(OpenManagerError):
+    """Work refused, or cut off, to keep the hub answering everyone else: a concurrency limit (HTTP 429
+    `rate_limited` for the caller's own limit, 503 `busy` for the hub's) or a time budget (503 `timeout`).
+    `retry_after_s` is the `Retry-After` the client is given."""
+
+    code = "busy"
+
+    def __init__(self, message: str, *, code: str, status: int, retry_after_s: int) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.retry_after_s = retry_after_s

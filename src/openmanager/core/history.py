@@ -45,6 +45,12 @@ class SeriesRing:
         self._head = (i + 1) % self.capacity
         self._count = min(self._count + 1, self.capacity)
 
+    def first_ts(self) -> int | None:
+        """The oldest point's timestamp; None when the ring is empty."""
+        if not self._count:
+            return None
+        return self._ts[(self._head - self._count) % self.capacity]
+
     def last_ts(self) -> int:
         if not self._count:
             return 0

@@ -8,6 +8,7 @@ answered (on a follower: before the leader replies); a store failure answers 503
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -17,12 +18,14 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from openmanager.alerts.rules import SEVERITIES, RuleSpec
+from openmanager.budget import SLICE_S, run_sliced, time_budget
 from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.deps import JsonObject, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
 from openmanager.gateway.rest import parse_since
+from openmanager.store.queries import data_start_ms
 
 if TYPE_CHECKING:
     from openmanager.alerts.service import AlertService
@@ -159,7 +162,13 @@ async def delete_rule(request: Request, rule_id: str) -> Response:
 async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     """Replay a rule over recorded history: `{"rule": {...}}` or `{"rule_id": "..."}`, plus `since`
     (epoch ms or a duration back from now, default 1h) and optional `until` (epoch ms). Answers how
-    often and when it would have fired (`firings`, `notifications`, `episodes`)."""
+    often and when it would have fired (`firings`, `notifications`, `episodes`).
+
+    It costs what the data holds: the span starts no earlier than the oldest point held (in memory or
+    the roll-ups), and the answer says so (`requested_since`, `since` as evaluated, `clamped`). The
+    replay runs in slices that give the event loop back, at most `backtest_concurrency_per_user` per
+    user (429) and `backtest_concurrency` in all (503 `busy`) at once, within `expensive_timeout`
+    (503 `timeout`)."""
     require_role(request, "operator")
     hub, service = _hub(request), _alerts(request)
     unknown = sorted(set(body) - {"rule", "rule_id", "since", "until"})
@@ -193,17 +202,28 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     if "status" in fields:  # status is derived from the threshold metrics (and offline from gaps)
         fields.discard("status")
         fields |= set(policy.thresholds)
-    data = []
-    for server in list(hub.state):
-        series = {}
-        for metric in sorted(fields):
-            points = await hub.history_points(server.info.id, metric, since, until, None)
-            series[metric] = ([p[0] for p in points], [p[1] for p in points])
-        data.append((server.info, series))
-    tick_ms = max(1, int(hub.settings.tick * 1000))
-    result = service.run_backtest(spec, data, since_ms=since, until_ms=until, min_step_ms=tick_ms,
-                                  stale_ms=policy.offline_after_ms(tick_ms), policy=policy)
-    return {"rule": spec.to_api()} | result
+    if hub.store is None:
+        raise Unavailable("the store is starting")
+    with hub.backtests.slot(_user(request)):
+        async with time_budget(hub.settings.expensive_timeout_s, "the backtest"):
+            held_from = await data_start_ms(hub.store, hub.history)
+            start = until if held_from is None else min(max(since, held_from), until)
+            data = []
+            yielded = time.perf_counter()
+            for server in list(hub.state):
+                series = {}
+                for metric in sorted(fields):
+                    points = await hub.history_points(server.info.id, metric, start, until, None)
+                    series[metric] = ([p[0] for p in points], [p[1] for p in points])
+                data.append((server.info, series))
+                if time.perf_counter() - yielded > SLICE_S:  # memory-only reads never suspend: yield here
+                    await asyncio.sleep(0)
+                    yielded = time.perf_counter()
+            tick_ms = max(1, int(hub.settings.tick * 1000))
+            result = await run_sliced(service.backtest_replay(
+                spec, data, since_ms=start, until_ms=until, min_step_ms=tick_ms,
+                stale_ms=policy.offline_after_ms(tick_ms), policy=policy))
+    return {"rule": spec.to_api()} | result | {"requested_since": since, "clamped": start > since}
 
 
 # alerts --------------------------------------------------------------------------------------------

@@ -8,7 +8,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from openmanager.core.errors import ConflictError, ForbiddenError, NotFoundError, OpenManagerError, RuleSyntaxError
+from openmanager.core.errors import (
+    CapacityError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    OpenManagerError,
+    RuleSyntaxError,
+)
 
 
 class JSONResponse(Response):
@@ -65,4 +72,8 @@ def install(app: FastAPI) -> None:
         body: dict[str, dict[str, object]] = {"error": {"code": exc.code, "message": exc.message}}
         if isinstance(exc, RuleSyntaxError):
             body["error"]["position"] = exc.position
+        if isinstance(exc, CapacityError):
+            response = JSONResponse(body, status_code=exc.status)
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+            return response
         return JSONResponse(body, status_code=status)

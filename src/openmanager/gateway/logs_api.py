@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from openmanager.budget import time_budget
 from openmanager.core.errors import ValidationError
 from openmanager.core.filters import MAX_GLOBS
 from openmanager.core.model import LogLevel
@@ -39,7 +40,8 @@ async def search_logs(
     limit: Annotated[int, Query(description="How many of the newest matching records, 1 to 1000")] = 100,
 ) -> dict[str, Any] | Response:
     """Stored log records matching every filter given: the `limit` newest, listed oldest → newest, each
-    shaped like a `logs` topic record (`ts`, `server`, `level`, `service`, `message`, plus its fields)."""
+    shaped like a `logs` topic record (`ts`, `server`, `level`, `service`, `message`, plus its fields).
+    Stopped with 503 `timeout` past `expensive_timeout`."""
     hub: Hub = request.app.state.hub
     if hub.logs is None:
         return error_response(503, "not_ready", "the store is not open yet")
@@ -65,14 +67,15 @@ async def search_logs(
         except ValidationError:
             raise _invalid(f"until must be epoch milliseconds or a duration like 15m, not {until!r}") from None
     try:
-        records = await hub.logs.search(
-            server=servers or None,
-            min_level=min_level,
-            contains=contains or None,
-            since_ms=since_ms,
-            until_ms=until_ms,
-            limit=limit,
-        )
+        async with time_budget(hub.settings.expensive_timeout_s, "the log search"):
+            records = await hub.logs.search(
+                server=servers or None,
+                min_level=min_level,
+                contains=contains or None,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                limit=limit,
+            )
     except StoreError as exc:
         return error_response(503, exc.code, exc.message)
     return {"logs": records}

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
+from openmanager.budget import time_budget
 from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
 from openmanager.core.rules import compile_condition, parse_duration
@@ -105,8 +106,9 @@ async def server_history(
     metric: Annotated[str, Query(description="Metric field, e.g. cpu")] = "cpu",
     since: Annotated[str, Query(description="Epoch ms or a duration back from now, e.g. 15m")] = "15m",
     step: Annotated[str | None, Query(description="Bucket width, e.g. 10s or 1m")] = None,
-) -> dict[str, Any]:
-    """Points `[ts_ms, value]` oldest first: recent ones from memory, older from the stored roll-ups."""
+) -> Response:
+    """Points `[ts_ms, value]` oldest first: recent ones from memory, older from the stored roll-ups.
+    Stopped with 503 `timeout` past `expensive_timeout`."""
     hub = _hub(request)
     if server_id not in hub.state.servers and not await hub.known_in_store(server_id):
         raise NotFoundError(f"no server {server_id!r}")
@@ -122,9 +124,12 @@ async def server_history(
             raise ValidationError(f"invalid step {step!r}", code="invalid_parameter") from None
         if (now_ms - since_ms) // step_ms > MAX_POINTS:
             raise ValidationError(f"step too small: more than {MAX_POINTS} points", code="invalid_parameter")
-    points = await hub.history_points(server_id, metric, since_ms, now_ms, step_ms)
+    async with time_budget(hub.settings.expensive_timeout_s, "the history query"):
+        points = await hub.history_points(server_id, metric, since_ms, now_ms, step_ms)
     digits = METRIC_BY_NAME[metric].precision
-    return {"metric": metric, "server": server_id, "points": [[ts, round(v, digits)] for ts, v in points]}
+    # Encoded by orjson here: FastAPI's encoder would walk ten thousand points in Python on the loop.
+    return JSONResponse({"metric": metric, "server": server_id,
+                         "points": [[ts, round(v, digits)] for ts, v in points]})
 
 
 @router.delete("/api/v1/servers/{server_id}", tags=["servers"], status_code=204, response_class=Response)

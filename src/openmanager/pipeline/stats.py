@@ -1,4 +1,8 @@
-"""Hub counters: plain integers on the hot path, exposed as Prometheus metrics and `system` events."""
+"""Hub counters: plain integers on the hot path, exposed as Prometheus metrics and `system` events.
+
+The event loop's lag (`loop_lag`, fed by `pipeline.loopmonitor.LoopMonitor`) is exported as the
+histogram `openmanager_event_loop_lag_seconds` and, over the last minute, as `loop_lag_p99_ms` and
+`loop_lag_max_ms` on the `system` topic."""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from openmanager.core.looplag import LagWindow
 
 FANOUT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -32,6 +38,7 @@ class HubStats(Collector):
         self._fanout_counts = [0] * (len(FANOUT_BUCKETS_S) + 1)
         self._fanout_sum = 0.0
         self._fanout_recent: deque[float] = deque(maxlen=2048)
+        self.loop_lag = LagWindow()
         self._last: tuple[float, int, int, int] = (self._clock(), 0, 0, 0)
 
     def observe_fanout(self, seconds: float) -> None:
@@ -62,7 +69,13 @@ class HubStats(Collector):
             "slow_consumer_closes": self.slow_consumer_closes,
             "ingest_per_s": round((self.ingest_samples - i0) / dt, 1),
             "fanout_p99_ms": self.fanout_p99_ms(),
+            **self.loop_lag_ms(now),
         }
+
+    def loop_lag_ms(self, now: float | None = None) -> dict[str, float]:
+        """`loop_lag_p99_ms` and `loop_lag_max_ms` over the lag window (the last minute)."""
+        p99, worst = self.loop_lag.recent(self._clock() if now is None else now)
+        return {"loop_lag_p99_ms": round(p99 * 1000, 1), "loop_lag_max_ms": round(worst * 1000, 1)}
 
     def collect(self) -> Iterator[Any]:
         conns = GaugeMetricFamily("openmanager_connections", "Open client connections", labels=["transport"])
@@ -104,4 +117,10 @@ class HubStats(Collector):
         yield HistogramMetricFamily(
             "openmanager_fanout_seconds", "Time to fan one event out to every matching session",
             buckets=buckets, sum_value=self._fanout_sum,
+        )
+        yield HistogramMetricFamily(
+            "openmanager_event_loop_lag_seconds",
+            "How late the event loop ran a timer callback (sampled every 100 ms): time everyone else waited",
+            buckets=[("+Inf" if bound == float("inf") else str(bound), n) for bound, n in self.loop_lag.cumulative()],
+            sum_value=self.loop_lag.total,
         )
