@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openmanager.alerts.backtest import backtest, choose_step
+from openmanager.alerts.backtest import CHUNK, backtest, choose_step, replay
 from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec, format_duration
 from openmanager.alerts.silences import Silence
 from openmanager.core.errors import RuleSyntaxError, ValidationError
@@ -116,3 +116,32 @@ def test_backtest_sees_gaps_as_offline_and_bounds_its_work() -> None:
     assert choose_step(T0, T0 + 3_600_000, 20, 1000) == 1000
     step = choose_step(T0, T0 + 90 * 86_400_000, 1000, 1000)
     assert 1000 * (90 * 86_400_000 // step) <= 2_000_000
+
+
+def test_replay_yields_between_chunks_of_servers_and_matches_backtest() -> None:
+    # 70 servers: three chunks per step; server k runs hot (95) from minute k % 5 on, for two minutes
+    ts = list(range(T0, T0 + 600_000, 1000))
+
+    def series(k: int) -> dict[str, tuple[list[int], list[float]]]:
+        start = T0 + (k % 5) * 60_000
+        return {"cpu": (ts, [95.0 if start <= t < start + 120_000 else 40.0 for t in ts])}
+
+    data = [(ServerInfo(f"s{k:02d}", f"s{k:02d}"), series(k)) for k in range(70)]
+    spec = RuleSpec.from_api({"name": "hot", "condition": "cpu > 85", "for": "30s"})
+    kwargs = {"since_ms": T0, "until_ms": T0 + 599_000, "step_ms": 1000, "stale_ms": 3000}
+    steps = replay(spec, data, **kwargs)  # type: ignore[arg-type]
+    yields = 0
+    while True:
+        try:
+            next(steps)
+            yields += 1
+        except StopIteration as done:
+            result = done.value
+            break
+    assert yields == 600 * -(-70 // CHUNK)  # every step, every chunk
+    assert result == backtest(spec, data, **kwargs)  # type: ignore[arg-type]
+    assert result["firings"] == 70 and result["evaluations"] == 70 * 600
+    for episode in result["episodes"]:
+        k = int(episode["server"][1:])
+        assert episode["fired_at"] == T0 + (k % 5) * 60_000 + 30_000
+    assert choose_step(T0, T0 + 90 * 86_400_000, 0, 1000) > 1000  # no servers still bounds the steps

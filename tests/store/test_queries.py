@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import pytest
+
 from openmanager.core.history import FleetHistory
 from openmanager.core.rollup import bucket_points, downsample
-from openmanager.store import RollupWriter, Store, history_points
+from openmanager.store import RollupWriter, Store, db, history_points
+from openmanager.store.queries import data_start_ms
 
 from .conftest import HOUR, MIN, T0
 
@@ -117,3 +120,25 @@ async def test_hours_only_before_the_first_minute(store: Store) -> None:
     _assert_ordered(got)
     assert [ts for ts, _ in got[:3]] == [T0, T0 + HOUR, T0 + HOUR + 30 * MIN]
     assert len(got) == 2 + 90
+
+
+async def test_read_metric_pages_through_and_matches_the_buckets(store: Store,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    pts = await _seed(store)
+    monkeypatch.setattr(db, "READ_PAGE", 7)  # 60 minute rows: nine pages, the last one short
+    got = await store.read_metric("s", 60, "disk", T0, T0 + 3 * HOUR)
+    buckets = await store.read_buckets("s", 60, T0, T0 + 3 * HOUR)
+    assert [ts for ts, _ in got] == [b.start_ms for b in buckets] and len(got) == 60
+    assert got == [(b.start_ms, b.avg("disk")) for b in buckets]
+    assert await store.read_metric("s", 60, "memory", T0, T0 + 3 * HOUR) == [(b.start_ms, None) for b in buckets]
+    assert await store.read_metric("s", 3600, "cpu", T0 + HOUR, T0 + 2 * HOUR) == [
+        (T0 + HOUR, bucket_points("s", pts, 3600)[1].stats["cpu"].avg)]
+
+
+async def test_data_start_is_the_oldest_point_in_memory_or_the_store(store: Store) -> None:
+    memory = FleetHistory(10)
+    assert await data_start_ms(store, memory) is None
+    memory.append("m", T0 + 5 * HOUR, {"cpu": 1.0})
+    assert await data_start_ms(store, memory) == T0 + 5 * HOUR
+    await _seed(store)
+    assert await data_start_ms(store, memory) == T0  # the oldest 1-hour row
