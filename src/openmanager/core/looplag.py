@@ -14,9 +14,11 @@ import bisect
 from collections import deque
 from collections.abc import Sequence
 
-__all__ = ["LAG_BUCKETS_S", "LagWindow"]
+__all__ = ["LAG_BUCKETS_S", "WINDOW_S", "LagWindow"]
 
 LAG_BUCKETS_S: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+WINDOW_S = 10.0
+"""The recent window: short, so that a freeze shows at once and is gone from it soon after it ended."""
 
 
 class LagWindow:
@@ -24,7 +26,7 @@ class LagWindow:
 
     __slots__ = ("_recent", "buckets", "count", "counts", "total", "window_s")
 
-    def __init__(self, buckets: Sequence[float] = LAG_BUCKETS_S, *, window_s: float = 60.0,
+    def __init__(self, buckets: Sequence[float] = LAG_BUCKETS_S, *, window_s: float = WINDOW_S,
                  max_samples: int = 4096) -> None:
         """`buckets`: ascending upper bounds (seconds) of the histogram; a last, unbounded bucket (+Inf)
         is implied. `window_s` > 0: how far back `recent` looks. Raises ValueError on bad arguments."""

@@ -1,7 +1,7 @@
 """Hub counters: plain integers on the hot path, exposed as Prometheus metrics and `system` events.
 
 The event loop's lag (`loop_lag`, fed by `pipeline.loopmonitor.LoopMonitor`) is exported as the
-histogram `openmanager_event_loop_lag_seconds` and, over the last minute, as `loop_lag_p99_ms` and
+histogram `openmanager_event_loop_lag_seconds` and, over the last 10 seconds, as `loop_lag_p99_ms` and
 `loop_lag_max_ms` on the `system` topic."""
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class HubStats(Collector):
         }
 
     def loop_lag_ms(self, now: float | None = None) -> dict[str, float]:
-        """`loop_lag_p99_ms` and `loop_lag_max_ms` over the lag window (the last minute)."""
+        """`loop_lag_p99_ms` and `loop_lag_max_ms` over the lag window (the last 10 seconds)."""
         p99, worst = self.loop_lag.recent(self._clock() if now is None else now)
         return {"loop_lag_p99_ms": round(p99 * 1000, 1), "loop_lag_max_ms": round(worst * 1000, 1)}
 
