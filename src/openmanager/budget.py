@@ -23,7 +23,7 @@ from openmanager.core.errors import CapacityError
 
 __all__ = ["BUSY_RETRY_AFTER_S", "SLICE_S", "WorkLimiter", "run_sliced", "time_budget"]
 
-SLICE_S = 0.01
+SLICE_S = 0.005
 """Loop time one sliced job takes before it yields: the lag it can add per turn of the loop."""
 BUSY_RETRY_AFTER_S = 5
 """`Retry-After` of a refusal for concurrency: jobs are short (see `time_budget`), so a few seconds."""
