@@ -117,7 +117,7 @@ class Attack:
         """An operator's 14-term backtest over 90 days, again and again (two at a time) for the window."""
         condition = " OR ".join(f"avg(cpu, {m}m) > {90 + m}" for m in range(1, 15))
         body = {"rule": {"name": "abuse", "condition": condition, "severity": "warning",
-                         "action": "log-only"}, "since": "90d"}
+                         "action": "record"}, "since": "90d"}
         headers = {"Authorization": f"Bearer {self.tokens['operator']}"}
         async with httpx.AsyncClient(base_url=self.base, headers=headers, timeout=60) as client:
             async def one() -> None:
