@@ -89,6 +89,16 @@ def serve(
     backtest_concurrency_per_user: Annotated[int | None, _opt("backtest_concurrency_per_user")] = None,
     backtest_concurrency: Annotated[int | None, _opt("backtest_concurrency")] = None,
     expensive_timeout: Annotated[str | None, _opt("expensive_timeout")] = None,
+    # connection limits (issue 18)
+    max_body_bytes: Annotated[int | None, _opt("max_body_bytes")] = None,
+    max_login_body_bytes: Annotated[int | None, _opt("max_login_body_bytes")] = None,
+    header_timeout: Annotated[str | None, _opt("header_timeout")] = None,
+    keep_alive_timeout: Annotated[str | None, _opt("keep_alive_timeout")] = None,
+    max_connections: Annotated[int | None, _opt("max_connections")] = None,
+    max_connections_per_address: Annotated[int | None, _opt("max_connections_per_address")] = None,
+    max_connections_per_user: Annotated[int | None, _opt("max_connections_per_user")] = None,
+    fd_reserve: Annotated[int | None, _opt("fd_reserve")] = None,
+    forwarded_allow_ips: Annotated[str | None, _opt("forwarded_allow_ips")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,

@@ -97,6 +97,21 @@ class Settings:
                                         "503 busy with Retry-After.")
     expensive_timeout: str = _opt("30s", "Time budget of one backtest, history query or log search; past it the "
                                          "request is stopped and answered 503 timeout (a duration).")
+    # connection limits (issue 18): request bodies, slow clients, connections, file descriptors, proxies
+    max_body_bytes: int = _opt(1024 * 1024, "Largest HTTP request body (bytes); larger is answered 413.")
+    max_login_body_bytes: int = _opt(16 * 1024, "Largest request body of /api/v1/login and /logout (bytes); "
+                                                "larger is answered 413.")
+    header_timeout: str = _opt("10s", "A connection must send a request's complete headers within this (a "
+                                      "duration), or it is closed (slowloris).")
+    keep_alive_timeout: str = _opt("5s", "An idle keep-alive HTTP connection is closed after this (a duration).")
+    max_connections: int = _opt(0, "Most client connections (HTTP and WebSocket) at once; 0: as many as the "
+                                   "open-file limit allows, less fd_reserve.")
+    max_connections_per_address: int = _opt(0, "Most open streams (/ws, /sse) from one client address; 0: no cap.")
+    max_connections_per_user: int = _opt(0, "Most open streams (/ws, /sse) of one user; 0: no cap.")
+    fd_reserve: int = _opt(0, "File descriptors kept from client connections for the store, sources and "
+                              "health checks; 0: a tenth of the open-file limit, at least 64.")
+    forwarded_allow_ips: str = _opt("", "Proxies whose X-Forwarded-For/-Proto are believed (comma-separated "
+                                        "addresses or networks, * for any); empty: FORWARDED_ALLOW_IPS, else none.")
 
     @classmethod
     def load(
@@ -168,6 +183,7 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._validate_allowed_hosts()
+        self._validate_limits()
 
     def _validate_budget(self) -> None:
         if self.backtest_concurrency_per_user < 1 or self.backtest_concurrency < 1:
@@ -182,6 +198,21 @@ class Settings:
     @property
     def expensive_timeout_s(self) -> float:
         return parse_duration(self.expensive_timeout) / 1000
+
+    def _validate_limits(self) -> None:
+        for name in ("header_timeout", "keep_alive_timeout"):
+            try:
+                ms = parse_duration(getattr(self, name))
+            except RuleSyntaxError as exc:
+                raise ConfigError(f"{name}: {exc.message}") from exc
+            if ms < 100:
+                raise ConfigError(f"{name} must be at least 0.1s")
+        for name in ("max_body_bytes", "max_login_body_bytes"):
+            if getattr(self, name) < 1024:
+                raise ConfigError(f"{name} must be at least 1024")
+        for name in ("max_connections", "max_connections_per_address", "max_connections_per_user", "fd_reserve"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more")
 
     def _validate_cluster(self) -> None:
         if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):

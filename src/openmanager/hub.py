@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Collection
 from typing import Any
@@ -36,6 +37,7 @@ from openmanager.core.history import FleetHistory
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext, parse_duration
 from openmanager.gateway.auth import ADMIN_USER, Authenticator
+from openmanager.gateway.limits import ConnectionLimits
 from openmanager.notify.service import NotificationService
 from openmanager.pipeline.fanout import FanOut
 from openmanager.pipeline.gcpolicy import GcPolicy
@@ -60,6 +62,11 @@ NODE_SOURCES = frozenset({"local"})
 the leader only."""
 STOP_STEP_S = 5.0
 """`Hub.stop()`: how long cancelled tasks get to end (a task that swallows its cancellation is left behind)."""
+SOURCE_RETRY_FIRST_S = 1.0
+SOURCE_RETRY_MAX_S = 60.0
+"""A source that fails with a transient error (OSError: EMFILE, a refused connection ...; a timeout) is
+run again after SOURCE_RETRY_FIRST_S, doubled per failure in a row up to SOURCE_RETRY_MAX_S, with jitter;
+a run that lasted longer than SOURCE_RETRY_MAX_S starts the count again."""
 LEADER_JOBS = ("rollup-1m", "rollup-1h", "retention", "digests", "notification-retention",
                "alert-history-retention", "log-retention")
 
@@ -112,6 +119,7 @@ class Hub:
     def __init__(self, settings: Settings, *, admin_token: str, sources: list[Source] | None = None) -> None:
         self.settings = settings
         self.auth = Authenticator(admin_token)
+        self.limits = ConnectionLimits.from_settings(settings)
         self.allowed_origins = frozenset(
             o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip()
         )
@@ -495,14 +503,32 @@ class Hub:
         await self.broker.close()
 
     async def _run_source(self, source: Source) -> None:
-        try:
-            await source.run(self.pipeline)
-            self.source_status[source.name] = "stopped"
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.source_status[source.name] = f"failed: {exc}"
-            log.exception("source %s failed; disabled while the others run", source.name)
+        """Run `source`; after a transient error (an OSError, a timeout) run it again with backoff (its
+        status `retrying: ...` meanwhile); any other error disables it while the others run."""
+        failures = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await source.run(self.pipeline)
+                self.source_status[source.name] = "stopped"
+                return
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError) as exc:
+                failures = 1 if time.monotonic() - started > SOURCE_RETRY_MAX_S else failures + 1
+                delay = min(SOURCE_RETRY_MAX_S, SOURCE_RETRY_FIRST_S * 2 ** (failures - 1))
+                delay *= random.uniform(0.5, 1.0)
+                reason = str(exc) or type(exc).__name__
+                self.source_status[source.name] = (f"retrying: {reason} ({failures} failures in a row, next "
+                                                   f"attempt in {delay:.1f}s)")
+                log.warning("source %s failed (%s); trying again in %.1fs", source.name, exc, delay,
+                            exc_info=failures == 1)
+                await asyncio.sleep(delay)
+                self.source_status[source.name] = "running"
+            except Exception as exc:
+                self.source_status[source.name] = f"failed: {exc}"
+                log.exception("source %s failed; disabled while the others run", source.name)
+                return
 
     async def _tick_loop(self) -> None:
         """Every tick: servers that went silent turn offline, and the fleet summary is published.
@@ -634,7 +660,7 @@ class Hub:
             return False, f"broker: {reason}"
         failed = [f"{name} {status}" for name, status in self.source_status.items()
                   if status not in ("running", "standby")]  # standby: a follower's, run by the leader
-        if self.sources and len(failed) == len(self.sources):
+        if failed:  # failed, retrying or stopped: its servers are going stale
             return False, "sources: " + "; ".join(failed)
         return True, "ready"
 

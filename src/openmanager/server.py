@@ -27,8 +27,10 @@ import uvicorn
 
 from openmanager.config import Settings
 from openmanager.core.errors import ConfigError
+from openmanager.core.rules import parse_duration
 from openmanager.gateway.app import create_app
 from openmanager.gateway.auth import load_admin_token, startup_lines
+from openmanager.gateway.limits import guarded_protocol, raise_open_file_limit
 from openmanager.gateway.wsfast import FastSendProtocol, SharedHeartbeat
 from openmanager.hub import Hub
 from openmanager.store.db import sqlite_file
@@ -79,13 +81,16 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
     """uvicorn's settings for `hub`, with `FastSendProtocol` as its WebSocket protocol, whose heartbeat
-    hears of the hub's fan-out bursts (to ping between them)."""
+    hears of the hub's fan-out bursts (to ping between them), and `GuardedHttpProtocol` as its HTTP
+    protocol (the header timeout and the connection cap, `gateway.limits`)."""
     heartbeat_s = settings.heartbeat_ms / 1000
     hub.fanout.on_burst = SharedHeartbeat.fanout_burst
     return uvicorn.Config(
         create_app(hub),
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(hub.limits, parse_duration(settings.header_timeout) / 1000),
+        timeout_keep_alive=parse_duration(settings.keep_alive_timeout) / 1000,  # type: ignore[arg-type]  # a float works
         ws=FastSendProtocol,  # uvicorn's websockets-sansio plus the fan-out fast path
         proxy_headers=False,  # applied by gateway.app.StreamFront, off the WebSocket's stack
         interface="asgi3",  # StreamFront is no coroutine function, which uvicorn's "auto" takes for ASGI 2
@@ -228,6 +233,8 @@ async def run(settings: Settings) -> int:
     configure_logging(settings.log_level)
     check_tls(settings)
     secure_data_dir(settings)
+    soft, hard = raise_open_file_limit()
+    log.info("open-file limit: soft %d, hard %d", soft, hard)
     token, origin = load_admin_token(settings.data_dir)
     hub = Hub(settings, admin_token=token)
     watchdog = ShutdownWatchdog()

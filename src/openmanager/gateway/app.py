@@ -27,6 +27,7 @@ from openmanager.gateway.auth import FrontDoor, token_link
 from openmanager.gateway.compression import CompressionMiddleware
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.ingest import IngestService, ingest_endpoint
+from openmanager.gateway.limits import LOGIN_PATHS, BodyLimit, CapacityGate
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.rest import router
@@ -112,21 +113,32 @@ class StreamFront:
     stack (~10 KB per connection), none of which `/ws` uses: it authenticates itself (close 4401), and
     compression and the access log are for HTTP. So this front is no coroutine itself (it returns the
     callee's awaitable), and it takes over uvicorn's proxy-headers middleware (the server runs with
-    `proxy_headers=False`): `X-Forwarded-For` / `-Proto` from a trusted proxy (`FORWARDED_ALLOW_IPS`, by
-    default 127.0.0.1, as in uvicorn) are applied by `forwarded` while `/ws` is admitted, and by the same
-    middleware around the HTTP app, so no frame of either stays on a WebSocket's stack."""
+    `proxy_headers=False`): `X-Forwarded-For` / `-Proto` from a trusted proxy (`trusted_proxies`: none
+    unless named) are applied by `forwarded` while `/ws` is admitted, and by the same middleware around
+    the HTTP app, so no frame of either stays on a WebSocket's stack. HTTP requests go through
+    `BodyLimit` first (413 for an oversized body, before anything reads it)."""
 
     def __init__(self, app: ASGIApp, hub: Hub) -> None:
-        trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-        # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
-        self.app: ASGIApp = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
-        self.forwarded: ASGIApp = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
+        trusted = trusted_proxies(hub.settings.forwarded_allow_ips)
+        self.forwarded: ASGIApp | None = None
+        if trusted:  # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
+            app = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
+            self.forwarded = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
+        login_limit = hub.settings.max_login_body_bytes
+        self.app: ASGIApp = BodyLimit(app, default=hub.settings.max_body_bytes,
+                                      limits=dict.fromkeys(LOGIN_PATHS, login_limit))
         self.hub = hub
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
             return websocket_endpoint(scope, receive, send, self.hub, self.forwarded)
         return self.app(scope, receive, send)
+
+
+def trusted_proxies(setting: str) -> str:
+    """The proxies whose forwarded headers are believed: the `forwarded_allow_ips` setting, else the
+    environment's `FORWARDED_ALLOW_IPS` (as in uvicorn), else none ("")."""
+    return (setting or os.environ.get("FORWARDED_ALLOW_IPS", "")).strip()
 
 
 def create_app(hub: Hub) -> FrontDoor:
@@ -161,6 +173,7 @@ def create_app(hub: Hub) -> FrontDoor:
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
+    app.add_middleware(CapacityGate, limits=hub.limits)  # over the connection cap: health checks and admins
     app.add_middleware(AuthGate, hub=hub)
     settings = hub.settings
     allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)

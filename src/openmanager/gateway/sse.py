@@ -24,6 +24,7 @@ from openmanager.core.errors import ValidationError
 from openmanager.core.filters import TOPICS, TopicFilter, parse_filter
 from openmanager.core.outbound import Conflated, Entry, Framed
 from openmanager.gateway.auth import principal_of
+from openmanager.gateway.limits import client_address, send_unavailable
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
@@ -168,6 +169,17 @@ class SseStream(Response):
             hub.fanout.release(session, shape, after, missed or ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hub, session = self.hub, self.session
+        why = hub.limits.open_stream(client_address(session.remote), session.user)
+        if why is not None:  # a per-address or per-user cap: 503 with Retry-After
+            await send_unavailable(send, why)
+            return
+        try:
+            await self._stream(scope, receive, send)
+        finally:
+            hub.limits.close_stream(client_address(session.remote), session.user)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub, session = self.hub, self.session
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 

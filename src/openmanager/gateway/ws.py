@@ -22,6 +22,7 @@ from openmanager import __version__
 from openmanager.core.encoding import encode, pack, unpack
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.core.filters import TOPICS, parse_filter
+from openmanager.gateway.limits import CLOSE_TRY_AGAIN_LATER, client_address
 from openmanager.gateway.wsfast import BIND_DIRECT, RTT, SEND_NOW
 from openmanager.pipeline.session import Session
 
@@ -110,11 +111,16 @@ async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[
         log.warning("authentication failed: the user store is unavailable", exc_info=True)
         principal, refused = None, (1011, "authentication unavailable")
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    client = scope.get("client")
+    if refused is None and principal is not None:  # the connection caps (1013); counted until `finish`
+        limits = hub.limits
+        why = limits.refuse_stream(principal.role) or limits.open_stream(client[0] if client else "", principal.user)
+        if why is not None:
+            refused = (CLOSE_TRY_AGAIN_LATER, why)
     if refused is not None or principal is None:
         code, reason = refused or (CLOSE_UNAUTHORIZED, "unauthorized")
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return None
-    client = scope.get("client")
     session = Session(
         user=principal.user,
         transport="ws",
@@ -184,6 +190,7 @@ class _Connection:
                 await writer
         hub.sessions.pop(session.id, None)
         hub.auth.unbind(session)
+        hub.limits.close_stream(client_address(session.remote), session.user)
         hub.stats.connections["ws"] -= 1
 
     async def send_close(self) -> None:
