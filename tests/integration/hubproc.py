@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +30,10 @@ def free_port() -> int:
 class HubProcess:
     """`openmanager serve` as a child process. `start()` returns once /readyz answers 200."""
 
-    def __init__(self, data_dir: Path, *args: str, port: int | None = None, token: str = TOKEN) -> None:
+    def __init__(self, data_dir: Path, *args: str, port: int | None = None, token: str = TOKEN,
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.data_dir = data_dir
+        self.preexec_fn = preexec_fn  # run in the child before it starts (e.g. resource limits)
         self.args = args
         self.port = port or free_port()
         self.token = token
@@ -54,7 +56,8 @@ class HubProcess:
                "--data-dir", str(self.data_dir), *self.args]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

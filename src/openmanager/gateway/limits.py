@@ -41,9 +41,9 @@ RETRY_AFTER_S = 5
 MIN_FD_RESERVE = 64
 PRIORITY_PATHS = frozenset({"/healthz", "/readyz"})
 LOGIN_PATHS = frozenset({"/api/v1/login", "/api/v1/logout"})
-DRAIN_S = 1.0
-"""After a 413, how long the rest of the body is read and discarded, so that the client, still sending,
-reads the answer instead of a reset connection."""
+DRAIN_S = 10.0
+"""After a 413, how long at most the rest of the body is read and discarded (a "lingering close", as
+nginx does), so that a client still sending reads the answer instead of a reset connection."""
 
 
 def raise_open_file_limit() -> tuple[int, int]:
