@@ -1,11 +1,16 @@
-"""The hub in-process: a failing source is disabled while the others run; ingest reaches the broker."""
+"""The hub in-process: a failing source is disabled while the others run (and /readyz says so), one that
+fails with a transient error is run again; ingest reaches the broker."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
+from openmanager import hub as hub_module
 from openmanager.broker.base import Event
 from openmanager.config import Settings
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
@@ -52,7 +57,7 @@ async def test_failing_source_is_disabled_and_others_run(tmp_path: Path) -> None
                 await asyncio.sleep(0.01)
         assert hub.source_status["broken"] == "failed: exporter unreachable"
         assert hub.source_status["oneshot"] == "running"
-        assert hub.readiness() == (True, "ready")
+        assert hub.readiness() == (False, "sources: broken failed: exporter unreachable")  # not hidden
         sample = metrics[-1].data["servers"]["box-1"]
         assert sample["cpu"] == 52.0 and sample["memory"] == 100.0  # clamped
         assert all("bad" not in e.data["servers"] for e in metrics)  # invalid samples never published
@@ -72,5 +77,44 @@ async def test_not_ready_when_every_source_failed(tmp_path: Path) -> None:
                 await asyncio.sleep(0.01)
         ready, reason = hub.readiness()
         assert not ready and "exporter unreachable" in reason
+    finally:
+        await hub.stop()
+
+
+class OutOfFilesSource:
+    """Fails twice as psutil does when the process is out of file descriptors, then runs."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, sink: SourceSink) -> None:
+        self.runs += 1
+        if self.runs <= 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        sink.register(ServerInfo("box-2", "box-2.local", source="flaky"))
+        while True:
+            sink.samples([Sample("box-2", 1_000_000 + self.runs, {"cpu": 10.0})])
+            await asyncio.sleep(0.05)
+
+
+async def test_a_source_failing_with_a_transient_error_is_retried_and_readiness_tells(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "SOURCE_RETRY_FIRST_S", 0.3)
+    settings = Settings.load({"data_dir": str(tmp_path), "tick": 0.05}, env={})
+    source = OutOfFilesSource()
+    hub = Hub(settings, admin_token="a-test-token", sources=[source])
+    await hub.start()
+    try:
+        async with asyncio.timeout(5):
+            while not hub.source_status["flaky"].startswith("retrying"):
+                await asyncio.sleep(0.01)
+        ready, reason = hub.readiness()
+        assert not ready and "flaky retrying: [Errno 24] Too many open files" in reason, reason
+        async with asyncio.timeout(10):
+            while not (source.runs == 3 and hub.source_status["flaky"] == "running" and "box-2" in hub.state.servers):
+                await asyncio.sleep(0.01)
+        assert hub.readiness() == (True, "ready")
     finally:
         await hub.stop()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -118,11 +119,18 @@ async def test_a_paused_connection_gets_a_writer_that_ends_when_its_queue_is_dra
         await ws.close()
 
 
-async def test_forwarded_headers_from_a_trusted_proxy_apply_to_ws_and_http(live: LiveHub) -> None:
+async def test_forwarded_headers_from_a_trusted_proxy_apply_to_ws_and_http(tmp_path: Path) -> None:
     """uvicorn's proxy-headers middleware runs in `StreamFront` (off the WebSocket's stack): a client
-    behind a proxy on 127.0.0.1 (trusted by default) is known by its `X-Forwarded-For` address."""
-    import httpx
+    behind a proxy named in `forwarded_allow_ips` (127.0.0.1 here; none by default) is known by its
+    `X-Forwarded-For` address."""
+    live = await LiveHub(tmp_path, simulator=True, servers=5, forwarded_allow_ips="127.0.0.1").start()
+    try:
+        await _forwarded_headers_apply(live)
+    finally:
+        await live.stop()
 
+
+async def _forwarded_headers_apply(live: LiveHub) -> None:
     ws = await connect(f"ws://127.0.0.1:{live.port}/ws", additional_headers={
         "Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
     }, open_timeout=5)
