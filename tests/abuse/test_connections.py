@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import resource
 import threading
 import time
@@ -339,6 +340,8 @@ async def test_a_half_open_flood_under_a_low_file_limit_leaves_health_admin_and_
             await asyncio.sleep(0.5)
         health.check()
         ready.check()  # every source still running: /readyz says ready only then
+        cap = re.search(r"client connections: at most (\d+) \(open-file limit 1024", hub.log())
+        assert cap is not None and int(cap.group(1)) <= 1024 - 102, hub.log()[-2000:]  # the reserve kept back
         servers = hub.get("/api/v1/servers").json()["servers"]
         local = [s for s in servers if s.get("source") == "local"]
         assert local and local[0]["status"] != "offline", local

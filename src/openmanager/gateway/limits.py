@@ -325,6 +325,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
+        if self.limits.waiting.pop(self, False) is None:  # going: no longer one to make room with
+            self.limits.closing.add(self)
         if not self.transport.is_closing():
             self.transport.close()
 
