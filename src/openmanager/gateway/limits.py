@@ -26,7 +26,7 @@ import logging
 import os
 import resource
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -41,9 +41,10 @@ RETRY_AFTER_S = 5
 MIN_FD_RESERVE = 64
 PRIORITY_PATHS = frozenset({"/healthz", "/readyz"})
 LOGIN_PATHS = frozenset({"/api/v1/login", "/api/v1/logout"})
-DRAIN_S = 10.0
-"""After a 413, how long at most the rest of the body is read and discarded (a "lingering close", as
-nginx does), so that a client still sending reads the answer instead of a reset connection."""
+LINGER_S = 10.0
+"""An answer given while the request body is still coming (a 413) ends the connection, but what the client
+still sends is read and discarded for up to this long first (a "lingering close", as nginx does), so that
+a client still sending reads the answer instead of a reset connection."""
 
 
 def raise_open_file_limit() -> tuple[int, int]:
@@ -200,9 +201,9 @@ class _BodyTooLarge(Exception):
 class BodyLimit:
     """413 for a request body over its route's limit: at once when the declared `Content-Length` is over
     it (nothing of the body is read), or as soon as the bytes received pass it (a chunked body). The
-    answer is `{"error": {"code": "payload_too_large", ...}}` with `Connection: close`; then what the
-    client still sends is read and discarded for up to DRAIN_S, so that it reads the answer rather than a
-    reset. `limits` maps exact paths to their limit; every other path gets `default`."""
+    answer is `{"error": {"code": "payload_too_large", ...}}` with `Connection: close` (then
+    `GuardedHttpProtocol` discards the rest of the body for up to LINGER_S before it closes). `limits`
+    maps exact paths to their limit; every other path gets `default`."""
 
     def __init__(self, app: ASGIApp, *, default: int, limits: Mapping[str, int] | None = None) -> None:
         self.app = app
@@ -223,7 +224,7 @@ class BodyLimit:
                     declared = None
                 break
         if declared is not None and declared > limit:
-            await self._refuse(limit, receive, send)
+            await self._refuse(limit, send)
             return
         received = 0
         started = False
@@ -250,20 +251,13 @@ class BodyLimit:
         with contextlib.suppress(_BodyTooLarge):  # the app may also have caught it: `too_large` tells
             await self.app(scope, limited_receive, tracked_send)
         if too_large and not started:
-            await self._refuse(limit, receive, send)
+            await self._refuse(limit, send)
 
-    async def _refuse(self, limit: int, receive: Receive, send: Send) -> None:
+    async def _refuse(self, limit: int, send: Send) -> None:
         body = _json("payload_too_large", f"the request body is over this route's limit of {limit} bytes")
         await send({"type": "http.response.start", "status": 413,
                     "headers": _refusal_head(len(body), retry_after=False)})
-        await send({"type": "http.response.body", "body": body, "more_body": True})  # all of it, on the wire
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DRAIN_S):
-                while True:  # discarded
-                    message = await receive()
-                    if message["type"] != "http.request" or not message.get("more_body"):
-                        break
-        await send({"type": "http.response.body", "body": b"", "more_body": False})  # then close
+        await send({"type": "http.response.body", "body": body})
 
 
 class CapacityGate:
@@ -297,9 +291,30 @@ _ACCEPT_REFUSAL = (
 )
 
 
+class _LingeringClose:
+    """The transport as a request's cycle sees it: `close()` while the request body is still coming
+    lingers (`GuardedHttpProtocol._linger`) instead of closing at once."""
+
+    __slots__ = ("_protocol",)
+
+    def __init__(self, protocol: GuardedHttpProtocol) -> None:
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self._protocol.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol.transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol._linger()
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a header timeout and the connection cap (see the module
-    docstring). Subclassed per hub by `guarded_protocol`, which sets the class attributes."""
+    """uvicorn's httptools protocol with a header timeout, the connection cap (see the module docstring)
+    and a lingering close: a response that ends the connection while the request body is still coming
+    (a 413) leaves the rest to be read and discarded — by the C parser, the app never sees it — until the
+    body ends or LINGER_S pass. Subclassed per hub by `guarded_protocol`, which sets the class attributes."""
 
     limits: ConnectionLimits
     header_timeout_s: float = 10.0
@@ -307,6 +322,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
         limits = self.limits
         limits.connections = self.connections
         if not limits.on_accept(self):
@@ -340,7 +356,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a new request (not an upgrade): its cycle closes through us
+            self.cycle.transport = cast(Any, _LingeringClose(self))
+
+    def _linger(self) -> None:
+        """The response ended the connection: close now, or once the request body has been read and
+        discarded (at most LINGER_S from now)."""
+        cycle = self.cycle
+        if self.transport.is_closing() or cycle is None or not cycle.more_body or self._linger_timer is not None:
+            self.transport.close()
+            return
+        self._linger_timer = self.loop.call_later(LINGER_S, self.transport.close)
+        self.flow.resume_reading()
+
+    def on_message_complete(self) -> None:
+        if self._linger_timer is not None:  # the discarded body ended: now close
+            self.transport.close()
+            return
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -350,10 +385,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
-            self._header_timer = None
+        for name in ("_header_timer", "_linger_timer"):
+            timer = getattr(self, name, None)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
         self.limits.waiting.pop(self, None)
         self.limits.closing.discard(self)
 
