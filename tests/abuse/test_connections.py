@@ -107,7 +107,7 @@ async def test_a_declared_oversized_body_is_answered_413_before_it_is_sent(guard
     """200 MB declared to the unauthenticated login: the 413 comes after the first megabyte, readable."""
     reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
     try:
-        writer.write(b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(b"POST /api/v1/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % (200 * MiB))
         writer.write(b"x" * MiB)
         await writer.drain()
@@ -174,7 +174,7 @@ async def test_slowloris_connections_are_closed_after_the_header_timeout(guarded
     closed_after: list[float] = []
 
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, send: bool) -> None:
-        text = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
+        text = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 1000
         read = asyncio.ensure_future(reader.read(1))
         try:
             for byte in text:
@@ -204,7 +204,7 @@ async def test_slowloris_connections_are_closed_after_the_header_timeout(guarded
 async def test_an_idle_keep_alive_connection_is_closed(guarded: HubProcess) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", guarded.port)
     try:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         async with asyncio.timeout(5):
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 ")
         answered = time.monotonic()
