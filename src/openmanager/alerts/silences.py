@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from openmanager.alerts.rules import parse_rule_duration
+from openmanager.core.bounds import MAX_EPOCH_MS
 from openmanager.core.errors import ValidationError
 from openmanager.core.model import ServerInfo
 
@@ -70,13 +71,13 @@ class Silence:
         if not (servers or rules or tags):
             raise _invalid("a silence needs at least one matcher: servers, rules or tags")
         starts = body.get("starts_at", now_ms)
-        if not isinstance(starts, int) or isinstance(starts, bool) or starts < 0:
+        if not isinstance(starts, int) or isinstance(starts, bool) or not 0 <= starts <= MAX_EPOCH_MS:
             raise _invalid("starts_at must be epoch milliseconds")
         if "ends_at" in body and "duration" in body:
             raise _invalid("give ends_at or duration, not both")
         if "ends_at" in body:
             ends = body["ends_at"]
-            if not isinstance(ends, int) or isinstance(ends, bool):
+            if not isinstance(ends, int) or isinstance(ends, bool) or not 0 <= ends <= MAX_EPOCH_MS:
                 raise _invalid("ends_at must be epoch milliseconds")
         elif "duration" in body:
             try:

@@ -185,7 +185,7 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
         raise ValidationError("give a rule object in `rule` or an existing rule's id in `rule_id`",
                               code="invalid_parameter")
     now = int(time.time() * 1000)
-    since = parse_since(str(body.get("since", "1h")), now)
+    since = parse_since(body.get("since", "1h"), now)
     until = body.get("until", now)
     if not isinstance(until, int) or isinstance(until, bool):
         raise ValidationError("until must be epoch milliseconds", code="invalid_parameter")

@@ -73,6 +73,9 @@ class AuthGate:
                 await response(scope, receive, send_logged)
             else:
                 await self.app(scope, receive, send_logged)
+        except Exception:
+            status = status or 500  # answered 500 by Starlette's outermost error middleware
+            raise
         finally:
             access_log.info(
                 '%s "%s %s" %s %.1fms',
@@ -157,7 +160,7 @@ def create_app(hub: Hub) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.hub = hub
-    errors.install(app)
+    errors.install(app, public_paths=PUBLIC_PATHS)
     app.include_router(router)
     app.include_router(logs_router)
     app.include_router(alerts_router)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -53,7 +57,82 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(code, message), status_code=status)
 
 
-def install(app: FastAPI) -> None:
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "description": "snake_case error code, e.g. invalid_parameter"},
+            "message": {"type": "string", "description": "what went wrong, for a person"},
+            "position": {"type": "integer", "description": "0-based offset of a rule-language error"},
+        },
+    }},
+}
+
+_DESCRIPTIONS = {
+    400: "Bad request: a malformed or out-of-range parameter or field",
+    401: "No valid token, session or credentials",
+    403: "The caller's role does not allow this, or a foreign origin",
+    404: "No such server, rule, alert, user … (or a route parameter that cannot name one)",
+    409: "The request does not fit the current state",
+    413: "The request body is larger than the limit",
+    422: "The request does not match the operation's schema (wrong type, missing field, bad JSON)",
+    429: "Too many requests or attempts; see Retry-After",
+    503: "The hub, or a part of it, is starting or over capacity; see Retry-After when given",
+}
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again",
+                                "schema": {"type": "integer"}}}
+# Which operations can answer which errors. Declared once here, not per route: the auth gate, the body
+# and connection limits and the error handlers above apply to every route alike.
+_EVERY_OPERATION = (413, 429, 503)
+_API_OPERATION = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+_NON_JSON_SUCCESS = {"/metrics": "text/plain", "/sse": "text/event-stream"}
+
+
+def _error_statuses(path: str, public_paths: Collection[str]) -> tuple[int, ...]:
+    if path.startswith("/api/") or path == "/sse":
+        return _API_OPERATION
+    return _EVERY_OPERATION if path in public_paths else (*_EVERY_OPERATION, 401, 403)
+
+
+def document_errors(spec: dict[str, Any], public_paths: Collection[str]) -> dict[str, Any]:
+    """Declare in an OpenAPI document every error status each operation can answer, each with the
+    `{"error": {"code", "message"}}` body (replacing FastAPI's own 422 schema, which the hub never
+    sends), and the media type of the non-JSON successes (`/metrics`, `/sse`)."""
+    spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        spec["components"]["schemas"].pop(name, None)
+    for path, operations in spec.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            for status in sorted(_error_statuses(path, public_paths)):
+                response: dict[str, Any] = {
+                    "description": _DESCRIPTIONS[status],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+                if status in (429, 503):
+                    response["headers"] = _RETRY_AFTER
+                responses[str(status)] = response
+            if path in _NON_JSON_SUCCESS:
+                responses["200"]["content"] = {_NON_JSON_SUCCESS[path]: {"schema": {"type": "string"}}}
+    return spec
+
+
+def install(app: FastAPI, *, public_paths: Collection[str] = ()) -> None:
+    """Error handlers (every failure in the error shape) and an OpenAPI document that declares them."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
+                               description=app.description, routes=app.routes)
+            app.openapi_schema = document_errors(spec, public_paths)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else "request failed"

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from openmanager.budget import time_budget
+from openmanager.core.bounds import check_text, parse_time
 from openmanager.core.errors import ValidationError
 from openmanager.core.filters import MAX_GLOBS
 from openmanager.core.model import LogLevel
 from openmanager.gateway.errors import JSONResponse, error_response
-from openmanager.gateway.rest import parse_since
 from openmanager.store.db import StoreError
 
 if TYPE_CHECKING:
@@ -56,16 +56,13 @@ async def search_logs(
     servers = [s.strip() for s in (server or "").split(",") if s.strip()]
     if len(servers) > MAX_GLOBS:
         raise _invalid(f"server has more than {MAX_GLOBS} entries")
-    if contains is not None and len(contains) > MAX_CONTAINS:
-        raise _invalid(f"contains must be at most {MAX_CONTAINS} characters")
+    for glob in servers:
+        check_text(glob, "server", max_length=MAX_CONTAINS)
+    if contains is not None:
+        check_text(contains, "contains", max_length=MAX_CONTAINS)
     now_ms = int(time.time() * 1000)
-    since_ms = parse_since(since, now_ms) if since else None
-    until_ms: int | None = None
-    if until:
-        try:
-            until_ms = parse_since(until, now_ms)
-        except ValidationError:
-            raise _invalid(f"until must be epoch milliseconds or a duration like 15m, not {until!r}") from None
+    since_ms = parse_time(since, "since", now_ms) if since else None
+    until_ms = parse_time(until, "until", now_ms) if until else None
     try:
         async with time_budget(hub.settings.expensive_timeout_s, "the log search"):
             records = await hub.logs.search(

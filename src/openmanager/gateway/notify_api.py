@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from openmanager.core.bounds import MAX_EPOCH_MS
 from openmanager.core.errors import NotFoundError
 from openmanager.gateway.deps import JsonObject, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
@@ -45,7 +46,8 @@ async def put_preferences(request: Request, body: JsonObject) -> dict[str, Any]:
 async def list_notifications(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(description="Only those created before this epoch ms")] = None,
+    before: Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS,
+                                        description="Only those created before this epoch ms")] = None,
     unread: Annotated[bool, Query(description="Only unread ones")] = False,
 ) -> dict[str, Any]:
     """The caller's notifications, newest first, each with its per-channel delivery status (`sent`,

@@ -13,7 +13,8 @@ from starlette.responses import Response
 from openmanager.budget import time_budget
 from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
-from openmanager.core.rules import compile_condition, parse_duration
+from openmanager.core.bounds import parse_duration, parse_time
+from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.errors import JSONResponse, error_response
 
@@ -87,16 +88,10 @@ async def get_server(request: Request, server_id: str) -> dict[str, Any]:
     return state.to_api()
 
 
-def parse_since(text: str, now_ms: int) -> int:
-    """`since` as epoch milliseconds or a duration back from now (`15m`)."""
-    text = text.strip()
-    if text.isdigit():
-        return int(text)
-    try:
-        return now_ms - parse_duration(text)
-    except RuleSyntaxError:
-        raise ValidationError(f"since must be epoch milliseconds or a duration like 15m, not {text!r}",
-                              code="invalid_parameter") from None
+def parse_since(value: object, now_ms: int, name: str = "since") -> int:
+    """A time parameter as epoch milliseconds or a duration back from now (`15m`), bounded
+    (`core.bounds.parse_time`); raises `ParameterError` (400 `invalid_parameter`)."""
+    return parse_time(value, name, now_ms)
 
 
 @router.get("/api/v1/servers/{server_id}/history", tags=["servers"])
@@ -118,10 +113,7 @@ async def server_history(
     since_ms = parse_since(since, now_ms)
     step_ms: int | None = None
     if step:
-        try:
-            step_ms = parse_duration(step)
-        except RuleSyntaxError:
-            raise ValidationError(f"invalid step {step!r}", code="invalid_parameter") from None
+        step_ms = parse_duration(step, "step")
         if (now_ms - since_ms) // step_ms > MAX_POINTS:
             raise ValidationError(f"step too small: more than {MAX_POINTS} points", code="invalid_parameter")
     async with time_budget(hub.settings.expensive_timeout_s, "the history query"):

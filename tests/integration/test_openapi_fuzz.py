@@ -1,0 +1,91 @@
+"""The OpenAPI document is truthful: Schemathesis fuzzes every operation of a real hub over HTTP, as
+admin, operator and viewer, and finds no server error and no answer the document does not declare
+(status code, content type, response body schema, headers).
+
+Left out, because they are not JSON request/response operations: `/sse` (an endless event stream, tested
+in test_sse.py), and, absent from the document anyway, `/ws` (WebSocket: test_ws_fuzz.py), `/` and
+`/static/` (files). Examples per operation are bounded (`MAX_EXAMPLES`) so the whole run stays short."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.integration.hubproc import HubProcess
+from tests.integration.test_users import add_user, token_for
+
+MAX_EXAMPLES = 6
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          response_headers_conformance]
+NOT_JSON = ("/sse",)
+
+
+@pytest.fixture(scope="module")
+def fuzzed_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, dict[str, str]]]:
+    """One hub for the module, and a token for each role."""
+    hub = HubProcess(Path(tmp_path_factory.mktemp("openapi")), "--servers", "3", "--seed", "3", "--tick", "0.5",
+                     "--no-local").start()
+
+    async def tokens() -> dict[str, str]:
+        async with httpx.AsyncClient(base_url=hub.base, headers={"Authorization": f"Bearer {hub.token}"},
+                                     timeout=10) as admin:
+            await add_user(admin, "fuzz-operator", "operator")
+            await add_user(admin, "fuzz-viewer", "viewer")
+        return {"admin": hub.token, "operator": (await token_for(hub, "fuzz-operator"))[0],
+                "viewer": (await token_for(hub, "fuzz-viewer"))[0]}
+
+    try:
+        yield hub, asyncio.run(tokens())
+    finally:
+        hub.stop()
+    assert "Traceback" not in hub.log(), hub.log()[-4000:]
+
+
+def test_every_operation_conforms(fuzzed_hub: tuple[HubProcess, dict[str, str]]) -> None:
+    """Each generated request (valid ones, and ones that break the schema) is sent as a viewer, an
+    operator and the admin, in that order, so that a change the admin makes cannot hide what the others
+    would have been answered. Every failure of every operation is collected, then reported together."""
+    hub, tokens = fuzzed_hub
+    config = schemathesis.Config.from_dict({"base-url": hub.base, "request-timeout": 10})
+    schema = schemathesis.openapi.from_url(f"{hub.base}/openapi.json", config=config,
+                                           headers={"Authorization": f"Bearer {tokens['admin']}"})
+    failures: list[str] = []
+    operations = 0
+    session = requests.Session()  # one keep-alive connection for the whole run
+    for result in schema.exclude(path=list(NOT_JSON)).get_all_operations():
+        operation = result.ok()
+        operations += 1
+        # a request with neither query nor body has nothing to break (any path segment is a string)
+        breakable = len(operation.query) + len(operation.body) > 0
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if breakable else (GenerationMode.POSITIVE,):
+
+            @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, derandomize=False,
+                      phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def send(case: Any) -> None:
+                for role in ("viewer", "operator", "admin"):
+                    case.call_and_validate(headers={"Authorization": f"Bearer {tokens[role]}"}, checks=CHECKS,
+                                           session=session)
+
+            try:
+                send()
+            except Exception as exc:  # noqa: BLE001 - collected, and reported below with the operation
+                failures.append(f"{operation.label} ({mode.value}): {exc}")
+    assert operations >= 40, f"only {operations} operations in the document"
+    assert not failures, "\n\n".join(failures)
