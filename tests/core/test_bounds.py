@@ -20,14 +20,16 @@ from openmanager.core.bounds import (
     parse_int,
     parse_time,
 )
+from openmanager.core.cursor import parse_cursor
 from openmanager.core.errors import OpenManagerError, ValidationError
 
 NOW = 1_765_000_000_000
 # text that looks like numbers: digits of every script, signs, units, dots, spaces
-NUMBERISH = st.text(alphabet=st.sampled_from("0123456789+-.smhdx ²³¹١٢߀\x00\n\t\u00a0e_"), max_size=40)
+OTHER_DIGITS = "\u00b2\u00b3\u00b9\u0661\u0662\u07c0"  # superscripts, Arabic-Indic, NKo: isdigit() says yes
+NUMBERISH = st.text(alphabet=st.sampled_from("0123456789+-.smhdx e_\x00\n\t\u00a0" + OTHER_DIGITS), max_size=40)
 ANY_TEXT = st.one_of(st.text(max_size=80), NUMBERISH)
 SEEN = ("4\u00b3", "\u00b2", "99999999999999999999999999", "99999999999999999999d", "99999999999999d",
-        "9" * 5000, "-1", "1\n", "1_000", " 15m ", "0", "", "1e3", "+5", "١٢")
+        "9" * 5000, "-1", "1\n", "1_000", " 15m ", "0", "", "1e3", "+5", "\u0661\u0662")
 
 
 def test_the_error_is_the_projects_validation_error() -> None:
@@ -66,7 +68,7 @@ def test_parse_int_bounds_are_inclusive_and_enforced(value: int, low: int, span:
             parse_int(str(value), "n", minimum=low, maximum=high)
 
 
-@pytest.mark.parametrize("text", ["\u00b2", "4\u00b3", "١٢", "߀", "1\n", "1 2", "1_000", "0x10", "1e3", "",
+@pytest.mark.parametrize("text", [*OTHER_DIGITS, "4\u00b3", "1\n", "1 2", "1_000", "0x10", "1e3", "",
                                   "9223372036854775808", "-9223372036854775809", "9" * (MAX_TEXT + 1)])
 def test_parse_int_refuses(text: str) -> None:
     with pytest.raises(ParameterError):
@@ -113,6 +115,19 @@ def test_parse_time_is_in_range_or_a_parameter_error(value: object) -> None:
         assert 0 <= ts <= MAX_EPOCH_MS
 
 
+@pytest.mark.parametrize("text", SEEN)
+def test_the_reproducers_of_issue_19(text: str) -> None:
+    """Each is in range or a ParameterError for every parser (once: a ValueError, or a 500 downstream)."""
+    checks = ((lambda t: parse_time(t, "since", NOW), 0, MAX_EPOCH_MS), (lambda t: parse_int(t, "n"), INT64_MIN,
+              INT64_MAX), (lambda t: parse_duration(t, "d"), 1, MAX_DURATION_MS))
+    for parse, low, high in checks:
+        try:
+            value = parse(text)
+        except ParameterError:
+            continue
+        assert low <= value <= high
+
+
 def test_parse_time_forms() -> None:
     assert parse_time("15m", "since", NOW) == NOW - 900_000
     assert parse_time("1733580000000", "since", NOW) == 1_733_580_000_000
@@ -148,3 +163,9 @@ def test_check_text_keeps_only_searchable_text(text: str) -> None:
                                      for c in text)
     else:
         assert len(text) <= 30 and "\x00" not in text
+
+
+def test_cursors_are_bounded_and_ascii() -> None:
+    assert parse_cursor("ab12-9223372036854775807") == ("ab12", INT64_MAX)
+    for bad in ("ab12-9223372036854775808", "ab12-5\n", "ab12-\u00b9", "AB-1", "ab-", 7):
+        assert parse_cursor(bad) is None

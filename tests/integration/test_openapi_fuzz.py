@@ -9,6 +9,8 @@ in test_sse.py), and, absent from the document anyway, `/ws` (WebSocket: test_ws
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,48 @@ def test_every_operation_conforms(fuzzed_hub: tuple[HubProcess, dict[str, str]])
                 failures.append(f"{operation.label} ({mode.value}): {exc}")
     assert operations >= 40, f"only {operations} operations in the document"
     assert not failures, "\n\n".join(failures)
+
+
+HUGE = "9" * 5000
+BAD_QUERIES = [  # issue 19's reproducers: each once answered 500 (or a wrong record)
+    ("/api/v1/logs", {"since": "4\u00b3"}),
+    ("/api/v1/logs", {"until": "\u00b2"}),
+    ("/api/v1/logs", {"since": "99999999999999999999999999"}),
+    ("/api/v1/logs", {"since": "99999999999999999999d"}),
+    ("/api/v1/logs", {"since": HUGE}),
+    ("/api/v1/logs", {"contains": "a\x00b"}),
+    ("/api/v1/logs", {"server": "web\x00*"}),
+    ("/api/v1/servers/{server}/history", {"since": "\u00b9"}),
+    ("/api/v1/servers/{server}/history", {"since": "99999999999999d"}),
+    ("/api/v1/servers/{server}/history", {"since": HUGE}),
+    ("/api/v1/servers/{server}/history", {"step": "0.0001s"}),
+]
+BAD_BODIES = [
+    ("/api/v1/rules/backtest", {"rule": {"name": "b", "condition": "cpu > 50"}, "since": "1\u00b3"}),
+    ("/api/v1/rules/backtest", {"rule": {"name": "b", "condition": "cpu > 50"}, "since": HUGE}),
+    ("/api/v1/rules/backtest", {"rule": {"name": "b", "condition": "cpu > 50"}, "since": 10**30}),
+    ("/api/v1/silences", {"servers": ["web-*"], "starts_at": 10**30, "ends_at": 10**30 + 1, "comment": "x"}),
+]
+
+
+def test_out_of_range_input_is_a_400_and_logged_as_one(fuzzed_hub: tuple[HubProcess, dict[str, str]]) -> None:
+    hub, tokens = fuzzed_hub
+    with httpx.Client(base_url=hub.base, headers={"Authorization": f"Bearer {tokens['operator']}"},
+                      timeout=10) as http:
+        server = http.get("/api/v1/servers").json()["servers"][0]["id"]
+        answers = [http.get(path.format(server=server), params=params) for path, params in BAD_QUERIES]
+        answers += [http.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+                    for path, body in BAD_BODIES]
+        for answer in answers:
+            assert answer.status_code == 400, (answer.request.url, answer.text)
+            error = answer.json()["error"]
+            assert error["code"] in ("invalid_parameter", "invalid_silence"), error
+            assert len(error["message"]) < 300, error
+        for before in ("99999999999999999999999", "-1", "\u00b9", HUGE):
+            answer = http.get("/api/v1/notifications", params={"before": before})
+            assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", answer.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and '"POST /api/v1/silences" 400' not in hub.log():
+        time.sleep(0.05)
+    logged = [line for line in hub.log().splitlines() if '"GET /api/v1/logs"' in line]
+    assert len(logged) >= 7 and all('" 400 ' in line for line in logged), logged

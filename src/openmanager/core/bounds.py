@@ -1,9 +1,11 @@
 """Bounded parsing of the numbers clients send: integers, durations and timestamps.
 
-Every integer, duration and time a request carries (query parameters, JSON fields) goes through this
-module, so that the rest of the hub only ever sees values the store can hold and the clock can use:
+The integers, durations and times requests carry (query parameters, JSON fields) are parsed here, or
+checked against the bounds defined here, so that the rest of the hub only ever sees values the store
+can hold and the clock can use:
 
-- digits are ASCII `0`-`9` only (never `str.isdigit()`, which also accepts `²` and `١`);
+- digits are ASCII `0`-`9` only (never `str.isdigit()`, which also accepts superscripts and
+  other scripts' digits);
 - the text looked at is bounded (`MAX_TEXT` characters), so no conversion is ever expensive;
 - integers fit SQLite's signed 64 bits, timestamps lie in `0 … MAX_EPOCH_MS` (the end of year 9999)
   and durations in `1 ms … MAX_DURATION_MS` (ten years).

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
-_CURSOR = re.compile(r"^([0-9a-z]{1,32})-([0-9]{1,19})$")
+from openmanager.core.bounds import INT64_MAX
+
+_CURSOR = re.compile(r"([0-9a-z]{1,32})-([0-9]{1,19})")  # ASCII only; `fullmatch`: no trailing newline
 
 
 class Cursor(NamedTuple):
@@ -22,10 +24,10 @@ class Cursor(NamedTuple):
 
 
 def parse_cursor(text: object) -> Cursor | None:
-    """The cursor a string names, or None when it is malformed (never raises)."""
+    """The cursor a string names, or None when it is malformed or its seq is past int64 (never raises)."""
     if not isinstance(text, str):
         return None
-    m = _CURSOR.match(text)
-    if m is None:
+    m = _CURSOR.fullmatch(text)
+    if m is None or int(m.group(2)) > INT64_MAX:
         return None
     return Cursor(m.group(1), int(m.group(2)))

@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from openmanager.budget import time_budget
+from openmanager.core.bounds import parse_duration, parse_time
 from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
-from openmanager.core.bounds import parse_duration, parse_time
 from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.errors import JSONResponse, error_response
