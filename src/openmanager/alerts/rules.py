@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from openmanager.core.bounds import MAX_TEXT as MAX_DURATION_TEXT
+from openmanager.core.bounds import shown
 from openmanager.core.errors import RuleSyntaxError, ValidationError
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import Condition, compile_condition, parse_duration
@@ -67,9 +69,11 @@ def parse_rule_duration(body: Mapping[str, Any], key: str, default: int, *, zero
     if zero_ok and text in ("0", "0s", "0m", "0h", "0d"):
         return 0
     try:
+        if len(text) > MAX_DURATION_TEXT:  # no duration is this long: refused before any conversion
+            raise RuleSyntaxError("too long", 0)
         ms = parse_duration(text)
     except RuleSyntaxError:
-        raise _invalid(f"{key}: invalid duration {raw!r} (a number then s, m, h or d)") from None
+        raise _invalid(f"{key}: invalid duration {shown(raw)} (a number then s, m, h or d)") from None
     if ms > MAX_DURATION_MS:
         raise _invalid(f"{key} must be at most 30d")
     return ms
