@@ -114,6 +114,14 @@ BAD_BODIES = [
     ("/api/v1/silences", {"servers": ["web-*"], "starts_at": 10**30, "ends_at": 10**30 + 1, "comment": "x"}),
 ]
 
+BAD_JSON = [
+    ("/api/v1/silences", '{"servers": ["\\ud800"], "duration": "1h", "comment": "lone surrogate"}'),
+    ("/api/v1/silences", '{"servers": ["a"], "duration": "1h", "comment": "\\udc00"}'),
+    ("/api/v1/rules/backtest", '{"rule": {"name": "b", "condition": "cpu > 50"}, "since": NaN}'),
+    ("/api/v1/rules/backtest", '{"rule": {"name": "b", "condition": "cpu > 50"}, "since": 1e400}'),
+    ("/api/v1/rules/backtest", '{"rule": {"name": "b", "condition": "cpu > 50"}, "since": ' + HUGE + "}"),
+]
+
 
 def test_out_of_range_input_is_a_400_and_logged_as_one(fuzzed_hub: tuple[HubProcess, dict[str, str]]) -> None:
     hub, tokens = fuzzed_hub
@@ -128,6 +136,10 @@ def test_out_of_range_input_is_a_400_and_logged_as_one(fuzzed_hub: tuple[HubProc
             error = answer.json()["error"]
             assert error["code"] in ("invalid_parameter", "invalid_silence"), error
             assert len(error["message"]) < 300, error
+        for path, body in BAD_JSON:  # refused as it is read, before anything is stored
+            answer = http.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", answer.text
+        assert http.get("/api/v1/silences").json()["silences"] == []
         for before in ("99999999999999999999999", "-1", "\u00b9", HUGE):
             answer = http.get("/api/v1/notifications", params={"before": before})
             assert answer.status_code == 422 and answer.json()["error"]["code"] == "invalid_request", answer.text

@@ -22,7 +22,7 @@ from openmanager.budget import SLICE_S, run_sliced, time_budget
 from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
-from openmanager.gateway.deps import JsonObject, Unavailable
+from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
 from openmanager.gateway.rest import parse_since
 from openmanager.store.queries import data_start_ms
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from openmanager.alerts.service import AlertService
     from openmanager.hub import Hub
 
-router = APIRouter(prefix="/api/v1", tags=["alerts"])
+router = APIRouter(prefix="/api/v1", tags=["alerts"], route_class=JsonRoute)
 
 STATES = ("pending", "firing", "resolved")
 MAX_BACKTEST_SPAN_MS = 90 * 86_400_000

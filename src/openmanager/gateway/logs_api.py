@@ -13,13 +13,14 @@ from openmanager.core.bounds import check_text, parse_time
 from openmanager.core.errors import ValidationError
 from openmanager.core.filters import MAX_GLOBS
 from openmanager.core.model import LogLevel
+from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse, error_response
 from openmanager.store.db import StoreError
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 
 MAX_LIMIT = 1000
 MAX_CONTAINS = 1024

@@ -10,14 +10,14 @@ from starlette.responses import Response
 
 from openmanager.core.bounds import MAX_EPOCH_MS
 from openmanager.core.errors import NotFoundError
-from openmanager.gateway.deps import JsonObject, Unavailable
+from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
 from openmanager.notify.service import new_id
 
 if TYPE_CHECKING:
     from openmanager.notify.service import NotificationService
 
-router = APIRouter(prefix="/api/v1", tags=["notifications"])
+router = APIRouter(prefix="/api/v1", tags=["notifications"], route_class=JsonRoute)
 
 def _service(request: Request) -> NotificationService:
     service = _hub(request).notifications

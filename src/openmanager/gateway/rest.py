@@ -16,12 +16,13 @@ from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationEr
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
 from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
+from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse, error_response
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
 
-router = APIRouter()
+router = APIRouter(route_class=JsonRoute)
 MAX_POINTS = 10_000
 
 

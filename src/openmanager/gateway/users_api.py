@@ -29,7 +29,7 @@ from openmanager.gateway.auth import (
     require_role,
     set_session_cookie,
 )
-from openmanager.gateway.deps import JsonObject, Unavailable
+from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
 from openmanager.gateway.errors import JSONResponse, error_response
 from openmanager.gateway.ws import origin_allowed
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from openmanager.store.users import UserStore
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1", tags=["users"])
+router = APIRouter(prefix="/api/v1", tags=["users"], route_class=JsonRoute)
 
 def _auth(request: Request) -> Authenticator:
     return _hub(request).auth
