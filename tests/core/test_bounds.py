@@ -169,3 +169,13 @@ def test_cursors_are_bounded_and_ascii() -> None:
     assert parse_cursor("ab12-9223372036854775807") == ("ab12", INT64_MAX)
     for bad in ("ab12-9223372036854775808", "ab12-5\n", "ab12-\u00b9", "AB-1", "ab-", 7):
         assert parse_cursor(bad) is None
+
+
+def test_a_filter_interval_is_read_by_the_bounded_parser() -> None:
+    from openmanager.core.filters import parse_filter
+
+    for bad in ("9" * 65_000 + "s", "\u00b9s", "5"):
+        with pytest.raises(ValidationError) as info:
+            parse_filter("metrics", {"interval": bad})
+        assert info.value.code == "invalid_filter" and len(info.value.message) < 200
+    assert parse_filter("metrics", {"interval": "1.5s"}).interval_ms == 1500  # type: ignore[union-attr]

@@ -12,9 +12,10 @@ import fnmatch
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from openmanager.core.errors import RuleSyntaxError, ValidationError
+from openmanager.core.bounds import ParameterError, parse_duration, shown
+from openmanager.core.errors import ValidationError
 from openmanager.core.model import METRIC_NAMES, LogLevel, ServerInfo
-from openmanager.core.rules import Condition, EvalContext, compile_condition, parse_duration
+from openmanager.core.rules import Condition, EvalContext, compile_condition
 
 TOPICS: tuple[str, ...] = ("metrics", "fleet", "logs", "alerts", "notifications", "system")
 """Every topic of the protocol."""
@@ -256,9 +257,9 @@ def parse_filter(topic: str, raw: object, *, user: str = "") -> TopicFilter:
             if not isinstance(text, str):
                 raise _invalid("interval must be a duration string like '5s'")
             try:
-                interval_ms = parse_duration(text)
-            except RuleSyntaxError:
-                raise _invalid(f"invalid interval {text!r}: use a duration like 5s or 1m") from None
+                interval_ms = parse_duration(text, "interval")
+            except ParameterError:
+                raise _invalid(f"invalid interval {shown(text)}: use a duration like 5s or 1m") from None
             if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
                 raise _invalid("interval must be between 0.1s and 1h")
         return MetricsFilter(servers, tags, metrics, where, interval_ms)
