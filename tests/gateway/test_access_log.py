@@ -33,3 +33,20 @@ async def test_an_unhandled_error_is_logged_as_500_not_0(caplog: pytest.LogCaptu
         await gate(scope, _no_body, _ignore)
     lines = [r.getMessage() for r in caplog.records if r.name == "openmanager.access"]
     assert len(lines) == 1 and '"GET /healthz" 500 ' in lines[0], lines
+
+
+async def _ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def test_a_path_cannot_forge_access_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    hub: Any = SimpleNamespace(auth=None)
+    gate = AuthGate(_ok, hub)
+    forged = '/static/a" 200 1.0ms\n2026-01-01 INFO openmanager.access: 10.0.0.1 "GET /admin'
+    scope: Scope = {"type": "http", "method": "GET", "path": forged, "query_string": b"", "headers": [],
+                    "client": ("127.0.0.1", 5000)}
+    with caplog.at_level(logging.INFO, logger="openmanager.access"):
+        await gate(scope, _no_body, _ignore)
+    lines = [r.getMessage() for r in caplog.records if r.name == "openmanager.access"]
+    assert len(lines) == 1 and "\n" not in lines[0] and "\\n2026" in lines[0], lines

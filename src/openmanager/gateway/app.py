@@ -45,6 +45,12 @@ PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/v1/l
 STATIC_DIR = resources.files("openmanager") / "web" / "static"
 
 
+def loggable(text: str) -> str:
+    """`text` with control and other unprintable characters escaped (`\\n`), so that a request path
+    (percent-decoded, `%0A` included) cannot forge or split access-log lines."""
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 class AuthGate:
     """Every HTTP path needs a token except the public ones; `/?token=` trades the token for the
     session cookie and redirects to `/` (`auth.token_link`: not from another site's link). WebSocket auth
@@ -79,7 +85,7 @@ class AuthGate:
         finally:
             access_log.info(
                 '%s "%s %s" %s %.1fms',
-                (scope.get("client") or ("-",))[0], scope["method"], scope["path"], status,
+                (scope.get("client") or ("-",))[0], scope["method"], loggable(scope["path"]), status,
                 (time.perf_counter() - started) * 1000,
             )
 

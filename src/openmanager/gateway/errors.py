@@ -73,7 +73,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 }
 
 _DESCRIPTIONS = {
-    400: "Bad request: a malformed or out-of-range parameter or field",
+    400: "Bad request: a malformed or out-of-range parameter or field, or a Host the hub does not answer to",
     401: "No valid token, session or credentials",
     403: "The caller's role does not allow this, or a foreign origin",
     404: "No such server, rule, alert, user … (or a route parameter that cannot name one)",
@@ -87,7 +87,7 @@ _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying ag
                                 "schema": {"type": "integer"}}}
 # Which operations can answer which errors. Declared once here, not per route: the auth gate, the body
 # and connection limits and the error handlers above apply to every route alike.
-_EVERY_OPERATION = (413, 429, 503)
+_EVERY_OPERATION = (400, 413, 429, 503)  # 400: a Host header the hub does not answer to
 _API_OPERATION = (400, 401, 403, 404, 409, 413, 422, 429, 503)
 _NON_JSON_SUCCESS = {"/metrics": "text/plain", "/sse": "text/event-stream"}
 
