@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
 from tests.integration.hubproc import HubProcess
 from tests.integration.test_users import add_user, token_for
 
-MAX_EXAMPLES = 6
+MAX_EXAMPLES = 5
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 NOT_JSON = ("/sse",)
