@@ -22,9 +22,11 @@ from openmanager.core.bounds import (
     parse_duration,
     parse_int,
     parse_time,
+    shown,
 )
 from openmanager.core.cursor import parse_cursor
 from openmanager.core.errors import OpenManagerError, ValidationError
+from openmanager.core.model import LogLevel
 
 NOW = 1_765_000_000_000
 # text that looks like numbers: digits of every script, signs, units, dots, spaces
@@ -185,3 +187,17 @@ def test_a_filter_interval_is_read_by_the_bounded_parser() -> None:
             parse_filter("metrics", {"interval": bad})
         assert info.value.code == "invalid_filter" and len(info.value.message) < 200
     assert parse_filter("metrics", {"interval": "1.5s"}).interval_ms == 1500
+
+
+@pytest.mark.parametrize(("size", "kept"), [("512", 512), ("\u00b2", None), ("9" * 5000, None), ("-", None)])
+def test_an_access_log_line_keeps_only_a_bounded_ascii_byte_count(size: str, kept: int | None) -> None:
+    from openmanager.core.logparse import parse_line
+
+    record = parse_line(f'1.2.3.4 - - [07/Dec/2026:10:00:00 +0000] "GET / HTTP/1.1" 404 {size}', server="x", now_ms=0)
+    assert record is not None and record.fields.get("status") == 404 and record.level is LogLevel.WARN
+    assert record.fields.get("bytes") == kept
+
+
+@given(st.text(max_size=200))
+def test_shown_is_short(text: str) -> None:
+    assert len(shown(text)) <= 70

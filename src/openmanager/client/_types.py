@@ -28,7 +28,7 @@ class ConnectionState:
 
 def _seq(cursor: str) -> int:
     _, _, seq = cursor.rpartition("-")
-    return int(seq) if seq.isdigit() else -1
+    return int(seq) if seq.isascii() and seq.isdigit() and len(seq) <= 19 else -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,8 +45,11 @@ class ParameterError(ValidationError):
 
 
 def shown(text: str, limit: int = 40) -> str:
-    """`text` quoted for an error message, cut to `limit` characters."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"… ({len(text)} characters)"
+    """`text` quoted (escapes shown) for an error message, at most about `limit` characters of it."""
+    quoted = repr(text[:limit])
+    if len(text) <= limit and len(quoted) <= limit + 2:
+        return quoted
+    return quoted[:limit + 1] + f"…' ({len(text)} characters)"
 
 
 def _bounded_text(text: object, name: str, what: str) -> str:

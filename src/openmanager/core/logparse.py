@@ -45,6 +45,7 @@ __all__ = ["MAX_FIELD_DEPTH", "MAX_LINE_BYTES", "guess_level", "parse_level", "p
 MAX_LINE_BYTES: Final = 16 * 1024
 MAX_FIELD_DEPTH: Final = 8
 _MAX_TS_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_BYTES: Final = re.compile(r"[0-9]{1,18}")
 
 _JSON_TS_KEYS: Final = ("ts", "time", "timestamp", "@timestamp")
 _JSON_LEVEL_KEYS: Final = ("level", "severity", "levelname", "lvl", "loglevel")
@@ -476,7 +477,7 @@ def _parse_clf(text: str, now_ms: int, server: str, service: str) -> LogRecord |
     status = int(m["status"])
     level = LogLevel.ERROR if status >= 500 else LogLevel.WARN if status >= 400 else LogLevel.INFO
     fields: dict[str, object] = {"remote": m["remote"], "request": m["request"], "status": status}
-    if m["bytes"].isdigit():
+    if _BYTES.fullmatch(m["bytes"]):  # ASCII digits within int64 (`isdigit()` takes "²" too)
         fields["bytes"] = int(m["bytes"])
     if m["user"] != "-":
         fields["user"] = m["user"]

@@ -123,7 +123,7 @@ class SmtpSettings:
 
         port = data.get("port")
         if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
-            if isinstance(port, str) and port.isdigit():
+            if isinstance(port, str) and port.isascii() and port.isdigit() and len(port) <= 5:
                 port = int(port)
             else:
                 raise ConfigError("smtp.port must be an integer")
