@@ -366,10 +366,17 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
             and _at_frame_boundary(self.conn)
             and int.from_bytes(data[6:10], "big") ^ int.from_bytes(data[2:6], "big") == int.from_bytes(pending, "big")
         ):
-            self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+            self.last_ping_rtt = time.monotonic() - self.ping_sent_at
             self.pending_ping_payload = None
             return
         super().data_received(data)
+
+    def handle_pong(self, event: Any) -> None:
+        # uvicorn's, timed by `time.monotonic()`: uvloop's `loop.time()` counts whole milliseconds, so a
+        # round trip under 1 ms (any local client) measured 0.0, which `rtt_ms` cannot tell from "none yet".
+        if self.pending_ping_payload is not None and bytes(event.data) == self.pending_ping_payload:
+            self.last_ping_rtt = time.monotonic() - self.ping_sent_at
+            self.pending_ping_payload = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -477,6 +484,9 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
         if payload is None or ping is None:
             return False
         self.pending_ping_payload = payload
-        self.ping_sent_at = now
+        # The round trip's start, as precise as its end (`handle_pong`). `now` is `loop.time()`, the same
+        # monotonic clock (asyncio: the same function; uvloop: counted in whole milliseconds), so the
+        # timeout check above may compare the two.
+        self.ping_sent_at = time.monotonic()
         self.transport.write(ping)
         return False
