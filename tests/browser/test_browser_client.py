@@ -144,7 +144,7 @@ async def test_reconnects_and_restores_subscriptions_after_a_hub_restart(tmp_pat
     hub = await asyncio.to_thread(HubProcess(tmp_path, *args).start)
     try:
         await page.navigate(f"{hub.base}/?token={hub.token}")  # cookie login: the client below uses it
-        await page.evaluate(SETUP % "{ backoffMin: 100, backoffMax: 1000 }")
+        await page.evaluate(SETUP % "{ backoffMin: 100, backoffMax: 1000, restartDelayMin: 100, restartDelayMax: 1000 }")
         await page.wait_for("t.logs.length >= 2 && t.metrics.length >= 2", timeout=10)
         old_epoch = epoch(await page.evaluate("t.metrics.at(-1)"))
 
@@ -185,9 +185,8 @@ async def test_reconnects_and_restores_subscriptions_after_a_hub_restart(tmp_pat
             for _, group in itertools.groupby(cursors, key=epoch):
                 seqs = [seq(c) for c in group]
                 assert seqs == sorted(set(seqs))
-        # The page's own client comes back too; it has the default backoff (up to 20 s), so its next try
-        # may be seconds away (usually under 4 s: the hub was down for a few seconds).
-        await page.wait_for("document.getElementById('conn').dataset.state === 'connected'", timeout=25)
+        # The page's own client comes back too: the hub closed with 1012, so it retries about every second.
+        await page.wait_for("document.getElementById('conn').dataset.state === 'connected'", timeout=10)
         assert page.exceptions == []
     finally:
         await asyncio.to_thread(hub.stop)
@@ -550,4 +549,61 @@ async def test_delta_rules_against_a_scripted_socket(hub: HubProcess, page: Page
     ]
     assert r["duplicates"] == 1
     assert r["resets"] == ["e2-3"]  # the restart only, not the resume in the same run
+    assert page.exceptions == []
+
+
+async def test_a_restarting_hub_is_retried_within_about_a_second_then_with_backoff(hub: HubProcess, page: Page) -> None:
+    """After a close with 1012 every retry waits restartDelayMin + random * (max - min), however many fail,
+    while the restart window runs; a welcome ends it (the next close backs off as usual), and so does the
+    window's end. A scripted WebSocket makes each close and each delay exact."""
+    await page.navigate(f"{hub.base}/healthz")
+    r = await page.evaluate("""(async () => {
+      const { HubClient } = await import("/static/openmanager.js");
+      const sockets = [];
+      window.WebSocket = class ScriptedSocket {
+        static OPEN = 1;
+        constructor() { this.readyState = 1; this.extensions = ""; sockets.push(this); }
+        send() {}
+        close() { this.readyState = 3; }
+        welcome() { this.onmessage({ data: JSON.stringify({ type: "welcome", session: "s", heartbeat_ms: 15000 }) }); }
+        drop(code) { this.readyState = 3; this.onclose({ code, reason: "" }); }
+      };
+      const opened = async (n) => { while (sockets.length < n) await new Promise((r) => setTimeout(r, 5)); return sockets[n - 1]; };
+      const run = async (options, script) => {
+        sockets.length = 0;
+        const delays = [];
+        const c = new HubClient({ url: "ws://scripted/ws", backoffMin: 1000, backoffMax: 8000, pingInterval: 60000,
+          random: () => 0.5, ...options });
+        c.on("state", (d) => { if (d.state === "reconnecting") delays.push([d.reason, d.nextDelayMs]); });
+        void c.connect();
+        await script(opened);
+        c.close();
+        return delays;
+      };
+      const inWindow = await run({}, async (opened) => {
+        (await opened(1)).welcome();
+        (await opened(1)).drop(1012);      // the hub restarts
+        (await opened(2)).drop(1006);      // not back yet: still a quick retry
+        (await opened(3)).drop(1006);
+        const back = await opened(4);
+        back.welcome();                    // back: the restart is over
+        back.drop(1006);                   // an ordinary loss backs off again
+        await opened(5);
+      });
+      const afterWindow = await run({ restartWindow: 0 }, async (opened) => {
+        (await opened(1)).welcome();
+        (await opened(1)).drop(1012);
+        await opened(2);
+      });
+      const spread = await run({ random: () => 0.999 }, async (opened) => {
+        (await opened(1)).welcome();
+        (await opened(1)).drop(1012);
+        await opened(2);
+      });
+      return { inWindow, afterWindow, spread };
+    })()""")
+    assert r["inWindow"] == [["1012 service restart", 750], ["1006 connection lost", 750], ["1006 connection lost", 750],
+                             ["1006 connection lost", 500]]
+    assert r["afterWindow"] == [["1012 service restart", 500]]  # the window is over: full-jitter backoff
+    assert r["spread"] == [["1012 service restart", 1249]]
     assert page.exceptions == []

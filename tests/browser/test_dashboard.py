@@ -120,6 +120,7 @@ def test_the_badge_follows_a_hub_restart_without_a_page_reload(tmp_path: Path, c
         page, errors = signed_in(context, hub)
         page.evaluate("window.__marker = 'still the same page'")
         page.wait_for_function("window.omApp.live.metricsEvents > 3", timeout=5_000)
+        page.evaluate("window.__states = []; window.openmanager.on('state', (d) => window.__states.push(d))")
         hub.stop()
         conn = page.locator("#conn")
         expect(conn).to_have_attribute("data-state", "reconnecting", timeout=10_000)
@@ -128,8 +129,13 @@ def test_the_badge_follows_a_hub_restart_without_a_page_reload(tmp_path: Path, c
         before = page.evaluate("window.omApp.live.metricsEvents")
 
         hub = HubProcess(tmp_path, *args, port=hub.port).start()
-        # The page's client backs off up to 20 s between tries; the hub was down a few seconds.
-        expect(conn).to_have_attribute("data-state", "connected", timeout=30_000)
+        answering = time.monotonic()
+        # The hub closed with 1012 (restarting): the page retries about every second, not on its backoff.
+        expect(conn).to_have_attribute("data-state", "connected", timeout=15_000)
+        assert time.monotonic() - answering < 6
+        retries = page.evaluate("window.__states.filter((s) => s.state === 'reconnecting')")
+        assert retries[0]["reason"].startswith("1012")
+        assert all(250 <= r["nextDelayMs"] <= 1250 for r in retries), retries
         page.wait_for_function(f"window.omApp.live.metricsEvents > {before + 3}", timeout=5_000)
         expect(page.locator("#stale-banner")).to_be_hidden(timeout=5_000)
         assert page.evaluate("window.__marker") == "still the same page"

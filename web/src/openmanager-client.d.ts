@@ -44,6 +44,10 @@ declare module "openmanager-client" {
     pingInterval?: number;
     pingTimeout?: number;
     openTimeout?: number;
+    /** after a close with 1012 (the hub is restarting): quick retries, uniform in [min, max] ms, for `restartWindow` ms */
+    restartDelayMin?: number;
+    restartDelayMax?: number;
+    restartWindow?: number;
     random?: () => number;
     /** `metrics` subscriptions use the hub's delta encoding (default true); data is delivered in full either way. */
     delta?: boolean;
@@ -80,6 +84,8 @@ declare module "openmanager-client" {
     readonly bytesReceived: number;
     readonly duplicatesDropped: number;
     readonly welcome: Record<string, unknown> | null;
+    /** the WebSocket extensions of the open connection ("permessage-deflate; …"), "" when none or not open */
+    readonly extensions: string;
     readonly subscriptions: Subscription[];
     on(type: "state", fn: (detail: StateDetail) => void): () => void;
     on(type: "stats", fn: (detail: StatsDetail) => void): () => void;

@@ -10,8 +10,11 @@
 // - `state` is "connecting" | "open" | "reconnecting" | "closed"; "open" means the hub's `welcome`
 //   arrived (a bad token is accepted and then closed with 4401, so the socket's own open means nothing).
 // - An unexpected close reconnects after a delay drawn with full jitter from
-//   [0, min(backoffMax, backoffMin * 2^(attempt-1))]. 4401 (bad token) and 4403 (origin refused) end in
-//   "closed" with no retry: a retry cannot fix them. `close()` ends in "closed" too.
+//   [0, min(backoffMax, backoffMin * 2^(attempt-1))]. A close with 1012 (the hub is restarting) is
+//   followed by quick retries instead, each uniform in [restartDelayMin, restartDelayMax] (250-1250 ms),
+//   for `restartWindow` ms (30 s) after that close; later tries use the backoff above. 4401 (bad token)
+//   and 4403 (origin refused) end in "closed" with no retry: a retry cannot fix them. `close()` ends in
+//   "closed" too.
 // - After a reconnect every subscription is sent again with `since` = the last cursor it delivered, so
 //   the hub replays what was missed (`recovered: true`) or sends a fresh snapshot (`recovered: false`,
 //   reported to `onReset`). Events whose seq is at or below the last delivered one in the same epoch are
@@ -31,6 +34,7 @@ export const SUBPROTOCOL = "openmanager.v1.json";
 export const CLOSE_SLOW_CONSUMER = 4008;
 export const CLOSE_UNAUTHORIZED = 4401;
 export const CLOSE_FORBIDDEN_ORIGIN = 4403;
+export const CLOSE_RESTARTING = 1012;
 /** Close codes after which reconnecting cannot help. */
 const FATAL_CLOSE_CODES = new Set([CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN_ORIGIN]);
 const CLOSE_REASONS = {
@@ -68,6 +72,9 @@ const CLOSE_REASONS = {
  *   pingInterval?: number,
  *   pingTimeout?: number,
  *   openTimeout?: number,
+ *   restartDelayMin?: number,
+ *   restartDelayMax?: number,
+ *   restartWindow?: number,
  *   random?: () => number,
  *   delta?: boolean,
  * }} HubClientOptions
@@ -293,6 +300,9 @@ export class HubClient extends EventTarget {
     pingInterval = 5000,
     pingTimeout = 15000,
     openTimeout = 10000,
+    restartDelayMin = 250,
+    restartDelayMax = 1250,
+    restartWindow = 30000,
     random = Math.random,
     delta = true,
   } = {}) {
@@ -305,6 +315,11 @@ export class HubClient extends EventTarget {
     this.pingInterval = pingInterval;
     this.pingTimeout = pingTimeout;
     this.openTimeout = openTimeout;
+    this.restartDelayMin = restartDelayMin;
+    this.restartDelayMax = Math.max(restartDelayMax, restartDelayMin);
+    this.restartWindow = restartWindow;
+    /** @type {number | null} when (performance.now()) the hub closed with 1012, while the quick retries run */
+    this._restartingSince = null;
     /** source of the jitter, in [0, 1); a test can make the delays predictable */
     this._random = random;
     /** `metrics` subscriptions use the delta encoding unless one asks for `encoding: "json"` */
@@ -327,6 +342,8 @@ export class HubClient extends EventTarget {
     this.duplicatesDropped = 0;
     /** @type {Record<string, any> | null} */
     this.welcome = null;
+    /** the WebSocket extensions the hub accepted for the open connection ("permessage-deflate; ..."), or "" */
+    this.extensions = "";
 
     /** @type {WebSocket | null} */
     this._ws = null;
@@ -488,7 +505,7 @@ export class HubClient extends EventTarget {
     }
     this.dispatchEvent(new CustomEvent("message", { detail: msg }));
     switch (msg.type) {
-      case "welcome": return this._onWelcome(msg);
+      case "welcome": return this._onWelcome(msg, ws);
       case "subscribed": return this._onSubscribed(msg);
       case "snapshot":
       case "event": return this._onData(msg);
@@ -499,13 +516,18 @@ export class HubClient extends EventTarget {
     }
   }
 
-  /** @param {Record<string, any>} msg */
-  _onWelcome(msg) {
+  /**
+   * @param {Record<string, any>} msg
+   * @param {WebSocket} ws
+   */
+  _onWelcome(msg, ws) {
     if (this._openTimer) clearTimeout(this._openTimer);
     this._openTimer = null;
     this.welcome = msg;
+    this.extensions = ws.extensions;
     this.attempt = 0;
     this.nextDelayMs = null;
+    this._restartingSince = null;
     // Restore every confirmed shape from its last cursor, then send what is still pending.
     for (const shape of this._shapes.values()) {
       this._send({ type: "subscribe", id: this._request("resubscribe", shape), topic: shape.topic,
@@ -701,14 +723,25 @@ export class HubClient extends EventTarget {
     this._ws = null;
     this._stopConnectionTimers();
     this.welcome = null;
+    this.extensions = "";
     if (this.state === "closed") return;
     if (FATAL_CLOSE_CODES.has(code)) {
       this._shutdown(`closed by hub: ${reason}`);
       return;
     }
     this.attempt += 1;
-    const ceiling = Math.min(this.backoffMax, this.backoffMin * 2 ** Math.min(this.attempt - 1, 30));
-    const delay = Math.round(this._random() * ceiling); // full jitter
+    const now = performance.now();
+    if (code === CLOSE_RESTARTING) this._restartingSince ??= now;
+    let delay;
+    if (this._restartingSince !== null && now - this._restartingSince < this.restartWindow) {
+      // The hub said it is restarting: it is back in seconds. Try again soon, spread over a second so
+      // that every client of the hub does not come back at once.
+      delay = Math.round(this.restartDelayMin + this._random() * (this.restartDelayMax - this.restartDelayMin));
+    } else {
+      this._restartingSince = null;
+      const ceiling = Math.min(this.backoffMax, this.backoffMin * 2 ** Math.min(this.attempt - 1, 30));
+      delay = Math.round(this._random() * ceiling); // full jitter
+    }
     this.nextDelayMs = delay;
     this._setState("reconnecting", reason);
     this._retryTimer = setTimeout(() => this._open(), delay);
