@@ -8,13 +8,14 @@ import { ApiError, get, post, setUnauthorizedHandler } from "./api";
 import { connectionStatus, type ConnectionView } from "./components/connection";
 import { toast, toastContainer } from "./components/toast";
 import { h, replace } from "./dom";
-import { initLang, lang, setLang, t, type Key } from "./i18n";
+import { initLang, lang, setLang, t, tn, userLine, type Key } from "./i18n";
 import { Live } from "./live";
 import { effectiveTheme, initTheme, onThemeChange, setTheme } from "./theme";
 import type { AlertEvent, Me } from "./types";
 import type { Ctx, View } from "./view";
 import { alertsView } from "./views/alerts";
 import { fleetView } from "./views/fleet";
+import { connectionsView } from "./views/connections";
 import { hubView } from "./views/hub";
 import { loginView } from "./views/login";
 import { logsView } from "./views/logs";
@@ -32,13 +33,14 @@ declare global {
   }
 }
 
-const NAV: { route: string; key: Key }[] = [
+const NAV: { route: string; key: Key; admin?: boolean }[] = [
   { route: "fleet", key: "nav.fleet" },
   { route: "logs", key: "nav.logs" },
   { route: "alerts", key: "nav.alerts" },
   { route: "rules", key: "nav.rules" },
   { route: "notifications", key: "nav.notifications" },
   { route: "hub", key: "nav.hub" },
+  { route: "connections", key: "nav.connections", admin: true },
   { route: "settings", key: "nav.settings" },
 ];
 
@@ -102,7 +104,8 @@ class App {
   private renderShell(): void {
     this.conn?.destroy();
     this.conn = connectionStatus(this.live, () => this.signOut(false));
-    this.navLinks = NAV.map((n) => h("a", { href: `#/${n.route}`, dataset: { route: n.route }, text: t(n.key) }));
+    this.navLinks = NAV.filter((n) => !n.admin || this.me.role === "admin")
+      .map((n) => h("a", { href: `#/${n.route}`, dataset: { route: n.route }, text: t(n.key) }));
     this.bellCount = h("span", { class: "bell-count" });
     this.bell = h("a", { href: "#/notifications", class: "bell icon-button", id: "bell" }, bellIcon(), this.bellCount);
     const themeButton = h("button", { type: "button", class: "icon-button", id: "theme-toggle", title: t("theme.toggle"),
@@ -119,7 +122,7 @@ class App {
       h("a", { class: "brand", href: "#/fleet" }, h("span", { class: "brand-mark", aria: { hidden: "true" }, text: "◆" }), t("app.title")),
       h("nav", { class: "nav", aria: { label: t("nav.main") } }, ...this.navLinks),
       h("div", { class: "topbar-right" }, this.conn.badge, this.bell, themeButton, langButton,
-        h("span", { class: "user muted", title: this.me.role, text: t("user.role", { user: this.me.user, role: this.me.role }) })));
+        h("span", { class: "user muted" }, ...userLine(this.me.user, this.me.role))));
     replace(document.body,
       h("a", { class: "skip-link", href: "#main", text: t("app.skip"), on: { click: (ev) => {
         ev.preventDefault();
@@ -151,6 +154,7 @@ class App {
       case "notifications": view = notificationsView(ctx); break;
       case "settings": view = settingsView(ctx, params, { rerender: () => this.rerender(), logout: () => void this.signOut(true) }); break;
       case "hub": view = hubView(ctx); break;
+      case "connections": view = connectionsView(ctx); break;
       default: view = fleetView(ctx);
     }
     const active = name === "servers" ? "fleet" : name;
@@ -169,7 +173,7 @@ class App {
     // A new critical alert (not a replay of an old one after a reconnect).
     if (e.transition !== "firing" || e.alert.severity !== "critical" || Date.now() - e.ts > 60000) return;
     const server = e.alert.server ?? t("alerts.fleet");
-    toast(t("alerts.toast", { rule: e.alert.rule.name, server }), "critical", 10000, "#/alerts");
+    toast(tn("alerts.toast", { rule: e.alert.rule.name, server }), "critical", 10000, "#/alerts");
   }
 
   private shortcut(ev: KeyboardEvent): void {

@@ -197,3 +197,21 @@ export const SEVERITY_SHAPES: Record<Severity, string> = { info: "●", warning:
 export function canOperate(role: Role | undefined): boolean {
   return role === "admin" || role === "operator";
 }
+
+/** One open client session, as `GET /api/v1/connections` lists it (admin only). */
+export interface ConnectionInfo {
+  id: string;
+  user: string;
+  transport: string;
+  remote: string;
+  since: number;
+  subscriptions: { sub: string; topic: string }[];
+  messages_sent: number;
+  bytes_sent: number;
+  queue_depth: number;
+  queue_bytes: number;
+  conflations: number;
+  rtt_ms: number | null;
+  /** uncompressed frame bytes ÷ bytes written; null when the connection is not compressed (older hubs: absent) */
+  compression_ratio?: number | null;
+}

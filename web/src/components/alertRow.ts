@@ -3,7 +3,7 @@
 import { ApiError, post } from "../api";
 import { h, replace } from "../dom";
 import { ago, dateTime, num } from "../format";
-import { t } from "../i18n";
+import { data, t, tn, tOr } from "../i18n";
 import { SEVERITY_SHAPES, canOperate, type Alert, type Role } from "../types";
 import { toast } from "./toast";
 
@@ -17,20 +17,21 @@ export function alertRow(a: Alert, role: Role, onChange: (a: Alert) => void): HT
   const li = h("li", { class: `alert-row sev-${a.severity} state-${a.state}`, dataset: { alert: a.id, state: a.state,
     rule: a.rule.id, acknowledged: String(Boolean(a.acknowledged)) } });
   const shape = h("span", { class: `shape sev-${a.severity}`, aria: { hidden: "true" }, text: SEVERITY_SHAPES[a.severity] });
+  const target = a.server ? h("a", { href: `#/servers/${encodeURIComponent(a.server)}`, text: a.server, attrs: { translate: "no" } })
+    : a.servers?.length ? h("span", null, `${t("alerts.fleet")}: `, data(a.servers.join(", "))) : h("span", { text: t("alerts.fleet") });
   const title = h("div", { class: "alert-title" }, shape,
-    h("strong", { text: a.rule.name }), " ",
-    a.server ? h("a", { href: `#/servers/${encodeURIComponent(a.server)}`, text: a.server }) : h("span", { text: alertTarget(a) }),
-    h("span", { class: `pill sev-${a.severity}`, text: a.severity }),
-    h("span", { class: "pill", text: a.state }));
+    h("strong", null, data(a.rule.name)), " ", target,
+    h("span", { class: `pill sev-${a.severity}`, dataset: { severity: a.severity }, text: tOr(`severity.${a.severity}`, a.severity) }),
+    h("span", { class: "pill", dataset: { state: a.state }, text: tOr(`state.${a.state}`, a.state) }));
   const since = a.fired_at ?? a.started_at;
   const facts = h("div", { class: "alert-facts muted" },
     h("span", { text: t("alerts.value", { value: a.value === null ? "–" : num(a.value, 2) }) }), " · ",
     h("span", { title: dateTime(since), text: t("alerts.since", { time: ago(since) }) }),
-    a.resolved_at ? h("span", { text: ` · resolved ${ago(a.resolved_at)}` }) : null,
+    a.resolved_at ? h("span", { text: ` · ${t("alerts.resolvedAgo", { time: ago(a.resolved_at) })}` }) : null,
     a.silenced_by ? h("span", { text: ` · ${t("alerts.silenced")}` }) : null);
   li.append(title, facts);
   if (a.acknowledged) {
-    li.append(h("div", { class: "alert-ack", text: `✓ ${t("alerts.acked", { by: a.acknowledged.by, comment: a.acknowledged.comment || "–" })}` }));
+    li.append(h("div", { class: "alert-ack" }, "✓ ", ...tn("alerts.acked", { by: a.acknowledged.by, comment: a.acknowledged.comment || "–" })));
   }
   const active = a.state === "firing" || a.state === "pending";
   if (!active || !canOperate(role)) return li;
@@ -63,7 +64,7 @@ export function alertRow(a: Alert, role: Role, onChange: (a: Alert) => void): HT
   };
   const showSilence = () => {
     const select = h("select", { class: "silence-duration", aria: { label: t("alerts.silenceFor") } },
-      ...SILENCE_DURATIONS.map((d) => h("option", { value: d, text: d })));
+      ...SILENCE_DURATIONS.map((d) => h("option", { value: d, text: tOr(`silence.${d}`, d) })));
     select.value = "1h";
     const input = h("input", { type: "text", class: "silence-comment", attrs: { placeholder: t("alerts.ackComment"),
       "aria-label": t("alerts.ackComment"), maxlength: "500" } });
@@ -75,7 +76,7 @@ export function alertRow(a: Alert, role: Role, onChange: (a: Alert) => void): HT
       if (a.server) body.servers = [a.server];
       try {
         await post("/api/v1/silences", body);
-        toast(`${t("alerts.silenced")}: ${a.rule.name} · ${alertTarget(a)} · ${select.value}`, "success");
+        toast([`${t("alerts.silenced")}: `, data(`${a.rule.name} · ${alertTarget(a)}`), ` · ${tOr(`silence.${select.value}`, select.value)}`], "success");
         form.hidden = true;
       } catch (error) {
         toast(t("common.error", { message: (error as ApiError).message }), "error");

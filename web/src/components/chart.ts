@@ -1,7 +1,9 @@
-// A live time-series chart on uPlot: series share one x axis (seconds), data replaced with setData.
+// A live time-series chart on uPlot: series share one x axis (seconds), data replaced with setData. The
+// time axis is labelled by the page's one date/time formatter (format.ts), not uPlot's own English one.
 
 import uPlot from "uplot";
 import { h } from "../dom";
+import { axisTime } from "../format";
 import { cssVar } from "../theme";
 
 export interface SeriesSpec {
@@ -54,7 +56,8 @@ export class LiveChart {
         y: range ? { range: () => range } : { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
-        { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } },
+        { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid },
+          values: (_u, splits, _axis, _space, increment) => this.timeLabels(splits, increment) },
         { stroke: axis, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 64,
           values: (_u, splits) => splits.map((v) => axisFmt(v)) },
       ],
@@ -73,6 +76,15 @@ export class LiveChart {
     this.plot = new uPlot(options, this.data, this.el);
     this.resizeObserver.observe(this.el);
     this.markLast();
+  }
+
+  /** Labels of the time axis' ticks (seconds, `increment` apart); the last ones drawn are kept in
+   * `data-x-ticks` (joined by "|") for the browser tests, which cannot read a canvas. */
+  private timeLabels(splits: number[], increment: number): string[] {
+    const labels = splits.map((s) => axisTime(s * 1000, increment));
+    const joined = labels.join("|");
+    if (this.el.dataset.xTicks !== joined) this.el.dataset.xTicks = joined;
+    return labels;
   }
 
   setData(data: uPlot.AlignedData): void {

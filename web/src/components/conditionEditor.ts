@@ -4,7 +4,7 @@
 
 import { ApiError, post } from "../api";
 import { debounce, h, replace, setText } from "../dom";
-import { t } from "../i18n";
+import { data, t, tn } from "../i18n";
 
 interface Validation {
   valid: boolean;
@@ -91,7 +91,9 @@ export class ConditionEditor {
     this.input.setAttribute("aria-invalid", "true");
     const pos = error.position;
     if (pos !== null) this.el.dataset.errorPosition = String(pos);
-    setText(this.message, pos !== null ? t("rules.invalid", { position: pos, message: error.message }) : error.message);
+    // The hub's message is its own words (data); the frame around it is interface text.
+    replace(this.message, ...(pos !== null ? tn("rules.invalid", { position: document.createTextNode(String(pos)), message: error.message })
+      : [data(error.message)]));
     this.message.className = "field-msg error";
     this.paint(pos);
   }

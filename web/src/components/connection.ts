@@ -1,9 +1,10 @@
-// The always-visible connection status (state, attempt and countdown, RTT, messages/s, bytes/s, the hub's
-// compression ratio) and the banner that says when the data on screen is stale.
+// The always-visible connection status (state, attempt and countdown, RTT, messages/s, bytes/s received,
+// the hub's measured compression ratio, or "not compressed" when this connection is not) and the banner
+// that says when the data on screen is stale.
 
 import type { StateDetail } from "openmanager-client";
 import { h, setText } from "../dom";
-import { bytes, time } from "../format";
+import { bytes, closeReason, ms, num, time } from "../format";
 import { t } from "../i18n";
 import type { Live } from "../live";
 
@@ -43,25 +44,28 @@ export function connectionStatus(live: Live, onSignedOut: () => void): Connectio
     if (state === "connected") {
       setText(label, t("conn.connected"));
       const parts = [
-        t("conn.rtt", { rtt: client.rtt === null ? "–" : `${Math.round(client.rtt)} ms` }),
-        t("conn.rate", { msgs: client.messagesPerSecond, bytes: bytes(client.bytesPerSecond) }),
+        t("conn.rtt", { rtt: client.rtt === null ? "–" : ms(Math.round(client.rtt)) }),
+        t("conn.rate", { msgs: num(client.messagesPerSecond, 0), bytes: bytes(client.bytesPerSecond) }),
       ];
+      // A browser cannot see the bytes on the wire: the figure is the hub's measured ratio (`system`
+      // topic), shown only when this connection negotiated compression at all.
       const ratio = live.system?.compression_ratio;
-      if (ratio) parts.push(t("conn.compression", { ratio: ratio.toFixed(1) }));
+      if (!/permessage-deflate/.test(client.extensions)) parts.push(t("conn.compressionOff"));
+      else if (typeof ratio === "number") parts.push(t("conn.compression", { ratio: num(ratio, 1) }));
       setText(detail, parts.join(" · "));
     } else if (state === "reconnecting") {
       const left = Math.max(0, retryAt - performance.now()) / 1000;
       setText(label, left > 0
         ? t("conn.reconnecting", { attempt: client.attempt, next: left.toFixed(1) })
         : t("conn.reconnectingNow", { attempt: client.attempt }));
-      setText(detail, client.reason ?? "");
+      setText(detail, closeReason(client.reason));
     } else if (state === "connecting") {
       setText(label, t("conn.connecting"));
       setText(detail, "");
     } else {
       setText(label, navigator.onLine ? (/4401/.test(client.reason ?? "") ? t("conn.signedOut") : t("conn.offline"))
         : t("conn.offlineNetwork"));
-      setText(detail, client.state === "reconnecting" ? client.reason ?? "" : "");
+      setText(detail, client.state === "reconnecting" ? closeReason(client.reason) : "");
     }
     renderBanner();
   }

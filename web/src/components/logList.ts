@@ -80,12 +80,14 @@ export class LogList {
 
   private line(r: LogRecord): HTMLElement {
     const level = String(r.level).toUpperCase();
+    // Level, server, service and message are the record's own (data, as written); only the time is formatted.
+    const asWritten = { translate: "no" };
     return h("div", { class: `log-line lvl-${level}` },
       h("time", { text: time(r.ts), attrs: { datetime: new Date(r.ts).toISOString() } }),
-      h("span", { class: "lvl", text: level }),
-      this.showServer ? h("a", { class: "srv", href: `#/servers/${encodeURIComponent(r.server)}`, text: r.server, tabindex: -1 }) : null,
-      h("span", { class: "svc", text: r.service }),
-      h("span", { class: "msg", text: r.message }));
+      h("span", { class: "lvl", text: level, attrs: asWritten }),
+      this.showServer ? h("a", { class: "srv", href: `#/servers/${encodeURIComponent(r.server)}`, text: r.server, tabindex: -1, attrs: asWritten }) : null,
+      h("span", { class: "svc", text: r.service, attrs: asWritten }),
+      h("span", { class: "msg", text: r.message, attrs: asWritten }));
   }
 
   /** Show everything held aside and follow new lines again. */

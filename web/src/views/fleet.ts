@@ -82,8 +82,8 @@ class Card {
   constructor() {
     this.shape = h("span", { class: "shape", aria: { hidden: "true" } });
     this.statusText = h("span", { class: "status-text" });
-    this.name = h("span", { class: "name" });
-    this.meta = h("div", { class: "card-meta" });
+    this.name = h("span", { class: "name", attrs: { translate: "no" } });  // data: id, role, environment, location
+    this.meta = h("div", { class: "card-meta", attrs: { translate: "no" } });
     this.bars = { cpu: new Bar("cpu"), memory: new Bar("memory"), disk: new Bar("disk") };
     this.canvas = h("canvas", { class: "spark", aria: { hidden: "true" } });
     this.el = h("a", { class: "card" },
@@ -228,7 +228,11 @@ export function fleetView(ctx: Ctx): View {
     const current = [...select.options].map((o) => o.value).join("\n");
     const next = ["", ...values].join("\n");
     if (current !== next) {
-      select.replaceChildren(option("", t("fleet.any")), ...values.map((v) => option(v, v)));
+      select.replaceChildren(option("", t("fleet.any")), ...values.map((v) => {
+        const o = option(v, v);
+        o.setAttribute("translate", "no");  // a role or environment, as written
+        return o;
+      }));
     }
     select.value = selected;
   }

@@ -22,7 +22,7 @@ export function logsView(ctx: Ctx): View {
 
   const serversInput = h("input", { id: "logs-servers", type: "text", value: filters.servers,
     attrs: { placeholder: t("logs.serverPlaceholder"), autocomplete: "off" } });
-  const levelSelect = h("select", { id: "logs-level" }, ...LEVELS.map((l) => h("option", { value: l, text: l })));
+  const levelSelect = h("select", { id: "logs-level" }, ...LEVELS.map((l) => h("option", { value: l, text: t(`level.${l}`) })));
   levelSelect.value = filters.level;
   const containsInput = h("input", { id: "logs-contains", type: "search", value: filters.contains,
     attrs: { autocomplete: "off" } });

@@ -4,7 +4,7 @@ import { ApiError, get, post } from "../api";
 import { toast } from "../components/toast";
 import { append, h, replace } from "../dom";
 import { dateTime } from "../format";
-import { t } from "../i18n";
+import { data, t, tOr } from "../i18n";
 import { SEVERITY_SHAPES, type Notification } from "../types";
 import type { Ctx, View } from "../view";
 
@@ -19,11 +19,17 @@ export function notificationsView(ctx: Ctx): View {
 
   function row(n: Notification): HTMLElement {
     const li = h("li", { class: `notif sev-${n.severity}${n.read_at ? " read" : " unread"}`, dataset: { id: n.id } });
-    const channels = h("ul", { class: "channels", aria: { label: "channels" } },
-      ...Object.entries(n.channels ?? {}).map(([name, d]) => h("li", {
-        class: `chip ch-${d.status}`, title: [d.detail, d.reason, d.attempts ? `attempts: ${d.attempts}` : ""].filter(Boolean).join(" · "),
-        text: `${name}: ${d.status}${d.reason ? ` (${d.reason})` : ""}${d.detail && d.status === "failed" ? ` — ${d.detail}` : ""}`,
-      })));
+    // Channel, status and reason are codes, shown in the page's language; a failure's detail is the
+    // hub's own words (data).
+    const channels = h("ul", { class: "channels", aria: { label: t("notif.channels") } },
+      ...Object.entries(n.channels ?? {}).map(([name, d]) => {
+        const reason = d.reason ? tOr(`reason.${d.reason.replace(/ /g, "_")}`, d.reason) : "";
+        return h("li", {
+          class: `chip ch-${d.status}`, dataset: { channel: name, status: d.status, reason: d.reason ?? "" },
+          title: [reason, d.attempts ? t("notif.attempts", { count: d.attempts }) : ""].filter(Boolean).join(" · "),
+        }, `${tOr(`channel.${name}`, name)}: ${tOr(`delivery.${d.status}`, d.status)}${reason ? ` (${reason})` : ""}`,
+        d.detail && d.status === "failed" ? h("span", null, " — ", data(d.detail)) : null);
+      }));
     const mark = n.read_at ? h("span", { class: "muted", text: t("notif.read") }) : h("button", {
       type: "button", class: "mark-read", text: t("notif.markRead"),
       on: { click: () => void markRead(n) },
@@ -31,8 +37,8 @@ export function notificationsView(ctx: Ctx): View {
     append(li,
       h("div", { class: "notif-head" },
         h("span", { class: `shape sev-${n.severity}`, aria: { hidden: "true" }, text: SEVERITY_SHAPES[n.severity] ?? "●" }),
-        h("strong", { text: n.title }), h("time", { class: "muted", text: dateTime(n.created_at) }), mark),
-      n.body ? h("p", { class: "notif-body", text: n.body }) : null,
+        h("strong", { text: n.title, attrs: { translate: "no" } }), h("time", { class: "muted", text: dateTime(n.created_at) }), mark),
+      n.body ? h("p", { class: "notif-body", text: n.body, attrs: { translate: "no" } }) : null,
       channels);
     return li;
   }

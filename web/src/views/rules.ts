@@ -6,7 +6,7 @@ import { ConditionEditor } from "../components/conditionEditor";
 import { toast } from "../components/toast";
 import { h, replace } from "../dom";
 import { dateTime, num } from "../format";
-import { t } from "../i18n";
+import { data, t, tOr } from "../i18n";
 import { SEVERITIES, SEVERITY_SHAPES, canOperate, type Backtest, type Rule } from "../types";
 import type { Ctx, View } from "../view";
 
@@ -29,9 +29,9 @@ export function rulesView(ctx: Ctx, params: string[]): View {
         h("a", { href: `#/rules/${encodeURIComponent(r.id ?? "")}`, class: "rule-link", dataset: { rule: r.id ?? "" },
           aria: r.id === selected ? { current: "page" } : {} },
           h("span", { class: `shape sev-${r.severity}`, aria: { hidden: "true" }, text: SEVERITY_SHAPES[r.severity] }),
-          h("strong", { text: r.name }),
+          h("strong", null, data(r.name)),
           r.enabled === false ? h("span", { class: "pill", text: t("rules.disabled") }) : null,
-          h("code", { class: "rule-cond", text: r.condition })))));
+          h("code", { class: "rule-cond", text: r.condition, attrs: { translate: "no" } })))));
       return rules;
     } catch (error) {
       replace(list, h("li", { class: "error", text: t("common.error", { message: (error as ApiError).message }) }));
@@ -55,9 +55,9 @@ export function rulesView(ctx: Ctx, params: string[]): View {
       condition.revalidate();
       clear.revalidate();
     });
-    const severity = h("select", { id: "rule-severity" }, ...SEVERITIES.map((s) => h("option", { value: s, text: s })));
+    const severity = h("select", { id: "rule-severity" }, ...SEVERITIES.map((s) => h("option", { value: s, text: tOr(`severity.${s}`, s) })));
     severity.value = rule.severity;
-    const action = h("select", { id: "rule-action" }, ...ACTIONS.map((s) => h("option", { value: s, text: s })));
+    const action = h("select", { id: "rule-action" }, ...ACTIONS.map((s) => h("option", { value: s, text: tOr(`action.${s}`, s) })));
     action.value = rule.action ?? "immediate-alert";
     const forInput = text("rule-for", rule.for ?? "0s", "0s");
     const cooldown = text("rule-cooldown", rule.cooldown ?? "5m", "5m");
@@ -90,7 +90,7 @@ export function rulesView(ctx: Ctx, params: string[]): View {
     const remove = h("button", { type: "button", class: "danger", text: t("rules.delete"), hidden: isNew, disabled: !editable });
     const backtest = h("button", { type: "button", text: t("rules.backtest") });
     const form = h("form", { class: "rule-form", attrs: { novalidate: "" } },
-      h("h2", { text: isNew ? t("rules.new") : rule.name }),
+      isNew ? h("h2", { text: t("rules.new") }) : h("h2", null, data(rule.name)),
       editable ? null : h("p", { class: "notice", text: t("rules.readOnly") }),
       field("rule-name", t("rules.name"), name), condition.el, clear.el, scope.el,
       h("div", { class: "row" }, field("rule-severity", t("rules.severity"), severity), field("rule-action", t("rules.action"), action),
@@ -99,7 +99,7 @@ export function rulesView(ctx: Ctx, params: string[]): View {
       h("div", { class: "row checks" },
         h("label", { class: "check" }, fleet, t("rules.fleet")), h("label", { class: "check" }, enabled, t("rules.enabled"))),
       field("rule-description", t("rules.description"), description),
-      rule.updated_at ? h("p", { class: "muted", text: `${rule.created_by ?? ""} · ${dateTime(rule.updated_at)}` }) : null,
+      rule.updated_at ? h("p", { class: "muted" }, data(rule.created_by ?? ""), ` · ${dateTime(rule.updated_at)}`) : null,
       h("div", { class: "actions" }, save, backtest, remove),
       result);
 
@@ -138,9 +138,10 @@ export function rulesView(ctx: Ctx, params: string[]): View {
             servers: r.servers, evaluations: num(r.evaluations, 0), step: num(r.step_ms / 1000, 1) }) }),
           r.episodes.length ? h("table", { class: "table" },
             h("caption", { text: t("rules.episodes") }),
-            h("thead", null, h("tr", null, ...["server", "fired", "resolved", "value", "notified"].map((c) => h("th", { text: c, attrs: { scope: "col" } })))),
+            h("thead", null, h("tr", null, ...(["server", "fired", "resolved", "value", "notified"] as const).map((c) =>
+              h("th", { text: t(`backtest.${c}`), attrs: { scope: "col" } })))),
             h("tbody", null, ...r.episodes.slice(0, 100).map((e) => h("tr", null,
-              h("td", { text: e.server }), h("td", { text: dateTime(e.fired_at) }), h("td", { text: dateTime(e.resolved_at) }),
+              h("td", null, data(e.server)), h("td", { text: dateTime(e.fired_at) }), h("td", { text: dateTime(e.resolved_at) }),
               h("td", { text: num(e.value, 2) }), h("td", { text: e.notified ? t("common.yes") : t("common.no") })))))
             : h("p", { class: "muted", text: t("rules.noEpisodes") }));
       } catch (error) {

@@ -6,8 +6,8 @@ import { AlertList } from "../components/alertRow";
 import { LiveChart } from "../components/chart";
 import { LogList } from "../components/logList";
 import { frameThrottle, h, replace, setText } from "../dom";
-import { ago, bytes, compactBytes, duration, ms, num, pct } from "../format";
-import { t, type Key } from "../i18n";
+import { ago, bytes, compactBytes, duration, ms, num, pct, perSecond } from "../format";
+import { data, t, tn, type Key } from "../i18n";
 import { Held } from "../live";
 import { cssVar } from "../theme";
 import { SHAPES, type Alert, type LogRecord, type MetricsData, type Sample, type ServerInfo, type Status } from "../types";
@@ -83,10 +83,14 @@ export function serverView(ctx: Ctx, params: string[]): View {
   // -- header --------------------------------------------------------------------------------------
   const shape = h("span", { class: "shape", aria: { hidden: "true" } });
   const statusText = h("span", { class: "status-text" });
-  const title = h("h1", { class: "server-title" }, shape, h("span", { text: id }), statusText);
-  const meta = h("p", { class: "muted server-meta" });
+  const title = h("h1", { class: "server-title" }, shape, data(id), statusText);
+  // Host name, role, environment, location and tags are data (as written); the rest is interface text.
+  const metaData = h("span", { attrs: { translate: "no" } });
+  const metaSource = h("span");
+  const metaSeen = h("span");
+  const meta = h("p", { class: "muted server-meta" }, metaData, metaSource, metaSeen);
   const rangeButtons = (Object.keys(RANGES) as Range[]).map((r) => h("button", {
-    type: "button", class: "seg", text: r, dataset: { range: r }, aria: { pressed: String(r === range) },
+    type: "button", class: "seg", text: t(`range.${r}` as Key), dataset: { range: r }, aria: { pressed: String(r === range) },
     on: { click: () => setRange(r) },
   }));
   const header = h("header", { class: "view-header" },
@@ -97,17 +101,29 @@ export function serverView(ctx: Ctx, params: string[]): View {
   const c1 = cssVar("--series-1") || "#2f6fde";
   const c2 = cssVar("--series-2") || "#c2410c";
   const charts: { chart: LiveChart; metrics: Metric[] }[] = [
-    { chart: new LiveChart({ metric: "cpu", title: `${t("metric.cpu")} %`, series: [{ label: "cpu", color: c1 }], range: [0, 100], format: (v) => `${num(v, 0)}%` }), metrics: ["cpu"] },
-    { chart: new LiveChart({ metric: "memory", title: `${t("metric.memory")} %`, series: [{ label: "memory", color: c1 }], range: [0, 100], format: (v) => `${num(v, 0)}%` }), metrics: ["memory"] },
-    { chart: new LiveChart({ metric: "disk", title: `${t("metric.disk")} %`, series: [{ label: "disk", color: c1 }], range: [0, 100], format: (v) => `${num(v, 0)}%` }), metrics: ["disk"] },
-    { chart: new LiveChart({ metric: "network", title: t("metric.network"), series: [{ label: "in", color: c1 }, { label: "out", color: c2 }], format: (v) => `${bytes(v)}/s`, axisFormat: compactBytes }), metrics: ["net_in", "net_out"] },
-    { chart: new LiveChart({ metric: "response_time", title: t("metric.response_time"), series: [{ label: "ms", color: c1 }], format: (v) => ms(v) }), metrics: ["response_time"] },
+    { chart: new LiveChart({ metric: "cpu", title: `${t("metric.cpu")} %`, series: [{ label: t("metric.cpu"), color: c1 }], range: [0, 100], format: (v) => `${num(v, 0)}%` }), metrics: ["cpu"] },
+    { chart: new LiveChart({ metric: "memory", title: `${t("metric.memory")} %`, series: [{ label: t("metric.memory"), color: c1 }], range: [0, 100], format: (v) => `${num(v, 0)}%` }), metrics: ["memory"] },
+    { chart: new LiveChart({ metric: "disk", title: `${t("metric.disk")} %`, series: [{ label: t("metric.disk"), color: c1 }], range: [0, 100], format: (v) => `${num(v, 0)}%` }), metrics: ["disk"] },
+    { chart: new LiveChart({ metric: "network", title: t("metric.network"), series: [{ label: t("series.in"), color: c1 }, { label: t("series.out"), color: c2 }], format: (v) => perSecond(bytes(v)), axisFormat: compactBytes }), metrics: ["net_in", "net_out"] },
+    { chart: new LiveChart({ metric: "response_time", title: t("metric.response_time"), series: [{ label: t("metric.response_time"), color: c1 }], format: (v) => ms(v) }), metrics: ["response_time"] },
   ];
+  // A server that reports no response time (an agent on a host with no service to time) gets a note
+  // instead of an empty chart; the chart comes back with its first value.
+  const responseChart = charts[charts.length - 1].chart;
+  const noResponseTime = h("p", { class: "muted chart-note", id: "no-response-time", hidden: true, text: t("server.noResponseTime") });
+  function reportsResponseTime(): boolean {
+    return latest.response_time !== undefined || series.cols.response_time.some((v) => v !== null);
+  }
   const loading = h("p", { class: "muted", text: t("server.loading") });
   const chartGrid = h("section", { class: "charts", aria: { label: t("server.details") } }, ...charts.map((c) => c.chart.el));
 
   const redraw = frameThrottle(() => {
     for (const { chart, metrics } of charts) chart.setData([series.xs, ...metrics.map((m) => series.cols[m])] as never);
+    if (ready) {
+      const reported = reportsResponseTime();
+      responseChart.el.hidden = !reported;
+      noResponseTime.hidden = reported;
+    }
   });
 
   // -- current values ----------------------------------------------------------------------------------
@@ -120,15 +136,19 @@ export function serverView(ctx: Ctx, params: string[]): View {
     title.className = `server-title st-${status}`;
     title.dataset.status = status;
     if (info) {
-      setText(meta, [info.hostname, info.role, info.environment, info.location,
-        ...Object.entries(info.tags ?? {}).map(([k, v]) => `${k}=${v}`), t("server.source", { source: info.source }),
-        t("server.lastSeen", { time: ago(live.servers.get(id)?.ts || info.last_seen) })].filter(Boolean).join(" · "));
+      setText(metaData, [info.hostname, info.role, info.environment, info.location,
+        ...Object.entries(info.tags ?? {}).map(([k, v]) => `${k}=${v}`)].filter(Boolean).join(" · "));
+      if (metaSource.dataset.source !== info.source) {
+        replace(metaSource, " · ", ...tn("server.source", { source: info.source }), " · ");
+        metaSource.dataset.source = info.source;
+      }
+      setText(metaSeen, t("server.lastSeen", { time: ago(live.servers.get(id)?.ts || info.last_seen) }));
     }
     const rows: [Key, string][] = [
       ["metric.cpu", pct(s.cpu)], ["metric.memory", pct(s.memory)], ["metric.disk", pct(s.disk)], ["metric.swap", pct(s.swap)],
       ["metric.load", [s.load1, s.load5, s.load15].map((v) => num(v, 2)).join(" / ")],
-      ["metric.net_in", `${bytes(s.net_in)}/s`], ["metric.net_out", `${bytes(s.net_out)}/s`],
-      ["metric.response_time", ms(s.response_time)], ["metric.error_rate", s.error_rate === undefined ? "–" : `${num(s.error_rate, 2)}%`],
+      ["metric.net_in", perSecond(bytes(s.net_in))], ["metric.net_out", perSecond(bytes(s.net_out))],
+      ["metric.response_time", s.response_time === undefined ? t("server.notReported") : ms(s.response_time)], ["metric.error_rate", s.error_rate === undefined ? "–" : `${num(s.error_rate, 2)}%`],
       ["metric.connections", num(s.connections, 0)], ["metric.processes", num(s.processes, 0)], ["metric.uptime", duration(s.uptime)],
     ];
     if (values.childElementCount !== rows.length * 2) {
@@ -148,7 +168,7 @@ export function serverView(ctx: Ctx, params: string[]): View {
   const logs = new LogList(500, false, `${t("server.logs")} ${id}`);
 
   const el = h("div", { class: "view view-server", dataset: { server: id } },
-    header, loading, chartGrid,
+    header, loading, chartGrid, noResponseTime,
     h("div", { class: "columns" },
       h("section", { class: "panel" }, h("h2", { text: t("server.details") }), values),
       h("section", { class: "panel" }, h("h2", { text: t("server.alerts") }), noAlerts, alertList.el)),

@@ -4,7 +4,7 @@
 import { ApiError, get, post, put } from "../api";
 import { toast } from "../components/toast";
 import { h, replace } from "../dom";
-import { lang, setLang, t, type Key, type Lang } from "../i18n";
+import { lang, setLang, t, tOr, userLine, type Key, type Lang } from "../i18n";
 import { setTheme, themeChoice, type ThemeChoice } from "../theme";
 import { SEVERITIES, type Preferences } from "../types";
 import type { Ctx, View } from "../view";
@@ -72,7 +72,7 @@ export function settingsView(ctx: Ctx, _params: string[], hooks: SettingsHooks):
       const enabled = h("input", { id: `ch-${name}-enabled`, type: "checkbox" });
       enabled.checked = c.enabled;
       const min = h("select", { id: `ch-${name}-min`, aria: { label: `${t(`settings.channel.${name}` as Key)}: ${t("settings.minSeverity")}` } },
-        ...SEVERITIES.map((s) => h("option", { value: s, text: s })));
+        ...SEVERITIES.map((s) => h("option", { value: s, text: tOr(`severity.${s}`, s) })));
       min.value = c.min_severity;
       const extra: HTMLElement[] = [];
       const read: Record<string, () => unknown> = {};
@@ -184,7 +184,7 @@ export function settingsView(ctx: Ctx, _params: string[], hooks: SettingsHooks):
       h("section", { class: "panel" }, h("h2", { text: t("settings.appearance") }),
         field("set-theme", t("settings.theme"), theme), field("set-lang", t("settings.language"), language)),
       h("section", { class: "panel" }, h("h2", { text: t("settings.account") }),
-        h("p", { text: t("user.role", { user: ctx.me.user, role: ctx.me.role }) }),
+        h("p", null, ...userLine(ctx.me.user, ctx.me.role)),
         h("button", { type: "button", text: t("user.logout"), on: { click: hooks.logout } }))),
     h("section", { class: "panel" }, h("h2", { text: t("nav.notifications") }), prefsBox,
       h("div", { class: "actions" }, test)),
