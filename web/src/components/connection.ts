@@ -51,7 +51,7 @@ export function connectionStatus(live: Live, onSignedOut: () => void): Connectio
       // topic), shown only when this connection negotiated compression at all.
       const ratio = live.system?.compression_ratio;
       if (!/permessage-deflate/.test(client.extensions)) parts.push(t("conn.compressionOff"));
-      else if (typeof ratio === "number") parts.push(t("conn.compression", { ratio: num(ratio, 1) }));
+      else if (typeof ratio === "number") parts.push(ratio <= 1 ? t("conn.compressionNone") : t("conn.compression", { ratio: num(ratio, 1) }));
       setText(detail, parts.join(" · "));
     } else if (state === "reconnecting") {
       const left = Math.max(0, retryAt - performance.now()) / 1000;
