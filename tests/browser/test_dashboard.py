@@ -120,7 +120,7 @@ def test_the_badge_follows_a_hub_restart_without_a_page_reload(tmp_path: Path, c
         page, errors = signed_in(context, hub)
         page.evaluate("window.__marker = 'still the same page'")
         page.wait_for_function("window.omApp.live.metricsEvents > 3", timeout=5_000)
-        page.evaluate("window.__states = []; window.openmanager.on('state', (d) => window.__states.push(d))")
+        page.evaluate("() => { window.__states = []; window.openmanager.on('state', (d) => window.__states.push(d)); }")
         hub.stop()
         conn = page.locator("#conn")
         expect(conn).to_have_attribute("data-state", "reconnecting", timeout=10_000)
