@@ -111,6 +111,8 @@ def shoot(hub: HubProcess, out: Path, warmup: float) -> None:
             open_view(page, "hub", ".tile")
             settle(page, 3000)
             page.screenshot(path=str(out / "hub.png"))
+            open_view(page, "connections", "#connections tbody tr")
+            page.screenshot(path=str(out / "connections.png"))
 
             page.evaluate("location.hash = '#/fleet'")
             page.locator("#theme-toggle").click()

@@ -57,7 +57,9 @@ INTERFACE_TEXT = """(() => {
     if (data(el)) continue;
     for (const a of ['title', 'placeholder', 'aria-label']) if (el.getAttribute(a)) out.push(el.getAttribute(a));
   }
-  for (const f of document.querySelectorAll('figure.chart')) if (f.dataset.xTicks) out.push(...f.dataset.xTicks.split('|'));
+  for (const f of document.querySelectorAll('figure.chart')) {
+    if (f.dataset.xTicks) out.push(...f.dataset.xTicks.split('|'));
+  }
   return out;
 })()"""
 
@@ -155,12 +157,12 @@ def test_korean_all_the_way_on_every_view(hub: HubProcess, context: BrowserConte
 
         go(page, "hub")
         page.wait_for_function(
-            "document.querySelector('[data-stat=connections] .tile-value').textContent !== '–'"
+            "document.querySelector('[data-stat=connections] .tile-value').textContent !== '\u2013'"
             " && document.querySelector('figure.chart[data-metric=messages]').dataset.xTicks", timeout=10_000)
         expect(page.locator("#main table tbody tr").first).to_be_visible(timeout=5_000)
         seen["hub"] = english_on(page)
         next_run = page.locator("#main table tbody tr td").nth(2).inner_text()
-        assert re.fullmatch(r"\d{4}\. \d{2}\. \d{2}\. \d{2}:\d{2}:\d{2}|–", next_run), next_run
+        assert re.fullmatch(r"\d{4}\. \d{2}\. \d{2}\. \d{2}:\d{2}:\d{2}|\u2013", next_run), next_run
 
         go(page, "connections")
         expect(page.locator("#connections tbody tr").first).to_be_visible(timeout=10_000)
@@ -234,7 +236,7 @@ def test_the_hub_page_labels_this_browsers_figures_as_received(hub: HubProcess, 
     page.wait_for_function(
         "window.openmanager.messagesPerSecond > 0 && Number(document.querySelector('[data-stat=c-msgs] .tile-value')"
         ".textContent.replace(/,/g, '')) === window.openmanager.messagesPerSecond", timeout=10_000)
-    # The hub's compression: as measured (×n, or "none" at 1.0), never a made-up figure.
+    # The hub's compression: as measured (a ratio, or "none" at 1.0), never a made-up figure.
     compression = page.locator("[data-stat=compression] .tile-value")
-    expect(compression).to_have_text(re.compile(r"^(×\d+(\.\d)?|none \(×1\.0\)|–)$"), timeout=5_000)
+    expect(compression).to_have_text(re.compile(r"^(\u00d7\d+(\.\d)?|none \(\u00d71\.0\)|\u2013)$"), timeout=5_000)
     assert errors.errors == []
