@@ -556,7 +556,8 @@ async def test_delta_rules_against_a_scripted_socket(hub: HubProcess, page: Page
 async def test_a_restarting_hub_is_retried_within_about_a_second_then_with_backoff(hub: HubProcess, page: Page) -> None:
     """After a close with 1012 every retry waits restartDelayMin + random * (max - min), however many fail,
     while the restart window runs; a welcome ends it (the next close backs off as usual), and so does the
-    window's end. A scripted WebSocket makes each close and each delay exact."""
+    window's end. The page's `online` event brings a backoff's retry forward the same way. A scripted
+    WebSocket makes each close and each delay exact."""
     await page.navigate(f"{hub.base}/healthz")
     r = await page.evaluate("""(async () => {
       const { HubClient } = await import("/static/openmanager.js");
@@ -604,10 +605,18 @@ async def test_a_restarting_hub_is_retried_within_about_a_second_then_with_backo
         (await opened(1)).drop(1012);
         await opened(2);
       });
-      return { inWindow, afterWindow, spread };
+      const online = await run({ backoffMin: 8000 }, async (opened) => {
+        (await opened(1)).welcome();
+        (await opened(1)).drop(1006);      // a lost network: backoff (0.5 * 8000 ms)
+        window.dispatchEvent(new Event("online"));  // it is back: try within about a second
+        window.dispatchEvent(new Event("online"));  // again: the retry is already that soon
+        await opened(2);
+      });
+      return { inWindow, afterWindow, spread, online };
     })()""")
     assert r["inWindow"] == [["1012 service restart", 750], ["1006 connection lost", 750],
                              ["1006 connection lost", 750], ["1006 connection lost", 500]]
     assert r["afterWindow"] == [["1012 service restart", 500]]  # the window is over: full-jitter backoff
     assert r["spread"] == [["1012 service restart", 1249]]
+    assert r["online"] == [["1006 connection lost", 4000], [None, 750]]
     assert page.exceptions == []

@@ -12,9 +12,10 @@
 // - An unexpected close reconnects after a delay drawn with full jitter from
 //   [0, min(backoffMax, backoffMin * 2^(attempt-1))]. A close with 1012 (the hub is restarting) is
 //   followed by quick retries instead, each uniform in [restartDelayMin, restartDelayMax] (250-1250 ms),
-//   for `restartWindow` ms (30 s) after that close; later tries use the backoff above. 4401 (bad token)
-//   and 4403 (origin refused) end in "closed" with no retry: a retry cannot fix them. `close()` ends in
-//   "closed" too.
+//   for `restartWindow` ms (60 s) after that close; later tries use the backoff above. The page's
+//   `online` event (the network is back) brings a retry that would wait longer forward the same way.
+//   4401 (bad token) and 4403 (origin refused) end in "closed" with no retry: a retry cannot fix them.
+//   `close()` ends in "closed" too.
 // - After a reconnect every subscription is sent again with `since` = the last cursor it delivered, so
 //   the hub replays what was missed (`recovered: true`) or sends a fresh snapshot (`recovered: false`,
 //   reported to `onReset`). Events whose seq is at or below the last delivered one in the same epoch are
@@ -302,7 +303,7 @@ export class HubClient extends EventTarget {
     openTimeout = 10000,
     restartDelayMin = 250,
     restartDelayMax = 1250,
-    restartWindow = 30000,
+    restartWindow = 60000,
     random = Math.random,
     delta = true,
   } = {}) {
@@ -366,6 +367,8 @@ export class HubClient extends EventTarget {
     this._window = { messages: 0, bytes: 0, since: 0 };
     /** @type {{promise: Promise<void>, resolve: () => void, reject: (e: Error) => void} | null} */
     this._opened = null;
+    /** the page's `online` listener while connecting (see `_onOnline`) */
+    this._onlineListener = () => this._onOnline();
   }
 
   /**
@@ -395,6 +398,7 @@ export class HubClient extends EventTarget {
     this.reason = null;
     this._setState("connecting", null);
     this._statsTimer = setInterval(() => this._tickStats(), 1000);
+    if (typeof window !== "undefined") window.addEventListener("online", this._onlineListener);
     this._window = { messages: 0, bytes: 0, since: performance.now() };
     this._open();
     return opened.promise;
@@ -747,6 +751,18 @@ export class HubClient extends EventTarget {
     this._retryTimer = setTimeout(() => this._open(), delay);
   }
 
+  /** The network is back (the page's `online` event): a retry waiting out its backoff comes within about
+   * a second instead (the same jittered delay as after a 1012). */
+  _onOnline() {
+    if (this.state !== "reconnecting" || !this._retryTimer) return;
+    const delay = Math.round(this.restartDelayMin + this._random() * (this.restartDelayMax - this.restartDelayMin));
+    if (this.nextDelayMs !== null && delay >= this.nextDelayMs) return;
+    clearTimeout(this._retryTimer);
+    this.nextDelayMs = delay;
+    this._setState("reconnecting", null);  // the close's reason stands
+    this._retryTimer = setTimeout(() => this._open(), delay);
+  }
+
   _stopConnectionTimers() {
     if (this._openTimer) clearTimeout(this._openTimer);
     if (this._pingTimer) clearInterval(this._pingTimer);
@@ -763,6 +779,7 @@ export class HubClient extends EventTarget {
   _shutdown(reason, byCaller = false) {
     if (this._retryTimer) clearTimeout(this._retryTimer);
     if (this._statsTimer) clearInterval(this._statsTimer);
+    if (typeof window !== "undefined") window.removeEventListener("online", this._onlineListener);
     this._retryTimer = this._statsTimer = null;
     this._stopConnectionTimers();
     const ws = this._ws;
