@@ -99,6 +99,11 @@ def serve(
     max_connections_per_user: Annotated[int | None, _opt("max_connections_per_user")] = None,
     fd_reserve: Annotated[int | None, _opt("fd_reserve")] = None,
     forwarded_allow_ips: Annotated[str | None, _opt("forwarded_allow_ips")] = None,
+    # Expression and subscription limits
+    where_max_length: Annotated[int | None, _opt("where_max_length")] = None,
+    expression_max_cost: Annotated[int | None, _opt("expression_max_cost")] = None,
+    subscription_cost_budget: Annotated[int | None, _opt("subscription_cost_budget")] = None,
+    subscriptions_per_connection: Annotated[int | None, _opt("subscriptions_per_connection")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,

@@ -19,7 +19,7 @@ from openmanager.core.access import allowed_hosts_policy
 from openmanager.core.errors import ConfigError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_NAMES
 from openmanager.core.netguard import parse_allow_list
-from openmanager.core.rules import parse_duration
+from openmanager.core.rules import MAX_LENGTH, Limits, parse_duration
 from openmanager.core.status import StatusPolicy, Threshold
 
 ENV_PREFIX = "OPENMANAGER_"
@@ -112,6 +112,16 @@ class Settings:
                               "health checks; 0: a tenth of the open-file limit, at least 64.")
     forwarded_allow_ips: str = _opt("", "Proxies whose X-Forwarded-For/-Proto are believed (comma-separated "
                                         "addresses or networks, * for any); empty: FORWARDED_ALLOW_IPS, else none.")
+    # Expression and subscription limits (docs/rules.md "Limits"): what one client may make the hub evaluate
+    where_max_length: int = _opt(4096, "Longest `where` filter accepted, in characters (at most 16384, the rule "
+                                       "language's own limit).")
+    expression_max_cost: int = _opt(20_000, "Most a filter or rule condition may cost per server evaluation: 1 per "
+                                            "term, plus the samples each window scans (avg(cpu, 5m) at a 1 s tick: "
+                                            "300).")
+    subscription_cost_budget: int = _opt(20_000, "Per connection: most its `where` filters may cost together (see "
+                                                 "expression_max_cost).")
+    subscriptions_per_connection: int = _opt(1000, "Per connection: most subscriptions at once; one more is "
+                                                   "refused (error too_many_subscriptions).")
 
     @classmethod
     def load(
@@ -184,6 +194,14 @@ class Settings:
             raise ConfigError(str(exc)) from None
         self._validate_allowed_hosts()
         self._validate_limits()
+        self._validate_expression_limits()
+
+    def _validate_expression_limits(self) -> None:
+        if not 1 <= self.where_max_length <= MAX_LENGTH:
+            raise ConfigError(f"where_max_length must be between 1 and {MAX_LENGTH}")
+        for name in ("expression_max_cost", "subscription_cost_budget", "subscriptions_per_connection"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
 
     def _validate_budget(self) -> None:
         if self.backtest_concurrency_per_user < 1 or self.backtest_concurrency < 1:
@@ -266,6 +284,18 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def rule_limits(self) -> Limits:
+        """Limits for rule conditions: windows up to the longest history kept (the roll-ups' retention, or
+        the in-memory history if longer), costs priced by the in-memory history and the tick."""
+        memory_ms = parse_duration(self.memory_history)
+        kept_ms = max(self.rollup_hour_days, self.rollup_minute_days) * 86_400_000
+        return Limits(max_window_ms=max(kept_ms, memory_ms), max_cost=self.expression_max_cost,
+                      scan_ms=memory_ms, sample_ms=max(1, int(self.tick * 1000)))
+
+    def filter_limits(self) -> Limits:
+        """Limits for `where` filters: the rule limits, with `where_max_length`."""
+        return dataclasses.replace(self.rule_limits(), max_length=self.where_max_length)
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

@@ -360,7 +360,7 @@ def test_evaluation_does_not_reparse_or_rewalk(monkeypatch: pytest.MonkeyPatch) 
 
     for module, name in [
         (parser_module, "parse"),
-        (compile_module, "parse"),
+        (compile_module, "parse_steps"),
         (compile_module, "walk"),
         (compile_module, "result_type"),
         (nodes_module, "children"),

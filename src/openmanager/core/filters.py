@@ -15,7 +15,14 @@ from typing import Any, Protocol
 from openmanager.core.bounds import ParameterError, parse_duration, shown
 from openmanager.core.errors import ValidationError
 from openmanager.core.model import METRIC_NAMES, LogLevel, ServerInfo
-from openmanager.core.rules import Condition, EvalContext, compile_condition
+from openmanager.core.rules import (
+    FILTER_LIMITS,
+    Condition,
+    EvalContext,
+    Limits,
+    compile_condition,
+    forbidden_character,
+)
 
 TOPICS: tuple[str, ...] = ("metrics", "fleet", "logs", "alerts", "notifications", "system")
 """Every topic of the protocol."""
@@ -42,6 +49,14 @@ def _invalid(message: str) -> ValidationError:
     return ValidationError(message, code="invalid_filter")
 
 
+def _check_name(text: str, what: str) -> str:
+    """`text` unless it holds a control or bidirectional-control character (invalid_filter)."""
+    bad = forbidden_character(text)
+    if bad is not None:
+        raise _invalid(f"{what}: {bad[1]} is not allowed (at position {bad[0]})")
+    return text
+
+
 def _str_list(raw: object, what: str) -> tuple[str, ...]:
     if isinstance(raw, str):
         items = [s.strip() for s in raw.split(",")]
@@ -52,7 +67,7 @@ def _str_list(raw: object, what: str) -> tuple[str, ...]:
     items = [s for s in items if s]
     if len(items) > MAX_GLOBS:
         raise _invalid(f"{what} has more than {MAX_GLOBS} entries")
-    return tuple(sorted(set(items)))
+    return tuple(sorted({_check_name(s, what) for s in items}))
 
 
 class ServerMatcher:
@@ -206,6 +221,14 @@ class PlainFilter:
 TopicFilter = MetricsFilter | LogsFilter | AlertsFilter | NotificationsFilter | PlainFilter
 
 
+def filter_cost(flt: TopicFilter) -> int:
+    """What `flt` counts against a connection's cost budget: its `where`'s cost per server evaluation
+    (`core.rules.limits.cost`), 0 without one."""
+    if isinstance(flt, MetricsFilter) and flt.where is not None:
+        return flt.where.cost
+    return 0
+
+
 def _check_keys(raw: Mapping[str, Any], allowed: set[str], topic: str) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -223,17 +246,22 @@ def _parse_tags(raw: object) -> tuple[tuple[str, str], ...]:
             if not sep or not k.strip():
                 raise _invalid("tags must look like key:value,key:value")
             pairs[k.strip()] = v.strip()
-        return tuple(sorted(pairs.items()))
-    if isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
-        return tuple(sorted(raw.items()))
-    raise _invalid("tags must be an object of string values")
+    elif isinstance(raw, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        pairs = dict(raw)
+    else:
+        raise _invalid("tags must be an object of string values")
+    if len(pairs) > MAX_GLOBS:
+        raise _invalid(f"tags has more than {MAX_GLOBS} entries")
+    return tuple(sorted((_check_name(k, "tags"), _check_name(v, "tags")) for k, v in pairs.items()))
 
 
-def parse_filter(topic: str, raw: object, *, user: str = "") -> TopicFilter:
-    """Validate `raw` (a subscribe message's `filter`, or None) for `topic`.
+def parse_filter(topic: str, raw: object, *, user: str = "", limits: Limits = FILTER_LIMITS) -> TopicFilter:
+    """Validate `raw` (a subscribe message's `filter`, or None) for `topic`; a `where` must keep within
+    `limits` (its length, depth, windows and cost: see `core.rules.limits`). Server globs and tags
+    holding control or bidirectional-control characters are refused.
 
     Raises ValidationError with code `invalid_filter` (or `invalid_expression` for a bad `where`,
-    whose message names the position)."""
+    whose message names the position and, for a limit, the limit)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -250,7 +278,7 @@ def parse_filter(topic: str, raw: object, *, user: str = "") -> TopicFilter:
         if raw.get("where") not in (None, ""):
             if not isinstance(raw["where"], str):
                 raise _invalid("where must be a string")
-            where = compile_condition(raw["where"])
+            where = compile_condition(raw["where"], limits=limits)
         interval_ms = 0
         if raw.get("interval") not in (None, "", 0):
             text = raw["interval"]

@@ -14,8 +14,8 @@ from openmanager.budget import time_budget
 from openmanager.core.bounds import parse_duration, parse_time
 from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
-from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
+from openmanager.gateway.compiling import compile_sliced
 from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse, error_response
 
@@ -66,10 +66,11 @@ class ValidateRequest(BaseModel):
 
 
 @router.post("/api/v1/rules/validate", tags=["rules"])
-async def validate_rule(body: ValidateRequest) -> dict[str, Any]:
+async def validate_rule(request: Request, body: ValidateRequest) -> dict[str, Any]:
     """`{"valid": true}`, or `{"valid": false, "error": {"message", "position"}}` naming where it fails."""
+    limits = _hub(request).settings.rule_limits()
     try:
-        compile_condition(body.condition, fleet=body.fleet)
+        await compile_sliced(body.condition, fleet=body.fleet, limits=limits)
     except RuleSyntaxError as exc:
         return {"valid": False, "error": {"message": exc.reason, "position": exc.position}}
     return {"valid": True}

@@ -21,9 +21,11 @@ from starlette.types import Receive, Scope, Send
 
 from openmanager.core.encoding import sse_body
 from openmanager.core.errors import ValidationError
-from openmanager.core.filters import TOPICS, TopicFilter, parse_filter
+from openmanager.core.filters import TOPICS, TopicFilter, filter_cost
 from openmanager.core.outbound import Conflated, Entry, Framed
+from openmanager.core.rules import Limits
 from openmanager.gateway.auth import principal_of
+from openmanager.gateway.compiling import parse_filter_async
 from openmanager.gateway.limits import client_address, send_unavailable
 from openmanager.pipeline.session import Session
 
@@ -80,7 +82,11 @@ class SseSession(Session):
         return f"{body}id: {format_token(cursors)}\n\n"
 
 
-def _filters(topics: list[str], params: dict[str, str], user: str) -> dict[str, TopicFilter]:
+async def _filters(
+    topics: list[str], params: dict[str, str], user: str, limits: Limits, budget: int
+) -> dict[str, TopicFilter]:
+    """Each topic's filter from the query parameters. The stream's subscriptions are one connection's:
+    their `where` filters must cost at most `budget` together (`cost_budget_exceeded`)."""
     given = {k: v for k, v in params.items() if k not in RESERVED_PARAMS}
     allowed = set().union(*(FILTER_KEYS.get(t, set()) for t in topics))
     unknown = sorted(set(given) - allowed)
@@ -88,8 +94,16 @@ def _filters(topics: list[str], params: dict[str, str], user: str) -> dict[str, 
         raise ValidationError(
             f"unknown parameter {unknown[0]!r} for topics {', '.join(topics)}", code="invalid_filter"
         )
-    return {t: parse_filter(t, {k: v for k, v in given.items() if k in FILTER_KEYS.get(t, set())}, user=user)
-            for t in topics}
+    filters = {
+        t: await parse_filter_async(t, {k: v for k, v in given.items() if k in FILTER_KEYS.get(t, set())},
+                                    user=user, limits=limits)
+        for t in topics
+    }
+    spent = sum(filter_cost(f) for f in filters.values())
+    if spent > budget:
+        raise ValidationError(f"these filters cost {spent}, more than a connection's budget of {budget} "
+                              f"(subscription_cost_budget); use shorter windows", code="cost_budget_exceeded")
+    return filters
 
 
 @router.get("/sse", tags=["streams"], response_class=Response)
@@ -104,7 +118,12 @@ async def sse(request: Request) -> Response:
         if topic not in TOPICS:
             raise ValidationError(f"unknown topic {topic!r}", code="unknown_topic")
     topics = list(dict.fromkeys(topics))
-    filters = _filters(topics, params, str(request.scope.get("user", "")))
+    settings = hub.settings
+    if len(topics) > settings.subscriptions_per_connection:
+        raise ValidationError(f"at most {settings.subscriptions_per_connection} topics per stream "
+                              f"(subscriptions_per_connection)", code="too_many_subscriptions")
+    filters = await _filters(topics, params, str(request.scope.get("user", "")), settings.filter_limits(),
+                             settings.subscription_cost_budget)
     resume = request.headers.get("last-event-id") or params.get("last_event_id")
     client = request.client
     session = SseSession(

@@ -21,9 +21,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openmanager import __version__
 from openmanager.core.encoding import encode, pack, unpack
 from openmanager.core.errors import OpenManagerError, ValidationError
-from openmanager.core.filters import TOPICS, parse_filter
+from openmanager.core.filters import TOPICS, TopicFilter, filter_cost
+from openmanager.gateway.compiling import parse_filter_async
 from openmanager.gateway.limits import CLOSE_TRY_AGAIN_LATER, client_address
 from openmanager.gateway.wsfast import BIND_DIRECT, RTT, SEND_NOW
+from openmanager.pipeline.fanout import shape_id
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
@@ -271,7 +273,34 @@ async def handle_message(hub: Hub, session: Session, payload: str | bytes) -> No
         _reply(session, reply)
 
 
+def _check_room(hub: Hub, session: Session, flt: TopicFilter) -> None:
+    """Whether `session` may add a subscription with filter `flt`: it holds fewer than
+    `subscriptions_per_connection`, and the filters of all its subscriptions would cost at most
+    `subscription_cost_budget` together (per server evaluation: `core.rules.limits.cost`). Raises
+    ValidationError (`too_many_subscriptions`, `cost_budget_exceeded`) otherwise."""
+    settings = hub.settings
+    held = len(session.subs)
+    if held >= settings.subscriptions_per_connection:
+        raise ValidationError(
+            f"this connection already has {held} subscriptions, the most allowed "
+            f"(subscriptions_per_connection); unsubscribe one first",
+            code="too_many_subscriptions",
+        )
+    added = filter_cost(flt)
+    if added:
+        spent = sum(filter_cost(shape.filter) for shape in session.subs.values())
+        if spent + added > settings.subscription_cost_budget:
+            raise ValidationError(
+                f"this filter costs {added} and this connection's filters already cost {spent}: "
+                f"more than its budget of {settings.subscription_cost_budget} "
+                f"(subscription_cost_budget); unsubscribe one or use shorter windows",
+                code="cost_budget_exceeded",
+            )
+
+
 async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id: Any) -> None:
+    # Let the rest of the hub run between one client's subscribes, however fast they arrive.
+    await asyncio.sleep(0)
     topic = msg.get("topic")
     if not isinstance(topic, str) or topic not in TOPICS:
         raise ProtocolError(f"unknown topic {topic!r} (topics: {', '.join(TOPICS)})", code="unknown_topic")
@@ -282,10 +311,13 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
         raise ValidationError("the delta encoding is for the metrics topic", code="invalid_encoding")
     if session.binary:  # the wire format is part of the shape: one encoded frame per shape
         encoding = "msgpack" if encoding == "json" else "delta+msgpack"
-    flt = parse_filter(topic, msg.get("filter"), user=session.user)
+    flt = await parse_filter_async(topic, msg.get("filter"), user=session.user,
+                                   limits=hub.settings.filter_limits())
     since = msg.get("since")
     if since is not None and not isinstance(since, str):
         raise ValidationError("since must be a cursor string", code="invalid_cursor")
+    if shape_id(flt.key, encoding) not in session.subs:
+        _check_room(hub, session, flt)
     shape = hub.fanout.shape_for(topic, flt, encoding)
     reply: dict[str, Any] = {"type": "subscribed", "id": request_id, "sub": shape.sub, "topic": topic}
     if shape.sub in session.subs:

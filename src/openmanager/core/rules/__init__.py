@@ -2,12 +2,23 @@
 tags.team == "core"`, then evaluate them with three-valued (true / false / unknown) logic.
 
 Pure: no I/O. The grammar and semantics are in PROTOCOL.md, "Rule language"; the modules document
-the details (`parser` for syntax and durations, `typecheck` for types, `compile` for evaluation).
+the details (`limits` for what an expression may be, `parser` for syntax and durations, `typecheck`
+for types, `compile` for evaluation).
 """
 
 from __future__ import annotations
 
-from openmanager.core.rules.compile import Condition, EvalContext, FleetContext, compile_condition
+from openmanager.core.rules.compile import Condition, EvalContext, FleetContext, compile_condition, compile_steps
+from openmanager.core.rules.limits import (
+    FILTER_LIMITS,
+    MAX_DEPTH,
+    MAX_LENGTH,
+    RULE_LIMITS,
+    Limits,
+    cost,
+    forbidden_character,
+    prescan,
+)
 from openmanager.core.rules.nodes import (
     Binary,
     Compare,
@@ -22,10 +33,14 @@ from openmanager.core.rules.nodes import (
     String,
     Window,
 )
-from openmanager.core.rules.parser import parse, parse_duration
+from openmanager.core.rules.parser import parse, parse_duration, parse_steps, run_steps
 from openmanager.core.rules.typecheck import Type, typecheck
 
 __all__ = [
+    "FILTER_LIMITS",
+    "MAX_DEPTH",
+    "MAX_LENGTH",
+    "RULE_LIMITS",
     "Binary",
     "Compare",
     "Condition",
@@ -35,6 +50,7 @@ __all__ = [
     "Field",
     "FleetAggregate",
     "FleetContext",
+    "Limits",
     "Logical",
     "Neg",
     "Not",
@@ -43,7 +59,13 @@ __all__ = [
     "Type",
     "Window",
     "compile_condition",
+    "compile_steps",
+    "cost",
+    "forbidden_character",
     "parse",
     "parse_duration",
+    "parse_steps",
+    "prescan",
+    "run_steps",
     "typecheck",
 ]

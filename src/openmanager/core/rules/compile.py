@@ -18,14 +18,16 @@ none left is unknown); `count(cond)` counts the members where `cond` is True (un
 
 from __future__ import annotations
 
-import functools
 import math
 import operator
-from collections.abc import Callable, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from openmanager.core.model import ServerInfo
+from openmanager.core.rules.limits import RULE_LIMITS, Limits, cost
 from openmanager.core.rules.nodes import (
     Binary,
     Compare,
@@ -42,7 +44,7 @@ from openmanager.core.rules.nodes import (
     children,
     walk,
 )
-from openmanager.core.rules.parser import parse
+from openmanager.core.rules.parser import parse_steps, run_steps
 from openmanager.core.rules.typecheck import Type, result_type, typecheck
 
 
@@ -92,14 +94,16 @@ class Condition:
     """A compiled rule condition. Immutable; evaluating it is pure apart from calling the context.
 
     `fields` are the metric/status names it reads (inside windows, fleet functions and `count()`
-    too); `max_window_ms` is its longest window (0 if none), i.e. how much history it needs; `expr`
-    is the checked syntax tree. Build one with `compile_condition`, not directly.
+    too); `max_window_ms` is its longest window (0 if none), i.e. how much history it needs; `cost`
+    is what one evaluation for one server costs (`limits.cost`); `expr` is the checked syntax tree.
+    Build one with `compile_condition`, not directly.
     """
 
     source: str
     fleet: bool
     fields: frozenset[str]
     max_window_ms: int
+    cost: int
     expr: Expr = field(repr=False, compare=False)
     _server_fn: _Bool[EvalContext] | None = field(default=None, repr=False, compare=False)
     _fleet_fn: _Bool[FleetContext] | None = field(default=None, repr=False, compare=False)
@@ -138,26 +142,71 @@ class Condition:
         return self._fleet_fn(ctx)
 
 
-def compile_condition(text: str, *, fleet: bool = False) -> Condition:
+def compile_condition(text: str, *, fleet: bool = False, limits: Limits = RULE_LIMITS) -> Condition:
     """Parse, type-check and compile `text` into a Condition (a per-server one, or a fleet one when
-    `fleet` is true). Raises `RuleSyntaxError` with a position. Results are cached (bounded)."""
-    return _compile_cached(text, fleet)
+    `fleet` is true), within `limits` (length, depth and characters before the grammar runs; window
+    length while parsing; cost once checked). Raises `RuleSyntaxError` with a position. Results are
+    cached (bounded)."""
+    return run_steps(compile_steps(text, fleet=fleet, limits=limits))
 
 
-@functools.lru_cache(maxsize=512)
-def _compile_cached(text: str, fleet: bool) -> Condition:
-    expr = parse(text)
+def compile_steps(
+    text: str, *, fleet: bool = False, limits: Limits = RULE_LIMITS
+) -> Generator[None, None, Condition]:
+    """`compile_condition` in small steps (see `parser.parse_steps`): yields while it works, returns the
+    Condition (and caches it, so a `compile_condition` of the same arguments right after is a cache hit).
+    Raises what `compile_condition` raises."""
+    key = (text, fleet, limits)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        return cached
+    expr = yield from parse_steps(text, limits)
     typecheck(expr, fleet=fleet)
+    yield
+    price = cost(expr, limits)
+    yield
+    condition = _compile(text, fleet, expr, price)
+    _CACHE.put(key, condition)
+    return condition
+
+
+class _LruCache:
+    """Compiled conditions by (text, fleet, limits), the `size` most recently used. Thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, bool, Limits], Condition] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, bool, Limits]) -> Condition | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+            return hit
+
+    def put(self, key: tuple[str, bool, Limits], condition: Condition) -> None:
+        with self._lock:
+            self._items[key] = condition
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+_CACHE = _LruCache(512)
+
+
+def _compile(text: str, fleet: bool, expr: Expr, price: int) -> Condition:
     nodes = list(walk(expr))
     fields = frozenset(n.name for n in nodes if isinstance(n, Field) and n.scope == "metric")
     max_window = max((n.duration_ms for n in nodes if isinstance(n, Window)), default=0)
     if fleet:
         fleet_compiler = _FleetCompiler()
         counts = tuple(_ServerCompiler().boolean(n.condition) for n in nodes if isinstance(n, Count))
-        return Condition(text, True, fields, max_window, expr, _fleet_fn=fleet_compiler.boolean(expr),
+        return Condition(text, True, fields, max_window, price, expr, _fleet_fn=fleet_compiler.boolean(expr),
                          _observers=_observers(text, expr, fleet_compiler), _count_fns=counts)
     server_compiler = _ServerCompiler()
-    return Condition(text, False, fields, max_window, expr, _server_fn=server_compiler.boolean(expr),
+    return Condition(text, False, fields, max_window, price, expr, _server_fn=server_compiler.boolean(expr),
                      _observers=_observers(text, expr, server_compiler))
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Generator
 from dataclasses import replace
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import cast
+from typing import TypeVar, cast
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from openmanager.core.errors import RuleSyntaxError
 from openmanager.core.rules.grammar import GRAMMAR
+from openmanager.core.rules.limits import RULE_LIMITS, Limits, prescan
 from openmanager.core.rules.nodes import (
     ArithOp,
     Binary,
@@ -39,13 +41,6 @@ from openmanager.core.rules.nodes import (
     depth,
 )
 
-MAX_DEPTH = 64
-"""Deepest nesting accepted (parentheses, NOT, unary minus and operator chains all count), so that
-checking, compiling and evaluating never come near Python's recursion limit."""
-
-MAX_LENGTH = 16_384
-"""Longest rule text accepted, in characters."""
-
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
 _PUNCTUATION = {"LPAR": "'('", "RPAR": "')'", "COMMA": "','"}
@@ -64,10 +59,10 @@ def parse_duration(text: str) -> int:
 def _duration_ms(text: str, position: int) -> int:
     match = _DURATION_RE.fullmatch(text)
     if match is None:
-        raise RuleSyntaxError(f"invalid duration {text!r} (expected a number then s, m, h or d)", position)
+        raise RuleSyntaxError(f"invalid duration {_shown(text)} (expected a number then s, m, h or d)", position)
     ms = (Decimal(match.group(1)) * _UNIT_MS[match.group(2)]).to_integral_value(ROUND_HALF_EVEN)
     if ms <= 0:
-        raise RuleSyntaxError(f"duration must be greater than zero, got {text!r}", position)
+        raise RuleSyntaxError(f"duration must be greater than zero, got {_shown(text)}", position)
     return int(ms)
 
 
@@ -77,26 +72,74 @@ def _lark() -> Lark:
     return Lark(GRAMMAR, parser="lalr", lexer="contextual", propagate_positions=True)
 
 
-def parse(text: str) -> Expr:
+TOKENS_PER_STEP = 8
+"""Tokens the grammar takes between two yields of `parse_steps` (well under a millisecond's work)."""
+
+T = TypeVar("T")
+
+
+def run_steps(steps: Generator[None, None, T]) -> T:
+    """Drive a generator of steps (`parse_steps`, `compile_steps`) to its end at once; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+
+def parse(text: str, limits: Limits = RULE_LIMITS) -> Expr:
     """Parse rule text into a syntax tree. Syntax only: unknown names and type errors pass.
 
-    Raises `RuleSyntaxError` for empty or over-long text, unexpected characters or tokens, an
-    unexpected end, an unterminated string, a bad or zero duration, or nesting deeper than `MAX_DEPTH`.
+    Raises `RuleSyntaxError` for text over `limits.max_length`, a control or bidirectional-control
+    character, nesting deeper than `limits.max_depth` (these three by `limits.prescan`, before the
+    grammar runs), empty text, unexpected characters or tokens, an unexpected end, an unterminated
+    string, a bad or zero duration, or a window longer than `limits.max_window_ms`.
     """
-    if len(text) > MAX_LENGTH:
-        raise RuleSyntaxError(f"expression is longer than {MAX_LENGTH} characters", MAX_LENGTH)
+    return run_steps(parse_steps(text, limits))
+
+
+def parse_steps(text: str, limits: Limits = RULE_LIMITS) -> Generator[None, None, Expr]:
+    """`parse` in small steps: a generator that yields every `TOKENS_PER_STEP` tokens the grammar takes
+    (and once the parse tree is complete) and returns the syntax tree, so that an async caller can
+    give the event loop back between steps (`budget.run_sliced`). Raises what `parse` raises."""
+    prescan(text, limits)
+    return (yield from _parse_prescanned(text, limits))
+
+
+def _parse_prescanned(text: str, limits: Limits) -> Generator[None, None, Expr]:
+    """`parse_steps` after the pre-scan: the grammar, then the exact depth of the tree it built."""
     if not text.strip():
         raise RuleSyntaxError("empty expression", len(text))
     try:
-        tree = _lark().parse(text)
+        interactive = _lark().parse_interactive(text)
+        for taken, _ in enumerate(interactive.iter_parse(), 1):
+            if taken % TOKENS_PER_STEP == 0:
+                yield
+        tree: Tree[Token] = interactive.feed_eof()  # type: ignore[no-untyped-call]  # lark leaves it untyped
     except UnexpectedInput as exc:
         raise _translate(exc, text) from None
-    _check_tree_depth(tree)
-    expr = _Builder().build(tree)
+    yield
+    _check_tree_depth(tree, limits.max_depth)
+    yield
+    expr = yield from _build_steps(_Builder(limits.max_window_ms), tree)
     deepest, pos = depth(expr)
-    if deepest > MAX_DEPTH:
-        raise RuleSyntaxError(f"expression is nested more than {MAX_DEPTH} levels deep", pos)
+    if deepest > limits.max_depth:
+        raise RuleSyntaxError(f"expression is nested more than {limits.max_depth} levels deep", pos)
     return expr
+
+
+def _build_steps(builder: _Builder, tree: Tree[Token]) -> Generator[None, None, Expr]:
+    """`builder.build(tree)`, yielding between the operands of a top-level AND / OR chain (the shape a
+    long expression usually has)."""
+    if tree.data not in ("or_expr", "and_expr"):
+        return builder.build(tree)
+    operands: list[Expr] = []
+    for kid in tree.children[::2]:
+        operands.append(builder.build(kid))
+        yield
+    op: LogicOp = "OR" if tree.data == "or_expr" else "AND"
+    return Logical(op, tuple(operands), operands[0].pos)
 
 
 def _translate(exc: UnexpectedInput, text: str) -> RuleSyntaxError:
@@ -107,11 +150,11 @@ def _translate(exc: UnexpectedInput, text: str) -> RuleSyntaxError:
             return RuleSyntaxError("unexpected end of expression", len(text))
         pos = token.start_pos if token.start_pos is not None else 0
         if exc.expected == {"DURATION"}:
-            return RuleSyntaxError(f"expected a duration such as 5m, got {str(token)!r}", pos)
+            return RuleSyntaxError(f"expected a duration such as 5m, got {_shown(str(token))}", pos)
         if exc.expected and exc.expected <= _PUNCTUATION.keys():
             wanted = " or ".join(sorted(_PUNCTUATION[name] for name in exc.expected))
-            return RuleSyntaxError(f"expected {wanted}, got {str(token)!r}", pos)
-        return RuleSyntaxError(f"unexpected {str(token)!r}", pos)
+            return RuleSyntaxError(f"expected {wanted}, got {_shown(str(token))}", pos)
+        return RuleSyntaxError(f"unexpected {_shown(str(token))}", pos)
     if isinstance(exc, UnexpectedCharacters):
         pos = exc.pos_in_stream or 0
         char = text[pos] if 0 <= pos < len(text) else ""
@@ -123,14 +166,14 @@ def _translate(exc: UnexpectedInput, text: str) -> RuleSyntaxError:
     return RuleSyntaxError("invalid expression", max(exc.pos_in_stream or 0, 0))  # pragma: no cover
 
 
-def _check_tree_depth(tree: Tree[Token]) -> None:
-    """Reject parse trees deeper than MAX_DEPTH before the (recursive) builder walks them."""
+def _check_tree_depth(tree: Tree[Token], max_depth: int) -> None:
+    """Reject parse trees deeper than `max_depth` before the (recursive) builder walks them."""
     stack: list[tuple[Tree[Token], int]] = [(tree, 1)]
     while stack:
         node, d = stack.pop()
-        if d > MAX_DEPTH:
+        if d > max_depth:
             pos = node.meta.start_pos if not node.meta.empty else 0
-            raise RuleSyntaxError(f"expression is nested more than {MAX_DEPTH} levels deep", pos)
+            raise RuleSyntaxError(f"expression is nested more than {max_depth} levels deep", pos)
         stack.extend((child, d + 1) for child in node.children if isinstance(child, Tree))
 
 
@@ -140,7 +183,11 @@ def _unescape(body: str) -> str:
 
 
 class _Builder:
-    """Turns lark's parse tree into `nodes.Expr`. Recursion depth is bounded by `_check_tree_depth`."""
+    """Turns lark's parse tree into `nodes.Expr`. Recursion depth is bounded by `_check_tree_depth`;
+    a window longer than `max_window_ms` is an error at its duration."""
+
+    def __init__(self, max_window_ms: int) -> None:
+        self.max_window_ms = max_window_ms
 
     def build(self, node: Tree[Token] | Token) -> Expr:
         if isinstance(node, Token):  # pragma: no cover - every atom is wrapped in an aliased tree
@@ -158,10 +205,17 @@ class _Builder:
                 return Field(str(tok), tok.start_pos or 0)
             case "window":
                 fn, field, dur = _tok(kids[0]), _tok(kids[2]), _tok(kids[4])
+                duration_ms = _duration_ms(str(dur), dur.start_pos or 0)
+                if duration_ms > self.max_window_ms:
+                    raise RuleSyntaxError(
+                        f"window {_shown(str(dur))} is longer than the history kept "
+                        f"({_format_days(self.max_window_ms)})",
+                        dur.start_pos or 0,
+                    )
                 return Window(
                     cast(WindowFunction, str(fn).lower()),
                     Field(str(field), field.start_pos or 0),
-                    _duration_ms(str(dur), dur.start_pos or 0),
+                    duration_ms,
                     fn.start_pos or 0,
                 )
             case "fleet_fn":
@@ -197,6 +251,19 @@ class _Builder:
                 return result
             case other:  # pragma: no cover - the grammar has no other rules
                 raise AssertionError(f"unexpected rule {other!r}")
+
+
+def _shown(text: str, limit: int = 32) -> str:
+    """`text` quoted for a message, cut to `limit` characters (an error never echoes kilobytes back)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
+
+
+def _format_days(ms: int) -> str:
+    """A limit in the largest whole unit that states it exactly: `90d`, `36h`, `90m`, `45s`."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
 
 
 def _tok(child: Tree[Token] | Token) -> Token:
