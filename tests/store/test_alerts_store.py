@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from openmanager.alerts.engine import AlertEngine
 from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
 from openmanager.alerts.silences import Silence
@@ -81,3 +83,26 @@ async def test_silences_are_kept_and_ended(db_url: str) -> None:
         assert await alerts.silences(active_at=T0 + 20) == []
         (kept,) = await alerts.silences()
         assert kept.ended_at == T0 + 10 and kept.to_api(T0 + 20)["ends_at"] == T0 + 10
+
+
+async def test_a_stored_rule_that_no_longer_validates_is_skipped_logged_and_deletable(
+        db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A rule saved by an older version under looser limits (here a 999-day window, past the history kept)
+    must not stop the others from loading, nor the hub from starting; it can still be deleted."""
+    from sqlalchemy import update
+
+    from openmanager.store.alerts import RuleRow
+
+    async with await Store.open(db_url) as store:
+        alerts = AlertStore(store)
+        spec = RuleSpec.from_api({"id": "stale", "name": "Stale", "condition": "avg(cpu, 1h) > 1"})
+        await alerts.save_rule(spec, T0, "ops")
+        async with store._write() as conn:
+            await conn.execute(update(RuleRow).where(RuleRow.id == "stale")
+                               .values(definition=spec.to_api() | {"condition": "avg(cpu, 999d) > 1"}))
+        with caplog.at_level("ERROR", logger="openmanager.store.alerts"):
+            ids = [r.id for r in await alerts.load_rules()]
+        assert "stale" not in ids and "cpu-warning" in ids
+        assert any("'stale' is not loaded" in r.getMessage() and "999d" in r.getMessage() for r in caplog.records)
+        assert await alerts.delete_rule("stale")
+        assert "stale" not in {r.id for r in await alerts.load_rules()}

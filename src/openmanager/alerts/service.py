@@ -228,9 +228,12 @@ class AlertService:
         return spec
 
     async def delete_rule(self, rule_id: str) -> None:
-        if self.engine.rule(rule_id) is None:
-            raise NotFoundError(f"no rule {rule_id!r}")
+        """Delete a rule; also one that is stored but was not loaded (it no longer validates)."""
         self._require_writer()
+        if self.engine.rule(rule_id) is None:
+            if not await self.store.delete_rule(rule_id):
+                raise NotFoundError(f"no rule {rule_id!r}")
+            return
         await self.store.delete_rule(rule_id)
         await self._emit_committed(self.engine.remove_rule(rule_id, self.now_ms()))
 

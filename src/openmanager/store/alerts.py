@@ -7,6 +7,7 @@ keeps it deleted).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,9 +19,12 @@ from openmanager.alerts.engine import FLEET_KEY, Alert, Transition
 from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.silences import Silence
+from openmanager.core.errors import RuleSyntaxError, ValidationError
 from openmanager.store.db import Store
 from openmanager.store.models import Base, JSONType
 from openmanager.store.notifications import OutboxEntry, insert_outbox
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AlertStore", "alert_data"]
 
@@ -111,12 +115,19 @@ class AlertStore:
 
     # rules
     async def load_rules(self) -> list[RuleSpec]:
+        """Every stored rule that validates today. A rule stored by an older version that no longer passes
+        validation (say, a window past the history kept, or a cost over the limit) is left in the store,
+        logged as an error naming the rule and the reason, and not evaluated: one stale rule never stops
+        the hub from starting. Saving it again (fixed) or deleting it through the API clears the error."""
         async with self.store._read() as conn:
             rows = (await conn.execute(select(RuleRow.id, RuleRow.definition).order_by(RuleRow.created_at,
                                                                                      RuleRow.id))).all()
         out = []
         for rid, definition in rows:
-            out.append(RuleSpec.from_api(definition, rule_id=rid))
+            try:
+                out.append(RuleSpec.from_api(definition, rule_id=rid))
+            except (ValidationError, RuleSyntaxError) as exc:
+                log.error("stored rule %r is not loaded: %s", rid, exc.message)
         return out
 
     async def rule_meta(self) -> dict[str, dict[str, Any]]:
