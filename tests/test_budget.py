@@ -100,3 +100,24 @@ async def test_time_budget_stops_the_work_with_a_timeout_error() -> None:
             raise TimeoutError
     async with time_budget(10, "x"):
         assert await run_sliced(_busy_steps(0.01, [])) == "result"
+
+
+def _work_units(n: int) -> Generator[None, None, str]:
+    """n units of ~1 ms of CPU work each (counted in work, not in wall time)."""
+    for _ in range(n):
+        unit_end = time.perf_counter() + 0.001
+        while time.perf_counter() < unit_end:
+            pass
+        yield
+    return "result"
+
+
+async def test_sliced_jobs_together_take_at_most_their_share_of_the_loop() -> None:
+    """Two jobs of 0.2 s of work each, at a share of 0.5: together they cannot end sooner than twice
+    their 0.4 s of work (unshared, they would end after about 0.4 s)."""
+    started = time.perf_counter()
+    results = await asyncio.gather(run_sliced(_work_units(200), slice_s=0.005, share=0.5),
+                                   run_sliced(_work_units(200), slice_s=0.005, share=0.5))
+    elapsed = time.perf_counter() - started
+    assert results == ["result", "result"]
+    assert elapsed >= 0.8 * 0.95, elapsed

@@ -6,8 +6,11 @@ of the most expensive kind run at once.
   is refused at once, never queued (so a flood of requests holds nothing): `CapacityError` 429
   `rate_limited` for the user's own limit, 503 `busy` for the hub's, each with `Retry-After`.
 - `run_sliced`: runs a generator of small steps on the loop in slices of about `SLICE_S`, giving the
-  loop back between slices. Pure-Python work in a thread would not help (it takes the GIL from the loop
-  in 5 ms turns and cannot be cancelled); sliced, it shares the loop fairly and is cancelled cleanly.
+  loop back between slices, and all sliced work of the process together takes at most `LOOP_SHARE` of
+  the loop's time (after a slice of d seconds the next slice of any job starts no sooner than
+  d * (1 - share) / share later), so the fan-out and every other request always find the loop free for
+  most of each slice's length. Pure-Python work in a thread would not help (it takes the GIL from the
+  loop in 5 ms turns and cannot be cancelled); sliced, it shares the loop fairly and is cancelled cleanly.
 - `time_budget`: past it the work is cancelled and `CapacityError` 503 `timeout` raised.
 """
 
@@ -21,10 +24,16 @@ from typing import TypeVar
 
 from openmanager.core.errors import CapacityError
 
-__all__ = ["BUSY_RETRY_AFTER_S", "SLICE_S", "WorkLimiter", "run_sliced", "time_budget"]
+__all__ = ["BUSY_RETRY_AFTER_S", "LOOP_SHARE", "SLICE_S", "WorkLimiter", "run_sliced", "time_budget"]
 
 SLICE_S = 0.005
 """Loop time one sliced job takes before it yields: the lag it can add per turn of the loop."""
+LOOP_SHARE = 0.5
+"""The most of the loop's wall time that all sliced work of the process takes together: long work runs
+at least half as fast as it could alone, and the rest of the hub never waits behind it back to back."""
+
+_next_slice_at = 0.0
+"""`time.perf_counter()` before which no sliced job starts its next slice (shared by every job)."""
 BUSY_RETRY_AFTER_S = 5
 """`Retry-After` of a refusal for concurrency: jobs are short (see `time_budget`), so a few seconds."""
 
@@ -74,20 +83,30 @@ class WorkLimiter:
                 del self._running[user]
 
 
-async def run_sliced(steps: Generator[object, None, _T], *, slice_s: float = SLICE_S) -> _T:
+async def run_sliced(steps: Generator[object, None, _T], *, slice_s: float = SLICE_S,
+                     share: float = LOOP_SHARE) -> _T:
     """Run `steps` (a generator that yields between small units of work and returns the result) to its
-    end, in slices of about `slice_s` of loop time with the loop given back between them. A unit of
-    work should take well under `slice_s`; the generator is closed if the caller is cancelled."""
+    end, in slices of about `slice_s` of loop time with the loop given back between them, all sliced
+    jobs together within `share` (0 < share <= 1) of the loop's time. A unit of work should take well
+    under `slice_s`; the generator is closed if the caller is cancelled."""
+    global _next_slice_at
     clock = time.perf_counter
+    rest = (1.0 - share) / share
     try:
         while True:
-            end = clock() + slice_s
+            while (wait := _next_slice_at - clock()) > 0:
+                await asyncio.sleep(wait)
+            start = clock()
+            end = start + slice_s
             try:
                 while clock() < end:
                     next(steps)
             except StopIteration as done:
                 result: _T = done.value
                 return result
+            finally:
+                now = clock()
+                _next_slice_at = now + (now - start) * rest
             await asyncio.sleep(0)
     finally:
         steps.close()
