@@ -266,3 +266,24 @@ def test_offline_rule_on_status() -> None:
     f = Fleet(engine_with(spec), info("web-1"))
     assert kinds(f.tick({"web-1": {"status": "offline"}})) == [("firing", True)]
     assert kinds(f.tick({"web-1": {"status": "healthy", "cpu": 3}})) == [("resolved", True)]
+
+
+def test_maintenance_silences_a_fleet_alert_only_when_every_named_server_is_in_it() -> None:
+    spec = RuleSpec.from_api({"name": "many hot", "condition": "count(cpu > 85) >= 2", "fleet": True})
+    f = Fleet(engine_with(spec), info("web-1"), info("web-2"), info("db-1"))
+    one = Silence.from_api({"servers": ["web-1"], "duration": "1h"}, now_ms=f.now, created_by="maintenance:w1")
+    f.engine.add_silence(one, f.now)
+    out = f.tick({"web-1": {"cpu": 90}, "web-2": {"cpu": 95}, "db-1": {"cpu": 10}})
+    assert kinds(out) == [("firing", True)] and out[0].alert["silenced_by"] is None
+    # a plain silence on one of its servers still covers it (any server), as documented
+    plain = Silence.from_api({"servers": ["web-1"], "duration": "1h"}, now_ms=f.now, created_by="ops")
+    assert plain.matches(spec.id, spec.name, ("web-1", "web-2"), f.infos)
+    assert not one.matches(spec.id, spec.name, ("web-1", "web-2"), f.infos)
+    # a window over both named servers silences it; a single-server alert in the window is covered
+    both = Silence.from_api({"servers": ["web-*"], "duration": "1h"}, now_ms=f.now, created_by="maintenance:w2")
+    covered = f.engine.add_silence(both, f.now)
+    assert [t.kind for t in covered] == ["silenced"] and covered[0].alert["silenced_by"] == both.id
+    assert one.matches("hot", "hot", ("web-1",), f.infos) and not one.matches("hot", "hot", ("db-1",), f.infos)
+    tagged = Silence.from_api({"tags": {"env": "prod"}, "duration": "1h"}, now_ms=f.now, created_by="maintenance:w3")
+    prod = {"a": info("a", env="prod"), "b": info("b", env="dev")}
+    assert not tagged.matches("r", "r", ("a", "b"), prod) and tagged.matches("r", "r", ("a",), prod)

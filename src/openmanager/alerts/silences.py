@@ -4,6 +4,10 @@ A silence matches an alert when every matcher it has matches (an empty matcher l
 anything): `servers` (ids or globs; for a fleet alert, any of its servers), `rules` (rule ids or
 names), `tags` (every key=value present on the server). It is active from `starts_at` until
 `ends_at` (ms), or until ended early.
+
+A maintenance window's silence (created by `maintenance:<id>`) is per server: it covers a fleet
+alert only when every server the alert names is in the window, since a window on one server says
+nothing about the other fifteen a fleet alert may name.
 """
 
 from __future__ import annotations
@@ -112,20 +116,30 @@ class Silence:
     def ended(self, now_ms: int) -> Silence:
         return replace(self, ended_at=now_ms)
 
+    @property
+    def per_server(self) -> bool:
+        """True for a maintenance window's silence: it covers an alert only when it covers every server
+        the alert names."""
+        return self.created_by.startswith("maintenance:")
+
     def matches(self, rule_id: str, rule_name: str, servers: tuple[str, ...],
                 infos: Mapping[str, ServerInfo]) -> bool:
         if self.rules and rule_id not in self.rules and rule_name not in self.rules:
             return False
-        if self.servers and not any(_glob(pattern).match(s) for pattern in self.servers for s in servers):
-            return False
-        if self.tags:
-            def tagged(sid: str) -> bool:
-                info = infos.get(sid)
-                return info is not None and all(info.tags.get(k) == v for k, v in self.tags.items())
 
-            if not any(tagged(s) for s in servers):
-                return False
-        return True
+        def named(sid: str) -> bool:
+            return any(_glob(pattern).match(sid) for pattern in self.servers)
+
+        def tagged(sid: str) -> bool:
+            info = infos.get(sid)
+            return info is not None and all(info.tags.get(k) == v for k, v in self.tags.items())
+
+        if self.per_server:
+            return bool(servers) and all((not self.servers or named(s)) and (not self.tags or tagged(s))
+                                         for s in servers)
+        if self.servers and not any(named(s) for s in servers):
+            return False
+        return not self.tags or any(tagged(s) for s in servers)
 
     def to_api(self, now_ms: int) -> dict[str, Any]:
         return {
