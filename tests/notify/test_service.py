@@ -238,3 +238,34 @@ async def test_a_refused_url_is_rejected_when_saved(setup: Any) -> None:
             await service.set_preferences("ann", {"channels": {"webhook": {"url": url}}})
     stored = service.preferences("ann").channels["webhook"].settings["url"]
     assert stored.startswith("http://127.0.0.1:")  # the allow-listed receiver's URL is kept
+
+
+async def test_only_in_app_deliveries_count_as_unread_and_values_are_rounded(setup: Any) -> None:
+    service, clock, _hook, published = setup
+    engine = _engine(cooldown="10m")
+    out = engine.evaluate(clock.now, [(WEB, Ctx(90.123456789, clock.now))])  # firing: delivered in-app
+    out += engine.evaluate(clock.now + 1, [(WEB, Ctx(10, clock.now + 1))])  # resolved: delivered in-app
+    out += engine.evaluate(clock.now + 2, [(WEB, Ctx(93.39000025431316, clock.now + 2))])  # within cooldown
+    await _record(service, out)
+    history = await service.store.history("ann")
+    assert len(history) == 3
+    suppressed = [n for n in history if n["channels"]["inapp"]["status"] == "suppressed"]
+    assert [n["channels"]["inapp"]["reason"] for n in suppressed] == ["cooldown"]
+    assert suppressed[0]["read_at"] is not None  # in the history with its reason, not in the bell
+    assert await service.store.unread_count("ann") == 2
+    assert len(await service.store.history("ann", unread=True)) == 2
+    assert len(published) == 2  # only the delivered ones reach the notification centre live
+    bodies = "\n".join(n["body"] for n in history)
+    assert "cpu = 93.4" in bodies and "cpu = 90.1" in bodies and "93.39000025" not in bodies
+
+
+def test_display_value_uses_the_catalogue_precision() -> None:
+    from openmanager.notify.message import display_value
+
+    assert display_value("avg(cpu, 30s)", 23.39000025431316) == "23.4"
+    assert display_value("cpu", 50.0) == "50"
+    assert display_value("load1", 1.23456) == "1.23"
+    assert display_value("net_in", 12345.678) == "12346"
+    assert display_value("count(cpu > 85)", 3) == "3"
+    assert display_value("fleet_avg(memory)", 82.5) == "82.5"
+    assert display_value("status", "offline") == "offline"

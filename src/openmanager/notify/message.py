@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["Channel", "DeliveryError", "Message"]
+from openmanager.core.model import METRIC_BY_NAME
+
+__all__ = ["Channel", "DeliveryError", "Message", "display_value"]
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DEFAULT_DECIMALS = 2
+"""Decimals shown for a value whose expression names no catalogue metric (counts, ratios)."""
+
+
+def display_value(expression: str, value: Any) -> str:
+    """`value` of the rule expression `expression` (e.g. "avg(cpu, 30s)") as the dashboard shows it: rounded
+    to the catalogue precision of the first metric the expression names (cpu: 1 decimal, load1: 2,
+    net_in: 0), else to 2 decimals, without trailing zeros ("23.4", "50", "2"). Non-numbers as written."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    decimals = next((METRIC_BY_NAME[w].precision for w in _WORD.findall(expression) if w in METRIC_BY_NAME),
+                    DEFAULT_DECIMALS)
+    if expression.startswith("count("):
+        decimals = 0
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from openmanager.notify.message import display_value
 from openmanager.notify.preferences import CHANNELS, Preferences, severity_rank
 
 __all__ = ["ChannelPlan", "NotificationPlan", "render", "route"]
@@ -55,7 +56,7 @@ def render(event: Mapping[str, Any]) -> tuple[str, str]:
     lines = [f"{alert['severity'].upper()}: {rule} is {verb} on {where}."]
     values = alert.get("values") or {}
     if values:
-        lines.append("Values: " + ", ".join(f"{k} = {v}" for k, v in values.items()))
+        lines.append("Values: " + ", ".join(f"{k} = {display_value(k, v)}" for k, v in values.items()))
     if event.get("detail"):
         lines.append(str(event["detail"]))
     return title, "\n".join(lines)

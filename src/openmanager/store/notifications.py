@@ -5,6 +5,11 @@ The outbox rows of an alert transition are written in the same transaction as it
 (`AlertStore.record(..., outbox=...)`), before any delivery is attempted. Deliveries are then claimed
 by the worker by id; a delivery is `pending` until it is `sent`, `failed` (retries exhausted or a
 permanent error), or it never was due (`suppressed`, `queued` for a digest, then `digested`).
+
+Unread means "in the notification centre and not yet read": a notification whose in-app delivery was
+not `sent` (suppressed by cooldown, flapping, a silence or a mute; in-app disabled; delivered by
+other channels only) is stored already read (`read_at` = its `created_at`), so it stays in the history
+with its per-channel reasons but never counts in the bell.
 """
 
 from __future__ import annotations
@@ -106,13 +111,22 @@ async def insert_outbox(conn: AsyncConnection, entries: Sequence[OutboxEntry], n
     """Insert notifications and their deliveries inside the caller's transaction."""
     if not entries:
         return
-    await conn.execute(insert(NotificationRow), [dict(e.notification) for e in entries])
+    await conn.execute(insert(NotificationRow), [_read_unless_in_app(e) for e in entries])
     rows = [{"notification_id": e.notification["id"], "user": e.notification["user"], "channel": d["channel"],
              "status": d["status"], "reason": d.get("reason"), "attempts": 0,
              "next_attempt_at": now_ms if d["status"] == "pending" else None, "detail": d.get("detail"),
              "updated_at": now_ms} for e in entries for d in e.deliveries]
     if rows:
         await conn.execute(insert(DeliveryRow), rows)
+
+
+def _read_unless_in_app(entry: OutboxEntry) -> dict[str, Any]:
+    """The notification row: unread only when its in-app delivery was sent (see the module doc)."""
+    row = dict(entry.notification)
+    in_app = any(d["channel"] == "inapp" and d["status"] == "sent" for d in entry.deliveries)
+    if not in_app and row.get("read_at") is None:
+        row["read_at"] = row["created_at"]
+    return row
 
 
 _NOTIFICATION_COLUMNS = (NotificationRow.id, NotificationRow.kind, NotificationRow.alert_id, NotificationRow.title,
