@@ -93,3 +93,33 @@ async def test_delta_resume_starts_from_a_fresh_snapshot(hub: HubProcess) -> Non
         assert len(snap["data"]["servers"]) == 8 and orjson.dumps(snap)  # full state to apply deltas to
     finally:
         await c.close()
+
+
+async def test_compression_ratio_is_measured_per_connection_and_hub_wide(hub: HubProcess) -> None:
+    plain = await Client.open(hub, compression=None)
+    deflate = await Client.open(hub, compression="deflate")
+    try:
+        assert deflate.ws.protocol.extensions and not plain.ws.protocol.extensions
+        for c in (plain, deflate):
+            sub = await c.subscribe("metrics", rid="m")
+            await c.recv_until(lambda m: m["type"] == "snapshot")
+            await c.events(sub["sub"], 4)
+        system = await deflate.subscribe("system", rid="y")
+
+        def rows() -> dict[str, Any]:
+            body = hub.get("/api/v1/connections").json()
+            return body
+
+        body = rows()
+        ratios = {c["remote"]: c["compression_ratio"] for c in body["connections"]}
+        plain_port = plain.ws.local_address[1]
+        deflate_port = deflate.ws.local_address[1]
+        by_port = {int(remote.rsplit(":", 1)[1]): r for remote, r in ratios.items()}
+        assert by_port[plain_port] == 1.0
+        assert by_port[deflate_port] > 1.5, by_port
+        assert body["compression_ratio"] > 1.0
+        event = await deflate.recv_until(lambda m: m["type"] == "event" and m["sub"] == system["sub"])
+        assert event["data"]["compression_ratio"] > 1.0
+    finally:
+        await plain.close()
+        await deflate.close()

@@ -35,10 +35,18 @@ def deflate_message(data: bytes, wbits: int) -> bytes:
 def frame_bytes(payload: str | bytes, wbits: int) -> bytes:
     """A complete unmasked server frame for `payload` (text for str, binary for bytes), deflated when
     `wbits` is non-zero and the payload is long enough."""
+    return framed(payload, wbits)[0]
+
+
+def framed(payload: str | bytes, wbits: int) -> tuple[bytes, int]:
+    """`frame_bytes(payload, wbits)` and the payload bytes deflate saved on it (0 when not deflated)."""
     data = payload.encode() if isinstance(payload, str) else payload
     first = 0x81 if isinstance(payload, str) else 0x82  # FIN + opcode
+    saved = 0
     if wbits and len(data) >= MIN_DEFLATE_BYTES:
+        plain = len(data)
         data = deflate_message(data, wbits)
+        saved = plain - len(data)
         first |= 0x40  # RSV1: compressed
     n = len(data)
     if n < 126:
@@ -47,26 +55,35 @@ def frame_bytes(payload: str | bytes, wbits: int) -> bytes:
         header = struct.pack("!BBH", first, 126, n)
     else:
         header = struct.pack("!BBQ", first, 127, n)
-    return header + data
+    return header + data, saved
 
 
 class WireCache:
-    """The wire forms of the last payload written, keyed by the payload object's identity."""
+    """The wire forms of the last payload written, keyed by the payload object's identity, with the
+    payload bytes deflate saved on each (for the compression ratio)."""
 
     __slots__ = ("forms", "payload")
 
     def __init__(self) -> None:
         self.payload: str | bytes | None = None
-        self.forms: dict[int, bytes] = {}
+        self.forms: dict[int, tuple[bytes, int]] = {}
 
-    def get(self, payload: str | bytes, wbits: int) -> bytes:
+    def entry(self, payload: str | bytes, wbits: int) -> tuple[bytes, int]:
+        """`(wire bytes, payload bytes saved by deflate)` for `payload` in window `wbits`."""
         if payload is not self.payload:
             self.payload = payload
             self.forms = {}
-        wire = self.forms.get(wbits)
-        if wire is None:
-            wire = self.forms[wbits] = frame_bytes(payload, wbits)
-        return wire
+        form = self.forms.get(wbits)
+        if form is None:
+            form = self.forms[wbits] = framed(payload, wbits)
+        return form
+
+    def get(self, payload: str | bytes, wbits: int) -> bytes:
+        return self.entry(payload, wbits)[0]
+
+    def saved(self, payload: str | bytes, wbits: int) -> int:
+        """Payload bytes deflate saved on `payload` for window `wbits` (cached like `get`)."""
+        return self.entry(payload, wbits)[1]
 
 
 wire_cache = WireCache()
@@ -75,4 +92,9 @@ wire_of = wire_cache.get
 once while the same payload object is being written (the fan-out's per-client loop)."""
 
 
-__all__ = ["MIN_DEFLATE_BYTES", "WireCache", "deflate_message", "frame_bytes", "wire_cache", "wire_of"]
+wire_entry = wire_cache.entry
+"""`wire_entry(payload, wbits)`: `(wire_of(payload, wbits), payload bytes deflate saved)`, from the same cache."""
+
+
+__all__ = ["MIN_DEFLATE_BYTES", "WireCache", "deflate_message", "frame_bytes", "framed", "wire_cache", "wire_entry",
+           "wire_of"]

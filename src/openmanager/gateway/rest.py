@@ -18,6 +18,7 @@ from openmanager.gateway.auth import require_role
 from openmanager.gateway.compiling import compile_sliced
 from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse, error_response
+from openmanager.pipeline.session import compression_ratio
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
@@ -53,11 +54,14 @@ async def prometheus_metrics(request: Request) -> Response:
 
 
 @router.get("/api/v1/connections", tags=["connections"])
-async def list_connections(request: Request) -> dict[str, list[dict[str, Any]]]:
+async def list_connections(request: Request) -> dict[str, Any]:
     """Every open client session (admin): since, remote address, user, transport, subscriptions,
-    messages and bytes sent, queue depth, last round-trip time."""
+    messages and bytes sent, compression ratio, queue depth, last round-trip time; and the hub-wide
+    compression ratio since start."""
     require_role(request, "admin")
-    return {"connections": [s.describe() for s in _hub(request).sessions.values()]}
+    hub = _hub(request)
+    return {"connections": [s.describe() for s in hub.sessions.values()],
+            "compression_ratio": compression_ratio(hub.stats.bytes_sent, hub.stats.deflate_saved)}
 
 
 class ValidateRequest(BaseModel):

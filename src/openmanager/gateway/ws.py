@@ -24,7 +24,7 @@ from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.core.filters import TOPICS, TopicFilter, filter_cost
 from openmanager.gateway.compiling import parse_filter_async
 from openmanager.gateway.limits import CLOSE_TRY_AGAIN_LATER, client_address
-from openmanager.gateway.wsfast import BIND_DIRECT, RTT, SEND_NOW
+from openmanager.gateway.wsfast import BIND_DIRECT, DEFLATE_SAVED, RTT, SEND_NOW
 from openmanager.pipeline.fanout import shape_id
 from openmanager.pipeline.session import Session
 
@@ -134,6 +134,7 @@ async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[
     extensions = scope.get("extensions") or {}
     session.send_now = extensions.get(SEND_NOW)
     session.rtt = extensions.get(RTT)
+    session.take_deflate_saved = extensions.get(DEFLATE_SAVED)
     bind_direct = extensions.get(BIND_DIRECT)
     if bind_direct is not None:
         session.attach_transport(*bind_direct(session))

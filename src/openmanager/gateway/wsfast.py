@@ -69,6 +69,7 @@ from openmanager.core.wsframe import MIN_DEFLATE_BYTES, deflate_message, wire_of
 SEND_NOW = "openmanager.send_now"
 BIND_DIRECT = "openmanager.bind_direct"
 RTT = "openmanager.rtt_ms"
+DEFLATE_SAVED = "openmanager.take_deflate_saved"
 
 
 class ReadyListener(typing.Protocol):
@@ -79,7 +80,10 @@ class ReadyListener(typing.Protocol):
 
 class SharedDeflate(PerMessageDeflate):
     """permessage-deflate without context takeover on either side, compressing through the shared
-    compressor of its window size: the extension object holds no zlib state between messages."""
+    compressor of its window size: the extension object holds no zlib state between messages. `saved`
+    counts the payload bytes it saved since the session last took them (`take_saved`)."""
+
+    saved = 0
 
     def encode(self, frame: Frame) -> Frame:
         if frame.opcode in CTRL_OPCODES:
@@ -89,7 +93,12 @@ class SharedDeflate(PerMessageDeflate):
         if len(frame.data) < MIN_DEFLATE_BYTES:
             return frame
         data = deflate_message(bytes(frame.data), self.local_max_window_bits)
+        self.saved += len(frame.data) - len(data)
         return Frame(frame.opcode, data, frame.fin, True, frame.rsv2, frame.rsv3)
+
+    def take_saved(self) -> int:
+        saved, self.saved = self.saved, 0
+        return saved
 
 
 class SharedDeflateFactory(ServerPerMessageDeflateFactory):
@@ -401,14 +410,18 @@ class FastSendProtocol(WebSocketsSansIOProtocol):
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
+        deflate = None
         for ext in self.conn.extensions:
             if isinstance(ext, SharedDeflate):
                 self.wbits = ext.local_max_window_bits
+                deflate = ext
         scope = getattr(self, "scope", None)
         if scope is not None:  # None when the handshake was refused
             scope["extensions"][SEND_NOW] = self.send_now
             scope["extensions"][BIND_DIRECT] = self.bind_direct
             scope["extensions"][RTT] = self.rtt_ms
+            if deflate is not None:
+                scope["extensions"][DEFLATE_SAVED] = deflate.take_saved
 
     async def send(self, message: Any) -> None:
         await super().send(message)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from openmanager.core.encoding import encode_event
 from openmanager.core.outbound import Conflated, Entry, Framed, OutboundQueue
-from openmanager.core.wsframe import wire_of
+from openmanager.core.wsframe import wire_cache, wire_entry
 
 if TYPE_CHECKING:
     from openmanager.pipeline.fanout import Shape
@@ -50,6 +50,7 @@ class Session:
     subs: dict[str, Shape] = field(default_factory=dict)
     messages_sent: int = 0
     bytes_sent: int = 0
+    deflate_saved: int = 0  # payload bytes permessage-deflate saved: the ratio is bytes_sent / (that minus this)
     conflations: int = 0
     rtt: Callable[[], float | None] | None = None  # the transport's last heartbeat round trip, in ms
     binary: bool = False  # msgpack frames (the openmanager.v1.msgpack subprotocol)
@@ -58,6 +59,9 @@ class Session:
     busy: bool = False  # something is queued or an async write is in flight: new frames queue behind it
     held: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # sub -> live events held during a replay
     on_pending: Callable[[], None] | None = None  # called when something is queued or the session closes
+    take_deflate_saved: Callable[[], int] | None = None
+    """The transport's deflate savings on frames written through its own (async) send path since the
+    last call, or None when it compresses nothing there; the fast paths count theirs from the wire cache."""
     direct: Any = field(init=False, default=None)
     """The transport (`write(bytes)`, `is_closing()`) while fan-out frames may go straight to it: it takes
     writes, and this session is open with nothing queued or in flight and no replay held. Recomputed by
@@ -121,6 +125,18 @@ class Session:
         stats.bytes_sent += size
         if direct:
             stats.direct_writes += 1
+            if self.wbits:  # send_now wrote the cached wire form of this very frame
+                saved = wire_cache.saved(frame, self.wbits)
+                self.deflate_saved += saved
+                stats.deflate_saved += saved
+        elif self.take_deflate_saved is not None:
+            saved = self.take_deflate_saved()
+            self.deflate_saved += saved
+            stats.deflate_saved += saved
+
+    def compression_ratio(self) -> float:
+        """Uncompressed payload bytes ÷ payload bytes actually written (1.0 when nothing was compressed)."""
+        return compression_ratio(self.bytes_sent, self.deflate_saved)
 
     def send(self, frame: str | bytes) -> None:
         """Write or queue one encoded frame of an ordered stream (or a reply); never blocks.
@@ -260,11 +276,20 @@ class Session:
             "subscriptions": [{"sub": s.sub, "topic": s.topic} for s in self.subs.values()],
             "messages_sent": self.messages_sent,
             "bytes_sent": self.bytes_sent,
+            "compression_ratio": self.compression_ratio(),
             "queue_depth": len(self.queue),
             "queue_bytes": self.queue.bytes,
             "conflations": self.conflations,
             "rtt_ms": self.rtt() if self.rtt is not None else None,
         }
+
+
+def compression_ratio(plain_bytes: int, saved_bytes: int) -> float:
+    """`plain_bytes ÷ (plain_bytes - saved_bytes)`, two decimals: 3.0 is a threefold saving, 1.0 nothing saved."""
+    written = plain_bytes - saved_bytes
+    if saved_bytes <= 0 or written <= 0:
+        return 1.0
+    return round(plain_bytes / written, 2)
 
 
 def deliver(sessions: Iterable[Session], shape: Shape, cursor: str, data: Any, frame: str | bytes,
@@ -276,17 +301,21 @@ def deliver(sessions: Iterable[Session], shape: Shape, cursor: str, data: Any, f
     loop, written at once; anything else takes the full path."""
     size = len(frame)
     direct = 0
-    wires: dict[int, bytes] = {}
+    saved_total = 0
+    wires: dict[int, tuple[bytes, int]] = {}
     for session in sessions:
         transport = session.direct
         if transport is not None and not transport.is_closing():
             wbits = session.wbits
-            wire = wires.get(wbits)
-            if wire is None:
-                wire = wires[wbits] = wire_of(frame, wbits)
+            form = wires.get(wbits)
+            if form is None:
+                form = wires[wbits] = wire_entry(frame, wbits)
+            wire, saved = form
             transport.write(wire)
             session.messages_sent += 1
             session.bytes_sent += size
+            session.deflate_saved += saved
+            saved_total += saved
             direct += 1
         elif latest:
             session.send_latest(shape.sub, cursor, data, frame)
@@ -295,4 +324,5 @@ def deliver(sessions: Iterable[Session], shape: Shape, cursor: str, data: Any, f
     if direct:
         stats.messages_sent += direct
         stats.bytes_sent += direct * size
+        stats.deflate_saved += saved_total
         stats.direct_writes += direct

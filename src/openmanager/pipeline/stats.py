@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from openmanager.core.looplag import LagWindow
+from openmanager.pipeline.session import compression_ratio
 
 FANOUT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
@@ -27,6 +28,7 @@ class HubStats(Collector):
         self.connections: dict[str, int] = {"ws": 0, "sse": 0}
         self.messages_sent = 0
         self.bytes_sent = 0
+        self.deflate_saved = 0  # payload bytes permessage-deflate saved, of bytes_sent
         self.queue_drops = 0
         self.slow_consumer_closes = 0
         self.ingest_samples = 0
@@ -63,7 +65,7 @@ class HubStats(Collector):
             "connections": dict(self.connections),
             "messages_per_s": round((self.messages_sent - m0) / dt, 1),
             "bytes_per_s": round((self.bytes_sent - b0) / dt, 1),
-            "compression_ratio": 1.0,
+            "compression_ratio": compression_ratio(self.bytes_sent, self.deflate_saved),
             "drops": self.queue_drops,
             "conflations": self.conflations,
             "slow_consumer_closes": self.slow_consumer_closes,
