@@ -159,9 +159,12 @@ def watch(
         "http://127.0.0.1:8000"),
     token: Annotated[str | None, typer.Option(envvar="OPENMANAGER_TOKEN", show_envvar=True,
                                               help="Defaults to ./data/admin_token.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per snapshot or event: "
+                                                         '{"topic", "type", "data"}.')] = False,
 ) -> None:
-    """Stream a topic live in the terminal: one line per server update or log record; connection
-    state changes on stderr. The connection comes back by itself after a drop. Ctrl-C to stop."""
+    """Stream a topic live in the terminal: one readable line per server update, log record, alert
+    transition, fleet summary or hub statistic (JSON with --json); connection state changes on stderr.
+    The connection comes back by itself after a drop. Ctrl-C to stop."""
     from openmanager.client import ws_url
     from openmanager.client._watch import WATCH_TOPICS, resolve_token, run_watch
 
@@ -188,7 +191,7 @@ def watch(
         raise typer.Exit(2)
     try:
         code = asyncio.run(run_watch(topic, url=url, token=resolved, where=where, servers=servers, level=level,
-                                     contains=contains))
+                                     contains=contains, as_json=as_json))
     except KeyboardInterrupt:  # a second Ctrl-C while closing
         code = 0
     sys.exit(code)
@@ -246,8 +249,30 @@ def agents_create(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo(token)
+    hub_url, note = agent_hub_address(Settings.load({"data_dir": data_dir, "db": db}, config_file=config))
     typer.echo(f"agent {name!r} created; the token above is shown only this once. On the host to watch:\n"
-               f"  openmanager agent --hub http://<this hub>:8000 --token-file <file holding the token>", err=True)
+               f"  openmanager agent --hub {hub_url} --token-file <file holding the token>" + (f"\n{note}" if note
+                                                                                             else ""), err=True)
+
+
+def agent_hub_address(settings: Settings) -> tuple[str, str]:
+    """The address an agent on another machine should use for this hub, from its settings: `public_url`
+    when set, else the scheme, host and port it serves (this machine's name for a wildcard bind); plus a
+    note when that address is loopback, which only an agent on this machine can reach."""
+    import socket
+
+    if settings.public_url:
+        return settings.public_url.rstrip("/"), ""
+    scheme = "https" if settings.tls_cert else "http"
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    shown = f"[{host}]" if ":" in host else host
+    note = ""
+    if host in ("127.0.0.1", "::1", "localhost"):
+        note = ("(the hub listens on loopback only: for an agent on another machine, serve with --host 0.0.0.0 "
+                "behind TLS, or set public_url to the address it is reached at)")
+    return f"{scheme}://{shown}:{settings.port}", note
 
 
 @agents_app.command("list")
@@ -575,6 +600,28 @@ def users_enable(
 ) -> None:
     """Enable a disabled user again (their API tokens work again; they sign in anew)."""
     _set_disabled(name, False, data_dir, db, config)
+
+
+def reflow_help(doc: str) -> str:
+    """A docstring as help text that the terminal wraps at words: the lines of each paragraph joined
+    (Typer keeps the single line breaks of every paragraph after the first, which then break
+    mid-sentence at any other width)."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
+def _reflow_commands(typer_app: typer.Typer) -> None:
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = reflow_help(info.callback.__doc__)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_commands(group.typer_instance)
+
+
+_reflow_commands(app)
 
 
 def main() -> None:

@@ -74,7 +74,7 @@ async def test_watch_logs_with_token_from_env_and_file(hub: HubProcess, tmp_path
     finally:
         code, err = await _interrupt(proc)
     assert code == 0, err
-    assert "fleet snapshot" in lines[0] and "fleet event" in lines[1]
+    assert all("8 servers" in line and "healthy" in line for line in lines), lines
 
 
 async def _exit_status(*args: str) -> tuple[int, str]:
@@ -119,3 +119,22 @@ async def test_watch_alerts_prints_transitions(hub: HubProcess) -> None:
         code, err = await _interrupt(proc)
     assert "FIRING" in line and "warning" in line and "web-01" in line and "notified" in line, line
     assert code == 0, err
+
+
+async def test_watch_fleet_and_system_print_readable_lines_and_json_on_request(hub: HubProcess) -> None:
+    import json
+
+    for args, check in (
+        (("fleet",), lambda line: "servers" in line and "healthy" in line and "{" not in line),
+        (("system",), lambda line: "msg/s" in line and "compression x" in line and "{" not in line),
+        (("fleet", "--json"), lambda line: json.loads(line)["topic"] == "fleet"
+         and "healthy" in json.loads(line)["data"]),
+    ):
+        proc = await _start(*args, "--url", hub.base, "--token", hub.token)
+        try:
+            assert proc.stdout is not None
+            lines = await _lines(proc.stdout, 2)
+        finally:
+            code, err = await _interrupt(proc)
+        assert all(check(line) for line in lines), (args, lines)
+        assert code == 0 and "Traceback" not in err, err

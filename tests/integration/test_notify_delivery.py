@@ -154,9 +154,14 @@ async def test_local_targets_and_bad_push_subscriptions_are_refused_when_saved(t
             r = await _call(hub, "POST", "/api/v1/push/subscriptions", json=good | change)
             assert r.status_code == 400, (change, r.text)
             assert r.json()["error"]["code"] == "invalid_subscription" and fragment in r.json()["error"]["message"]
+        r = await _call(hub, "POST", "/api/v1/push/subscriptions", json={"keys": good["keys"]})
+        assert r.status_code == 400 and "no endpoint" in r.json()["error"]["message"], r.text
         r = await _call(hub, "POST", "/api/v1/push/subscriptions", json=good)
         assert r.status_code == 201, r.text
+        wrapped = {"subscription": good | {"endpoint": "https://push.example.com/push/wrapped"}}
+        r = await _call(hub, "POST", "/api/v1/push/subscriptions", json=wrapped)  # as docs/notifications.md shows
+        assert r.status_code == 201, r.text
         subs = (await _call(hub, "GET", "/api/v1/push/subscriptions")).json()["subscriptions"]
-        assert [s["endpoint"] for s in subs] == [good["endpoint"]]
+        assert sorted(s["endpoint"] for s in subs) == [good["endpoint"], "https://push.example.com/push/wrapped"]
     finally:
         await asyncio.to_thread(hub.stop)

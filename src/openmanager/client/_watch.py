@@ -80,6 +80,36 @@ def format_alert(data: dict[str, Any]) -> str:
             f"{alert.get('severity', '?')!s:<8} {rule.get('id', '?')!s:<22} {where:<14} value={shown}  ({note})")
 
 
+def format_fleet(data: dict[str, Any]) -> str:
+    """One `fleet` summary: counts by status and the fleet's average cpu, memory and disk."""
+    avg = data.get("avg") or {}
+    counts = "  ".join(f"{key} {data.get(key, 0)}" for key in ("healthy", "warning", "critical", "offline",
+                                                                  "maintenance"))
+    means = "  ".join(f"{label} {text}" for label, key in (("cpu", "cpu"), ("mem", "memory"), ("disk", "disk"))
+                      if (text := _num(avg, key, "{:.1f}%")) is not None)
+    return f"{_clock(data.get('ts'))}  {data.get('total', 0)} servers  {counts}" + (f"  avg {means}" if means else "")
+
+
+def format_system(data: dict[str, Any]) -> str:
+    """One `system` event: connections, message and byte rates, compression, drops, ingest, fan-out p99."""
+    conns = data.get("connections") or {}
+    parts = [f"{_clock(data.get('ts'))}  ws {conns.get('ws', 0)}  sse {conns.get('sse', 0)}"]
+    for label, key, fmt in (("msg/s", "messages_per_s", "{:.1f}"), ("B/s", "bytes_per_s", "{:.0f}"),
+                            ("compression", "compression_ratio", "x{:.2f}"), ("drops", "drops", "{}"),
+                            ("ingest/s", "ingest_per_s", "{:.1f}"), ("fan-out p99 ms", "fanout_p99_ms", "{:.2f}")):
+        text = _num(data, key, fmt)
+        if text is not None:
+            parts.append(f"{label} {text}")
+    if data.get("node"):
+        parts.append(f"node {data['node']}" + (" (leader)" if data.get("leader") else ""))
+    return "  ".join(parts)
+
+
+def format_json(topic: str, kind: str, data: Any) -> str:
+    """`--json`: one object per line, `{"topic", "type": "snapshot" | "event", "data"}`."""
+    return orjson.dumps({"topic": topic, "type": kind, "data": data}).decode()
+
+
 def format_state(state: ConnectionState) -> str:
     if state.state == "reconnecting":
         delay = f"{state.next_delay_s:.2f}" if state.next_delay_s is not None else "?"
@@ -104,13 +134,14 @@ class _Printer:
 
 
 async def run_watch(topic: str, *, url: str, token: str, where: str | None = None, servers: str | None = None,
-                    level: str | None = None, contains: str | None = None,
+                    level: str | None = None, contains: str | None = None, as_json: bool = False,
                     out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Stream `topic` until SIGINT/SIGTERM (exit status 0) or the client closes for good (1).
+    """Stream `topic` until SIGINT/SIGTERM (exit status 0) or the client closes for good (1): readable
+    lines, or with `as_json` one JSON object per snapshot or event (`format_json`).
     Status 1 when the hub cannot be reached or rejects the token, 2 for a filter the hub refuses."""
     out = out or sys.stdout
     err = err or sys.stderr
-    printer = _Printer(out, err, colour=out.isatty())
+    printer = _Printer(out, err, colour=out.isatty() and not as_json)
     client = HubClient(url, token=token)
     client.on_state(lambda s: printer.note(format_state(s)))
     loop = asyncio.get_running_loop()
@@ -125,7 +156,8 @@ async def run_watch(topic: str, *, url: str, token: str, where: str | None = Non
             printer.note(f"error: {exc.message}")
             return 1
         try:
-            await _subscribe(client, printer, topic, where=where, servers=servers, level=level, contains=contains)
+            await _subscribe(client, printer, topic, where=where, servers=servers, level=level, contains=contains,
+                             as_json=as_json)
         except HubError as exc:
             printer.note(f"error: the hub refused the subscription: {exc}")
             return 2
@@ -147,11 +179,26 @@ async def run_watch(topic: str, *, url: str, token: str, where: str | None = Non
 
 
 async def _subscribe(client: HubClient, printer: _Printer, topic: str, *, where: str | None, servers: str | None,
-                     level: str | None, contains: str | None) -> None:
+                     level: str | None, contains: str | None, as_json: bool = False) -> None:
     def on_reset(reset: Reset) -> None:
         printer.note(f"[reset] {reset.topic}: {reset.reason}; events between {reset.since} and "
                      f"{reset.cursor} may be missing")
 
+    flt: dict[str, Any] = {}
+    if as_json:
+        if topic == "metrics":
+            flt = {k: v for k, v in (("where", where), ("servers", servers)) if v}
+        elif topic == "logs":
+            flt = {k: v for k, v in (("servers", servers), ("level", level), ("contains", contains)) if v}
+        elif topic == "alerts":
+            flt = {k: v for k, v in (("servers", servers), ("severity", level.lower() if level else None)) if v}
+
+        def show_json(message: Event | Snapshot) -> None:
+            printer.line(format_json(topic, "snapshot" if isinstance(message, Snapshot) else "event", message.data))
+
+        await client.subscribe(topic, filter=flt or None, on_event=show_json, on_snapshot=show_json,
+                               on_reset=on_reset)
+        return
     if topic == "metrics":
         metrics = MetricsStream.on(client)
         metrics.subscribe(where=where, servers=servers, on_reset=on_reset,
@@ -163,7 +210,6 @@ async def _subscribe(client: HubClient, printer: _Printer, topic: str, *, where:
         logs.on_reset(on_reset)
         await logs.connect()
     elif topic == "alerts":
-        flt: dict[str, Any] = {}
         if servers:
             flt["servers"] = servers
         if level:
@@ -182,9 +228,10 @@ async def _subscribe(client: HubClient, printer: _Printer, topic: str, *, where:
         await client.subscribe(topic, filter=flt or None, on_event=show_alert, on_snapshot=show_alert,
                                on_reset=on_reset)
     else:
+        formatter = format_fleet if topic == "fleet" else format_system
+
         def show(message: Event | Snapshot) -> None:
-            label = "snapshot" if isinstance(message, Snapshot) else "event"
-            printer.line(f"{_clock(message.data.get('ts'))}  {topic} {label} "
-                         f"{orjson.dumps(message.data).decode()}")
+            if isinstance(message.data, dict):
+                printer.line(formatter(message.data))
 
         await client.subscribe(topic, on_event=show, on_snapshot=show, on_reset=on_reset)

@@ -27,6 +27,7 @@ from openmanager.gateway.auth import FrontDoor, token_link
 from openmanager.gateway.compression import CompressionMiddleware
 from openmanager.gateway.errors import error_response
 from openmanager.gateway.ingest import IngestService, ingest_endpoint
+from openmanager.gateway.jsonbody import JsonBodyGate
 from openmanager.gateway.limits import LOGIN_PATHS, BodyLimit, CapacityGate
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
@@ -181,6 +182,7 @@ def create_app(hub: Hub) -> FrontDoor:
         return FileResponse(str(STATIC_DIR / "index.html"), headers={"Cache-Control": "no-store"})
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(JsonBodyGate)  # an API body must be sent as application/json (415 otherwise)
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
     app.add_middleware(CapacityGate, limits=hub.limits)  # over the connection cap: health checks and admins
     app.add_middleware(AuthGate, hub=hub)

@@ -83,13 +83,15 @@ async def vapid_public_key(request: Request) -> dict[str, str]:
 
 @router.post("/push/subscriptions", status_code=201)
 async def add_push_subscription(request: Request, body: JsonObject) -> dict[str, Any]:
-    """Register this device's PushSubscription (`subscription.toJSON()`: endpoint and keys). 400
-    `invalid_subscription` unless the endpoint is https:// (http:// only for an address `outbound_allow`
-    names) on a host the outbound guard does not refuse, `p256dh` a 65-byte P-256 point and `auth` 16
-    bytes, both base64url."""
+    """Register this device's PushSubscription (`subscription.toJSON()`: endpoint and keys), bare or
+    wrapped as `{"subscription": {...}}`. 400 `invalid_subscription` unless the endpoint is https://
+    (http:// only for an address `outbound_allow` names) on a host the outbound guard does not refuse,
+    `p256dh` a 65-byte P-256 point and `auth` 16 bytes, both base64url."""
     from openmanager.notify.channels.webpush import PushSubscription
 
     service = _service(request)
+    if set(body) == {"subscription"}:
+        body = body["subscription"]
     subscription = PushSubscription.parse(body, service.outbound.policy)  # raises ValidationError (400)
     sub_id = new_id()
     await service.store.add_push_subscription(sub_id, _user(request), subscription.to_json(), service.clock())

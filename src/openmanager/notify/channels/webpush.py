@@ -80,6 +80,9 @@ class PushSubscription:
         if not isinstance(data, Mapping):
             raise _invalid("push subscription must be an object with endpoint and keys")
         endpoint = data.get("endpoint")
+        if endpoint is None:
+            raise _invalid('push subscription has no endpoint: send the PushSubscription JSON, {"endpoint": '
+                           '"https://…", "keys": {"p256dh": "…", "auth": "…"}}, bare or as {"subscription": {…}}')
         if not isinstance(endpoint, str) or not 0 < len(endpoint) <= 2048 or any(c.isspace() for c in endpoint):
             raise _invalid("push subscription endpoint must be a URL of at most 2048 characters")
         try:
