@@ -88,6 +88,17 @@ def test_backoff_is_full_jitter_within_the_exponential_cap() -> None:
         backoff_delay(-1, 0.5, 20.0)
 
 
+def test_after_a_restart_close_retries_come_about_every_second_with_jitter() -> None:
+    from openmanager.client._backoff import RESTART_WINDOW_S, reconnect_delay
+
+    rng = random.Random(2)
+    delays = [reconnect_delay(9, 0.5, 20.0, restart_age_s=5.0, uniform=rng.uniform) for _ in range(300)]
+    assert all(0.2 <= d <= 1.0 for d in delays) and max(delays) - min(delays) > 0.6  # spread, not lockstep
+    assert reconnect_delay(9, 0.5, 20.0, restart_age_s=None, uniform=lambda a, b: b) == 20.0  # any other drop
+    assert reconnect_delay(9, 0.5, 20.0, restart_age_s=RESTART_WINDOW_S + 1, uniform=lambda a, b: b) == 20.0
+    assert reconnect_delay(0, 0.05, 0.5, restart_age_s=1.0, uniform=lambda a, b: b) == 0.5  # never above the max
+
+
 def test_ws_url() -> None:
     assert ws_url("http://127.0.0.1:8000") == "ws://127.0.0.1:8000/ws"
     assert ws_url("https://hub.example/") == "wss://hub.example/ws"

@@ -145,3 +145,31 @@ async def test_fifty_random_cuts_lose_and_repeat_nothing(tmp_path: Path) -> None
         await reference.close()
         await proxy.close()
         await asyncio.to_thread(hub.stop)
+
+
+async def test_a_restarted_hub_gets_its_clients_back_within_seconds(tmp_path: Path) -> None:
+    """After a 1012 the client retries about every second (jittered), not on its exponential backoff:
+    however long the hub was away, it is back within a few seconds of the hub answering."""
+    import time
+
+    args = ("--servers", "4", "--seed", "3", "--tick", "0.5", "--no-local")
+    hub = HubProcess(tmp_path, *args)
+    await asyncio.to_thread(hub.start)
+    client = HubClient(hub.base, token=hub.token)  # the default backoff: 0.5 s doubling up to 20 s
+    states: list[ConnectionState] = []
+    client.on_state(states.append)
+    try:
+        await client.connect()
+        await asyncio.to_thread(hub.stop)
+        # five failed attempts: on the exponential backoff the next would wait up to 16 s
+        await until(lambda: sum(s.state == "reconnecting" for s in states) >= 6, 20, "six reconnect attempts")
+        waits = [s.next_delay_s for s in states if s.state == "reconnecting"]
+        assert all(w is not None and 0.2 <= w <= 1.0 for w in waits), waits
+        hub = HubProcess(tmp_path, *args, port=hub.port)
+        await asyncio.to_thread(hub.start)
+        answered = time.monotonic()
+        await asyncio.wait_for(client.wait_for_state("open"), 10)
+        assert time.monotonic() - answered < 4.0
+    finally:
+        await client.close()
+        await asyncio.to_thread(hub.stop)

@@ -8,7 +8,8 @@ Three tasks share one `DiskBuffer`:
 - the sender keeps one WebSocket to the hub's ingest endpoint: hello → welcome (the hub says up to which
   seq it has applied, and those items are removed) → batches of buffered items, oldest first, with up to
   `WINDOW` batches unacknowledged; each `ack` removes its items. After any failure it reconnects with
-  exponential backoff and full jitter (`client._backoff`), and whatever was buffered meanwhile is sent
+  exponential backoff and full jitter (`client._backoff`; every uniform(0.2, 1.0) s for a minute after
+  the hub closed with 1012, restarting), and whatever was buffered meanwhile is sent
   first, in order: backfill, then live.
 
 Stop with `stop()` (the CLI wires SIGINT/SIGTERM to it): collection stops, the sender gets up to
@@ -48,7 +49,7 @@ from openmanager.agent.protocol import (
     batch_frame,
     ingest_url,
 )
-from openmanager.client._backoff import backoff_delay
+from openmanager.client._backoff import RESTART_CLOSE_CODE, reconnect_delay
 from openmanager.core.model import LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.sources.local import LocalState, collect
 from openmanager.tasks import cancel_and_wait
@@ -339,6 +340,7 @@ class Agent:
 
     async def _send_loop(self) -> int:
         attempt = 0
+        restarted_at: float | None = None  # when the hub last closed with 1012 (restarting)
         while True:
             if self._stopping.is_set() and (self._drain_until is None or self._draining_done()):
                 return 0
@@ -351,6 +353,8 @@ class Agent:
                 return 1
             except ConnectionClosed as exc:
                 reason = f"connection closed ({_close_text(exc)})"
+                if exc.rcvd is not None and exc.rcvd.code == RESTART_CLOSE_CODE:
+                    restarted_at = time.monotonic()
             except InvalidStatus as exc:
                 reason = f"the hub answered HTTP {exc.response.status_code}"
             except (OSError, WebSocketException, TimeoutError, ValueError) as exc:
@@ -360,7 +364,9 @@ class Agent:
             self.state = "reconnecting"
             if self._stopping.is_set():
                 return 0
-            delay = backoff_delay(attempt, self.config.backoff_min_s, self.config.backoff_max_s, self._uniform)
+            restart_age = None if restarted_at is None else time.monotonic() - restarted_at
+            delay = reconnect_delay(attempt, self.config.backoff_min_s, self.config.backoff_max_s,
+                                    uniform=self._uniform, restart_age_s=restart_age)
             attempt += 1
             # The first failure of an outage is a warning, then one every 10 attempts (the rest are debug).
             level = logging.WARNING if attempt % 10 == 1 else logging.DEBUG

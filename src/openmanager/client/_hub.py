@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from openmanager import __version__
-from openmanager.client._backoff import backoff_delay
+from openmanager.client._backoff import RESTART_CLOSE_CODE, reconnect_delay
 from openmanager.client._errors import AuthError, ClientClosedError, ClientError, ConnectError, HubError
 from openmanager.client._resume import ResumePoint
 from openmanager.client._types import ClientStats, ConnectionState, Event, Reset, Snapshot, StateName
@@ -181,7 +181,9 @@ class HubClient:
     rejected) or `ConnectError` (unreachable, no welcome within `open_timeout`) without retrying. After
     that the client reconnects by itself until `close()`: after a drop, attempt *n* (0-based) waits
     `uniform(0, min(backoff_max, backoff_min * 2**n))` seconds; the count restarts once a connection
-    is open again with every subscription restored. A 4401/4403 close ends the client (state `closed`).
+    is open again with every subscription restored. When the hub closed with 1012 (restarting), attempts
+    come every uniform(0.2, 1.0) s for up to a minute instead, so the client is back about a second after
+    the hub answers again. A 4401/4403 close ends the client (state `closed`).
 
     Every `ping_interval` seconds it sends a protocol `ping` and updates `rtt_ms` from the `pong`; with
     no pong and nothing else received for `ping_timeout` seconds (while no callback is running) it drops
@@ -472,8 +474,11 @@ class HubClient:
                 if code in FATAL_CLOSE_CODES:
                     self._finish(reason)
                     return
+                restarted_at = time.monotonic() if code == RESTART_CLOSE_CODE else None
                 while True:
-                    delay = backoff_delay(self._attempt, self.backoff_min, self.backoff_max, self._rng.uniform)
+                    delay = reconnect_delay(
+                        self._attempt, self.backoff_min, self.backoff_max, uniform=self._rng.uniform,
+                        restart_age_s=None if restarted_at is None else time.monotonic() - restarted_at)
                     self._set_state(ConnectionState("reconnecting", self._attempt, delay, reason))
                     await asyncio.sleep(delay)
                     self._attempt += 1
