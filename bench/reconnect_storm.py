@@ -23,6 +23,14 @@ which grows by one per event of an unfiltered subscription) or repeated, and `me
 (gaps there are conflation, reported apart). Everything is bounded: each worker exits by its deadline,
 the run has a hard timeout (SIGALRM), and the hub and the workers are stopped by PID. Exit status 0
 when every storm fully recovered with nothing lost or repeated, 1 otherwise, 2 when the run failed.
+
+    python bench/reconnect_storm.py --clients 1000 --workers 2 --storms 2 --restart
+
+`--restart` replaces the cut with a hub restart: the hub is stopped (SIGINT: it closes every connection
+with 1012 "restarting") and started again on the same port and data directory, and what counts is how
+long after the new hub first answers `/readyz` every client is `open` again ("back after answer": the
+clients retry every uniform(0.2, 1.0) s after a 1012 instead of on their exponential backoff). The
+restarted hub has a new epoch, so every subscription resumes with a reset (expected here, not a failure).
 """
 
 from __future__ import annotations
@@ -148,7 +156,8 @@ class Probe:
     """One client and what its callbacks saw."""
 
     __slots__ = ("attempts", "backoff_s", "client", "cut_at", "events", "log_last", "log_lost", "logs_dup",
-                 "metrics_dup", "metrics_gaps", "metrics_last", "opened_at", "resets0", "resumed0", "st")
+                 "metrics_dup", "metrics_gaps", "metrics_last", "opened_at", "opened_epoch", "resets0", "resumed0",
+                 "st")
 
     def __init__(self, client: Any, st: WorkerState) -> None:
         self.client = client
@@ -162,6 +171,7 @@ class Probe:
         self.events = 0
         self.cut_at: float | None = None
         self.opened_at: float | None = None
+        self.opened_epoch: float | None = None
         self.backoff_s = 0.0
         self.attempts = 0
         self.resumed0 = 0
@@ -199,6 +209,7 @@ class Probe:
             self.backoff_s += state.next_delay_s or 0.0
         elif state.state == "open":
             self.opened_at = time.monotonic()
+            self.opened_epoch = time.time()
             self.st.pending -= 1
             if self.st.pending <= 0:
                 self.st.all_open.set()
@@ -253,7 +264,7 @@ async def worker_main(args: argparse.Namespace) -> None:
 
     while True:
         line = await loop.run_in_executor(None, sys.stdin.readline)
-        if line.startswith("cut"):
+        if line.startswith(("cut", "mark")):  # mark: the harness restarts the hub instead of a cut
             st.pending = len(probes)
             st.all_open = asyncio.Event()
             before = {id(p): (p.client.stats.connect_failures, p.client.stats.resumed, p.client.stats.resets)
@@ -262,12 +273,13 @@ async def worker_main(args: argparse.Namespace) -> None:
             cut_at = time.monotonic()
             for p in probes:
                 p.cut_at, p.opened_at, p.backoff_s, p.attempts = cut_at, None, 0.0, 0
-            cut = proxy.cut()
+            cut = proxy.cut() if line.startswith("cut") else len(probes)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(st.all_open.wait(), args.recovery_timeout)
             done = time.monotonic()
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             times, service, not_recovered, resets, failed = [], [], 0, 0, 0
+            opened_epochs = [p.opened_epoch for p in probes if p.opened_at is not None]
             for p in probes:
                 f0, r0, x0 = before[id(p)]
                 s = p.client.stats
@@ -284,7 +296,7 @@ async def worker_main(args: argparse.Namespace) -> None:
             emit({"kind": "storm", "cut": cut, "recovery_s": round(max(times, default=0) / 1000, 3),
                   "wall_s": round(done - cut_at, 3), "times_ms": [round(t, 2) for t in times],
                   "service_ms": [round(t, 2) for t in service], "not_recovered": not_recovered,
-                  "resets": resets, "failed_attempts": failed,
+                  "resets": resets, "failed_attempts": failed, "opened_epochs": opened_epochs,
                   "retried_clients": sum(1 for p in probes if p.attempts > 1),
                   "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3)})
         else:  # "stop", or the harness went away
@@ -356,8 +368,26 @@ def scrape(port: int, token: str) -> dict[str, float]:
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def start_hub(cmd: list[str], env: dict[str, str], log_path: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start the hub; returns once /readyz answers 200 (polled every 50 ms)."""
     import httpx
+
+    with log_path.open("ab") as log:
+        hub = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    end = time.monotonic() + 60
+    while True:
+        if hub.poll() is not None:
+            raise RuntimeError(f"hub exited with {hub.returncode}:\n{log_path.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return hub
+        if time.monotonic() > end:
+            stop_proc(hub, signal.SIGKILL, 5)
+            raise TimeoutError(f"hub not ready in 60s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     import psutil
 
     token = "bench-" + secrets.token_hex(12)
@@ -374,18 +404,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workers: list[subprocess.Popen[str]] = []
         storms: list[dict[str, Any]] = []
         try:
-            with log_path.open("wb") as log:
-                hub = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            end = time.monotonic() + 60
-            while True:
-                if hub.poll() is not None:
-                    raise RuntimeError(f"hub exited with {hub.returncode}:\n{log_path.read_text()[-3000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                        break
-                if time.monotonic() > end:
-                    raise TimeoutError(f"hub not ready in 60s:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.1)
+            hub = start_hub(cmd, env, log_path, port)
             hub_ps = psutil.Process(hub.pid)
             shares = [args.clients // args.workers + (1 if i < args.clients % args.workers else 0)
                       for i in range(args.workers)]
@@ -416,8 +435,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu0 = sum(hub_ps.cpu_times()[:2])
                 for w in workers:
                     assert w.stdin is not None
-                    w.stdin.write("cut\n")
+                    w.stdin.write("mark\n" if args.restart else "cut\n")
                     w.stdin.flush()
+                answered = None
+                if args.restart:
+                    stop_proc(hub, signal.SIGINT, 15)
+                    hub = start_hub(cmd, env, log_path, port)
+                    answered = time.time()
+                    hub_ps = psutil.Process(hub.pid)
+                    cpu0 = 0.0
+                    before = {}
                 parts = [r.get("storm", storm_budget) for r in readers]
                 cpu1 = sum(hub_ps.cpu_times()[:2])
                 sys1 = psutil.cpu_times()
@@ -445,9 +472,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "hub_queue_drops": int(after.get("openmanager_queue_drops_total", 0)
                                            - before.get("openmanager_queue_drops_total", 0)),
                 }
+                if answered is not None:
+                    back = sorted(t - answered for p in parts for t in p["opened_epochs"])
+                    storm["back_after_answer_s"] = round(back[-1], 2) if back else None
+                    storm["back_after_answer_p50_s"] = round(percentile(back, 0.5), 2) if back else None
                 storms.append(storm)
-                print(f"storm {i + 1}: {storm['cut']} cut, all back in {storm['full_recovery_s']}s",
-                      file=sys.stderr, flush=True)
+                print(f"storm {i + 1}: {storm['cut']} {'restarted' if args.restart else 'cut'}, all back in "
+                      f"{storm['full_recovery_s']}s" + (f", {storm['back_after_answer_s']}s after the hub answered"
+                                                         if args.restart else ""), file=sys.stderr, flush=True)
             time.sleep(args.settle)  # events after the last recovery, so a client stuck behind shows as a gap
             for w in workers:
                 assert w.stdin is not None
@@ -490,10 +522,15 @@ COLUMNS = [
 ]
 
 
-def table(storms: list[dict[str, Any]]) -> str:
-    rows = [[h for h, _, _ in COLUMNS]]
-    rows += [["-" if s[k] is None else f.format(s[k]) for _, k, f in COLUMNS] for s in storms]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+RESTART_COLUMNS = [("back after answer s", "back_after_answer_s", "{:.2f}"),
+                   ("p50 after answer s", "back_after_answer_p50_s", "{:.2f}")]
+
+
+def table(storms: list[dict[str, Any]], *, restart: bool = False) -> str:
+    columns = COLUMNS[:3] + RESTART_COLUMNS + COLUMNS[3:] if restart else COLUMNS
+    rows = [[h for h, _, _ in columns]]
+    rows += [["-" if s.get(k) is None else f.format(s[k]) for _, k, f in columns] for s in storms]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(columns))]
     lines = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
@@ -510,6 +547,8 @@ def main() -> int:
     p.add_argument("--backoff-min", type=float, default=0.5, help="HubClient's default")
     p.add_argument("--backoff-max", type=float, default=20.0, help="HubClient's default")
     p.add_argument("--recovery-timeout", type=float, default=60.0, help="per storm")
+    p.add_argument("--restart", action="store_true",
+                   help="restart the hub (1012 to every client) instead of cutting the connections")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if min(args.clients, args.workers, args.storms) < 1 or args.tick <= 0 or args.settle < 0:
@@ -539,7 +578,7 @@ def main() -> int:
     finally:
         signal.alarm(0)
     t = out["total"]
-    print(table(out["storms"]))
+    print(table(out["storms"], restart=args.restart))
     print(f"clients {t['connected']}/{t['clients']} (connect failures {t['connect_failures']}), "
           f"events delivered {t['events']}, logs lost {t['logs_lost']}, logs duplicated {t['logs_duplicated']}, "
           f"metrics duplicated {t['metrics_duplicated']}, metrics conflated gaps {t['metrics_gaps']}, "
@@ -555,7 +594,11 @@ def main() -> int:
         args.json.write_text(json.dumps({"meta": meta, **out}, indent=2) + "\n")
     bad = (t["logs_lost"] or t["logs_duplicated"] or t["metrics_duplicated"] or t["connect_failures"]
            or t["closed"] or t["connected"] < args.clients
-           or any(s["not_recovered"] or s["resets"] or s["cut"] < t["connected"] for s in out["storms"]))
+           or any(s["cut"] < t["connected"] for s in out["storms"]))
+    if args.restart:  # a restarted hub has a new epoch: every resume is a reset; what counts is coming back
+        bad = bad or any(s["back_after_answer_s"] is None or s["back_after_answer_s"] > 3.0 for s in out["storms"])
+    else:
+        bad = bad or any(s["not_recovered"] or s["resets"] for s in out["storms"])
     return 1 if bad else 0
 
 
