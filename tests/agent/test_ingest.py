@@ -374,3 +374,46 @@ async def test_log_lines_wait_while_the_log_store_is_behind(live: LiveHub) -> No
         await ws.close()
     finally:
         live.hub.log_writer = real
+
+
+async def test_a_batch_applied_but_not_recorded_is_not_applied_again(live: LiveHub) -> None:
+    """The store fails to record a batch's seq after the batch was applied (its log line on its way to the
+    store): the hub closes with 1011, the agent re-sends from the last recorded seq, and the line is
+    stored once — the hub remembers what it applied and only records it this time."""
+    from openmanager.store.db import StoreError
+
+    assert live.hub is not None and live.hub.logs is not None
+    token = await live.agents.create("web-09")
+    service = live.hub_app_state_ingest()
+    recorder = service.recorder
+    real = recorder.agents.record_acks
+    failures = [StoreError("database is locked")]
+
+    async def failing_once(batch: Any) -> Any:  # the disk said no, once
+        if failures:
+            raise failures.pop()
+        return await real(batch)
+
+    recorder.agents.record_acks = failing_once  # type: ignore[method-assign]
+    ws, welcome = await open_agent(live, token, first=1, last=1)
+    assert welcome["acked"] == 0
+    await ws.send(batch(1, [], [line(NOW, "only once")]), text=True)
+    code, _ = await closed_with(ws)
+    assert code == 1011
+    logs = live.hub.logs
+
+    async def stored() -> list[str]:
+        return [r["message"] for r in await logs.search("web-09")]
+
+    async with asyncio.timeout(10):
+        while await stored() != ["only once"]:
+            await asyncio.sleep(0.05)
+    ws, welcome = await open_agent(live, token, first=1, last=1)
+    assert welcome["acked"] == 0  # nothing was recorded: the agent sends batch 1 again
+    await ws.send(batch(1, [], [line(NOW, "only once")]), text=True)
+    assert await recv(ws) == {"type": "ack", "seq": 1, "duplicate": True}
+    await ws.close()
+    await live.hub.log_writer.flush()
+    assert await stored() == ["only once"]
+    record = await live.agents.get("web-09")
+    assert record is not None and record.last_seq == 1

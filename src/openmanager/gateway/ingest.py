@@ -10,6 +10,13 @@ leave in order, each after its commit. A batch
 whose seq is not above the agent's acknowledged seq is acknowledged again but not applied, so a batch
 re-sent after a lost ack, a reconnect or a hub restart is never applied twice.
 
+Applied is not the same as recorded: a batch is applied (its log records on their way to the store)
+before its seq commits. When that commit fails (the store busy or failing: the connection closes with
+1011) or is cut off, the agent reconnects and re-sends from the last *recorded* seq. So the service also
+remembers, per agent and buffer, the highest seq this process applied (`applied_seq`): a re-sent batch
+at or below it is recorded and acknowledged, never applied again — otherwise its log records would be
+stored twice (same timestamps, adjacent ids).
+
 Backfill: the agent sends what it buffered while the hub was away, oldest first, many samples per
 batch. Every sample goes into the server's state and history in order (history is what charts, window
 functions and roll-ups read), but only the newest sample of a batch is published on `metrics`: a
@@ -112,6 +119,15 @@ class IngestService:
         self._agents: AgentStore | None = None
         self._recorder: AckRecorder | None = None
         self._unrolled: dict[str, _Unrolled] = {}
+        self._applied: dict[int, tuple[str, int]] = {}  # agent id -> (buffer id, highest seq applied here)
+
+    def applied_seq(self, agent_id: int, buffer_id: str) -> int:
+        """The highest seq of `buffer_id` this process applied for the agent (0: none, or another buffer)."""
+        known = self._applied.get(agent_id)
+        return known[1] if known is not None and known[0] == buffer_id else 0
+
+    def note_seq(self, agent_id: int, buffer_id: str, seq: int) -> None:
+        self._applied[agent_id] = (buffer_id, seq)
 
     @property
     def agents(self) -> AgentStore:
@@ -423,7 +439,7 @@ async def ingest_endpoint(ws: WebSocket) -> None:
                 "server_time": int(time.time() * 1000),
             }).decode())
             log.info("agent %s connected from %s (acknowledged up to %d)", agent.name, remote, acked)
-            await _batches(ws, service, link, info, acked)
+            await _batches(ws, service, link, info, acked, buffer_id)
         except TimeoutError:
             await _refuse(ws, CLOSE_INVALID, "hello_expected", f"no hello within {HELLO_TIMEOUT_S:g}s")
         except IngestError as exc:
@@ -448,10 +464,13 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         log.info("agent %s disconnected", agent.name)
 
 
-async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: ServerInfo, acked: int) -> None:
+async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: ServerInfo, acked: int,
+                   buffer_id: str) -> None:
     """Read, apply and acknowledge batches until the peer goes away. Reading runs ahead of the durable
     records (up to MAX_UNACKED batches), so one commit can cover several batches of a busy agent; acks go
-    out in order, each only once its seq (or a later one) is committed. Raises AckRevoked, StoreError."""
+    out in order, each only once its seq (or a later one) is committed. A batch this process applied
+    already (above `acked` but not recorded) is recorded and acknowledged, not applied again. Raises
+    AckRevoked, StoreError."""
     hub = service.hub
     counters = service.counters
     reader = asyncio.current_task()
@@ -464,7 +483,7 @@ async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: Ser
             reader.cancel()  # the acker only ends on a failure: stop reading
 
     acker.add_done_callback(on_acker_end)
-    applied = acked
+    applied = max(acked, service.applied_seq(link.agent.id, buffer_id))
     outstanding: set[asyncio.Future[None]] = set()
     try:
         while True:
@@ -474,12 +493,18 @@ async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: Ser
             seq, raw_samples, raw_logs = parse_batch(msg)
             if seq <= applied:
                 counters.duplicates += 1
-                await queue.put((-seq, None))  # acknowledged (after what precedes it), not applied
+                again = None
+                if seq > acked:  # applied by an earlier connection whose record did not commit: record it now
+                    again = asyncio.ensure_future(service.recorder.record(link.agent.id, seq))
+                    outstanding.add(again)
+                    again.add_done_callback(outstanding.discard)
+                await queue.put((-seq, again))  # acknowledged (after what precedes it), not applied
                 continue
             await service.make_room(info.id, len(raw_samples), len(raw_logs))
             done = apply_batch(hub, info, raw_samples, raw_logs)
             service.note_applied(info.id, done.newest_ts, done.samples)
             applied = seq
+            service.note_seq(link.agent.id, buffer_id, seq)
             counters.batches += 1
             counters.samples += done.samples
             counters.logs += done.logs
