@@ -39,6 +39,7 @@ _CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    415: "unsupported_media_type",
     422: "invalid_request",
     429: "rate_limited",
     503: "unavailable",
@@ -79,6 +80,7 @@ _DESCRIPTIONS = {
     404: "No such server, rule, alert, user … (or a route parameter that cannot name one)",
     409: "The request does not fit the current state",
     413: "The request body is larger than the limit",
+    415: "A request body not sent as JSON (the header Content-Type: application/json)",
     422: "The request does not match the operation's schema (wrong type, missing field, bad JSON)",
     429: "Too many requests or attempts; see Retry-After",
     503: "The hub, or a part of it, is starting or over capacity; see Retry-After when given",
@@ -88,7 +90,7 @@ _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying ag
 # Which operations can answer which errors. Declared once here, not per route: the auth gate, the body
 # and connection limits and the error handlers above apply to every route alike.
 _EVERY_OPERATION = (400, 413, 429, 503)  # 400: a Host header the hub does not answer to
-_API_OPERATION = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+_API_OPERATION = (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
 _NON_JSON_SUCCESS = {"/metrics": "text/plain", "/sse": "text/event-stream"}
 
 
