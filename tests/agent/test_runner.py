@@ -150,3 +150,34 @@ async def test_a_refused_token_ends_the_agent_and_a_buffer_dir_has_one_owner(
         assert await running == 0
     finally:
         await live.stop()
+
+
+async def test_after_a_restart_close_the_agent_retries_about_every_second(tmp_path: Path) -> None:
+    """The hub stops with 1012: the agent's attempts wait uniform(0.2, 1.0) s, not its exponential backoff
+    (here 0.5 s doubling to 30 s), and it is connected again within seconds of the hub answering."""
+    import random
+    import time
+
+    windows: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        windows.append((low, high))
+        return random.uniform(low, high)
+
+    live = await LiveHub(tmp_path / "hub").start()
+    token = await live.agents.create("box")
+    agent = Agent(config(live, token, tmp_path, backoff_min_s=0.5, backoff_max_s=30.0), uniform=uniform)
+    running = asyncio.create_task(agent.run())
+    try:
+        await until(lambda: agent.state == "connected", 10, "the agent connected")
+        await live.stop()  # uvicorn closes the ingest connection with 1012
+        await until(lambda: len(windows) >= 5, 15, "five reconnect attempts")
+        assert all(w == (0.2, 1.0) for w in windows), windows  # on the backoff, the 5th would wait up to 8 s
+        live = await LiveHub(tmp_path / "hub", port=live.port).start()
+        answered = time.monotonic()
+        await until(lambda: agent.state == "connected", 10, "the agent back")
+        assert time.monotonic() - answered < 4.0
+    finally:
+        agent.stop()
+        await running
+        await live.stop()
