@@ -147,7 +147,8 @@ async def test_a_streamed_oversized_body_is_cut_at_the_limit_and_memory_stays_fl
     try:
         async with HealthProbe(guarded) as probe:
             async with httpx.AsyncClient(base_url=guarded.base, timeout=30) as http:
-                r = await http.post("/api/v1/login", content=body(64 * MiB))
+                r = await http.post("/api/v1/login", content=body(64 * MiB),
+                                    headers={"Content-Type": "application/json"})
                 assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
                 r = await http.post("/api/v1/rules/validate", content=b"x" * (50 * MiB),
                                     headers={"Authorization": f"Bearer {guarded.token}"})
