@@ -32,9 +32,9 @@ from openmanager.broker.memory import HistoryLimits, MemoryBroker
 from openmanager.budget import WorkLimiter
 from openmanager.cluster import CONTROL_TOPIC, INTERNAL_TOPICS, Election, LeaderCalls, default_node_id
 from openmanager.config import Settings
-from openmanager.core.filters import TOPICS
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import ServerInfo
+from openmanager.core.protocol import TOPICS, CloseCode
 from openmanager.core.rules import EvalContext, parse_duration
 from openmanager.gateway.auth import ADMIN_USER, Authenticator
 from openmanager.gateway.limits import ConnectionLimits
@@ -475,7 +475,7 @@ class Hub:
         self._tasks.clear()
         self._leader_tasks.clear()
         for session in list(self.sessions.values()):
-            session.close(1012, "hub restarting or shutting down")
+            session.close(CloseCode.SERVICE_RESTART, "hub restarting or shutting down")
         with contextlib.suppress(TimeoutError):  # the publisher, cancelled: bounded like the tasks above
             async with asyncio.timeout(STOP_STEP_S):
                 await self.pipeline.stop()

@@ -27,6 +27,7 @@ import uvicorn
 
 from openmanager.config import Settings
 from openmanager.core.errors import ConfigError
+from openmanager.core.protocol import CloseCode
 from openmanager.core.rules import parse_duration
 from openmanager.gateway.app import create_app
 from openmanager.gateway.auth import load_admin_token, startup_lines
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 15.0
 """From the stop signal to the forced exit (status 1) when the graceful shutdown is stuck."""
-CLOSE_RESTARTING = 1012
 CLOSE_REASON = "hub restarting or shutting down"
 
 
@@ -189,7 +189,7 @@ class HubServer(uvicorn.Server):
 
     async def shutdown(self, sockets: Any = None) -> None:
         for session in list(self.hub.sessions.values()):
-            session.close(CLOSE_RESTARTING, CLOSE_REASON)
+            session.close(CloseCode.SERVICE_RESTART, CLOSE_REASON)
         await super().shutdown(sockets=sockets)
 
 

@@ -7,9 +7,10 @@ from openmanager.core.encoding import encode_event, splice_event
 from openmanager.core.filters import parse_filter
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import Sample, ServerInfo, Status
+from openmanager.core.protocol import CloseCode
 from openmanager.core.status import StatusPolicy
 from openmanager.pipeline.fanout import FanOut, shape_id
-from openmanager.pipeline.session import CLOSE_SLOW_CONSUMER, QueueLimits, Session
+from openmanager.pipeline.session import QueueLimits, Session
 from openmanager.pipeline.state import FleetState
 from openmanager.pipeline.stats import HubStats
 
@@ -90,7 +91,7 @@ async def test_overflow_closes_slow_consumer_with_4008() -> None:
     fanout.attach(ok, shape)
     for i in range(5):
         await broker.publish("logs", {"records": [{"server": "x", "level": "INFO", "message": str(i)}]})
-    assert slow.close_code == CLOSE_SLOW_CONSUMER
+    assert slow.close_code == CloseCode.SLOW_CONSUMER
     assert stats.slow_consumer_closes == 1 and stats.queue_drops == 1
     assert len(drain(ok)) == 5  # the others are unaffected
 

@@ -15,18 +15,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+from openmanager.core.protocol import CloseCode
+
 PROTOCOL_VERSION = 1
 INGEST_PATH = "/api/v1/agents/ingest"
 
-# Close codes (the hub sends an `error` message with the same meaning just before).
-CLOSE_INVALID = 4400  # invalid_message: not JSON, wrong shape, hello missing, unsupported protocol
-CLOSE_UNAUTHORIZED = 4401  # unauthorized: unknown or revoked agent token
-CLOSE_FORBIDDEN = 4403  # name_mismatch: the hello names another agent than the token's
-CLOSE_REPLACED = 4409  # replaced: a newer connection of the same agent took over
-CLOSE_TOO_LARGE = 4413  # batch_too_large: more items than max_batch_items
-# A frame over max_frame_bytes is closed by the server's frame limit with 1009.
+# Close codes: `core.protocol.CloseCode` (the hub sends an `error` message with the same meaning just before):
+# INVALID_MESSAGE 4400 (not JSON, wrong shape, hello missing, unsupported protocol), UNAUTHORIZED 4401 (unknown
+# or revoked agent token), FORBIDDEN 4403 (name_mismatch: the hello names another agent than the token's),
+# REPLACED 4409 (a newer connection of the same agent took over), TOO_LARGE 4413 (batch_too_large: more items
+# than max_batch_items). A frame over max_frame_bytes is closed by the server's frame limit with 1009.
 
-FATAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN})  # an agent must not retry these
+FATAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN})  # an agent must not retry these
 
 MAX_BATCH_ITEMS = 1000  # samples + log records per batch the hub accepts
 MAX_MESSAGE_CHARS = 8192  # the pipeline cuts longer log messages; the agent cuts them before sending

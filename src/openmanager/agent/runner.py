@@ -49,8 +49,9 @@ from openmanager.agent.protocol import (
     batch_frame,
     ingest_url,
 )
-from openmanager.client._backoff import RESTART_CLOSE_CODE, reconnect_delay
+from openmanager.client._backoff import reconnect_delay
 from openmanager.core.model import LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.core.protocol import CloseCode
 from openmanager.sources.local import LocalState, collect
 from openmanager.tasks import cancel_and_wait
 
@@ -353,7 +354,7 @@ class Agent:
                 return 1
             except ConnectionClosed as exc:
                 reason = f"connection closed ({_close_text(exc)})"
-                if exc.rcvd is not None and exc.rcvd.code == RESTART_CLOSE_CODE:
+                if exc.rcvd is not None and exc.rcvd.code == CloseCode.SERVICE_RESTART:
                     restarted_at = time.monotonic()
             except InvalidStatus as exc:
                 reason = f"the hub answered HTTP {exc.response.status_code}"
@@ -455,7 +456,7 @@ class Agent:
                     receiver.result()  # raises what ended it, unless the hub closed normally
                     return
                 if self._draining_done():
-                    await ws.close(1000, "agent stopping")
+                    await ws.close(CloseCode.NORMAL, "agent stopping")
                     return
                 while len(in_flight) < WINDOW:
                     items = self.buffer.read(after=sent_upto, max_items=max_items, max_bytes=budget)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from openmanager.core.protocol import CloseCode
+
 _MAX_EXPONENT = 62  # 2**62 * any sane minimum is far above any maximum; avoids float overflow
 
-RESTART_CLOSE_CODE = 1012
+RESTART_CLOSE_CODE = CloseCode.SERVICE_RESTART
 """The hub closes every connection with 1012 ("service restart") when it stops."""
 RESTART_RETRY_S = (0.2, 1.0)
 """While a restarting hub comes back, each attempt waits uniform(0.2, 1.0) s: back within about a second

@@ -28,33 +28,29 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from openmanager import __version__
-from openmanager.client._backoff import RESTART_CLOSE_CODE, reconnect_delay
+from openmanager.client._backoff import reconnect_delay
 from openmanager.client._errors import AuthError, ClientClosedError, ClientError, ConnectError, HubError
 from openmanager.client._resume import ResumePoint
 from openmanager.client._types import ClientStats, ConnectionState, Event, Reset, Snapshot, StateName
 from openmanager.core.cursor import parse_cursor
 from openmanager.core.delta import apply_delta
 from openmanager.core.encoding import unpack
+from openmanager.core.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOL = "openmanager.v1.json"
-SUBPROTOCOL_MSGPACK = "openmanager.v1.msgpack"
-CLOSE_SLOW_CONSUMER = 4008
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN_ORIGIN = 4403
-FATAL_CLOSE_CODES = frozenset({CLOSE_UNAUTHORIZED, CLOSE_FORBIDDEN_ORIGIN})
+FATAL_CLOSE_CODES = frozenset({CloseCode.UNAUTHORIZED, CloseCode.FORBIDDEN})
 """Close codes after which reconnecting cannot help: the client closes for good."""
 
-_CLOSE_MEANINGS = {
-    1000: "normal closure",
-    1001: "hub shutting down",
-    1009: "message too big",
-    1011: "heartbeat timeout or hub error",
-    1012: "hub restarting",
-    CLOSE_SLOW_CONSUMER: "slow consumer",
-    CLOSE_UNAUTHORIZED: "unauthorized",
-    CLOSE_FORBIDDEN_ORIGIN: "origin not allowed",
+_CLOSE_MEANINGS: dict[int, str] = {
+    CloseCode.NORMAL: "normal closure",
+    CloseCode.GOING_AWAY: "hub shutting down",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
+    CloseCode.INTERNAL_ERROR: "heartbeat timeout or hub error",
+    CloseCode.SERVICE_RESTART: "hub restarting",
+    CloseCode.SLOW_CONSUMER: "slow consumer",
+    CloseCode.UNAUTHORIZED: "unauthorized",
+    CloseCode.FORBIDDEN: "origin not allowed",
 }
 
 EventCallback = Callable[[Event], Awaitable[None] | None]
@@ -386,8 +382,8 @@ class HubClient:
         try:
             ws = await connect(
                 self.url,
-                subprotocols=[Subprotocol(SUBPROTOCOL_MSGPACK if self.encoding == "msgpack" else SUBPROTOCOL),
-                              Subprotocol(SUBPROTOCOL)],
+                subprotocols=[Subprotocol(SUBPROTOCOL_MSGPACK if self.encoding == "msgpack" else SUBPROTOCOL_JSON),
+                              Subprotocol(SUBPROTOCOL_JSON)],
                 additional_headers={"Authorization": f"Bearer {self._token}"},
                 user_agent_header=f"openmanager-client/{__version__}",
                 compression="deflate" if self.compression else None,
@@ -474,7 +470,7 @@ class HubClient:
                 if code in FATAL_CLOSE_CODES:
                     self._finish(reason)
                     return
-                restarted_at = time.monotonic() if code == RESTART_CLOSE_CODE else None
+                restarted_at = time.monotonic() if code == CloseCode.SERVICE_RESTART else None
                 while True:
                     delay = reconnect_delay(
                         self._attempt, self.backoff_min, self.backoff_max, uniform=self._rng.uniform,

@@ -24,9 +24,6 @@ from openmanager.core.rules import (
     forbidden_character,
 )
 
-TOPICS: tuple[str, ...] = ("metrics", "fleet", "logs", "alerts", "notifications", "system")
-"""Every topic of the protocol."""
-
 SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "critical")
 
 MAX_GLOBS = 256

@@ -43,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from openmanager.core.access import LoginLimiter, has_role, host_allowed
 from openmanager.core.errors import ForbiddenError, OpenManagerError
+from openmanager.core.protocol import CloseCode
 from openmanager.gateway.errors import error_response
 from openmanager.store.users import Identity, hash_secret
 
@@ -62,7 +63,6 @@ CACHE_TTL_S = 30.0
 NEGATIVE_TTL_S = 10.0
 CACHE_SIZE = 10_000
 NEGATIVE_CACHE_SIZE = 4_096
-CLOSE_UNAUTHORIZED = 4401
 PEER_KEY = "openmanager.peer"  # the scope key `FrontDoor` keeps the TCP peer's (host, port) under
 DIRECT_FETCH_SITES = frozenset({"none", "same-origin"})  # `Sec-Fetch-Site` values `/?token=` signs in from
 
@@ -413,7 +413,7 @@ class Authenticator:
         if close_streams:
             for session, principal in list(self._streams.values()):
                 if match(principal):
-                    session.close(CLOSE_UNAUTHORIZED, "unauthorized")
+                    session.close(CloseCode.UNAUTHORIZED, "unauthorized")
         if self.on_invalidate is not None:
             self.on_invalidate(dict(notice or {}, close_streams=close_streams))
 

@@ -43,17 +43,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from openmanager.agent.protocol import (
-    CLOSE_FORBIDDEN,
-    CLOSE_INVALID,
-    CLOSE_REPLACED,
-    CLOSE_TOO_LARGE,
-    CLOSE_UNAUTHORIZED,
-    MAX_BATCH_ITEMS,
-    PROTOCOL_VERSION,
-)
+from openmanager.agent.protocol import MAX_BATCH_ITEMS, PROTOCOL_VERSION
 from openmanager.core.errors import OpenManagerError
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.core.protocol import CloseCode
 from openmanager.store.agents import AckRecorder, AckRevoked, AgentRecord, AgentStore
 from openmanager.store.db import StoreError
 
@@ -77,7 +70,8 @@ _LONG = 255
 class IngestError(OpenManagerError):
     """A protocol violation: the hub answers `error` with `code` and closes with `close_code`."""
 
-    def __init__(self, message: str, *, code: str = "invalid_message", close_code: int = CLOSE_INVALID) -> None:
+    def __init__(self, message: str, *, code: str = "invalid_message",
+                 close_code: int = CloseCode.INVALID_MESSAGE) -> None:
         super().__init__(message, code=code)
         self.close_code = close_code
 
@@ -283,7 +277,7 @@ def parse_hello(msg: Mapping[str, Any], agent: AgentRecord) -> tuple[ServerInfo,
     name = raw.get("name")
     if name is not None and name != agent.name:
         raise IngestError(f"this token belongs to agent {agent.name!r}, not {name!r}", code="name_mismatch",
-                          close_code=CLOSE_FORBIDDEN)
+                          close_code=CloseCode.FORBIDDEN)
     tags = raw.get("tags") or {}
     if (
         not isinstance(tags, dict)
@@ -326,7 +320,7 @@ def parse_batch(msg: Mapping[str, Any]) -> tuple[int, list[Any], list[Any]]:
         raise IngestError(
             f"a batch holds at most {MAX_BATCH_ITEMS} items, got {len(samples) + len(logs)}",
             code="batch_too_large",
-            close_code=CLOSE_TOO_LARGE,
+            close_code=CloseCode.TOO_LARGE,
         )
     return seq, samples, logs
 
@@ -402,16 +396,16 @@ async def ingest_endpoint(ws: WebSocket) -> None:
     token = _bearer(ws)
     await ws.accept()
     if hub.store is None or not hub.started:
-        await _refuse(ws, 1013, "unavailable", "the hub is starting; try again")
+        await _refuse(ws, CloseCode.TRY_AGAIN_LATER, "unavailable", "the hub is starting; try again")
         return
     try:
         agent = await service.agents.authenticate(token)
     except StoreError as exc:
         log.error("agent authentication failed: %s", exc.message)
-        await _refuse(ws, 1011, exc.code, "the hub cannot check tokens now; try again")
+        await _refuse(ws, CloseCode.INTERNAL_ERROR, exc.code, "the hub cannot check tokens now; try again")
         return
     if agent is None:
-        await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "a valid agent token is required")
+        await _refuse(ws, CloseCode.UNAUTHORIZED, "unauthorized", "a valid agent token is required")
         return
     task = asyncio.current_task()
     assert task is not None
@@ -441,21 +435,21 @@ async def ingest_endpoint(ws: WebSocket) -> None:
             log.info("agent %s connected from %s (acknowledged up to %d)", agent.name, remote, acked)
             await _batches(ws, service, link, info, acked, buffer_id)
         except TimeoutError:
-            await _refuse(ws, CLOSE_INVALID, "hello_expected", f"no hello within {HELLO_TIMEOUT_S:g}s")
+            await _refuse(ws, CloseCode.INVALID_MESSAGE, "hello_expected", f"no hello within {HELLO_TIMEOUT_S:g}s")
         except IngestError as exc:
             log.warning("agent %s from %s: %s", agent.name, remote, exc.message)
             await _refuse(ws, exc.close_code, exc.code, exc.message)
         except AckRevoked:
             log.warning("agent %s was revoked; closing its connection", agent.name)
-            await _refuse(ws, CLOSE_UNAUTHORIZED, "unauthorized", "the agent's token was revoked")
+            await _refuse(ws, CloseCode.UNAUTHORIZED, "unauthorized", "the agent's token was revoked")
         except StoreError as exc:
             log.error("agent %s: recording its progress failed: %s", agent.name, exc.message)
-            await _refuse(ws, 1011, exc.code, "the hub cannot record progress now; try again")
+            await _refuse(ws, CloseCode.INTERNAL_ERROR, exc.code, "the hub cannot record progress now; try again")
         except asyncio.CancelledError:
             if not link.replaced:
                 raise
             task.uncancel()
-            await _refuse(ws, CLOSE_REPLACED, "replaced", "a newer connection of this agent took over")
+            await _refuse(ws, CloseCode.REPLACED, "replaced", "a newer connection of this agent took over")
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
     finally:

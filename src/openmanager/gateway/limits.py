@@ -35,7 +35,6 @@ from openmanager.gateway.errors import error_body
 
 log = logging.getLogger(__name__)
 
-CLOSE_TRY_AGAIN_LATER = 1013
 RETRY_AFTER_S = 5
 """What a refused client is told to wait (`Retry-After`), in seconds."""
 MIN_FD_RESERVE = 64

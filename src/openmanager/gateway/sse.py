@@ -21,8 +21,9 @@ from starlette.types import Receive, Scope, Send
 
 from openmanager.core.encoding import sse_body
 from openmanager.core.errors import ValidationError
-from openmanager.core.filters import TOPICS, TopicFilter, filter_cost
+from openmanager.core.filters import TopicFilter, filter_cost
 from openmanager.core.outbound import Conflated, Entry, Framed
+from openmanager.core.protocol import SNAPSHOT_TOPICS, TOPICS
 from openmanager.core.rules import Limits
 from openmanager.gateway.auth import principal_of
 from openmanager.gateway.compiling import parse_filter_async
@@ -40,7 +41,6 @@ FILTER_KEYS = {
     "alerts": {"servers", "severity"},
 }
 RESERVED_PARAMS = {"topics", "token", "last_event_id"}
-SNAPSHOT_TOPICS = ("metrics", "fleet", "alerts", "system")
 MAX_HEARTBEAT_S = 15.0
 RETRY_MS = 2000
 

@@ -21,9 +21,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from openmanager import __version__
 from openmanager.core.encoding import encode, pack, unpack
 from openmanager.core.errors import OpenManagerError, ValidationError
-from openmanager.core.filters import TOPICS, TopicFilter, filter_cost
+from openmanager.core.filters import TopicFilter, filter_cost
+from openmanager.core.protocol import SNAPSHOT_TOPICS, SUBPROTOCOL_MSGPACK, SUBPROTOCOLS, TOPICS, CloseCode
 from openmanager.gateway.compiling import parse_filter_async
-from openmanager.gateway.limits import CLOSE_TRY_AGAIN_LATER, client_address
+from openmanager.gateway.limits import client_address
 from openmanager.gateway.wsfast import BIND_DIRECT, DEFLATE_SAVED, RTT, SEND_NOW
 from openmanager.pipeline.fanout import shape_id
 from openmanager.pipeline.session import Session
@@ -35,13 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WS_PATH = "/ws"
-SUBPROTOCOL_JSON = "openmanager.v1.json"
-SUBPROTOCOL_MSGPACK = "openmanager.v1.msgpack"
-SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 ENCODINGS = ("json", "delta")
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN_ORIGIN = 4403
-SNAPSHOT_TOPICS = frozenset({"metrics", "fleet", "alerts", "system"})
 
 
 def origin_allowed(headers: dict[str, str], allowed: frozenset[str]) -> bool:
@@ -106,21 +101,21 @@ async def _admit(scope: Scope, receive: Receive, send: Send, hub: Hub) -> tuple[
     try:
         principal = await hub.auth.authenticate_connection(conn)
         if principal is None:
-            refused = (CLOSE_UNAUTHORIZED, "unauthorized")
+            refused = (CloseCode.UNAUTHORIZED, "unauthorized")
         elif not origin_allowed({k.lower(): v for k, v in conn.headers.items()}, hub.allowed_origins):
-            refused = (CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+            refused = (CloseCode.FORBIDDEN, "origin not allowed")
     except OpenManagerError:  # the user store failed
         log.warning("authentication failed: the user store is unavailable", exc_info=True)
-        principal, refused = None, (1011, "authentication unavailable")
+        principal, refused = None, (CloseCode.INTERNAL_ERROR, "authentication unavailable")
     await send({"type": "websocket.accept", "subprotocol": subprotocol})
     client = scope.get("client")
     if refused is None and principal is not None:  # the connection caps (1013); counted until `finish`
         limits = hub.limits
         why = limits.refuse_stream(principal.role) or limits.open_stream(client[0] if client else "", principal.user)
         if why is not None:
-            refused = (CLOSE_TRY_AGAIN_LATER, why)
+            refused = (CloseCode.TRY_AGAIN_LATER, why)
     if refused is not None or principal is None:
-        code, reason = refused or (CLOSE_UNAUTHORIZED, "unauthorized")
+        code, reason = refused or (CloseCode.UNAUTHORIZED, "unauthorized")
         await send({"type": "websocket.close", "code": code, "reason": reason})
         return None
     session = Session(
@@ -199,7 +194,7 @@ class _Connection:
     async def send_close(self) -> None:
         """Close with the session's code, unless the peer is already gone (1006)."""
         session = self.session
-        if session.close_code is not None and session.close_code != 1006:
+        if session.close_code is not None and session.close_code != CloseCode.CONNECTION_LOST:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
                     await self.send({"type": "websocket.close", "code": session.close_code,
@@ -216,7 +211,7 @@ class _Connection:
         try:
             await session.drain(self.write)
         except (RuntimeError, OSError):  # the peer went away
-            session.close(1006, "connection lost")
+            session.close(CloseCode.CONNECTION_LOST, "connection lost")
         if session.closing and not self.interrupted and self.reader is not None:
             self.interrupted = True
             self.reader.cancel()

@@ -31,12 +31,11 @@ from openmanager.core.filters import (
     TopicFilter,
 )
 from openmanager.core.outbound import Conflated
+from openmanager.core.protocol import STATE_TOPICS
 from openmanager.pipeline.session import Session, deliver
 from openmanager.pipeline.stats import HubStats
 
 log = logging.getLogger(__name__)
-CONFLATED_TOPICS = frozenset({"metrics", "fleet", "system"})
-"""State topics: a client that is behind gets the latest value, not a backlog."""
 SLOW_FANOUT_S = 0.1
 BURST_MIN_S = 0.001
 """Passes shorter than this are not reported to `on_burst`: too short for upkeep to collide with."""
@@ -273,7 +272,7 @@ class FanOut:
             if rendered is None:
                 continue
             data, frame = rendered
-            if shape.topic in CONFLATED_TOPICS:
+            if shape.topic in STATE_TOPICS:
                 session.send_latest(shape.sub, event.cursor, data, frame)
             else:
                 session.send_ordered(shape, event.cursor, frame)
@@ -292,7 +291,7 @@ class FanOut:
             data, frame = rendered
             self.stats.frames_encoded += 1
             deliver(shape.members, shape, event.cursor, data, frame, self.stats,
-                    latest=shape.topic in CONFLATED_TOPICS)
+                    latest=shape.topic in STATE_TOPICS)
             delivered = delivered or bool(shape.sessions)
         elapsed = time.perf_counter() - started
         self.stats.observe_fanout(elapsed)
@@ -341,4 +340,4 @@ class FanOut:
         self._schedule_flush(shape)
 
 
-__all__ = ["CONFLATED_TOPICS", "FanOut", "Shape", "shape_id"]
+__all__ = ["FanOut", "Shape", "shape_id"]

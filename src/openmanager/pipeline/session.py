@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from openmanager.core.encoding import encode_event
 from openmanager.core.outbound import Conflated, Entry, Framed, OutboundQueue
+from openmanager.core.protocol import CloseCode
 from openmanager.core.wsframe import wire_cache, wire_entry
 
 if TYPE_CHECKING:
     from openmanager.pipeline.fanout import Shape
     from openmanager.pipeline.stats import HubStats
 
-CLOSE_SLOW_CONSUMER = 4008
 CONFLATE_AFTER_ENTRIES = 32
 
 
@@ -194,7 +194,7 @@ class Session:
         if not self.queue.offer(entry):
             self.stats.queue_drops += 1
             self.stats.slow_consumer_closes += 1
-            self.close(CLOSE_SLOW_CONSUMER, "slow consumer")
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
         self.busy = True
         self.refresh_direct()
