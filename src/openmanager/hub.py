@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Collection
 from typing import Any
@@ -32,6 +31,7 @@ from openmanager.broker.memory import HistoryLimits, MemoryBroker
 from openmanager.budget import WorkLimiter
 from openmanager.cluster import CONTROL_TOPIC, INTERNAL_TOPICS, Election, LeaderCalls, default_node_id
 from openmanager.config import Settings
+from openmanager.core.backoff import EQUAL_JITTER, Backoff
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import ServerInfo
 from openmanager.core.protocol import TOPICS, CloseCode
@@ -516,8 +516,7 @@ class Hub:
                 raise
             except (OSError, TimeoutError) as exc:
                 failures = 1 if time.monotonic() - started > SOURCE_RETRY_MAX_S else failures + 1
-                delay = min(SOURCE_RETRY_MAX_S, SOURCE_RETRY_FIRST_S * 2 ** (failures - 1))
-                delay *= random.uniform(0.5, 1.0)
+                delay = Backoff(SOURCE_RETRY_FIRST_S, SOURCE_RETRY_MAX_S, EQUAL_JITTER).delay(failures - 1)
                 reason = str(exc) or type(exc).__name__
                 self.source_status[source.name] = (f"retrying: {reason} ({failures} failures in a row, next "
                                                    f"attempt in {delay:.1f}s)")

@@ -33,9 +33,9 @@ def test_close_codes_behave_as_the_plain_numbers_on_the_wire() -> None:
 
 
 def test_topic_kinds_partition_the_topics_and_each_topic_takes_a_filter() -> None:
-    assert STATE_TOPICS | ORDERED_TOPICS == set(TOPICS)
+    assert set(TOPICS) == STATE_TOPICS | ORDERED_TOPICS
     assert not STATE_TOPICS & ORDERED_TOPICS
-    assert SNAPSHOT_TOPICS <= set(TOPICS)
+    assert set(TOPICS) >= SNAPSHOT_TOPICS
     for topic in TOPICS:
         assert parse_filter(topic, None).key[0] == topic
 

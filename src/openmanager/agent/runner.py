@@ -8,7 +8,7 @@ Three tasks share one `DiskBuffer`:
 - the sender keeps one WebSocket to the hub's ingest endpoint: hello → welcome (the hub says up to which
   seq it has applied, and those items are removed) → batches of buffered items, oldest first, with up to
   `WINDOW` batches unacknowledged; each `ack` removes its items. After any failure it reconnects with
-  exponential backoff and full jitter (`client._backoff`; every uniform(0.2, 1.0) s for a minute after
+  exponential backoff and full jitter (`core.backoff`; every uniform(0.2, 1.0) s for a minute after
   the hub closed with 1012, restarting), and whatever was buffered meanwhile is sent
   first, in order: backfill, then live.
 
@@ -49,7 +49,7 @@ from openmanager.agent.protocol import (
     batch_frame,
     ingest_url,
 )
-from openmanager.client._backoff import reconnect_delay
+from openmanager.core.backoff import reconnect_delay
 from openmanager.core.model import LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.core.protocol import CloseCode
 from openmanager.sources.local import LocalState, collect

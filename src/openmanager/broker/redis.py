@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -45,6 +44,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from openmanager.broker.base import Event, Listener
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
+from openmanager.core.backoff import EQUAL_JITTER, Backoff
 from openmanager.core.cursor import parse_cursor
 from openmanager.core.errors import OpenManagerError
 from openmanager.tasks import cancel_and_wait
@@ -389,12 +389,12 @@ class RedisBroker:
         return Event(topic, f"{epoch}-{seq}", seq, ms, orjson.loads(raw), raw, _text(fields.get(b"o", b"")))
 
     async def _read_loop(self) -> None:
-        backoff = BACKOFF_MIN_S
+        failures = 0  # in a row since the last successful connect
         while not self._closed:
             try:
                 if not self._up.is_set():
                     await self._connect()
-                    backoff = BACKOFF_MIN_S
+                    failures = 0
                 await self._read_once()
             except asyncio.CancelledError:
                 raise
@@ -402,8 +402,8 @@ class RedisBroker:
                 if self._closed:
                     return
                 self._set_up(False, f"{type(exc).__name__}: {exc}")
-                delay = random.uniform(backoff / 2, backoff)
-                backoff = min(BACKOFF_MAX_S, backoff * 2)
+                delay = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S, EQUAL_JITTER).delay(failures)
+                failures += 1
                 self._wake_reader.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):

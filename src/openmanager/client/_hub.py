@@ -28,10 +28,10 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 
 from openmanager import __version__
-from openmanager.client._backoff import reconnect_delay
 from openmanager.client._errors import AuthError, ClientClosedError, ClientError, ConnectError, HubError
 from openmanager.client._resume import ResumePoint
 from openmanager.client._types import ClientStats, ConnectionState, Event, Reset, Snapshot, StateName
+from openmanager.core.backoff import reconnect_delay
 from openmanager.core.cursor import parse_cursor
 from openmanager.core.delta import apply_delta
 from openmanager.core.encoding import unpack

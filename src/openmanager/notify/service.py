@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import random
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from openmanager.alerts.engine import Transition
+from openmanager.core.backoff import Backoff
 from openmanager.core.errors import ValidationError
 from openmanager.notify.message import Channel, DeliveryError, Message
 from openmanager.notify.outbound import OutboundGuard
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, Mapping[str, Any]], None]
 MAX_CONCURRENT_DELIVERIES = 16
 MAX_BACKOFF_MS = 600_000
+RETRY_JITTER = (0.8, 1.2)
+"""A delivery's retry waits its backoff ±20 %."""
 HISTORY_RETENTION_MS = 90 * 86_400_000
 
 
@@ -238,8 +240,7 @@ class NotificationService:
         """How long to wait before the next attempt after `attempts` failed ones: the exponential backoff
         (base * 2^(attempts-1), ±20 % jitter, at most MAX_BACKOFF_MS), or the receiver's `Retry-After` when
         that is longer (channels cap it at an hour). The attempt still counts toward `retry_limit`."""
-        backoff = min(MAX_BACKOFF_MS, self.retry_base_ms * 2 ** (attempts - 1))
-        backoff = int(backoff * random.uniform(0.8, 1.2))
+        backoff = int(Backoff(self.retry_base_ms, MAX_BACKOFF_MS, RETRY_JITTER).delay(max(attempts, 1) - 1))
         if retry_after_s is not None:
             backoff = max(backoff, int(retry_after_s * 1000))
         return backoff

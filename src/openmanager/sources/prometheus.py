@@ -40,6 +40,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from openmanager import __version__
+from openmanager.core.backoff import EQUAL_JITTER, Backoff
 from openmanager.core.errors import ConfigError, RuleSyntaxError
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
 from openmanager.core.rules import parse_duration
@@ -477,8 +478,8 @@ def backoff_delay(failures: int, interval_s: float, *, cap_s: float = MAX_BACKOF
     """Seconds to wait after `failures` consecutive failed scrapes (1 or more): the interval doubled per
     failure, capped at `cap_s` (or the interval, when that is longer), then "equal jitter" — a uniform
     draw between half of it and all of it, so many targets failing together do not retry in step."""
-    base = min(max(cap_s, interval_s), interval_s * 2.0 ** min(max(failures, 1) - 1, 32))
-    return base / 2 + base / 2 * rand()
+    policy = Backoff(interval_s, max(cap_s, interval_s), EQUAL_JITTER)
+    return policy.delay(max(failures, 1) - 1, lambda low, high: low + (high - low) * rand())
 
 
 class PrometheusSource:
