@@ -50,6 +50,7 @@ from openmanager.agent.protocol import (
     ingest_url,
 )
 from openmanager.core.backoff import reconnect_delay
+from openmanager.core.errors import OpenManagerError
 from openmanager.core.model import LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.core.protocol import CloseCode
 from openmanager.sources.local import LocalState, collect
@@ -67,8 +68,10 @@ LOG_STATE_FILE = "logfiles.json"
 LOCK_FILE = "agent.lock"
 
 
-class AgentRefused(Exception):
+class AgentRefused(OpenManagerError):
     """The hub refused this agent for good (bad or revoked token, wrong name): retrying cannot help."""
+
+    code = "agent_refused"
 
 
 @dataclass(frozen=True, slots=True)

@@ -194,7 +194,9 @@ def _json(code: str, message: str) -> bytes:
 
 
 class _BodyTooLarge(Exception):
-    """Raised into the app by `BodyLimit`'s receive when the bytes received pass the limit."""
+    """Raised into the app by `BodyLimit`'s receive when the bytes received pass the limit. Deliberately
+    outside the `OpenManagerError` tree: the app's handler for that tree would turn it into an answer of its
+    own, and it must reach `BodyLimit`, which answers 413."""
 
 
 class BodyLimit:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from openmanager.core.errors import OpenManagerError
 from openmanager.core.model import METRIC_BY_NAME
 
 __all__ = ["Channel", "DeliveryError", "Message", "display_value"]
@@ -54,15 +55,16 @@ class Message:
                 "created_at": self.created_at, "url": self.url, "data": dict(self.data)}
 
 
-class DeliveryError(Exception):
+class DeliveryError(OpenManagerError):
     """A delivery that did not succeed. `retryable`: worth trying again later (timeouts, 5xx, 429, refused
     connections); `gone`: the target no longer exists and should be removed (Web Push 404/410);
     `retry_after_s`: the receiver asked not to be called again sooner (its `Retry-After`)."""
 
+    code = "delivery_failed"
+
     def __init__(self, message: str, *, retryable: bool = True, gone: bool = False,
                  retry_after_s: float | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.retryable = retryable and not gone
         self.gone = gone
         self.retry_after_s = retry_after_s

@@ -41,7 +41,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from openmanager import __version__
 from openmanager.core.backoff import EQUAL_JITTER, Backoff
-from openmanager.core.errors import ConfigError, RuleSyntaxError
+from openmanager.core.errors import ConfigError, OpenManagerError, RuleSyntaxError
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
 from openmanager.core.rules import parse_duration
 from openmanager.sources.base import SourceSink
@@ -288,8 +288,11 @@ def _interval(raw: object) -> float:
 # mapping (pure)
 
 
-class ExpositionError(ValueError):
-    """A response that is not Prometheus text exposition, or holds none of the node_exporter series."""
+class ExpositionError(OpenManagerError, ValueError):
+    """A response that is not Prometheus text exposition, or holds none of the node_exporter series. Also a
+    ValueError, as a parser's error is."""
+
+    code = "invalid_exposition"
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,8 +472,10 @@ def map_exposition(
 # the source
 
 
-class ScrapeError(Exception):
+class ScrapeError(OpenManagerError):
     """One failed scrape; the message is the human reason shown as the server's problem."""
+
+    code = "scrape_failed"
 
 
 def backoff_delay(failures: int, interval_s: float, *, cap_s: float = MAX_BACKOFF_S,
