@@ -20,6 +20,7 @@ from openmanager.core.errors import ConfigError, RuleSyntaxError, ValidationErro
 from openmanager.core.model import METRIC_NAMES
 from openmanager.core.netguard import parse_allow_list
 from openmanager.core.rules import MAX_LENGTH, Limits, parse_duration
+from openmanager.core.smtp import SmtpSettings
 from openmanager.core.status import StatusPolicy, Threshold
 
 ENV_PREFIX = "OPENMANAGER_"
@@ -261,10 +262,8 @@ class Settings:
     def db_url(self) -> str:
         return self.db or f"sqlite:///{Path(self.data_dir) / 'openmanager.db'}"
 
-    def smtp_settings(self) -> Any:
+    def smtp_settings(self) -> SmtpSettings:
         """The email channel's SMTP settings (raises ConfigError when they cannot work)."""
-        from openmanager.notify.channels.email import SmtpSettings
-
         return SmtpSettings(host=self.smtp_host, sender=self.smtp_from, port=self.smtp_port or None,
                             username=self.smtp_username or None, password=self.smtp_password or None,
                             security=self.smtp_security)  # type: ignore[arg-type]

@@ -26,8 +26,8 @@ from openmanager.core.protocol import SNAPSHOT_TOPICS, SUBPROTOCOL_MSGPACK, SUBP
 from openmanager.gateway.compiling import parse_filter_async
 from openmanager.gateway.limits import client_address
 from openmanager.gateway.wsfast import BIND_DIRECT, DEFLATE_SAVED, RTT, SEND_NOW
-from openmanager.pipeline.fanout import shape_id
 from openmanager.pipeline.session import Session
+from openmanager.pipeline.shape import shape_id
 
 if TYPE_CHECKING:
     from openmanager.gateway.auth import Principal

@@ -10,137 +10,25 @@ non-blocking queue offer.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
 from openmanager.broker.base import Broker, Event
 from openmanager.core.cursor import parse_cursor
-from openmanager.core.delta import DeltaEncoder
-from openmanager.core.encoding import encode, encode_event, pack, pack_event, splice_event, sse_body, sse_body_raw
-from openmanager.core.filters import (
-    AlertsFilter,
-    FleetView,
-    LogsFilter,
-    MetricsFilter,
-    NotificationsFilter,
-    TopicFilter,
-)
+from openmanager.core.encoding import splice_event, sse_body, sse_body_raw
+from openmanager.core.filters import FleetView, MetricsFilter, TopicFilter
 from openmanager.core.outbound import Conflated
 from openmanager.core.protocol import STATE_TOPICS
 from openmanager.pipeline.session import Session, deliver
+from openmanager.pipeline.shape import Shape, shape_id
 from openmanager.pipeline.stats import HubStats
 
 log = logging.getLogger(__name__)
 SLOW_FANOUT_S = 0.1
 BURST_MIN_S = 0.001
 """Passes shorter than this are not reported to `on_burst`: too short for upkeep to collide with."""
-
-
-def shape_id(key: tuple[object, ...], encoding: str) -> str:
-    digest = hashlib.blake2b(orjson.dumps([list(key), encoding]), digest_size=8).hexdigest()
-    return f"s{digest}"
-
-
-class Shape:
-    """One distinct subscription shape and the sessions that share it."""
-
-    __slots__ = ("_members", "_timer", "binary", "delta", "encoding", "filter", "pending", "pending_cursor",
-                 "pending_ts", "sessions", "sub", "topic")
-
-    def __init__(self, topic: str, flt: TopicFilter, encoding: str) -> None:
-        self.topic = topic
-        self.filter = flt
-        self.encoding = encoding
-        self.sub = shape_id(flt.key, encoding)
-        self.sessions: dict[Session, None] = {}  # insertion-ordered set; change it through join / leave
-        self._members: tuple[Session, ...] | None = ()
-        self.pending: dict[str, dict[str, Any]] = {}  # interval shapes: latest per server
-        self.pending_cursor = ""
-        self.pending_ts = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self.binary = encoding.endswith("msgpack")  # msgpack frames (the openmanager.v1.msgpack subprotocol)
-        self.delta: DeltaEncoder | None = DeltaEncoder() if encoding.startswith("delta") else None
-
-    def join(self, session: Session) -> None:
-        self.sessions[session] = None
-        self._members = None
-
-    def leave(self, session: Session) -> None:
-        if self.sessions.pop(session, False) is None:
-            self._members = None
-
-    @property
-    def members(self) -> tuple[Session, ...]:
-        """The sessions as a tuple, built once per change of membership rather than once per event: the
-        fan-out iterates a snapshot (a delivery may close a session, which leaves the shape)."""
-        members = self._members
-        if members is None:
-            members = self._members = tuple(self.sessions)
-        return members
-
-    def message(self, message: dict[str, Any]) -> str | bytes:
-        """Any message in this shape's wire format."""
-        return pack(message) if self.binary else encode(message)
-
-    def event_frame(self, cursor: str, data: Any) -> str | bytes:
-        return pack_event(self.sub, cursor, data) if self.binary else encode_event(self.sub, cursor, data)
-
-    def delta_snapshot(self, full: dict[str, Any], cursor: str) -> tuple[str, dict[str, Any]]:
-        """(cursor, data) of the snapshot a `delta` client starts from: the shape's base, seeded from the
-        full snapshot `full` (as of `cursor`) when the shape has sent nothing yet."""
-        assert self.delta is not None
-        if not self.delta.seeded:
-            self.delta.seed(cursor, full)
-        return self.delta.cursor, self.delta.snapshot()
-
-    def resync_frame(self, cursor: str, data: Any) -> str | bytes:
-        """What a client that fell behind gets instead of the updates merged while it was behind: the merged
-        event, or for a `delta` shape a fresh snapshot of the base (merged deltas cannot be applied)."""
-        if self.delta is not None:
-            return self.message({"type": "snapshot", "sub": self.sub, "cursor": self.delta.cursor,
-                                 "data": self.delta.snapshot()})
-        return self.event_frame(cursor, data)
-
-    @property
-    def trivial(self) -> bool:
-        """True when the shape passes every event through unchanged."""
-        f = self.filter
-        if isinstance(f, MetricsFilter):
-            m = f.matcher
-            return not (m.globs or m.tags or f.metrics or f.where or f.interval_ms)
-        if isinstance(f, LogsFilter):
-            return not (f.matcher.globs or f.contains) and f.level.name == "DEBUG"
-        if isinstance(f, AlertsFilter):
-            return f.trivial
-        return not isinstance(f, NotificationsFilter)
-
-    def render(self, event: Event, view: FleetView) -> Any | None:
-        """The shape's view of `event`'s data, or None when nothing of it matches."""
-        f = self.filter
-        if isinstance(f, MetricsFilter):
-            servers = f.select(event.data["servers"], view, event.data["ts"])
-            return {"ts": event.data["ts"], "servers": servers} if servers else None
-        if isinstance(f, LogsFilter):
-            records = f.select(event.data["records"], view)
-            return {"records": records} if records else None
-        if isinstance(f, AlertsFilter):
-            return event.data if f.accepts(event.data["alert"], view) else None
-        if isinstance(f, NotificationsFilter):
-            return event.data if f.accepts(event.data["notification"]) else None
-        return event.data
-
-    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
-        f = self.filter
-        if isinstance(f, MetricsFilter):
-            return {"ts": data["ts"], "servers": f.select(data["servers"], view, data["ts"])}
-        if isinstance(f, AlertsFilter):
-            return {"alerts": [a for a in data["alerts"] if f.accepts(a, view)]}
-        return data
 
 
 class FanOut:
@@ -153,14 +41,14 @@ class FanOut:
         session and took at least `burst_min_s`: the heartbeat times its pings between such bursts
         (`gateway.wsfast.SharedHeartbeat.fanout_burst`)."""
         self.burst_min_s = BURST_MIN_S
-        self._shapes: dict[str, Shape] = {}
-        self._by_topic: dict[str, list[Shape]] = {}
+        self._shapes: dict[str, Shape[Session]] = {}
+        self._by_topic: dict[str, list[Shape[Session]]] = {}
         self._stops: dict[str, Callable[[], None]] = {}
 
-    def shapes(self) -> list[Shape]:
+    def shapes(self) -> list[Shape[Session]]:
         return list(self._shapes.values())
 
-    def shape_for(self, topic: str, flt: TopicFilter, encoding: str = "json") -> Shape:
+    def shape_for(self, topic: str, flt: TopicFilter, encoding: str = "json") -> Shape[Session]:
         """The shape for this subscription, created (and wired to the broker) on first use."""
         sub = shape_id(flt.key, encoding)
         shape = self._shapes.get(sub)
@@ -173,7 +61,7 @@ class FanOut:
                 self._schedule_flush(shape)
         return shape
 
-    def attach(self, session: Session, shape: Shape, *, hold: bool = False) -> None:
+    def attach(self, session: Session, shape: Shape[Session], *, hold: bool = False) -> None:
         """Add `session` to `shape`. With `hold`, live events are kept back (in order, bounded by the time
         the caller takes) until `release`: attach before awaiting a replay, so nothing published meanwhile
         is lost."""
@@ -183,7 +71,7 @@ class FanOut:
             session.held[shape.sub] = []
             session.refresh_direct()
 
-    def release(self, session: Session, shape: Shape, after: str, replay: Sequence[Event] = ()) -> None:
+    def release(self, session: Session, shape: Shape[Session], after: str, replay: Sequence[Event] = ()) -> None:
         """End `attach(hold=True)`: deliver the missed events `replay` (see `replay`), then the live events
         held meanwhile, except those at or before the cursor `after` (the last replayed event, or the
         position of the snapshot sent): no gap, no duplicate."""
@@ -203,7 +91,7 @@ class FanOut:
             else:
                 session.send_latest(shape.sub, cursor, data, frame)
 
-    def detach(self, session: Session, shape: Shape) -> None:
+    def detach(self, session: Session, shape: Shape[Session]) -> None:
         shape.leave(session)
         session.subs.pop(shape.sub, None)
         session.held.pop(shape.sub, None)
@@ -215,7 +103,7 @@ class FanOut:
         for shape in list(session.subs.values()):
             self.detach(session, shape)
 
-    def _drop(self, shape: Shape) -> None:
+    def _drop(self, shape: Shape[Session]) -> None:
         self._shapes.pop(shape.sub, None)
         shapes = self._by_topic.get(shape.topic, [])
         if shape in shapes:
@@ -229,7 +117,7 @@ class FanOut:
             if stop is not None:
                 stop()
 
-    def frame_for(self, shape: Shape, event: Event) -> tuple[Any, str | bytes] | None:
+    def frame_for(self, shape: Shape[Session], event: Event) -> tuple[Any, str | bytes] | None:
         """The shape's data and encoded event frame, or None when the event does not concern it."""
         sse = shape.encoding == "sse"
         if shape.trivial and shape.delta is None and not shape.binary:
@@ -241,7 +129,7 @@ class FanOut:
             return None
         return data, self.encode(shape, event.cursor, data)
 
-    def encode(self, shape: Shape, cursor: str, data: Any) -> str | bytes:
+    def encode(self, shape: Shape[Session], cursor: str, data: Any) -> str | bytes:
         """The event frame of `data`; for a `delta` shape, of its delta (which moves the shape's base)."""
         if shape.encoding == "sse":
             return sse_body(shape.topic, data)
@@ -249,7 +137,7 @@ class FanOut:
             data = shape.delta.step(cursor, data)
         return shape.event_frame(cursor, data)
 
-    def replay(self, session: Session, shape: Shape, events: Sequence[Event]) -> None:
+    def replay(self, session: Session, shape: Shape[Session], events: Sequence[Event]) -> None:
         """Deliver missed events to one (attached) session as live delivery would: every frame of an
         ordered topic; state topics through the session's conflation (so a long absence cannot overflow
         its queue); an `interval` shape's replay collapsed into one update per server."""
@@ -310,7 +198,7 @@ class FanOut:
             self.on_burst(ended - elapsed, ended)
 
     # interval shapes: at most one update per server per clock-aligned window, latest wins
-    def _accumulate(self, shape: Shape, event: Event) -> None:
+    def _accumulate(self, shape: Shape[Session], event: Event) -> None:
         data = shape.render(event, self.view)
         if data is None:
             return
@@ -318,7 +206,7 @@ class FanOut:
         shape.pending_cursor = event.cursor
         shape.pending_ts = int(data["ts"])
 
-    def _schedule_flush(self, shape: Shape) -> None:
+    def _schedule_flush(self, shape: Shape[Session]) -> None:
         assert isinstance(shape.filter, MetricsFilter)
         interval = shape.filter.interval_ms
         now_ms = time.time() * 1000
@@ -326,7 +214,7 @@ class FanOut:
         loop = asyncio.get_running_loop()
         shape._timer = loop.call_later(delay, self._flush, shape)
 
-    def _flush(self, shape: Shape) -> None:
+    def _flush(self, shape: Shape[Session]) -> None:
         if shape.sub not in self._shapes:
             return
         if shape.pending:

@@ -25,7 +25,7 @@ from openmanager.core.protocol import CloseCode
 from openmanager.core.wsframe import wire_cache, wire_entry
 
 if TYPE_CHECKING:
-    from openmanager.pipeline.fanout import Shape
+    from openmanager.pipeline.shape import Shape
     from openmanager.pipeline.stats import HubStats
 
 CONFLATE_AFTER_ENTRIES = 32
@@ -47,7 +47,7 @@ class Session:
     send_now: Callable[[str | bytes], bool] | None = None  # a synchronous write, when the transport offers one
     id: str = field(default_factory=lambda: secrets.token_urlsafe(9))
     since: float = field(default_factory=time.time)
-    subs: dict[str, Shape] = field(default_factory=dict)
+    subs: dict[str, Shape[Session]] = field(default_factory=dict)
     messages_sent: int = 0
     bytes_sent: int = 0
     deflate_saved: int = 0  # payload bytes permessage-deflate saved: the ratio is bytes_sent / (that minus this)
@@ -154,7 +154,7 @@ class Session:
     def _entry(self, topic: str, cursor: str, frame: str | bytes) -> Entry:
         return self.frame_entry(topic, cursor, frame) if isinstance(frame, str) else frame  # msgpack: as is
 
-    def send_ordered(self, shape: Shape, cursor: str, frame: str | bytes) -> None:
+    def send_ordered(self, shape: Shape[Session], cursor: str, frame: str | bytes) -> None:
         """Deliver an ordered-topic event frame (never dropped; overflow closes with 4008)."""
         if self.close_code is not None:
             return
@@ -292,7 +292,7 @@ def compression_ratio(plain_bytes: int, saved_bytes: int) -> float:
     return round(plain_bytes / written, 2)
 
 
-def deliver(sessions: Iterable[Session], shape: Shape, cursor: str, data: Any, frame: str | bytes,
+def deliver(sessions: Iterable[Session], shape: Shape[Session], cursor: str, data: Any, frame: str | bytes,
             stats: HubStats, *, latest: bool) -> None:
     """Offer one event frame of `shape` to each of `sessions`: `send_latest` (state topics, `latest`) or
     `send_ordered`. This is the fan-out's per-client loop, so the common case costs one attribute and two

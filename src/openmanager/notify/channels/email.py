@@ -1,7 +1,7 @@
 """The email channel: one multipart/alternative message (plain text + HTML) per notification over SMTP.
 
-`SmtpSettings` is the hub-wide server configuration (validated by `from_mapping`, raising ConfigError);
-the per-user target is `{"to": "a@example.com" | ["a@example.com", ...]}`.
+`SmtpSettings` (in `core.smtp`, re-exported here) is the hub-wide server configuration (validated by
+`from_mapping`, raising ConfigError); the per-user target is `{"to": "a@example.com" | ["a@example.com", ...]}`.
 
 Idempotency: the `Message-ID` is `<{message.id}@openmanager>` and `X-OpenManager-Notification` carries the
 id, so a redelivery after a crash is the same Message-ID (mail clients and archivers collapse duplicates).
@@ -18,129 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import html
-import ipaddress
 import logging
 import re
 import ssl
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
-from typing import Any, Literal
+from email.utils import format_datetime
+from typing import Any
 
 import aiosmtplib
 
-from openmanager.core.errors import ConfigError, ValidationError
+from openmanager.core.errors import ValidationError
+from openmanager.core.smtp import LINE_BREAKS as _LINE_BREAKS
+from openmanager.core.smtp import SmtpSecurity, SmtpSettings, mailbox_address
 from openmanager.notify.message import DeliveryError, Message
 
 __all__ = ["EmailChannel", "EmailTarget", "SmtpSecurity", "SmtpSettings", "build_email", "message_id_header"]
 
 log = logging.getLogger("openmanager.notify.email")
 
-SmtpSecurity = Literal["none", "starttls", "tls"]
-_DEFAULT_PORT: dict[str, int] = {"none": 25, "starttls": 587, "tls": 465}
-_SETTINGS_KEYS = frozenset({"host", "port", "username", "password", "security", "sender", "timeout",
-                            "validate_certs", "ca_file"})
 _MAX_RECIPIENTS = 20
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._~!#$%&'*+/=?^`{|}-]")
-_LINE_BREAKS = re.compile(r"[\r\n]+")
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def _mailbox(value: object) -> str | None:
-    """The bare address of `value` ("a@b" or "Name <a@b>") or None if it is not one."""
-    if not isinstance(value, str) or len(value) > 320 or _LINE_BREAKS.search(value):
-        return None
-    addr = parseaddr(value)[1]
-    local, at, domain = addr.rpartition("@")
-    return addr if at and local and domain and " " not in addr else None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SmtpSettings:
-    """Where and how to send mail. `port` defaults by `security` (25 / 587 / 465); `timeout` bounds each
-    SMTP command, and a whole send is bounded by three times it. `ca_file` adds a CA bundle for private
-    CAs; `validate_certs=False` turns certificate checks off (test setups only). Credentials over an
-    unencrypted connection are refused except to a loopback host. The password is not in `repr`."""
-
-    host: str
-    sender: str
-    port: int | None = None
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    security: SmtpSecurity = "starttls"
-    timeout: float = 10.0
-    validate_certs: bool = True
-    ca_file: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.host or any(c.isspace() for c in self.host) or "/" in self.host:
-            raise ConfigError("smtp.host must be a host name or address")
-        if _mailbox(self.sender) is None:
-            raise ConfigError("smtp.sender must be an email address, e.g. 'OpenManager <alerts@example.com>'")
-        if self.port is not None and not 1 <= self.port <= 65535:
-            raise ConfigError("smtp.port must be between 1 and 65535")
-        if self.security not in _DEFAULT_PORT:
-            raise ConfigError("smtp.security must be one of none, starttls, tls")
-        if not self.timeout > 0:
-            raise ConfigError("smtp.timeout must be a positive number of seconds")
-        if (self.username is None) != (self.password is None):
-            raise ConfigError("smtp.username and smtp.password go together")
-        if self.username is not None and self.security == "none" and not _is_loopback(self.host):
-            raise ConfigError("smtp credentials need security 'starttls' or 'tls' (they would cross the network "
-                              "in clear text)")
-
-    @property
-    def effective_port(self) -> int:
-        return self.port if self.port is not None else _DEFAULT_PORT[self.security]
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> SmtpSettings:
-        """Settings from a config section (TOML / env / API). Raises ConfigError naming the bad key; never
-        echoes the password."""
-        unknown = sorted(set(data) - _SETTINGS_KEYS)
-        if unknown:
-            raise ConfigError(f"unknown smtp setting(s): {', '.join(map(str, unknown))}")
-
-        def text(key: str, *, required: bool = False) -> str | None:
-            value = data.get(key)
-            if value is None or value == "":
-                if required:
-                    raise ConfigError(f"smtp.{key} is required")
-                return None
-            if not isinstance(value, str):
-                raise ConfigError(f"smtp.{key} must be a string")
-            return value
-
-        port = data.get("port")
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int)):
-            if isinstance(port, str) and port.isascii() and port.isdigit() and len(port) <= 5:
-                port = int(port)
-            else:
-                raise ConfigError("smtp.port must be an integer")
-        timeout = data.get("timeout", 10.0)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-            raise ConfigError("smtp.timeout must be a number of seconds")
-        validate = data.get("validate_certs", True)
-        if not isinstance(validate, bool):
-            raise ConfigError("smtp.validate_certs must be true or false")
-        security = data.get("security", "starttls")
-        if security not in _DEFAULT_PORT:
-            raise ConfigError("smtp.security must be one of none, starttls, tls")
-        return cls(host=text("host", required=True) or "", sender=text("sender", required=True) or "", port=port,
-                   username=text("username"), password=text("password"), security=security,
-                   timeout=float(timeout), validate_certs=validate, ca_file=text("ca_file"))
-
-
 @dataclass(frozen=True, slots=True)
 class EmailTarget:
     """A user's email settings: the envelope recipients (bare addresses) and the `To` header values."""
@@ -158,7 +58,7 @@ class EmailTarget:
         to: list[str] = []
         recipients: list[str] = []
         for value in values:
-            addr = _mailbox(value)
+            addr = mailbox_address(value)
             if addr is None:
                 raise ValidationError(f"email 'to' has an invalid address: {str(value)[:80]!r}")
             to.append(str(value).strip())
@@ -237,7 +137,7 @@ class EmailChannel:
         try:
             async with asyncio.timeout(s.timeout * 3):
                 errors, reply = await aiosmtplib.send(
-                    mail, sender=_mailbox(s.sender), recipients=list(dest.recipients),
+                    mail, sender=mailbox_address(s.sender), recipients=list(dest.recipients),
                     hostname=s.host, port=s.effective_port, username=s.username, password=s.password,
                     timeout=s.timeout, use_tls=s.security == "tls", start_tls=s.security == "starttls",
                     validate_certs=s.validate_certs, cert_bundle=s.ca_file)
