@@ -18,7 +18,7 @@ from openmanager.gateway.auth import require_role
 from openmanager.gateway.compiling import compile_sliced
 from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse, error_response
-from openmanager.pipeline.session import compression_ratio
+from openmanager.pipeline.stats import compression_ratio
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub

@@ -23,10 +23,10 @@ from openmanager.core.encoding import encode_event
 from openmanager.core.outbound import Conflated, Entry, Framed, OutboundQueue
 from openmanager.core.protocol import CloseCode
 from openmanager.core.wsframe import wire_cache, wire_entry
+from openmanager.pipeline.stats import HubStats, compression_ratio
 
 if TYPE_CHECKING:
     from openmanager.pipeline.shape import Shape
-    from openmanager.pipeline.stats import HubStats
 
 CONFLATE_AFTER_ENTRIES = 32
 
@@ -282,14 +282,6 @@ class Session:
             "conflations": self.conflations,
             "rtt_ms": self.rtt() if self.rtt is not None else None,
         }
-
-
-def compression_ratio(plain_bytes: int, saved_bytes: int) -> float:
-    """`plain_bytes ÷ (plain_bytes - saved_bytes)`, two decimals: 3.0 is a threefold saving, 1.0 nothing saved."""
-    written = plain_bytes - saved_bytes
-    if saved_bytes <= 0 or written <= 0:
-        return 1.0
-    return round(plain_bytes / written, 2)
 
 
 def deliver(sessions: Iterable[Session], shape: Shape[Session], cursor: str, data: Any, frame: str | bytes,

@@ -17,9 +17,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from openmanager.core.looplag import LagWindow
-from openmanager.pipeline.session import compression_ratio
 
 FANOUT_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+def compression_ratio(plain_bytes: int, saved_bytes: int) -> float:
+    """`plain_bytes ÷ (plain_bytes - saved_bytes)`, two decimals: 3.0 is a threefold saving, 1.0 nothing saved."""
+    written = plain_bytes - saved_bytes
+    if saved_bytes <= 0 or written <= 0:
+        return 1.0
+    return round(plain_bytes / written, 2)
 
 
 class HubStats(Collector):
