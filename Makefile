@@ -38,7 +38,7 @@ bench: install
 	$(BIN)/python bench/fanout.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache src/*.egg-info
 
 # Side-by-side fan-out benchmark: the hub against a C floor, Node ws and Socket.IO 4.8 (needs gcc and Node.js 20+).
 bench-peers-build: bench/peers/floor bench/peers/node_modules/.package-lock.json
