@@ -25,8 +25,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two workers (the machines have 2 cores; most tests wait on a hub subprocess); each test file runs whole
+# on one worker, so a module's hub is started once. `make unit PYTEST_WORKERS=0` runs in one process.
+PYTEST_WORKERS ?= 2
 unit: install
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
