@@ -121,7 +121,7 @@ class Settings:
                                             "300).")
     subscription_cost_budget: int = _opt(20_000, "Per connection: most its `where` filters may cost together (see "
                                                  "expression_max_cost).")
-    subscriptions_per_connection: int = _opt(1000, "Per connection: most subscriptions at once; one more is "
+    subscriptions_per_connection: int = _opt(128, "Per connection: most subscriptions at once; one more is "
                                                    "refused (error too_many_subscriptions).")
 
     @classmethod
