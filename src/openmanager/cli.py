@@ -89,7 +89,7 @@ def serve(
     backtest_concurrency_per_user: Annotated[int | None, _opt("backtest_concurrency_per_user")] = None,
     backtest_concurrency: Annotated[int | None, _opt("backtest_concurrency")] = None,
     expensive_timeout: Annotated[str | None, _opt("expensive_timeout")] = None,
-    # connection limits (issue 18)
+    # connection limits
     max_body_bytes: Annotated[int | None, _opt("max_body_bytes")] = None,
     max_login_body_bytes: Annotated[int | None, _opt("max_login_body_bytes")] = None,
     header_timeout: Annotated[str | None, _opt("header_timeout")] = None,

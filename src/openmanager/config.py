@@ -98,7 +98,7 @@ class Settings:
                                         "503 busy with Retry-After.")
     expensive_timeout: str = _opt("30s", "Time budget of one backtest, history query or log search; past it the "
                                          "request is stopped and answered 503 timeout (a duration).")
-    # connection limits (issue 18): request bodies, slow clients, connections, file descriptors, proxies
+    # connection limits: request bodies, slow clients, connections, file descriptors, proxies
     max_body_bytes: int = _opt(1024 * 1024, "Largest HTTP request body (bytes); larger is answered 413.")
     max_login_body_bytes: int = _opt(16 * 1024, "Largest request body of /api/v1/login and /logout (bytes); "
                                                 "larger is answered 413.")

@@ -19,12 +19,12 @@ from starlette.responses import Response
 
 from openmanager.alerts.rules import SEVERITIES, RuleSpec
 from openmanager.budget import SLICE_S, run_sliced, time_budget
+from openmanager.core.bounds import parse_time
 from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.rules import compile_condition
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
-from openmanager.gateway.rest import parse_since
 from openmanager.store.queries import data_start_ms
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
         raise ValidationError("give a rule object in `rule` or an existing rule's id in `rule_id`",
                               code="invalid_parameter")
     now = int(time.time() * 1000)
-    since = parse_since(body.get("since", "1h"), now)
+    since = parse_time(body.get("since", "1h"), "since", now)
     until = body.get("until", now)
     if not isinstance(until, int) or isinstance(until, bool):
         raise ValidationError("until must be epoch milliseconds", code="invalid_parameter")

@@ -94,12 +94,6 @@ async def get_server(request: Request, server_id: str) -> dict[str, Any]:
     return state.to_api()
 
 
-def parse_since(value: object, now_ms: int, name: str = "since") -> int:
-    """A time parameter as epoch milliseconds or a duration back from now (`15m`), bounded
-    (`core.bounds.parse_time`); raises `ParameterError` (400 `invalid_parameter`)."""
-    return parse_time(value, name, now_ms)
-
-
 @router.get("/api/v1/servers/{server_id}/history", tags=["servers"])
 async def server_history(
     request: Request,
@@ -116,7 +110,7 @@ async def server_history(
     if metric not in METRIC_NAMES:
         raise ValidationError(f"unknown metric {metric!r}", code="invalid_parameter")
     now_ms = int(time.time() * 1000)
-    since_ms = parse_since(since, now_ms)
+    since_ms = parse_time(since, "since", now_ms)
     step_ms: int | None = None
     if step:
         step_ms = parse_duration(step, "step")
