@@ -21,7 +21,14 @@ from openmanager.notify.channels.webpush import MAX_PAYLOAD, PushSubscription, W
 from openmanager.notify.message import DeliveryError, Message
 from openmanager.notify.vapid import VapidKeys, generate_vapid_keys, load_private_key, public_key_from_private
 from tests.notify.conftest import WEBHOOK_SECRET, loopback_guard
-from tests.notify.receivers import PushService, SmtpReceiver, WebhookReceiver, b64url_decode, unused_port
+from tests.notify.receivers import (
+    LoopbackTcpServer,
+    PushService,
+    SmtpReceiver,
+    WebhookReceiver,
+    b64url_decode,
+    unused_port,
+)
 
 
 def make_message(**overrides: Any) -> Message:
@@ -47,28 +54,14 @@ async def webhook() -> AsyncIterator[WebhookChannel]:
     await channel.aclose()
 
 
-class HangingServer:
+class HangingServer(LoopbackTcpServer):
     """Accepts connections and never answers (for timeouts)."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.read()  # until the client gives up
         finally:
             writer.close()
-
-    async def __aenter__(self) -> HangingServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
 
 # --- webhook ------------------------------------------------------------------------------------------------

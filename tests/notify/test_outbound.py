@@ -26,7 +26,7 @@ from openmanager.notify.outbound import OutboundGuard, system_resolver
 from openmanager.notify.setup import outbound_guard
 from openmanager.notify.vapid import VapidKeys
 from tests.notify.conftest import ConnectSpy, loopback_guard
-from tests.notify.receivers import PushService, WebhookReceiver, make_self_signed_cert, unused_port
+from tests.notify.receivers import LoopbackTcpServer, PushService, WebhookReceiver, make_self_signed_cert, unused_port
 
 MESSAGE = Message(id="ntf-guard-1", user="ann", title="Disk full", body="disk 99 %", severity="critical",
                   created_at=1_750_000_000_000)
@@ -159,13 +159,12 @@ async def test_the_system_resolver_path_reaches_an_allowed_loopback_receiver(rec
     assert receiver.requests[0].headers["host"] == f"localhost:{receiver.port}"
 
 
-class _Server:
+class _Server(LoopbackTcpServer):
     """A local TCP server that answers each connection with `reply` and closes (None: closes at once)."""
 
     def __init__(self, reply: bytes | None) -> None:
+        super().__init__()
         self.reply = reply
-        self.port = 0
-        self._server: asyncio.Server | None = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.reply is not None:
@@ -173,16 +172,6 @@ class _Server:
             writer.write(self.reply)
             await writer.drain()
         writer.close()
-
-    async def __aenter__(self) -> _Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
 
 async def test_failures_read_the_same_whatever_listens_on_the_port() -> None:
