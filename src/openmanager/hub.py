@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Collection
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -51,7 +52,7 @@ from openmanager.sources.base import Source
 from openmanager.store.db import Store
 from openmanager.store.logs import LogStore
 from openmanager.store.queries import history_points
-from openmanager.store.rollups import RollupWriter
+from openmanager.store.rollups import HOUR_MS, RollupWriter, load_baselines
 from openmanager.store.users import UserStore
 from openmanager.tasks import cancel_and_wait
 
@@ -225,6 +226,8 @@ class Hub:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.scheduler.add_job(self.refresh_users, "interval", seconds=30, id="users-refresh", max_instances=1,
                                coalesce=True)
+        self.scheduler.add_job(self.load_baselines, "cron", minute="*/10", second=50, id="baselines",
+                               max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))
         self.scheduler.start()
         self.broker.listen("metrics", lambda _: self.gc_policy.after_delivery(self.settings.tick / 2))
         from openmanager.gateway.alerts_api import leader_ops
@@ -573,6 +576,14 @@ class Hub:
         assert self.rollups is not None
         await self.persist_servers()
         await self.rollups.roll_minutes(self.state.now_ms())
+
+    async def load_baselines(self) -> None:
+        """The seasonal baselines of `anomaly()` for this hour and the next, from the hourly roll-ups."""
+        assert self.store is not None
+        ids = list(self.state.servers)
+        now = self.state.now_ms()
+        for hour in (now - now % HOUR_MS, now - now % HOUR_MS + HOUR_MS):
+            self.state.set_baselines(hour, await load_baselines(self.store, ids, hour))
 
     async def roll_hours(self) -> None:
         assert self.rollups is not None

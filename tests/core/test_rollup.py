@@ -30,10 +30,10 @@ def test_bucket_points_exact_stats_with_missing_metrics() -> None:
     ]
     first, second = bucket_points("s1", points, 60)
     assert (first.server, first.resolution_s, first.start_ms, first.count) == ("s1", 60, T0, 3)
-    assert first.stats["cpu"] == MetricStats(10.0, 30.0, 60.0, 3)
+    assert first.stats["cpu"] == MetricStats(10.0, 30.0, 60.0, 3, 1400.0)
     assert first.stats["cpu"].avg == 20.0
-    assert first.stats["memory"] == MetricStats(40.0, 40.0, 40.0, 1)
-    assert first.stats["disk"] == MetricStats(5.0, 5.0, 5.0, 1)
+    assert first.stats["memory"] == MetricStats(40.0, 40.0, 40.0, 1, 1600.0)
+    assert first.stats["disk"] == MetricStats(5.0, 5.0, 5.0, 1, 25.0)
     assert first.end_ms == T0 + 60_000
     assert (second.start_ms, second.count, set(second.stats)) == (T0 + 60_000, 1, {"memory"})
     assert second.avg("memory") == 42.0
@@ -48,7 +48,7 @@ def test_bucket_points_aligns_and_sorts_unordered_input() -> None:
 def test_bucket_points_skips_nan_but_counts_the_point() -> None:
     (b,) = bucket_points("s", [(T0, {"cpu": math.nan}), (T0 + 1, {"cpu": 4.0})], 60)
     assert b.count == 2
-    assert b.stats["cpu"] == MetricStats(4.0, 4.0, 4.0, 1)
+    assert b.stats["cpu"] == MetricStats(4.0, 4.0, 4.0, 1, 16.0)
 
 
 def test_bucket_points_rejects_bad_resolution() -> None:

@@ -218,7 +218,7 @@ def test_window_needs_a_duration() -> None:
         ("cpu > 1 && memory > 1", "unexpected '&' (use AND)", 8),
         ("cpu > 1 memory > 2", "unexpected 'memory'", 8),
         ("cpu > 1 < 2", "unexpected '<'", 8),
-        ("cpu > 5m", "unexpected 'm'", 7),
+        ("cpu > 5x", "unexpected 'x'", 7),
         ("cpu > #", "unexpected '#'", 6),
         ("AND cpu > 1", "unexpected 'AND'", 0),
         ("", "empty expression", 0),

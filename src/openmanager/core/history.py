@@ -3,6 +3,13 @@
 Each server keeps a ring of `capacity` points: one int64 timestamp column and one float32 column
 per metric (NaN where the sample had no value). 5,000 servers at a 1 s tick for an hour is about
 5000 * 3600 * (8 + 14 * 4) bytes ~ 1.1 GiB worst case; the default 20-server fleet needs ~4.6 MiB.
+
+`SeriesRing.window_moments(metric, window_ms, now_ms)` keeps the running sums (`core.forecast.Moments`)
+of each (metric, window) it is asked about, and slides them: each point is added once when the window
+reaches it and subtracted once when it leaves (or is overwritten), so a forecast evaluated every tick
+costs O(1) per new point, not a rescan of the window. At most `MAX_SLIDES` windows are kept per ring
+(the least recently read goes); each is recomputed from its points once every `RECOMPUTE_TURNS` turns
+of its window, which bounds the rounding that additions and subtractions accumulate.
 """
 
 from __future__ import annotations
@@ -12,15 +19,36 @@ import math
 from array import array
 from collections.abc import Iterator, Mapping
 
+from openmanager.core.forecast import Moments
 from openmanager.core.model import METRIC_NAMES
 
 _NAN = float("nan")
+
+MAX_SLIDES = 32
+"""Running windows kept per ring (per server): distinct (metric, window) pairs read by forecasts."""
+
+RECOMPUTE_TURNS = 8
+"""A running window is recomputed from its points after this many window lengths of points left it."""
+
+
+class _Slide:
+    """The running sums of one (metric, window): the points with sequence numbers `[lo, hi)`."""
+
+    __slots__ = ("col", "hi", "last_read", "lo", "moments", "removed", "window_ms")
+
+    def __init__(self, col: array[float], window_ms: int, seq: int, origin_ms: int) -> None:
+        self.col = col
+        self.window_ms = window_ms
+        self.lo = self.hi = seq
+        self.moments = Moments(origin_ms)
+        self.removed = 0
+        self.last_read = 0
 
 
 class SeriesRing:
     """A fixed-capacity ring of (ts, {metric: value}) points for one server. Appends are O(metrics)."""
 
-    __slots__ = ("_cols", "_count", "_head", "_ts", "capacity")
+    __slots__ = ("_cols", "_count", "_head", "_seq", "_slides", "_ts", "capacity")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
@@ -30,6 +58,8 @@ class SeriesRing:
         self._cols = {name: array("f", [_NAN]) * capacity for name in METRIC_NAMES}
         self._head = 0  # index of the next write
         self._count = 0
+        self._seq = 0  # points ever appended; point number k lives at index k % capacity while kept
+        self._slides: dict[tuple[str, int], _Slide] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -39,11 +69,86 @@ class SeriesRing:
         if self._count and ts <= self.last_ts():
             return
         i = self._head
+        if self._count == self.capacity and self._slides:
+            self._evict(self._seq - self.capacity)
         self._ts[i] = ts
         for name, col in self._cols.items():
             col[i] = values.get(name, _NAN)
         self._head = (i + 1) % self.capacity
         self._count = min(self._count + 1, self.capacity)
+        self._seq += 1
+
+    def _evict(self, seq: int) -> None:
+        """Point `seq` (the oldest) is about to be overwritten: take it out of the windows holding it."""
+        i = seq % self.capacity
+        ts = self._ts[i]
+        for slide in self._slides.values():
+            if slide.lo == seq and slide.hi > seq:
+                v = slide.col[i]
+                if v == v:
+                    slide.moments.remove(ts, v)
+                    slide.removed += 1
+                slide.lo = seq + 1
+
+    def window_moments(self, metric: str, window_ms: int, now_ms: int) -> Moments | None:
+        """The running sums of `metric` over the points with `now_ms - window_ms <= ts <= now_ms` (t measured
+        in seconds from a recent origin; `first_ms`/`last_ms` set), or None for an unknown metric. O(1)
+        amortised per point for a `now_ms` that does not go back; one that does (a filter evaluated as of
+        an older sample) gets the sums computed from the points at once."""
+        col = self._cols.get(metric)
+        if col is None:
+            return None
+        since = now_ms - window_ms
+        key = (metric, window_ms)
+        slide = self._slides.get(key)
+        if slide is not None and slide.hi > slide.lo and self._ts[(slide.hi - 1) % self.capacity] > now_ms:
+            ts, vs = self.series(metric, since)
+            keep = bisect.bisect_right(ts, now_ms)
+            return Moments.of(ts[:keep], vs[:keep], since)
+        if slide is None:
+            if len(self._slides) >= MAX_SLIDES:
+                del self._slides[min(self._slides, key=lambda k: self._slides[k].last_read)]
+            slide = self._slides[key] = _Slide(col, window_ms, self._seq - self._count, since)
+        slide.last_read = now_ms
+        oldest = self._seq - self._count
+        if slide.hi < oldest or slide.removed >= RECOMPUTE_TURNS * max(1, slide.moments.n):
+            slide.lo = slide.hi = oldest  # points it had not read were overwritten, or a periodic recompute
+            slide.moments = Moments(since)
+            slide.removed = 0
+        m = slide.moments
+        cap, stamps = self.capacity, self._ts
+        while slide.hi < self._seq:  # points that arrived since the last read
+            i = slide.hi % cap
+            t = stamps[i]
+            if t > now_ms:
+                break
+            v = col[i]
+            if v == v:
+                m.add(t, v)
+            slide.hi += 1
+        while slide.lo < slide.hi:  # points that left the window
+            i = slide.lo % cap
+            t = stamps[i]
+            if t >= since:
+                break
+            v = col[i]
+            if v == v:
+                m.remove(t, v)
+                slide.removed += 1
+            slide.lo += 1
+        if now_ms - m.origin_ms > 2 * window_ms + 60_000:
+            m.rebase(since)
+        m.first_ms = m.last_ms = 0
+        if m.n:
+            k = slide.lo
+            while col[k % cap] != col[k % cap]:
+                k += 1
+            m.first_ms = stamps[k % cap]
+            k = slide.hi - 1
+            while col[k % cap] != col[k % cap]:
+                k -= 1
+            m.last_ms = stamps[k % cap]
+        return m
 
     def first_ts(self) -> int | None:
         """The oldest point's timestamp; None when the ring is empty."""

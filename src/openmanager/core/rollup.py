@@ -1,10 +1,14 @@
-"""Metric roll-ups: fixed, aligned time buckets of per-metric min/max/sum/n.
+"""Metric roll-ups: fixed, aligned time buckets of per-metric min/max/sum/n/sum of squares.
 
 Pure: no I/O. A bucket keeps `sum` and `n` rather than an average, so merging two buckets of the
 same key (two halves of a minute written at different times, or sixty minutes into an hour) gives
 the same statistics as bucketing all their points at once: min/max/n exactly, and `sum` as the
 float sum of the same values (bit-identical whenever the addition is exact, as it is for the
 float32-sourced values of `core.history` at monitoring magnitudes).
+
+`sumsq` (Σv²) gives each bucket its variance, which the seasonal baselines of `anomaly()` need
+(`seasonal_baseline`). Buckets stored before it existed have none (`sumsq` None, stored as the
+four-element list); merging one of those with a newer bucket gives None too, never a partial sum.
 
 Buckets are aligned on the epoch: a bucket of `resolution_s` seconds starts at
 `ts - ts % (resolution_s * 1000)` and covers `[start_ms, start_ms + resolution_s * 1000)`.
@@ -16,21 +20,28 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Bucket", "MetricStats", "bucket_points", "coarsen", "downsample", "merge"]
+from openmanager.core.forecast import BASELINE_DAYS, Baseline
+
+__all__ = ["Bucket", "MetricStats", "bucket_points", "coarsen", "downsample", "merge", "seasonal_baseline"]
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
 
 
 @dataclass(slots=True)
 class MetricStats:
-    """Statistics of one metric in one bucket. `n` counts the points that had this metric."""
+    """Statistics of one metric in one bucket. `n` counts the points that had this metric; `sumsq` is
+    None for a bucket stored before sums of squares were kept."""
 
     min: float
     max: float
     sum: float
     n: int
+    sumsq: float | None = None
 
     @classmethod
     def of(cls, value: float) -> MetricStats:
-        return cls(value, value, value, 1)
+        return cls(value, value, value, 1, value * value)
 
     @property
     def avg(self) -> float:
@@ -44,6 +55,8 @@ class MetricStats:
             self.max = value
         self.sum += value
         self.n += 1
+        if self.sumsq is not None:
+            self.sumsq += value * value
 
     def merged(self, other: MetricStats) -> MetricStats:
         """A new `MetricStats` for the union of both sets of values; neither input changes."""
@@ -52,24 +65,29 @@ class MetricStats:
             self.max if self.max >= other.max else other.max,
             self.sum + other.sum,
             self.n + other.n,
+            None if self.sumsq is None or other.sumsq is None else self.sumsq + other.sumsq,
         )
 
     def copy(self) -> MetricStats:
-        return MetricStats(self.min, self.max, self.sum, self.n)
+        return MetricStats(self.min, self.max, self.sum, self.n, self.sumsq)
 
     def to_list(self) -> list[float]:
-        """`[min, max, sum, n]`, the stored form."""
-        return [self.min, self.max, self.sum, self.n]
+        """`[min, max, sum, n, sumsq]`, the stored form (`[min, max, sum, n]` without `sumsq`)."""
+        out = [self.min, self.max, self.sum, self.n]
+        if self.sumsq is not None:
+            out.append(self.sumsq)
+        return out
 
     @classmethod
     def from_list(cls, raw: Sequence[float]) -> MetricStats:
-        """Inverse of `to_list`. Raises ValueError when `raw` is not four numbers with n >= 1."""
-        if len(raw) != 4:
-            raise ValueError(f"metric stats need [min, max, sum, n], got {raw!r}")
-        lo, hi, total, n = raw
+        """Inverse of `to_list`. Raises ValueError unless `raw` is four or five numbers with n >= 1."""
+        if len(raw) not in (4, 5):
+            raise ValueError(f"metric stats need [min, max, sum, n] or [min, max, sum, n, sumsq], got {raw!r}")
+        lo, hi, total, n = raw[:4]
         if n < 1 or int(n) != n:
             raise ValueError(f"metric stats need a positive integer n, got {n!r}")
-        return cls(float(lo), float(hi), float(total), int(n))
+        sumsq = float(raw[4]) if len(raw) == 5 else None
+        return cls(float(lo), float(hi), float(total), int(n), sumsq)
 
 
 @dataclass(slots=True)
@@ -193,3 +211,16 @@ def downsample(points: Sequence[tuple[int, float]], step_ms: int) -> list[tuple[
             acc[0] += value
             acc[1] += 1.0
     return [(start, sums[start][0] / sums[start][1]) for start in sorted(sums)]
+
+
+def seasonal_baseline(hours: Mapping[int, MetricStats], at_ms: int) -> Baseline | None:
+    """The baseline of the hour of the day of `at_ms` (UTC) from one metric's hourly statistics by bucket
+    start (`hours`): the same hour on each of the `BASELINE_DAYS` days before (`forecast.Baseline.of_days`;
+    None with too few of them)."""
+    hour = at_ms - at_ms % HOUR_MS
+    days = []
+    for k in range(1, BASELINE_DAYS + 1):
+        s = hours.get(hour - k * DAY_MS)
+        if s is not None:
+            days.append((s.n, s.sum, s.sumsq))
+    return Baseline.of_days(days)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from openmanager.core.forecast import Baseline, Moments, PeerStats
 from openmanager.core.history import FleetHistory, SeriesRing
 from openmanager.core.model import Sample, ServerInfo, Status
 from openmanager.core.status import StatusPolicy
@@ -44,11 +45,13 @@ class _ServerContext:
     as of that sample (windows end at `now_ms`, the sample's time). A context is made for one evaluation
     pass, so it remembers the windows it has read (rules often share them)."""
 
-    __slots__ = ("_ring", "_sample", "_state", "_windows", "now_ms")
+    __slots__ = ("_fleet", "_ring", "_sample", "_state", "_windows", "now_ms")
 
     def __init__(
-        self, state: ServerState, ring: SeriesRing | None, now_ms: int, sample: Mapping[str, Any] | None = None
+        self, state: ServerState, ring: SeriesRing | None, now_ms: int, sample: Mapping[str, Any] | None = None,
+        fleet: FleetState | None = None,
     ) -> None:
+        self._fleet = fleet
         self._state = state
         self._ring = ring
         self._sample = sample
@@ -89,6 +92,18 @@ class _ServerContext:
         self._windows[key] = (ts, values)
         return ts, values
 
+    def moments(self, metric: str, window_ms: int) -> Moments | None:
+        """The history ring's running sums of the window ending now (`SeriesRing.window_moments`)."""
+        if self._ring is None:
+            return None
+        return self._ring.window_moments(metric, window_ms, self.now_ms)
+
+    def baseline(self, metric: str) -> Baseline | None:
+        return None if self._fleet is None else self._fleet.baseline(self._state.info.id, metric, self.now_ms)
+
+    def peers(self, metric: str) -> PeerStats | None:
+        return None if self._fleet is None else self._fleet.peers(self._state.info.role, metric, self.now_ms)
+
 
 class FleetState:
     def __init__(
@@ -104,6 +119,9 @@ class FleetState:
         self.tick_ms = tick_ms
         self._clock = clock
         self.servers: dict[str, ServerState] = {}
+        self._baselines: dict[int, dict[tuple[str, str], Baseline]] = {}  # hour start (ms) → (server, metric)
+        self._peers: dict[tuple[str, str], tuple[int, PeerStats | None]] = {}
+        self._roles: tuple[int, dict[str, list[ServerState]]] = (-1, {})
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -184,6 +202,39 @@ class FleetState:
                 gone.append(state)
         return gone
 
+    # history functions of the rule language
+    def set_baselines(self, hour_ms: int, baselines: Mapping[tuple[str, str], Baseline]) -> None:
+        """Install the seasonal baselines `{(server, metric): Baseline}` of the hour starting at `hour_ms` (loaded
+        from the roll-ups by `store.rollups.load_baselines`). Two hours are kept (the current one and the
+        next, loaded ahead); installing a third drops the oldest."""
+        self._baselines[hour_ms] = dict(baselines)
+        for old in sorted(self._baselines)[:-2]:
+            del self._baselines[old]
+
+    def baseline(self, server_id: str, metric: str, now_ms: int) -> Baseline | None:
+        """The installed baseline of (server, metric) for the hour of `now_ms`; None when not loaded."""
+        table = self._baselines.get(now_ms - now_ms % 3_600_000)
+        return None if table is None else table.get((server_id, metric))
+
+    def peers(self, role: str, metric: str, now_ms: int) -> PeerStats | None:
+        """Median and MAD of `metric` across the reporting (not offline) servers of `role`, computed once per
+        tick and (role, metric)."""
+        stamp = now_ms // max(1, self.tick_ms)
+        cached = self._peers.get((role, metric))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        if self._roles[0] != stamp:
+            roles: dict[str, list[ServerState]] = {}
+            for state in self.servers.values():
+                if state.status is not Status.OFFLINE:
+                    roles.setdefault(state.info.role, []).append(state)
+            self._roles = (stamp, roles)
+            self._peers.clear()
+        values = [v for state in self._roles[1].get(role, ()) if (v := state.values.get(metric)) is not None]
+        stats = PeerStats.of(values)
+        self._peers[(role, metric)] = (stamp, stats)
+        return stats
+
     def forget(self, server_id: str) -> None:
         self.servers.pop(server_id, None)
         self.history.forget(server_id)
@@ -201,7 +252,7 @@ class FleetState:
         if state is None:
             return None
         now = ts if sample is not None and ts else self.now_ms()
-        return _ServerContext(state, self.history.get(server_id), now, sample)
+        return _ServerContext(state, self.history.get(server_id), now, sample, self)
 
     def __iter__(self) -> Iterator[ServerState]:
         return iter(self.servers.values())

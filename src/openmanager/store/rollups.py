@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from openmanager.core.forecast import BASELINE_DAYS, Baseline
 from openmanager.core.history import FleetHistory
-from openmanager.core.rollup import Bucket, bucket_points, coarsen
+from openmanager.core.rollup import Bucket, MetricStats, bucket_points, coarsen, seasonal_baseline
 from openmanager.store.db import Store
 
-__all__ = ["DAY_MS", "HOUR_MS", "HOUR_S", "MINUTE_MS", "MINUTE_S", "RollupWriter"]
+__all__ = ["DAY_MS", "HOUR_MS", "HOUR_S", "MINUTE_MS", "MINUTE_S", "RollupWriter", "baseline_hours",
+           "load_baselines"]
 
 MINUTE_S = 60
 HOUR_S = 3600
@@ -152,3 +154,40 @@ class RollupWriter:
         minutes = await self.store.prune(MINUTE_S, now_ms - self.minute_retention_ms)
         hours = await self.store.prune(HOUR_S, now_ms - self.hour_retention_ms)
         return minutes, hours
+
+
+async def baseline_hours(
+    store: Store, servers: Sequence[str], since_ms: int, until_ms: int
+) -> dict[str, dict[str, dict[int, MetricStats]]]:
+    """The hourly statistics the seasonal baselines of `[since_ms, until_ms)` need: every 1-hour bucket from
+    `BASELINE_DAYS` days before `since_ms` to `until_ms`, as `{server: {metric: {hour start: stats}}}`. Reads
+    in chunks of servers (the backtest of `anomaly()`). Raises StoreError when the store fails."""
+    out: dict[str, dict[str, dict[int, MetricStats]]] = {}
+    start = since_ms - since_ms % HOUR_MS - BASELINE_DAYS * DAY_MS
+    for i in range(0, len(servers), _HOUR_SERVER_CHUNK):
+        for bucket in await store.read_buckets_many(servers[i : i + _HOUR_SERVER_CHUNK], HOUR_S, start, until_ms):
+            metrics = out.setdefault(bucket.server, {})
+            for name, stats in bucket.stats.items():
+                metrics.setdefault(name, {})[bucket.start_ms] = stats
+    return out
+
+
+async def load_baselines(store: Store, servers: Sequence[str], at_ms: int) -> dict[tuple[str, str], Baseline]:
+    """The seasonal baselines of the hour of `at_ms` for `servers`, every metric: `{(server, metric): Baseline}`
+    (pairs without enough days left out). Reads the same hour of the `BASELINE_DAYS` days before: one query per
+    day and chunk of 100 servers, once an hour (`FleetState.set_baselines`). Raises StoreError."""
+    hour = at_ms - at_ms % HOUR_MS
+    stats: dict[tuple[str, str], dict[int, MetricStats]] = {}
+    for i in range(0, len(servers), _HOUR_SERVER_CHUNK):
+        chunk = servers[i : i + _HOUR_SERVER_CHUNK]
+        for k in range(1, BASELINE_DAYS + 1):
+            start = hour - k * DAY_MS
+            for bucket in await store.read_buckets_many(chunk, HOUR_S, start, start + HOUR_MS):
+                for name, s in bucket.stats.items():
+                    stats.setdefault((bucket.server, name), {})[bucket.start_ms] = s
+    out: dict[tuple[str, str], Baseline] = {}
+    for key, hours in stats.items():
+        baseline = seasonal_baseline(hours, hour)
+        if baseline is not None:
+            out[key] = baseline
+    return out

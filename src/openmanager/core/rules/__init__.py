@@ -8,7 +8,18 @@ for types, `compile` for evaluation).
 
 from __future__ import annotations
 
-from openmanager.core.rules.compile import Condition, EvalContext, FleetContext, compile_condition, compile_steps
+from openmanager.core.rules.compile import (
+    Condition,
+    EvalContext,
+    FleetContext,
+    HistoryContext,
+    call_label,
+    compile_condition,
+    compile_steps,
+    history_functions,
+    history_needed,
+    number_evaluator,
+)
 from openmanager.core.rules.limits import (
     FILTER_LIMITS,
     MAX_DEPTH,
@@ -20,16 +31,19 @@ from openmanager.core.rules.limits import (
     prescan,
 )
 from openmanager.core.rules.nodes import (
+    Anomaly,
     Binary,
     Compare,
     Count,
     Expr,
     Field,
     FleetAggregate,
+    Forecast,
     Logical,
     Neg,
     Not,
     Number,
+    Outlier,
     String,
     Window,
 )
@@ -41,6 +55,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_LENGTH",
     "RULE_LIMITS",
+    "Anomaly",
     "Binary",
     "Compare",
     "Condition",
@@ -50,18 +65,25 @@ __all__ = [
     "Field",
     "FleetAggregate",
     "FleetContext",
+    "Forecast",
+    "HistoryContext",
     "Limits",
     "Logical",
     "Neg",
     "Not",
     "Number",
+    "Outlier",
     "String",
     "Type",
     "Window",
+    "call_label",
     "compile_condition",
     "compile_steps",
     "cost",
     "forbidden_character",
+    "history_functions",
+    "history_needed",
+    "number_evaluator",
     "parse",
     "parse_duration",
     "parse_steps",

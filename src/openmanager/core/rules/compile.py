@@ -12,6 +12,10 @@ Window functions see the samples with `ts >= now_ms - duration`:
 `avg`, `min`, `max`; `last` (newest value); `delta` (newest - oldest; unknown with < 2 samples);
 `rate` ((newest - oldest) / seconds between them; unknown with < 2 samples or zero elapsed time);
 `p95` (nearest-rank: the ceil(0.95 * n)-th smallest sample, always an observed value).
+`predict`, `time_to`, `anomaly` and `outlier` read what `HistoryContext` offers when the context has it
+(running sums, an hourly baseline, the role's peers; `core.forecast` has the maths and the minimums);
+a context without `moments` gets the sums computed from `series`, one without `baseline` or `peers`
+answers unknown.
 Fleet functions aggregate each member's latest value the same way (members without it are skipped,
 none left is unknown); `count(cond)` counts the members where `cond` is True (unknown is not True).
 """
@@ -26,22 +30,28 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
+from openmanager.core import forecast
+from openmanager.core.forecast import Baseline, Moments, PeerStats
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules.limits import RULE_LIMITS, Limits, cost
 from openmanager.core.rules.nodes import (
+    Anomaly,
     Binary,
     Compare,
     Count,
     Expr,
     Field,
     FleetAggregate,
+    Forecast,
     Logical,
     Neg,
     Not,
     Number,
+    Outlier,
     String,
     Window,
     children,
+    function_name,
     walk,
 )
 from openmanager.core.rules.parser import parse_steps, run_steps
@@ -67,6 +77,23 @@ class EvalContext(Protocol):
     @property
     def now_ms(self) -> int:
         """The evaluation instant; windows end here."""
+        ...
+
+
+class HistoryContext(EvalContext, Protocol):
+    """What a context may add for `predict`, `time_to`, `anomaly` and `outlier` (each method optional)."""
+
+    def moments(self, metric: str, window_ms: int) -> Moments | None:
+        """The running sums of `metric` over `[now_ms - window_ms, now_ms]` (not to be changed)."""
+        ...
+
+    def baseline(self, metric: str) -> Baseline | None:
+        """The server's usual `metric` at `now_ms`'s hour of the day (UTC); None without enough days."""
+        ...
+
+    def peers(self, metric: str) -> PeerStats | None:
+        """The median and MAD of `metric` across the servers of this server's role now; None without
+        enough of them."""
         ...
 
 
@@ -199,7 +226,7 @@ _CACHE = _LruCache(512)
 def _compile(text: str, fleet: bool, expr: Expr, price: int) -> Condition:
     nodes = list(walk(expr))
     fields = frozenset(n.name for n in nodes if isinstance(n, Field) and n.scope == "metric")
-    max_window = max((n.duration_ms for n in nodes if isinstance(n, Window)), default=0)
+    max_window = max((n.duration_ms for n in nodes if isinstance(n, Window | Forecast | Anomaly)), default=0)
     if fleet:
         fleet_compiler = _FleetCompiler()
         counts = tuple(_ServerCompiler().boolean(n.condition) for n in nodes if isinstance(n, Count))
@@ -225,14 +252,37 @@ def _observers(
             sides: list[tuple[str, Expr]] = []
             if not isinstance(node.left, Number | String):
                 sides.append((text[node.left.pos : node.op_pos].strip(), node.left))
-            if isinstance(node.right, Field | Window | FleetAggregate):  # its end is not recorded: re-render
-                sides.append((_label(node.right), node.right))
+            if isinstance(node.right, Field | Window | FleetAggregate | Forecast | Anomaly | Outlier):
+                sides.append((call_label(node.right), node.right))  # its end is not recorded: re-render
             for label, side in sides:
                 fn = compiler.string(side) if result_type(side) is Type.STRING else compiler.number(side)
                 out.setdefault(label, fn)  # type: ignore[arg-type]
             continue
         stack.extend(reversed(children(node)))
     return tuple(out.items())
+
+
+def _duration_text(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms / 1000:g}s"
+
+
+def call_label(expr: Expr) -> str:
+    """A function call as text, such as `time_to(disk, 100, 6h)` (for observers and messages)."""
+    match expr:
+        case Forecast(func="predict", field=Field(name=name), duration_ms=ms, horizon_ms=h):
+            return f"predict({name}, {_duration_text(ms)}, {_duration_text(h or 0)})"
+        case Forecast(field=Field(name=name), duration_ms=ms, target=target):
+            return f"time_to({name}, {target:g}, {_duration_text(ms)})"
+        case Anomaly(field=Field(name=name), duration_ms=ms):
+            return f"anomaly({name}, {_duration_text(ms)})"
+        case Outlier(field=Field(name=name)):
+            return f"outlier({name})"
+        case Field() | Window() | FleetAggregate():
+            return _label(expr)
+    raise AssertionError(expr)  # pragma: no cover
 
 
 def _label(expr: Field | Window | FleetAggregate) -> str:
@@ -484,6 +534,8 @@ class _ServerCompiler(_Compiler[EvalContext]):
                 return agg(ts, vs)
 
             return window
+        if isinstance(expr, Forecast | Anomaly | Outlier):
+            return _history_function(expr)
         raise AssertionError(f"not a per-server number: {expr!r}")  # pragma: no cover
 
     def string_leaf(self, expr: Expr) -> _Str[EvalContext]:
@@ -516,3 +568,80 @@ class _FleetCompiler(_Compiler[FleetContext]):
 
             return aggregate
         raise AssertionError(f"not a fleet number: {expr!r}")  # pragma: no cover
+
+
+def _moments(c: EvalContext, metric: str, window_ms: int) -> Moments | None:
+    """The context's running sums, or sums computed from its `series` when it keeps none."""
+    read = getattr(c, "moments", None)
+    if read is not None:
+        found: Moments | None = read(metric, window_ms)
+        return found
+    since = c.now_ms - window_ms
+    ts, vs = c.series(metric, since)
+    return Moments.of(ts, vs, since)
+
+
+def _history_function(expr: Forecast | Anomaly | Outlier) -> _Num[EvalContext]:
+    metric = expr.field.name
+    if isinstance(expr, Outlier):
+
+        def outlier(c: EvalContext) -> float | None:
+            read = getattr(c, "peers", None)
+            if read is None:
+                return None
+            return forecast.outlier(_as_number(c.latest(metric)), read(metric))
+
+        return outlier
+    window = expr.duration_ms
+    if isinstance(expr, Anomaly):
+
+        def anomaly(c: EvalContext) -> float | None:
+            read = getattr(c, "baseline", None)
+            if read is None:
+                return None
+            baseline = read(metric)
+            if baseline is None:
+                return None
+            m = _moments(c, metric, window)
+            if m is None or m.n < forecast.MIN_RECENT_POINTS:
+                return None
+            return forecast.anomaly(m.sv / m.n, baseline)
+
+        return anomaly
+    if expr.func == "predict":
+        horizon = expr.horizon_ms or 0
+
+        def predict(c: EvalContext) -> float | None:
+            m = _moments(c, metric, window)
+            return None if m is None else forecast.predict(m, window, c.now_ms, horizon)
+
+        return predict
+    target = expr.target or 0.0
+
+    def time_to(c: EvalContext) -> float | None:
+        m = _moments(c, metric, window)
+        return None if m is None else forecast.time_to(m, window, c.now_ms, target)
+
+    return time_to
+
+
+def number_evaluator(expr: Expr) -> Callable[[EvalContext], float | None]:
+    """A per-server numeric sub-expression (such as one `predict(...)` call) compiled on its own."""
+    return _ServerCompiler().number(expr)
+
+
+def history_functions(expr: Expr) -> list[Forecast | Anomaly | Outlier]:
+    """The `predict`, `time_to`, `anomaly` and `outlier` calls in `expr`, left to right."""
+    return [n for n in walk(expr) if isinstance(n, Forecast | Anomaly | Outlier)]
+
+
+def history_needed(expr: Forecast | Anomaly | Outlier) -> str:
+    """What one such call needs before it answers, in words (docs/rules.md)."""
+    name = function_name(expr)
+    if isinstance(expr, Forecast):
+        span = _duration_text(max(1000, int(expr.duration_ms * forecast.MIN_FIT_SPAN)))
+        return f"{call_label(expr)} needs {forecast.MIN_FIT_POINTS} samples spanning at least {span}"
+    if isinstance(expr, Anomaly):
+        return (f"{call_label(expr)} needs the hourly roll-ups of the same hour on {forecast.MIN_BASELINE_DAYS} "
+                f"earlier days")
+    return f"{name}({expr.field.name}) needs {forecast.MIN_PEERS} servers of the same role reporting it"

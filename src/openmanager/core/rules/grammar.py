@@ -29,10 +29,17 @@ GRAMMAR = r"""
 ?atom: NUMBER -> number
      | STRING -> string
      | FIELD -> field
+     | DURATION -> duration
      | WINDOW_FN LPAR FIELD COMMA DURATION RPAR -> window
+     | PREDICT LPAR FIELD COMMA DURATION COMMA DURATION RPAR -> predict
+     | TIME_TO LPAR FIELD COMMA signed COMMA DURATION RPAR -> time_to
+     | ANOMALY LPAR FIELD COMMA DURATION RPAR -> anomaly
+     | OUTLIER LPAR FIELD RPAR -> outlier
      | FLEET_FN LPAR FIELD RPAR -> fleet_fn
      | COUNT LPAR condition RPAR -> count
      | LPAR condition RPAR -> paren
+
+signed: MINUS? NUMBER
 
 OR.2: /or\b/i
 AND.2: /and\b/i
@@ -40,6 +47,10 @@ NOT.2: /not\b/i
 COUNT.2: /count\b/i
 WINDOW_FN.2: /(avg|min|max|last|rate|delta|p95)\b/i
 FLEET_FN.2: /fleet_(avg|min|max|p95)\b/i
+PREDICT.2: /predict\b/i
+TIME_TO.2: /time_to\b/i
+ANOMALY.2: /anomaly\b/i
+OUTLIER.2: /outlier\b/i
 
 DURATION.2: /[0-9]+(\.[0-9]+)?[smhd]\b/
 NUMBER: /([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?/

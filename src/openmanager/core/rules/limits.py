@@ -12,7 +12,10 @@ NOT / unary minus directly in front of it or of the operand in hand. That count 
 the parser measures afterwards, so the pre-scan refuses nothing the parser would accept.
 
 `cost(expr, limits)` prices an expression per server evaluation: 1 per node, plus, for a window
-function, the samples it scans (`min(window, scan_ms) / sample_ms`, at least 1).
+function, the samples it scans (`min(window, scan_ms) / sample_ms`, at least 1), and for `predict`,
+`time_to`, `anomaly` and `outlier` a constant `HISTORY_FUNCTION_COST`: they read running sums (the
+history ring's sliding windows, a baseline loaded once an hour, the role's median computed once per
+tick), not the samples, so their work does not grow with the window.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from openmanager.core.errors import RuleSyntaxError
-from openmanager.core.rules.nodes import Expr, Window, children
+from openmanager.core.rules.nodes import Anomaly, Expr, Forecast, Outlier, Window, children
 
 DAY_MS = 86_400_000
 
@@ -40,6 +43,11 @@ MAX_COST = 20_000
 
 MAX_WINDOW_MS = 90 * DAY_MS
 """Default longest window: what the default roll-up retention keeps (setting `rollup_hour_days`)."""
+
+
+HISTORY_FUNCTION_COST = 30
+"""What `predict`, `time_to`, `anomaly` and `outlier` cost on top of their node: measured at about the time of
+30 evaluated nodes each (bench/alerts_eval.py, docs/benchmarks.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +168,8 @@ def cost(expr: Expr, limits: Limits = RULE_LIMITS) -> int:
         total += 1
         if isinstance(node, Window):
             total += limits.window_points(node.duration_ms)
+        elif isinstance(node, Forecast | Anomaly | Outlier):
+            total += HISTORY_FUNCTION_COST
         if total > limits.max_cost:
             raise RuleSyntaxError(
                 f"expression costs more than the limit of {limits.max_cost} per evaluation (a window "

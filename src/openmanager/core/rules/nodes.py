@@ -13,6 +13,7 @@ from typing import Literal
 
 WindowFunction = Literal["avg", "min", "max", "last", "rate", "delta", "p95"]
 FleetFunction = Literal["fleet_avg", "fleet_min", "fleet_max", "fleet_p95"]
+ForecastFunction = Literal["predict", "time_to"]
 ArithOp = Literal["+", "-", "*", "/"]
 CompareOp = Literal["<", "<=", ">", ">=", "==", "!="]
 LogicOp = Literal["AND", "OR"]
@@ -71,6 +72,36 @@ class Window:
     func: WindowFunction
     field: Field
     duration_ms: int
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """`predict(field, window, horizon)` (then `horizon_ms` is set) or `time_to(field, target, window)`
+    (then `target` is set): the least-squares trend of one server's recent samples."""
+
+    func: ForecastFunction
+    field: Field
+    duration_ms: int
+    horizon_ms: int | None
+    target: float | None
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """`anomaly(field, window)`: how far the window's mean is from the server's usual value at this hour."""
+
+    field: Field
+    duration_ms: int
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outlier:
+    """`outlier(field)`: how far the server's latest value is from its role's peers right now."""
+
+    field: Field
     pos: int
 
 
@@ -138,13 +169,17 @@ class Logical:
     pos: int
 
 
-Expr = Number | String | Field | Window | FleetAggregate | Count | Neg | Binary | Compare | Not | Logical
+Expr = (Number | String | Field | Window | Forecast | Anomaly | Outlier | FleetAggregate | Count | Neg | Binary
+        | Compare | Not | Logical)
+
+HistoryFunction = Forecast | Anomaly | Outlier
+"""The functions that need more history than a window's samples (docs/rules.md, "Forecasts and anomalies")."""
 
 
 def children(expr: Expr) -> tuple[Expr, ...]:
     """The direct sub-expressions of `expr`, left to right (a window's or aggregate's field included)."""
     match expr:
-        case Window(field=f) | FleetAggregate(field=f):
+        case Window(field=f) | FleetAggregate(field=f) | Forecast(field=f) | Anomaly(field=f) | Outlier(field=f):
             return (f,)
         case Count(condition=c):
             return (c,)
@@ -177,3 +212,8 @@ def depth(expr: Expr) -> tuple[int, int]:
             best = (d, node.pos)
         stack.extend((child, d + 1) for child in reversed(children(node)))
     return best
+
+
+def function_name(expr: Forecast | Anomaly | Outlier) -> str:
+    """`predict`, `time_to`, `anomaly` or `outlier`."""
+    return expr.func if isinstance(expr, Forecast) else "anomaly" if isinstance(expr, Anomaly) else "outlier"

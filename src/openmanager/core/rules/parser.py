@@ -21,6 +21,7 @@ from openmanager.core.errors import RuleSyntaxError
 from openmanager.core.rules.grammar import GRAMMAR
 from openmanager.core.rules.limits import RULE_LIMITS, Limits, prescan
 from openmanager.core.rules.nodes import (
+    Anomaly,
     ArithOp,
     Binary,
     Compare,
@@ -30,11 +31,13 @@ from openmanager.core.rules.nodes import (
     Field,
     FleetAggregate,
     FleetFunction,
+    Forecast,
     Logical,
     LogicOp,
     Neg,
     Not,
     Number,
+    Outlier,
     String,
     Window,
     WindowFunction,
@@ -189,6 +192,16 @@ class _Builder:
     def __init__(self, max_window_ms: int) -> None:
         self.max_window_ms = max_window_ms
 
+    def _window(self, dur: Token) -> int:
+        """A function's duration argument in ms; an error past `max_window_ms`."""
+        duration_ms = _duration_ms(str(dur), dur.start_pos or 0)
+        if duration_ms > self.max_window_ms:
+            raise RuleSyntaxError(
+                f"window {_shown(str(dur))} is longer than the history kept ({_format_days(self.max_window_ms)})",
+                dur.start_pos or 0,
+            )
+        return duration_ms
+
     def build(self, node: Tree[Token] | Token) -> Expr:
         if isinstance(node, Token):  # pragma: no cover - every atom is wrapped in an aliased tree
             raise AssertionError(f"unexpected bare token {node.type}")
@@ -205,19 +218,33 @@ class _Builder:
                 return Field(str(tok), tok.start_pos or 0)
             case "window":
                 fn, field, dur = _tok(kids[0]), _tok(kids[2]), _tok(kids[4])
-                duration_ms = _duration_ms(str(dur), dur.start_pos or 0)
-                if duration_ms > self.max_window_ms:
-                    raise RuleSyntaxError(
-                        f"window {_shown(str(dur))} is longer than the history kept "
-                        f"({_format_days(self.max_window_ms)})",
-                        dur.start_pos or 0,
-                    )
                 return Window(
                     cast(WindowFunction, str(fn).lower()),
                     Field(str(field), field.start_pos or 0),
-                    duration_ms,
+                    self._window(dur),
                     fn.start_pos or 0,
                 )
+            case "duration":
+                tok = _tok(kids[0])
+                return Number(_duration_ms(str(tok), tok.start_pos or 0) / 1000.0, tok.start_pos or 0)
+            case "predict":
+                fn, field = _tok(kids[0]), _tok(kids[2])
+                return Forecast("predict", Field(str(field), field.start_pos or 0), self._window(_tok(kids[4])),
+                                self._window(_tok(kids[6])), None, fn.start_pos or 0)
+            case "time_to":
+                fn, field, signed = _tok(kids[0]), _tok(kids[2]), kids[4]
+                assert isinstance(signed, Tree)
+                parts = [str(_tok(k)) for k in signed.children]
+                target = float("".join(parts))
+                return Forecast("time_to", Field(str(field), field.start_pos or 0), self._window(_tok(kids[6])),
+                                None, target, fn.start_pos or 0)
+            case "anomaly":
+                fn, field = _tok(kids[0]), _tok(kids[2])
+                return Anomaly(Field(str(field), field.start_pos or 0), self._window(_tok(kids[4])),
+                               fn.start_pos or 0)
+            case "outlier":
+                fn, field = _tok(kids[0]), _tok(kids[2])
+                return Outlier(Field(str(field), field.start_pos or 0), fn.start_pos or 0)
             case "fleet_fn":
                 fn, field = _tok(kids[0]), _tok(kids[2])
                 return FleetAggregate(

@@ -9,9 +9,10 @@ strings. Rules:
 * comparisons take two numbers (any operator) or two strings (`==` and `!=` only; strings have no
   ordering, so `status > "warning"` is an error rather than a lexicographic surprise) and give a
   boolean; booleans cannot be compared;
-* window functions take a numeric metric; `count()` and `fleet_*()` give numbers and need a fleet
-  rule; in a fleet rule every field must sit inside `count()` or a fleet function, and `count()`
-  and fleet functions cannot be nested inside `count()`.
+* window functions, `predict`, `time_to`, `anomaly` and `outlier` take a numeric metric and give a
+  number (a per-server value: in a fleet rule only inside `count()`); `count()` and `fleet_*()` give
+  numbers and need a fleet rule; in a fleet rule every field must sit inside `count()` or a fleet
+  function, and `count()` and fleet functions cannot be nested inside `count()`.
 
 Every violation raises `RuleSyntaxError` at the offending sub-expression (or operator).
 """
@@ -24,18 +25,22 @@ from typing import Literal
 from openmanager.core.errors import RuleSyntaxError
 from openmanager.core.model import METRIC_NAMES, SERVER_ATTRIBUTES
 from openmanager.core.rules.nodes import (
+    Anomaly,
     Binary,
     Compare,
     Count,
     Expr,
     Field,
     FleetAggregate,
+    Forecast,
     Logical,
     Neg,
     Not,
     Number,
+    Outlier,
     String,
     Window,
+    function_name,
 )
 
 STRING_METRICS: frozenset[str] = frozenset({"status"})
@@ -79,7 +84,7 @@ def field_type(field: Field) -> Type:
 def result_type(expr: Expr) -> Type:
     """The type of an already checked expression, from its root node alone (no recursion)."""
     match expr:
-        case Number() | Window() | FleetAggregate() | Count() | Neg() | Binary():
+        case Number() | Window() | FleetAggregate() | Count() | Neg() | Binary() | Forecast() | Anomaly() | Outlier():
             return Type.NUMBER
         case String():
             return Type.STRING
@@ -111,6 +116,11 @@ def _check(expr: Expr, scope: _Scope) -> Type:
             return t
         case Window():
             _numeric_metric(expr.field, f"{expr.func}()")
+            if scope == "fleet":
+                raise RuleSyntaxError(_FLEET_FIELD, expr.pos)
+            return Type.NUMBER
+        case Forecast() | Anomaly() | Outlier():
+            _numeric_metric(expr.field, f"{function_name(expr)}()")
             if scope == "fleet":
                 raise RuleSyntaxError(_FLEET_FIELD, expr.pos)
             return Type.NUMBER
