@@ -17,15 +17,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
+from openmanager.alerts.backtest import replay_for
 from openmanager.alerts.rules import SEVERITIES, RuleSpec
 from openmanager.budget import SLICE_S, run_sliced, time_budget
 from openmanager.core.bounds import parse_time
 from openmanager.core.errors import NotFoundError, ValidationError
-from openmanager.core.rules import compile_condition
+from openmanager.core.rules import Anomaly, compile_condition, history_functions
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
 from openmanager.gateway.deps import hub_of as _hub
 from openmanager.store.queries import data_start_ms
+from openmanager.store.rollups import baseline_hours
 
 if TYPE_CHECKING:
     from openmanager.alerts.service import AlertService
@@ -195,9 +197,12 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     if until - since > MAX_BACKTEST_SPAN_MS:
         raise ValidationError("a backtest may span at most 90 days", code="invalid_parameter")
     fields: set[str] = set()
+    seasonal = False  # anomaly() needs the hourly roll-ups of the days before too
     for text in (spec.condition, spec.clear):
         if text:
-            fields |= compile_condition(text, fleet=spec.fleet).fields
+            compiled = compile_condition(text, fleet=spec.fleet)
+            fields |= compiled.fields
+            seasonal |= any(isinstance(f, Anomaly) for f in history_functions(compiled.expr))
     policy = hub.state.policy
     if "status" in fields:  # status is derived from the threshold metrics (and offline from gaps)
         fields.discard("status")
@@ -220,9 +225,11 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
                     await asyncio.sleep(0)
                     yielded = time.perf_counter()
             tick_ms = max(1, int(hub.settings.tick * 1000))
-            result = await run_sliced(service.backtest_replay(
+            hours = await baseline_hours(hub.store, [info.id for info, _ in data], start, until) if seasonal else None
+            result = await run_sliced(replay_for(
                 spec, data, since_ms=start, until_ms=until, min_step_ms=tick_ms,
-                stale_ms=policy.offline_after_ms(tick_ms), policy=policy))
+                stale_ms=policy.offline_after_ms(tick_ms), policy=policy, hours=hours,
+                flap_transitions=service.engine.flap_transitions, flap_window_ms=service.engine.flap_window_ms))
     return {"rule": spec.to_api()} | result | {"requested_since": since, "clamped": start > since}
 
 
