@@ -248,4 +248,13 @@ DEFAULT_RULES: Final[tuple[dict[str, Any], ...]] = (
              "response_time < 2500", "Response time above 3 s for 1 minute; clears below 2.5 s."),
     _default("server-offline", "Server offline", 'status == "offline"', "critical", "0s", 'status != "offline"',
              "No sample for 3 ticks (or 10 s): the server or its source is down."),
+    _default("disk-full-forecast", "Disk full within 4 h", "time_to(disk, 100, 1h) < 4h AND disk > 75", "warning",
+             "10s", "predict(disk, 1h, 6h) < 100 OR disk < 70",
+             "The last hour's trend reaches 100% within 4 hours (disk above 75%); clears when it would not be "
+             "full within 6 hours, or below 70%."),
+    _default("memory-exhaustion-forecast", "Memory will run out within 1 h",
+             "time_to(memory, 100, 5m) < 1h AND memory > 75", "warning", "10s",
+             "predict(memory, 5m, 2h) < 100 OR memory < 70",
+             "The last 5 minutes' trend reaches 100% within an hour (memory above 75%); clears when it would not "
+             "within 2 hours, or below 70%."),
 )
