@@ -198,7 +198,7 @@ async def test_concurrent_merging_writers_lose_nothing(store: Store, db_url: str
         await other.close()
     (b,) = await store.read_buckets("s", 60, 0, T0 + DAY)
     assert b.count == 40
-    assert b.stats["cpu"] == MetricStats(0.0, 39.0, float(sum(range(40))), 40)
+    assert b.stats["cpu"] == MetricStats(0.0, 39.0, float(sum(range(40))), 40, float(sum(i * i for i in range(40))))
 
 
 def test_models_match_migrations(tmp_path: Path) -> None:
