@@ -1,5 +1,6 @@
 """Rule evaluation cost: R rules x N servers per tick, the compiled engine against a tree-walking
-baseline in the same run.
+baseline in the same run; and the same pack with F of its rules using the history functions (`time_to`,
+`predict`, `anomaly`, `outlier`) against the pack without them, side by side, tick by tick.
 
 The fleet is the simulator's (N servers with a minute of 1 s history in the real FleetState and its
 column rings); the rules mix thresholds, compound conditions, window functions, hysteresis and scopes.
@@ -7,7 +8,14 @@ Each measured tick builds every server's rule context and runs `AlertEngine.eval
 clear, cooldown, flapping). The baseline evaluates the same parsed conditions by walking their syntax
 trees for every (rule, server) — what the engine would cost without compiling rules once.
 
-    .venv/bin/python bench/alerts_eval.py --rules 100 --servers 1000 --ticks 30
+With `--history-functions F` (default 20) every fifth rule, up to F, is one of five conditions using the
+history functions; the comparison pack (in the same run, on the same samples, alternating which goes first)
+has those F rules as plain window rules of the same metrics instead (`avg(disk, 1m) > 75`, ...). Anomaly
+baselines are installed for every server and metric (as the hub loads them from the hourly roll-ups), so
+`anomaly()` is evaluated, not unknown; the history is long enough (`--history`, 400 s) for every trend to
+have its 10 % of the window.
+
+    .venv/bin/python bench/alerts_eval.py --rules 100 --servers 1000 --ticks 30 --history-functions 20
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any
 
 from openmanager.alerts.engine import AlertEngine
 from openmanager.alerts.rules import RuleSpec
+from openmanager.core.forecast import Baseline
 from openmanager.core.history import FleetHistory
 from openmanager.core.rules import parse
 from openmanager.core.rules.nodes import Binary, Compare, Expr, Field, Logical, Neg, Not, Number, String, Window
@@ -54,6 +63,39 @@ def make_rules(n: int) -> list[RuleSpec]:
             body["scope"] = scope
         rules.append(RuleSpec.from_api(body))
     return rules
+
+
+HISTORY_RULES = [  # (with the history functions, the plain rule it replaces in the comparison pack)
+    ("time_to(disk, 100, 1h) < 4h AND disk > 75", "avg(disk, 1m) > 75"),
+    ("time_to(memory, 100, 5m) < 1h AND memory > 75", "avg(memory, 1m) > 75"),
+    ("predict(cpu, 10m, 30m) > 95", "max(cpu, 1m) > 95"),
+    ("anomaly(cpu, 5m) > 4", "avg(cpu, 1m) > 90"),
+    ('outlier(response_time) > 5 AND server.role == "web"', 'response_time > 2000 AND server.role == "web"'),
+]
+
+
+def with_history_functions(rules: list[RuleSpec], count: int, *, plain: bool) -> list[RuleSpec]:
+    """`rules` with every fifth one, up to `count`, replaced by a rule using the history functions (or, with
+    `plain`, by its plain counterpart)."""
+    out = list(rules)
+    for k in range(count):
+        i = 5 * k
+        if i >= len(out):
+            break
+        history, simple = HISTORY_RULES[k % len(HISTORY_RULES)]
+        out[i] = RuleSpec.from_api({"id": out[i].id, "name": out[i].name, "condition": simple if plain else history,
+                                    "for": "10s", "severity": "warning"})
+    return out
+
+
+def install_baselines(state: FleetState, now_ms: int) -> None:
+    """A baseline per server and metric for the current hour (the hub loads them from the hourly roll-ups)."""
+    hour = now_ms - now_ms % 3_600_000
+    table = {}
+    for server in state:
+        for metric, value in server.values.items():
+            table[(server.info.id, metric)] = Baseline(value, max(1.0, abs(value) * 0.1), 7)
+    state.set_baselines(hour, table)
 
 
 def build_fleet(servers: int, history_s: int) -> tuple[FleetState, FleetSimulator]:
@@ -125,7 +167,9 @@ def main() -> int:
     ap.add_argument("--rules", type=int, default=100)
     ap.add_argument("--servers", type=int, default=1000)
     ap.add_argument("--ticks", type=int, default=30)
-    ap.add_argument("--history", type=int, default=60, help="seconds of 1 s history per server")
+    ap.add_argument("--history", type=int, default=400, help="seconds of 1 s history per server")
+    ap.add_argument("--history-functions", type=int, default=20,
+                    help="rules using time_to/predict/anomaly/outlier in the side-by-side pack")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
 
@@ -133,8 +177,15 @@ def main() -> int:
     rules = make_rules(args.rules)
     engine = AlertEngine()
     engine.set_rules(rules, T0)
+    with_fns = AlertEngine()
+    with_fns.set_rules(with_history_functions(rules, args.history_functions, plain=False), T0)
+    without_fns = AlertEngine()
+    without_fns.set_rules(with_history_functions(rules, args.history_functions, plain=True), T0)
     now = T0 + args.history * 1000
+    install_baselines(state, now)
     engine_s: list[float] = []
+    pack_s: dict[str, list[float]] = {"with": [], "without": []}
+    pack_transitions = {"with": 0, "without": 0}
     transitions = 0
     for tick in range(args.ticks):
         t = now + tick * 1000
@@ -145,6 +196,11 @@ def main() -> int:
         started = time.perf_counter()
         transitions += len(engine.evaluate(t, contexts(state)))
         engine_s.append(time.perf_counter() - started)
+        order = [("with", with_fns), ("without", without_fns)]
+        for name, pack in order if tick % 2 else order[::-1]:  # alternate which runs first
+            started = time.perf_counter()
+            pack_transitions[name] += len(pack.evaluate(t, contexts(state)))  # contexts included, as live
+            pack_s[name].append(time.perf_counter() - started)
 
     trees = [(parse(r.condition), r) for r in rules]
     baseline_s: list[float] = []
@@ -165,6 +221,12 @@ def main() -> int:
         "baseline_tree_walk_ms_per_tick_median": round(base_med * 1000, 1),
         "baseline_over_engine": round(base_med / engine_med, 2),
         "transitions": transitions,
+        "history_function_rules": min(args.history_functions, -(-args.rules // 5)),
+        "with_history_functions_ms_per_tick_median": round(statistics.median(pack_s["with"]) * 1000, 1),
+        "with_history_functions_core_share_at_1s_ticks": round(statistics.median(pack_s["with"]), 3),
+        "without_history_functions_ms_per_tick_median": round(statistics.median(pack_s["without"]) * 1000, 1),
+        "with_over_without": round(statistics.median(pack_s["with"]) / statistics.median(pack_s["without"]), 2),
+        "pack_transitions": pack_transitions,
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -117,17 +117,18 @@ class SeriesRing:
             slide.removed = 0
         m = slide.moments
         cap, stamps = self.capacity, self._ts
-        while slide.hi < self._seq:  # points that arrived since the last read
-            i = slide.hi % cap
+        hi, lo, end = slide.hi, slide.lo, self._seq
+        while hi < end:  # points that arrived since the last read
+            i = hi % cap
             t = stamps[i]
             if t > now_ms:
                 break
             v = col[i]
             if v == v:
                 m.add(t, v)
-            slide.hi += 1
-        while slide.lo < slide.hi:  # points that left the window
-            i = slide.lo % cap
+            hi += 1
+        while lo < hi:  # points that left the window
+            i = lo % cap
             t = stamps[i]
             if t >= since:
                 break
@@ -135,19 +136,21 @@ class SeriesRing:
             if v == v:
                 m.remove(t, v)
                 slide.removed += 1
-            slide.lo += 1
+            lo += 1
+        slide.hi, slide.lo = hi, lo
         if now_ms - m.origin_ms > 2 * window_ms + 60_000:
             m.rebase(since)
-        m.first_ms = m.last_ms = 0
         if m.n:
-            k = slide.lo
-            while col[k % cap] != col[k % cap]:
+            k = lo
+            while col[k % cap] != col[k % cap]:  # skip samples without this metric (NaN)
                 k += 1
             m.first_ms = stamps[k % cap]
-            k = slide.hi - 1
+            k = hi - 1
             while col[k % cap] != col[k % cap]:
                 k -= 1
             m.last_ms = stamps[k % cap]
+        else:
+            m.first_ms = m.last_ms = 0
         return m
 
     def first_ts(self) -> int | None:

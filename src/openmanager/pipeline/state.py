@@ -45,7 +45,7 @@ class _ServerContext:
     as of that sample (windows end at `now_ms`, the sample's time). A context is made for one evaluation
     pass, so it remembers the windows it has read (rules often share them)."""
 
-    __slots__ = ("_fleet", "_ring", "_sample", "_state", "_windows", "now_ms")
+    __slots__ = ("_fleet", "_moments", "_ring", "_sample", "_state", "_windows", "now_ms")
 
     def __init__(
         self, state: ServerState, ring: SeriesRing | None, now_ms: int, sample: Mapping[str, Any] | None = None,
@@ -57,6 +57,7 @@ class _ServerContext:
         self._sample = sample
         self.now_ms = now_ms
         self._windows: dict[tuple[str, int], tuple[Sequence[int], Sequence[float]]] | None = None
+        self._moments: dict[tuple[str, int], Moments | None] | None = None
 
     @property
     def server(self) -> ServerInfo:
@@ -96,7 +97,13 @@ class _ServerContext:
         """The history ring's running sums of the window ending now (`SeriesRing.window_moments`)."""
         if self._ring is None:
             return None
-        return self._ring.window_moments(metric, window_ms, self.now_ms)
+        key = (metric, window_ms)
+        if self._moments is None:
+            self._moments = {}
+        elif key in self._moments:
+            return self._moments[key]
+        found = self._moments[key] = self._ring.window_moments(metric, window_ms, self.now_ms)
+        return found
 
     def baseline(self, metric: str) -> Baseline | None:
         return None if self._fleet is None else self._fleet.baseline(self._state.info.id, metric, self.now_ms)

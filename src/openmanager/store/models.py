@@ -38,7 +38,8 @@ class ServerRow(Base):
 
 
 class RollupRow(Base):
-    """One roll-up bucket: `stats` is `{metric: [min, max, sum, n]}` (see `core.rollup`).
+    """One roll-up bucket: `stats` is `{metric: [min, max, sum, n, sumsq]}` (`sumsq` absent from rows written
+    before migration 0007_rollup_moments; see `core.rollup`).
 
     The primary key (server_id, resolution_s, start_ms) serves per-server time-range reads;
     `ix_rollups_resolution_start` serves retention pruning and fleet-wide coarsening.
