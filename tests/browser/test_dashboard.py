@@ -1,6 +1,6 @@
 """The dashboard in Debian's headless Chromium (driven by Playwright, no browser download) against real
 hubs: sign-in, live charts, the connection badge across a hub restart, the log view's auto-scroll, acking
-an alert, and a rule's syntax error shown at its position.
+an alert, a rule's syntax error shown at its position, and the history functions marked and explained.
 
 Needs Debian's `chromium` (`.ci/run` installs it; conftest.py skips or fails without it).
 """
@@ -253,6 +253,34 @@ def test_a_rule_with_a_syntax_error_shows_the_error_at_its_position(hub: HubProc
     editor.fill("cpu > 80 AND memory > 3")
     expect(page.locator(".code-field:has(#rule-condition)")).to_have_attribute("data-state", "valid", timeout=5_000)
     expect(mark).to_have_count(0)
+    assert errors.errors == []
+
+
+def test_the_rule_editor_marks_and_explains_the_history_functions(hub: HubProcess, context: BrowserContext) -> None:
+    page, errors = signed_in(context, hub, "rules/new")
+    editor = page.locator("#rule-condition")
+    expect(editor).to_be_visible(timeout=5_000)
+    condition = "time_to(disk, 100, 1h) < 4h AND avg(cpu, 5m) > 3 AND ANOMALY (cpu, 5m) > 4"
+    editor.fill(condition)
+    field = page.locator(".code-field:has(#rule-condition)")
+    expect(field).to_have_attribute("data-state", "valid", timeout=5_000)
+    history = field.locator(".fn-history")
+    expect(history).to_have_count(2)
+    assert [history.nth(i).get_attribute("data-fn") for i in range(2)] == ["time_to", "anomaly"]
+    assert [history.nth(i).inner_text() for i in range(2)] == ["time_to", "ANOMALY"]
+    assert field.locator(".fn-mark:not(.fn-history)").get_attribute("data-fn") == "avg"
+    # the highlight layer holds exactly the text, so every mark sits under its characters
+    assert field.locator(".code-backdrop").evaluate("b => b.textContent") == condition + "\n"
+    help_items = page.locator("#rule-condition-help li")
+    expect(help_items).to_have_count(2)
+    assert [help_items.nth(i).get_attribute("data-fn") for i in range(2)] == ["time_to", "anomaly"]
+    expect(help_items.nth(1)).to_contain_text("3 earlier days")
+    # a backtest on a hub younger than three days: nothing fires, and the view says why
+    page.locator("#rule-name").fill("unusual disk")
+    page.get_by_role("button", name="Backtest over the last hour").click()
+    expect(page.locator(".backtest-history")).to_contain_text("same hour on 3 earlier days", timeout=10_000)
+    editor.fill("cpu > 80")
+    expect(help_items).to_have_count(0)
     assert errors.errors == []
 
 

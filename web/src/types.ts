@@ -159,6 +159,7 @@ export interface Backtest {
   evaluations: number;
   episodes: Episode[];
   truncated: boolean;
+  history?: { enough: boolean; reason?: string };
 }
 
 export interface ChannelPrefs {

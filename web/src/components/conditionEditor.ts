@@ -1,10 +1,24 @@
 // A rule-condition editor with live validation: the text is checked by POST /api/v1/rules/validate as
 // it is typed, and an error's position is highlighted in place (a backdrop behind the transparent
-// textarea marks the character) and named below it.
+// textarea marks the character) and named below it. The backdrop also marks the function names (the
+// history functions `predict`, `time_to`, `anomaly`, `outlier` apart), and a note below the field explains
+// each history function the condition uses and the history it needs before it answers.
 
 import { ApiError, post } from "../api";
 import { debounce, h, replace, setText } from "../dom";
 import { data, t, tn } from "../i18n";
+
+/** Function names the rule language knows, as the grammar matches them (a word followed by "("). */
+const FUNCTION = /\b(avg|min|max|last|rate|delta|p95|count|fleet_(?:avg|min|max|p95)|predict|time_to|anomaly|outlier)(?=\s*\()/gi;
+export const HISTORY_FUNCTIONS = ["predict", "time_to", "anomaly", "outlier"] as const;
+type HistoryFunction = (typeof HISTORY_FUNCTIONS)[number];
+
+/** [start, end, name] of each function name in `text`, in order. */
+export function functionSpans(text: string): [number, number, string][] {
+  const out: [number, number, string][] = [];
+  for (const m of text.matchAll(FUNCTION)) out.push([m.index ?? 0, (m.index ?? 0) + m[0].length, m[0].toLowerCase()]);
+  return out;
+}
 
 interface Validation {
   valid: boolean;
@@ -16,6 +30,7 @@ export class ConditionEditor {
   readonly input: HTMLTextAreaElement;
   private readonly backdrop: HTMLElement;
   private readonly message: HTMLElement;
+  private readonly help: HTMLElement;
   private seq = 0;
   private readonly check: () => void;
   valid: boolean | null = null;
@@ -27,10 +42,12 @@ export class ConditionEditor {
       autocomplete: "off", autocapitalize: "off" }, aria: { describedby: msgId }, value });
     this.backdrop = h("div", { class: "code-backdrop", aria: { hidden: "true" } });
     this.message = h("p", { id: msgId, class: "field-msg", role: "status" });
+    this.help = h("ul", { id: `${id}-help`, class: "field-help fn-help" });
+    this.input.setAttribute("aria-describedby", `${msgId} ${id}-help`);
     this.el = h("div", { class: "field code-field" },
       h("label", { for: id, text: label }),
       h("div", { class: "code-editor" }, this.backdrop, this.input),
-      this.message);
+      this.message, this.help);
     this.check = debounce(() => void this.validate(), 200);
     this.input.addEventListener("input", () => {
       this.paint(null);
@@ -98,16 +115,41 @@ export class ConditionEditor {
     this.paint(pos);
   }
 
+  /** The backdrop: the same text, function names marked, and the error's character (if any). */
   private paint(position: number | null): void {
     const text = this.input.value;
-    if (position === null || position < 0) {
-      replace(this.backdrop, text + "\n");
-      return;
+    const spans = functionSpans(text);
+    const at = position === null || position < 0 ? -1 : Math.min(position, text.length);
+    const nodes: (Node | string)[] = [];
+    let i = 0;
+    const plain = (end: number): void => { // text up to `end`, the error character marked where it falls
+      if (at >= i && at < end) {
+        const ch = text.slice(at, at + 1);
+        nodes.push(text.slice(i, at), h("mark", { class: "error-mark", dataset: { position: String(position) },
+          text: ch && ch !== "\n" ? ch : " " }), ch === "\n" ? "\n" : "");
+        i = at + 1;
+      }
+      if (end > i) nodes.push(text.slice(i, end));
+      i = Math.max(i, end);
+    };
+    for (const [start, end, name] of spans) {
+      plain(start);
+      if (at >= start && at < end) { plain(end); continue; } // an error inside a name: the error wins
+      const history = (HISTORY_FUNCTIONS as readonly string[]).includes(name);
+      nodes.push(h("span", { class: history ? "fn-mark fn-history" : "fn-mark", dataset: { fn: name },
+        text: text.slice(start, end) }));
+      i = end;
     }
-    const at = Math.min(position, text.length);
-    const ch = text.slice(at, at + 1);
-    const mark = h("mark", { class: "error-mark", dataset: { position: String(position) },
-      text: ch && ch !== "\n" ? ch : " " });
-    replace(this.backdrop, text.slice(0, at), mark, (ch === "\n" ? "\n" : "") + text.slice(at + 1) + "\n");
+    plain(text.length);
+    if (at === text.length) nodes.push(h("mark", { class: "error-mark", dataset: { position: String(position) }, text: " " }));
+    replace(this.backdrop, ...nodes, "\n");
+    this.explain(spans.map(([, , name]) => name));
+  }
+
+  /** One line per history function used: what it is and the history it needs (unknown until then). */
+  private explain(names: string[]): void {
+    const used = HISTORY_FUNCTIONS.filter((f: HistoryFunction) => names.includes(f));
+    replace(this.help, ...used.map((f) => h("li", { dataset: { fn: f } },
+      h("code", { text: f, attrs: { translate: "no" } }), " ", t(`rules.fn.${f}`))));
   }
 }

@@ -136,6 +136,8 @@ export function rulesView(ctx: Ctx, params: string[]): View {
         replace(result,
           h("p", { class: "backtest-summary", text: t("rules.backtestResult", { firings: r.firings, notifications: r.notifications,
             servers: r.servers, evaluations: num(r.evaluations, 0), step: num(r.step_ms / 1000, 1) }) }),
+          r.history && !r.history.enough && r.history.reason
+            ? h("p", { class: "backtest-history muted", text: t("rules.history", { reason: r.history.reason }) }) : null,
           r.episodes.length ? h("table", { class: "table" },
             h("caption", { text: t("rules.episodes") }),
             h("thead", null, h("tr", null, ...(["server", "fired", "resolved", "value", "notified"] as const).map((c) =>
