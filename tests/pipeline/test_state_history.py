@@ -93,3 +93,24 @@ def test_baselines_count_for_their_hour_only() -> None:
     state.set_baselines(T0 + 7_200_000, {})
     state.set_baselines(T0 + 10_800_000, {})
     assert state.baseline("db-0", "cpu", clock.ms) is None  # two hours are kept: the oldest went
+
+
+def test_a_filter_reads_the_trend_as_of_each_event() -> None:
+    from openmanager.core.filters import parse_filter
+
+    clock = Clock(T0)
+    state = fleet(clock)
+    flt = parse_filter("metrics", {"where": "time_to(memory, 100, 1m) < 10m"})
+    kept = []
+    for second in range(40):
+        clock.ms = T0 + 1000 * second
+        payload = {}
+        for k in range(2):  # web-0 leaks 0.2 %/s from 50 %, web-1 stays at 50 %
+            values = {"memory": 50.0 + (0.2 * second if k == 0 else 0.0)}
+            state.apply(Sample(f"web-{k}", clock.ms, values))
+            payload[f"web-{k}"] = dict(values)
+        kept.append(sorted(flt.select(payload, state, clock.ms)))
+    assert kept[0] == [] and kept[-1] == ["web-0"]  # unknown at first, then only the leaking one
+    # a replayed event (as of an older sample) sees the trend as it was then
+    assert flt.select({"web-0": {"memory": 50.8}}, state, T0 + 4_000) == {}  # 4 s of 1 m: too little then
+    assert list(flt.select({"web-0": {"memory": 57.0}}, state, T0 + 35_000)) == ["web-0"]
