@@ -88,6 +88,21 @@ def test_the_rings_running_sums_equal_a_scan(capacity: int, window_ms: int) -> N
     assert ring.window_moments("nope", window_ms, t) is None
 
 
+def test_a_window_slides_by_the_new_points_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    ring = SeriesRing(3600)
+    for i in range(3600):  # a full hour of history, a five-minute window
+        ring.append(T0 + 1000 * i, {"disk": float(i % 7)})
+    ring.window_moments("disk", 300_000, T0 + 3_599_000)
+    counted: list[int] = []
+    real_add = Moments.add
+    monkeypatch.setattr(Moments, "add", lambda self, t, v: (counted.append(t), real_add(self, t, v))[1])
+    for i in range(3600, 3600 + 500):  # every tick: one point in, one out; the ring wraps meanwhile
+        ring.append(T0 + 1000 * i, {"disk": float(i % 7)})
+        m = ring.window_moments("disk", 300_000, T0 + 1000 * i)
+        assert m is not None and m.n == 301
+    assert len(counted) == 500  # never a rescan of the window (nor a recompute, due after 8 window lengths)
+
+
 def test_a_read_back_in_time_is_computed_from_the_points() -> None:
     ring = SeriesRing(100)
     for i in range(60):

@@ -90,6 +90,14 @@ class SeriesRing:
                     slide.removed += 1
                 slide.lo = seq + 1
 
+    def _first_seq(self, since_ms: int) -> int:
+        """The sequence number of the oldest point kept at or after `since_ms` (`_seq` when there is none)."""
+        ranges = self._ranges(since_ms)
+        if not ranges:
+            return self._seq
+        oldest = self._seq - self._count
+        return oldest + (ranges[0][0] - oldest % self.capacity) % self.capacity
+
     def window_moments(self, metric: str, window_ms: int, now_ms: int) -> Moments | None:
         """The running sums of `metric` over the points with `now_ms - window_ms <= ts <= now_ms` (t measured
         in seconds from a recent origin; `first_ms`/`last_ms` set), or None for an unknown metric. O(1)
@@ -108,11 +116,12 @@ class SeriesRing:
         if slide is None:
             if len(self._slides) >= MAX_SLIDES:
                 del self._slides[min(self._slides, key=lambda k: self._slides[k].last_read)]
-            slide = self._slides[key] = _Slide(col, window_ms, self._seq - self._count, since)
+            start = self._first_seq(since)
+            slide = self._slides[key] = _Slide(col, window_ms, start, since)
         slide.last_read = now_ms
-        oldest = self._seq - self._count
-        if slide.hi < oldest or slide.removed >= RECOMPUTE_TURNS * max(1, slide.moments.n):
-            slide.lo = slide.hi = oldest  # points it had not read were overwritten, or a periodic recompute
+        if slide.hi < self._seq - self._count or slide.removed >= RECOMPUTE_TURNS * max(1, slide.moments.n):
+            # points it had not read were overwritten, or the periodic recompute: start again at the window
+            slide.lo = slide.hi = self._first_seq(since)
             slide.moments = Moments(since)
             slide.removed = 0
         m = slide.moments

@@ -45,9 +45,10 @@ MAX_WINDOW_MS = 90 * DAY_MS
 """Default longest window: what the default roll-up retention keeps (setting `rollup_hour_days`)."""
 
 
-HISTORY_FUNCTION_COST = 30
-"""What `predict`, `time_to`, `anomaly` and `outlier` cost on top of their node: measured at about the time of
-30 evaluated nodes each (bench/alerts_eval.py, docs/benchmarks.md)."""
+HISTORY_FUNCTION_COST = 100
+"""What `predict`, `time_to`, `anomaly` and `outlier` cost on top of their node: about what a window function
+scanning 100 samples takes (50 to 130 sample-scans' worth each, measured by bench/rule_unit_costs.py; see
+docs/benchmarks.md), whatever their window."""
 
 
 @dataclass(frozen=True, slots=True)
