@@ -94,3 +94,33 @@ async def test_a_memory_leak_fires_the_forecast_before_any_threshold(tmp_path: P
     finally:
         server.should_exit = True
         await task
+
+
+async def test_the_hub_loads_this_hours_baselines_from_the_roll_ups(tmp_path: Path) -> None:
+    from openmanager.core.forecast import Baseline
+    from openmanager.core.model import Sample, ServerInfo
+    from openmanager.core.rollup import Bucket, MetricStats
+    from openmanager.core.rules import compile_condition
+
+    settings = Settings.load({"data_dir": str(tmp_path), "local": False, "tick": 0.2, "log_level": "warning"},
+                             env={})
+    hub = Hub(settings, admin_token=TOKEN, sources=[])
+    await hub.start()
+    try:
+        assert hub.store is not None
+        hub.state.register(ServerInfo("db-1", "db-1", role="db"))
+        usual = MetricStats(20.0, 40.0, 1800.0, 60, 55_500.0)  # 30 % on average, 5 points of spread
+        while True:  # (again if the hour turned meanwhile)
+            now = hub.state.now_ms()
+            hour = now - now % 3_600_000
+            await hub.store.write_buckets([Bucket("db-1", 3600, hour - d * 86_400_000, 60, {"cpu": usual})
+                                           for d in (1, 2, 3)], replace=True)
+            await hub.load_baselines()  # what the hub's `baselines` job runs every 10 minutes
+            if hub.state.now_ms() - hour < 3_600_000:
+                break
+        assert hub.state.baseline("db-1", "cpu", now) == Baseline(30.0, 5.0, 3)
+        hub.state.apply(Sample("db-1", now, {"cpu": 80.0}))
+        ctx = hub.state.context("db-1")
+        assert ctx is not None and compile_condition("anomaly(cpu, 5m) > 4").evaluate(ctx) is True
+    finally:
+        await hub.stop()
