@@ -96,12 +96,14 @@ def test_fleet_rules_take_them_inside_count_only() -> None:
         compile_condition("outlier(cpu) > 3", fleet=True)
 
 
-def test_they_cost_a_constant_whatever_the_window() -> None:
-    short = compile_condition("time_to(disk, 100, 5m) < 4h").cost
-    long = compile_condition("time_to(disk, 100, 90d) < 4h").cost
-    assert short == long == 4 + HISTORY_FUNCTION_COST  # compare, call, its field, literal + its price
-    assert compile_condition("avg(disk, 1h) > 1").cost > long  # a window scan costs its samples
-    many = " AND ".join(f"anomaly(cpu, {k + 1}m) > 4" for k in range(600))
+def test_they_cost_what_their_first_read_scans() -> None:
+    # compare, call, its field, literal + the larger of the window's scan and a read of the running sums
+    assert compile_condition("time_to(disk, 100, 1m) < 4h").cost == 4 + HISTORY_FUNCTION_COST
+    assert compile_condition("time_to(disk, 100, 5m) < 4h").cost == 4 + 300
+    assert compile_condition("predict(disk, 90d, 1h) > 1").cost == compile_condition("avg(disk, 1h) > 1").cost
+    assert compile_condition("outlier(cpu) > 1").cost == 4 + HISTORY_FUNCTION_COST
+    # distinct one-hour trends: the first read of each scans its hour, so a few fit, not hundreds
+    many = " OR ".join(f"time_to(cpu, 100, {60 - k}m) < 1" for k in range(6))
     with pytest.raises(RuleSyntaxError, match="costs more than the limit"):
         compile_condition(many, limits=RULE_LIMITS)
 
