@@ -44,6 +44,7 @@ async def test_baselines_load_from_the_same_hour_of_earlier_days(store: Store) -
     hours = await baseline_hours(store, ["db", "web"], hour, hour + HOUR)
     assert sorted(hours["db"]["cpu"]) == [hour - 3 * DAY, hour - 2 * DAY, hour - DAY, hour - DAY + HOUR]
     assert list(hours["web"]["cpu"]) == [hour - DAY]
+    assert await baseline_hours(store, ["db"], hour, hour + HOUR, {"memory"}) == {"db": {}}  # only those asked
 
 
 def test_downgrading_strips_the_sums_of_squares(tmp_path: Path) -> None:

@@ -127,7 +127,7 @@ class _ReplayContext:
         self._hours = hours or {}
         self._peers = peers
         self._sliders: dict[tuple[str, int], _Slider] = {}
-        self._baselines: dict[tuple[str, int], Baseline | None] = {}
+        self._baselines: dict[str, tuple[int, Baseline | None]] = {}  # metric → (hour, its baseline)
         self.now_ms = 0
 
     def moments(self, metric: str, window_ms: int) -> Moments | None:
@@ -141,11 +141,13 @@ class _ReplayContext:
 
     def baseline(self, metric: str) -> Baseline | None:
         hour = self.now_ms - self.now_ms % 3_600_000
-        key = (metric, hour)
-        if key not in self._baselines:
-            hours = self._hours.get(metric)
-            self._baselines[key] = None if hours is None else seasonal_baseline(hours, self.now_ms)
-        return self._baselines[key]
+        cached = self._baselines.get(metric)
+        if cached is not None and cached[0] == hour:
+            return cached[1]
+        hours = self._hours.get(metric)
+        baseline = None if hours is None else seasonal_baseline(hours, self.now_ms)
+        self._baselines[metric] = (hour, baseline)  # the replay moves forward: one hour kept per metric
+        return baseline
 
     def peers(self, metric: str) -> PeerStats | None:
         return None if self._peers is None else self._peers.of(self.server.role, metric, self.now_ms)

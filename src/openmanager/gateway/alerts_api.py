@@ -197,12 +197,12 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     if until - since > MAX_BACKTEST_SPAN_MS:
         raise ValidationError("a backtest may span at most 90 days", code="invalid_parameter")
     fields: set[str] = set()
-    seasonal = False  # anomaly() needs the hourly roll-ups of the days before too
+    seasonal: set[str] = set()  # the metrics of anomaly(), which needs the hourly roll-ups of the days before
     for text in (spec.condition, spec.clear):
         if text:
             compiled = compile_condition(text, fleet=spec.fleet)
             fields |= compiled.fields
-            seasonal |= any(isinstance(f, Anomaly) for f in history_functions(compiled.expr))
+            seasonal |= {f.field.name for f in history_functions(compiled.expr) if isinstance(f, Anomaly)}
     policy = hub.state.policy
     if "status" in fields:  # status is derived from the threshold metrics (and offline from gaps)
         fields.discard("status")
@@ -225,7 +225,8 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
                     await asyncio.sleep(0)
                     yielded = time.perf_counter()
             tick_ms = max(1, int(hub.settings.tick * 1000))
-            hours = await baseline_hours(hub.store, [info.id for info, _ in data], start, until) if seasonal else None
+            hours = (await baseline_hours(hub.store, [info.id for info, _ in data], start, until, seasonal)
+                     if seasonal else None)
             result = await run_sliced(replay_for(
                 spec, data, since_ms=start, until_ms=until, min_step_ms=tick_ms,
                 stale_ms=policy.offline_after_ms(tick_ms), policy=policy, hours=hours,

@@ -7,7 +7,7 @@ current time explicitly, so tests (and backfills) control the clock. Run `roll_m
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from openmanager.core.forecast import BASELINE_DAYS, Baseline
 from openmanager.core.history import FleetHistory
@@ -157,18 +157,21 @@ class RollupWriter:
 
 
 async def baseline_hours(
-    store: Store, servers: Sequence[str], since_ms: int, until_ms: int
+    store: Store, servers: Sequence[str], since_ms: int, until_ms: int, metrics: Collection[str] | None = None
 ) -> dict[str, dict[str, dict[int, MetricStats]]]:
     """The hourly statistics the seasonal baselines of `[since_ms, until_ms)` need: every 1-hour bucket from
-    `BASELINE_DAYS` days before `since_ms` to `until_ms`, as `{server: {metric: {hour start: stats}}}`. Reads
-    in chunks of servers (the backtest of `anomaly()`). Raises StoreError when the store fails."""
+    `BASELINE_DAYS` days before `since_ms` to `until_ms`, as `{server: {metric: {hour start: stats}}}`, only
+    `metrics` when given. Reads in chunks of servers (the backtest of `anomaly()`). Raises StoreError when
+    the store fails."""
     out: dict[str, dict[str, dict[int, MetricStats]]] = {}
+    wanted = None if metrics is None else frozenset(metrics)
     start = since_ms - since_ms % HOUR_MS - BASELINE_DAYS * DAY_MS
     for i in range(0, len(servers), _HOUR_SERVER_CHUNK):
         for bucket in await store.read_buckets_many(servers[i : i + _HOUR_SERVER_CHUNK], HOUR_S, start, until_ms):
-            metrics = out.setdefault(bucket.server, {})
+            by_metric = out.setdefault(bucket.server, {})
             for name, stats in bucket.stats.items():
-                metrics.setdefault(name, {})[bucket.start_ms] = stats
+                if wanted is None or name in wanted:
+                    by_metric.setdefault(name, {})[bucket.start_ms] = stats
     return out
 
 
