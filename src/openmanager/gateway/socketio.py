@@ -371,7 +371,10 @@ class SocketIOEndpoint:
 
     async def _poll(self, sock: EngineSocket, receive: Receive, send: Send) -> None:
         """Answer with everything queued, waiting for something when nothing is."""
-        if sock.poll_wake is not None or not sock.polling:  # a second poll at once, or upgraded
+        if not sock.polling:  # upgraded meanwhile: frames go over the WebSocket now
+            await _answer(send, 200, eio.NOOP.encode())
+            return
+        if sock.poll_wake is not None:  # a second poll at once
             sock.close(CloseCode.INVALID_MESSAGE, "overlapping polls")
             exc = eio.EngineIOError("a poll is already pending", code="bad_request", number=3)
             await _answer(send, exc.status, eio.error_body(exc), json=True)
@@ -394,10 +397,10 @@ class SocketIOEndpoint:
 
             if session.closing:
                 frames = [*sock.goodbye(), eio.CLOSE]
+            elif not sock.polling:  # upgraded meanwhile: the WebSocket's writer takes the queue
+                frames = [eio.NOOP]
             else:
                 await session.drain(collect)
-                if not frames:  # upgraded meanwhile: end this poll with a noop
-                    frames = [eio.NOOP]
             await _answer(send, 200, eio.encode_payload(frames).encode())
         finally:
             gone.cancel()
