@@ -103,6 +103,43 @@ function cuts(count, explicit) {
   });
 }
 
+// Recovery on another hub process: a client of process A is cut, then reconnects to process B with
+// the pid and offset it had (what a load balancer without sticky sessions does to it); an observer on
+// A that is never cut says what it should have received.
+function cross(other) {
+  const out = { observed: [], before: [], after: [] };
+  const observer = io(base + "/v1", { auth: { token }, transports: ["websocket"], reconnection: false });
+  observer.on("connect", () => observer.emit("subscribe", { topic: "metrics" }));
+  observer.on("event", (m) => out.observed.push(m.cursor));
+  const first = io(base + "/v1", { auth: { token }, transports: ["websocket"], reconnection: false });
+  let offset = null;
+  first.on("connect", () => first.emit("subscribe", { topic: "metrics" }));
+  first.on("event", (m, off) => {
+    if (out.before.length >= 5) return;
+    out.before.push(m.cursor);
+    offset = off;
+    if (out.before.length === 5) {
+      first.disconnect();
+      setTimeout(resume, 600); // events go on meanwhile: those are the missed ones
+    }
+  });
+  function resume() {
+    const second = io(other + "/v1", { auth: { token }, transports: ["websocket"], reconnection: false,
+                                       autoConnect: false });
+    second._pid = first._pid; // what the client keeps across its own reconnects
+    second._lastOffset = offset;
+    second.on("connect", async () => {
+      out.recovered = second.recovered;
+      out.ack = await second.emitWithAck("subscribe", { topic: "metrics" });
+    });
+    second.on("event", (m) => {
+      out.after.push(m.cursor);
+      if (out.after.length >= 12 && out.observed.includes(m.cursor)) done(out);
+    });
+    second.connect();
+  }
+}
+
 function refused() {
   const s = io(base + "/v1", { auth: { token: "not-a-token" }, transports: ["websocket"], reconnection: false });
   s.on("connect", () => done({ connected: true }));
@@ -116,5 +153,6 @@ function refused() {
   original: () => original(arg),
   resume: () => cuts(Number(arg || 20), true),
   recover: () => cuts(Number(arg || 20), false),
+  cross: () => cross(arg),
   refused,
 })[scenario]();
