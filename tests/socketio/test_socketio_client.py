@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +37,6 @@ def _node() -> str:
     return node
 
 
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    """A hub with a fast tick (0.1 s), so that twenty cuts take seconds."""
-    _node()
-    proc = HubProcess(Path(tmp_path_factory.mktemp("hub")), "--servers", "4", "--seed", "7", "--tick", "0.1",
-                      "--no-local")
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def run(hub: HubProcess, scenario: str, *args: str, token: str | None = None) -> dict[str, Any]:

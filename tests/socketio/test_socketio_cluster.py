@@ -4,6 +4,7 @@ the real `socket.io-client`; a client cut from one process resumes on the other 
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,8 @@ def two_hubs(tmp_path: Path) -> Iterator[tuple[HubProcess, HubProcess]]:
         hubs = [HubProcess(tmp_path / name, "--db", db, "--broker", url, "--broker-prefix", prefix, "--servers", "4",
                            "--seed", "3", "--tick", "0.1", "--no-local", "--node-id", name) for name in ("a", "b")]
         try:
-            for hub in hubs:
-                hub.start()
+            with ThreadPoolExecutor(2) as pool:  # both at once: each start waits for its /readyz
+                list(pool.map(HubProcess.start, hubs))
             yield hubs[0], hubs[1]
         finally:
             try:

@@ -93,7 +93,7 @@ function cuts(count, explicit) {
     out.seqs.push(seqOf(m.cursor));
     last = m.cursor;
     sinceCut += 1;
-    if (out.cuts < count && sinceCut >= 2 + (out.cuts % 3)) {
+    if (out.cuts < count && sinceCut >= 1 + (out.cuts % 3)) {
       sinceCut = 0;
       out.cuts += 1;
       s.io.engine.close();

@@ -1,12 +1,10 @@
 """`/socket.io/` at the wire level, against a real hub: the Engine.IO handshake and its errors, polling
 rules, namespaces, refusals (Origin, unknown namespace, caps), errors as our error objects, the
-heartbeat. The real `socket.io-client` is in tests/socketio."""
+heartbeat. The real `socket.io-client`: test_socketio_client.py."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,16 +16,6 @@ from websockets.sync.client import ClientConnection, connect
 from tests.integration.hubproc import HubProcess
 
 SEP = "\x1e"
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    proc = HubProcess(Path(tmp_path_factory.mktemp("hub")), "--servers", "3", "--seed", "7", "--tick", "0.25",
-                      "--no-local", "--subscriptions-per-connection", "2", "--max-connections-per-user", "3",
-                      "--socketio-ping-interval-ms", "300", "--socketio-ping-timeout-ms", "400")
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 def url(hub: HubProcess, **query: str) -> str:
@@ -96,7 +84,7 @@ def test_polling_connect_and_events(hub: HubProcess) -> None:
         ack = next(p for p in seen if p.startswith("43/v1,5"))
         assert body(ack, "43/v1,5")[0]["type"] == "subscribed"
         snapshot = next(p for p in seen if p.startswith('42/v1,["snapshot"'))
-        assert body(snapshot, "42/v1,")[1]["data"]["total"] == 3
+        assert body(snapshot, "42/v1,")[1]["data"]["total"] == 4
         http.post(poll, content="1")  # the client closes
         assert http.get(poll).json()["code"] == 1
 
@@ -115,7 +103,16 @@ def test_refusals_are_connect_errors_with_our_codes(hub: HubProcess) -> None:
     conn.close()
 
 
+def _socketio_streams(hub: HubProcess) -> int:
+    listed = httpx.get(f"{hub.base}/api/v1/connections", headers={"Authorization": f"Bearer {hub.token}"}, timeout=5)
+    return sum(1 for c in listed.json()["connections"] if c["transport"] == "socketio")
+
+
 def test_the_connection_cap_per_user(hub: HubProcess) -> None:
+    deadline = time.monotonic() + 10  # other tests' sessions end (a polling one at its heartbeat timeout)
+    while _socketio_streams(hub) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _socketio_streams(hub) == 0
     held = [ws(hub) for _ in range(3)]
     try:
         for conn in held:
