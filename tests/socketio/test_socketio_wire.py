@@ -173,3 +173,34 @@ def test_a_client_that_stops_answering_pings_is_closed(hub: HubProcess) -> None:
         while True:
             conn.recv(timeout=5)
     assert conn.close_code == 1011 and time.monotonic() - started < 3
+
+
+def test_revoking_the_credential_disconnects_its_namespaces(hub: HubProcess) -> None:
+    admin = {"Authorization": f"Bearer {hub.token}"}
+    created = httpx.post(f"{hub.base}/api/v1/me/tokens", json={"name": "sio"}, headers=admin, timeout=5).json()
+    conn = ws(hub)
+    conn.send(f'40/v1,{{"token":"{created["token"]}"}}')
+    recv_until(conn, "40/v1,")
+    gone = httpx.delete(f"{hub.base}/api/v1/me/tokens/{created['id']}", headers=admin, timeout=5)
+    assert gone.status_code == 204
+    assert recv_until(conn, "41") == "41/v1,"  # a server-side disconnect: the client does not reconnect
+    with pytest.raises(ConnectionClosed):
+        conn.recv(timeout=5)
+    assert conn.close_code == 4401
+
+
+def test_identical_subscriptions_get_the_same_packet(hub: HubProcess) -> None:
+    """One packet per shape and event, written to every session of the shape (offset included)."""
+    conns = [ws(hub) for _ in range(2)]
+    try:
+        for conn in conns:
+            conn.send(f'40/v1,{{"token":"{hub.token}"}}')
+            recv_until(conn, "40/v1,")
+            conn.send('42/v1,["subscribe",{"topic":"metrics","filter":{"servers":["web-*"]}}]')
+            recv_until(conn, '42/v1,["subscribed"')
+        first = [recv_until(conns[0], '42/v1,["event"') for _ in range(3)]
+        second = [recv_until(conns[1], '42/v1,["event"') for _ in range(6)]
+        assert first[-1] in second and first[-1].endswith('"]')  # byte for byte, the offset last
+    finally:
+        for conn in conns:
+            conn.close()

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -227,7 +228,15 @@ class SocketIOEndpoint:
     def matches(self, scope: Scope) -> bool:
         return scope["type"] in ("http", "websocket") and scope["path"] in (SIO_PATH, SIO_PATH.rstrip("/"))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Not a coroutine itself: it hands over the transport's, so a WebSocket's task keeps one frame of
+        this module suspended for the connection's life."""
+        if scope["type"] == "websocket":
+            return self._websocket(scope, receive, send)
+        return self._polling(scope, receive, send)
+
+    async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> eio.Handshake | None:
+        """The request's Engine.IO query, checked (refused: answered here, and None)."""
         if self.forwarded is not None:
             await self.forwarded(scope, receive, send)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
@@ -240,11 +249,8 @@ class SocketIOEndpoint:
                 await send({"type": "websocket.close", "code": 1008})
             else:
                 await _answer(send, exc.status, eio.error_body(exc), json=True)
-            return
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send, handshake.sid)
-        else:
-            await self._polling(scope, receive, send, handshake.sid)
+            return None
+        return handshake
 
     async def _open(self, scope: Scope, *, polling: bool) -> EngineSocket:
         conn = HTTPConnection(scope)
@@ -270,9 +276,13 @@ class SocketIOEndpoint:
 
     # -- WebSocket ----------------------------------------------------------------------------------
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send, sid: str | None) -> None:
-        if (await receive())["type"] != "websocket.connect":
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One WebSocket: a new Engine.IO session, or the upgrade of a polling one; then its read loop
+        (here, not in a coroutine it awaits: this frame stays suspended for the connection's life)."""
+        handshake = await self._handshake(scope, receive, send)
+        if handshake is None or (await receive())["type"] != "websocket.connect":
             return
+        sid = handshake.sid
         if sid is None:
             sock = await self._open(scope, polling=False)
             await send({"type": "websocket.accept"})
@@ -290,29 +300,6 @@ class SocketIOEndpoint:
             if not await self._upgrade(sock, scope, receive, send):
                 return
         scope.clear()  # nothing reads it after this; a connection lives for hours
-        await self._read_websocket(sock, receive, send)
-
-    async def _upgrade(self, sock: EngineSocket, scope: Scope, receive: Receive, send: Send) -> bool:
-        """The probe (`2probe` → `3probe`, a noop to end the pending poll), then `5`: the session moves to
-        this WebSocket. False when the client gave up (the polling session goes on)."""
-        probed = False
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return False
-            text = message.get("text")
-            if text == "2probe" and not probed:
-                probed = True
-                await send({"type": "websocket.send", "text": "3probe"})
-                sock.session.send(eio.NOOP)
-            elif text == eio.UPGRADE and probed and not sock.closed:
-                sock.use_websocket(scope, send)
-                return True
-            else:
-                await send({"type": "websocket.close", "code": 1008})
-                return False
-
-    async def _read_websocket(self, sock: EngineSocket, receive: Receive, send: Send) -> None:
         sock.reader = asyncio.current_task()
         try:
             while not sock.closed:
@@ -344,9 +331,33 @@ class SocketIOEndpoint:
                 if code is not None and code != CloseCode.CONNECTION_LOST:
                     await send({"type": "websocket.close", "code": code, "reason": sock.session.close_reason})
 
+    async def _upgrade(self, sock: EngineSocket, scope: Scope, receive: Receive, send: Send) -> bool:
+        """The probe (`2probe` → `3probe`, a noop to end the pending poll), then `5`: the session moves to
+        this WebSocket. False when the client gave up (the polling session goes on)."""
+        probed = False
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return False
+            text = message.get("text")
+            if text == "2probe" and not probed:
+                probed = True
+                await send({"type": "websocket.send", "text": "3probe"})
+                sock.session.send(eio.NOOP)
+            elif text == eio.UPGRADE and probed and not sock.closed:
+                sock.use_websocket(scope, send)
+                return True
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+                return False
+
     # -- HTTP long-polling ----------------------------------------------------------------------------
 
-    async def _polling(self, scope: Scope, receive: Receive, send: Send, sid: str | None) -> None:
+    async def _polling(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handshake = await self._handshake(scope, receive, send)
+        if handshake is None:
+            return
+        sid = handshake.sid
         method = scope.get("method", "GET")
         if sid is None:
             if method != "GET":
@@ -439,11 +450,6 @@ class SocketIOEndpoint:
             sock.close(CloseCode.INVALID_MESSAGE, err.code)
             return
         await _answer(send, 200, b"ok")
-
-    def close_all(self) -> None:
-        for sock in list(self.sockets.values()):
-            sock.close(CloseCode.SERVICE_RESTART, "hub restarting or shutting down")
-        self.streams.close()
 
 
 async def _disconnected(receive: Receive) -> None:
