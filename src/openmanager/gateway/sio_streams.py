@@ -13,6 +13,7 @@ event this adapter delivered on each topic it listens to, built once per event f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -215,9 +216,14 @@ class SioStreams:
         return event.data if shape.trivial else shape.render(event, self.hub.state)
 
     def on_event(self, event: Event) -> None:
+        """One packet per shape (per envelope, for the original's streams), to all its sessions. The pass
+        counts in the hub's fan-out statistics and is reported as a burst to the WebSocket heartbeat
+        (`FanOut.on_burst`), which keeps its pings out of it, as for `/ws`."""
+        started = time.perf_counter()
         self.cursors[event.topic] = event.cursor
         offset = self.offset = orjson.dumps(format_offset(self.cursors)).decode()
         stats = self.hub.stats
+        delivered = False
         for shape in tuple(self._by_topic.get(event.topic, ())):
             members = shape.members
             if not members:
@@ -229,3 +235,10 @@ class SioStreams:
             for packet in shape.packets(event, data, offset):
                 stats.frames_encoded += 1
                 deliver(members, shape, event.cursor, data if latest else None, packet, stats, latest=latest)
+                delivered = True
+        elapsed = time.perf_counter() - started
+        stats.observe_fanout(elapsed)
+        fanout = self.hub.fanout
+        if delivered and fanout.on_burst is not None and elapsed >= fanout.burst_min_s:
+            ended = time.monotonic()
+            fanout.on_burst(ended - elapsed, ended)
