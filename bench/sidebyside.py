@@ -16,6 +16,8 @@ clients, 1,000 servers), `burst` (5,000 clients at 20 Hz). Targets:
 - `hub`: `openmanager serve` with the simulated fleet; clients subscribe to `metrics` (JSON, no compression);
 - `hub-deflate`: the same, clients offer permessage-deflate (what browsers do);
 - `hub-delta`: permessage-deflate and `"encoding": "delta"`;
+- `hub-sio`: the hub's `/socket.io/` (websocket transport, namespace `/v1`, a `subscribe` to `metrics`):
+  the same events as `hub`, as Socket.IO packets (`42/v1,["event",{...},"<offset>"]`), against `socketio`;
 - `hub-noping`: `hub` with the heartbeat off (`--heartbeat-ms 0`), a diagnostic: the floor and Node `ws`
   send no pings, the hub pings every client every 15 s and reads its pong (the protocol's heartbeat).
 
@@ -71,7 +73,7 @@ SCENARIOS: dict[str, tuple[int, int, float]] = {
     "burst": (5000, 20, 0.05),
 }
 TARGETS = ("floor", "floor-ping", "uvloop-raw", "node-ws", "socketio", "hub", "hub-deflate", "hub-delta", "hub-noping",
-           "hub-base")
+           "hub-base", "hub-sio")
 FLOOR_TARGETS = ("floor", "floor-ping")  # bench/peers/floor, without and with `--ping-s`
 HEARTBEAT_S = 15  # the hub's default `heartbeat_ms`, for `floor-ping`
 SUBSCRIBE = '{"type":"subscribe","id":"1","topic":"metrics"}'
@@ -105,6 +107,9 @@ def client_args(target: str, port: int, token: str) -> list[str]:
         return ["--url", f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", "--kind", "sio"]
     if target in (*FLOOR_TARGETS, "uvloop-raw", "node-ws"):
         return ["--url", f"ws://127.0.0.1:{port}/ws", "--kind", "plain"]
+    if target == "hub-sio":
+        return ["--url", f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", "--kind", "hubsio",
+                "--token", token]
     out = ["--url", f"ws://127.0.0.1:{port}/ws?token={token}", "--kind", "hub",
            "--subscribe", SUBSCRIBE_DELTA if target == "hub-delta" else SUBSCRIBE]
     if target in ("hub-deflate", "hub-delta"):

@@ -7,7 +7,8 @@
 //
 // Kinds: `hub` waits for the welcome, sends the subscribe message and counts from `subscribed`; `plain`
 // (the floor, Node ws) just reads; `sio` speaks Engine.IO v4 / Socket.IO over a raw WebSocket (open,
-// "40" connect, "3" pongs). Every `event` frame is stamped when the client's `message` fires: latency
+// "40" connect, "3" pongs); `hubsio` the same against the hub's /socket.io/ (namespace /v1 with --token,
+// then a `subscribe` event to metrics, counted from `subscribed`). Every `event` frame is stamped when the client's `message` fires: latency
 // = that time - data.ts (same clock), also kept as each tick's (cursor seq's) slowest frame; lost = gaps in
 // the cursor's seq per client. Prints JSON lines:
 // {"kind":"ready",...} once every client tried to connect, then waits for "start <w0> <w1>" (epoch s)
@@ -40,6 +41,7 @@ const CURSOR = Buffer.from('"cursor":"');
 const TS = Buffer.from('"ts":');
 const EVENT_HUB = Buffer.from('{"type":"event"');
 const EVENT_SIO = Buffer.from('42["event"');
+const EVENT_HUBSIO = Buffer.from('42/v1,["event"');
 
 function fail(reason) { st.failures[reason] = (st.failures[reason] || 0) + 1; }
 
@@ -83,6 +85,19 @@ function open(done) {
   c.ws = ws;
   ws.on('message', (buf, isBinary) => {
     const rx = now();
+    if (kind === 'hubsio') { // the hub's /socket.io/, namespace /v1
+      if (buf.length === 1 && buf[0] === 50) { ws.send('3'); return; }
+      if (buf.subarray(0, EVENT_HUBSIO.length).equals(EVENT_HUBSIO)) { onEvent(c, buf, rx); return; }
+      const text = buf.toString();
+      if (text[0] === '0') { ws.send(`40/v1,${JSON.stringify({ token: a.token })}`); return; }
+      if (text.startsWith('40/v1,')) { ws.send('42/v1,["subscribe",{"topic":"metrics"}]'); return; }
+      if (text.startsWith('42/v1,["subscribed"')) {
+        const m = JSON.parse(text.slice(6))[1];
+        c.expected = parseInt(m.cursor.slice(m.cursor.lastIndexOf('-') + 1), 10) + 1;
+        settle(true);
+      } else if (text.startsWith('44') || text.startsWith('42/v1,["error"')) settle(false, 'connect or subscribe error');
+      return;
+    }
     if (kind === 'sio') {
       if (buf.length === 1 && buf[0] === 50) { ws.send('3'); return; } // "2" ping -> "3" pong
       if (buf[0] === 48) { ws.send('40'); return; } // Engine.IO open -> Socket.IO connect

@@ -50,6 +50,8 @@ def serve(
     local: Annotated[bool | None, _bool_opt("local")] = None,
     heartbeat_ms: Annotated[int | None, _opt("heartbeat_ms")] = None,
     max_frame_bytes: Annotated[int | None, _opt("max_frame_bytes")] = None,
+    socketio_ping_interval_ms: Annotated[int | None, _opt("socketio_ping_interval_ms")] = None,
+    socketio_ping_timeout_ms: Annotated[int | None, _opt("socketio_ping_timeout_ms")] = None,
     history_max_age: Annotated[str | None, _opt("history_max_age")] = None,
     history_max_events: Annotated[int | None, _opt("history_max_events")] = None,
     history_max_bytes: Annotated[int | None, _opt("history_max_bytes")] = None,

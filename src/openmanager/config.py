@@ -43,6 +43,10 @@ class Settings:
     local: bool = _opt(True, "Monitor this host through psutil.")
     heartbeat_ms: int = _opt(15_000, "WebSocket ping interval; a peer that does not answer within it is closed.")
     max_frame_bytes: int = _opt(65_536, "Largest client frame accepted; larger closes with 1009.")
+    socketio_ping_interval_ms: int = _opt(25_000, "Socket.IO (/socket.io/): Engine.IO ping interval (the original "
+                                                  "dashboard's 25000).")
+    socketio_ping_timeout_ms: int = _opt(60_000, "Socket.IO (/socket.io/): a client that has not answered a ping "
+                                                 "within this is closed (the original's 60000).")
     history_max_age: str = _opt("10m", "Broker history per topic: maximum age (a duration).")
     history_max_events: int = _opt(10_000, "Broker history per topic: maximum number of events.")
     history_max_bytes: int = _opt(64 * 1024 * 1024, "Broker history per topic: maximum bytes.")
@@ -187,6 +191,9 @@ class Settings:
             self.smtp_settings()
         if self.notify_retry_limit < 1:
             raise ConfigError("notify_retry_limit must be at least 1")
+        for name in ("socketio_ping_interval_ms", "socketio_ping_timeout_ms"):
+            if not 100 <= getattr(self, name) <= 3_600_000:
+                raise ConfigError(f"{name} must be between 100 and 3600000 (ms)")
         self._validate_budget()
         self._validate_cluster()
         try:

@@ -32,6 +32,7 @@ from openmanager.gateway.limits import LOGIN_PATHS, BodyLimit, CapacityGate
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.rest import router
+from openmanager.gateway.socketio import SocketIOEndpoint
 from openmanager.gateway.sse import router as sse_router
 from openmanager.gateway.users_api import router as users_router
 from openmanager.gateway.ws import WS_PATH, websocket_endpoint
@@ -138,10 +139,13 @@ class StreamFront:
         self.app: ASGIApp = BodyLimit(app, default=hub.settings.max_body_bytes,
                                       limits=dict.fromkeys(LOGIN_PATHS, login_limit))
         self.hub = hub
+        self.socketio = SocketIOEndpoint(hub, self.forwarded)  # /socket.io/: authenticates itself, per namespace
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
             return websocket_endpoint(scope, receive, send, self.hub, self.forwarded)
+        if self.socketio.matches(scope):
+            return self.socketio(scope, receive, send)
         return self.app(scope, receive, send)
 
 
