@@ -144,7 +144,7 @@ async def test_agent_records_written_again_are_stored_once(logs: LogStore) -> No
     assert await logs.write([*first, plain]) == 4
     assert await logs.write([*first, plain]) == 1  # only the record without an origin is new
     regrouped = [agent_rec(one, s, f"a{s}") for s in (2, 3, 4, 5)]
-    assert await logs.write(regrouped + [agent_rec(one, 5, "a5")]) == 2  # 4 and 5, once
+    assert await logs.write([*regrouped, agent_rec(one, 5, "a5")]) == 2  # 4 and 5, once
     assert await logs.write([agent_rec(other, 1, "b1"), rec(100, message="same text, no origin")]) == 2
     got = messages(await logs.search(limit=100))
     assert sorted(got) == sorted(["a1", "a2", "a3", "a4", "a5", "b1"] + ["same text, no origin"] * 3)
