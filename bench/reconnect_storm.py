@@ -16,7 +16,8 @@ network went away). The clients reconnect on their own (full-jitter backoff, `--
 - per-client reconnect time (cut → open again) p50/p99/max, and the part of it not spent in the
   client's own backoff sleeps ("service": handshake, welcome, re-subscribe and replay under the storm);
 - clients that resumed with `recovered: false`, reconnect attempts that failed, and what the hub
-  counted (slow-consumer closes, queue drops) and its CPU time during the recovery.
+  counted (slow-consumer closes, queue drops) and its CPU time during the recovery (with `--restart`:
+  from the moment the new hub answered).
 
 Over the whole run, per client, from the application callbacks' side: `logs` events lost (a gap in seq,
 which grows by one per event of an unfiltered subscription) or repeated, and `metrics` events repeated
@@ -31,6 +32,17 @@ with 1012 "restarting") and started again on the same port and data directory, a
 long after the new hub first answers `/readyz` every client is `open` again ("back after answer": the
 clients retry every uniform(0.2, 1.0) s after a 1012 instead of on their exponential backoff). The
 restarted hub has a new epoch, so every subscription resumes with a reset (expected here, not a failure).
+Each client's time after the answer is split in two: "wait", until the attempt that succeeded began (the
+retry schedule), and "attempt", from then until it was open again (connect, handshake, welcome,
+re-subscribe and snapshots, under the storm: the hub's work and the load generators' own). The hub's loop
+lag over 50 ms during the recovery is counted from its `/metrics` histogram.
+
+    python bench/reconnect_storm.py --clients 1000 --storms 1 --restart --py-spy /path/to/py-spy
+
+`--py-spy` samples the restarted hub and every worker for 6 s from the moment the hub answered (250 Hz, only
+while running: CPU) into `bench/results/storm-restart-<n>-{hub,worker<i>}.txt` (py-spy's raw format) and
+prints each one's samples by part of the work (handshake, auth, subscribe and snapshots, fan-out, ...).
+py-spy is not a dependency: install it anywhere (`pip install --target DIR py-spy`).
 """
 
 from __future__ import annotations
@@ -526,7 +538,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         profiles += [profile(args.py_spy, w.pid, f"storm-restart-{i + 1}-worker{n}")
                                      for n, w in enumerate(workers)]
                     hub_ps = psutil.Process(hub.pid)
-                    cpu0 = 0.0
+                    cpu0 = sum(hub_ps.cpu_times()[:2])  # from the answer on: the storm, not the start-up
                     before = {}
                 parts = [r.get("storm", storm_budget) for r in readers]
                 cpu1 = sum(hub_ps.cpu_times()[:2])
