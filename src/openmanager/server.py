@@ -57,18 +57,6 @@ class RedactTokens(logging.Filter):
         return True
 
 
-class QuietConnections(logging.Filter):
-    """uvicorn and websockets log every WebSocket's accept, open and close at INFO: three lines per client,
-    three thousand when a thousand clients come back after a restart, at ~13 µs of the event loop each
-    (bench/reconnect_storm.py --py-spy: 4-7 % of the hub's work in that storm). Below DEBUG they are
-    dropped; `GET /api/v1/connections` shows who is connected."""
-
-    PER_CONNECTION = frozenset({'%s - "WebSocket %s" [accepted]', "connection open", "connection closed"})
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno != logging.INFO or record.msg not in self.PER_CONNECTION
-
-
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -79,8 +67,6 @@ def configure_logging(level: str) -> None:
         handler.addFilter(RedactTokens())
     for noisy in ("alembic", "apscheduler", "httpx"):  # httpx logs every scrape's URL (with credentials)
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
-    if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("uvicorn.error").addFilter(QuietConnections())
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -338,7 +338,7 @@ def _sample(raw: Any, server: str, latest_ms: int) -> Sample | None:
 def _seen(raw: Any, after: int) -> bool:
     """Whether an item carries its buffer seq and it is at most `after` (applied already)."""
     seq = raw.get("seq") if isinstance(raw, dict) else None
-    return isinstance(seq, int) and 0 < seq <= after
+    return isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= after
 
 
 def _record(raw: Any, server: str, origin: int = 0) -> LogRecord | None:
