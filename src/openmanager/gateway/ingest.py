@@ -15,7 +15,9 @@ before its seq commits. When that commit fails (the store busy or failing: the c
 1011) or is cut off, the agent reconnects and re-sends from the last *recorded* seq. So the service also
 remembers, per agent and buffer, the highest seq this process applied (`applied_seq`): a re-sent batch
 at or below it is recorded and acknowledged, never applied again — otherwise its log records would be
-stored twice (same timestamps, adjacent ids).
+stored twice (same timestamps, adjacent ids). Items carry their buffer seq: those of a re-sent backlog cut
+into different batches that are at or below it are left out too. A crash forgets all this, so each log
+record also goes to the store with its origin and seq (`core.logorigin`), which keeps it once.
 
 Backfill: the agent sends what it buffered while the hub was away, oldest first, many samples per
 batch. Every sample goes into the server's state and history in order (history is what charts, window
