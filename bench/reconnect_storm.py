@@ -16,7 +16,8 @@ network went away). The clients reconnect on their own (full-jitter backoff, `--
 - per-client reconnect time (cut → open again) p50/p99/max, and the part of it not spent in the
   client's own backoff sleeps ("service": handshake, welcome, re-subscribe and replay under the storm);
 - clients that resumed with `recovered: false`, reconnect attempts that failed, and what the hub
-  counted (slow-consumer closes, queue drops) and its CPU time during the recovery.
+  counted (slow-consumer closes, queue drops) and its CPU time during the recovery (with `--restart`:
+  from the moment the new hub answered).
 
 Over the whole run, per client, from the application callbacks' side: `logs` events lost (a gap in seq,
 which grows by one per event of an unfiltered subscription) or repeated, and `metrics` events repeated
@@ -31,6 +32,17 @@ with 1012 "restarting") and started again on the same port and data directory, a
 long after the new hub first answers `/readyz` every client is `open` again ("back after answer": the
 clients retry every uniform(0.2, 1.0) s after a 1012 instead of on their exponential backoff). The
 restarted hub has a new epoch, so every subscription resumes with a reset (expected here, not a failure).
+Each client's time after the answer is split in two: "wait", until the attempt that succeeded began (the
+retry schedule), and "attempt", from then until it was open again (connect, handshake, welcome,
+re-subscribe and snapshots, under the storm: the hub's work and the load generators' own). The hub's loop
+lag over 50 ms during the recovery is counted from its `/metrics` histogram.
+
+    python bench/reconnect_storm.py --clients 1000 --storms 1 --restart --py-spy /path/to/py-spy
+
+`--py-spy` samples the restarted hub and every worker for 6 s from the moment the hub answered (250 Hz, only
+while running: CPU) into `bench/results/storm-restart-<n>-{hub,worker<i>}.txt` (py-spy's raw format) and
+prints each one's samples by part of the work (handshake, auth, subscribe and snapshots, fan-out, ...).
+py-spy is not a dependency: install it anywhere (`pip install --target DIR py-spy`).
 """
 
 from __future__ import annotations
@@ -155,9 +167,9 @@ class StormProxy:
 class Probe:
     """One client and what its callbacks saw."""
 
-    __slots__ = ("attempts", "backoff_s", "client", "cut_at", "events", "log_last", "log_lost", "logs_dup",
-                 "metrics_dup", "metrics_gaps", "metrics_last", "opened_at", "opened_epoch", "resets0", "resumed0",
-                 "st")
+    __slots__ = ("attempt_epoch", "attempts", "backoff_s", "client", "cut_at", "events", "last_attempt_epoch",
+                 "log_last", "log_lost", "logs_dup", "metrics_dup", "metrics_gaps", "metrics_last", "opened_at",
+                 "opened_epoch", "resets0", "resumed0", "st")
 
     def __init__(self, client: Any, st: WorkerState) -> None:
         self.client = client
@@ -172,6 +184,8 @@ class Probe:
         self.cut_at: float | None = None
         self.opened_at: float | None = None
         self.opened_epoch: float | None = None
+        self.attempt_epoch: float | None = None  # when the attempt that succeeded began (after its wait)
+        self.last_attempt_epoch: float | None = None
         self.backoff_s = 0.0
         self.attempts = 0
         self.resumed0 = 0
@@ -207,9 +221,11 @@ class Probe:
         if state.state == "reconnecting":
             self.attempts += 1
             self.backoff_s += state.next_delay_s or 0.0
+            self.last_attempt_epoch = time.time() + (state.next_delay_s or 0.0)
         elif state.state == "open":
             self.opened_at = time.monotonic()
             self.opened_epoch = time.time()
+            self.attempt_epoch = self.last_attempt_epoch
             self.st.pending -= 1
             if self.st.pending <= 0:
                 self.st.all_open.set()
@@ -280,6 +296,7 @@ async def worker_main(args: argparse.Namespace) -> None:
             ru1 = resource.getrusage(resource.RUSAGE_SELF)
             times, service, not_recovered, resets, failed = [], [], 0, 0, 0
             opened_epochs = [p.opened_epoch for p in probes if p.opened_at is not None]
+            attempt_epochs = [p.attempt_epoch for p in probes if p.opened_at is not None]
             for p in probes:
                 f0, r0, x0 = before[id(p)]
                 s = p.client.stats
@@ -297,6 +314,7 @@ async def worker_main(args: argparse.Namespace) -> None:
                   "wall_s": round(done - cut_at, 3), "times_ms": [round(t, 2) for t in times],
                   "service_ms": [round(t, 2) for t in service], "not_recovered": not_recovered,
                   "resets": resets, "failed_attempts": failed, "opened_epochs": opened_epochs,
+                  "attempt_epochs": attempt_epochs,
                   "retried_clients": sum(1 for p in probes if p.attempts > 1),
                   "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 3)})
         else:  # "stop", or the harness went away
@@ -362,10 +380,82 @@ def scrape(port: int, token: str) -> dict[str, float]:
     with contextlib.suppress(httpx.HTTPError):
         r = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
         for line in r.text.splitlines():
-            if line.startswith(("openmanager_queue_drops_total", "openmanager_slow_consumer_closes_total")):
+            if line.startswith(("openmanager_queue_drops_total", "openmanager_slow_consumer_closes_total",
+                                "openmanager_event_loop_lag_seconds_bucket")):
                 name, _, value = line.rpartition(" ")
                 out[name] = float(value)
     return out
+
+
+def lag_over(before: dict[str, float], after: dict[str, float], bound_s: float) -> int:
+    """How many of the hub's loop-lag measurements (every 100 ms) between two scrapes were above `bound_s`
+    (the histogram's `+Inf` count less its count at the smallest bucket bound >= `bound_s`)."""
+    def counts(scraped: dict[str, float]) -> tuple[float, float]:
+        total = at = 0.0
+        best = float("inf")
+        for name, value in scraped.items():
+            if not name.startswith("openmanager_event_loop_lag_seconds_bucket"):
+                continue
+            le = name.partition('le="')[2].partition('"')[0]
+            bound = float(le)  # "+Inf" parses as inf
+            if bound == float("inf"):
+                total = value
+            elif bound_s <= bound < best:
+                best, at = bound, value
+        return total, at
+
+    t0, a0 = counts(before)
+    t1, a1 = counts(after)
+    return int((t1 - a1) - (t0 - a0))
+
+
+PROFILE_S = 6
+
+PROFILE_PARTS = [  # (part, frames that mark it), the first match from the top of this list wins
+    # the workers' (no hub frames in their stacks)
+    ("client: connect and handshake", ("HubClient._open",)),
+    ("client: frames in (parse, resume, callbacks)", ("HubClient._dispatch", "Connection.data_received")),
+    ("client: requests out, pings", ("HubClient._serve", "HubClient._ping_loop")),
+    ("bench proxy", ("_Pipe.", "StormProxy.")),
+    # the hub's
+    ("log lines", ("logging/__init__.py",)),
+    ("handshake (HTTP upgrade, accept)", ("handle_websocket_upgrade", "handle_connect", "ServerProtocol.accept",
+                                          "HttpToolsProtocol.data_received", "connection_made")),
+    ("auth (credential check)", ("authenticate_connection",)),
+    ("admission and welcome", ("_admit", "_Connection.open")),
+    ("subscribe (filters, snapshot, replay)", ("_subscribe",)),
+    ("other client messages, pings", ("handle_message", "FastSendProtocol.data_received")),
+    ("fan-out of live events", ("FanOut.on_event", "Pipeline._publish_loop")),
+    ("store (SQLite thread)", ("aiosqlite",)),
+    ("heartbeat, timers", ("SharedHeartbeat", "LoopMonitor")),
+]
+LOOP_ONLY = "event loop itself (uvloop: I/O system calls, scheduling)"
+
+
+def profile_parts(path: Path) -> list[tuple[str, int]]:
+    """A py-spy raw profile's samples per part of the work (PROFILE_PARTS, then "other"), largest first."""
+    parts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        part = LOOP_ONLY if frames[-1].startswith("Runner.run ") else "other"
+        for name, marks in PROFILE_PARTS:
+            if any(mark in frame for frame in frames for mark in marks):
+                part = name
+                break
+        parts[part] = parts.get(part, 0) + int(count)
+    return sorted(parts.items(), key=lambda kv: -kv[1])
+
+
+def profile(py_spy: str, pid: int, name: str) -> subprocess.Popen[bytes]:
+    """Sample a process's stacks (the restarted hub's, a worker's) with py-spy for PROFILE_S seconds from the
+    moment the hub answered, into `bench/results/<name>.txt`: one line per distinct stack with its sample
+    count (py-spy's raw format, for flame graph tools); only samples where the thread was running."""
+    out = BENCH_DIR / "results" / f"{name}.txt"
+    out.parent.mkdir(exist_ok=True)
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(PROFILE_S), "--rate", "250",
+                             "--format", "raw", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def start_hub(cmd: list[str], env: dict[str, str], log_path: Path, port: int) -> subprocess.Popen[bytes]:
@@ -403,6 +493,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hub: subprocess.Popen[bytes] | None = None
         workers: list[subprocess.Popen[str]] = []
         storms: list[dict[str, Any]] = []
+        profiles: list[subprocess.Popen[bytes]] = []
         try:
             hub = start_hub(cmd, env, log_path, port)
             hub_ps = psutil.Process(hub.pid)
@@ -442,8 +533,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     stop_proc(hub, signal.SIGINT, 15)
                     hub = start_hub(cmd, env, log_path, port)
                     answered = time.time()
+                    if args.py_spy:
+                        profiles.append(profile(args.py_spy, hub.pid, f"storm-restart-{i + 1}-hub"))
+                        profiles += [profile(args.py_spy, w.pid, f"storm-restart-{i + 1}-worker{n}")
+                                     for n, w in enumerate(workers)]
                     hub_ps = psutil.Process(hub.pid)
-                    cpu0 = 0.0
+                    cpu0 = sum(hub_ps.cpu_times()[:2])  # from the answer on: the storm, not the start-up
                     before = {}
                 parts = [r.get("storm", storm_budget) for r in readers]
                 cpu1 = sum(hub_ps.cpu_times()[:2])
@@ -471,11 +566,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                     - before.get("openmanager_slow_consumer_closes_total", 0)),
                     "hub_queue_drops": int(after.get("openmanager_queue_drops_total", 0)
                                            - before.get("openmanager_queue_drops_total", 0)),
+                    "hub_loop_lag_over_50ms": lag_over(before, after, 0.05),
                 }
                 if answered is not None:
                     back = sorted(t - answered for p in parts for t in p["opened_epochs"])
                     storm["back_after_answer_s"] = round(back[-1], 2) if back else None
                     storm["back_after_answer_p50_s"] = round(percentile(back, 0.5), 2) if back else None
+                    # each client's time after the answer split in two: waiting for its next attempt, and that
+                    # attempt (connect, handshake, welcome, re-subscribe, snapshots) until it is open again
+                    pairs = [(a, o) for p in parts for a, o in zip(p["attempt_epochs"], p["opened_epochs"], strict=True)
+                             if a is not None]
+                    wait = sorted(max(0.0, a - answered) for a, _ in pairs)
+                    serve = sorted(o - max(a, answered) for a, o in pairs)
+                    if wait:
+                        storm["wait_after_answer_p50_s"] = round(percentile(wait, 0.5), 2)
+                        storm["wait_after_answer_max_s"] = round(wait[-1], 2)
+                        storm["attempt_p50_s"] = round(percentile(serve, 0.5), 2)
+                        storm["attempt_p99_s"] = round(percentile(serve, 0.99), 2)
+                        storm["attempt_max_s"] = round(serve[-1], 2)
                 storms.append(storm)
                 print(f"storm {i + 1}: {storm['cut']} {'restarted' if args.restart else 'cut'}, all back in "
                       f"{storm['full_recovery_s']}s" + (f", {storm['back_after_answer_s']}s after the hub answered"
@@ -488,6 +596,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             results = [r.get("result", 60) for r in readers]
             rss_mb = round(hub_ps.memory_info().rss / 2**20, 1)
         finally:
+            for prof in profiles:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    prof.wait(PROFILE_S + 30)
+            for i in range(len(storms) if args.py_spy else 0):
+                for name in [f"storm-restart-{i + 1}-hub"] + [f"storm-restart-{i + 1}-worker{n}"
+                                                              for n in range(len(workers))]:
+                    path = BENCH_DIR / "results" / f"{name}.txt"
+                    if path.exists():
+                        parts = profile_parts(path)
+                        total = sum(n for _, n in parts) or 1
+                        print(f"{name}: {total} samples at 250 Hz (CPU only): " + ", ".join(
+                            f"{part} {100 * n / total:.0f}%" for part, n in parts), file=sys.stderr, flush=True)
             for w in workers:
                 stop_proc(w, signal.SIGTERM, 10)
             if hub is not None:
@@ -523,7 +643,11 @@ COLUMNS = [
 
 
 RESTART_COLUMNS = [("back after answer s", "back_after_answer_s", "{:.2f}"),
-                   ("p50 after answer s", "back_after_answer_p50_s", "{:.2f}")]
+                   ("p50 after answer s", "back_after_answer_p50_s", "{:.2f}"),
+                   ("wait p50 s", "wait_after_answer_p50_s", "{:.2f}"),
+                   ("wait max s", "wait_after_answer_max_s", "{:.2f}"),
+                   ("attempt p50 s", "attempt_p50_s", "{:.2f}"), ("attempt p99 s", "attempt_p99_s", "{:.2f}"),
+                   ("attempt max s", "attempt_max_s", "{:.2f}")]
 
 
 def table(storms: list[dict[str, Any]], *, restart: bool = False) -> str:
@@ -549,6 +673,8 @@ def main() -> int:
     p.add_argument("--recovery-timeout", type=float, default=60.0, help="per storm")
     p.add_argument("--restart", action="store_true",
                    help="restart the hub (1012 to every client) instead of cutting the connections")
+    p.add_argument("--py-spy", metavar="PATH",
+                   help="with --restart: profile the restarted hub with this py-spy binary (bench/results/)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     if min(args.clients, args.workers, args.storms) < 1 or args.tick <= 0 or args.settle < 0:

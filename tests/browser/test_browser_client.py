@@ -556,8 +556,8 @@ async def test_delta_rules_against_a_scripted_socket(hub: HubProcess, page: Page
 async def test_a_restarting_hub_is_retried_within_about_a_second_then_with_backoff(hub: HubProcess, page: Page) -> None:
     """After a close with 1012 every retry waits restartDelayMin + random * (max - min), however many fail,
     while the restart window runs; a welcome ends it (the next close backs off as usual), and so does the
-    window's end. The page's `online` event brings a backoff's retry forward the same way. A scripted
-    WebSocket makes each close and each delay exact."""
+    window's end. The page's `online` event and `retrySoon()` bring a backoff's retry forward the same way.
+    A scripted WebSocket makes each close and each delay exact."""
     await page.navigate(f"{hub.base}/healthz")
     r = await page.evaluate("""(async () => {
       const { HubClient } = await import("/static/openmanager.js");
@@ -580,6 +580,7 @@ async def test_a_restarting_hub_is_retried_within_about_a_second_then_with_backo
         const c = new HubClient({ url: "ws://scripted/ws", backoffMin: 1000, backoffMax: 8000, pingInterval: 60000,
           random: () => 0.5, ...options });
         c.on("state", (d) => { if (d.state === "reconnecting") delays.push([d.reason, d.nextDelayMs]); });
+        window.scripted = c;
         void c.connect();
         await script(opened);
         c.close();
@@ -612,11 +613,18 @@ async def test_a_restarting_hub_is_retried_within_about_a_second_then_with_backo
         window.dispatchEvent(new Event("online"));  // again: the retry is already that soon
         await opened(2);
       });
-      return { inWindow, afterWindow, spread, online };
+      const answered = await run({ backoffMin: 8000, random: () => 0.25 }, async (opened) => {
+        (await opened(1)).welcome();
+        (await opened(1)).drop(1006);      // the hub went away without a word: backoff (0.25 * 8000 ms)
+        window.scripted.retrySoon();       // the page got an answer over HTTP: within about a second
+        await opened(2);
+      });
+      return { inWindow, afterWindow, spread, online, answered };
     })()""")
     assert r["inWindow"] == [["1012 service restart", 750], ["1006 connection lost", 750],
                              ["1006 connection lost", 750], ["1006 connection lost", 500]]
     assert r["afterWindow"] == [["1012 service restart", 500]]  # the window is over: full-jitter backoff
     assert r["spread"] == [["1012 service restart", 1249]]
     assert r["online"] == [["1006 connection lost", 4000], [None, 750]]
+    assert r["answered"] == [["1006 connection lost", 2000], [None, 500]]
     assert page.exceptions == []

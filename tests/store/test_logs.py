@@ -20,10 +20,11 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import create_engine, inspect, make_url, select, text
 
 import openmanager.store.logs as logs_module
 from openmanager.core.filters import LogsFilter
+from openmanager.core.logorigin import OriginLogRecord, OriginRecord, log_origin
 from openmanager.core.model import LogLevel, LogRecord, ServerInfo
 from openmanager.sources.simulator import FleetSimulator
 from openmanager.store import Store, alembic_config
@@ -123,6 +124,38 @@ async def test_write_skips_records_without_ts_server_or_level(logs: LogStore) ->
     assert await logs.write(bad) == 1
     assert await logs.write([]) == 0
     assert [(r["message"], r["level"]) for r in await logs.search()] == [("kept", "ERROR")]
+
+
+def agent_rec(origin: int, seq: int, message: str) -> OriginRecord:
+    record = OriginLogRecord(T0 + seq, "agent-01", LogLevel.INFO, "svc", message, {}, origin=origin, seq=seq)
+    out = record.to_dict()
+    assert isinstance(out, OriginRecord)
+    return out
+
+
+async def test_agent_records_written_again_are_stored_once(logs: LogStore) -> None:
+    """The same (origin, seq) stored twice is kept once: whole batches again, overlapping batches, one
+    batch holding both copies; records without an origin and other origins are never skipped."""
+    one, other = log_origin(1, "00000000000000aa"), log_origin(1, "00000000000000bb")
+    assert one != other and one > 0 and other > 0
+    assert await logs.stored_bytes() == 0  # the running total is kept from here on
+    plain = rec(100, message="same text, no origin")
+    first = [agent_rec(one, s, f"a{s}") for s in (1, 2, 3)]
+    assert await logs.write([*first, plain]) == 4
+    assert await logs.write([*first, plain]) == 1  # only the record without an origin is new
+    regrouped = [agent_rec(one, s, f"a{s}") for s in (2, 3, 4, 5)]
+    assert await logs.write([*regrouped, agent_rec(one, 5, "a5")]) == 2  # 4 and 5, once
+    assert await logs.write([agent_rec(other, 1, "b1"), rec(100, message="same text, no origin")]) == 2
+    got = messages(await logs.search(limit=100))
+    assert sorted(got) == sorted(["a1", "a2", "a3", "a4", "a5", "b1"] + ["same text, no origin"] * 3)
+    assert await logs.stored_bytes() == sum(len(m) for m in got)  # the running total counts each once
+
+
+async def test_origin_stays_out_of_the_record(logs: LogStore) -> None:
+    record = agent_rec(log_origin(7, "00000000000000cc"), 9, "hello")
+    assert dict(record) == {"ts": T0 + 9, "server": "agent-01", "level": "INFO", "service": "svc", "message": "hello"}
+    await logs.write([record])
+    assert await logs.search() == [dict(record)]
 
 
 async def test_limit_takes_the_newest_and_returns_them_oldest_first(logs: LogStore) -> None:
@@ -377,8 +410,16 @@ def test_logs_migrations_match_the_table_and_downgrade(tmp_path: Path) -> None:
             only_logs = {"include_object": lambda _o, name, kind, _r, _c: kind != "table" or name == "logs"}
             assert compare_metadata(MigrationContext.configure(conn, opts=only_logs), Base.metadata) == []
             heads = {r[0] for r in conn.exec_driver_sql("SELECT version_num FROM alembic_version")}
-            assert "0002_logs_fts" in heads
-        command.downgrade(alembic_config(url), "0002_logs@-1")  # the FTS part alone
+            assert "0007_log_dedupe" in heads
+            columns = {c["name"] for c in inspect(conn).get_columns("logs")}
+            assert {"origin", "origin_seq"} <= columns
+        command.downgrade(alembic_config(url), "0002_logs_fts")  # the dedupe columns alone
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("logs")}
+            names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
+            assert not {"origin", "origin_seq"} & columns and "uq_logs_origin" not in names
+            assert {"logs_fts", "logs_fts_ai"} <= names  # the FTS table and its triggers survive
+        command.downgrade(alembic_config(url), "0002_logs")  # the FTS part alone
         with engine.connect() as conn:
             names = {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_master")}
             assert "logs" in names and not any(n.startswith("logs_fts") for n in names)

@@ -16,6 +16,12 @@ interface ErrorBody {
   error?: { code?: string; message?: string; position?: number };
 }
 
+/** Called whenever the hub's application answered (any status below 500): the hub is up. */
+let onAnswered: (() => void) | null = null;
+export function setAnsweredHandler(fn: () => void): void {
+  onAnswered = fn;
+}
+
 /** Called on any 401, so the shell can show the login view. */
 let onUnauthorized: (() => void) | null = null;
 export function setUnauthorizedHandler(fn: () => void): void {
@@ -34,6 +40,7 @@ export async function api<T>(method: string, path: string, body?: unknown, opts:
   } catch (error) {
     throw new ApiError(0, "network", `the hub is unreachable (${String(error)})`);
   }
+  if (response.status < 500 && onAnswered) onAnswered();  // a 502/503 may be a proxy with no hub behind it
   if (response.status === 204) return undefined as T;
   let payload: unknown = null;
   try {

@@ -3,7 +3,7 @@
 // changes; nothing here touches the DOM.
 
 import { HubClient, type Subscription } from "openmanager-client";
-import { get } from "./api";
+import { get, setAnsweredHandler } from "./api";
 import type {
   Alert, AlertEvent, FleetData, Me, MetricsData, Notification, Sample, ServerInfo, SystemData,
 } from "./types";
@@ -49,6 +49,8 @@ export class Live {
 
   constructor(readonly me: Me) {
     this.client = new HubClient();
+    // The live connection backs off while the hub is away; a REST answer shows it is back.
+    setAnsweredHandler(() => this.client.retrySoon());
   }
 
   on(channel: Channel, fn: Listener): () => void {

@@ -93,6 +93,8 @@ declare module "openmanager-client" {
     on(type: "error", fn: (detail: HubError) => void): () => void;
     connect(): Promise<void>;
     close(): void;
+    /** The hub answers again (e.g. a REST call succeeded): a backed-off retry comes within about a second. */
+    retrySoon(): void;
     subscribe<T = unknown>(topic: string, options?: SubscribeOptions<T>): Promise<Subscription>;
     dropForTest(reason?: string): void;
   }

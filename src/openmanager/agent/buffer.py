@@ -209,16 +209,18 @@ class DiskBuffer:
 
     # -- reading --------------------------------------------------------------------------------
 
-    def read(self, *, after: int, max_items: int, max_bytes: int | None = None) -> list[BufferedItem]:
+    def read(self, *, after: int, max_items: int, max_bytes: int | None = None,
+             item_overhead: int = 0) -> list[BufferedItem]:
         """Up to `max_items` items with seq > `after`, oldest first, whose bodies (plus one byte each, a
-        separator) total at most `max_bytes`; always at least the first item when there is one."""
+        separator, and `item_overhead` bytes each) total at most `max_bytes`; always at least the first
+        item when there is one."""
         rows = self._db.execute(
             "SELECT seq, kind, body FROM items WHERE seq > ? ORDER BY seq LIMIT ?", (after, max(1, max_items))
         ).fetchall()
         out: list[BufferedItem] = []
         used = 0
         for seq, kind, body in rows:
-            size = len(body) + 1
+            size = len(body) + 1 + item_overhead
             if out and max_bytes is not None and used + size > max_bytes:
                 break
             out.append(BufferedItem(int(seq), str(kind), bytes(body)))

@@ -5,7 +5,8 @@ No I/O here. The wire format is documented in docs/protocol.md ("Agent ingest"):
     agent → hub  {"type": "hello", "protocol": 1, "agent": {...server info...}, "first_seq": F, "last_seq": L}
     hub → agent  {"type": "welcome", "protocol": 1, "server": "<id>", "acked": A, "max_batch_items": N,
                   "max_frame_bytes": B, "server_time": <ms>}
-    agent → hub  {"type": "batch", "seq": S, "samples": [{"ts", "values"}], "logs": [{"ts", "level", ...}]}
+    agent → hub  {"type": "batch", "seq": S, "samples": [{"seq", "ts", "values"}],
+                  "logs": [{"seq", "ts", "level", ...}]}
     hub → agent  {"type": "ack", "seq": S}             (+ "duplicate": true when S <= A: not applied again)
     hub → agent  {"type": "error", "code": "...", "message": "..."}, then a close with one of the codes below
 """
@@ -62,6 +63,19 @@ def batch_frame(seq: int, samples: Sequence[bytes], logs: Sequence[bytes]) -> by
 
 
 BATCH_OVERHEAD_BYTES = len(batch_frame(2**63 - 1, [], []))
+
+
+def item_with_seq(seq: int, body: bytes) -> bytes:
+    """A buffered item's JSON object with its buffer seq as the first key (`{"seq":S,...}`), so the hub can
+    tell items it has applied or stored already whatever batch they come in. A body that is not a
+    non-empty JSON object is returned as it is."""
+    if len(body) < 3 or body[:1] != b"{" or body[-1:] != b"}":
+        return body
+    return b'{"seq":' + str(int(seq)).encode() + b"," + body[1:]
+
+
+ITEM_SEQ_BYTES = len(b'"seq":,') + len(str(2**63 - 1))
+"""The most `item_with_seq` adds to an item."""
 
 
 def batch_size(n_samples: int, sample_bytes: int, n_logs: int, log_bytes: int) -> int:

@@ -43,11 +43,13 @@ from openmanager.agent.buffer import LOG, SAMPLE, DiskBuffer
 from openmanager.agent.protocol import (
     BATCH_OVERHEAD_BYTES,
     FATAL_CLOSE_CODES,
+    ITEM_SEQ_BYTES,
     MAX_BATCH_ITEMS,
     MAX_MESSAGE_CHARS,
     PROTOCOL_VERSION,
     batch_frame,
     ingest_url,
+    item_with_seq,
 )
 from openmanager.core.backoff import reconnect_delay
 from openmanager.core.errors import OpenManagerError
@@ -462,16 +464,17 @@ class Agent:
                     await ws.close(CloseCode.NORMAL, "agent stopping")
                     return
                 while len(in_flight) < WINDOW:
-                    items = self.buffer.read(after=sent_upto, max_items=max_items, max_bytes=budget)
+                    items = self.buffer.read(after=sent_upto, max_items=max_items, max_bytes=budget,
+                                             item_overhead=ITEM_SEQ_BYTES)
                     if not items:
                         break
-                    if len(items[0].body) + 1 > budget:  # can never fit the hub's frame limit
+                    if len(items[0].body) + 1 + ITEM_SEQ_BYTES > budget:  # can never fit the hub's frame limit
                         self.buffer.discard(items[:1])
                         log.warning("dropped a %s item of %d bytes: over the hub's frame limit (%d bytes)",
                                     items[0].kind, len(items[0].body), max_frame)
                         continue
-                    samples = [i.body for i in items if i.kind == SAMPLE]
-                    logs = [i.body for i in items if i.kind == LOG]
+                    samples = [item_with_seq(i.seq, i.body) for i in items if i.kind == SAMPLE]
+                    logs = [item_with_seq(i.seq, i.body) for i in items if i.kind == LOG]
                     sent_upto = items[-1].seq
                     in_flight.append(sent_upto)
                     await ws.send(batch_frame(sent_upto, samples, logs), text=True)

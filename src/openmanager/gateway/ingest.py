@@ -15,7 +15,9 @@ before its seq commits. When that commit fails (the store busy or failing: the c
 1011) or is cut off, the agent reconnects and re-sends from the last *recorded* seq. So the service also
 remembers, per agent and buffer, the highest seq this process applied (`applied_seq`): a re-sent batch
 at or below it is recorded and acknowledged, never applied again — otherwise its log records would be
-stored twice (same timestamps, adjacent ids).
+stored twice (same timestamps, adjacent ids). Items carry their buffer seq: those of a re-sent backlog cut
+into different batches that are at or below it are left out too. A crash forgets all this, so each log
+record also goes to the store with its origin and seq (`core.logorigin`), which keeps it once.
 
 Backfill: the agent sends what it buffered while the hub was away, oldest first, many samples per
 batch. Every sample goes into the server's state and history in order (history is what charts, window
@@ -45,6 +47,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from openmanager.agent.protocol import MAX_BATCH_ITEMS, PROTOCOL_VERSION
 from openmanager.core.errors import OpenManagerError
+from openmanager.core.logorigin import OriginLogRecord, log_origin
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.core.protocol import CloseCode
 from openmanager.store.agents import AckRecorder, AckRevoked, AgentRecord, AgentStore
@@ -334,7 +337,13 @@ def _sample(raw: Any, server: str, latest_ms: int) -> Sample | None:
     return clean_sample(Sample(server, ts, values))
 
 
-def _record(raw: Any, server: str) -> LogRecord | None:
+def _seen(raw: Any, after: int) -> bool:
+    """Whether an item carries its buffer seq and it is at most `after` (applied already)."""
+    seq = raw.get("seq") if isinstance(raw, dict) else None
+    return isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= after
+
+
+def _record(raw: Any, server: str, origin: int = 0) -> LogRecord | None:
     if not isinstance(raw, dict):
         return None
     ts, level, message = raw.get("ts"), raw.get("level"), raw.get("message")
@@ -348,14 +357,12 @@ def _record(raw: Any, server: str) -> LogRecord | None:
         return None
     service = raw.get("service")
     fields = raw.get("fields")
-    return LogRecord(
-        ts,
-        server,
-        parsed,
-        service if isinstance(service, str) and service else "agent",
-        message,
-        dict(fields) if isinstance(fields, dict) else {},
-    )
+    seq = raw.get("seq")
+    args = (ts, server, parsed, service if isinstance(service, str) and service else "agent", message,
+            dict(fields) if isinstance(fields, dict) else {})
+    if origin and isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:  # stored once (core.logorigin)
+        return OriginLogRecord(*args, origin=origin, seq=seq)
+    return LogRecord(*args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,18 +374,22 @@ class Applied:
 
 
 def apply_batch(hub: Hub, info: ServerInfo, raw_samples: list[Any], raw_logs: list[Any],
-                now_ms: int | None = None) -> Applied:
+                now_ms: int | None = None, *, origin: int = 0, after: int = 0) -> Applied:
     """Apply one batch of an agent's items to the hub.
 
     Samples go into state and history in the order given (history drops one not newer than the last);
     only the last goes through the pipeline and so onto `metrics`. Every sample and record is the agent's
-    own server's, whatever it says."""
+    own server's, whatever it says. Items whose `seq` is at most `after` were applied already (a batch cut
+    differently after a reconnect) and are left out; log records with a `seq` carry `origin` to the store."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
+    if after:
+        raw_samples = [r for r in raw_samples if not _seen(r, after)]
+        raw_logs = [r for r in raw_logs if not _seen(r, after)]
     current = hub.state.servers.get(info.id)
     if current is None or current.info != info:
         hub.pipeline.register(info)
     samples = [s for s in (_sample(r, info.id, now + MAX_FUTURE_MS) for r in raw_samples) if s is not None]
-    records = [r for r in (_record(r, info.id) for r in raw_logs) if r is not None]
+    records = [r for r in (_record(r, info.id, origin) for r in raw_logs) if r is not None]
     if samples:
         for sample in samples[:-1]:
             hub.state.apply(sample)
@@ -478,6 +489,7 @@ async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: Ser
 
     acker.add_done_callback(on_acker_end)
     applied = max(acked, service.applied_seq(link.agent.id, buffer_id))
+    origin = log_origin(link.agent.id, buffer_id)
     outstanding: set[asyncio.Future[None]] = set()
     try:
         while True:
@@ -495,7 +507,7 @@ async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: Ser
                 await queue.put((-seq, again))  # acknowledged (after what precedes it), not applied
                 continue
             await service.make_room(info.id, len(raw_samples), len(raw_logs))
-            done = apply_batch(hub, info, raw_samples, raw_logs)
+            done = apply_batch(hub, info, raw_samples, raw_logs, origin=origin, after=applied)
             service.note_applied(info.id, done.newest_ts, done.samples)
             applied = seq
             service.note_seq(link.agent.id, buffer_id, seq)

@@ -346,6 +346,9 @@ async def _subscribe(hub: Hub, session: Session, msg: dict[str, Any], request_id
 
 
 def _send_snapshot(hub: Hub, session: Session, shape: Any, cursor: str) -> None:
+    if shape.delta is not None and shape.delta.seeded:  # the shape's base, encoded once per event
+        session.send(shape.base_snapshot_frame())
+        return
     data = shape.render_snapshot(hub.snapshot(shape.topic), hub.state)
     if shape.delta is not None:
         cursor, data = shape.delta_snapshot(data, cursor)

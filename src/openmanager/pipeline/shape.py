@@ -40,8 +40,8 @@ def shape_id(key: tuple[object, ...], encoding: str) -> str:
 class Shape(Generic[MemberT]):
     """One distinct subscription shape and the sessions that share it."""
 
-    __slots__ = ("_members", "_timer", "binary", "delta", "encoding", "filter", "pending", "pending_cursor",
-                 "pending_ts", "sessions", "sub", "topic")
+    __slots__ = ("_base_frame", "_members", "_timer", "binary", "delta", "encoding", "filter", "pending",
+                 "pending_cursor", "pending_ts", "sessions", "sub", "topic")
 
     def __init__(self, topic: str, flt: TopicFilter, encoding: str) -> None:
         self.topic = topic
@@ -56,6 +56,7 @@ class Shape(Generic[MemberT]):
         self._timer: asyncio.TimerHandle | None = None
         self.binary = encoding.endswith("msgpack")  # msgpack frames (the openmanager.v1.msgpack subprotocol)
         self.delta: DeltaEncoder | None = DeltaEncoder() if encoding.startswith("delta") else None
+        self._base_frame: tuple[str, str | bytes] | None = None  # (base cursor, its snapshot message)
 
     def join(self, session: MemberT) -> None:
         self.sessions[session] = None
@@ -89,12 +90,24 @@ class Shape(Generic[MemberT]):
             self.delta.seed(cursor, full)
         return self.delta.cursor, self.delta.snapshot()
 
+    def base_snapshot_frame(self) -> str | bytes:
+        """The `snapshot` message of a seeded `delta` shape's base, encoded once per base cursor: every client
+        that subscribes (or resynchronises) between two events gets the same object, so a thousand clients
+        coming back at once cost one encoding, and one frame (`core.wsframe.WireCache`), per event."""
+        delta = self.delta
+        assert delta is not None
+        cached = self._base_frame
+        if cached is None or cached[0] != delta.cursor:  # the base moves only with its cursor (DeltaEncoder)
+            frame = self.message({"type": "snapshot", "sub": self.sub, "cursor": delta.cursor,
+                                  "data": delta.snapshot()})
+            cached = self._base_frame = (delta.cursor, frame)
+        return cached[1]
+
     def resync_frame(self, cursor: str, data: Any) -> str | bytes:
         """What a client that fell behind gets instead of the updates merged while it was behind: the merged
         event, or for a `delta` shape a fresh snapshot of the base (merged deltas cannot be applied)."""
         if self.delta is not None:
-            return self.message({"type": "snapshot", "sub": self.sub, "cursor": self.delta.cursor,
-                                 "data": self.delta.snapshot()})
+            return self.base_snapshot_frame()
         return self.event_frame(cursor, data)
 
     @property

@@ -2,7 +2,12 @@
 
 Records are stored as the `logs` topic carries them (`ts`, `server`, `level`, `service`, `message`,
 any other keys in `fields`) and come back in the same shape. The schema is created by the
-migrations of the `logs` branch (`0002_logs`, `0002_logs_fts`).
+migrations of the `logs` branch (`0002_logs`, `0002_logs_fts`, `0007_log_dedupe`).
+
+Records from an agent are stored at most once: each carries its origin (agent and buffer) and its item
+seq (`core.logorigin`), stored in `origin` / `origin_seq` under a unique index, and a write skips any
+record whose (origin, origin_seq) is stored already (`ON CONFLICT DO NOTHING`). Records of the hub's own
+sources have no origin and are never skipped.
 
 `contains` (what a user types into a search box) means:
 
@@ -55,10 +60,13 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openmanager.core.logorigin import OriginLogRecord, OriginRecord
 from openmanager.core.model import LogLevel, LogRecord
 from openmanager.store.db import Store, StoreError
 from openmanager.store.models import Base
@@ -82,10 +90,15 @@ logs_table = Table(
     Column("message", Text(), nullable=False),
     Column("fields", JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql"), nullable=True),
     Column("size", Integer(), nullable=False),
+    Column("origin", BigInteger(), nullable=True),
+    Column("origin_seq", BigInteger(), nullable=True),
     Index("ix_logs_ts", "ts"),
     Index("ix_logs_server_ts", "server", "ts"),
+    Index("uq_logs_origin", "origin", "origin_seq", unique=True,
+          sqlite_where=text("origin IS NOT NULL"), postgresql_where=text("origin IS NOT NULL")),
 )
-"""One log record per row. `level` is the `LogLevel` value; `size` is the bytes it counts for retention."""
+"""One log record per row. `level` is the `LogLevel` value; `size` is the bytes it counts for retention;
+`origin` and `origin_seq` name an agent's buffer and its item (NULL for the hub's own sources)."""
 
 _fts = table("logs_fts", column("rowid"), column("message"))
 _SIMPLE: ColumnElement[str] = literal_column("'simple'")  # a literal, so the expression matches the GIN index's
@@ -127,6 +140,10 @@ def _row(record: LogRecord | Mapping[str, Any]) -> dict[str, Any] | None:
     service: object
     message: object
     extra: Mapping[str, Any] | None
+    origin: int | None = None
+    origin_seq: int | None = None
+    if isinstance(record, OriginRecord | OriginLogRecord) and record.origin > 0 and record.seq > 0:
+        origin, origin_seq = record.origin, record.seq
     if isinstance(record, LogRecord):
         ts, server, service, message = record.ts, record.server, record.service, record.message
         level = _level_value(record.level)
@@ -161,6 +178,8 @@ def _row(record: LogRecord | Mapping[str, Any]) -> dict[str, Any] | None:
         "message": message,
         "fields": fields,
         "size": size,
+        "origin": origin,
+        "origin_seq": origin_seq,
     }
 
 
@@ -259,16 +278,25 @@ class LogStore:
         """Store records in one transaction (one executemany); returns how many were stored.
 
         Records may be `LogRecord`s or dicts shaped like the `logs` topic's records (extra keys go to
-        `fields`). Records without an integer `ts`, a `server` or a known `level` are skipped.
+        `fields`). Records without an integer `ts`, a `server` or a known `level` are skipped, and so
+        is a record whose origin and seq (`core.logorigin`) are stored already: writing the same agent
+        records twice stores them once.
         """
         rows = [r for r in map(_row, records) if r is not None]
         if not rows:
             return 0
         async with self._write() as conn:
-            await conn.execute(insert(logs_table), rows)
+            if any(r["origin"] is not None for r in rows):
+                dialect = postgresql if self.dialect == "postgresql" else sqlite
+                statement = dialect.insert(logs_table).on_conflict_do_nothing().returning(logs_table.c.size)
+                sizes = (await conn.execute(statement, rows)).scalars().all()
+                stored, stored_bytes = len(sizes), sum(sizes)
+            else:
+                await conn.execute(insert(logs_table), rows)
+                stored, stored_bytes = len(rows), sum(r["size"] for r in rows)
             if self._total_bytes is not None:
-                self._total_bytes += sum(r["size"] for r in rows)
-        return len(rows)
+                self._total_bytes += stored_bytes
+        return stored
 
     # -- searching ----------------------------------------------------------------------------
 

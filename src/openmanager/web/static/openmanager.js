@@ -13,7 +13,8 @@
 //   [0, min(backoffMax, backoffMin * 2^(attempt-1))]. A close with 1012 (the hub is restarting) is
 //   followed by quick retries instead, each uniform in [restartDelayMin, restartDelayMax] (250-1250 ms),
 //   for `restartWindow` ms (60 s) after that close; later tries use the backoff above. The page's
-//   `online` event (the network is back) brings a retry that would wait longer forward the same way.
+//   `online` event (the network is back) brings a retry that would wait longer forward the same way, and
+//   so does `retrySoon()`, for the page to call when it sees the hub answer (a REST call succeeded).
 //   4401 (bad token) and 4403 (origin refused) end in "closed" with no retry: a retry cannot fix them.
 //   `close()` ends in "closed" too.
 // - After a reconnect every subscription is sent again with `since` = the last cursor it delivered, so
@@ -751,9 +752,15 @@ export class HubClient extends EventTarget {
     this._retryTimer = setTimeout(() => this._open(), delay);
   }
 
-  /** The network is back (the page's `online` event): a retry waiting out its backoff comes within about
-   * a second instead (the same jittered delay as after a 1012). */
+  /** The network is back (the page's `online` event): see `retrySoon`. */
   _onOnline() {
+    this.retrySoon();
+  }
+
+  /** The hub is answering again (the network is back, or the page got an answer over HTTP): a retry
+   * waiting out its backoff comes within about a second instead (the same jittered delay as after a 1012).
+   * Does nothing unless the client is reconnecting, or when its retry is that soon already. */
+  retrySoon() {
     if (this.state !== "reconnecting" || !this._retryTimer) return;
     const delay = Math.round(this.restartDelayMin + this._random() * (this.restartDelayMax - this.restartDelayMin));
     if (this.nextDelayMs !== null && delay >= this.nextDelayMs) return;
