@@ -33,8 +33,10 @@ from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.sse import router as sse_router
+from openmanager.gateway.streaming import StreamGate
 from openmanager.gateway.users_api import router as users_router
 from openmanager.gateway.ws import WS_PATH, websocket_endpoint
+from openmanager.pipeline.subscriptions import Streams, SubscriptionLimits
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
@@ -128,7 +130,8 @@ class StreamFront:
     the HTTP app, so no frame of either stays on a WebSocket's stack. HTTP requests go through
     `BodyLimit` first (413 for an oversized body, before anything reads it)."""
 
-    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+    def __init__(self, app: ASGIApp, hub: Hub, streams: Streams, gate: StreamGate) -> None:
+        self.streams, self.gate = streams, gate
         trusted = trusted_proxies(hub.settings.forwarded_allow_ips)
         self.forwarded: ASGIApp | None = None
         if trusted:  # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
@@ -141,7 +144,7 @@ class StreamFront:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
-            return websocket_endpoint(scope, receive, send, self.hub, self.forwarded)
+            return websocket_endpoint(scope, receive, send, self.streams, self.gate, self.forwarded)
         return self.app(scope, receive, send)
 
 
@@ -167,6 +170,14 @@ def create_app(hub: Hub) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.hub = hub
+    # The stream endpoints' services (/ws, /sse), built from what the hub holds today.
+    settings = hub.settings
+    app.state.streams = streams = Streams(
+        hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats, sessions=hub.sessions,
+        limits=SubscriptionLimits(settings.subscriptions_per_connection, settings.subscription_cost_budget,
+                                  settings.filter_limits()),
+        queue_limits=hub.queue_limits, heartbeat_ms=settings.heartbeat_ms)
+    app.state.stream_gate = gate = StreamGate(hub.auth, hub.limits, hub.allowed_origins)
     errors.install(app, public_paths=PUBLIC_PATHS)
     app.include_router(router)
     app.include_router(logs_router)
@@ -186,6 +197,5 @@ def create_app(hub: Hub) -> FrontDoor:
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
     app.add_middleware(CapacityGate, limits=hub.limits)  # over the connection cap: health checks and admins
     app.add_middleware(AuthGate, hub=hub)
-    settings = hub.settings
     allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)
-    return FrontDoor(StreamFront(app, hub), allowed_hosts)  # the peer's address; the Host check
+    return FrontDoor(StreamFront(app, hub, streams, gate), allowed_hosts)  # the peer's address; the Host check
