@@ -236,3 +236,15 @@ async def test_several_topics_at_once_reset_and_snapshot_only_what_was_not_recov
         ("reset", ["alerts", "metrics"]), ("snapshot", "alerts"), ("snapshot", "metrics"),
     ]
     assert logs_of(sent(subs)) == [1]
+
+
+async def test_the_registry_lists_and_closes_the_open_sessions() -> None:
+    hub = Hub()
+    subs = hub.session()
+    await hub.streams.subscribe(subs, [logs()])
+    (listed,) = hub.streams.connections()
+    assert listed["id"] == subs.session.id and [s["topic"] for s in listed["subscriptions"]] == ["logs"]
+    hub.streams.close_all(1012, "restarting")
+    assert subs.session.close_code == 1012 and subs.session.close_reason == "restarting"
+    subs.close()
+    assert hub.streams.connections() == []

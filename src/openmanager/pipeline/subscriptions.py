@@ -245,6 +245,16 @@ class Streams:
         if self.sessions.pop(session.id, None) is not None:
             self.stats.connections[session.transport] -= 1
 
+    def connections(self) -> list[dict[str, Any]]:
+        """The open sessions as `GET /api/v1/connections` lists them."""
+        return [session.describe() for session in self.sessions.values()]
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Ask every open session to close with `code` (e.g. 1012 at shutdown); each endpoint then ends
+        its connection and unregisters the session."""
+        for session in list(self.sessions.values()):
+            session.close(code, reason)
+
     def head(self, topic: str) -> str:
         return self.broker.head(topic)
 
