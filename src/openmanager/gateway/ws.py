@@ -152,7 +152,7 @@ class _Connection:
         self.reader: asyncio.Task[Any] | None = None
         self.writer: asyncio.Task[None] | None = None
         self.interrupted = False
-        self.subs = streams.subscriptions(session, MessageWire(binary=session.binary))
+        self.subs = streams.subscriptions(session, MessageWire.MSGPACK if session.binary else MessageWire.JSON)
 
     def open(self) -> Subscriptions:
         """Register the session and welcome the client; answers the session's subscriptions."""

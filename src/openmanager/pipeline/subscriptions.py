@@ -23,8 +23,8 @@ of open sessions (the connections listing). Tests drive all of it over the in-me
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from openmanager.broker.base import Broker, Event
 from openmanager.core.encoding import encode, pack
@@ -175,7 +175,11 @@ class Wire(Protocol):
 
 
 class MessageWire:
-    """The `/ws` protocol's messages (`subscribed`, `snapshot`), in the connection's wire format."""
+    """The `/ws` protocol's messages (`subscribed`, `snapshot`), in the connection's wire format.
+    Stateless: `MessageWire.JSON` and `MessageWire.MSGPACK` serve every connection."""
+
+    JSON: ClassVar[MessageWire]
+    MSGPACK: ClassVar[MessageWire]
 
     __slots__ = ("binary",)
 
@@ -201,6 +205,10 @@ class MessageWire:
         if shape.delta is not None:
             cursor, data = shape.delta_snapshot(data, cursor)
         return shape.message({"type": "snapshot", "sub": shape.sub, "cursor": cursor, "data": data})
+
+
+MessageWire.JSON = MessageWire()
+MessageWire.MSGPACK = MessageWire(binary=True)
 
 
 class Streams:
@@ -294,7 +302,6 @@ class Subscriptions:
     session: Session
     streams: Streams
     wire: Wire
-    pending: dict[str, Pending] = field(default_factory=dict)
 
     def _out(self, entry: Entry | None) -> None:
         if entry is None:
@@ -316,17 +323,17 @@ class Subscriptions:
         streams.limits.check_room([s.filter for s in session.subs.values()], request.filter)
         shape = streams.fanout.shape_for(request.topic, request.filter, request.encoding)
         streams.fanout.attach(session, shape, hold=True)
-        pending = self.pending[sub] = Pending(shape, request)
-        return pending
+        return Pending(shape, request)
 
     def complete(self, pendings: Sequence[Pending], replays: Sequence[list[Event] | None]) -> None:
         """End `begin` for `pendings`, given what each missed (`replays`, in the same order; None: not
         recovered). Queues the replies, a reset and snapshots for what is not recovered, then releases
-        each subscription's replay and held events. A pending whose session left it meanwhile is skipped."""
+        each subscription's replay and held events. A pending that is no longer held (the session left
+        it, or closed, meanwhile) is skipped."""
         streams, wire = self.streams, self.wire
         done: list[tuple[Pending, list[Event] | None, str]] = []
         for pending, missed in zip(pendings, replays, strict=True):
-            if self.pending.pop(pending.shape.sub, None) is None or pending.shape.sub not in self.session.subs:
+            if pending.shape.sub not in self.session.held:
                 continue
             head = streams.head(pending.shape.topic)
             asked = pending.request.since is not None
@@ -353,11 +360,9 @@ class Subscriptions:
         shape = self.session.subs.get(sub) if isinstance(sub, str) else None
         if shape is None:
             raise ProtocolError(f"no subscription {sub!r} on this connection", code="unknown_subscription")
-        self.pending.pop(shape.sub, None)
         self.streams.fanout.detach(self.session, shape)
         return shape
 
     def close(self) -> None:
         """Teardown: leave every subscription (held ones included) and unregister the session."""
-        self.pending.clear()
         self.streams.close(self.session)
