@@ -170,13 +170,12 @@ def create_app(hub: Hub) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.hub = hub
-    # The stream endpoints' services (/ws, /sse), built from what the hub holds today.
-    settings = hub.settings
-    app.state.streams = streams = Streams(
-        hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats, sessions=hub.sessions,
-        limits=SubscriptionLimits(settings.subscriptions_per_connection, settings.subscription_cost_budget,
-                                  settings.filter_limits()),
-        queue_limits=hub.queue_limits, heartbeat_ms=settings.heartbeat_ms)
+    # The stream endpoints' services (/ws, /sse), built from what the hub holds today (for the composition root).
+    limits = SubscriptionLimits(hub.settings.subscriptions_per_connection, hub.settings.subscription_cost_budget,
+                                hub.settings.filter_limits())
+    app.state.streams = streams = Streams(hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats, limits=limits,
+                                          queue_limits=hub.queue_limits, heartbeat_ms=hub.settings.heartbeat_ms,
+                                          sessions=hub.sessions)
     app.state.stream_gate = gate = StreamGate(hub.auth, hub.limits, hub.allowed_origins)
     errors.install(app, public_paths=PUBLIC_PATHS)
     app.include_router(router)
@@ -197,5 +196,6 @@ def create_app(hub: Hub) -> FrontDoor:
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
     app.add_middleware(CapacityGate, limits=hub.limits)  # over the connection cap: health checks and admins
     app.add_middleware(AuthGate, hub=hub)
+    settings = hub.settings
     allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)
     return FrontDoor(StreamFront(app, hub, streams, gate), allowed_hosts)  # the peer's address; the Host check
