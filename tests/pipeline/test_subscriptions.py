@@ -248,3 +248,15 @@ async def test_the_registry_lists_and_closes_the_open_sessions() -> None:
     assert subs.session.close_code == 1012 and subs.session.close_reason == "restarting"
     subs.close()
     assert hub.streams.connections() == []
+
+
+async def test_a_request_refused_midway_still_completes_the_ones_before_it() -> None:
+    hub = Hub(limits=SubscriptionLimits(per_connection=1))
+    subs = hub.session()
+    with pytest.raises(OpenManagerError) as caught:
+        await hub.streams.subscribe(subs, [logs(), SubscribeRequest("alerts", parse_filter("alerts", {}))])
+    assert caught.value.code == "too_many_subscriptions"
+    (reply,) = sent(subs)
+    assert reply["type"] == "subscribed" and reply["topic"] == "logs" and subs.session.held == {}
+    await hub.log(1)
+    assert logs_of(sent(subs)) == [1]  # released, not held for ever
