@@ -43,6 +43,8 @@ This leans on uvicorn internals (`conn`, `conn.parser`, `transport`, `writable`,
 `handshake_complete`, `scope`, `queue`, `read_paused`, `pending_ping_payload`, `ping_sent_at`,
 `keepalive_timeout`), so
 uvicorn's version is pinned; `tests/gateway/test_wsfast.py` and the integration tests cover the path.
+It is one module of ~500 lines on purpose: every part above patches or serves the same uvicorn protocol
+class, and split up they would each reach into the others' private state.
 """
 
 from __future__ import annotations
