@@ -132,7 +132,8 @@ class TopicFilter(Protocol):
 
     @property
     def interval_ms(self) -> int:
-        """At most one update per server per window of this many ms (0: every event)."""
+        """At most one update per server per window of this many ms (0: every event). A filter with a
+        window renders `{"ts", "servers": {id: sample}}` payloads, which the fan-out merges per server."""
 
     @property
     def cost(self) -> int:
