@@ -150,3 +150,31 @@ def test_notifications_are_private_to_the_subscriber() -> None:
     assert ann.accepts({"user": "ann"}) and not ann.accepts({"user": "bob"})
     with pytest.raises(ValidationError):
         parse_filter("notifications", {"user": "bob"}, user="ann")
+
+
+@pytest.mark.parametrize("topic", ["metrics", "fleet", "logs", "alerts", "notifications", "system"])
+def test_every_topic_accepts_exactly_the_keys_of_the_one_table(topic: str) -> None:
+    from openmanager.core.filters import filter_keys
+
+    with pytest.raises(ValidationError) as caught:
+        parse_filter(topic, {"zzz": 1})
+    assert f"(allowed: {', '.join(sorted(filter_keys(topic))) or 'none'})" in caught.value.message
+
+
+def test_filters_render_events_and_snapshots_themselves() -> None:
+    web = parse_filter("metrics", {"servers": ["web-*"], "metrics": ["cpu"]})
+    assert not web.trivial and parse_filter("metrics", {}).trivial
+    event = {"ts": 5, "servers": DATA}
+    assert web.render(event, VIEW) == {"ts": 5, "servers": {"web-01": {"cpu": 91.0, "status": "critical"},
+                                                            "web-02": {"cpu": 20.0, "status": "healthy"}}}
+    assert parse_filter("metrics", {"servers": ["nope-*"]}).render(event, VIEW) is None
+    assert web.render_snapshot(event, VIEW)["servers"].keys() == {"web-01", "web-02"}
+    critical = parse_filter("alerts", {"severity": "critical"})
+    alert = {"alert": {"severity": "warning", "server": "web-01"}}
+    assert critical.render(alert, VIEW) is None and parse_filter("alerts", {}).render(alert, VIEW) is alert
+    assert critical.render_snapshot({"alerts": [alert["alert"]]}, VIEW) == {"alerts": []}
+    logs = parse_filter("logs", {"level": "WARN"})
+    records = {"records": [{"level": "INFO", "server": "a", "message": "x"},
+                           {"level": "ERROR", "server": "a", "message": "y"}]}
+    assert logs.render(records, VIEW) == {"records": [records["records"][1]]} and not logs.trivial
+    assert parse_filter("system", None).render({"ts": 1}, VIEW) == {"ts": 1}

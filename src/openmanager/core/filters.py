@@ -2,14 +2,19 @@
 
 `parse_filter(topic, raw)` validates a subscribe message's `filter` object and returns a filter whose
 `key` is canonical: two subscriptions with the same meaning get the same key, and therefore the same
-shape and `sub` id. Filters never raise while applying; an unknown comparison (a field the server does
-not report) leaves that server out.
+shape and `sub` id. Every filter renders itself (the `TopicFilter` protocol): the fan-out asks it for
+its view of an event or a snapshot and never branches on its class. Filters never raise while
+applying; an unknown comparison (a field the server does not report) leaves that server out.
+
+`FILTER_KEYS` is the one table of the keys each topic's filter accepts (a subscribe message's `filter`
+object, and the query parameters of `/sse`).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from openmanager.core.bounds import ParameterError, parse_duration, shown
@@ -29,6 +34,18 @@ SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "critical")
 MAX_GLOBS = 256
 MIN_INTERVAL_MS = 100
 MAX_INTERVAL_MS = 3_600_000
+
+FILTER_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "metrics": frozenset({"servers", "tags", "metrics", "where", "interval"}),
+    "logs": frozenset({"servers", "level", "contains"}),
+    "alerts": frozenset({"servers", "severity"}),
+})
+"""The filter keys of each topic; a topic not named here takes none."""
+
+
+def filter_keys(topic: str) -> frozenset[str]:
+    """The filter keys `topic` accepts (none for a topic without filters)."""
+    return FILTER_KEYS.get(topic, frozenset())
 
 
 class FleetView(Protocol):
@@ -100,8 +117,38 @@ class ServerMatcher:
         self._cache.pop(server_id, None)
 
 
+class TopicFilter(Protocol):
+    """What the fan-out needs of a topic's filter: a canonical `key`, and its own rendering of an event's
+    data and of a snapshot. Rendering never raises and returns new containers where it selects (the
+    input is shared by every shape)."""
+
+    @property
+    def key(self) -> tuple[object, ...]: ...
+
+    @property
+    def trivial(self) -> bool:
+        """True when the filter passes every event through unchanged (so its frame can be spliced from
+        the event's raw JSON)."""
+
+    @property
+    def interval_ms(self) -> int:
+        """At most one update per server per window of this many ms (0: every event). A filter with a
+        window renders `{"ts", "servers": {id: sample}}` payloads, which the fan-out merges per server."""
+
+    @property
+    def cost(self) -> int:
+        """What the filter counts against a connection's cost budget (`core.rules.limits.cost` of its
+        `where`, 0 without one)."""
+
+    def render(self, data: Mapping[str, Any], view: FleetView) -> Any | None:
+        """The filter's view of one event's `data`, or None when nothing of it matches."""
+
+    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
+        """The filter's view of the topic's snapshot `data`."""
+
+
 class MetricsFilter:
-    __slots__ = ("interval_ms", "key", "matcher", "metrics", "where")
+    __slots__ = ("interval_ms", "key", "matcher", "metrics", "trivial", "where")
 
     def __init__(
         self,
@@ -123,6 +170,18 @@ class MetricsFilter:
             where.source if where else None,
             interval_ms,
         )
+        self.trivial = not (servers or tags or metrics or where or interval_ms)
+
+    @property
+    def cost(self) -> int:
+        return self.where.cost if self.where is not None else 0
+
+    def render(self, data: Mapping[str, Any], view: FleetView) -> dict[str, Any] | None:
+        servers = self.select(data["servers"], view, data["ts"])
+        return {"ts": data["ts"], "servers": servers} if servers else None
+
+    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
+        return {"ts": data["ts"], "servers": self.select(data["servers"], view, data["ts"])}
 
     def select(
         self, servers: Mapping[str, Mapping[str, Any]], view: FleetView, ts: int | None = None
@@ -146,13 +205,24 @@ class MetricsFilter:
 
 
 class LogsFilter:
-    __slots__ = ("contains", "key", "level", "matcher")
+    __slots__ = ("contains", "key", "level", "matcher", "trivial")
+
+    interval_ms = 0
+    cost = 0
 
     def __init__(self, servers: tuple[str, ...] = (), level: LogLevel = LogLevel.DEBUG, contains: str = "") -> None:
         self.matcher = ServerMatcher(servers, ())
         self.level = level
         self.contains = contains.casefold()
         self.key: tuple[object, ...] = ("logs", servers, level.name, self.contains)
+        self.trivial = not (servers or self.contains) and level is LogLevel.DEBUG
+
+    def render(self, data: Mapping[str, Any], view: FleetView) -> dict[str, Any] | None:
+        records = self.select(data["records"], view)
+        return {"records": records} if records else None
+
+    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
+        return data
 
     def select(self, records: Sequence[Mapping[str, Any]], view: FleetView) -> list[Mapping[str, Any]]:
         out: list[Mapping[str, Any]] = []
@@ -171,16 +241,22 @@ class AlertsFilter:
     """`alerts`: the alert's server (or, for a fleet alert, any of its servers) matches `servers`, and its
     severity is at least `severity`."""
 
-    __slots__ = ("key", "matcher", "severity")
+    __slots__ = ("key", "matcher", "severity", "trivial")
+
+    interval_ms = 0
+    cost = 0
 
     def __init__(self, servers: tuple[str, ...] = (), severity: str = "info") -> None:
         self.matcher = ServerMatcher(servers, ())
         self.severity = SEVERITY_ORDER.index(severity)
         self.key: tuple[object, ...] = ("alerts", servers, severity)
+        self.trivial = not servers and self.severity == 0
 
-    @property
-    def trivial(self) -> bool:
-        return not self.matcher.globs and self.severity == 0
+    def render(self, data: Mapping[str, Any], view: FleetView) -> Mapping[str, Any] | None:
+        return data if self.accepts(data["alert"], view) else None
+
+    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
+        return {"alerts": [a for a in data["alerts"] if self.accepts(a, view)]}
 
     def accepts(self, alert: Mapping[str, Any], view: FleetView) -> bool:
         rank = SEVERITY_ORDER.index(alert["severity"]) if alert.get("severity") in SEVERITY_ORDER else 0
@@ -198,6 +274,10 @@ class NotificationsFilter:
 
     __slots__ = ("key", "user")
 
+    interval_ms = 0
+    cost = 0
+    trivial = False
+
     def __init__(self, user: str) -> None:
         self.user = user
         self.key: tuple[object, ...] = ("notifications", user)
@@ -205,28 +285,39 @@ class NotificationsFilter:
     def accepts(self, notification: Mapping[str, Any]) -> bool:
         return notification.get("user") == self.user
 
+    def render(self, data: Mapping[str, Any], view: FleetView) -> Mapping[str, Any] | None:
+        return data if self.accepts(data["notification"]) else None
+
+    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
+        return data
+
 
 class PlainFilter:
     """Topics without filter keys (fleet, system)."""
 
     __slots__ = ("key",)
 
+    interval_ms = 0
+    cost = 0
+    trivial = True
+
     def __init__(self, topic: str) -> None:
         self.key: tuple[object, ...] = (topic,)
 
+    def render(self, data: Mapping[str, Any], view: FleetView) -> Mapping[str, Any]:
+        return data
 
-TopicFilter = MetricsFilter | LogsFilter | AlertsFilter | NotificationsFilter | PlainFilter
+    def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
+        return data
 
 
 def filter_cost(flt: TopicFilter) -> int:
     """What `flt` counts against a connection's cost budget: its `where`'s cost per server evaluation
     (`core.rules.limits.cost`), 0 without one."""
-    if isinstance(flt, MetricsFilter) and flt.where is not None:
-        return flt.where.cost
-    return 0
+    return flt.cost
 
 
-def _check_keys(raw: Mapping[str, Any], allowed: set[str], topic: str) -> None:
+def _check_keys(raw: Mapping[str, Any], allowed: frozenset[str], topic: str) -> None:
     unknown = sorted(set(raw) - allowed)
     if unknown:
         allowed_text = ", ".join(sorted(allowed)) or "none"
@@ -264,7 +355,7 @@ def parse_filter(topic: str, raw: object, *, user: str = "", limits: Limits = FI
     if not isinstance(raw, dict):
         raise _invalid("filter must be an object")
     if topic == "metrics":
-        _check_keys(raw, {"servers", "tags", "metrics", "where", "interval"}, topic)
+        _check_keys(raw, FILTER_KEYS[topic], topic)
         servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()
         tags = _parse_tags(raw["tags"]) if "tags" in raw else ()
         metrics = _str_list(raw["metrics"], "metrics") if "metrics" in raw else ()
@@ -289,7 +380,7 @@ def parse_filter(topic: str, raw: object, *, user: str = "", limits: Limits = FI
                 raise _invalid("interval must be between 0.1s and 1h")
         return MetricsFilter(servers, tags, metrics, where, interval_ms)
     if topic == "logs":
-        _check_keys(raw, {"servers", "level", "contains"}, topic)
+        _check_keys(raw, FILTER_KEYS[topic], topic)
         servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()
         level = LogLevel.DEBUG
         if raw.get("level") not in (None, ""):
@@ -304,14 +395,14 @@ def parse_filter(topic: str, raw: object, *, user: str = "", limits: Limits = FI
             raise _invalid("contains must be a string of at most 1024 characters")
         return LogsFilter(servers, level, contains)
     if topic == "alerts":
-        _check_keys(raw, {"servers", "severity"}, topic)
+        _check_keys(raw, FILTER_KEYS[topic], topic)
         servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()
         severity = raw.get("severity") or "info"
         if severity not in SEVERITY_ORDER:
             raise _invalid(f"unknown severity {severity!r} (info, warning, critical)")
         return AlertsFilter(servers, severity)
     if topic == "notifications":
-        _check_keys(raw, set(), topic)
+        _check_keys(raw, filter_keys(topic), topic)
         return NotificationsFilter(user)
-    _check_keys(raw, set(), topic)
+    _check_keys(raw, filter_keys(topic), topic)
     return PlainFilter(topic)

@@ -5,6 +5,16 @@ bytes, `pipeline.session.deliver` picks them for each connection's deflate windo
 Compression once: each message is compressed on its own by one shared compressor per window size (a
 full flush after each message, the trailing `00 00 ff ff` stripped, RSV1 set), so every connection
 that negotiated the same window gets the same bytes.
+
+Two module-level objects, on purpose: the compressors (one per window size, at most 8) and `wire_cache`
+(the wire forms of the one payload being written). They are what makes "encode once" hold across the two
+paths that write the same payload object — the fan-out's direct writes (`pipeline.session.deliver`) and
+the transport's `send_now` (`gateway.wsfast`), which uvicorn constructs per connection and so cannot be
+handed an owner — and they are bounded (one payload, one compressor per window) and keep no state
+between messages (each message ends with a full flush; the cache is keyed by the payload's identity and
+holds a reference to it, so a new payload can never be taken for the old one). Contract: use them from
+the event loop's thread only (one hub per process runs one loop; zlib's compress and flush are two
+calls that another thread must not interleave).
 """
 
 from __future__ import annotations

@@ -34,8 +34,10 @@ from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.socketio import SocketIOEndpoint
 from openmanager.gateway.sse import router as sse_router
+from openmanager.gateway.streaming import StreamGate
 from openmanager.gateway.users_api import router as users_router
 from openmanager.gateway.ws import WS_PATH, websocket_endpoint
+from openmanager.pipeline.subscriptions import Streams, SubscriptionLimits
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
@@ -129,7 +131,8 @@ class StreamFront:
     the HTTP app, so no frame of either stays on a WebSocket's stack. HTTP requests go through
     `BodyLimit` first (413 for an oversized body, before anything reads it)."""
 
-    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+    def __init__(self, app: ASGIApp, hub: Hub, streams: Streams, gate: StreamGate) -> None:
+        self.streams, self.gate = streams, gate
         trusted = trusted_proxies(hub.settings.forwarded_allow_ips)
         self.forwarded: ASGIApp | None = None
         if trusted:  # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
@@ -143,7 +146,7 @@ class StreamFront:
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
-            return websocket_endpoint(scope, receive, send, self.hub, self.forwarded)
+            return websocket_endpoint(scope, receive, send, self.streams, self.gate, self.forwarded)
         if self.socketio.matches(scope):
             return self.socketio(scope, receive, send)
         return self.app(scope, receive, send)
@@ -171,6 +174,13 @@ def create_app(hub: Hub) -> FrontDoor:
         lifespan=lifespan,
     )
     app.state.hub = hub
+    # The stream endpoints' services (/ws, /sse), built from what the hub holds today (for the composition root).
+    limits = SubscriptionLimits(hub.settings.subscriptions_per_connection, hub.settings.subscription_cost_budget,
+                                hub.settings.filter_limits())
+    app.state.streams = streams = Streams(hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats, limits=limits,
+                                          queue_limits=hub.queue_limits, heartbeat_ms=hub.settings.heartbeat_ms,
+                                          sessions=hub.sessions)
+    app.state.stream_gate = gate = StreamGate(hub.auth, hub.limits, hub.allowed_origins)
     errors.install(app, public_paths=PUBLIC_PATHS)
     app.include_router(router)
     app.include_router(logs_router)
@@ -192,4 +202,4 @@ def create_app(hub: Hub) -> FrontDoor:
     app.add_middleware(AuthGate, hub=hub)
     settings = hub.settings
     allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)
-    return FrontDoor(StreamFront(app, hub), allowed_hosts)  # the peer's address; the Host check
+    return FrontDoor(StreamFront(app, hub, streams, gate), allowed_hosts)  # the peer's address; the Host check

@@ -43,6 +43,8 @@ This leans on uvicorn internals (`conn`, `conn.parser`, `transport`, `writable`,
 `handshake_complete`, `scope`, `queue`, `read_paused`, `pending_ping_payload`, `ping_sent_at`,
 `keepalive_timeout`), so
 uvicorn's version is pinned; `tests/gateway/test_wsfast.py` and the integration tests cover the path.
+It is one module of ~500 lines on purpose: every part above patches or serves the same uvicorn protocol
+class, and split up they would each reach into the others' private state.
 """
 
 from __future__ import annotations
@@ -199,7 +201,12 @@ class SharedHeartbeat:
     move the visits due after it: each connection is pinged every `interval`, give or take 1.5 ticks.
     A connection whose ping is unanswered at its next visit but not yet `timeout` old is a suspect,
     checked again at every visit until it answers or is closed. The timer runs only while some
-    connection is registered."""
+    connection is registered.
+
+    `_by_loop` is a class-level registry, on purpose: uvicorn constructs each connection's protocol
+    itself (`FastSendProtocol(config, server_state, app_state)`), so a connection finds its loop's
+    schedule there, and the fan-out reports its bursts to it (`fanout_burst`) without holding a
+    protocol. It holds one schedule per running loop and drops it when its last connection leaves."""
 
     _by_loop: dict[asyncio.AbstractEventLoop, SharedHeartbeat] = {}
 

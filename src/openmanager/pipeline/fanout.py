@@ -18,7 +18,7 @@ from typing import Any
 from openmanager.broker.base import Broker, Event
 from openmanager.core.cursor import parse_cursor
 from openmanager.core.encoding import splice_event, sse_body, sse_body_raw
-from openmanager.core.filters import FleetView, MetricsFilter, TopicFilter
+from openmanager.core.filters import FleetView, TopicFilter
 from openmanager.core.outbound import Conflated
 from openmanager.core.protocol import STATE_TOPICS
 from openmanager.pipeline.session import Session, deliver
@@ -57,7 +57,7 @@ class FanOut:
             self._by_topic.setdefault(topic, []).append(shape)
             if topic not in self._stops:
                 self._stops[topic] = self.broker.listen(topic, self.on_event)
-            if isinstance(flt, MetricsFilter) and flt.interval_ms:
+            if flt.interval_ms:
                 self._schedule_flush(shape)
         return shape
 
@@ -141,7 +141,7 @@ class FanOut:
         """Deliver missed events to one (attached) session as live delivery would: every frame of an
         ordered topic; state topics through the session's conflation (so a long absence cannot overflow
         its queue); an `interval` shape's replay collapsed into one update per server."""
-        if isinstance(shape.filter, MetricsFilter) and shape.filter.interval_ms:
+        if shape.filter.interval_ms:
             merged: Conflated | None = None
             for event in events:
                 data = shape.render(event, self.view)
@@ -170,7 +170,7 @@ class FanOut:
         cpu_started = time.thread_time()
         delivered = False
         for shape in tuple(self._by_topic.get(event.topic, ())):
-            if isinstance(shape.filter, MetricsFilter) and shape.filter.interval_ms:
+            if shape.filter.interval_ms:
                 self._accumulate(shape, event)
                 continue
             rendered = self.frame_for(shape, event)
@@ -207,7 +207,6 @@ class FanOut:
         shape.pending_ts = int(data["ts"])
 
     def _schedule_flush(self, shape: Shape[Session]) -> None:
-        assert isinstance(shape.filter, MetricsFilter)
         interval = shape.filter.interval_ms
         now_ms = time.time() * 1000
         delay = (interval - now_ms % interval) / 1000

@@ -18,14 +18,7 @@ import orjson
 from openmanager.broker.base import Event
 from openmanager.core.delta import DeltaEncoder
 from openmanager.core.encoding import encode, encode_event, pack, pack_event
-from openmanager.core.filters import (
-    AlertsFilter,
-    FleetView,
-    LogsFilter,
-    MetricsFilter,
-    NotificationsFilter,
-    TopicFilter,
-)
+from openmanager.core.filters import FleetView, TopicFilter
 
 __all__ = ["Shape", "shape_id"]
 
@@ -113,35 +106,11 @@ class Shape(Generic[MemberT]):
     @property
     def trivial(self) -> bool:
         """True when the shape passes every event through unchanged."""
-        f = self.filter
-        if isinstance(f, MetricsFilter):
-            m = f.matcher
-            return not (m.globs or m.tags or f.metrics or f.where or f.interval_ms)
-        if isinstance(f, LogsFilter):
-            return not (f.matcher.globs or f.contains) and f.level.name == "DEBUG"
-        if isinstance(f, AlertsFilter):
-            return f.trivial
-        return not isinstance(f, NotificationsFilter)
+        return self.filter.trivial
 
     def render(self, event: Event, view: FleetView) -> Any | None:
         """The shape's view of `event`'s data, or None when nothing of it matches."""
-        f = self.filter
-        if isinstance(f, MetricsFilter):
-            servers = f.select(event.data["servers"], view, event.data["ts"])
-            return {"ts": event.data["ts"], "servers": servers} if servers else None
-        if isinstance(f, LogsFilter):
-            records = f.select(event.data["records"], view)
-            return {"records": records} if records else None
-        if isinstance(f, AlertsFilter):
-            return event.data if f.accepts(event.data["alert"], view) else None
-        if isinstance(f, NotificationsFilter):
-            return event.data if f.accepts(event.data["notification"]) else None
-        return event.data
+        return self.filter.render(event.data, view)
 
     def render_snapshot(self, data: dict[str, Any], view: FleetView) -> dict[str, Any]:
-        f = self.filter
-        if isinstance(f, MetricsFilter):
-            return {"ts": data["ts"], "servers": f.select(data["servers"], view, data["ts"])}
-        if isinstance(f, AlertsFilter):
-            return {"alerts": [a for a in data["alerts"] if f.accepts(a, view)]}
-        return data
+        return self.filter.render_snapshot(data, view)

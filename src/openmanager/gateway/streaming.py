@@ -1,0 +1,56 @@
+"""What the stream endpoints (`/ws`, `/sse`) share: the services they receive and the Origin rule.
+
+The composition root puts two objects on the application: the `Streams` service
+(`pipeline.subscriptions`: subscribe, resume, snapshot, the session registry) and this `StreamGate`
+(who may open a stream: the authenticator, the connection caps, the allowed origins). The endpoints
+take them as dependencies; neither sees the hub.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from starlette.requests import HTTPConnection
+
+from openmanager.pipeline.subscriptions import Streams
+
+if TYPE_CHECKING:
+    from openmanager.gateway.auth import Authenticator
+    from openmanager.gateway.limits import ConnectionLimits
+
+__all__ = ["StreamGate", "gate_of", "origin_allowed", "streams_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGate:
+    """Admission to a stream: `auth` authenticates the connection and binds its session to the credential
+    (revoking it closes the session); `limits` caps connections per address, user and in all;
+    `allowed_origins` are the foreign browser origins `/ws` accepts besides its own."""
+
+    auth: Authenticator
+    limits: ConnectionLimits
+    allowed_origins: frozenset[str] = frozenset()
+
+
+def origin_allowed(headers: dict[str, str], allowed: frozenset[str]) -> bool:
+    """Same-origin (Origin host equals Host), no Origin (non-browser clients), or an allowed origin."""
+    origin = headers.get("origin")
+    if not origin:
+        return True
+    if origin.rstrip("/") in allowed:
+        return True
+    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
+
+
+def streams_of(conn: HTTPConnection) -> Streams:
+    """The `Streams` service the root put on the application (a FastAPI dependency)."""
+    streams: Streams = conn.app.state.streams
+    return streams
+
+
+def gate_of(conn: HTTPConnection) -> StreamGate:
+    """The `StreamGate` the root put on the application (a FastAPI dependency)."""
+    gate: StreamGate = conn.app.state.stream_gate
+    return gate
