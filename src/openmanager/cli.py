@@ -99,6 +99,15 @@ def serve(
     max_connections_per_user: Annotated[int | None, _opt("max_connections_per_user")] = None,
     fd_reserve: Annotated[int | None, _opt("fd_reserve")] = None,
     forwarded_allow_ips: Annotated[str | None, _opt("forwarded_allow_ips")] = None,
+    # syslog and OTLP receivers
+    syslog: Annotated[list[str] | None, _opt("syslog")] = None,
+    syslog_allow: Annotated[list[str] | None, _opt("syslog_allow")] = None,
+    syslog_tls_cert: Annotated[str | None, _opt("syslog_tls_cert")] = None,
+    syslog_tls_key: Annotated[str | None, _opt("syslog_tls_key")] = None,
+    syslog_max_connections: Annotated[int | None, _opt("syslog_max_connections")] = None,
+    syslog_max_message_bytes: Annotated[int | None, _opt("syslog_max_message_bytes")] = None,
+    otlp_max_body_bytes: Annotated[int | None, _opt("otlp_max_body_bytes")] = None,
+    otlp_max_decompressed_bytes: Annotated[int | None, _opt("otlp_max_decompressed_bytes")] = None,
     # Expression and subscription limits
     where_max_length: Annotated[int | None, _opt("where_max_length")] = None,
     expression_max_cost: Annotated[int | None, _opt("expression_max_cost")] = None,

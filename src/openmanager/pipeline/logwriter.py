@@ -67,6 +67,11 @@ class LogWriter(Collector):
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def behind(self) -> bool:
+        """Half the buffer is waiting: receivers that can make their senders wait (syslog over TCP, OTLP)
+        should, rather than have the oldest records dropped."""
+        return len(self._buffer) * 2 >= self.max_buffer
+
     # the stream side --------------------------------------------------------------------------
 
     def offer(self, records: Sequence[Mapping[str, Any]]) -> None:

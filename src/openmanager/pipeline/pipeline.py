@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 from reactivex import Observable
@@ -91,6 +91,12 @@ class Pipeline:
 
     def logs(self, records: Sequence[LogRecord]) -> None:
         self._logs.on_next(records)
+
+    def seen(self, servers: Iterable[str]) -> list[str]:
+        """Servers that sent something other than samples (log records): see `FleetState.touch`. Returns
+        those the state does not know (for the source to register)."""
+        touch = self.state.touch
+        return [sid for sid in servers if touch(sid) is None]
 
     def problem(self, server: str, reason: str | None) -> None:
         self.state.set_problem(server, reason)
