@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry._logs import SeverityNumber
 from opentelemetry.exporter.otlp.json.http._log_exporter import OTLPLogExporter as JsonLogExporter
 from opentelemetry.exporter.otlp.json.http.metric_exporter import OTLPMetricExporter as JsonMetricExporter
 from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as ProtoLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as ProtoMetricExporter
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.metrics import MeterProvider
@@ -72,7 +72,8 @@ class Host:
         self.unmapped = 0
 
     def cpu(self, _: CallbackOptions) -> list[Observation]:
-        return [Observation(0.58, {"cpu": "cpu0", "state": "idle"}), Observation(0.30, {"cpu": "cpu0", "state": "user"}),
+        return [Observation(0.58, {"cpu": "cpu0", "state": "idle"}),
+                Observation(0.30, {"cpu": "cpu0", "state": "user"}),
                 Observation(0.12, {"cpu": "cpu0", "state": "system"})]
 
     def memory(self, _: CallbackOptions) -> list[Observation]:
