@@ -488,8 +488,8 @@ def _count_points(metric: Metric) -> int:
 
 
 def _busy_share(by_cpu_state: dict[tuple[str, str | None], float], *, normalise: bool = False) -> float:
-    """The busy share (0-1) averaged over CPUs, from values per (cpu, state): 1 - idle when an `idle`
-    state is given, else the sum of the states. With `normalise`, each CPU's values are first divided by
+    """The busy share (0-1) averaged over CPUs, from values per (cpu, state): 1 - (idle + wait) when an
+    `idle` state is given, else the sum of the states. With `normalise`, each CPU's values are first divided by
     their sum (CPU time rates)."""
     cpus: dict[str, dict[str | None, float]] = {}
     for (cpu, state), value in by_cpu_state.items():
@@ -501,8 +501,8 @@ def _busy_share(by_cpu_state: dict[tuple[str, str | None], float], *, normalise:
             if total <= 0:
                 continue
             states = {s: v / total for s, v in states.items()}
-        if "idle" in states:
-            shares.append(1.0 - states["idle"])
+        if "idle" in states:  # iowait counts as idle, as the local source and psutil count it
+            shares.append(1.0 - states["idle"] - states.get("wait", 0.0))
         else:
             shares.append(sum(states.values()))
     return sum(shares) / len(shares) if shares else 0.0
