@@ -48,7 +48,18 @@ OTLP_PATHS = ("/v1/metrics", "/v1/logs")
 RETRY_AFTER_S = 2
 _CHUNK = 64 * 1024
 
-otlp_router = APIRouter(tags=["otlp"])
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_OTLP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "An Export…ServiceResponse in the request's encoding (partial_success when some data "
+                         "was rejected)",
+          "content": {"application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                      "application/json": {"schema": {"type": "object"}}}},
+    401: {"description": "No ingest token, or an unknown or revoked one (answered before the body is read)",
+          "content": _ERROR},
+    415: {"description": "A Content-Type other than application/x-protobuf or application/json, or a "
+                         "Content-Encoding other than gzip", "content": _ERROR},
+}
+otlp_router = APIRouter(tags=["otlp"], responses=_OTLP_RESPONSES)
 router = APIRouter(prefix="/api/v1", tags=["ingest tokens"], route_class=JsonRoute)
 
 
