@@ -92,8 +92,10 @@ def _bearer(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(OpenManagerError):
+    """The decompressed body is over the limit (413)."""
+
+    code = "payload_too_large"
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
