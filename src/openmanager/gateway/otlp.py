@@ -119,15 +119,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
                     raise OtlpError(f"the gzip body is corrupt: {exc}") from None
                 out += piece
                 if len(out) > limit:
-                    raise _TooLarge
+                    raise _TooLarge("too large")
                 data = inflater.unconsumed_tail
         if len(out) > limit:
-            raise _TooLarge
+            raise _TooLarge("too large")
     if inflater is not None:
         while not inflater.eof and (piece := inflater.decompress(b"", _CHUNK)):
             out += piece
             if len(out) > limit:
-                raise _TooLarge
+                raise _TooLarge("too large")
         if not inflater.eof:
             raise OtlpError("the gzip body is truncated")
     return bytes(out)
