@@ -16,7 +16,9 @@ read; a missing, unknown or revoked one gets 401. Then, in order:
   `partial_success` says how many and why. For logs, 200 is sent once the records are in the store (the
   log writer's barrier); with a Redis broker, once they are published.
 
-Error bodies are the hub's usual JSON `{"error": {"code", "message"}}`.
+Decoding is one call into protobuf (bounded by the decompressed cap); the mapping runs in slices of a
+few milliseconds (`budget.run_sliced`), so a large request never holds the event loop for long. Error
+bodies are the hub's usual JSON `{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from starlette.responses import Response
 
+from openmanager.budget import run_sliced
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
@@ -187,7 +190,7 @@ async def export_metrics(request: Request) -> Response:
         return admitted
     service, body, content_type = admitted
     try:
-        outcome = service.receiver.metrics(decode_metrics(body, content_type))
+        outcome = await run_sliced(service.receiver.metrics_steps(decode_metrics(body, content_type)))
     except OtlpError as exc:
         return error_response(400, exc.code, exc.message)
     return _answer(ExportMetricsServiceResponse(), outcome, "rejected_data_points", content_type)
@@ -201,7 +204,7 @@ async def export_logs(request: Request) -> Response:
         return admitted
     service, body, content_type = admitted
     try:
-        outcome = service.receiver.logs(decode_logs(body, content_type))
+        outcome = await run_sliced(service.receiver.logs_steps(decode_logs(body, content_type)))
     except OtlpError as exc:
         return error_response(400, exc.code, exc.message)
     if outcome.records:

@@ -31,7 +31,7 @@ import base64
 import binascii
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +286,11 @@ class OtlpReceiver(Collector):
 
     # metrics ------------------------------------------------------------------------------------
     def metrics(self, request: ExportMetricsServiceRequest) -> Outcome:
+        """Map and deliver a request at once (see `metrics_steps`)."""
+        return _exhaust(self.metrics_steps(request))
+
+    def metrics_steps(self, request: ExportMetricsServiceRequest) -> Generator[None, None, Outcome]:
+        """Map a request and deliver its samples, yielding between metrics (for `budget.run_sliced`)."""
         out = Outcome()
         now_ms = int(self._clock() * 1000)
         samples: list[Sample] = []
@@ -309,6 +314,7 @@ class OtlpReceiver(Collector):
                     ts = self._map(server, metric, values, now_ms)
                     newest = max(newest, ts)
                     out.accepted += n
+                    yield
             if values and newest:
                 samples.append(Sample(server, min(newest, now_ms), values))
         self.points += out.accepted
@@ -413,7 +419,12 @@ class OtlpReceiver(Collector):
 
     # logs -----------------------------------------------------------------------------------------
     def logs(self, request: ExportLogsServiceRequest) -> Outcome:
-        """Map the records (into `Outcome.records`; the caller hands them to the sink, `deliver_logs`)."""
+        """Map the records at once (see `logs_steps`)."""
+        return _exhaust(self.logs_steps(request))
+
+    def logs_steps(self, request: ExportLogsServiceRequest) -> Generator[None, None, Outcome]:
+        """Map the records (into `Outcome.records`; the caller hands them to the sink, `deliver_logs`),
+        yielding every 256 records (for `budget.run_sliced`)."""
         out = Outcome()
         now_ms = int(self._clock() * 1000)
         for rl in request.resource_logs:
@@ -430,6 +441,8 @@ class OtlpReceiver(Collector):
                 scope = sl.scope.name
                 for lr in sl.log_records:
                     out.records.append(self._record(server, service or scope or "otlp", scope, lr, now_ms))
+                    if len(out.records) % 256 == 0:
+                        yield
         out.accepted = len(out.records)
         self.log_records += out.accepted
         self.rejected_records += out.rejected
@@ -478,6 +491,15 @@ class OtlpReceiver(Collector):
         for name, n in sorted(self.unmapped.items()):
             unmapped.add_metric([name], n)
         yield unmapped
+
+
+def _exhaust(steps: Generator[None, None, Outcome]) -> Outcome:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result: Outcome = done.value
+            return result
 
 
 def _count_points(metric: Metric) -> int:

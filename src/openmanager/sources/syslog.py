@@ -14,10 +14,11 @@ Limits:
   (counted). A connection idle for `idle_timeout_s` is closed.
 - **Message size**: a message longer than `max_message_bytes` is cut to it (field `truncated: true`);
   a TCP connection never buffers more than that plus one read.
-- **Load**: records are handed to the pipeline once per event-loop pass. UDP datagrams that arrive while
-  `max_pending` records wait are dropped; they and the datagrams the kernel dropped for a full socket
+- **Load**: received messages are parsed and handed to the pipeline FLUSH_SLICE at a time, one slice
+  per event-loop pass, so a burst never holds the loop. UDP datagrams that arrive while
+  `max_pending` messages wait are dropped; they and the datagrams the kernel dropped for a full socket
   buffer (`/proc/net/udp`, Linux) are counted in `openmanager_syslog_udp_dropped`. TCP is never dropped:
-  while `busy()` (the log writer is behind) or records wait, reading pauses, so senders wait instead.
+  while `busy()` (the log writer is behind) or a few slices of messages wait, reading pauses, so senders wait instead.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from openmanager.core.errors import ConfigError
-from openmanager.core.model import LogRecord, ServerInfo
+from openmanager.core.model import ServerInfo
 from openmanager.core.syslogparse import (
     LOOPBACK,
     MAX_MESSAGE_BYTES,
@@ -57,6 +58,7 @@ __all__ = ["Listener", "SyslogSource", "parse_allow", "parse_listener"]
 
 WARN_EVERY_S = 10.0
 BUSY_POLL_S = 0.05
+FLUSH_SLICE = 256  # messages parsed per pass of the event loop (~5 ms): the loop is never held long
 MAX_KNOWN_SERVERS = 10_000  # servers announced to the fleet by this receiver; later ones still log
 
 
@@ -113,7 +115,7 @@ class SyslogSource(Collector):
         self.truncated = 0
         self.connections: set[_StreamProtocol] = set()
         self._udp_inodes: set[int] = set()
-        self._pending: list[LogRecord] = []
+        self._pending: list[tuple[bytes, str, int, bool]] = []  # received, not parsed yet: (data, sender, ms, cut)
         self._flush_scheduled = False
         self._paused: set[_StreamProtocol] = set()
         self._sink: SourceSink | None = None
@@ -189,24 +191,38 @@ class SyslogSource(Collector):
         self.messages[transport] += 1
         if truncated:
             self.truncated += 1
-        rec = parse_message(data, sender=sender, now_ms=int(self._clock() * 1000), tz=self.tz, truncated=truncated)
-        self._pending.append(rec)
+        self._pending.append((data, sender, int(self._clock() * 1000), truncated))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
     @property
     def full(self) -> bool:
+        """UDP: datagrams are dropped from here on."""
         return len(self._pending) >= self.max_pending
 
+    @property
+    def backlogged(self) -> bool:
+        """TCP/TLS: reading pauses from here on (a few slices wait)."""
+        return len(self._pending) >= 4 * FLUSH_SLICE
+
     def _flush(self) -> None:
+        """Parse and deliver up to FLUSH_SLICE waiting messages (a few ms of the loop); the rest on the
+        next pass."""
         self._flush_scheduled = False
-        records, self._pending = self._pending, []
+        raw = self._pending[:FLUSH_SLICE]
+        del self._pending[:FLUSH_SLICE]
+        if self._pending:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         sink = self._sink
-        if records and sink is not None:
+        if raw and sink is not None:
+            tz = self.tz
+            records = [parse_message(data, sender=sender, now_ms=now_ms, tz=tz, truncated=cut)
+                       for data, sender, now_ms, cut in raw]
             self.announce(sink, {rec.server for rec in records}, "syslog")
             sink.logs(records)
-        if self._paused:
+        if self._paused and not self._pending:
             self._resume_soon()
 
     def announce(self, sink: SourceSink, servers: set[str], source: str) -> None:
@@ -225,7 +241,7 @@ class SyslogSource(Collector):
             seen(set(unknown))
 
     def _resume_soon(self) -> None:
-        if self.busy() or self.full:
+        if self.busy() or len(self._pending) >= FLUSH_SLICE:
             asyncio.get_running_loop().call_later(BUSY_POLL_S, self._resume_soon)
             return
         paused, self._paused = self._paused, set()
@@ -321,7 +337,7 @@ class _StreamProtocol(asyncio.Protocol):
         source = self.source
         for message, cut in self.framer.feed(data):
             source.take(message, self.host, self.kind, cut)
-        if source.busy() or source.full:
+        if source.busy() or source.backlogged:
             source.pause(self)
 
     def eof_received(self) -> bool | None:
