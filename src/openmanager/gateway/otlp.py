@@ -9,8 +9,8 @@ read; a missing, unknown or revoked one gets 401. Then, in order:
   past `otlp_max_decompressed_bytes` (a gzip bomb) gets 413 without ever being held whole.
 - `Content-Type`: `application/x-protobuf` or `application/json` (else 415); a payload that does not
   decode gets 400 `invalid_payload`.
-- Logs under backpressure (the log writer is half full: the store is behind) get 503 `busy` with
-  `Retry-After`, so exporters retry instead of losing data.
+- Under backpressure (the pipeline's publish queue half full; for logs also the log writer half full:
+  the store is behind) 503 `busy` with `Retry-After`, so exporters retry instead of losing data.
 - Success answers 200 with an `Export…ServiceResponse` in the request's encoding; when some data points
   or records were rejected (no usable `host.name`, metrics with no place in the catalogue), its
   `partial_success` says how many and why. For logs, 200 is sent once the records are in the store (the
@@ -159,7 +159,7 @@ async def _admit(request: Request, *, busy: bool = False) -> tuple[OtlpService, 
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
     if busy:  # before reading anything: the exporter retries after Retry-After
-        return _busy("the log store is behind; try again")
+        return _busy("the hub is behind with what it was sent; try again")
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type not in ("application/x-protobuf", "application/protobuf", "application/json"):
         return error_response(415, "unsupported_media_type",
@@ -185,7 +185,7 @@ def _busy(message: str) -> Response:
 
 @otlp_router.post("/v1/metrics", response_model=None, summary="OTLP/HTTP metrics export (ingest token)")
 async def export_metrics(request: Request) -> Response:
-    admitted = await _admit(request)
+    admitted = await _admit(request, busy=_hub(request).pipeline.backlogged)
     if isinstance(admitted, Response):
         return admitted
     service, body, content_type = admitted
@@ -199,7 +199,7 @@ async def export_metrics(request: Request) -> Response:
 @otlp_router.post("/v1/logs", response_model=None, summary="OTLP/HTTP logs export (ingest token)")
 async def export_logs(request: Request) -> Response:
     hub = _hub(request)
-    admitted = await _admit(request, busy=hub.log_writer.behind())
+    admitted = await _admit(request, busy=hub.log_writer.behind() or hub.pipeline.backlogged)
     if isinstance(admitted, Response):
         return admitted
     service, body, content_type = admitted

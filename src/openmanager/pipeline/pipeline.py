@@ -173,6 +173,11 @@ class Pipeline:
                 keep.append((target, future))
         self._barriers = keep
 
+    @property
+    def backlogged(self) -> bool:
+        """Half the publish queue is waiting: receivers whose senders can wait (OTLP) should make them."""
+        return self._outbox.qsize() * 2 >= self._outbox.maxsize
+
     async def barrier(self) -> None:
         """Wait until every event handed to the publisher before this call has been published (with the
         memory broker: its listeners, the log writer's included, have run)."""
