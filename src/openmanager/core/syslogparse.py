@@ -24,6 +24,7 @@ start of a newline-framed message.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -106,9 +107,10 @@ def parse_allow(entries: Sequence[str]) -> tuple[Network, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=4096)
 def server_for_address(address: str) -> str:
     """The server id for a sender known only by its address: the address itself (an IPv4-mapped IPv6
-    address as its IPv4 form)."""
+    address as its IPv4 form). Cached: a sender sends many messages."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
