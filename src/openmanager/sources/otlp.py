@@ -21,6 +21,9 @@ as hex) into `opentelemetry-proto` messages; a body that is neither raises `Otlp
   `trace_id`, `span_id`, `severity_text` and the scope name kept as fields; `service` is the resource's
   `service.name` (else the scope name, else `otlp`).
 
+Over 500 lines on purpose: decoding, the resource mapping, the metric table with its counter state and
+the log mapping are one receiver's contract, read together against docs/configuration.md.
+
 Bounds: MAX_SERIES cumulative series remembered (the oldest forgotten first), MAX_UNMAPPED_NAMES metric
 names counted (the rest under `other`), MAX_FIELDS fields per record, MAX_VALUE_CHARS per field value.
 """
