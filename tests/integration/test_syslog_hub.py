@@ -157,9 +157,11 @@ async def test_rsyslog_forwards_over_tcp_and_udp(hub: HubProcess, ports: Ports, 
         word = f"rsyslog{uuid.uuid4().hex[:10]}"
         logger("--socket", str(sock), "-t", "cron", "-p", "cron.info", f"job {word} done")
         records = await stored(hub, word)
+        deadline = loop.time() + 15
         while len(records) < 2:  # one copy over TCP, one over UDP
-            records = await stored(hub, word)
+            assert loop.time() < deadline, f"only {records} arrived:\n{hub.log()[-3000:]}"
             await asyncio.sleep(0.05)
+            records = await stored(hub, word)
         assert len(records) == 2
         for rec in records:
             assert rec["server"] == this_host() and rec["service"] == "cron" and rec["facility"] == "cron"
