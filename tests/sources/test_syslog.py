@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator, Sequence
 
@@ -14,7 +15,7 @@ from openmanager.config import Settings
 from openmanager.core.errors import ConfigError
 from openmanager.core.model import LogRecord, Sample, ServerInfo
 from openmanager.core.syslogparse import Listener, parse_allow, parse_listener
-from openmanager.sources.syslog import SyslogSource, _DatagramProtocol
+from openmanager.sources.syslog import SyslogSource, _DatagramProtocol, _kernel_drops
 
 
 class Sink:
@@ -156,3 +157,16 @@ def test_settings() -> None:
         Settings.load({"syslog": ["tls://127.0.0.1:6514"]}, env={})
     with pytest.raises(ConfigError, match="syslog: bad listener"):
         Settings.load({"syslog": ["udp://127.0.0.1"]}, env={})
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/udp"), reason="the kernel's UDP counters are Linux's")
+def test_kernel_drops_of_a_full_socket_buffer_are_read_from_proc() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        rx.bind(("127.0.0.1", 0))
+        inode = os.fstat(rx.fileno()).st_ino
+        assert _kernel_drops({inode}) == 0
+        for _ in range(200):  # never read: the buffer fills and the kernel drops the rest
+            tx.sendto(b"<13>" + b"x" * 1000, rx.getsockname())
+        assert _kernel_drops({inode}) > 0
+        assert _kernel_drops({inode + 1_000_000_000}) == 0  # other sockets' drops are not counted
