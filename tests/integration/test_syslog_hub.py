@@ -128,9 +128,10 @@ RSYSLOG_CONF = """
 global(workDirectory="{work}")
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{sock}" CreatePath="on")
-*.* action(type="omfwd" target="127.0.0.1" port="{tcp}" protocol="tcp" TCP_Framing="octet-counted")
-*.* action(type="omfwd" target="127.0.0.1" port="{udp}" protocol="udp")
+*.* @@(o)127.0.0.1:{tcp}
+*.* @127.0.0.1:{udp}
 """
+# the forwarding lines are README's one line (omfwd over TCP, octet-counted) and its UDP form
 
 
 def start_rsyslogd(conf: Path, pidfile: Path) -> subprocess.Popen[bytes]:
