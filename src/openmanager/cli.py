@@ -105,6 +105,7 @@ def serve(
     syslog_tls_cert: Annotated[str | None, _opt("syslog_tls_cert")] = None,
     syslog_tls_key: Annotated[str | None, _opt("syslog_tls_key")] = None,
     syslog_max_connections: Annotated[int | None, _opt("syslog_max_connections")] = None,
+    syslog_idle_timeout: Annotated[str | None, _opt("syslog_idle_timeout")] = None,
     syslog_max_message_bytes: Annotated[int | None, _opt("syslog_max_message_bytes")] = None,
     otlp_max_body_bytes: Annotated[int | None, _opt("otlp_max_body_bytes")] = None,
     otlp_max_decompressed_bytes: Annotated[int | None, _opt("otlp_max_decompressed_bytes")] = None,

@@ -122,6 +122,8 @@ class Settings:
     syslog_tls_cert: str = _opt("", "tls:// syslog listeners: the certificate chain (PEM); default tls_cert.")
     syslog_tls_key: str = _opt("", "tls:// syslog listeners: the certificate's private key (PEM); default tls_key.")
     syslog_max_connections: int = _opt(256, "Most syslog TCP/TLS connections at once; one more is closed at once.")
+    syslog_idle_timeout: str = _opt("5m", "A syslog TCP/TLS connection that sends nothing for this long is closed "
+                                          "(a duration).")
     syslog_max_message_bytes: int = _opt(16 * 1024, "Longest syslog message kept (bytes, at most 16384); longer "
                                                     "ones are cut and marked truncated.")
     # OTLP/HTTP receiver (docs/ingest.md): /v1/metrics and /v1/logs, ingest tokens
@@ -222,6 +224,12 @@ class Settings:
                 (self.syslog_tls_cert or self.tls_cert) and (self.syslog_tls_key or self.tls_key)):
             raise ConfigError("syslog: a tls:// listener needs syslog_tls_cert and syslog_tls_key (or tls_cert "
                               "and tls_key)")
+        try:
+            idle_ms = parse_duration(self.syslog_idle_timeout)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"syslog_idle_timeout: {exc.message}") from exc
+        if idle_ms < 1000:
+            raise ConfigError("syslog_idle_timeout must be at least 1s")
         if self.syslog_max_connections < 1:
             raise ConfigError("syslog_max_connections must be at least 1")
         if not 256 <= self.syslog_max_message_bytes <= 16 * 1024:

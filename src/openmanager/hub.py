@@ -119,7 +119,8 @@ def build_sources(settings: Settings) -> list[Source]:
         sources.append(syslog.from_settings(
             settings.syslog, settings.syslog_allow, cert=settings.syslog_tls_cert or settings.tls_cert,
             key=settings.syslog_tls_key or settings.tls_key, max_connections=settings.syslog_max_connections,
-            max_message_bytes=settings.syslog_max_message_bytes))
+            max_message_bytes=settings.syslog_max_message_bytes,
+            idle_timeout_s=parse_duration(settings.syslog_idle_timeout) / 1000))
     return sources
 
 

@@ -170,3 +170,13 @@ def test_kernel_drops_of_a_full_socket_buffer_are_read_from_proc() -> None:
             tx.sendto(b"<13>" + b"x" * 1000, rx.getsockname())
         assert _kernel_drops({inode}) > 0
         assert _kernel_drops({inode + 1_000_000_000}) == 0  # other sockets' drops are not counted
+
+
+async def test_an_idle_connection_is_closed() -> None:
+    source = SyslogSource([Listener("tcp", "127.0.0.1", 0)], idle_timeout_s=0.2)
+    async with running(source):
+        reader, writer = await asyncio.open_connection("127.0.0.1", tcp(source))
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by the hub after 0.2 s of silence
+        writer.close()
+    assert not source.connections

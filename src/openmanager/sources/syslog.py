@@ -11,7 +11,7 @@ Limits:
   elsewhere is dropped, a connection from elsewhere closed at once; both are counted (`refused`) and
   logged at most every `WARN_EVERY_S`.
 - **Connections**: at most `max_connections` TCP/TLS connections at once; one more is closed at once
-  (counted). A connection idle for `idle_timeout_s` is closed.
+  (counted). A connection idle for `idle_timeout_s` (`syslog_idle_timeout`) is closed.
 - **Message size**: a message longer than `max_message_bytes` is cut to it (field `truncated: true`);
   a TCP connection never buffers more than that plus one read.
 - **Load**: received messages are parsed and handed to the pipeline FLUSH_SLICE at a time, one slice
@@ -377,9 +377,9 @@ def ssl_context(cert: str, key: str) -> ssl.SSLContext:
 
 
 def from_settings(urls: Sequence[str], allow: Sequence[str], *, cert: str, key: str, max_connections: int,
-                  max_message_bytes: int) -> SyslogSource:
+                  max_message_bytes: int, idle_timeout_s: float = 300.0) -> SyslogSource:
     """The receiver the settings describe. Raises ConfigError."""
     listeners = [parse_listener(u) for u in urls]
     ctx = ssl_context(cert, key) if any(lst.scheme == "tls" for lst in listeners) and cert and key else None
     return SyslogSource(listeners, allow=parse_allow(allow), ssl_context=ctx, max_connections=max_connections,
-                        max_message_bytes=max_message_bytes)
+                        max_message_bytes=max_message_bytes, idle_timeout_s=idle_timeout_s)
