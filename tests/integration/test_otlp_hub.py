@@ -162,6 +162,17 @@ def test_sdk_logs_are_stored_searchable_and_make_a_log_only_server(hub: HubProce
     assert error["span_id"] == format(span.get_span_context().span_id, "016x")
     info = admin(hub, "GET", f"/api/v1/servers/{server}").json()
     assert info["source"] == "otlp" and info["status"] == "healthy" and info["role"] == "payments"
+    # forgotten, it comes back with its next record, described by its resource again
+    assert admin(hub, "DELETE", f"/api/v1/servers/{server}").status_code in (200, 204)
+    assert admin(hub, "GET", f"/api/v1/servers/{server}").status_code == 404
+    body = {"resourceLogs": [{"resource": {"attributes": [
+        {"key": "host.name", "value": {"stringValue": server}},
+        {"key": "service.name", "value": {"stringValue": "payments"}}]},
+        "scopeLogs": [{"logRecords": [{"severityNumber": 9, "body": {"stringValue": "back"}}]}]}]}
+    r = httpx.post(f"{hub.base}/v1/logs", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    back = admin(hub, "GET", f"/api/v1/servers/{server}").json()
+    assert back["role"] == "payments" and back["status"] == "healthy"
 
 
 def raw_post(hub: HubProcess, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, bytes]:

@@ -29,9 +29,11 @@ class Sink:
         self.batches: list[list[Sample]] = []
         self.records: list[LogRecord] = []
         self.touched: set[str] = set()
+        self.known: set[str] = set()
 
     def register(self, server: ServerInfo) -> None:
         self.servers[server.id] = server
+        self.known.add(server.id)
 
     def samples(self, batch: Sequence[Sample]) -> None:
         self.batches.append(list(batch))
@@ -44,7 +46,7 @@ class Sink:
 
     def seen(self, servers: set[str]) -> list[str]:
         self.touched |= servers
-        return []
+        return [s for s in servers if s not in self.known]
 
 
 def kv(key: str, value: str | float | int) -> KeyValue:
@@ -211,3 +213,15 @@ def test_any_json_shape_decodes_or_raises_otlp_error(data: object) -> None:
     for decode in (decode_logs, decode_metrics):
         with contextlib.suppress(OtlpError):
             decode(body, "application/json")
+
+
+def test_a_forgotten_server_comes_back_with_its_resource() -> None:
+    sink = Sink()
+    receiver = OtlpReceiver(sink, clock=lambda: T0 / 1e9)
+    req = request([gauge("system.uptime", point(5))], host="db-9", resource={"service.name": "pg"})
+    receiver.metrics(req)
+    assert sink.servers["db-9"].role == "pg"
+    sink.servers.clear()
+    sink.known.clear()  # the hub forgot it
+    receiver.metrics(req)
+    assert sink.servers["db-9"].role == "pg"

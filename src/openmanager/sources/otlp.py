@@ -323,6 +323,7 @@ class OtlpReceiver(Collector):
         self.points += out.accepted
         self.rejected_points += out.rejected
         if samples:
+            self._present({sample.server for sample in samples})
             self.sink.samples(samples)
         return out
 
@@ -453,10 +454,22 @@ class OtlpReceiver(Collector):
 
     def deliver_logs(self, records: list[LogRecord]) -> None:
         if records:
+            self._present({r.server for r in records})
             self.sink.logs(records)
-            seen: Callable[[set[str]], list[str]] | None = getattr(self.sink, "seen", None)
-            if seen is not None:
-                seen({r.server for r in records})
+
+    def _present(self, servers: set[str]) -> None:
+        """Servers the sink has forgotten (`DELETE /api/v1/servers/{id}`) are registered again with what
+        their resource said, and log-only ones are marked seen (`Pipeline.seen`)."""
+        seen: Callable[[set[str]], list[str]] | None = getattr(self.sink, "seen", None)
+        if seen is None:
+            return
+        unknown = seen(servers)
+        for sid in unknown:
+            info = self._infos.get(sid)
+            if info is not None:
+                self.sink.register(info)
+        if unknown:
+            seen(set(unknown))
 
     @staticmethod
     def _record(server: str, service: str, scope: str, lr: Any, now_ms: int) -> LogRecord:
