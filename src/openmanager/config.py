@@ -22,6 +22,7 @@ from openmanager.core.netguard import parse_allow_list
 from openmanager.core.rules import MAX_LENGTH, Limits, parse_duration
 from openmanager.core.smtp import SmtpSettings
 from openmanager.core.status import StatusPolicy, Threshold
+from openmanager.core.syslogparse import parse_allow, parse_listener
 
 ENV_PREFIX = "OPENMANAGER_"
 
@@ -117,6 +118,23 @@ class Settings:
                               "health checks; 0: a tenth of the open-file limit, at least 64.")
     forwarded_allow_ips: str = _opt("", "Proxies whose X-Forwarded-For/-Proto are believed (comma-separated "
                                         "addresses or networks, * for any); empty: FORWARDED_ALLOW_IPS, else none.")
+    # syslog receiver (docs/ingest.md): off unless a listener is given
+    syslog: tuple[str, ...] = _opt((), "Receive syslog (RFC 5424/3164) on udp://HOST:PORT, tcp://HOST:PORT or "
+                                       "tls://HOST:PORT (repeatable; environment: comma-separated; default: off).")
+    syslog_allow: tuple[str, ...] = _opt((), "Syslog senders allowed: an address or CIDR block (repeatable; "
+                                             "environment: comma-separated; default: loopback only).")
+    syslog_tls_cert: str = _opt("", "tls:// syslog listeners: the certificate chain (PEM); default tls_cert.")
+    syslog_tls_key: str = _opt("", "tls:// syslog listeners: the certificate's private key (PEM); default tls_key.")
+    syslog_max_connections: int = _opt(256, "Most syslog TCP/TLS connections at once; one more is closed at once.")
+    syslog_idle_timeout: str = _opt("5m", "A syslog TCP/TLS connection that sends nothing for this long is closed "
+                                          "(a duration).")
+    syslog_max_message_bytes: int = _opt(16 * 1024, "Longest syslog message kept (bytes, at most 16384); longer "
+                                                    "ones are cut and marked truncated.")
+    # OTLP/HTTP receiver (docs/ingest.md): /v1/metrics and /v1/logs, ingest tokens
+    otlp_max_body_bytes: int = _opt(4 * 1024 * 1024, "Largest OTLP/HTTP request body as sent (bytes, compressed); "
+                                                     "larger is answered 413.")
+    otlp_max_decompressed_bytes: int = _opt(16 * 1024 * 1024, "Largest OTLP/HTTP request body after gzip "
+                                                              "decompression (bytes); larger is answered 413.")
     # Expression and subscription limits (docs/rules.md "Limits"): what one client may make the hub evaluate
     where_max_length: int = _opt(4096, "Longest `where` filter accepted, in characters (at most 16384, the rule "
                                        "language's own limit).")
@@ -203,6 +221,29 @@ class Settings:
         self._validate_allowed_hosts()
         self._validate_limits()
         self._validate_expression_limits()
+        self._validate_ingest()
+
+    def _validate_ingest(self) -> None:
+        for url in self.syslog:
+            parse_listener(url)
+        parse_allow(self.syslog_allow)
+        if any(u.strip().startswith("tls:") for u in self.syslog) and not (
+                (self.syslog_tls_cert or self.tls_cert) and (self.syslog_tls_key or self.tls_key)):
+            raise ConfigError("syslog: a tls:// listener needs syslog_tls_cert and syslog_tls_key (or tls_cert "
+                              "and tls_key)")
+        try:
+            idle_ms = parse_duration(self.syslog_idle_timeout)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"syslog_idle_timeout: {exc.message}") from exc
+        if idle_ms < 1000:
+            raise ConfigError("syslog_idle_timeout must be at least 1s")
+        if self.syslog_max_connections < 1:
+            raise ConfigError("syslog_max_connections must be at least 1")
+        if not 256 <= self.syslog_max_message_bytes <= 16 * 1024:
+            raise ConfigError("syslog_max_message_bytes must be between 256 and 16384")
+        if self.otlp_max_body_bytes < 1024 or self.otlp_max_decompressed_bytes < self.otlp_max_body_bytes:
+            raise ConfigError("otlp_max_body_bytes must be at least 1024, and otlp_max_decompressed_bytes at least "
+                              "otlp_max_body_bytes")
 
     def _validate_expression_limits(self) -> None:
         if not 1 <= self.where_max_length <= MAX_LENGTH:

@@ -20,11 +20,12 @@ import logging
 import time
 from collections.abc import Collection
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.registry import Collector
 
 from openmanager.alerts.service import AlertService
 from openmanager.broker.base import Broker, Event
@@ -113,6 +114,14 @@ def build_sources(settings: Settings) -> list[Source]:
             specs = [logfile.parse_log_file_spec(text) for text in settings.log_file]
             state_path = Path(settings.data_dir) / "logfile-offsets.json"
             sources.append(logfile.LogFileSource(specs, state_path=state_path))
+    if settings.syslog:  # the syslog receiver (sources/syslog.py); bad listeners are a ConfigError
+        from openmanager.sources import syslog
+
+        sources.append(syslog.from_settings(
+            settings.syslog, settings.syslog_allow, cert=settings.syslog_tls_cert or settings.tls_cert,
+            key=settings.syslog_tls_key or settings.tls_key, max_connections=settings.syslog_max_connections,
+            max_message_bytes=settings.syslog_max_message_bytes,
+            idle_timeout_s=parse_duration(settings.syslog_idle_timeout) / 1000))
     return sources
 
 
@@ -167,6 +176,11 @@ class Hub:
         self.logs: LogStore | None = None
         self.log_writer = LogWriter()  # cleaned `logs` records → the store, batched (started in start())
         self.registry.register(self.log_writer)
+        for source in self.sources:  # receivers (syslog): their counters on /metrics, paused while the writer is behind
+            if hasattr(source, "collect"):
+                self.registry.register(cast(Collector, source))
+            if hasattr(source, "busy"):
+                source.busy = self.log_writer.behind
         self.scheduler: AsyncIOScheduler | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._leader_tasks: list[asyncio.Task[Any]] = []

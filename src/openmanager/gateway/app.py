@@ -31,6 +31,8 @@ from openmanager.gateway.jsonbody import JsonBodyGate
 from openmanager.gateway.limits import LOGIN_PATHS, BodyLimit, CapacityGate
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
+from openmanager.gateway.otlp import OTLP_PATHS, OtlpService, otlp_router
+from openmanager.gateway.otlp import router as ingest_tokens_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.socketio import SocketIOEndpoint
 from openmanager.gateway.sse import router as sse_router
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 access_log = logging.getLogger("openmanager.access")
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/v1/login", "/api/v1/logout"})
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/v1/login", "/api/v1/logout",
+                          *OTLP_PATHS})  # the OTLP receiver checks its own (ingest) tokens
 STATIC_DIR = resources.files("openmanager") / "web" / "static"
 
 
@@ -139,8 +142,9 @@ class StreamFront:
             app = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
             self.forwarded = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
         login_limit = hub.settings.max_login_body_bytes
-        self.app: ASGIApp = BodyLimit(app, default=hub.settings.max_body_bytes,
-                                      limits=dict.fromkeys(LOGIN_PATHS, login_limit))
+        limits = dict.fromkeys(LOGIN_PATHS, login_limit)
+        limits.update(dict.fromkeys(OTLP_PATHS, hub.settings.otlp_max_body_bytes))  # OTLP bodies as sent
+        self.app: ASGIApp = BodyLimit(app, default=hub.settings.max_body_bytes, limits=limits)
         self.hub = hub
         self.socketio = SocketIOEndpoint(hub, self.forwarded)  # /socket.io/: authenticates itself, per namespace
 
@@ -189,6 +193,9 @@ def create_app(hub: Hub) -> FrontDoor:
     app.include_router(sse_router)
     app.include_router(users_router)
     app.state.ingest = IngestService(hub)
+    app.include_router(otlp_router)  # OTLP/HTTP: ingest tokens only (checked there)
+    app.include_router(ingest_tokens_router)
+    app.state.otlp = OtlpService(hub)
     app.add_api_websocket_route(INGEST_PATH, ingest_endpoint)  # agent tokens only (checked there)
 
     @app.get("/", include_in_schema=False)

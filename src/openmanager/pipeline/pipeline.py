@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 from reactivex import Observable
@@ -79,6 +79,9 @@ class Pipeline:
         self._subscriptions = CompositeDisposable()
         self._publisher: asyncio.Task[None] | None = None
         self.dropped = 0
+        self._enqueued = 0  # events handed to the publisher, and published (or failed): for `barrier`
+        self._done = 0
+        self._barriers: list[tuple[int, asyncio.Future[None]]] = []
 
     # SourceSink
     def register(self, server: ServerInfo) -> None:
@@ -91,6 +94,12 @@ class Pipeline:
 
     def logs(self, records: Sequence[LogRecord]) -> None:
         self._logs.on_next(records)
+
+    def seen(self, servers: Iterable[str]) -> list[str]:
+        """Servers that sent something other than samples (log records): see `FleetState.touch`. Returns
+        those the state does not know (for the source to register)."""
+        touch = self.state.touch
+        return [sid for sid in servers if touch(sid) is None]
 
     def problem(self, server: str, reason: str | None) -> None:
         self.state.set_problem(server, reason)
@@ -137,6 +146,7 @@ class Pipeline:
     def _enqueue(self, topic: str, data: Mapping[str, Any]) -> None:
         try:
             self._outbox.put_nowait((topic, data))
+            self._enqueued += 1
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("publish queue full: dropped one %s event (%d so far)", topic, self.dropped)
@@ -149,6 +159,33 @@ class Pipeline:
                 self.stats.events_published += 1
             except Exception:
                 log.exception("publishing to %s failed", topic)
+            self._done += 1
+            if self._barriers and self._barriers[0][0] <= self._done:
+                self._release()
+
+    def _release(self) -> None:
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._barriers:
+            if target <= self._done:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((target, future))
+        self._barriers = keep
+
+    @property
+    def backlogged(self) -> bool:
+        """Half the publish queue is waiting: receivers whose senders can wait (OTLP) should make them."""
+        return self._outbox.qsize() * 2 >= self._outbox.maxsize
+
+    async def barrier(self) -> None:
+        """Wait until every event handed to the publisher before this call has been published (with the
+        memory broker: its listeners, the log writer's included, have run)."""
+        if self._done >= self._enqueued:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers.append((self._enqueued, future))
+        await future
 
     def expire(self) -> list[ServerState]:
         """Turn silent servers offline and publish their last sample with status offline."""

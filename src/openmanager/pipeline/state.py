@@ -156,6 +156,22 @@ class FleetState:
         self.history.append(sample.server, sample.ts, sample.values)
         return state
 
+    def touch(self, server_id: str) -> bool | None:
+        """A sign of life other than a sample (a log record of a server that sends only logs): a known
+        server that never sent a sample counts as seen now (healthy, unless in maintenance), and turns
+        offline by the same rule as any other once the signs stop. A server with samples is left to them.
+        Returns None for an unknown server, else whether it just came online."""
+        state = self.servers.get(server_id)
+        if state is None:
+            return None
+        if state.ts:
+            return False
+        state.last_seen = self.now_ms()
+        if state.status is Status.OFFLINE:
+            state.status = Status.HEALTHY
+            return True
+        return False
+
     def mirror(self, server_id: str, ts: int, wire: Mapping[str, Any]) -> None:
         """Apply a sample another hub process took, in its `metrics` wire form: its values, and its status
         as that process derived it (`offline` keeps the last values). Unknown servers are registered bare."""
