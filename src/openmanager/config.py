@@ -76,6 +76,12 @@ class Settings:
                               "Web Push: the contact (mailto: or https:) sent to push services.")
     notify_retry_limit: int = _opt(6, "Notifications: delivery attempts per channel before it is marked failed.")
     notify_retry_base: str = _opt("2s", "Notifications: first retry delay; doubles per attempt (a duration).")
+    notify_group_wait: str = _opt("30s", "Notifications: how long a new group collects alerts before its first "
+                                         "message (a duration; 0s: no grouping, one message per transition).")
+    notify_group_interval: str = _opt("5m", "Notifications: least time between two messages of one group "
+                                            "(a duration).")
+    notify_group_items_max: int = _opt(200_000, "Notifications: waiting group items read per grouping pass "
+                                                "(the rest wait for the next pass).")
     broker: str = _opt("memory", "Broker: memory (one process) or redis://[:password@]host:port/db to run several "
                                  "hub processes on one Redis (with a shared postgresql:// --db).")
     broker_prefix: str = _opt("openmanager", "Redis broker: the prefix of every key (clusters may share a Redis).")
@@ -175,7 +181,8 @@ class Settings:
             raise ConfigError("tick must be positive")
         if self.servers < 0:
             raise ConfigError("servers must be 0 or more")
-        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base"):
+        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base",
+                     "notify_group_wait", "notify_group_interval"):
             try:
                 parse_duration(getattr(self, name))
             except RuleSyntaxError as exc:
@@ -187,6 +194,8 @@ class Settings:
             self.smtp_settings()
         if self.notify_retry_limit < 1:
             raise ConfigError("notify_retry_limit must be at least 1")
+        if self.notify_group_items_max < 1:
+            raise ConfigError("notify_group_items_max must be at least 1")
         self._validate_budget()
         self._validate_cluster()
         try:

@@ -210,6 +210,9 @@ class Hub:
             retry_base_ms=parse_duration(self.settings.notify_retry_base),
             base_url=self.public_url,
             outbound=guard,
+            group_wait_ms=parse_duration(self.settings.notify_group_wait),
+            group_interval_ms=parse_duration(self.settings.notify_group_interval),
+            group_items_max=self.settings.notify_group_items_max,
         )
         await self.notifications.start(worker=False)
         self.alerts = self._new_alert_service()
@@ -251,8 +254,7 @@ class Hub:
             flap_window_ms=parse_duration(self.settings.flap_window),
         )
         if self.notifications is not None:
-            service.plan_outbox = self.notifications.plan
-            service.on_outbox = self.notifications.committed
+            self.notifications.attach(service)
         return service
 
     def _leader_jobs(self) -> None:

@@ -9,8 +9,11 @@ Wire form (`GET/PUT /api/v1/me/preferences`):
               "email":   {"enabled": false, "min_severity": "critical", "to": "ops@example.com"}},
  "servers": ["web-*"], "tags": {"env": "prod"}, "muted_rules": ["cpu-warning"],
  "quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Asia/Seoul", "critical_bypass": true} | null,
- "digest": {"mode": "off" | "hourly" | "daily", "at": "09:00", "timezone": "UTC"}}
+ "digest": {"mode": "off" | "hourly" | "daily", "at": "09:00", "timezone": "UTC"},
+ "grouping": {"group_by": ["rule", "severity"] | null, "critical_bypass": false}}
 ```
+`grouping.group_by` null: the rule's `group_by`, else rule and severity (see `notify/grouping.py`);
+`critical_bypass`: a firing critical is sent at once instead of waiting for its group.
 Secrets (`webhook.url`, `webhook.secret`) are never returned: GET shows `"url_set": true`. A PUT that
 omits a secret keeps the stored one; an empty string clears it.
 """
@@ -25,8 +28,10 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from openmanager.core.errors import ValidationError
+from openmanager.core.grouping import parse_group_by
 
-__all__ = ["CHANNELS", "SEVERITIES", "ChannelPrefs", "Digest", "Preferences", "QuietHours", "severity_rank"]
+__all__ = ["CHANNELS", "SEVERITIES", "ChannelPrefs", "Digest", "Grouping", "Preferences", "QuietHours",
+           "severity_rank"]
 
 CHANNELS = ("inapp", "webpush", "webhook", "email")
 SEVERITIES = ("info", "warning", "critical")
@@ -106,6 +111,16 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True)
+class Grouping:
+    group_by: tuple[str, ...] | None = None  # None: the rule's, else the default
+    critical_bypass: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        return {"group_by": list(self.group_by) if self.group_by is not None else None,
+                "critical_bypass": self.critical_bypass}
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelPrefs:
     enabled: bool
     min_severity: str
@@ -128,6 +143,7 @@ class Preferences:
     muted_rules: tuple[str, ...] = ()
     quiet_hours: QuietHours | None = None
     digest: Digest = field(default_factory=Digest)
+    grouping: Grouping = field(default_factory=Grouping)
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any], current: Preferences | None = None, *,
@@ -139,7 +155,8 @@ class Preferences:
         if not isinstance(body, Mapping):
             raise _invalid("preferences must be a JSON object")
         base = current or cls()
-        unknown = sorted(set(body) - {"channels", "servers", "tags", "muted_rules", "quiet_hours", "digest"})
+        unknown = sorted(set(body) - {"channels", "servers", "tags", "muted_rules", "quiet_hours", "digest",
+                                  "grouping"})
         if unknown:
             raise _invalid(f"unknown field {unknown[0]!r}")
         channels = dict(base.channels)
@@ -185,7 +202,20 @@ class Preferences:
                 raise _invalid("digest.mode must be off, hourly or daily")
             digest = Digest(mode, _time(raw_d.get("at", digest.at.strftime("%H:%M")), "digest.at"),
                             _zone(raw_d.get("timezone", digest.timezone), "digest.timezone"))
-        return cls(channels, servers, tags, muted, quiet, digest)
+        grouping = base.grouping
+        if "grouping" in body:
+            raw_g = body["grouping"]
+            if not isinstance(raw_g, Mapping) or set(raw_g) - {"group_by", "critical_bypass"}:
+                raise _invalid("grouping must be an object with group_by and critical_bypass")
+            group_by = grouping.group_by
+            if "group_by" in raw_g:
+                group_by = None if raw_g["group_by"] is None else parse_group_by(raw_g["group_by"],
+                                                                                 "grouping.group_by")
+            bypass = raw_g.get("critical_bypass", grouping.critical_bypass)
+            if not isinstance(bypass, bool):
+                raise _invalid("grouping.critical_bypass must be true or false")
+            grouping = Grouping(group_by, bypass)
+        return cls(channels, servers, tags, muted, quiet, digest, grouping)
 
     def to_api(self) -> dict[str, Any]:
         """The wire form with secrets replaced by `<name>_set` flags."""
@@ -202,7 +232,7 @@ class Preferences:
         return {"channels": channels, "servers": list(self.servers), "tags": dict(self.tags),
                 "muted_rules": list(self.muted_rules),
                 "quiet_hours": self.quiet_hours.to_api() if self.quiet_hours else None,
-                "digest": self.digest.to_api()}
+                "digest": self.digest.to_api(), "grouping": self.grouping.to_api()}
 
     def to_store(self) -> dict[str, Any]:
         """Everything, secrets included (for the store only)."""

@@ -5,6 +5,13 @@ Delivery is at least once: a delivery stays `pending` in the store until a chann
 hub that stops mid-delivery sends it again after the restart; every channel carries the notification
 id as an idempotency key so a receiver can drop the repeat. Retries back off exponentially (with
 jitter) up to `retry_limit` attempts; a permanent error fails at once.
+
+Grouping (`group_wait_ms` > 0): a firing or resolved notification that would be sent now waits in its
+group instead (stored with the alert transaction) and the worker sends each due group as one message
+(`notify/grouping.py`). Inhibition (`notify/inhibition.py`) is judged when a notification is planned and
+again when its group is sent, against the alerts firing then; an inhibited one is recorded `suppressed`
+(`inhibited`, the detail naming the inhibiting alert), and so is the resolution of an alert whose firing
+was inhibited.
 """
 
 from __future__ import annotations
@@ -16,18 +23,26 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from openmanager.alerts.engine import Transition
+from openmanager.alerts.rules import RuleSpec
 from openmanager.core.backoff import Backoff
 from openmanager.core.errors import ValidationError
+from openmanager.core.grouping import DEFAULT_GROUP_BY
+from openmanager.notify.grouping import GroupItem, due_at, group_key, render_group
+from openmanager.notify.inhibition import Firing, Inhibitor
 from openmanager.notify.message import Channel, DeliveryError, Message
 from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.preferences import Preferences, severity_rank
 from openmanager.notify.routing import route
-from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry
+from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry, StoredGroupItem
 from openmanager.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from openmanager.alerts.engine import Alert
+    from openmanager.alerts.service import AlertService
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +52,7 @@ MAX_BACKOFF_MS = 600_000
 RETRY_JITTER = (0.8, 1.2)
 """A delivery's retry waits its backoff ±20 %."""
 HISTORY_RETENTION_MS = 90 * 86_400_000
+GROUPED_TRANSITIONS = frozenset({"firing", "resolved"})
 
 
 def _now_ms() -> int:
@@ -75,6 +91,9 @@ class NotificationService:
         base_url: str = "",
         clock: Callable[[], int] = _now_ms,
         outbound: OutboundGuard | None = None,
+        group_wait_ms: int = 0,
+        group_interval_ms: int = 300_000,
+        group_items_max: int = 200_000,
     ) -> None:
         self.store = store
         self._publish = publish
@@ -93,6 +112,22 @@ class NotificationService:
         self.on_preferences: Callable[[str], None] | None = None  # after a user's preferences are saved
         self.sent = 0
         self.failed = 0
+        self.group_wait_ms = group_wait_ms  # 0: no grouping, one message per transition
+        self.group_interval_ms = group_interval_ms
+        self.group_items_max = group_items_max  # items one flush pass reads; the rest wait for the next pass
+        self.groups_sent = 0
+        self._groups_due_at: int | None = 0  # earliest a waiting group may be due (None: none waits)
+        self._rule: Callable[[str], RuleSpec | None] = lambda _rid: None
+        self._active: Callable[[], Sequence[Alert]] = list
+        self._inhibited: dict[tuple[str, str], str] = {}  # (user, alert id) → why its firing was not sent
+
+    def attach(self, alerts: AlertService) -> None:
+        """Plan the outbox of `alerts`' transitions, and read its rules (families, `group_by`) and firing
+        alerts (inhibition)."""
+        alerts.plan_outbox = self.plan
+        alerts.on_outbox = self.committed
+        self._rule = alerts.engine.rule
+        self._active = alerts.engine.active
 
     async def start(self, *, worker: bool = True) -> None:
         """Load preferences and start the delivery worker (`worker=False`: the caller drives
@@ -144,32 +179,97 @@ class NotificationService:
     def plan(self, transitions: list[Transition]) -> list[OutboxEntry]:
         users = [(u, self.preferences(u)) for u in self._users()]
         infos = self._infos()
+        inhibitor: Inhibitor | None = None
         entries = []
         for t in transitions:
             event = t.event()
             if t.delivery:
                 event["delivery"] = t.delivery
-            for plan in route(event, users, now_ms=t.ts, infos=infos):
-                nid = new_id()
-                notification = {
-                    "id": nid, "user": plan.user, "kind": "alert", "alert_id": t.alert_id, "title": plan.title,
-                    "body": plan.body, "severity": plan.severity, "created_at": t.ts, "read_at": None,
-                    "data": {"transition": t.kind, "alert": t.alert, "url": self._alert_url(t.alert_id)},
-                }
-                deliveries = []
-                for name, c in plan.channels.items():
-                    in_app = name == "inapp" and c.status == "pending"  # published right after the commit
-                    deliveries.append({"channel": name, "status": "sent" if in_app else c.status, "reason": c.reason,
-                                       "detail": "published" if in_app else None})
-                entries.append(OutboxEntry(notification, deliveries))
+            plans = route(event, users, now_ms=t.ts, infos=infos)
+            if not plans:
+                continue
+            family = self.family(t.alert)
+            by: Firing | None = None
+            if t.kind == "firing" and t.notify:
+                inhibitor = inhibitor or self.inhibitor()
+                by = inhibitor.inhibited_by(t.alert, family)
+            for plan in plans:
+                channels = {name: (c.status, c.reason) for name, c in plan.channels.items()}
+                detail: str | None = None
+                why = by.describe() if by is not None else (
+                    self._inhibited.pop((plan.user, t.alert_id), None) if t.kind == "resolved" else None)
+                if why is not None:
+                    channels = {name: ("suppressed", "inhibited") if status in ("pending", "queued") else (status, r)
+                                for name, (status, r) in channels.items()}
+                    detail = f"by {why}" if by is not None else f"its firing was inhibited by {why}"
+                    if by is not None:
+                        self._inhibited[(plan.user, t.alert_id)] = why
+                elif self.group_wait_ms > 0 and t.kind in GROUPED_TRANSITIONS:
+                    pending = tuple(name for name, (status, _r) in channels.items() if status == "pending")
+                    if pending:
+                        key = group_key(self._group_by(plan.user, t.alert), t.alert, family, infos)
+                        entries.append(OutboxEntry.waiting({
+                            "user": plan.user, "group_key": key[:512], "alert_id": t.alert_id, "transition": t.kind,
+                            "created_at": t.ts, "channels": list(pending), "alert": t.alert}))
+                        channels = {n: v for n, v in channels.items() if n not in pending}
+                        if not channels:
+                            continue
+                entries.append(self._entry(t, plan.user, plan.title, plan.body, plan.severity, channels, detail))
         return entries
+
+    def _entry(self, t: Transition, user: str, title: str, body: str, severity: str,
+               channels: dict[str, tuple[str, str | None]], detail: str | None) -> OutboxEntry:
+        notification = {
+            "id": new_id(), "user": user, "kind": "alert", "alert_id": t.alert_id, "title": title,
+            "body": body, "severity": severity, "created_at": t.ts, "read_at": None,
+            "data": {"transition": t.kind, "alert": t.alert, "url": self._alert_url(t.alert_id)},
+        }
+        deliveries = []
+        for name, (status, reason) in channels.items():
+            in_app = name == "inapp" and status == "pending"  # published right after the commit
+            deliveries.append({"channel": name, "status": "sent" if in_app else status, "reason": reason,
+                               "detail": "published" if in_app else (detail if reason == "inhibited" else None)})
+        return OutboxEntry(notification, deliveries)
+
+    def family(self, alert: Mapping[str, Any]) -> str:
+        """The rule family of an alert (its rule's `family`; the rule id when the rule is gone)."""
+        rule = self._rule(str(alert["rule"]["id"]))
+        return rule.family if rule is not None and rule.family else str(alert["rule"]["id"])
+
+    def _group_by(self, user: str, alert: Mapping[str, Any]) -> tuple[str, ...]:
+        mine = self.preferences(user).grouping.group_by
+        if mine is not None:
+            return mine
+        rule = self._rule(str(alert["rule"]["id"]))
+        return rule.group_by if rule is not None and rule.group_by else DEFAULT_GROUP_BY
+
+    def inhibitor(self) -> Inhibitor:
+        """Inhibition as of now: every firing alert may inhibit others."""
+        firing = []
+        for a in self._active():
+            if a.state != "firing":
+                continue
+            rule = self._rule(a.rule_id)
+            firing.append(Firing(a.id, a.rule_id, a.rule_name, a.severity,
+                                 rule.family if rule is not None and rule.family else a.rule_id,
+                                 a.server if a.servers is None else None, a.servers or ()))
+        return Inhibitor(firing)
 
     def _alert_url(self, alert_id: str) -> str:
         return f"{self.base_url}/#/alerts/{alert_id}"
 
     def committed(self, entries: Sequence[OutboxEntry]) -> None:
-        """After the outbox rows are stored: publish the in-app ones, wake the worker."""
+        """After the outbox rows are stored: publish the in-app ones, note when a new group item may make
+        its group due, wake the worker."""
         for entry in entries:
+            if entry.group_item is not None:
+                item = entry.group_item
+                bypass = (item["transition"] == "firing" and item["alert"].get("severity") == "critical"
+                          and self.preferences(str(item["user"])).grouping.critical_bypass)
+                earliest = int(item["created_at"]) + (0 if bypass else self.group_wait_ms)
+                if self._groups_due_at is None or earliest < self._groups_due_at:
+                    self._groups_due_at = earliest
+                continue
             channels = {d["channel"]: {"status": d["status"], **({"reason": d["reason"]} if d.get("reason") else {})}
                         for d in entry.deliveries}
             if channels.get("inapp", {}).get("status") == "sent":
@@ -184,8 +284,12 @@ class NotificationService:
     async def _work(self) -> None:
         while True:
             try:
+                if self._groups_due_at is not None and self.clock() >= self._groups_due_at:
+                    await self.flush_groups()
                 await self.deliver_due()
                 next_due = await self.store.next_due()
+                if self._groups_due_at is not None:
+                    next_due = self._groups_due_at if next_due is None else min(next_due, self._groups_due_at)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -270,6 +374,73 @@ class NotificationService:
                                     retry_after_s=max(waits) if waits else None)
             raise DeliveryError("; ".join(e.message for e in errors), retryable=False)
         return await channel.send(message, dict(prefs.settings) if prefs else {})
+
+    # groups
+    async def flush_groups(self) -> int:
+        """Send every group that is due now as one message (inhibited items recorded apart); returns how
+        many groups were sent. Each group is stored in its own transaction (`NotificationStore.flush_group`)."""
+        now = self.clock()
+        stored = await self.store.group_items(self.group_items_max)
+        states = await self.store.group_states()
+        groups: dict[tuple[str, str], list[StoredGroupItem]] = {}
+        for row in stored:
+            groups.setdefault((row.user, row.group_key), []).append(row)
+        next_due: int | None = None
+        sent = 0
+        inhibitor = self.inhibitor() if groups else None
+        for (user, key), rows in groups.items():
+            items = [GroupItem(r.id, r.transition, r.alert, r.created_at, r.channels) for r in rows]
+            due = due_at(items, states.get((user, key)), group_wait_ms=self.group_wait_ms,
+                         group_interval_ms=self.group_interval_ms,
+                         critical_bypass=self.preferences(user).grouping.critical_bypass)
+            if due > now:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            assert inhibitor is not None
+            entries = await self._group_entries(user, key, items, inhibitor, now)
+            await self.store.flush_group(user, key, entries, [i.id for i in items], now)
+            self.committed(entries)
+            sent += 1
+        if len(stored) >= self.group_items_max:
+            next_due = now  # more are waiting than one pass reads
+        self._groups_due_at = next_due
+        self.groups_sent += sent
+        return sent
+
+    async def _group_entries(self, user: str, key: str, items: Sequence[GroupItem], inhibitor: Inhibitor,
+                             now: int) -> list[OutboxEntry]:
+        resolved = [str(i.alert["id"]) for i in items if i.transition != "firing"]
+        earlier = await self.store.inhibited_alerts(user, resolved)
+        keep, entries = [], []
+        for item in items:
+            aid = str(item.alert["id"])
+            by = inhibitor.inhibited_by(item.alert, self.family(item.alert)) if item.transition == "firing" else None
+            why = by.describe() if by is not None else None
+            if item.transition != "firing":
+                remembered = self._inhibited.pop((user, aid), None)
+                if remembered is not None or aid in earlier:
+                    why = remembered or "an alert"
+            if why is None:
+                keep.append(item)
+                continue
+            if by is not None:
+                self._inhibited[(user, aid)] = why
+            t = Transition(item.transition, dict(item.alert), item.created_at, True)
+            single = render_group(key, [item])
+            entries.append(self._entry(t, user, single.title, single.body, str(item.alert["severity"]),
+                                       {c: ("suppressed", "inhibited") for c in item.channels},
+                                       f"by {why}" if by is not None else f"its firing was inhibited by {why}"))
+        if keep:
+            message = render_group(key, keep)
+            channels = sorted({c for i in keep for c in i.channels})
+            nid = new_id()
+            entries.append(OutboxEntry(
+                {"id": nid, "user": user, "kind": "group", "alert_id": None, "title": message.title,
+                 "body": message.body, "severity": message.severity, "created_at": now, "read_at": None,
+                 "data": {**message.data, "url": f"{self.base_url}/#/alerts"}},
+                [{"channel": c, "status": "sent" if c == "inapp" else "pending",
+                  "detail": "published" if c == "inapp" else None} for c in channels]))
+        return entries
 
     # digests
     async def run_digests(self) -> int:
