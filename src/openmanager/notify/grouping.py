@@ -131,8 +131,8 @@ def render_group(key: str, items: Sequence[GroupItem]) -> GroupMessage:
                                           f"RESOLVED:{len(resolved)}" if resolved else "") if part)
     named = ", ".join(f"{name} ({rid})" for rid, name in rules.items())
     servers = len(ordered)
-    title = f"[{counts}] {named}" if servers > 1 else (
-        f"{named} {'firing' if firing else 'resolved'} on {_where(ordered[0].alert)}")
+    title = f"[{counts}] {named}" if servers > 1 else (  # one alert: as an ungrouped notification
+        f"{ordered[0].alert['rule']['name']} {'firing' if firing else 'resolved'} on {_where(ordered[0].alert)}")
     lines = [f"{severity.upper()}: {named}: {len(firing)} firing, {len(resolved)} resolved."]
     for heading, part in (("Firing", firing), ("Resolved", resolved)):
         if part:

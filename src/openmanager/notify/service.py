@@ -41,7 +41,7 @@ from openmanager.store.notifications import Delivery, NotificationStore, OutboxE
 from openmanager.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from openmanager.alerts.engine import Alert
+    from openmanager.alerts.engine import Alert, AlertEngine
     from openmanager.alerts.service import AlertService
 
 log = logging.getLogger(__name__)
@@ -126,8 +126,12 @@ class NotificationService:
         alerts (inhibition)."""
         alerts.plan_outbox = self.plan
         alerts.on_outbox = self.committed
-        self._rule = alerts.engine.rule
-        self._active = alerts.engine.active
+        self.use_engine(alerts.engine)
+
+    def use_engine(self, engine: AlertEngine) -> None:
+        """Read rules and firing alerts from `engine` (what `attach` does; tests drive an engine alone)."""
+        self._rule = engine.rule
+        self._active = engine.active
 
     async def start(self, *, worker: bool = True) -> None:
         """Load preferences and start the delivery worker (`worker=False`: the caller drives

@@ -258,9 +258,11 @@ class NotificationStore:
     # groups
     async def group_items(self, limit: int) -> list[StoredGroupItem]:
         """The waiting group items, oldest first (at most `limit`)."""
-        query = select(GroupItemRow).order_by(GroupItemRow.id).limit(limit)
+        query = select(GroupItemRow.id, GroupItemRow.user, GroupItemRow.group_key, GroupItemRow.transition,
+                       GroupItemRow.created_at, GroupItemRow.channels, GroupItemRow.alert
+                       ).order_by(GroupItemRow.id).limit(limit)
         async with self.store._read() as conn:
-            rows = (await conn.execute(query)).scalars().all()
+            rows = (await conn.execute(query)).all()
         return [StoredGroupItem(r.id, r.user, r.group_key, r.transition, r.created_at, tuple(r.channels), r.alert)
                 for r in rows]
 
