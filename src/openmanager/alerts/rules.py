@@ -3,10 +3,11 @@ engine evaluates, and the default rule pack. Pure: no I/O.
 
 A rule on the wire:
 `{"name", "condition", "severity", "action", "for"?, "cooldown"?, "scope"?, "fleet"?, "clear"?, "repeat"?,
-"enabled"?, "family"?, "group_by"?}`. `family` names what the rule watches, for inhibition
+"enabled"?, "family"?, "group_by"?, "escalation"?}`. `family` names what the rule watches, for inhibition
 (docs/notifications.md): by default the metric its condition reads (`cpu`, `status`), or its id when it
 reads several or none, so a pack's warning and critical rules for one metric share a family. `group_by`
-overrides the default grouping labels of its notifications (`notify/grouping.py`). Durations are
+overrides the default grouping labels of its notifications (`notify/grouping.py`); `escalation` is an
+escalation policy (`alerts/escalation.py`). Durations are
 strings (`"90s"`, `"5m"`); `"0"`/`"0s"` are allowed for `for` and `repeat`.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from openmanager.alerts.escalation import EscalationPolicy
 from openmanager.core.bounds import MAX_TEXT as MAX_DURATION_TEXT
 from openmanager.core.bounds import shown
 from openmanager.core.errors import RuleSyntaxError, ValidationError
@@ -44,7 +46,8 @@ MAX_TEXT = 4096
 MAX_DURATION_MS = 30 * 86_400_000
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _KEYS = frozenset({"id", "name", "condition", "severity", "action", "for", "cooldown", "scope", "fleet", "clear",
-                   "repeat", "enabled", "description", "family", "group_by"})
+                   "repeat", "enabled", "description", "family", "group_by",
+                   "escalation"})
 _FAMILY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
@@ -126,6 +129,7 @@ class RuleSpec:
     description: str = ""
     family: str = ""  # "" only before from_api fills it in: see `default_family`
     group_by: tuple[str, ...] = ()  # empty: the user's or the default grouping
+    escalation: EscalationPolicy | None = None
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any], *, rule_id: str | None = None) -> RuleSpec:
@@ -170,6 +174,7 @@ class RuleSpec:
         group_by: tuple[str, ...] = ()
         if body.get("group_by") not in (None, []):
             group_by = parse_group_by(body["group_by"], "group_by", code="invalid_rule")
+        escalation = None if body.get("escalation") is None else EscalationPolicy.from_api(body["escalation"])
         return cls(
             id=rid,
             name=name.strip(),
@@ -186,6 +191,7 @@ class RuleSpec:
             description=description,
             family=family,
             group_by=group_by,
+            escalation=escalation,
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -211,6 +217,8 @@ class RuleSpec:
         out["family"] = self.family
         if self.group_by:
             out["group_by"] = list(self.group_by)
+        if self.escalation is not None:
+            out["escalation"] = self.escalation.to_api()
         return out
 
 

@@ -186,6 +186,9 @@ class NotificationService:
         inhibitor: Inhibitor | None = None
         entries = []
         for t in transitions:
+            if t.kind == "escalated":
+                entries += self._escalation_entries(t)
+                continue
             event = t.event()
             if t.delivery:
                 event["delivery"] = t.delivery
@@ -234,6 +237,29 @@ class NotificationService:
             deliveries.append({"channel": name, "status": "sent" if in_app else status, "reason": reason,
                                "detail": "published" if in_app else (detail if reason == "inhibited" else None)})
         return OutboxEntry(notification, deliveries)
+
+    def _escalation_entries(self, t: Transition) -> list[OutboxEntry]:
+        """The notifications of an escalation step: each of its users (that exists), on the step's channels
+        or else the user's enabled ones, whatever their minimum severity, quiet hours or digest mode."""
+        step = t.alert.get("escalation") or {}
+        known = set(self._users())
+        where = ", ".join(t.alert["servers"]) if t.alert.get("servers") else str(t.alert.get("server"))
+        rule = t.alert["rule"]["name"]
+        title = f"Escalation: {rule} firing on {where}, not acknowledged"
+        body = f"{t.alert['severity'].upper()}: {rule} is firing on {where}.\n{t.detail or ''}".rstrip()
+        entries = []
+        for user in step.get("users", ()):
+            if user not in known:
+                log.warning("escalation of alert %s names unknown user %r", t.alert_id, user)
+                continue
+            prefs = self.preferences(user)
+            channels = list(step.get("channels") or [n for n, c in prefs.channels.items() if c.enabled])
+            if not channels:
+                continue
+            entry = self._entry(t, user, title, body, str(t.alert["severity"]),
+                                {c: ("pending", None) for c in channels}, None)
+            entries.append(OutboxEntry({**entry.notification, "kind": "escalation"}, entry.deliveries))
+        return entries
 
     def family(self, alert: Mapping[str, Any]) -> str:
         """The rule family of an alert (its rule's `family`; the rule id when the rule is gone)."""
