@@ -182,7 +182,7 @@ class Settings:
         if self.servers < 0:
             raise ConfigError("servers must be 0 or more")
         for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base",
-                     "notify_group_wait", "notify_group_interval"):
+                     "notify_group_interval"):
             try:
                 parse_duration(getattr(self, name))
             except RuleSyntaxError as exc:
@@ -196,6 +196,7 @@ class Settings:
             raise ConfigError("notify_retry_limit must be at least 1")
         if self.notify_group_items_max < 1:
             raise ConfigError("notify_group_items_max must be at least 1")
+        self.notify_group_wait_ms()
         self._validate_budget()
         self._validate_cluster()
         try:
@@ -205,6 +206,15 @@ class Settings:
         self._validate_allowed_hosts()
         self._validate_limits()
         self._validate_expression_limits()
+
+    def notify_group_wait_ms(self) -> int:
+        """`notify_group_wait` in ms; 0 (`0s`) turns grouping off."""
+        if self.notify_group_wait.strip() in ("0", "0s", "0m"):
+            return 0
+        try:
+            return parse_duration(self.notify_group_wait)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"notify_group_wait: {exc.message}") from exc
 
     def _validate_expression_limits(self) -> None:
         if not 1 <= self.where_max_length <= MAX_LENGTH:

@@ -210,7 +210,7 @@ class Hub:
             retry_base_ms=parse_duration(self.settings.notify_retry_base),
             base_url=self.public_url,
             outbound=guard,
-            group_wait_ms=parse_duration(self.settings.notify_group_wait),
+            group_wait_ms=self.settings.notify_group_wait_ms(),
             group_interval_ms=parse_duration(self.settings.notify_group_interval),
             group_items_max=self.settings.notify_group_items_max,
         )

@@ -131,3 +131,15 @@ def test_families_default_to_the_metric() -> None:
     assert RuleSpec.from_api(named.to_api()).family == "compute"
     with pytest.raises(ValidationError, match="family must be"):
         RuleSpec.from_api({"name": "x", "condition": "cpu > 1", "family": "a b"})
+
+
+def test_group_settings() -> None:
+    from openmanager.config import Settings
+    from openmanager.core.errors import ConfigError
+
+    assert Settings.load({}, env={}).notify_group_wait_ms() == 30_000
+    assert Settings.load({"notify_group_wait": "0s"}, env={}).notify_group_wait_ms() == 0  # grouping off
+    with pytest.raises(ConfigError, match="notify_group_wait"):
+        Settings.load({"notify_group_wait": "soon"}, env={})
+    with pytest.raises(ConfigError, match="notify_group_interval"):
+        Settings.load({"notify_group_interval": "0s"}, env={})
