@@ -21,7 +21,7 @@ from openmanager.core.rules import parse_duration
 
 __all__ = ["ESCALATION_CHANNELS", "EscalationPolicy", "EscalationStep", "due_step"]
 
-ESCALATION_CHANNELS = ("inapp", "webpush", "webhook", "email")
+ESCALATION_CHANNELS = ("inapp", "webpush", "webhook", "email", "apprise")
 MAX_STEPS = 5
 MAX_USERS = 20
 MIN_AFTER_MS = 1000

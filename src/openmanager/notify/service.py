@@ -172,12 +172,21 @@ class NotificationService:
         return self.prefs.get(user) or Preferences()
 
     async def set_preferences(self, user: str, body: Mapping[str, Any]) -> Preferences:
-        prefs = Preferences.from_api(body, self.preferences(user), check_url=self.outbound.check_url)
+        prefs = Preferences.from_api(body, self.preferences(user), check_url=self.outbound.check_url,
+                                     check_apprise=self._check_apprise)
         await self.store.save_preferences(user, prefs.to_store(), self.clock())
         self.prefs[user] = prefs
         if self.on_preferences is not None:
             self.on_preferences(user)
         return prefs
+
+    def _check_apprise(self, url: str) -> str | None:
+        channel = self.channels.get("apprise")
+        check = getattr(channel, "check_url", None)
+        if check is None:
+            return "the apprise channel is not available on this hub"
+        verdict: str | None = check(url)
+        return verdict
 
     # routing (called by the alert writer, before the transitions are stored)
     def plan(self, transitions: list[Transition]) -> list[OutboxEntry]:
