@@ -1,7 +1,8 @@
 """The storm through a real hub: 200 simulated servers cross a critical threshold together; each
 subscribed user gets one grouped webhook message within group_wait + 2 s (plus the tick in which they
-cross), none about the warning of the same family, and later one grouped resolution. The webhook
-receiver listens on 127.0.0.1, allowed with `--outbound-allow 127.0.0.1/32`."""
+cross), none about the warning of the same family, and later one grouped resolution; bob also gets the
+group through Apprise's `json://`. Before the storm, each channel's test button answers with what the
+receiver said. The receivers listen on 127.0.0.1, allowed with `--outbound-allow 127.0.0.1/32`."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def _storm(hook: WebhookReceiver) -> list[tuple[float, dict[str, Any]]]:
 
 @pytest.mark.timeout(120)
 async def test_a_storm_of_200_servers_is_one_message_per_user(tmp_path: Path) -> None:
-    async with WebhookReceiver("storm-secret") as hook:
+    async with WebhookReceiver("storm-secret") as hook, WebhookReceiver(None, path="/apprise") as plain:
         hub = await asyncio.to_thread(HubProcess(tmp_path, *ARGS).start)
         try:
             async with httpx.AsyncClient(base_url=hub.base, timeout=20,
@@ -73,6 +74,16 @@ async def test_a_storm_of_200_servers_is_one_message_per_user(tmp_path: Path) ->
                         r = await client.put("/api/v1/me/preferences", json={"channels": {"webhook": {
                             "enabled": True, "min_severity": "warning", "url": hook.url, "secret": "storm-secret"}}})
                         assert r.status_code == 200, r.text
+                    r = await clients["bob"].put("/api/v1/me/preferences", json={"channels": {"apprise": {
+                        "enabled": True, "min_severity": "warning", "urls": [f"json://127.0.0.1:{plain.port}/apprise"]}}})
+                    assert r.status_code == 200 and r.json()["channels"]["apprise"]["services"] == ["json"], r.text
+                    tested = await clients["bob"].post("/api/v1/me/test-notification/apprise")
+                    assert tested.json() == {"channel": "apprise", "ok": True, "detail": "1 of 1 sent (json://127.0.0.1:"
+                                             f"{plain.port})"}
+                    assert (await clients["bob"].post("/api/v1/me/test-notification/apprise")).status_code == 429
+                    assert (await admin.post("/api/v1/me/test-notification/webhook")).json()["detail"] == "HTTP 200"
+                    assert (await admin.post("/api/v1/me/test-notification/sms")).status_code == 404
+                    assert len(plain.requests) == 1 and len(hook.accepted) == 1
 
                     async def all_servers() -> bool:
                         return len((await admin.get("/api/v1/servers")).json()["servers"]) >= SERVERS
@@ -94,6 +105,8 @@ async def test_a_storm_of_200_servers_is_one_message_per_user(tmp_path: Path) ->
                         assert body["title"] == "[FIRING:200] Storm critical (storm-critical)"
                         assert len({e["server"] for e in body["data"]["group"]["firing"]}) == SERVERS
                         assert arrived - crossed <= WAIT_S + 2 + TICK_S, f"{arrived - crossed:.2f} s"
+                    await plain.wait_for_requests(2)
+                    assert plain.requests[1].json()["title"] == "[FIRING:200] Storm critical (storm-critical)"
                     notes = (await clients["ann"].get("/api/v1/notifications?limit=500")).json()["notifications"]
                     inhibited = [n for n in notes if n["title"].startswith("Storm warning firing")]
                     assert len(inhibited) == SERVERS

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from openmanager.alerts.engine import Transition
 from openmanager.alerts.rules import RuleSpec
 from openmanager.core.backoff import Backoff
-from openmanager.core.errors import ValidationError
+from openmanager.core.errors import CapacityError, NotFoundError, ValidationError
 from openmanager.core.grouping import DEFAULT_GROUP_BY
 from openmanager.notify.grouping import GroupItem, due_at, group_key, render_group
 from openmanager.notify.inhibition import Firing, Inhibitor
@@ -52,6 +52,9 @@ MAX_BACKOFF_MS = 600_000
 RETRY_JITTER = (0.8, 1.2)
 """A delivery's retry waits its backoff ±20 %."""
 HISTORY_RETENTION_MS = 90 * 86_400_000
+CHANNEL_TEST_INTERVAL_MS = 5000
+"""One test of a channel per user and channel this often (each reaches an outside service)."""
+CHANNEL_TEST_TIMEOUT_S = 30.0
 GROUPED_TRANSITIONS = frozenset({"firing", "resolved"})
 
 
@@ -120,6 +123,7 @@ class NotificationService:
         self._rule: Callable[[str], RuleSpec | None] = lambda _rid: None
         self._active: Callable[[], Sequence[Alert]] = list
         self._inhibited: dict[tuple[str, str], str] = {}  # (user, alert id) → why its firing was not sent
+        self._tested: dict[tuple[str, str], int] = {}  # (user, channel) → last channel test
 
     def attach(self, alerts: AlertService) -> None:
         """Plan the outbox of `alerts`' transitions, and read its rules (families, `group_by`) and firing
@@ -534,6 +538,39 @@ class NotificationService:
         await self.store.add([entry], now)
         self.committed([entry])
         return {"id": nid, "channels": enabled}
+
+    async def test_channel(self, user: str, channel: str) -> dict[str, Any]:
+        """Send a test through one of `user`'s channels now (enabled or not, with its saved settings) and
+        report the provider's answer: `{"channel", "ok", "detail"}`. Not retried and not kept in the
+        history. Raises NotFoundError for an unknown channel, CapacityError (429) within
+        CHANNEL_TEST_INTERVAL_MS of the last test of the same channel."""
+        if channel not in self.preferences(user).channels:
+            raise NotFoundError(f"no channel {channel!r} (one of {', '.join(self.preferences(user).channels)})")
+        now = self.clock()
+        last = self._tested.get((user, channel))
+        if last is not None and now - last < CHANNEL_TEST_INTERVAL_MS:
+            wait = max(1, (CHANNEL_TEST_INTERVAL_MS - (now - last) + 999) // 1000)
+            raise CapacityError(f"one test of the {channel} channel every {CHANNEL_TEST_INTERVAL_MS // 1000} s; "
+                                f"try again in {wait} s", code="rate_limited", status=429, retry_after_s=wait)
+        self._tested[(user, channel)] = now
+        message = Message(id=new_id(), user=user, title="Test notification",
+                          body=f"This is a test of the {channel} channel from OpenManager Vibe: it works.",
+                          severity="info", created_at=now, url=f"{self.base_url}/#/notifications",
+                          data={"test": True})
+        if channel == "inapp":
+            self._publish("notifications", {"notification": {
+                "id": message.id, "user": user, "kind": "test", "alert": None, "title": message.title,
+                "body": message.body, "severity": "info", "created_at": now, "read_at": None,
+                "data": dict(message.data), "channels": {"inapp": {"status": "sent"}}}})
+            return {"channel": channel, "ok": True, "detail": "published"}
+        try:
+            async with asyncio.timeout(CHANNEL_TEST_TIMEOUT_S):
+                detail = await self._send(channel, message)
+        except DeliveryError as exc:
+            return {"channel": channel, "ok": False, "detail": exc.message}
+        except TimeoutError:
+            return {"channel": channel, "ok": False, "detail": "timed out"}
+        return {"channel": channel, "ok": True, "detail": detail}
 
     async def prune(self) -> None:
         await self.store.prune(self.clock() - HISTORY_RETENTION_MS)
