@@ -56,6 +56,9 @@ CHANNEL_TEST_INTERVAL_MS = 5000
 """One test of a channel per user and channel this often (each reaches an outside service)."""
 CHANNEL_TEST_TIMEOUT_S = 30.0
 GROUPED_TRANSITIONS = frozenset({"firing", "resolved"})
+GROUP_BATCH_ITEMS = 20_000
+"""Groups are stored in transactions of about this many items (each transaction whole: a restart
+finds a group either waiting or sent)."""
 
 
 def _now_ms() -> int:
@@ -421,7 +424,7 @@ class NotificationService:
     # groups
     async def flush_groups(self) -> int:
         """Send every group that is due now as one message (inhibited items recorded apart); returns how
-        many groups were sent. Each group is stored in its own transaction (`NotificationStore.flush_group`)."""
+        many groups were sent. Groups are stored a batch per transaction (`NotificationStore.flush_groups`)."""
         now = self.clock()
         stored = await self.store.group_items(self.group_items_max)
         states = await self.store.group_states()
@@ -431,6 +434,8 @@ class NotificationService:
         next_due: int | None = None
         sent = 0
         inhibitor = self.inhibitor() if groups else None
+        batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]] = []
+        batch_items = 0
         for (user, key), rows in groups.items():
             items = [GroupItem(r.id, r.transition, r.alert, r.created_at, r.channels) for r in rows]
             due = due_at(items, states.get((user, key)), group_wait_ms=self.group_wait_ms,
@@ -440,15 +445,26 @@ class NotificationService:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             assert inhibitor is not None
-            entries = await self._group_entries(user, key, items, inhibitor, now)
-            await self.store.flush_group(user, key, entries, [i.id for i in items], now)
-            self.committed(entries)
+            batch.append((user, key, await self._group_entries(user, key, items, inhibitor, now),
+                          [i.id for i in items]))
+            batch_items += len(items)
             sent += 1
+            await asyncio.sleep(0)  # one group at a time: let the loop serve others in between
+            if batch_items >= GROUP_BATCH_ITEMS:
+                await self._store_groups(batch, now)
+                batch, batch_items = [], 0
+        await self._store_groups(batch, now)
         if len(stored) >= self.group_items_max:
             next_due = now  # more are waiting than one pass reads
         self._groups_due_at = next_due
         self.groups_sent += sent
         return sent
+
+    async def _store_groups(self, batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]],
+                            now: int) -> None:
+        if batch:
+            await self.store.flush_groups(batch, now)
+            self.committed([e for g in batch for e in g[2]])
 
     async def _group_entries(self, user: str, key: str, items: Sequence[GroupItem], inhibitor: Inhibitor,
                              now: int) -> list[OutboxEntry]:

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0007_notify_groups"
 down_revision = "0005_notify"
 branch_labels = None
 depends_on = None
-
-_JSON = sa.JSON().with_variant(JSONB(), "postgresql")
-
 
 def upgrade() -> None:
     op.create_table(
@@ -27,8 +23,8 @@ def upgrade() -> None:
         sa.Column("alert_id", sa.String(32), nullable=False),
         sa.Column("transition", sa.String(16), nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
-        sa.Column("channels", _JSON, nullable=False),
-        sa.Column("alert", _JSON, nullable=False),
+        sa.Column("channels", sa.Text, nullable=False),  # JSON text, written and read with orjson
+        sa.Column("alert", sa.Text, nullable=False),
     )
     op.create_index("ix_notify_group_items_group", "notify_group_items", ["user", "group_key"])
     op.create_table(
