@@ -168,6 +168,8 @@ export interface ChannelPrefs {
   format?: string;
   url_set?: boolean;
   secret_set?: boolean;
+  urls_set?: boolean;
+  services?: string[];
 }
 
 export interface Preferences {
@@ -177,6 +179,7 @@ export interface Preferences {
   muted_rules: string[];
   quiet_hours: { start: string; end: string; timezone: string; critical_bypass: boolean } | null;
   digest: { mode: "off" | "hourly" | "daily"; at: string; timezone: string };
+  grouping?: { group_by: string[] | null; critical_bypass: boolean };
 }
 
 export interface Me {
