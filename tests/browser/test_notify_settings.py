@@ -1,6 +1,7 @@
 """The dashboard's notification settings in Chromium against a real hub: an Apprise URL built with the
 builder for ntfy and saved (then shown as set, never echoed), the channel's test button answered by the
-local ntfy-style receiver, and the grouping preferences saved."""
+local ntfy-style receiver, the grouping preferences saved, and a rule's family and escalation policy
+kept when the rule editor saves it."""
 
 from __future__ import annotations
 
@@ -43,7 +44,8 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 def test_apprise_builder_test_button_and_grouping(tmp_path: Path, browser: Browser, receiver: WebhookReceiver) -> None:
-    hub = HubProcess(tmp_path, "--servers", "2", "--tick", "0.5", "--no-local", "--outbound-allow", "127.0.0.1/32").start()
+    hub = HubProcess(tmp_path, "--servers", "2", "--tick", "0.5", "--no-local",
+                     "--outbound-allow", "127.0.0.1/32").start()
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = ctx.new_page()
@@ -61,8 +63,8 @@ def test_apprise_builder_test_button_and_grouping(tmp_path: Path, browser: Brows
         page.locator("#group-by").fill("rule, server.role")
         page.locator("#group-bypass").check()
         page.get_by_role("button", name="Save preferences").click()
-        expect(page.locator("#ch-apprise-urls")).to_have_attribute("placeholder", "(set: ntfy; leave empty to keep them)",
-                                                                   timeout=10_000)
+        expect(page.locator("#ch-apprise-urls")).to_have_attribute(
+            "placeholder", "(set: ntfy; leave empty to keep them)", timeout=10_000)
         expect(page.locator("#ch-apprise-urls")).to_have_value("")
         prefs = httpx.get(f"{hub.base}/api/v1/me/preferences", headers={"Authorization": f"Bearer {hub.token}"}).json()
         assert prefs["grouping"] == {"group_by": ["rule", "server.role"], "critical_bypass": True}
@@ -72,6 +74,19 @@ def test_apprise_builder_test_button_and_grouping(tmp_path: Path, browser: Brows
         expect(page.locator(".toast").last).to_contain_text("Test accepted: 1 of 1 sent (ntfy://127.0.0.1:",
                                                             timeout=15_000)
         assert len(receiver.requests) == 1 and b"alerts" in receiver.requests[0].body
+
+        api = {"Authorization": f"Bearer {hub.token}"}
+        policy = {"steps": [{"after": "10m", "users": ["admin"]}], "repeat": "30m"}
+        rule = {"id": "hot", "name": "Hot", "condition": "cpu > 99", "severity": "critical", "family": "compute",
+                "escalation": policy}
+        assert httpx.post(f"{hub.base}/api/v1/rules", json=rule, headers=api).status_code == 201
+        page.evaluate("location.hash = '#/rules/hot'")
+        expect(page.locator("#rule-family")).to_have_value("compute", timeout=10_000)
+        page.locator("#rule-name").fill("Hotter")
+        page.get_by_role("button", name="Save").first.click()
+        expect(page.locator(".toast").last).to_contain_text("saved", timeout=10_000)
+        saved = httpx.get(f"{hub.base}/api/v1/rules/hot", headers=api).json()
+        assert (saved["name"], saved["family"], saved["escalation"]) == ("Hotter", "compute", policy)
         assert errors.unexpected() == []
     finally:
         ctx.close()

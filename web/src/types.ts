@@ -137,6 +137,9 @@ export interface Rule {
   fleet?: boolean;
   enabled?: boolean;
   description?: string | null;
+  family?: string;
+  group_by?: string[];
+  escalation?: { steps: { after: string; users: string[]; channels?: string[] }[]; repeat?: string } | null;
   created_at?: number;
   updated_at?: number;
   created_by?: string;
