@@ -1,7 +1,8 @@
 """The storm through a real hub: 200 simulated servers cross a critical threshold together; each
 subscribed user gets one grouped webhook message within group_wait + 2 s (plus the tick in which they
-cross), none about the warning of the same family, and later one grouped resolution; bob also gets the
-group through Apprise's `json://`. Before the storm, each channel's test button answers with what the
+cross), none about the warning of the same family, and later one grouped resolution, although the hub
+is restarted while that resolution waits out its group_interval; bob also gets the group through
+Apprise's `json://`. Before the storm, each channel's test button answers with what the
 receiver said. The receivers listen on 127.0.0.1, allowed with `--outbound-allow 127.0.0.1/32`."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.integration.hubproc import HubProcess
 from tests.notify.receivers import WebhookReceiver
 
 SERVERS = 200
-TICK_S, WAIT_S, INTERVAL_S = 0.5, 1.0, 2.0
+TICK_S, WAIT_S, INTERVAL_S = 0.5, 1.0, 4.0
 ARGS = ("--servers", str(SERVERS), "--seed", "5", "--tick", str(TICK_S), "--no-local",
         "--outbound-allow", "127.0.0.1/32", "--notify-group-wait", f"{WAIT_S}s",
         "--notify-group-interval", f"{INTERVAL_S}s")
@@ -116,6 +117,15 @@ async def test_a_storm_of_200_servers_is_one_message_per_user(tmp_path: Path) ->
                         r = await admin.put(f"/api/v1/rules/{rid}", json=_rule(rid, severity, "cpu < 0"))
                         assert r.status_code == 200, r.text
 
+                    async def stored() -> bool:  # the resolutions' group items are committed with them
+                        listed = (await admin.get("/api/v1/alerts", params={"state": "resolved", "limit": 1000})).json()
+                        return sum(a["rule"]["id"] == "storm-critical" for a in listed["alerts"]) >= SERVERS
+
+                    await _wait(stored, 30, "the resolutions stored")
+                    waiting = len(_storm(hook)) == len(clients)  # sent at most every group_interval: still waiting
+                    await asyncio.to_thread(hub.stop)
+                    hub = await asyncio.to_thread(HubProcess(tmp_path, *ARGS, port=hub.port).start)
+
                     async def resolved() -> bool:
                         return len(_storm(hook)) >= 2 * len(clients)
 
@@ -124,6 +134,10 @@ async def test_a_storm_of_200_servers_is_one_message_per_user(tmp_path: Path) ->
                     assert [b["title"] for _, b in resolutions] == [
                         "[RESOLVED:200] Storm critical (storm-critical)"] * len(clients)
                     assert len(_storm(hook)) == 2 * len(clients) and hook.duplicates == 0
+                    assert waiting, "the resolution was sent before the restart: the machine was too slow to test it"
+                    await plain.wait_for_requests(3)  # bob's Apprise: the test, the firing and the resolution ...
+                    assert plain.requests[2].json()["title"] == "[RESOLVED:200] Storm critical (storm-critical)"
+                    assert len(plain.requests) == 3  # ... once each
                 finally:
                     for user in USERS:
                         await clients[user].aclose()
