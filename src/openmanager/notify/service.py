@@ -12,6 +12,10 @@ group instead (stored with the alert transaction) and the worker sends each due 
 again when its group is sent, against the alerts firing then; an inhibited one is recorded `suppressed`
 (`inhibited`, the detail naming the inhibiting alert), and so is the resolution of an alert whose firing
 was inhibited.
+
+Length (~600 lines): planning, grouping, delivery and digests all read and write one outbox and share the
+preferences, the clock and the inhibition memory; every decision that can be pure is outside, in
+`routing.py`, `grouping.py`, `inhibition.py` and `preferences.py`, so what stays here is the glue.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ CHANNEL_TEST_INTERVAL_MS = 5000
 """One test of a channel per user and channel this often (each reaches an outside service)."""
 CHANNEL_TEST_TIMEOUT_S = 30.0
 GROUPED_TRANSITIONS = frozenset({"firing", "resolved"})
+INHIBITED_MEMORY = 100_000
 GROUP_BATCH_ITEMS = 20_000
 """Groups are stored in transactions of about this many items (each transaction whole: a restart
 finds a group either waiting or sent)."""
@@ -125,7 +130,8 @@ class NotificationService:
         self._groups_due_at: int | None = 0  # earliest a waiting group may be due (None: none waits)
         self._rule: Callable[[str], RuleSpec | None] = lambda _rid: None
         self._active: Callable[[], Sequence[Alert]] = list
-        self._inhibited: dict[tuple[str, str], str] = {}  # (user, alert id) → why its firing was not sent
+        # (user, alert id) → why its firing was not sent; bounded (INHIBITED_MEMORY): the store answers too
+        self._inhibited: dict[tuple[str, str], str] = {}
         self._tested: dict[tuple[str, str], int] = {}  # (user, channel) → last channel test
 
     def attach(self, alerts: AlertService) -> None:
@@ -226,7 +232,7 @@ class NotificationService:
                                 for name, (status, r) in channels.items()}
                     detail = f"by {why}" if by is not None else f"its firing was inhibited by {why}"
                     if by is not None:
-                        self._inhibited[(plan.user, t.alert_id)] = why
+                        self._remember_inhibited(plan.user, t.alert_id, why)
                 elif self.group_wait_ms > 0 and t.kind in GROUPED_TRANSITIONS:
                     pending = tuple(name for name, (status, _r) in channels.items() if status == "pending")
                     if pending:
@@ -239,6 +245,12 @@ class NotificationService:
                             continue
                 entries.append(self._entry(t, plan.user, plan.title, plan.body, plan.severity, channels, detail))
         return entries
+
+    def _remember_inhibited(self, user: str, alert_id: str, why: str) -> None:
+        if len(self._inhibited) >= INHIBITED_MEMORY:  # forget the oldest half (alerts long gone, mostly)
+            for key in list(self._inhibited)[:INHIBITED_MEMORY // 2]:
+                del self._inhibited[key]
+        self._inhibited[(user, alert_id)] = why
 
     def _entry(self, t: Transition, user: str, title: str, body: str, severity: str,
                channels: dict[str, tuple[str, str | None]], detail: str | None) -> OutboxEntry:
@@ -483,7 +495,7 @@ class NotificationService:
                 keep.append(item)
                 continue
             if by is not None:
-                self._inhibited[(user, aid)] = why
+                self._remember_inhibited(user, aid, why)
             t = Transition(item.transition, dict(item.alert), item.created_at, True)
             single = render_group(key, [item])
             entries.append(self._entry(t, user, single.title, single.body, str(item.alert["severity"]),
