@@ -185,6 +185,10 @@ class NotificationService:
         return self.prefs.get(user) or Preferences()
 
     async def set_preferences(self, user: str, body: Mapping[str, Any]) -> Preferences:
+        channels = body.get("channels") if isinstance(body, Mapping) else None
+        ready = getattr(self.channels.get("apprise"), "ready", None)
+        if isinstance(channels, Mapping) and "apprise" in channels and ready is not None:
+            await ready()  # Apprise validates the URLs; loading it the first time takes a second
         prefs = Preferences.from_api(body, self.preferences(user), check_url=self.outbound.check_url,
                                      check_apprise=self._check_apprise)
         await self.store.save_preferences(user, prefs.to_store(), self.clock())

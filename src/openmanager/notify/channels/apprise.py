@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib.util
 import logging
 import socket
 import threading
@@ -78,19 +79,22 @@ _LINES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("appri
 
 
 _module: Any = None
+_module_lock = threading.Lock()
 
 
 def _apprise() -> Any:
-    """The apprise module with its plugins loaded, once (loading them warns about the stdlib `imghdr`
-    that Apprise shims: not ours to fix, and not to be repeated per delivery)."""
+    """The apprise module with its plugins loaded, once, on first use (~1 s: kept off the hub's start and,
+    through `AppriseChannel.ready`, off the event loop). Loading them warns about the stdlib `imghdr` that
+    Apprise shims: not ours to fix, and not to be repeated per delivery."""
     global _module
-    if _module is None:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            import apprise
+    with _module_lock:
+        if _module is None:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=DeprecationWarning)
+                import apprise
 
-            apprise.Apprise().details()  # loads every plugin now
-        _module = apprise
+                apprise.Apprise().details()  # loads every plugin now
+            _module = apprise
     return _module
 
 
@@ -198,10 +202,15 @@ class AppriseChannel:
     name = "apprise"
 
     def __init__(self, guard: OutboundGuard, *, timeout: float = SEND_TIMEOUT_S) -> None:
-        _apprise()  # fails here when the package is missing: the channel is then off
+        if importlib.util.find_spec("apprise") is None:  # the channel is then off
+            raise ModuleNotFoundError("the apprise package is not installed")
         _install()
         self.guard = guard
         self.timeout = timeout
+
+    async def ready(self) -> None:
+        """Load Apprise in a worker thread (the first time only) so `check_url` does not block the loop."""
+        await asyncio.to_thread(_apprise)
 
     def check_url(self, url: str) -> str | None:
         return check_apprise_url(url, self.guard.policy)
