@@ -163,6 +163,7 @@ class Hub:
         self.notifications: NotificationService | None = None
         self.vapid_public_key = ""
         self.users: list[str] = [ADMIN_USER]
+        self.user_roles: dict[str, str] = {ADMIN_USER: "admin"}
         self.logs: LogStore | None = None
         self.log_writer = LogWriter()  # cleaned `logs` records → the store, batched (started in start())
         self.registry.register(self.log_writer)
@@ -204,6 +205,7 @@ class Hub:
             notify_store,
             self.pipeline.publish,
             users=lambda: self.users,
+            roles=lambda: self.user_roles,
             infos=lambda: {s.info.id: s.info for s in self.state},
             channels=channels,
             retry_limit=self.settings.notify_retry_limit,
@@ -611,7 +613,9 @@ class Hub:
         users API changes one, and every 30 s (the `users` command changes the store directly)."""
         users = self.auth.users
         if users is not None:
-            self.users = [u.name for u in await users.list() if not u.disabled]
+            enabled = [u for u in await users.list() if not u.disabled]
+            self.users = [u.name for u in enabled]
+            self.user_roles = {u.name: u.role for u in enabled}
 
     async def users_changed(self) -> None:
         """The users API changed an account: refresh here and in the cluster's other processes."""

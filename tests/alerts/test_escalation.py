@@ -1,6 +1,7 @@
 """Escalation: the policy's wire form and due steps (pure), and through the alert service with a real
-SQLite store and the notification service: steps fire when due and repeat, are in the alert's timeline,
-survive a restart without repeating, and an acknowledgement stops them."""
+SQLite store and the notification service: steps fire when due (one naming a user, one a role) and
+repeat, are in the alert's timeline, survive a restart without repeating, and an acknowledgement stops
+them."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from openmanager.store.notifications import NotificationStore
 
 T0 = 1_780_000_000_000
 WEB = ServerInfo("web-1", "web-1")
-POLICY = {"steps": [{"after": "1m", "users": ["bob"]}, {"after": "3m", "users": ["carol"], "channels": ["inapp"]}],
-          "repeat": "2m"}
+POLICY = {"steps": [{"after": "1m", "users": ["bob"]},
+                    {"after": "3m", "users": ["role:admin"], "channels": ["inapp"]}], "repeat": "2m"}
+ROLES = {"ann": "viewer", "bob": "operator", "carol": "admin"}
 
 
 def test_policy_validation_and_due_steps() -> None:
@@ -34,12 +36,13 @@ def test_policy_validation_and_due_steps() -> None:
     assert due_step(policy, 0, 0, 59_999) is None and due_step(policy, 0, 0, 60_000) == 0
     assert due_step(policy, 0, 1, 179_999) is None and due_step(policy, 0, 1, 180_000) == 1
     assert due_step(policy, 0, 2, 299_999) is None and due_step(policy, 0, 2, 300_000) == 2
-    assert policy.step(2).users == ("carol",)  # the last step repeats
+    assert policy.step(2).users == ("role:admin",)  # the last step repeats
     once = EscalationPolicy.from_api({"steps": [{"after": "1m", "users": ["a"]}], "repeat": "0s"})
     assert due_step(once, 0, 1, 10**9) is None
     for bad, message in (({"steps": []}, "1 to 5 steps"),
                          ({"steps": [{"after": "2m", "users": ["a"]}, {"after": "1m", "users": ["b"]}]}, "later"),
                          ({"steps": [{"after": "1m", "users": []}]}, "users"),
+                         ({"steps": [{"after": "1m", "users": ["role:owner"]}]}, "users"),
                          ({"steps": [{"after": "1m", "users": ["a"], "channels": ["sms"]}]}, "channels"),
                          ({"steps": [{"after": "soon", "users": ["a"]}]}, "invalid duration")):
         with pytest.raises(ValidationError, match=message) as info:
@@ -65,8 +68,8 @@ async def _services(path: Path, now: list[int]) -> AsyncIterator[tuple[AlertServ
 
     async with await Store.open(f"sqlite:///{path}") as store:
         notify = NotificationService(NotificationStore(store), lambda _t, _d: None,
-                                     users=lambda: ["ann", "bob", "carol"], infos=lambda: {"web-1": WEB},
-                                     channels={}, clock=lambda: now[0])
+                                     users=lambda: list(ROLES), infos=lambda: {"web-1": WEB},
+                                     channels={}, clock=lambda: now[0], roles=lambda: ROLES)
         await notify.start(worker=False)
         alerts = AlertService(AlertStore(store), lambda _t, _d: None, contexts, flap_transitions=100,
                               flap_window_ms=600_000)
@@ -99,6 +102,7 @@ async def test_steps_fire_repeat_survive_a_restart_and_stop_at_the_ack(tmp_path:
         assert bob["title"] == "Escalation: Hot firing on web-1, not acknowledged"
         assert set(bob["channels"]) == {"inapp"} and bob["alert"] == fired.alert_id
         assert [n["data"]["alert"]["escalation"]["step"] for n in await _escalations(notify, "carol")] == [3, 2]
+        assert len(await _escalations(notify, "bob")) == 1  # role:admin is carol alone
         assert await _escalations(notify, "ann") == []
     now[0] = T0 + 301_000
     async with _services(db, now) as (alerts, notify):  # a restart: the three steps sent are not sent again

@@ -1,9 +1,10 @@
 """Escalation policies: who else hears about a firing alert nobody acknowledges, and when. Pure.
 
 A rule's `escalation` (wire form):
-`{"steps": [{"after": "10m", "users": ["bob"], "channels": ["email"]?}, ...], "repeat": "30m"?}`.
+`{"steps": [{"after": "10m", "users": ["bob", "role:admin"], "channels": ["email"]?}, ...], "repeat": "30m"?}`.
 Step *i* is due `after` (counted from when the alert fired) if the alert is still firing, not
-acknowledged and not silenced; it notifies its `users` on its `channels` (default: each user's enabled
+acknowledged and not silenced; it notifies its `users` (a name, or `role:<role>` for every enabled user
+with that role: viewer, operator or admin) on its `channels` (default: each user's enabled
 channels), whatever their minimum severity, quiet hours or digest mode. After the last step, that step
 repeats every `repeat` (default: its own `after`; `"0s"`: no repeat) until the alert is acknowledged or
 resolved. Each step is recorded in the alert's history as an `escalated` transition.
@@ -26,7 +27,7 @@ MAX_STEPS = 5
 MAX_USERS = 20
 MIN_AFTER_MS = 1000
 MAX_AFTER_MS = 7 * 86_400_000
-_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_USER = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.@-]{0,63}|role:(viewer|operator|admin))$")
 
 
 def _invalid(message: str) -> ValidationError:
@@ -86,7 +87,8 @@ class EscalationPolicy:
             users = step.get("users")
             if not isinstance(users, list) or not 1 <= len(users) <= MAX_USERS or not all(
                     isinstance(u, str) and _USER.match(u) for u in users):
-                raise _invalid(f"{what}.users must be a list of 1 to {MAX_USERS} user names")
+                raise _invalid(f"{what}.users must be a list of 1 to {MAX_USERS} user names or role:<role> "
+                               f"(viewer, operator, admin)")
             channels = step.get("channels", [])
             if not isinstance(channels, list) or not all(c in ESCALATION_CHANNELS for c in channels):
                 raise _invalid(f"{what}.channels must be a list of {', '.join(ESCALATION_CHANNELS)}")

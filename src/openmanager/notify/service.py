@@ -105,10 +105,12 @@ class NotificationService:
         group_wait_ms: int = 0,
         group_interval_ms: int = 300_000,
         group_items_max: int = 200_000,
+        roles: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.store = store
         self._publish = publish
         self._users = users
+        self._roles = roles  # user → role, for escalation steps naming `role:<role>`
         self._infos = infos
         self.channels = dict(channels)
         self.retry_limit = retry_limit
@@ -271,7 +273,8 @@ class NotificationService:
         return OutboxEntry(notification, deliveries)
 
     def _escalation_entries(self, t: Transition) -> list[OutboxEntry]:
-        """The notifications of an escalation step: each of its users (that exists), on the step's channels
+        """The notifications of an escalation step: each of its users (that exists and is enabled; `role:<role>`
+        names every such user with that role), on the step's channels
         or else the user's enabled ones, whatever their minimum severity, quiet hours or digest mode."""
         step = t.alert.get("escalation") or {}
         known = set(self._users())
@@ -280,7 +283,14 @@ class NotificationService:
         title = f"Escalation: {rule} firing on {where}, not acknowledged"
         body = f"{t.alert['severity'].upper()}: {rule} is firing on {where}.\n{t.detail or ''}".rstrip()
         entries = []
-        for user in step.get("users", ()):
+        roles = self._roles()
+        names: list[str] = []
+        for name in step.get("users", ()):
+            if name.startswith("role:"):
+                names += sorted(u for u in known if roles.get(u) == name[5:])
+            else:
+                names.append(name)
+        for user in dict.fromkeys(names):
             if user not in known:
                 log.warning("escalation of alert %s names unknown user %r", t.alert_id, user)
                 continue
