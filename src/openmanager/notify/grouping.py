@@ -21,7 +21,8 @@ from typing import Any
 from openmanager.core.grouping import DEFAULT_GROUP_BY, parse_group_by
 from openmanager.notify.message import display_value
 
-__all__ = ["DEFAULT_GROUP_BY", "GroupItem", "GroupMessage", "due_at", "group_key", "parse_group_by", "render_group"]
+__all__ = ["DEFAULT_GROUP_BY", "EntryCache", "GroupItem", "GroupMessage", "due_at", "group_key", "parse_group_by",
+           "render_group"]
 
 MAX_BODY_LINES = 50
 """Servers listed in a group's text body; the rest are counted ("… and 950 more"). `data.group` lists all."""
@@ -96,7 +97,16 @@ def _where(alert: Mapping[str, Any]) -> str:
     return ", ".join(servers) if servers is not None else str(alert.get("server"))
 
 
-def _entry(item: GroupItem) -> dict[str, Any]:
+EntryCache = dict[tuple[int, str, int], dict[str, Any]]
+"""Entries of `data.group` by (id of the alert object, transition, time): one transition's alert object is
+shared by every user's item, so a flush builds its entry once. Valid while those objects live."""
+
+
+def _entry(item: GroupItem, cache: EntryCache) -> dict[str, Any]:
+    key = (id(item.alert), item.transition, item.created_at)
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
     a = item.alert
     out: dict[str, Any] = {"alert": a["id"], "rule": dict(a["rule"]), "severity": a["severity"],
                            "state": a["state"], "value": a.get("value"), "values": dict(a.get("values") or {}),
@@ -105,6 +115,7 @@ def _entry(item: GroupItem) -> dict[str, Any]:
         out["servers"] = list(a["servers"])
     else:
         out["server"] = a.get("server")
+    cache[key] = out
     return out
 
 
@@ -114,8 +125,10 @@ def _line(item: GroupItem) -> str:
     return f"- {_where(item.alert)}" + (f" ({shown})" if shown else "")
 
 
-def render_group(key: str, items: Sequence[GroupItem]) -> GroupMessage:
-    """The one message a group's waiting items become. Items of one alert keep only the latest."""
+def render_group(key: str, items: Sequence[GroupItem], cache: EntryCache | None = None) -> GroupMessage:
+    """The one message a group's waiting items become. Items of one alert keep only the latest. `cache`:
+    shared by the groups of one flush, whose items share their alert objects."""
+    cache = {} if cache is None else cache
     latest: dict[str, GroupItem] = {}
     for item in sorted(items, key=lambda i: (i.created_at, i.id)):
         latest[str(item.alert["id"])] = item
@@ -141,5 +154,5 @@ def render_group(key: str, items: Sequence[GroupItem]) -> GroupMessage:
             if len(part) > MAX_BODY_LINES:
                 lines.append(f"… and {len(part) - MAX_BODY_LINES} more")
     data = {"group": {"key": key, "rules": [{"id": r, "name": n} for r, n in rules.items()],
-                      "firing": [_entry(i) for i in firing], "resolved": [_entry(i) for i in resolved]}}
+                      "firing": [_entry(i, cache) for i in firing], "resolved": [_entry(i, cache) for i in resolved]}}
     return GroupMessage(title, "\n".join(lines), severity, data)

@@ -35,7 +35,7 @@ from openmanager.alerts.rules import RuleSpec
 from openmanager.core.backoff import Backoff
 from openmanager.core.errors import CapacityError, NotFoundError, ValidationError
 from openmanager.core.grouping import DEFAULT_GROUP_BY
-from openmanager.notify.grouping import GroupItem, due_at, group_key, render_group
+from openmanager.notify.grouping import EntryCache, GroupItem, due_at, group_key, render_group
 from openmanager.notify.inhibition import Firing, Inhibitor
 from openmanager.notify.message import Channel, DeliveryError, Message
 from openmanager.notify.outbound import OutboundGuard
@@ -462,6 +462,7 @@ class NotificationService:
         inhibitor = self.inhibitor() if groups else None
         batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]] = []
         batch_items = 0
+        cache: EntryCache = {}  # valid while `stored` holds the alert objects
         for (user, key), rows in groups.items():
             items = [GroupItem(r.id, r.transition, r.alert, r.created_at, r.channels) for r in rows]
             due = due_at(items, states.get((user, key)), group_wait_ms=self.group_wait_ms,
@@ -471,7 +472,7 @@ class NotificationService:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             assert inhibitor is not None
-            batch.append((user, key, await self._group_entries(user, key, items, inhibitor, now),
+            batch.append((user, key, await self._group_entries(user, key, items, inhibitor, now, cache),
                           [i.id for i in items]))
             batch_items += len(items)
             sent += 1
@@ -493,7 +494,7 @@ class NotificationService:
             self.committed([e for g in batch for e in g[2]])
 
     async def _group_entries(self, user: str, key: str, items: Sequence[GroupItem], inhibitor: Inhibitor,
-                             now: int) -> list[OutboxEntry]:
+                             now: int, cache: EntryCache) -> list[OutboxEntry]:
         resolved = [str(i.alert["id"]) for i in items if i.transition != "firing"]
         earlier = await self.store.inhibited_alerts(user, resolved)
         keep, entries = [], []
@@ -516,7 +517,7 @@ class NotificationService:
                                        {c: ("suppressed", "inhibited") for c in item.channels},
                                        f"by {why}" if by is not None else f"its firing was inhibited by {why}"))
         if keep:
-            message = render_group(key, keep)
+            message = render_group(key, keep, cache)
             channels = sorted({c for i in keep for c in i.channels})
             nid = new_id()
             entries.append(OutboxEntry(

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Index, Integer, String, Text, delete, func, insert, select, update
+from sqlalchemy import BigInteger, Index, Integer, String, Text, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -265,8 +265,15 @@ class NotificationStore:
                        ).order_by(GroupItemRow.id).limit(limit)
         async with self.store._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [StoredGroupItem(r.id, r.user, r.group_key, r.transition, r.created_at, tuple(orjson.loads(r.channels)),
-                                orjson.loads(r.alert)) for r in rows]
+        decoded: dict[str, Any] = {}  # one transition's alert is stored once per user: decode it once
+        out = []
+        for item_id, user, key, transition, created_at, channels, alert in rows:
+            data = decoded.get(alert)
+            if data is None:
+                data = decoded[alert] = orjson.loads(alert)
+            out.append(StoredGroupItem(item_id, user, key, transition, created_at, tuple(orjson.loads(channels)),
+                                       data))
+        return out
 
     async def group_states(self) -> dict[tuple[str, str], int]:
         """(user, group key) → when that group was last sent."""
@@ -278,14 +285,16 @@ class NotificationStore:
     async def flush_groups(self, groups: Sequence[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]],
                            now_ms: int) -> None:
         """For each (user, key, entries, item ids): store what the group became (its message, and any
-        inhibited items' history), delete its items and record the send; all in one transaction."""
+        inhibited items' history), delete its items (every item of the group up to the highest id given:
+        a pass reads items in id order, and only the leader's alert writer adds them, one transaction at a
+        time, so none below that id was unread) and record the send; all in one transaction."""
         if not groups:
             return
         async with self.store._write() as conn:
             await insert_outbox(conn, [e for g in groups for e in g[2]], now_ms)
-            ids = [i for g in groups for i in g[3]]
-            for start in range(0, len(ids), 5000):  # bound the statement's parameters
-                await conn.execute(delete(GroupItemRow).where(GroupItemRow.id.in_(ids[start:start + 5000])))
+            await conn.execute(delete(GroupItemRow).where(  # each group's items up to the last one it holds
+                GroupItemRow.user == bindparam("u"), GroupItemRow.group_key == bindparam("k"),
+                GroupItemRow.id <= bindparam("last")), [{"u": g[0], "k": g[1], "last": max(g[3])} for g in groups])
             stmt = self._upsert(GroupStateRow)
             stmt = stmt.on_conflict_do_update(index_elements=[GroupStateRow.user, GroupStateRow.group_key],
                                               set_={"last_sent_at": stmt.excluded.last_sent_at})
