@@ -156,8 +156,16 @@ class Delivery:
 
 async def insert_outbox(conn: AsyncConnection, entries: Sequence[OutboxEntry], now_ms: int) -> None:
     """Insert notifications and their deliveries inside the caller's transaction."""
-    items = [{**e.group_item, "channels": orjson.dumps(e.group_item["channels"]).decode(),
-              "alert": orjson.dumps(e.group_item["alert"]).decode()} for e in entries if e.group_item is not None]
+    encoded: dict[int, str] = {}  # one transition's alert object is shared by every user's item: encode it once
+    items = []
+    for e in entries:
+        if e.group_item is None:
+            continue
+        alert = e.group_item["alert"]
+        text = encoded.get(id(alert))
+        if text is None:
+            text = encoded[id(alert)] = orjson.dumps(alert).decode()
+        items.append({**e.group_item, "channels": orjson.dumps(e.group_item["channels"]).decode(), "alert": text})
     if items:
         await conn.execute(insert(GroupItemRow), items)
     entries = [e for e in entries if e.group_item is None]
