@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 COOLDOWN_MEMORY_MS = 30 * 86_400_000
 HISTORY_RETENTION_MS = 90 * 86_400_000
 COMMIT_WAIT_S = 30.0  # longest an API change waits for the writer to confirm its commit
+PLAN_SLICE = 500  # (transition, user) pairs routed between two turns of the loop (~20 ms)
 
 # A queued batch: transitions, the current form of their alerts, and the future resolved once it is committed
 # (None when nobody waits: the tick's own transitions).
@@ -83,6 +84,7 @@ class AlertService:
         # transaction), announced after the commit.
         self.plan_outbox: Callable[[list[Transition]], list[OutboxEntry]] | None = None
         self.on_outbox: Callable[[list[OutboxEntry]], None] | None = None
+        self.plan_cost: Callable[[], int] = lambda: 1  # pairs one transition is routed to (the user count)
         self.windows: dict[str, MaintenanceWindow] = {}
         self._scheduler: Any = None
         self._set_maintenance: Callable[[str, bool], None] = lambda _sid, _on: None
@@ -224,7 +226,7 @@ class AlertService:
                         waiters.append(nxt[2])
                     self._queue.task_done()
                 try:
-                    outbox = self.plan_outbox(batch) if self.plan_outbox is not None else []
+                    outbox = await self._plan(batch)
                     await self.store.record(batch, current, outbox)
                 except Exception as exc:
                     log.exception("storing %d alert transitions failed; they were published but not recorded",
@@ -245,6 +247,19 @@ class AlertService:
                         log.exception("announcing %d stored notifications failed", len(outbox))
             finally:
                 self._queue.task_done()
+
+    async def _plan(self, batch: list[Transition]) -> list[OutboxEntry]:
+        """The batch's notifications, planned a slice at a time with the loop served in between: a storm of
+        a thousand transitions for a hundred users is seconds of routing."""
+        if self.plan_outbox is None:
+            return []
+        step = max(1, PLAN_SLICE // max(1, self.plan_cost()))
+        outbox: list[OutboxEntry] = []
+        for start in range(0, len(batch), step):
+            if start:
+                await asyncio.sleep(0)
+            outbox += self.plan_outbox(batch[start:start + step])
+        return outbox
 
     async def flush(self) -> None:
         await self._queue.join()

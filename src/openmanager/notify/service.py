@@ -141,6 +141,7 @@ class NotificationService:
         alerts (inhibition)."""
         alerts.plan_outbox = self.plan
         alerts.on_outbox = self.committed
+        alerts.plan_cost = lambda: len(self._users())
         self.use_engine(alerts.engine)
 
     def use_engine(self, engine: AlertEngine) -> None:
