@@ -211,3 +211,17 @@ async def test_critical_bypass_and_grouping_by_role(tmp_path: Path, hook: Webhoo
         ann = [len(n["notification"]["data"]["group"]["firing"]) for n in published
                if n["notification"]["user"] == "ann"]
         assert ann == [1, 199]
+
+
+async def test_a_rules_group_by_applies_unless_the_user_sets_one(tmp_path: Path, hook: WebhookReceiver) -> None:
+    clock, published = Clock(), []
+    engine = AlertEngine(flap_transitions=100)
+    engine.set_rules([RuleSpec.from_api({"id": "hot", "name": "Hot", "condition": "cpu > 85", "severity": "critical",
+                                         "group_by": ["rule", "server.role"]})], T0)
+    async with _service(tmp_path / "om.db", hook, clock, engine, published) as service:
+        await _subscribe(service, hook)
+        await service.set_preferences("bob", {"grouping": {"group_by": ["severity"]}})
+        entries = service.plan(_evaluate(engine, 95, T0)[:2])  # node-000 (db) and node-001 (web)
+        keys = {(e.group_item["user"], e.group_item["group_key"]) for e in entries if e.group_item is not None}
+        assert keys == {("ann", "rule=hot|server.role=db"), ("ann", "rule=hot|server.role=web"),
+                        ("bob", "severity=critical")}
