@@ -110,3 +110,12 @@ async def test_apprise_urls_are_write_only_preferences(tmp_path: Path, receiver:
             assert sorted(r.path for r in receiver.requests) == ["/", "/json"]  # ntfy posts the topic in its body
         finally:
             await service.stop()
+
+
+async def test_a_proxy_variable_stops_apprise_deliveries(receiver: WebhookReceiver,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # requests would send everything there
+    channel = AppriseChannel(loopback_guard())
+    with pytest.raises(DeliveryError, match=r"a proxy is set for https") as info:
+        await channel.send(MESSAGE, {"urls": [f"json://127.0.0.1:{receiver.port}/json"]})
+    assert not info.value.retryable and receiver.requests == []

@@ -13,8 +13,10 @@ Wire contract:
   `requests`/urllib3, whose `create_connection` is wrapped once per process so that, inside a delivery
   (a context variable that Apprise carries into its worker threads), the host is resolved once, every
   address judged by the `outbound_allow` policy, and only an address that passed is connected to
-  (redirects are new connections, judged again; with `HTTPS_PROXY` set, requests connects to the proxy,
-  which is judged instead). Outside a delivery the wrapper does nothing. A refused destination is a permanent failure
+  (redirects are new connections, judged again). requests would send through `HTTP_PROXY`/`HTTPS_PROXY`,
+  where the guard cannot see the destination, so with a proxy variable set an Apprise delivery fails
+  at once instead, naming it (webhooks and Web Push ignore those variables). Outside a delivery the
+  wrapper does nothing. A refused destination is a permanent failure
   (`apprise json://127.0.0.1:8080: refused: loopback address`);
 - Apprise reports success or failure, not the HTTP status: a failure is retryable (with the usual
   backoff; `Retry-After` is not visible through Apprise), and its detail is Apprise's own log line
@@ -33,6 +35,7 @@ import importlib.util
 import logging
 import socket
 import threading
+import urllib.request
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -242,6 +245,10 @@ class AppriseChannel:
         return origin, None
 
     def _send_blocking(self, message: Message, url: str) -> None:
+        proxies = sorted(k for k in urllib.request.getproxies() if k != "no")
+        if proxies:
+            raise DeliveryError(f"a proxy is set for {', '.join(proxies)} (HTTP(S)_PROXY): Apprise would send "
+                                f"through it, where the outbound guard cannot see", retryable=False)
         apprise = _apprise()
         if service_of(url) in _HEADER_SERVICES:
             key = quote(message.id, safe="")
