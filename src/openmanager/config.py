@@ -81,6 +81,12 @@ class Settings:
                               "Web Push: the contact (mailto: or https:) sent to push services.")
     notify_retry_limit: int = _opt(6, "Notifications: delivery attempts per channel before it is marked failed.")
     notify_retry_base: str = _opt("2s", "Notifications: first retry delay; doubles per attempt (a duration).")
+    notify_group_wait: str = _opt("30s", "Notifications: how long a new group collects alerts before its first "
+                                         "message (a duration; 0s: no grouping, one message per transition).")
+    notify_group_interval: str = _opt("5m", "Notifications: least time between two messages of one group "
+                                            "(a duration).")
+    notify_group_items_max: int = _opt(200_000, "Notifications: waiting group items read per grouping pass "
+                                                "(the rest wait for the next pass).")
     broker: str = _opt("memory", "Broker: memory (one process) or redis://[:password@]host:port/db to run several "
                                  "hub processes on one Redis (with a shared postgresql:// --db).")
     broker_prefix: str = _opt("openmanager", "Redis broker: the prefix of every key (clusters may share a Redis).")
@@ -197,7 +203,8 @@ class Settings:
             raise ConfigError("tick must be positive")
         if self.servers < 0:
             raise ConfigError("servers must be 0 or more")
-        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base"):
+        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base",
+                     "notify_group_interval"):
             try:
                 parse_duration(getattr(self, name))
             except RuleSyntaxError as exc:
@@ -212,6 +219,9 @@ class Settings:
         for name in ("socketio_ping_interval_ms", "socketio_ping_timeout_ms"):
             if not 100 <= getattr(self, name) <= 3_600_000:
                 raise ConfigError(f"{name} must be between 100 and 3600000 (ms)")
+        if self.notify_group_items_max < 1:
+            raise ConfigError("notify_group_items_max must be at least 1")
+        self.notify_group_wait_ms()
         self._validate_budget()
         self._validate_cluster()
         try:
@@ -244,6 +254,15 @@ class Settings:
         if self.otlp_max_body_bytes < 1024 or self.otlp_max_decompressed_bytes < self.otlp_max_body_bytes:
             raise ConfigError("otlp_max_body_bytes must be at least 1024, and otlp_max_decompressed_bytes at least "
                               "otlp_max_body_bytes")
+
+    def notify_group_wait_ms(self) -> int:
+        """`notify_group_wait` in ms; 0 (`0s`) turns grouping off."""
+        if self.notify_group_wait.strip() in ("0", "0s", "0m"):
+            return 0
+        try:
+            return parse_duration(self.notify_group_wait)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"notify_group_wait: {exc.message}") from exc
 
     def _validate_expression_limits(self) -> None:
         if not 1 <= self.where_max_length <= MAX_LENGTH:

@@ -173,6 +173,7 @@ class Hub:
         self.notifications: NotificationService | None = None
         self.vapid_public_key = ""
         self.users: list[str] = [ADMIN_USER]
+        self.user_roles: dict[str, str] = {ADMIN_USER: "admin"}
         self.logs: LogStore | None = None
         self.log_writer = LogWriter()  # cleaned `logs` records → the store, batched (started in start())
         self.registry.register(self.log_writer)
@@ -219,12 +220,16 @@ class Hub:
             notify_store,
             self.pipeline.publish,
             users=lambda: self.users,
+            roles=lambda: self.user_roles,
             infos=lambda: {s.info.id: s.info for s in self.state},
             channels=channels,
             retry_limit=self.settings.notify_retry_limit,
             retry_base_ms=parse_duration(self.settings.notify_retry_base),
             base_url=self.public_url,
             outbound=guard,
+            group_wait_ms=self.settings.notify_group_wait_ms(),
+            group_interval_ms=parse_duration(self.settings.notify_group_interval),
+            group_items_max=self.settings.notify_group_items_max,
         )
         await self.notifications.start(worker=False)
         self.alerts = self._new_alert_service()
@@ -268,8 +273,7 @@ class Hub:
             flap_window_ms=parse_duration(self.settings.flap_window),
         )
         if self.notifications is not None:
-            service.plan_outbox = self.notifications.plan
-            service.on_outbox = self.notifications.committed
+            self.notifications.attach(service)
         return service
 
     def _leader_jobs(self) -> None:
@@ -634,7 +638,9 @@ class Hub:
         users API changes one, and every 30 s (the `users` command changes the store directly)."""
         users = self.auth.users
         if users is not None:
-            self.users = [u.name for u in await users.list() if not u.disabled]
+            enabled = [u for u in await users.list() if not u.disabled]
+            self.users = [u.name for u in enabled]
+            self.user_roles = {u.name: u.role for u in enabled}
 
     async def users_changed(self) -> None:
         """The users API changed an account: refresh here and in the cluster's other processes."""

@@ -137,6 +137,9 @@ export interface Rule {
   fleet?: boolean;
   enabled?: boolean;
   description?: string | null;
+  family?: string;
+  group_by?: string[];
+  escalation?: { steps: { after: string; users: string[]; channels?: string[] }[]; repeat?: string } | null;
   created_at?: number;
   updated_at?: number;
   created_by?: string;
@@ -169,6 +172,8 @@ export interface ChannelPrefs {
   format?: string;
   url_set?: boolean;
   secret_set?: boolean;
+  urls_set?: boolean;
+  services?: string[];
 }
 
 export interface Preferences {
@@ -178,6 +183,7 @@ export interface Preferences {
   muted_rules: string[];
   quiet_hours: { start: string; end: string; timezone: string; critical_bypass: boolean } | null;
   digest: { mode: "off" | "hourly" | "daily"; at: string; timezone: string };
+  grouping?: { group_by: string[] | null; critical_bypass: boolean };
 }
 
 export interface Me {

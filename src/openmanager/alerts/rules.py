@@ -3,7 +3,12 @@ engine evaluates, and the default rule pack. Pure: no I/O.
 
 A rule on the wire:
 `{"name", "condition", "severity", "action", "for"?, "cooldown"?, "scope"?, "fleet"?, "clear"?, "repeat"?,
-"enabled"?}`. Durations are strings (`"90s"`, `"5m"`); `"0"`/`"0s"` are allowed for `for` and `repeat`.
+"enabled"?, "family"?, "group_by"?, "escalation"?}`. `family` names what the rule watches, for inhibition
+(docs/notifications.md): by default the metric its condition reads (`cpu`, `status`), or its id when it
+reads several or none, so a pack's warning and critical rules for one metric share a family. `group_by`
+overrides the default grouping labels of its notifications (`notify/grouping.py`); `escalation` is an
+escalation policy (`alerts/escalation.py`). Durations are
+strings (`"90s"`, `"5m"`); `"0"`/`"0s"` are allowed for `for` and `repeat`.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from openmanager.alerts.escalation import EscalationPolicy
 from openmanager.core.bounds import MAX_TEXT as MAX_DURATION_TEXT
 from openmanager.core.bounds import shown
 from openmanager.core.errors import RuleSyntaxError, ValidationError
+from openmanager.core.grouping import parse_group_by
 from openmanager.core.model import ServerInfo
-from openmanager.core.rules import Condition, compile_condition, parse_duration
+from openmanager.core.rules import Condition, compile_condition, format_duration, parse_duration
 
 __all__ = [
     "ACTIONS",
@@ -25,6 +32,7 @@ __all__ = [
     "SEVERITIES",
     "CompiledRule",
     "RuleSpec",
+    "default_family",
     "format_duration",
     "parse_rule_duration",
     "severity_rank",
@@ -38,19 +46,13 @@ MAX_TEXT = 4096
 MAX_DURATION_MS = 30 * 86_400_000
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _KEYS = frozenset({"id", "name", "condition", "severity", "action", "for", "cooldown", "scope", "fleet", "clear",
-                   "repeat", "enabled", "description"})
+                   "repeat", "enabled", "description", "family", "group_by",
+                   "escalation"})
+_FAMILY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
-
-
-def format_duration(ms: int) -> str:
-    """The shortest exact duration text: 60000 → `1m`, 90000 → `90s`, 0 → `0s`."""
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms / 1000:g}s"
 
 
 def _invalid(message: str) -> ValidationError:
@@ -117,6 +119,9 @@ class RuleSpec:
     repeat_ms: int = 0
     enabled: bool = True
     description: str = ""
+    family: str = ""  # "" only before from_api fills it in: see `default_family`
+    group_by: tuple[str, ...] = ()  # empty: the user's or the default grouping
+    escalation: EscalationPolicy | None = None
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any], *, rule_id: str | None = None) -> RuleSpec:
@@ -153,6 +158,15 @@ class RuleSpec:
             raise _invalid(f"description must be a string of at most {MAX_TEXT} characters")
         condition = _condition(body, "condition", fleet=fleet, required=True)
         assert condition is not None
+        family = body.get("family")
+        if family in (None, ""):
+            family = default_family(condition, fleet=fleet, rule_id=rid)
+        elif not isinstance(family, str) or not _FAMILY_RE.match(family):
+            raise _invalid("family must be 1-64 letters, digits, '_', '.', ':' or '-'")
+        group_by: tuple[str, ...] = ()
+        if body.get("group_by") not in (None, []):
+            group_by = parse_group_by(body["group_by"], "group_by", code="invalid_rule")
+        escalation = None if body.get("escalation") is None else EscalationPolicy.from_api(body["escalation"])
         return cls(
             id=rid,
             name=name.strip(),
@@ -167,6 +181,9 @@ class RuleSpec:
             repeat_ms=parse_rule_duration(body, "repeat", 0, zero_ok=True),
             enabled=enabled,
             description=description,
+            family=family,
+            group_by=group_by,
+            escalation=escalation,
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -189,7 +206,18 @@ class RuleSpec:
             out["repeat"] = format_duration(self.repeat_ms)
         if self.description:
             out["description"] = self.description
+        out["family"] = self.family
+        if self.group_by:
+            out["group_by"] = list(self.group_by)
+        if self.escalation is not None:
+            out["escalation"] = self.escalation.to_api()
         return out
+
+
+def default_family(condition: str, *, fleet: bool, rule_id: str) -> str:
+    """The metric `condition` reads when it reads exactly one (`cpu > 85` → `cpu`), else `rule_id`."""
+    fields = compile_condition(condition, fleet=fleet).fields
+    return next(iter(fields)) if len(fields) == 1 else rule_id
 
 
 @dataclass(slots=True)

@@ -75,6 +75,14 @@ async def test_notification(request: Request) -> dict[str, Any]:
     return await _service(request).test_notification(_user(request))
 
 
+@router.post("/me/test-notification/{channel}")
+async def test_channel(request: Request, channel: str) -> dict[str, Any]:
+    """Send a test through one of the caller's channels now and answer with what its provider said:
+    `{"channel", "ok", "detail"}` (200 whether or not it was accepted; 404 for an unknown channel, 429
+    `rate_limited` within 5 s of the last test of that channel)."""
+    return await _service(request).test_channel(_user(request), channel)
+
+
 @router.get("/push/vapid-public-key")
 async def vapid_public_key(request: Request) -> dict[str, str]:
     """The `applicationServerKey` for `PushManager.subscribe()` (base64url)."""

@@ -65,6 +65,11 @@ export function rulesView(ctx: Ctx, params: string[]): View {
     const enabled = h("input", { id: "rule-enabled", type: "checkbox" });
     enabled.checked = rule.enabled !== false;
     const description = h("textarea", { id: "rule-description", value: rule.description ?? "", attrs: { rows: "2" } });
+    const family = text("rule-family", rule.family ?? "", t("rules.familyDefault"));
+    const groupBy = text("rule-group-by", (rule.group_by ?? []).join(", "), "rule, severity");
+    const escalation = h("textarea", { id: "rule-escalation", attrs: { rows: "3", spellcheck: "false",
+      placeholder: '{"steps": [{"after": "10m", "users": ["oncall"]}], "repeat": "30m"}' },
+      value: rule.escalation ? JSON.stringify(rule.escalation) : "" });
     const result = h("div", { class: "backtest", aria: { live: "polite" } });
 
     const body = (): Rule => {
@@ -76,10 +81,18 @@ export function rulesView(ctx: Ctx, params: string[]): View {
       if (scope.value.trim()) r.scope = scope.value.trim();
       if (repeat.value.trim()) r.repeat = repeat.value.trim();
       if (description.value.trim()) r.description = description.value.trim();
+      if (family.value.trim()) r.family = family.value.trim();
+      const labels = groupBy.value.split(",").map((x) => x.trim()).filter((x) => x);
+      if (labels.length) r.group_by = labels;
+      if (escalation.value.trim()) r.escalation = JSON.parse(escalation.value) as Rule["escalation"];  // a SyntaxError is shown
       return r;
     };
     // A 400 names the field first ("condition: ... at position 6"): show it where it belongs.
     const showSaveError = (error: ApiError) => {
+      if (error instanceof SyntaxError) {  // the escalation field's JSON, parsed by body()
+        toast(t("rules.escalationJson", { message: (error as SyntaxError).message }), "error");
+        return;
+      }
       const target = /^\s*clear\b/.test(error.message) ? clear : /^\s*scope\b/.test(error.message) ? scope
         : error.position !== null || /^\s*condition\b/.test(error.message) ? condition : null;
       if (target) target.showError({ message: error.message, position: error.position });
@@ -99,6 +112,9 @@ export function rulesView(ctx: Ctx, params: string[]): View {
       h("div", { class: "row checks" },
         h("label", { class: "check" }, fleet, t("rules.fleet")), h("label", { class: "check" }, enabled, t("rules.enabled"))),
       field("rule-description", t("rules.description"), description),
+      h("fieldset", null, h("legend", { text: t("rules.notifications") }),
+        h("div", { class: "row" }, field("rule-family", t("rules.family"), family), field("rule-group-by", t("rules.groupBy"), groupBy)),
+        field("rule-escalation", t("rules.escalation"), escalation)),
       rule.updated_at ? h("p", { class: "muted" }, data(rule.created_by ?? ""), ` · ${dateTime(rule.updated_at)}`) : null,
       h("div", { class: "actions" }, save, backtest, remove),
       result);

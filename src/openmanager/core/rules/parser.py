@@ -302,3 +302,11 @@ def _tok(child: Tree[Token] | Token) -> Token:
 def _with_pos(expr: Expr, pos: int) -> Expr:
     """The same node starting at `pos` (used so a parenthesised expression starts at its '(')."""
     return replace(expr, pos=pos)
+
+
+def format_duration(ms: int) -> str:
+    """The shortest exact duration text: 60000 → `1m`, 90000 → `90s`, 0 → `0s`."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms / 1000:g}s"
