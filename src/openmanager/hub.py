@@ -126,8 +126,9 @@ class Hub:
         self.queue_limits = QueueLimits(settings.queue_max_messages, settings.queue_max_bytes)
         tick_ms = max(1, int(settings.tick * 1000))
         capacity = max(1, parse_duration(settings.memory_history) // tick_ms)
-        self.history = FleetHistory(capacity)
-        self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms)
+        self.history = FleetHistory(capacity, settings.max_series)
+        self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms,
+                                series=settings.series_policy())
         limits = HistoryLimits(
             parse_duration(settings.history_max_age), settings.history_max_events, settings.history_max_bytes
         )

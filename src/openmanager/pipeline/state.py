@@ -8,11 +8,12 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from openmanager.core.history import FleetHistory, SeriesRing
 from openmanager.core.model import Sample, ServerInfo, Status
+from openmanager.core.series import SeriesCleaner, SeriesPolicy
 from openmanager.core.status import StatusPolicy
 
 
@@ -24,16 +25,21 @@ class ServerState:
     status: Status
     last_seen: int  # hub clock when the latest sample arrived, ms
     problem: str | None = None  # why its source gets no samples, as the source reported it
+    series: dict[str, float] = field(default_factory=dict)  # labelled series of the latest sample, by key
+    series_dropped: int = 0  # series the latest sample had beyond the policy (invalid, excluded, over the cap)
 
     def wire(self) -> dict[str, Any]:
-        """The server's sample as the `metrics` topic carries it."""
+        """The server's sample as the `metrics` topic carries it (headline values only)."""
         out: dict[str, Any] = dict(self.values)
         out["status"] = self.status.value
         return out
 
     def to_api(self) -> dict[str, Any]:
         out = self.info.to_dict()
-        out.update(status=self.status.value, last_seen=self.last_seen or None, sample=self.wire())
+        out.update(status=self.status.value, last_seen=self.last_seen or None, sample=self.wire(),
+                   series=dict(self.series))
+        if self.series_dropped:
+            out["series_dropped"] = self.series_dropped
         if self.problem is not None:
             out["problem"] = self.problem
         return out
@@ -98,9 +104,11 @@ class FleetState:
         *,
         tick_ms: int = 1000,
         clock: Callable[[], float] = time.time,
+        series: SeriesPolicy | None = None,
     ) -> None:
         self.policy = policy
         self.history = history
+        self.series_cleaner = SeriesCleaner(series or SeriesPolicy(max_series=history.max_series))
         self.tick_ms = tick_ms
         self._clock = clock
         self.servers: dict[str, ServerState] = {}
@@ -124,11 +132,13 @@ class FleetState:
             self.register(ServerInfo(id=sample.server, hostname=sample.server))
             state = self.servers[sample.server]
         state.values = sample.values
+        state.series = sample.series
+        state.series_dropped = sample.series_dropped
         state.ts = sample.ts
         state.last_seen = self.now_ms()
         if state.status is not Status.MAINTENANCE:
             state.status = self.policy.derive(sample.values)
-        self.history.append(sample.server, sample.ts, sample.values)
+        self.history.append(sample.server, sample.ts, sample.values, sample.series)
         return state
 
     def mirror(self, server_id: str, ts: int, wire: Mapping[str, Any]) -> None:
