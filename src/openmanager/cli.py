@@ -109,6 +109,7 @@ def serve(
     series_exclude_mounts: Annotated[list[str] | None, _opt("series_exclude_mounts")] = None,
     series_exclude_interfaces: Annotated[list[str] | None, _opt("series_exclude_interfaces")] = None,
     series_exclude_fstypes: Annotated[list[str] | None, _opt("series_exclude_fstypes")] = None,
+    series_exclude_devices: Annotated[list[str] | None, _opt("series_exclude_devices")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,

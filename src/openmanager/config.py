@@ -21,6 +21,7 @@ from openmanager.core.model import METRIC_NAMES
 from openmanager.core.netguard import parse_allow_list
 from openmanager.core.rules import MAX_LENGTH, Limits, parse_duration
 from openmanager.core.series import (
+    DEFAULT_EXCLUDE_DEVICES,
     DEFAULT_EXCLUDE_FSTYPES,
     DEFAULT_EXCLUDE_INTERFACES,
     DEFAULT_EXCLUDE_MOUNTS,
@@ -141,6 +142,9 @@ class Settings:
     series_exclude_fstypes: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_FSTYPES, "Filesystem types the local source "
                                                    "reports no series for (replaces the default: virtual "
                                                    "filesystems).")
+    series_exclude_devices: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_DEVICES, "Block devices whose disk I/O series "
+                                                   "are dropped (fnmatch patterns; replaces the default: loop, RAM "
+                                                   "and zram devices, optical and floppy drives).")
     subscriptions_per_connection: int = _opt(128, "Per connection: most subscriptions at once; one more is "
                                                    "refused (error too_many_subscriptions).")
 
@@ -306,7 +310,7 @@ class Settings:
     def series_policy(self) -> SeriesPolicy:
         """Which labelled series a server may have (`core.series`)."""
         return SeriesPolicy(self.max_series, self.series_exclude_mounts, self.series_exclude_interfaces,
-                            self.series_exclude_fstypes)
+                            self.series_exclude_fstypes, self.series_exclude_devices)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -86,7 +86,7 @@ def build_sources(settings: Settings) -> list[Source]:
         try:
             from openmanager.sources.local import LocalSource
 
-            sources.append(LocalSource(tick_s=settings.tick))
+            sources.append(LocalSource(tick_s=settings.tick, policy=settings.series_policy()))
         except Exception:
             log.exception("local source failed to load; disabled")
     if settings.scrape:
@@ -98,7 +98,7 @@ def build_sources(settings: Settings) -> list[Source]:
             tick_ms = max(1, int(settings.tick * 1000))
             offline_after_s = settings.status_policy().offline_after_ms(tick_ms) / 1000
             targets = prometheus.parse_scrape_targets(settings.scrape, offline_after_s=offline_after_s)
-            sources.append(prometheus.PrometheusSource(targets))
+            sources.append(prometheus.PrometheusSource(targets, policy=settings.series_policy()))
     if settings.log_file:
         try:
             from pathlib import Path

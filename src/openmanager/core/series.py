@@ -33,6 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DEFAULT_EXCLUDE_DEVICES",
     "DEFAULT_EXCLUDE_FSTYPES",
     "DEFAULT_EXCLUDE_INTERFACES",
     "DEFAULT_EXCLUDE_MOUNTS",
@@ -70,8 +71,10 @@ DEFAULT_EXCLUDE_MOUNTS: tuple[str, ...] = (
 # Loopback, and the virtual interfaces of container runtimes, bridges and overlays.
 DEFAULT_EXCLUDE_INTERFACES: tuple[str, ...] = (
     "lo", "lo0", "docker*", "veth*", "br-*", "virbr*", "cni*", "flannel*", "cali*", "vxlan*", "kube-*",
-    "podman*", "tunl*", "weave*", "cilium*", "lxc*",
+    "podman*", "tunl*", "weave*", "cilium*", "lxc*", "ifb*", "dummy*",
 )
+# Block devices that are not disks: loop mounts (snaps, images), RAM disks, compressed swap, optical, floppy.
+DEFAULT_EXCLUDE_DEVICES: tuple[str, ...] = ("loop*", "ram*", "zram*", "sr*", "fd*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,7 @@ class SeriesPolicy:
     exclude_mounts: tuple[str, ...] = DEFAULT_EXCLUDE_MOUNTS
     exclude_interfaces: tuple[str, ...] = DEFAULT_EXCLUDE_INTERFACES
     exclude_fstypes: tuple[str, ...] = DEFAULT_EXCLUDE_FSTYPES
+    exclude_devices: tuple[str, ...] = DEFAULT_EXCLUDE_DEVICES
 
     def __post_init__(self) -> None:
         if self.max_series < 0:
@@ -168,12 +172,17 @@ class SeriesPolicy:
     def keeps_interface(self, name: str) -> bool:
         return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude_interfaces)
 
+    def keeps_device(self, name: str) -> bool:
+        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude_devices)
+
     def keeps(self, spec: SeriesSpec, value: str) -> bool:
-        """Whether a series labelled `value` passes the mount and interface exclusions."""
+        """Whether a series labelled `value` passes the mount, interface and device exclusions."""
         if spec.label == "mount":
             return self.keeps_mount(value)
         if spec.label == "interface":
             return self.keeps_interface(value)
+        if spec.label == "device":
+            return self.keeps_device(value)
         return True
 
 
