@@ -114,3 +114,11 @@ def test_clean_sample_keeps_series_beside_the_headline_values() -> None:
 def test_policy_refuses_a_negative_cap() -> None:
     with pytest.raises(ValueError):
         SeriesPolicy(max_series=-1)
+
+
+def test_delta_quantizes_a_series_as_its_metric() -> None:
+    from openmanager.core.delta import quantize
+
+    assert quantize("net_in:interface=eth0", 123_456.7) == quantize("net_in", 123_456.7) == 123_000
+    assert quantize("disk:mount=/var", 91.26) == 91.3
+    assert quantize("temperature:sensor=x", 41.26) == 41.26  # no headline: as it came

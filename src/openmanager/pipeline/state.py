@@ -203,6 +203,14 @@ class FleetState:
         state = self.servers.get(server_id)
         return state.info if state else None
 
+    def latest_series(self, server_id: str) -> Mapping[str, float]:
+        """The server's labelled series of its latest sample; empty for an unknown or offline server (its
+        series are stale, as its values are to the rules)."""
+        state = self.servers.get(server_id)
+        if state is None or state.status is Status.OFFLINE:
+            return {}
+        return state.series
+
     def context(
         self, server_id: str, sample: Mapping[str, Any] | None = None, ts: int | None = None
     ) -> _ServerContext | None:
