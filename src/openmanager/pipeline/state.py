@@ -73,12 +73,29 @@ class _ServerContext:
     def latest(self, field: str) -> float | str | None:
         if self._sample is not None:
             value = self._sample.get(field)
+            if value is None and ":" in field:  # a series the event does not carry: the server's latest
+                value = self._state.series.get(field)
             return value if isinstance(value, float | int | str) and not isinstance(value, bool) else None
         if field == "status":
             return self._state.status.value
         if self._state.status is Status.OFFLINE:  # its last values are stale: unknown, not "still 95%"
             return None
-        return self._state.values.get(field)
+        value = self._state.values.get(field)
+        if value is None and ":" in field:  # a labelled series, `disk:mount=/var`
+            return self._state.series.get(field)
+        return value
+
+    def labelled(self, metric: str) -> Mapping[str, float]:
+        """The server's latest series of `metric` by label value (as of the event's sample when given:
+        its series fields, when it carries them; else the server's latest)."""
+        if self._sample is None and self._state.status is Status.OFFLINE:
+            return {}
+        source: Mapping[str, Any] = self._state.series
+        if self._sample is not None and any(":" in k for k in self._sample):
+            source = self._sample
+        prefix = metric + ":"
+        return {k.partition("=")[2]: float(v) for k, v in source.items()
+                if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)}
 
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
         if self._ring is None:

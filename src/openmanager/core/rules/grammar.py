@@ -5,7 +5,9 @@ function names) are case-insensitive regex terminals with a higher priority than
 word boundary, so `order` or `not_ready` still lex as field names; FIELD never matches a bare
 AND/OR/NOT, so a misplaced logical keyword is reported as itself. Function names are recognised
 only when followed by a word boundary; whether a function may be used where it appears is decided by
-the type checker, not the grammar.
+the type checker, not the grammar. Labelled series: `disk{mount="/var"}` (one series), `disk{}` (all of a
+server's), `max(disk{})` (one argument: over the series), `any(...)` / `all(...)`; `any` and `all` are
+keywords.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ GRAMMAR = r"""
      | STRING -> string
      | FIELD -> field
      | WINDOW_FN LPAR FIELD COMMA DURATION RPAR -> window
+     | FIELD LBRACE LABEL_MATCH RBRACE -> selector
+     | FIELD LBRACE RBRACE -> vector
+     | WINDOW_FN LPAR FIELD LBRACE LABEL_MATCH RBRACE COMMA DURATION RPAR -> window_selector
+     | WINDOW_FN LPAR FIELD LBRACE RBRACE RPAR -> reduce
+     | QUANTIFIER LPAR condition RPAR -> quantified
      | FLEET_FN LPAR FIELD RPAR -> fleet_fn
      | COUNT LPAR condition RPAR -> count
      | LPAR condition RPAR -> paren
@@ -40,10 +47,12 @@ NOT.2: /not\b/i
 COUNT.2: /count\b/i
 WINDOW_FN.2: /(avg|min|max|last|rate|delta|p95)\b/i
 FLEET_FN.2: /fleet_(avg|min|max|p95)\b/i
+QUANTIFIER.2: /(any|all)\b/i
 
 DURATION.2: /[0-9]+(\.[0-9]+)?[smhd]\b/
 NUMBER: /([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?/
 STRING: /"([^"\\\n]|\\.)*"/
+LABEL_MATCH: /[A-Za-z_][A-Za-z0-9_]*[ \t]*=[ \t]*"([^"\\\n]|\\.)*"/
 FIELD: /(?!(?i:and|or|not)\b)[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_][A-Za-z0-9_.\-]*)?/
 
 COMP_OP: /<=|>=|==|!=|<|>/
@@ -54,6 +63,8 @@ SLASH: "/"
 LPAR: "("
 RPAR: ")"
 COMMA: ","
+LBRACE: "{"
+RBRACE: "}"
 
 %ignore /\s+/
 """

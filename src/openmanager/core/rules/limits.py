@@ -12,16 +12,22 @@ NOT / unary minus directly in front of it or of the operand in hand. That count 
 the parser measures afterwards, so the pre-scan refuses nothing the parser would accept.
 
 `cost(expr, limits)` prices an expression per server evaluation: 1 per node, plus, for a window
-function, the samples it scans (`min(window, scan_ms) / sample_ms`, at least 1).
+function, the samples it scans (`min(window, scan_ms) / sample_ms`, at least 1); over labelled series,
+`max(disk{})` the series it reads and `any(...)` / `all(...)` its condition once per series
+(`SERIES_FANOUT`, the default cap of series per server).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from openmanager.core.errors import RuleSyntaxError
-from openmanager.core.rules.nodes import Expr, Window, children
+from openmanager.core.rules.nodes import Expr, Quantified, Reduce, Window, children
+from openmanager.core.series import DEFAULT_MAX_SERIES
+
+SERIES_FANOUT = DEFAULT_MAX_SERIES
+"""Series a `max(disk{})` or an `any()` is priced to read per server."""
 
 DAY_MS = 86_400_000
 
@@ -160,6 +166,10 @@ def cost(expr: Expr, limits: Limits = RULE_LIMITS) -> int:
         total += 1
         if isinstance(node, Window):
             total += limits.window_points(node.duration_ms)
+        elif isinstance(node, Reduce):
+            total += SERIES_FANOUT
+        elif isinstance(node, Quantified):  # the condition (priced below, once) runs once per series
+            total += (SERIES_FANOUT - 1) * cost(node.condition, replace(limits, max_cost=2**62))
         if total > limits.max_cost:
             raise RuleSyntaxError(
                 f"expression costs more than the limit of {limits.max_cost} per evaluation (a window "
@@ -168,3 +178,4 @@ def cost(expr: Expr, limits: Limits = RULE_LIMITS) -> int:
             )
         stack.extend(reversed(children(node)))
     return total
+

@@ -35,11 +35,16 @@ from openmanager.core.rules.nodes import (
     Neg,
     Not,
     Number,
+    Quantified,
+    Reduce,
+    SeriesQuantifier,
     String,
+    Vector,
     Window,
     WindowFunction,
     depth,
 )
+from openmanager.core.series import label_value
 
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
@@ -151,8 +156,11 @@ def _translate(exc: UnexpectedInput, text: str) -> RuleSyntaxError:
         pos = token.start_pos if token.start_pos is not None else 0
         if exc.expected == {"DURATION"}:
             return RuleSyntaxError(f"expected a duration such as 5m, got {_shown(str(token))}", pos)
-        if exc.expected and exc.expected <= _PUNCTUATION.keys():
-            wanted = " or ".join(sorted(_PUNCTUATION[name] for name in exc.expected))
+        expected = set(exc.expected or ())
+        if "COMMA" in expected:  # `avg(cpu 5m)`: the comma is missing (not a `{` of a labelled series)
+            expected.discard("LBRACE")
+        if expected and expected <= _PUNCTUATION.keys():
+            wanted = " or ".join(sorted(_PUNCTUATION[name] for name in expected))
             return RuleSyntaxError(f"expected {wanted}, got {_shown(str(token))}", pos)
         return RuleSyntaxError(f"unexpected {_shown(str(token))}", pos)
     if isinstance(exc, UnexpectedCharacters):
@@ -205,19 +213,27 @@ class _Builder:
                 return Field(str(tok), tok.start_pos or 0)
             case "window":
                 fn, field, dur = _tok(kids[0]), _tok(kids[2]), _tok(kids[4])
-                duration_ms = _duration_ms(str(dur), dur.start_pos or 0)
-                if duration_ms > self.max_window_ms:
-                    raise RuleSyntaxError(
-                        f"window {_shown(str(dur))} is longer than the history kept "
-                        f"({_format_days(self.max_window_ms)})",
-                        dur.start_pos or 0,
-                    )
                 return Window(
                     cast(WindowFunction, str(fn).lower()),
                     Field(str(field), field.start_pos or 0),
-                    duration_ms,
+                    self._window_ms(dur),
                     fn.start_pos or 0,
                 )
+            case "selector":
+                return self._selector(_tok(kids[0]), _tok(kids[2]))
+            case "vector":
+                metric = _tok(kids[0])
+                return Vector(str(metric), metric.start_pos or 0)
+            case "window_selector":
+                fn, dur = _tok(kids[0]), _tok(kids[7])
+                return Window(cast(WindowFunction, str(fn).lower()), self._selector(_tok(kids[2]), _tok(kids[4])),
+                              self._window_ms(dur), fn.start_pos or 0)
+            case "reduce":
+                fn = _tok(kids[0])
+                return Reduce(cast(WindowFunction, str(fn).lower()), str(_tok(kids[2])), fn.start_pos or 0)
+            case "quantified":
+                q = _tok(kids[0])
+                return Quantified(cast(SeriesQuantifier, str(q).lower()), self.build(kids[2]), q.start_pos or 0)
             case "fleet_fn":
                 fn, field = _tok(kids[0]), _tok(kids[2])
                 return FleetAggregate(
@@ -251,6 +267,28 @@ class _Builder:
                 return result
             case other:  # pragma: no cover - the grammar has no other rules
                 raise AssertionError(f"unexpected rule {other!r}")
+
+    def _window_ms(self, dur: Token) -> int:
+        duration_ms = _duration_ms(str(dur), dur.start_pos or 0)
+        if duration_ms > self.max_window_ms:
+            raise RuleSyntaxError(
+                f"window {_shown(str(dur))} is longer than the history kept ({_format_days(self.max_window_ms)})",
+                dur.start_pos or 0,
+            )
+        return duration_ms
+
+    @staticmethod
+    def _selector(metric: Token, match: Token) -> Field:
+        """`disk{mount="/var"}` as the field of its series key, `disk:mount=/var` (whether `disk` has
+        series labelled `mount` is the type checker's to say). The value is spelled as the sources spell
+        label values (`core.series.label_value`: `/media/My Disk` is `/media/My_Disk`)."""
+        label, _, quoted = str(match).partition("=")
+        body = quoted.strip()[1:-1]
+        pos = match.start_pos or 0
+        if not body:
+            raise RuleSyntaxError(f"{label.strip()} needs a value, e.g. {label.strip()}=\"/var\"", pos)
+        value = label_value(_unescape(body))
+        return Field(f"{metric}:{label.strip()}={value}", metric.start_pos or 0)
 
 
 def _shown(text: str, limit: int = 32) -> str:
