@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from openmanager.core.model import clean_sample
 from openmanager.core.series import SeriesCleaner
 from openmanager.sources.simulator import FleetSimulator
@@ -26,6 +28,9 @@ def test_every_server_has_mounts_and_interfaces_that_add_up_to_its_headlines() -
                 per = [v for k, v in series.items() if k.startswith(f"{metric}:")]
                 assert sum(per) == values[metric]
                 assert len(per) == (2 if roles[sample.server] in ("database", "storage", "gateway") else 1)
+            cores = [v for k, v in series.items() if k.startswith("cpu:")]
+            assert len(cores) in (4, 8, 16) and max(cores) > values["cpu"] * 1.05  # one core runs hotter
+            assert sum(cores) / len(cores) == pytest.approx(values["cpu"], abs=0.1)  # unless clamped at 100
             cleaned = clean_sample(sample)
             assert cleaned is not None and cleaned.series == series and cleaned.values == values
 

@@ -6,10 +6,10 @@ per metric (NaN where the sample had no value). 5,000 servers at a 1 s tick for 
 
 Labelled series (`core.series`: `disk:mount=/var`, ...) get a float32 column each, created when a key is
 first appended (NaN before it), at most `max_series` per ring: `capacity * 4` bytes per series, so an
-hour of 1 s samples costs 14 KiB per series, 141 MiB for 1,000 servers with 10 series each (measured in
-tests/core/test_history_series.py). When a new key arrives at a full ring, the column written least
-recently is reused if that key is absent from the new point (a mount that went away), else the new key
-is not kept.
+hour of 1 s samples costs 14 KiB per series, 138 MiB for 1,000 servers with 10 series each (measured:
+tests/core/test_history_series.py, bench/series.py). When a new key arrives at a full ring, the column
+whose newest value is oldest among the keys absent from the new point (a mount that went away) is
+reused, else the new key is not kept.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class SeriesRing:
     Labelled series columns are keyed by series key and read like metrics (`series("disk:mount=/var", ...)`);
     `points` yields them beside the metrics, so roll-ups keep them too."""
 
-    __slots__ = ("_cols", "_count", "_extra", "_extra_last", "_head", "_ts", "capacity", "max_series")
+    __slots__ = ("_cols", "_count", "_extra", "_head", "_ts", "capacity", "max_series")
 
     def __init__(self, capacity: int, max_series: int = DEFAULT_MAX_SERIES) -> None:
         if capacity < 1:
@@ -43,7 +43,6 @@ class SeriesRing:
         self._ts = array("q", bytes(8 * capacity))
         self._cols = {name: array("f", [_NAN]) * capacity for name in METRIC_NAMES}
         self._extra: dict[str, array[float]] = {}  # series key -> column
-        self._extra_last: dict[str, int] = {}  # series key -> ts of its newest value
         self._head = 0  # index of the next write
         self._count = 0
 
@@ -51,16 +50,25 @@ class SeriesRing:
         """The keys of the labelled series this ring holds a column for, sorted."""
         return sorted(self._extra)
 
+    def _newest(self, col: array[float]) -> int:
+        """How many points back the column's newest value is (`capacity` when it has none)."""
+        for back in range(self._count):
+            value = col[(self._head - 1 - back) % self.capacity]
+            if value == value:  # not NaN
+                return back
+        return self.capacity
+
     def _column_for(self, key: str, present: Mapping[str, float]) -> array[float] | None:
+        """A column for a new key: a fresh one while under `max_series`, else the one written least
+        recently among the keys absent from the point being appended (None if every one is present)."""
         if len(self._extra) < self.max_series:
             col = self._extra[key] = array("f", [_NAN]) * self.capacity
             return col
-        stale = min((k for k in self._extra_last if k not in present), key=self._extra_last.__getitem__,
+        stale = max((k for k in self._extra if k not in present), key=lambda k: self._newest(self._extra[k]),
                     default=None)
         if stale is None:
             return None
         col = self._extra.pop(stale)
-        del self._extra_last[stale]
         for i in range(self.capacity):
             col[i] = _NAN
         self._extra[key] = col
@@ -78,18 +86,17 @@ class SeriesRing:
         self._ts[i] = ts
         for name, col in self._cols.items():
             col[i] = values.get(name, _NAN)
-        if series or self._extra:
+        extra = self._extra
+        if series or extra:
             present = series or {}
-            for key, col in self._extra.items():
+            for key, col in extra.items():
                 col[i] = present.get(key, _NAN)
-            last = self._extra_last
-            for key, value in present.items():
-                if key not in self._extra:
-                    new = self._column_for(key, present)
-                    if new is None:
-                        continue
-                    new[i] = value
-                last[key] = ts
+            if not present.keys() <= extra.keys():
+                for key, value in present.items():
+                    if key not in extra:
+                        new = self._column_for(key, present)
+                        if new is not None:
+                            new[i] = value
         self._head = (i + 1) % self.capacity
         self._count = min(self._count + 1, self.capacity)
 

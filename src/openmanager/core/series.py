@@ -196,6 +196,8 @@ class CleanedSeries:
 
 
 _CACHE_LIMIT = 65_536
+_MISSING = object()
+_Verdict = tuple[int, str, float, float, int]  # catalogue order, label value, low, high, precision
 
 
 @dataclass(slots=True)
@@ -204,20 +206,18 @@ class SeriesCleaner:
     emptied when it holds `_CACHE_LIMIT` keys), so the steady state costs one dict lookup per series."""
 
     policy: SeriesPolicy = field(default_factory=SeriesPolicy)
-    _verdicts: dict[str, tuple[int, SeriesSpec, str] | None] = field(default_factory=dict)
+    _verdicts: dict[object, _Verdict | None] = field(default_factory=dict)
 
-    def _verdict(self, key: str) -> tuple[int, SeriesSpec, str] | None:
-        try:
-            return self._verdicts[key]
-        except KeyError:
-            pass
-        verdict: tuple[int, SeriesSpec, str] | None
-        try:
-            spec, value = parse_series_key(key)
-        except ValueError:
-            verdict = None
-        else:
-            verdict = (_ORDER[spec.metric], spec, value) if self.policy.keeps(spec, value) else None
+    def _verdict(self, key: object) -> _Verdict | None:
+        verdict: _Verdict | None = None
+        if isinstance(key, str):
+            try:
+                spec, value = parse_series_key(key)
+            except ValueError:
+                pass
+            else:
+                if self.policy.keeps(spec, value):
+                    verdict = (_ORDER[spec.metric], value, spec.low, spec.high, spec.precision)
         if len(self._verdicts) >= _CACHE_LIMIT:
             self._verdicts.clear()
         self._verdicts[key] = verdict
@@ -229,27 +229,45 @@ class SeriesCleaner:
         kept, so which survive does not depend on the order a source listed them."""
         if not raw:
             return CleanedSeries({})
-        kept: list[tuple[int, str, str, float]] = []
+        verdicts = self._verdicts
+        out: dict[str, float] = {}
         dropped = 0
         for key, rawv in raw.items():
-            verdict = self._verdict(key) if isinstance(key, str) else None
-            if verdict is None or isinstance(rawv, bool) or not isinstance(rawv, int | float):
+            found = verdicts.get(key, _MISSING)
+            verdict: _Verdict | None = self._verdict(key) if found is _MISSING else found  # type: ignore[assignment]
+            if verdict is None:
                 dropped += 1
                 continue
-            value = float(rawv)
-            if not math.isfinite(value):
+            kind = type(rawv)
+            if kind is float:
+                value: float = rawv  # type: ignore[assignment]
+            elif kind is int:
+                value = float(rawv)  # type: ignore[arg-type]
+            else:
                 dropped += 1
                 continue
-            order, spec, label = verdict
-            value = min(max(value, spec.low), spec.high)
-            value = round(value, spec.precision) if spec.precision else float(round(value))
-            kept.append((order, label, key, value))
+            if value != value or value == _INF or value == -_INF:
+                dropped += 1
+                continue
+            _, _, low, high, precision = verdict
+            if value < low:
+                value = low
+            elif value > high:
+                value = high
+            out[key] = round(value, precision) if precision else float(round(value))
         cap = self.policy.max_series
-        if len(kept) > cap:
-            kept.sort()
-            dropped += len(kept) - cap
-            kept = kept[:cap]
-        return CleanedSeries({key: value for _, _, key, value in kept}, dropped)
+        if len(out) > cap:
+            ranked = sorted(out, key=lambda k: _rank(verdicts[k]))
+            dropped += len(out) - cap
+            out = {k: out[k] for k in ranked[:cap]}
+        return CleanedSeries(out, dropped)
+
+
+_INF = math.inf
+
+
+def _rank(verdict: _Verdict | None) -> tuple[int, str]:
+    return (verdict[0], verdict[1]) if verdict is not None else (len(_ORDER), "")
 
 
 def derive_headlines(values: Mapping[str, float], series: Mapping[str, float]) -> dict[str, float]:

@@ -24,7 +24,9 @@ What it simulates:
   above (logs, and the one a disk_full incident fills), `/` a fixed share of it, and `/data` on database
   and storage servers — so the headline `disk` is the fullest filesystem, `/var`; `net_in`/`net_out` per
   interface: `eth0`, plus `eth1` (replication, backups) on database, storage and gateway servers, the
-  two adding up exactly to the headline rates.
+  two adding up exactly to the headline rates; `cpu` per core (the role's core count, 4 to 16): the
+  headline cpu times a fixed per-core weight (weights average 1, one core runs hotter), so a hot core
+  shows in the heat strip.
 """
 
 from __future__ import annotations
@@ -605,6 +607,13 @@ class FleetSimulator:
         self._root_share = [lr.uniform(0.4, 0.75) for _ in roles]
         self._data_share = [lr.uniform(0.6, 0.95) if r.name in _DATA_MOUNT_ROLES else 0.0 for r in roles]
         self._eth0_share = [lr.uniform(0.75, 0.92) if r.name in _TWO_NIC_ROLES else 1.0 for r in roles]
+        self._core_weights: list[tuple[float, ...]] = []
+        for r in roles:
+            raw = [lr.uniform(0.6, 1.2) for _ in range(r.cores)]
+            raw[lr.randrange(r.cores)] *= 1.8  # one busier core
+            mean = sum(raw) / len(raw)
+            self._core_weights.append(tuple(w / mean for w in raw))
+        self._core_keys = [tuple(f"cpu:core={i}" for i in range(r.cores)) for r in roles]
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -802,10 +811,16 @@ class FleetSimulator:
             )
         ]
         if self._series:
-            for sample, root, data, eth0 in zip(samples, self._root_share, self._data_share, self._eth0_share,
-                                                strict=True):
+            for sample, root, data, eth0, weights, keys in zip(samples, self._root_share, self._data_share,
+                                                                self._eth0_share, self._core_weights,
+                                                                self._core_keys, strict=True):
                 v = sample.values
-                sample.series = _labelled(v["disk"], v["net_in"], v["net_out"], root, data, eth0)
+                series = _labelled(v["disk"], v["net_in"], v["net_out"], root, data, eth0)
+                busy = v["cpu"]
+                for key, w in zip(keys, weights, strict=True):
+                    x = busy * w
+                    series[key] = 100.0 if x >= 100.0 else int(x * 10.0 + 0.5) / 10.0
+                sample.series = series
         return samples
 
     # -- incidents ----------------------------------------------------------------------------------
