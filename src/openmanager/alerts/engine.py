@@ -413,7 +413,8 @@ class AlertEngine:
         label = rule.spec.each
         assert label is not None
         metrics = rule.each_bound
-        values = sorted({v for m in metrics for v in ctx.labelled(m)})
+        labelled = getattr(ctx, "labelled", None)  # a context that knows no series is judged on its headlines
+        values = sorted({v for m in metrics for v in labelled(m)}) if labelled is not None else []
         if not values:
             return [(server, ctx, None)]
         return [(_series_slot(server, {label: v}), _EachContext(ctx, label, v, metrics), {label: v})
