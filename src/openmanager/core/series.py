@@ -276,7 +276,7 @@ _HEADLINES = frozenset({"disk", "net_in", "net_out", "cpu"})
 def derive_headlines(values: Mapping[str, float], series: Mapping[str, float]) -> dict[str, float]:
     """The headline values a sample lacks but its series imply (see the module docstring); empty when
     it has them all. Keys of `series` must be valid (as `SeriesCleaner.clean` returns them)."""
-    if _HEADLINES <= values.keys():
+    if values.keys() >= _HEADLINES:
         return {}
     groups: dict[str, list[float]] = {}
     for key, value in series.items():
