@@ -1,11 +1,10 @@
 """A real node_exporter's labels mapped to labelled series: this host's mounts, interfaces and cores, as
-psutil sees them, and through a real hub into the REST API."""
+psutil sees them (the hub's scrape path itself: tests/integration/test_node_exporter.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
@@ -13,8 +12,7 @@ import pytest
 
 from openmanager.core.series import SeriesCleaner, SeriesPolicy, parse_series_key
 from openmanager.sources.prometheus import map_exposition_series
-from tests.integration.hubproc import HubProcess
-from tests.integration.test_node_exporter import NodeExporter, find_node_exporter, poll
+from tests.integration.test_node_exporter import NodeExporter, find_node_exporter
 
 
 @pytest.fixture
@@ -49,18 +47,3 @@ def test_node_exporter_labels_become_this_hosts_series(exporter: NodeExporter) -
     assert set(by_label(series, "net_in")) == nics and "lo" not in by_label(series, "net_out")
     assert set(by_label(series, "cpu")) == {str(i) for i in range(psutil.cpu_count() or 0)}
     assert all(0 <= v <= 100 for v in by_label(series, "cpu").values())
-
-
-def test_a_hub_scraping_node_exporter_serves_the_series(tmp_path: Path, exporter: NodeExporter) -> None:
-    hub = HubProcess(tmp_path / "hub", "--no-simulator", "--no-local", "--scrape",
-                     f"node1={exporter.url}@0.5s").start()
-    try:
-        def server() -> dict[str, Any]:
-            body: dict[str, Any] = hub.get("/api/v1/servers/node1").json()
-            return body
-
-        got = poll(lambda: (s := server()).get("series", {}).get("cpu:core=0") is not None and s, 20,
-                   "node1 with per-core series")
-        assert "disk:mount=/" in got["series"] and got["sample"]["disk"] >= got["series"]["disk:mount=/"]
-    finally:
-        hub.stop()
