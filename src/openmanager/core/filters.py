@@ -23,6 +23,7 @@ from openmanager.core.rules import (
     compile_condition,
     forbidden_character,
 )
+from openmanager.core.series import SERIES_BY_METRIC
 
 SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "critical")
 
@@ -40,6 +41,9 @@ class FleetView(Protocol):
         self, server_id: str, sample: Mapping[str, Any] | None = None, ts: int | None = None
     ) -> EvalContext | None:
         """The server as of `sample` (taken at `ts`) when given, else as of now."""
+
+    def latest_series(self, server_id: str) -> Mapping[str, float]:
+        """The server's labelled series of its latest sample, by key (`core.series`); empty if none."""
 
 
 def _invalid(message: str) -> ValidationError:
@@ -101,7 +105,12 @@ class ServerMatcher:
 
 
 class MetricsFilter:
-    __slots__ = ("interval_ms", "key", "matcher", "metrics", "where")
+    """`metrics`: servers by id/glob and tags, fields projected, `where`, `interval`; with `series` (opt-in:
+    True for all, or the metrics whose series to add) each server's entry also carries its latest labelled
+    series as fields named by key (`"disk:mount=/var": 91.2`), read from the view when the event is
+    rendered. Without `series` the shape is what it was, so clients that do not ask pay nothing."""
+
+    __slots__ = ("interval_ms", "key", "matcher", "metrics", "series", "where")
 
     def __init__(
         self,
@@ -110,11 +119,13 @@ class MetricsFilter:
         metrics: tuple[str, ...] = (),
         where: Condition | None = None,
         interval_ms: int = 0,
+        series: tuple[str, ...] | bool = False,
     ) -> None:
         self.matcher = ServerMatcher(servers, tags)
         self.metrics = frozenset(metrics)
         self.where = where
         self.interval_ms = interval_ms
+        self.series: frozenset[str] | bool = frozenset(series) if isinstance(series, tuple) else series
         self.key: tuple[object, ...] = (
             "metrics",
             servers,
@@ -123,14 +134,19 @@ class MetricsFilter:
             where.source if where else None,
             interval_ms,
         )
+        if isinstance(series, tuple) and series:  # only with series: other shapes' ids stay what they were
+            self.key += (("series", tuple(sorted(series))),)
+        elif series is True:
+            self.key += (("series", True),)
 
     def select(
         self, servers: Mapping[str, Mapping[str, Any]], view: FleetView, ts: int | None = None
     ) -> dict[str, dict[str, Any]]:
         """The servers of a metrics payload this filter keeps, each projected to the chosen fields
-        (`status` is always kept). `where` is evaluated on each server's sample in the payload (taken at
-        `ts`), so a replayed event is filtered as it was live."""
+        (`status` is always kept), with their series when asked for. `where` is evaluated on each server's
+        sample in the payload (taken at `ts`), so a replayed event is filtered as it was live."""
         out: dict[str, dict[str, Any]] = {}
+        series = self.series
         for sid, sample in servers.items():
             if not self.matcher.matches(sid, view):
                 continue
@@ -139,10 +155,32 @@ class MetricsFilter:
                 if ctx is None or self.where.evaluate(ctx) is not True:
                     continue
             if self.metrics:
-                out[sid] = {k: v for k, v in sample.items() if k in self.metrics or k == "status"}
+                entry = {k: v for k, v in sample.items() if k in self.metrics or k == "status"}
             else:
-                out[sid] = dict(sample)
+                entry = dict(sample)
+            if series:
+                labelled = view.latest_series(sid)
+                if series is True:
+                    entry.update(labelled)
+                else:
+                    entry.update((k, v) for k, v in labelled.items() if k.partition(":")[0] in series)
+            out[sid] = entry
         return out
+
+
+def _parse_series(raw: object) -> tuple[str, ...] | bool:
+    """The `series` filter key: true/false (also "true", "1", "false", "0" from a query string) or the
+    metrics whose series to add (a list, or comma-separated)."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return raw.strip().lower() in ("true", "1", "yes")
+    names = _str_list(raw, "series")
+    for name in names:
+        if name not in SERIES_BY_METRIC:
+            raise _invalid(f"series: {name!r} has no labelled series (those that do: "
+                           f"{', '.join(SERIES_BY_METRIC)})")
+    return names
 
 
 class LogsFilter:
@@ -264,7 +302,7 @@ def parse_filter(topic: str, raw: object, *, user: str = "", limits: Limits = FI
     if not isinstance(raw, dict):
         raise _invalid("filter must be an object")
     if topic == "metrics":
-        _check_keys(raw, {"servers", "tags", "metrics", "where", "interval"}, topic)
+        _check_keys(raw, {"servers", "tags", "metrics", "where", "interval", "series"}, topic)
         servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()
         tags = _parse_tags(raw["tags"]) if "tags" in raw else ()
         metrics = _str_list(raw["metrics"], "metrics") if "metrics" in raw else ()
@@ -287,7 +325,8 @@ def parse_filter(topic: str, raw: object, *, user: str = "", limits: Limits = FI
                 raise _invalid(f"invalid interval {shown(text)}: use a duration like 5s or 1m") from None
             if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
                 raise _invalid("interval must be between 0.1s and 1h")
-        return MetricsFilter(servers, tags, metrics, where, interval_ms)
+        series = _parse_series(raw["series"]) if "series" in raw else False
+        return MetricsFilter(servers, tags, metrics, where, interval_ms, series)
     if topic == "logs":
         _check_keys(raw, {"servers", "level", "contains"}, topic)
         servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()

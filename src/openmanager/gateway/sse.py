@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 FILTER_KEYS = {
-    "metrics": {"servers", "tags", "metrics", "where", "interval"},
+    "metrics": {"servers", "tags", "metrics", "where", "interval", "series"},
     "logs": {"servers", "level", "contains"},
     "alerts": {"servers", "severity"},
 }

@@ -116,7 +116,7 @@ class Shape(Generic[MemberT]):
         f = self.filter
         if isinstance(f, MetricsFilter):
             m = f.matcher
-            return not (m.globs or m.tags or f.metrics or f.where or f.interval_ms)
+            return not (m.globs or m.tags or f.metrics or f.where or f.interval_ms or f.series)
         if isinstance(f, LogsFilter):
             return not (f.matcher.globs or f.contains) and f.level.name == "DEBUG"
         if isinstance(f, AlertsFilter):
