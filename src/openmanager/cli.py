@@ -119,6 +119,12 @@ def serve(
     expression_max_cost: Annotated[int | None, _opt("expression_max_cost")] = None,
     subscription_cost_budget: Annotated[int | None, _opt("subscription_cost_budget")] = None,
     subscriptions_per_connection: Annotated[int | None, _opt("subscriptions_per_connection")] = None,
+    # labelled series
+    max_series: Annotated[int | None, _opt("max_series")] = None,
+    series_exclude_mounts: Annotated[list[str] | None, _opt("series_exclude_mounts")] = None,
+    series_exclude_interfaces: Annotated[list[str] | None, _opt("series_exclude_interfaces")] = None,
+    series_exclude_fstypes: Annotated[list[str] | None, _opt("series_exclude_fstypes")] = None,
+    series_exclude_devices: Annotated[list[str] | None, _opt("series_exclude_devices")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,

@@ -20,6 +20,14 @@ from openmanager.core.errors import ConfigError, RuleSyntaxError, ValidationErro
 from openmanager.core.model import METRIC_NAMES
 from openmanager.core.netguard import parse_allow_list
 from openmanager.core.rules import MAX_LENGTH, Limits, parse_duration
+from openmanager.core.series import (
+    DEFAULT_EXCLUDE_DEVICES,
+    DEFAULT_EXCLUDE_FSTYPES,
+    DEFAULT_EXCLUDE_INTERFACES,
+    DEFAULT_EXCLUDE_MOUNTS,
+    DEFAULT_MAX_SERIES,
+    SeriesPolicy,
+)
 from openmanager.core.smtp import SmtpSettings
 from openmanager.core.status import StatusPolicy, Threshold
 from openmanager.core.syslogparse import parse_allow, parse_listener
@@ -149,6 +157,22 @@ class Settings:
                                             "300).")
     subscription_cost_budget: int = _opt(20_000, "Per connection: most its `where` filters may cost together (see "
                                                  "expression_max_cost).")
+    # labelled series (per mount, interface, core, ...): what one server may add to the hub's memory
+    max_series: int = _opt(DEFAULT_MAX_SERIES, "Most labelled series (per mount, interface, core, ...) kept per "
+                                                "server; the rest of a sample's series are dropped and counted "
+                                                "(series_dropped). 0 keeps none.")
+    series_exclude_mounts: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_MOUNTS, "Mount points whose series are "
+                                                  "dropped (fnmatch patterns, * spans /; repeatable; environment: "
+                                                  "comma-separated; replaces the default list).")
+    series_exclude_interfaces: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_INTERFACES, "Network interfaces whose "
+                                                      "series are dropped (fnmatch patterns; replaces the default: "
+                                                      "loopback and container interfaces).")
+    series_exclude_fstypes: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_FSTYPES, "Filesystem types the local source "
+                                                   "reports no series for (replaces the default: virtual "
+                                                   "filesystems).")
+    series_exclude_devices: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_DEVICES, "Block devices whose disk I/O series "
+                                                   "are dropped (fnmatch patterns; replaces the default: loop, RAM "
+                                                   "and zram devices, optical and floppy drives).")
     subscriptions_per_connection: int = _opt(128, "Per connection: most subscriptions at once; one more is "
                                                    "refused (error too_many_subscriptions).")
 
@@ -232,6 +256,8 @@ class Settings:
         self._validate_limits()
         self._validate_expression_limits()
         self._validate_ingest()
+        if not 0 <= self.max_series <= 4096:
+            raise ConfigError("max_series must be between 0 and 4096")
 
     def _validate_ingest(self) -> None:
         for url in self.syslog:
@@ -347,6 +373,11 @@ class Settings:
             if name.strip() not in METRIC_NAMES:
                 raise ConfigError(f"bad threshold {part!r}: unknown metric {name.strip()!r}")
         return StatusPolicy().with_overrides(overrides)
+
+    def series_policy(self) -> SeriesPolicy:
+        """Which labelled series a server may have (`core.series`)."""
+        return SeriesPolicy(self.max_series, self.series_exclude_mounts, self.series_exclude_interfaces,
+                            self.series_exclude_fstypes, self.series_exclude_devices)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

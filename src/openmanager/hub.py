@@ -88,7 +88,7 @@ def build_sources(settings: Settings) -> list[Source]:
         try:
             from openmanager.sources.local import LocalSource
 
-            sources.append(LocalSource(tick_s=settings.tick))
+            sources.append(LocalSource(tick_s=settings.tick, policy=settings.series_policy()))
         except Exception:
             log.exception("local source failed to load; disabled")
     if settings.scrape:
@@ -100,7 +100,7 @@ def build_sources(settings: Settings) -> list[Source]:
             tick_ms = max(1, int(settings.tick * 1000))
             offline_after_s = settings.status_policy().offline_after_ms(tick_ms) / 1000
             targets = prometheus.parse_scrape_targets(settings.scrape, offline_after_s=offline_after_s)
-            sources.append(prometheus.PrometheusSource(targets))
+            sources.append(prometheus.PrometheusSource(targets, policy=settings.series_policy()))
     if settings.log_file:
         try:
             from pathlib import Path
@@ -136,8 +136,9 @@ class Hub:
         self.queue_limits = QueueLimits(settings.queue_max_messages, settings.queue_max_bytes)
         tick_ms = max(1, int(settings.tick * 1000))
         capacity = max(1, parse_duration(settings.memory_history) // tick_ms)
-        self.history = FleetHistory(capacity)
-        self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms)
+        self.history = FleetHistory(capacity, settings.max_series)
+        self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms,
+                                series=settings.series_policy())
         limits = HistoryLimits(
             parse_duration(settings.history_max_age), settings.history_max_events, settings.history_max_bytes
         )

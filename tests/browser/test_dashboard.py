@@ -370,3 +370,30 @@ def test_push_service_worker_registers_and_shows_a_pushed_notification(hub: HubP
         assert errors.unexpected("Push API", "push service", "permission denied") == []
     finally:
         ctx.close()
+
+
+def test_the_server_page_shows_mounts_interfaces_and_a_heat_strip(hub: HubProcess, context: BrowserContext) -> None:
+    """Labelled series on the server page of a simulated database server: each mount's bar (what the hub
+    holds), the chart of all mounts advancing, both interfaces, one heat cell per core."""
+    page, errors = signed_in(context, hub, "servers/db-01")
+    rows = page.locator("#mounts .mount-row")
+    expect(rows).to_have_count(3, timeout=10_000)
+    assert rows.evaluate_all("rs => rs.map((r) => r.dataset.mount)") == ["/", "/data", "/var"]
+    series = rest(hub, "GET", "/api/v1/servers/db-01").json()["series"]
+    var = float(page.locator('#mounts .mount-row[data-mount="/var"]').get_attribute("data-value") or 0)
+    assert 0 < var <= 100 and abs(var - series["disk:mount=/var"]) < 5
+    bar = page.locator('#mounts .mount-row[data-mount="/var"] .bar')
+    assert bar.get_attribute("aria-valuenow") is not None and bar.get_attribute("data-level") in ("ok", "warn", "crit")
+    chart = page.locator("figure.chart[data-metric=mounts]")
+    expect(chart).to_have_attribute("data-last-ts", re.compile(r"^\d+$"), timeout=10_000)
+    last = int(chart.get_attribute("data-last-ts") or 0)
+    page.wait_for_function(
+        f"Number(document.querySelector('figure.chart[data-metric=mounts]').dataset.lastTs) > {last}", timeout=5_000)
+    expect(page.locator('#interfaces dd[data-interface="eth0"]')).to_contain_text("↓", timeout=5_000)
+    expect(page.locator('#interfaces dd[data-interface="eth1"]')).to_contain_text("↑")
+    cores = sorted(int(k.partition("=")[2]) for k in series if k.startswith("cpu:"))
+    cells = page.locator("#cores .heat-cell")
+    expect(cells).to_have_count(len(cores))
+    assert cells.evaluate_all("cs => cs.map((c) => Number(c.dataset.core))") == cores
+    assert all(0 <= v <= 100 for v in cells.evaluate_all("cs => cs.map((c) => Number(c.dataset.value))"))
+    assert errors.errors == []

@@ -23,6 +23,11 @@ not, why (`reason`):
   (suppressing repeats); the next occurrence is a new alert, so acknowledgement re-arms by itself.
 - **silence**: an active matching silence suppresses notifications (`silenced`); transitions are still
   recorded and published.
+- **each** (a rule field, e.g. `"each": "mount"`): one alert per labelled series of the server, keyed
+  `<server>{mount=/var}`, with the whole lifecycle above per series; the alert carries `labels`
+  (`{"mount": "/var"}`) and `series` (`['disk{mount="/var"}']`). A server without such series is
+  evaluated once on its headline values (its alert has no labels); when it gains series, that alert
+  ends (administrative). A series that disappears is unknown: its alert neither fires nor resolves.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ from typing import Any
 from openmanager.alerts.rules import CompiledRule, RuleSpec, severity_rank
 from openmanager.alerts.silences import Silence
 from openmanager.core.errors import ConflictError, NotFoundError
+from openmanager.core.forecast import Baseline, Moments, PeerStats
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
+from openmanager.core.series import display_series
 
 __all__ = ["Alert", "AlertEngine", "Transition"]
 
@@ -71,10 +78,14 @@ class Alert:
     last_notified_at: int | None = None
     updated_at: int = 0
     observed_at: int = 0  # when the sample behind `value` was taken (the evaluation time for fleet rules)
+    series: tuple[str, ...] = ()  # labelled series behind the verdict, `disk{mount="/var"}` (see Condition)
+    labels: dict[str, str] | None = None  # an `each` rule's alert: the series it is about, {"mount": "/var"}
 
     @property
     def key(self) -> str:
-        return self.server if self.server is not None else FLEET_KEY
+        if self.server is None:
+            return FLEET_KEY
+        return self.server if not self.labels else _series_slot(self.server, self.labels)
 
     def to_api(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -96,6 +107,10 @@ class Alert:
             out["servers"] = list(self.servers)
         else:
             out["server"] = self.server
+        if self.series:
+            out["series"] = list(self.series)
+        if self.labels:
+            out["labels"] = dict(self.labels)
         return out
 
     @classmethod
@@ -121,6 +136,8 @@ class Alert:
             flapping=bool(data.get("flapping")),
             notified=bool(data.get("notified")),
             last_notified_at=data.get("last_notified_at"),
+            series=tuple(data.get("series") or ()),
+            labels=dict(data["labels"]) if data.get("labels") else None,
         )
 
 
@@ -174,6 +191,70 @@ class _Fleet:
 
     def members(self) -> Sequence[EvalContext]:
         return self._members
+
+
+def _series_slot(server: str, labels: Mapping[str, str]) -> str:
+    """The slot key of one series' alert: `db-01{mount=/var}`."""
+    return server + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+
+
+class _EachContext:
+    """One server with one label value bound, for an `each` rule: the metrics labelled by it read that
+    series (`disk` → `disk:mount=/var`, in windows and history functions too), anything else reads the
+    server."""
+
+    __slots__ = ("_ctx", "_metrics", "_suffix")
+
+    def __init__(self, ctx: EvalContext, label: str, value: str, metrics: frozenset[str]) -> None:
+        self._ctx = ctx
+        self._metrics = metrics
+        self._suffix = f":{label}={value}"
+
+    @property
+    def server(self) -> ServerInfo:
+        return self._ctx.server
+
+    @property
+    def now_ms(self) -> int:
+        return self._ctx.now_ms
+
+    @property
+    def sample_ts(self) -> int:
+        ts: int = getattr(self._ctx, "sample_ts", 0)
+        return ts
+
+    def latest(self, field: str) -> float | str | None:
+        return self._ctx.latest(field + self._suffix if field in self._metrics else field)
+
+    def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
+        return self._ctx.series(metric + self._suffix if metric in self._metrics else metric, since_ms)
+
+    def labelled(self, metric: str) -> Mapping[str, float]:
+        return self._ctx.labelled(metric)
+
+    # the history functions' reads (`core.rules.HistoryContext`), bound the same way; a wrapped context
+    # without one of them gets the sums computed from `series`, or unknown, as compile's fallback does
+    def moments(self, metric: str, window_ms: int) -> Moments | None:
+        key = metric + self._suffix if metric in self._metrics else metric
+        read = getattr(self._ctx, "moments", None)
+        if read is not None:
+            found: Moments | None = read(key, window_ms)
+            return found
+        since = self._ctx.now_ms - window_ms
+        ts, vs = self._ctx.series(key, since)
+        return Moments.of(ts, vs, since)
+
+    def baseline(self, metric: str) -> Baseline | None:
+        read = getattr(self._ctx, "baseline", None)
+        found: Baseline | None = None if read is None else read(
+            metric + self._suffix if metric in self._metrics else metric)
+        return found
+
+    def peers(self, metric: str) -> PeerStats | None:
+        read = getattr(self._ctx, "peers", None)
+        found: PeerStats | None = None if read is None else read(
+            metric + self._suffix if metric in self._metrics else metric)
+        return found
 
 
 class AlertEngine:
@@ -279,10 +360,11 @@ class AlertEngine:
         out = []
         self._infos.pop(server_id, None)
         for slots in self._slots.values():
-            slot = slots.pop(server_id, None)
-            if slot is not None and slot.alert is not None:
-                out.append(self._end(slot, now_ms, notify=False, reason="administrative",
-                                     detail="server forgotten"))
+            for key in [k for k in slots if k == server_id or k.startswith(server_id + "{")]:
+                slot = slots.pop(key)
+                if slot.alert is not None:
+                    out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                         detail="server forgotten"))
         for rule in self._rules.values():
             rule._in_scope.pop(server_id, None)
         return out
@@ -302,22 +384,30 @@ class AlertEngine:
             slots = self._slots.get(rule.spec.id)
             cond = rule.condition.evaluate
             scoped = rule.scope is not None
+            each = rule.spec.each
             for info, ctx in servers:
                 if scoped and not rule.in_scope(info, ctx):
-                    if slots and (slot := slots.get(info.id)) is not None and slot.alert is not None:
-                        out.append(self._end(slot, now_ms, notify=False, reason="administrative",
-                                             detail="server left the rule's scope"))
+                    for key in self._keys_of(slots, info.id, each):
+                        if slots and (slot := slots.get(key)) is not None and slot.alert is not None:
+                            out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                                 detail="server left the rule's scope"))
                     continue
-                verdict = cond(ctx)
-                slot = slots.get(info.id) if slots else None
-                if slot is None or slot.alert is None:
-                    if verdict is True:
-                        if slot is None:
-                            slot = self._slot(rule.spec.id, info.id)
-                            slots = self._slots[rule.spec.id]
-                        out += self._start(rule, slot, info.id, None, ctx, now_ms)
-                    continue
-                out += self._advance(rule, slot, verdict, ctx, now_ms)
+                targets = [(info.id, ctx, None)] if each is None else self._each_targets(rule, info.id, ctx)
+                if each is not None and targets[0][2] is not None and slots \
+                        and (slot := slots.get(info.id)) is not None and slot.alert is not None:
+                    out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                         detail=f"now evaluated per {each}"))
+                for key, target, labels in targets:
+                    verdict = cond(target)
+                    slot = slots.get(key) if slots else None
+                    if slot is None or slot.alert is None:
+                        if verdict is True:
+                            if slot is None:
+                                slot = self._slot(rule.spec.id, key)
+                                slots = self._slots[rule.spec.id]
+                            out += self._start(rule, slot, info.id, None, target, now_ms, labels)
+                        continue
+                    out += self._advance(rule, slot, verdict, target, now_ms)
         for rule in self._fleet_rules if fleet else ():
             members = [ctx for info, ctx in servers if rule.in_scope(info, ctx)]
             fleet_ctx = _Fleet(members, now_ms)
@@ -332,12 +422,36 @@ class AlertEngine:
         out += self._housekeeping(now_ms)
         return out
 
+    @staticmethod
+    def _keys_of(slots: Mapping[str, _Slot] | None, server: str, each: str | None) -> list[str]:
+        """The slot keys of one server for one rule: the server's, and with `each` its series'."""
+        if not slots:
+            return []
+        if each is None:
+            return [server] if server in slots else []
+        return [k for k in slots if k == server or k.startswith(server + "{")]
+
+    @staticmethod
+    def _each_targets(rule: CompiledRule, server: str, ctx: EvalContext
+                      ) -> list[tuple[str, EvalContext, dict[str, str] | None]]:
+        """(slot key, context, labels) per label value of an `each` rule's series on this server; the server
+        itself (no labels) when it has none."""
+        label = rule.spec.each
+        assert label is not None
+        metrics = rule.each_bound
+        labelled = getattr(ctx, "labelled", None)  # a context that knows no series is judged on its headlines
+        values = sorted({v for m in metrics for v in labelled(m)}) if labelled is not None else []
+        if not values:
+            return [(server, ctx, None)]
+        return [(_series_slot(server, {label: v}), _EachContext(ctx, label, v, metrics), {label: v})
+                for v in values]
+
     def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
-               ctx: Any, now_ms: int) -> list[Transition]:
+               ctx: Any, now_ms: int, labels: dict[str, str] | None = None) -> list[Transition]:
         spec = rule.spec
-        key = server if server is not None else FLEET_KEY
+        key = FLEET_KEY if server is None else server if not labels else _series_slot(server, labels)
         alert = Alert(alert_id(spec.id, key, now_ms), spec.id, spec.name, spec.severity, server, servers, "pending",
-                      now_ms, updated_at=now_ms)
+                      now_ms, updated_at=now_ms, labels=labels)
         self._observe(rule, alert, ctx)
         slot.alert = alert
         self._by_id[alert.id] = alert
@@ -376,6 +490,11 @@ class AlertEngine:
     def _observe(self, rule: CompiledRule, alert: Alert, ctx: Any) -> None:
         alert.observed_at = getattr(ctx, "sample_ts", None) or ctx.now_ms
         values = rule.condition.observe(ctx)
+        if alert.labels:
+            [(label, value)] = alert.labels.items()
+            alert.series = tuple(display_series(f"{m}:{label}={value}") for m in sorted(rule.each_bound))
+        elif not rule.spec.fleet:
+            alert.series = tuple(rule.condition.series_named(ctx))
         alert.values = values
         alert.value = next(iter(values.values()), None) if values else None
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from openmanager.alerts.backtest import replay_for
-from openmanager.alerts.rules import SEVERITIES, RuleSpec
+from openmanager.alerts.rules import SEVERITIES, RuleSpec, each_metrics
 from openmanager.budget import SLICE_S, run_sliced, time_budget
 from openmanager.core.bounds import parse_time
 from openmanager.core.errors import NotFoundError, ValidationError
@@ -198,11 +198,15 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
         raise ValidationError("a backtest may span at most 90 days", code="invalid_parameter")
     fields: set[str] = set()
     seasonal: set[str] = set()  # the metrics of anomaly(), which needs the hourly roll-ups of the days before
+    series_metrics: set[str] = set()  # read as every series of the metric: the keys each server has
     for text in (spec.condition, spec.clear):
         if text:
             compiled = compile_condition(text, fleet=spec.fleet)
             fields |= compiled.fields
             seasonal |= {f.field.name for f in history_functions(compiled.expr) if isinstance(f, Anomaly)}
+            series_metrics |= compiled.series_metrics
+    if spec.each:  # read per series of the metrics labelled by `each`
+        series_metrics |= each_metrics(spec.each) & fields
     policy = hub.state.policy
     if "status" in fields:  # status is derived from the threshold metrics (and offline from gaps)
         fields.discard("status")
@@ -217,7 +221,10 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
             yielded = time.perf_counter()
             for server in list(hub.state):
                 series = {}
-                for metric in sorted(fields):
+                keys = set(fields)
+                if series_metrics and (ring := hub.history.get(server.info.id)) is not None:
+                    keys |= {k for k in ring.series_keys() if k.partition(":")[0] in series_metrics}
+                for metric in sorted(keys):
                     points = await hub.history_points(server.info.id, metric, start, until, None)
                     series[metric] = ([p[0] for p in points], [p[1] for p in points])
                 data.append((server.info, series))

@@ -50,6 +50,7 @@ from openmanager.core.errors import OpenManagerError
 from openmanager.core.logorigin import OriginLogRecord, log_origin
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.core.protocol import CloseCode
+from openmanager.core.series import SeriesCleaner
 from openmanager.store.agents import AckRecorder, AckRevoked, AgentRecord, AgentStore
 from openmanager.store.db import StoreError
 
@@ -328,13 +329,13 @@ def parse_batch(msg: Mapping[str, Any]) -> tuple[int, list[Any], list[Any]]:
     return seq, samples, logs
 
 
-def _sample(raw: Any, server: str, latest_ms: int) -> Sample | None:
+def _sample(raw: Any, server: str, latest_ms: int, cleaner: SeriesCleaner | None = None) -> Sample | None:
     if not isinstance(raw, dict):
         return None
-    ts, values = raw.get("ts"), raw.get("values")
+    ts, values, series = raw.get("ts"), raw.get("values"), raw.get("series", {})
     if not isinstance(ts, int) or isinstance(ts, bool) or ts > latest_ms or not isinstance(values, dict):
         return None
-    return clean_sample(Sample(server, ts, values))
+    return clean_sample(Sample(server, ts, values, series if isinstance(series, dict) else {}), cleaner)
 
 
 def _seen(raw: Any, after: int) -> bool:
@@ -388,7 +389,8 @@ def apply_batch(hub: Hub, info: ServerInfo, raw_samples: list[Any], raw_logs: li
     current = hub.state.servers.get(info.id)
     if current is None or current.info != info:
         hub.pipeline.register(info)
-    samples = [s for s in (_sample(r, info.id, now + MAX_FUTURE_MS) for r in raw_samples) if s is not None]
+    cleaner = hub.state.series_cleaner
+    samples = [s for s in (_sample(r, info.id, now + MAX_FUTURE_MS, cleaner) for r in raw_samples) if s is not None]
     records = [r for r in (_record(r, info.id, origin) for r in raw_logs) if r is not None]
     if samples:
         for sample in samples[:-1]:

@@ -20,6 +20,7 @@ from reactivex.subject import Subject
 
 from openmanager.broker.base import Broker
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.core.series import SeriesCleaner
 from openmanager.pipeline.state import FleetState, ServerState
 from openmanager.pipeline.stats import HubStats
 from openmanager.tasks import cancel_and_wait
@@ -29,11 +30,12 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8192
 
 
-def clean_batch(batch: Sequence[Sample]) -> list[Sample]:
-    """Valid, clamped samples of a batch; at most one per server (the newest wins)."""
+def clean_batch(batch: Sequence[Sample], series: SeriesCleaner | None = None) -> list[Sample]:
+    """Valid, clamped samples of a batch (labelled series cleaned by `series`); at most one per server
+    (the newest wins)."""
     latest: dict[str, Sample] = {}
     for raw in batch:
-        sample = clean_sample(raw)
+        sample = clean_sample(raw, series)
         if sample is not None:
             prev = latest.get(sample.server)
             if prev is None or sample.ts >= prev.ts:
@@ -106,7 +108,12 @@ class Pipeline:
 
     # wiring
     def start(self) -> None:
-        samples: Observable[list[Sample]] = self._samples.pipe(ops.map(clean_batch))
+        cleaner = self.state.series_cleaner
+
+        def clean(batch: Sequence[Sample]) -> list[Sample]:
+            return clean_batch(batch, cleaner)
+
+        samples: Observable[list[Sample]] = self._samples.pipe(ops.map(clean))
         metrics: Observable[dict[str, Any]] = samples.pipe(ops.filter(_non_empty), ops.map(self._apply))
         self._subscriptions.add(
             metrics.subscribe(on_next=lambda data: self._enqueue("metrics", data), on_error=self._failed)
