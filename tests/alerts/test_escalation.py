@@ -181,6 +181,11 @@ async def test_a_rule_without_a_policy_escalates_by_its_severitys_and_an_ack_sto
         await alerts.flush()
         assert [n["data"]["alert"]["escalation"]["step"] for n in await _escalations(notify, "carol")
                 if n["alert"] == fired["hot"]] == [2, 1]
-        history = [h["transition"] for h in await alerts.store.history(fired["hot"])]
-        assert history == ["firing", "escalated", "escalated", "acknowledged"]
+        history = await alerts.store.history(fired["hot"])
+        assert [h["transition"] for h in history] == ["firing", "escalated", "escalated", "acknowledged"]
+        assert history[1]["alert"]["escalation"]["severity_default"] is True
+        assert history[1]["detail"] == ("not acknowledged 2 min after firing: step 1 notifies carol "
+                                        "(critical default policy)")
+        own = [h for h in await alerts.store.history(fired["own"]) if h["transition"] == "escalated"]
+        assert "severity_default" not in own[0]["alert"]["escalation"] and "default" not in own[0]["detail"]
         assert [h["transition"] for h in await alerts.store.history(fired["warm"])] == ["firing"]

@@ -147,7 +147,10 @@ class AlertService:
             if index is None:
                 continue
             self._escalated[alert.id] = done + 1
-            out.append(self._escalation(alert, index, policy.step(index).to_api(), now_ms))
+            step = policy.step(index).to_api()
+            if rule is not None and rule.escalation is None:
+                step["severity_default"] = True  # from the `escalation_<severity>` setting
+            out.append(self._escalation(alert, index, step, now_ms))
         for gone in [a for a in self._escalated if a not in active]:
             del self._escalated[gone]
         return out
@@ -162,7 +165,8 @@ class AlertService:
         minutes = (now_ms - (alert.fired_at or now_ms)) / 60_000
         return Transition("escalated", data, now_ms, False, reason="escalation",
                           detail=f"not acknowledged {minutes:.0f} min after firing: step {index + 1} notifies "
-                                 f"{', '.join(step['users'])}")
+                                 f"{', '.join(step['users'])}"
+                                 + (f" ({alert.severity} default policy)" if step.get("severity_default") else ""))
 
     def samples_arrived(self, server_ids: Collection[str], now_ms: int | None = None) -> list[Transition]:
         """Per-server rules for the servers that just reported, so an alert fires as soon as the sample
