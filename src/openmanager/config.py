@@ -95,6 +95,13 @@ class Settings:
                                             "(a duration).")
     notify_group_items_max: int = _opt(200_000, "Notifications: waiting group items read per grouping pass "
                                                 "(the rest wait for the next pass).")
+    escalation_critical: str = _opt("", "Alerts: the escalation policy of critical rules that have none of their own, "
+                                        "as JSON like a rule's `escalation`, e.g. '{\"steps\": [{\"after\": "
+                                        "\"10m\", \"users\": [\"role:admin\"]}]}' (empty: none).")
+    escalation_warning: str = _opt("", "Alerts: the escalation policy of warning rules that have none of their own "
+                                       "(JSON, like escalation_critical; empty: none).")
+    escalation_info: str = _opt("", "Alerts: the escalation policy of info rules that have none of their own "
+                                    "(JSON, like escalation_critical; empty: none).")
     broker: str = _opt("memory", "Broker: memory (one process) or redis://[:password@]host:port/db to run several "
                                  "hub processes on one Redis (with a shared postgresql:// --db).")
     broker_prefix: str = _opt("openmanager", "Redis broker: the prefix of every key (clusters may share a Redis).")
@@ -280,6 +287,12 @@ class Settings:
         if self.otlp_max_body_bytes < 1024 or self.otlp_max_decompressed_bytes < self.otlp_max_body_bytes:
             raise ConfigError("otlp_max_body_bytes must be at least 1024, and otlp_max_decompressed_bytes at least "
                               "otlp_max_body_bytes")
+
+    def escalation_by_severity(self) -> dict[str, str]:
+        """The `escalation_<severity>` settings' text by severity (parsed and checked by the alert layer's
+        `severity_policies`, which raises ConfigError naming the setting)."""
+        return {"info": self.escalation_info, "warning": self.escalation_warning,
+                "critical": self.escalation_critical}
 
     def notify_group_wait_ms(self) -> int:
         """`notify_group_wait` in ms; 0 (`0s`) turns grouping off."""

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
+from openmanager.alerts.escalation import severity_policies
 from openmanager.alerts.service import AlertService
 from openmanager.broker.base import Broker, Event
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
@@ -166,6 +167,7 @@ class Hub:
                                  on_register=self._registered if self.clustered else None)
         self.fanout = FanOut(self.broker, self.state, self.stats)
         self.sessions: dict[str, Session] = {}
+        self.severity_escalation = severity_policies(settings.escalation_by_severity())  # ConfigError if bad
         self.sources = build_sources(settings) if sources is None else sources
         self.source_status: dict[str, str] = {}
         self.store: Store | None = None
@@ -273,6 +275,7 @@ class Hub:
             flap_transitions=self.settings.flap_transitions,
             flap_window_ms=parse_duration(self.settings.flap_window),
         )
+        service.severity_escalation = self.severity_escalation
         if self.notifications is not None:
             self.notifications.attach(service)
         return service

@@ -1,7 +1,7 @@
 """Escalation: the policy's wire form and due steps (pure), and through the alert service with a real
 SQLite store and the notification service: steps fire when due (one naming a user, one a role) and
 repeat, are in the alert's timeline, survive a restart without repeating, and an acknowledgement stops
-them."""
+them; a severity's default policy escalates the rules without their own, and an ack stops it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from openmanager.alerts.escalation import EscalationPolicy, due_step
+from openmanager.alerts.escalation import EscalationPolicy, due_step, severity_policies
 from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.service import AlertService
-from openmanager.core.errors import ValidationError
+from openmanager.config import Settings
+from openmanager.core.errors import ConfigError, ValidationError
 from openmanager.core.model import ServerInfo
+from openmanager.hub import Hub
 from openmanager.notify.service import NotificationService
 from openmanager.store import Store
 from openmanager.store.alerts import AlertStore
@@ -62,7 +64,8 @@ class Ctx:
 
 
 @asynccontextmanager
-async def _services(path: Path, now: list[int]) -> AsyncIterator[tuple[AlertService, NotificationService]]:
+async def _services(path: Path, now: list[int], severity: dict[str, EscalationPolicy] | None = None
+                    ) -> AsyncIterator[tuple[AlertService, NotificationService]]:
     def contexts(_ids: Collection[str] | None) -> list[tuple[ServerInfo, Any]]:
         return [(WEB, Ctx(95, now[0]))]
 
@@ -73,6 +76,7 @@ async def _services(path: Path, now: list[int]) -> AsyncIterator[tuple[AlertServ
         await notify.start(worker=False)
         alerts = AlertService(AlertStore(store), lambda _t, _d: None, contexts, flap_transitions=100,
                               flap_window_ms=600_000)
+        alerts.severity_escalation = severity or {}
         notify.attach(alerts)
         await alerts.start()
         try:
@@ -131,3 +135,57 @@ async def test_an_ack_before_the_first_step_means_no_escalation(tmp_path: Path) 
         assert [t for t in alerts.tick(now[0]) if t.kind == "escalated"] == []
         await alerts.flush()
         assert await _escalations(notify, "bob") == [] and await _escalations(notify, "carol") == []
+
+
+def test_severity_policies_from_settings() -> None:
+    text = '{"steps": [{"after": "10m", "users": ["role:admin"]}]}'
+    policies = severity_policies({"critical": text, "warning": "", "info": " "})
+    assert list(policies) == ["critical"] and policies["critical"].steps[0].users == ("role:admin",)
+    for raw, message in (({"critical": "{"}, r"escalation_critical: not JSON"),
+                         ({"warning": '{"steps": []}'}, r"escalation_warning: escalation\.steps must be a list"),
+                         ({"warning": "x" * 9000}, r"escalation_warning: longer than 8192"),
+                         ({"fatal": text}, r"escalation_fatal: unknown severity")):
+        with pytest.raises(ConfigError, match=message):
+            severity_policies(raw)
+    # The hub refuses to start with a bad one (the CLI prints the message and exits 2).
+    with pytest.raises(ConfigError, match=r"escalation_critical: escalation\.steps"):
+        Hub(Settings(servers=0, local=False, escalation_critical='{"steps": [{"after": "1m"}]}'), admin_token="t" * 32)
+
+
+async def test_a_rule_without_a_policy_escalates_by_its_severitys_and_an_ack_stops_it(tmp_path: Path) -> None:
+    now = [T0]
+    defaults = severity_policies({"critical": '{"steps": [{"after": "2m", "users": ["carol"]}], "repeat": "5m"}'})
+    async with _services(tmp_path / "om.db", now, defaults) as (alerts, notify):
+        await alerts.create_rule({"id": "hot", "name": "Hot", "condition": "cpu > 85", "severity": "critical"},
+                                 by="admin")
+        await alerts.create_rule({"id": "own", "name": "Own", "condition": "cpu > 80", "severity": "critical",
+                                  "escalation": {"steps": [{"after": "1m", "users": ["bob"]}], "repeat": "0s"}},
+                                 by="admin")
+        await alerts.create_rule({"id": "warm", "name": "Warm", "condition": "cpu > 50", "severity": "warning"},
+                                 by="admin")
+        fired = {t.alert["rule"]["id"]: t.alert_id for t in alerts.tick(T0)
+                 if t.kind == "firing" and t.alert["rule"]["id"] in ("hot", "own", "warm")}
+        assert set(fired) == {"hot", "own", "warm"}  # (the default pack's rules are left out of the count)
+
+        def steps(at: int) -> list[tuple[str, int, list[str]]]:
+            now[0] = at
+            return [(t.alert["rule"]["id"], t.alert["escalation"]["step"], t.alert["escalation"]["users"])
+                    for t in alerts.tick(at) if t.kind == "escalated" and t.alert["rule"]["id"] in fired]
+
+        assert steps(T0 + 60_000) == [("own", 1, ["bob"])]  # the rule's own policy wins over the default
+        assert steps(T0 + 119_000) == []
+        assert steps(T0 + 120_000) == [("hot", 1, ["carol"])]  # no policy of its own: critical's default
+        assert steps(T0 + 420_000) == [("hot", 2, ["carol"])]  # the default's repeat
+        await alerts.ack(fired["hot"], by="bob", comment="mine")
+        assert steps(T0 + 3_600_000) == []  # acknowledged: no more; a warning has no default policy here
+        await alerts.flush()
+        assert [n["data"]["alert"]["escalation"]["step"] for n in await _escalations(notify, "carol")
+                if n["alert"] == fired["hot"]] == [2, 1]
+        history = await alerts.store.history(fired["hot"])
+        assert [h["transition"] for h in history] == ["firing", "escalated", "escalated", "acknowledged"]
+        assert history[1]["alert"]["escalation"]["severity_default"] is True
+        assert history[1]["detail"] == ("not acknowledged 2 min after firing: step 1 notifies carol "
+                                        "(critical default policy)")
+        own = [h for h in await alerts.store.history(fired["own"]) if h["transition"] == "escalated"]
+        assert "severity_default" not in own[0]["alert"]["escalation"] and "default" not in own[0]["detail"]
+        assert [h["transition"] for h in await alerts.store.history(fired["warm"])] == ["firing"]

@@ -8,21 +8,29 @@ with that role: viewer, operator or admin) on its `channels` (default: each user
 channels), whatever their minimum severity, quiet hours or digest mode. After the last step, that step
 repeats every `repeat` (default: its own `after`; `"0s"`: no repeat) until the alert is acknowledged or
 resolved. Each step is recorded in the alert's history as an `escalated` transition.
+
+A default policy per severity (`severity_policies`, from the admin's `escalation_<severity>` settings,
+the same wire form as JSON) applies to every rule of that severity that has no policy of its own; a
+rule's own policy always wins.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from openmanager.core.errors import RuleSyntaxError, ValidationError
+from openmanager.core.errors import ConfigError, RuleSyntaxError, ValidationError
 from openmanager.core.rules import format_duration, parse_duration
 
-__all__ = ["ESCALATION_CHANNELS", "EscalationPolicy", "EscalationStep", "due_step"]
+__all__ = ["ESCALATION_CHANNELS", "SEVERITIES", "EscalationPolicy", "EscalationStep", "due_step", "policy_for",
+           "severity_policies"]
 
 ESCALATION_CHANNELS = ("inapp", "webpush", "webhook", "email", "apprise")
+SEVERITIES = ("info", "warning", "critical")
+MAX_POLICY_CHARS = 8192
 MAX_STEPS = 5
 MAX_USERS = 20
 MIN_AFTER_MS = 1000
@@ -116,3 +124,34 @@ def due_step(policy: EscalationPolicy, fired_at: int, done: int, now_ms: int) ->
     else:
         due = fired_at + policy.steps[last].after_ms + (done - last) * policy.repeat_ms
     return done if now_ms >= due else None
+
+
+def severity_policies(raw: Mapping[str, str]) -> dict[str, EscalationPolicy]:
+    """The default policy per severity from `{"critical": "<policy as JSON>", ...}` (the settings
+    `escalation_critical`, `escalation_warning`, `escalation_info`; "" means none). Raises ConfigError
+    naming the setting for an unknown severity, text over MAX_POLICY_CHARS, bad JSON or an invalid policy."""
+    out: dict[str, EscalationPolicy] = {}
+    for severity, text in raw.items():
+        name = f"escalation_{severity}"
+        if severity not in SEVERITIES:
+            raise ConfigError(f"{name}: unknown severity (one of {', '.join(SEVERITIES)})")
+        if not text.strip():
+            continue
+        if len(text) > MAX_POLICY_CHARS:
+            raise ConfigError(f"{name}: longer than {MAX_POLICY_CHARS} characters")
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not JSON ({exc}); expected an escalation policy such as "
+                              '{"steps": [{"after": "10m", "users": ["role:admin"]}]}') from None
+        try:
+            out[severity] = EscalationPolicy.from_api(body)
+        except ValidationError as exc:
+            raise ConfigError(f"{name}: {exc.message}") from None
+    return out
+
+
+def policy_for(own: EscalationPolicy | None, severity: str,
+               defaults: Mapping[str, EscalationPolicy]) -> EscalationPolicy | None:
+    """The policy that escalates a rule's alerts: its own, else its severity's default, else None."""
+    return own if own is not None else defaults.get(severity)

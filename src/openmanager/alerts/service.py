@@ -15,8 +15,9 @@ The writer keeps the transitions' order; `flush()` waits until everything handed
 the REST API uses before reading alert history so a client reads its own writes.
 
 Escalation (`alerts/escalation.py`): each tick, a firing alert that is neither acknowledged nor silenced
-and whose rule has an escalation policy emits an `escalated` transition when its next step is due (the
-step's users and channels in `alert.escalation`); the notification service turns it into the step's
+and whose rule has an escalation policy (its own, else its severity's default in `severity_escalation`)
+emits an `escalated` transition when its next step is due (the step's users and channels in
+`alert.escalation`); the notification service turns it into the step's
 notifications in the same transaction. The steps sent are counted from the alert's history at start.
 """
 
@@ -31,7 +32,7 @@ from typing import Any
 
 from openmanager.alerts.backtest import choose_step, replay
 from openmanager.alerts.engine import Alert, AlertEngine, Transition
-from openmanager.alerts.escalation import due_step
+from openmanager.alerts.escalation import EscalationPolicy, due_step, policy_for
 from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.silences import Silence
@@ -90,6 +91,7 @@ class AlertService:
         self._set_maintenance: Callable[[str, bool], None] = lambda _sid, _on: None
         self._servers: Callable[[], Sequence[ServerInfo]] = list
         self._escalated: dict[str, int] = {}  # alert id → escalation steps sent
+        self.severity_escalation: dict[str, EscalationPolicy] = {}  # severity → default policy (settings)
 
     @staticmethod
     def now_ms() -> int:
@@ -104,7 +106,7 @@ class AlertService:
             self.engine.add_silence(silence, now)
         for alert in self.engine.active():
             rule = self.engine.rule(alert.rule_id)
-            if alert.state == "firing" and rule is not None and rule.escalation is not None:
+            if alert.state == "firing" and rule is not None and self._policy(rule) is not None:
                 steps = sum(1 for h in await self.store.history(alert.id) if h.get("transition") == "escalated")
                 if steps:
                     self._escalated[alert.id] = steps
@@ -136,18 +138,25 @@ class AlertService:
         for alert in self.engine.active():
             active.add(alert.id)
             rule = self.engine.rule(alert.rule_id)
-            if (rule is None or rule.escalation is None or alert.state != "firing" or alert.ack is not None
+            policy = None if rule is None else self._policy(rule)
+            if (policy is None or alert.state != "firing" or alert.ack is not None
                     or alert.silenced_by is not None or alert.fired_at is None):
                 continue
             done = self._escalated.get(alert.id, 0)
-            index = due_step(rule.escalation, alert.fired_at, done, now_ms)
+            index = due_step(policy, alert.fired_at, done, now_ms)
             if index is None:
                 continue
             self._escalated[alert.id] = done + 1
-            out.append(self._escalation(alert, index, rule.escalation.step(index).to_api(), now_ms))
+            step = policy.step(index).to_api()
+            if rule is not None and rule.escalation is None:
+                step["severity_default"] = True  # from the `escalation_<severity>` setting
+            out.append(self._escalation(alert, index, step, now_ms))
         for gone in [a for a in self._escalated if a not in active]:
             del self._escalated[gone]
         return out
+
+    def _policy(self, rule: RuleSpec) -> EscalationPolicy | None:
+        return policy_for(rule.escalation, rule.severity, self.severity_escalation)
 
     @staticmethod
     def _escalation(alert: Alert, index: int, step: dict[str, Any], now_ms: int) -> Transition:
@@ -156,7 +165,8 @@ class AlertService:
         minutes = (now_ms - (alert.fired_at or now_ms)) / 60_000
         return Transition("escalated", data, now_ms, False, reason="escalation",
                           detail=f"not acknowledged {minutes:.0f} min after firing: step {index + 1} notifies "
-                                 f"{', '.join(step['users'])}")
+                                 f"{', '.join(step['users'])}"
+                                 + (f" ({alert.severity} default policy)" if step.get("severity_default") else ""))
 
     def samples_arrived(self, server_ids: Collection[str], now_ms: int | None = None) -> list[Transition]:
         """Per-server rules for the servers that just reported, so an alert fires as soon as the sample

@@ -49,15 +49,16 @@ async def list_notifications(
     before: Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS,
                                         description="Only those created before this epoch ms")] = None,
     unread: Annotated[bool, Query(description="Only unread ones")] = False,
+    alert: Annotated[str | None, Query(max_length=64, description="Only those about this alert id")] = None,
 ) -> dict[str, Any]:
     """The caller's notifications, newest first, each with its per-channel delivery status (`sent`,
     `pending` (with attempts), `failed` with the error, `suppressed` or `queued` with the reason,
-    `digested`), and the unread count."""
+    `digested`), and the unread count. `alert=<id>`: only those about that alert (the alert timeline)."""
     service, user = _service(request), _user(request)
     alerts = _hub(request).alerts
     if alerts is not None:
         await alerts.flush()  # transitions already published are in the history too
-    items = await service.store.history(user, limit=limit, before=before, unread=unread)
+    items = await service.store.history(user, limit=limit, before=before, unread=unread, alert_id=alert)
     return {"notifications": items, "unread": await service.store.unread_count(user)}
 
 

@@ -320,8 +320,10 @@ class NotificationStore:
 
     # history
     async def history(self, user: str, *, limit: int = 100, before: int | None = None,
-                      unread: bool = False) -> list[dict[str, Any]]:
+                      unread: bool = False, alert_id: str | None = None) -> list[dict[str, Any]]:
         query = select(*_NOTIFICATION_COLUMNS).where(NotificationRow.user == user)
+        if alert_id is not None:
+            query = query.where(NotificationRow.alert_id == alert_id)
         if before is not None:
             query = query.where(NotificationRow.created_at < before)
         if unread:

@@ -34,7 +34,8 @@ export function alertRow(a: Alert, role: Role, onChange: (a: Alert) => void): HT
     h("span", { text: t("alerts.value", { value: a.value === null ? "–" : num(a.value, 2) }) }), " · ",
     h("span", { title: dateTime(since), text: t("alerts.since", { time: ago(since) }) }),
     a.resolved_at ? h("span", { text: ` · ${t("alerts.resolvedAgo", { time: ago(a.resolved_at) })}` }) : null,
-    a.silenced_by ? h("span", { text: ` · ${t("alerts.silenced")}` }) : null);
+    a.silenced_by ? h("span", { text: ` · ${t("alerts.silenced")}` }) : null, " · ",
+    h("a", { class: "timeline-link", href: `#/alerts/${encodeURIComponent(a.id)}`, text: t("timeline.open") }));
   li.append(title, facts);
   if (a.acknowledged) {
     li.append(h("div", { class: "alert-ack" }, "✓ ", ...tn("alerts.acked", { by: a.acknowledged.by, comment: a.acknowledged.comment || "–" })));
