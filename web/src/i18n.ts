@@ -579,7 +579,7 @@ const ko: Record<Key, string> = {
   "settings.testFailed": "테스트 실패: {detail}",
   "settings.grouping": "묶어 보내기",
   "settings.groupBy": "묶음 기준 (비우면 규칙의 설정, 없으면 규칙과 심각도)",
-  "settings.groupBypass": "심각(critical) 알림은 묶음을 기다리지 않고 바로 보내기",
+  "settings.groupBypass": "심각 알림은 묶음을 기다리지 않고 바로 보내기",
   "settings.enabled": "사용",
   "settings.minSeverity": "최소 심각도",
   "settings.emailTo": "주소",
