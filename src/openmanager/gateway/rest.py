@@ -132,3 +132,8 @@ async def delete_server(request: Request, server_id: str) -> Response:
     if not await _hub(request).forget_server(server_id):
         raise NotFoundError(f"no server {server_id!r}")
     return Response(status_code=204)
+
+
+from openmanager.gateway.forecast_api import router as _forecast_router  # noqa: E402  (its own module)
+
+router.include_router(_forecast_router)
