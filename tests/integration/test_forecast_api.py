@@ -5,7 +5,6 @@ trend and time to full; bad parameters get a clear error."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -20,11 +19,19 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
     proc.stop()
 
 
-def test_a_steady_disk_fill_gives_the_exact_time_to_full(hub: HubProcess) -> None:
-    # +0.5 % every 5 s: values the hub keeps exactly (disk has one decimal on the wire, float32 in the ring)
-    rate = 0.1
-    series = fill_series(now_ms(), span_s=300, step_s=5, start=40.0, rate=rate)
+RATE = 0.1  # +0.5 % every 5 s: values the hub keeps exactly (disk has one decimal on the wire, float32 in the ring)
+
+
+@pytest.fixture(scope="module")
+def filling(hub: HubProcess) -> list[tuple[int, float]]:
+    """The samples of server `filling`, pushed once."""
+    series = fill_series(now_ms(), span_s=300, step_s=5, start=40.0, rate=RATE)
     push_fill(hub, agent_token(hub.data_dir, "filling"), "filling", series)
+    return series
+
+
+def test_a_steady_disk_fill_gives_the_exact_time_to_full(hub: HubProcess, filling: list[tuple[int, float]]) -> None:
+    series, rate = filling, RATE
     r = hub.get("/api/v1/servers/filling/forecast", params={"window": "15m", "horizon": "24h"})
     assert r.status_code == 200, r.text
     body = r.json()
@@ -63,9 +70,10 @@ def test_a_steady_disk_fill_gives_the_exact_time_to_full(hub: HubProcess) -> Non
     ({"horizon": "8d"}, "invalid_parameter"),
     ({"metric": "temperature"}, "invalid_parameter"),
 ])
-def test_bad_parameters_get_a_clear_error(hub: HubProcess, params: dict[str, str], code: str) -> None:
-    push_fill(hub, agent_token(hub.data_dir, "errs"), "errs", fill_series(now_ms(), 30, 5, 10.0, 0.0))
-    r = hub.get("/api/v1/servers/errs/forecast", params=params)
+def test_bad_parameters_get_a_clear_error(
+    hub: HubProcess, filling: list[tuple[int, float]], params: dict[str, str], code: str,
+) -> None:
+    r = hub.get("/api/v1/servers/filling/forecast", params=params)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == code
 
