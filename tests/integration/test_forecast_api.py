@@ -25,7 +25,7 @@ RATE = 0.1  # +0.5 % every 5 s: values the hub keeps exactly (disk has one decim
 @pytest.fixture(scope="module")
 def filling(hub: HubProcess) -> list[tuple[int, float]]:
     """The samples of server `filling`, pushed once."""
-    series = fill_series(now_ms(), span_s=300, step_s=5, start=40.0, rate=RATE)
+    series = fill_series(now_ms(), span_s=400, step_s=5, start=40.0, rate=RATE)
     push_fill(hub, agent_token(hub.data_dir, "filling"), "filling", series)
     return series
 
@@ -76,6 +76,16 @@ def test_bad_parameters_get_a_clear_error(
     r = hub.get("/api/v1/servers/filling/forecast", params=params)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == code
+
+
+def test_the_fleet_answer_lists_the_servers_filling_up(hub: HubProcess, filling: list[tuple[int, float]]) -> None:
+    body = hub.get("/api/v1/forecasts").json()
+    assert body["windows"] == {"disk": 3_600_000, "memory": 300_000}
+    last_ts, last_disk = filling[-1]
+    # the 1 h trend of the 400 s of samples, from the latest one
+    assert body["servers"]["filling"]["disk"] == {"limit_in": pytest.approx((100 - last_disk) / RATE, rel=1e-6),
+                                                  "at": last_ts}
+    assert "memory" not in body["servers"]["filling"]  # flat
 
 
 def test_an_unknown_server_is_404(hub: HubProcess) -> None:

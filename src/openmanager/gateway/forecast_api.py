@@ -15,8 +15,8 @@ from starlette.responses import Response
 
 from openmanager.core.bounds import parse_duration
 from openmanager.core.errors import NotFoundError, ValidationError
-from openmanager.core.forecast import ANOMALY_MARK, RECENT_MS, outlook
-from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
+from openmanager.core.forecast import ANOMALY_MARK, RECENT_MS, outlook, time_to
+from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES, Status
 from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse
 
@@ -73,3 +73,29 @@ async def server_forecast(
     return JSONResponse({"server": server_id, "now": now_ms, "window": window_ms, "horizon": horizon_ms,
                          "baseline_hour": [hour, hour + HOUR_MS], "recent": RECENT_MS,
                          "anomaly_mark": ANOMALY_MARK, "metrics": metrics})
+
+
+FLEET_WINDOWS: tuple[tuple[str, int], ...] = (("disk", 3_600_000), ("memory", 300_000))
+"""The metrics and trend windows of the fleet answer: those of the default pack's forecast rules
+(`time_to(disk, 100, 1h)`, `time_to(memory, 100, 5m)`), whose running sums the history rings already slide."""
+
+FLEET_HORIZON_MS = 86_400_000
+
+
+@router.get("/api/v1/forecasts", tags=["servers"])
+async def fleet_forecasts(request: Request) -> Response:
+    """The servers whose disk (1 h trend) or memory (5 min trend) reaches 100 % within 24 h: `{"servers":
+    {id: {metric: {"limit_in": seconds, "at": ms}}}}`, seconds from `at`, the server's latest sample. Read
+    from the running sums the history rings keep for the default forecast rules: O(1) a server."""
+    hub: Hub = request.app.state.hub
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for server_id, state in hub.state.servers.items():
+        ring = hub.state.history.get(server_id)
+        if ring is None or not state.ts or state.status is Status.OFFLINE:
+            continue
+        for name, window_ms in FLEET_WINDOWS:
+            m = ring.window_moments(name, window_ms, state.ts)
+            seconds = None if m is None else time_to(m, window_ms, state.ts, METRIC_BY_NAME[name].high)
+            if seconds is not None and seconds * 1000 <= FLEET_HORIZON_MS:
+                out.setdefault(server_id, {})[name] = {"limit_in": seconds, "at": state.ts}
+    return JSONResponse({"horizon": FLEET_HORIZON_MS, "windows": dict(FLEET_WINDOWS), "servers": out})
