@@ -29,6 +29,8 @@ export class LiveChart {
   private resizeObserver: ResizeObserver;
   private data: uPlot.AlignedData;
   private readonly current: HTMLElement;
+  /** Drawn over the plot after each redraw (components/forecast.ts: trend line, baseline band, anomalies). */
+  overlay: ((u: uPlot) => void) | null = null;
 
   constructor(readonly opts: ChartOptions) {
     this.current = h("span", { class: "chart-current" });
@@ -50,6 +52,7 @@ export class LiveChart {
       width,
       height: this.opts.height ?? 170,
       legend: { show: false },
+      hooks: { draw: [(u) => this.overlay?.(u)] },
       cursor: { drag: { x: false, y: false } },
       scales: {
         x: { time: true },
@@ -91,6 +94,11 @@ export class LiveChart {
     this.data = data;
     if (this.plot) this.plot.setData(data);
     this.markLast();
+  }
+
+  /** Draw again (the overlay's data changed). */
+  redraw(): void {
+    this.plot?.redraw(false, false);
   }
 
   private markLast(): void {
