@@ -4,12 +4,22 @@ trend and time to full; bad parameters get a clear error."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 
+from openmanager.config import Settings
+from openmanager.core.model import Sample, ServerInfo
+from openmanager.core.rollup import Bucket, MetricStats
+from openmanager.hub import Hub
+from openmanager.server import uvicorn_config
 from tests.integration.diskfill import agent_token, fill_series, now_ms, push_fill
-from tests.integration.hubproc import HubProcess
+from tests.integration.hubproc import TOKEN, HubProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +101,51 @@ def test_the_fleet_answer_lists_the_servers_filling_up(hub: HubProcess, filling:
 def test_an_unknown_server_is_404(hub: HubProcess) -> None:
     r = hub.get("/api/v1/servers/nobody/forecast")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_the_baseline_and_anomaly_score_come_from_the_roll_ups(tmp_path: Path) -> None:
+    """A hub in this process (uvicorn on a free port, its SQLite file) with three earlier days of hourly
+    roll-ups for this hour: the forecast answer carries the baseline and the last 5 minutes' score."""
+    port = free_port()
+    settings = Settings.load({"data_dir": str(tmp_path), "port": port, "local": False, "log_level": "warning"},
+                             env={})
+    hub = Hub(settings, admin_token=TOKEN, sources=[])
+    server = uvicorn.Server(uvicorn_config(settings, hub))
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # leave pytest's
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        assert hub.store is not None
+        hub.state.register(ServerInfo("db-1", "db-1", role="db"))
+        usual = MetricStats(20.0, 40.0, 1800.0, 60, 55_500.0)  # mean 30 %, within-hour sd sqrt(55500/60 - 30^2) = 5
+        while True:  # (again if the hour turns meanwhile)
+            now = hub.state.now_ms()
+            hour = now - now % 3_600_000
+            await hub.store.write_buckets([Bucket("db-1", 3600, hour - d * 86_400_000, 60, {"cpu": usual})
+                                           for d in (1, 2, 3)], replace=True)
+            await hub.load_baselines()
+            # 10 minutes at 30 s: 30 %, then 60 % for the last 5 minutes
+            samples = [(ts, 30.0 if ts < now - 300_000 else 60.0) for ts in range(now - 570_000, now + 1, 30_000)]
+            for ts, v in samples:
+                hub.state.apply(Sample("db-1", ts, {"cpu": v}))
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
+                                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10) as http:
+                r = await http.get("/api/v1/servers/db-1/forecast", params={"metric": "cpu", "window": "15m"})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            if body["baseline_hour"][0] == hour:
+                break
+        cpu = body["metrics"]["cpu"]
+        assert cpu["baseline"] == {"centre": 30.0, "spread": pytest.approx(5.0), "days": 3}
+        assert cpu["baseline_reason"] is None
+        # the answer's `now` is a little later than the samples': the last 5 minutes hold the 60 % ones only
+        recent = [v for ts, v in samples if ts >= body["now"] - 300_000]
+        assert cpu["anomaly"] == pytest.approx((sum(recent) / len(recent) - 30.0) / 5.0)
+        assert cpu["anomaly"] > body["anomaly_mark"]
+    finally:
+        server.should_exit = True
+        await task
