@@ -1,15 +1,23 @@
 """Forecasts on the dashboard, in Debian's headless Chromium against a real hub: a server whose disk fills
 steadily (pushed live through the agent ingest endpoint) shows "Disk full in …" on its fleet card and on its
-detail page, whose disk chart draws the hub's trend line; the Korean page says it in Korean."""
+detail page, whose disk chart draws the hub's trend line; the Korean page says it in Korean; a server with
+earlier days of roll-ups gets the baseline band and anomaly marks."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
 
+from openmanager.core.model import ServerInfo
+from openmanager.core.rollup import Bucket, MetricStats
+from openmanager.store.db import Store
 from tests.browser.conftest import PageErrors
 from tests.integration.diskfill import FillFeeder, agent_token
 from tests.integration.hubproc import HubProcess
@@ -81,3 +89,49 @@ def test_a_filling_disk_shows_when_it_will_be_full(hub: HubProcess, filling: Fil
     expect(page.locator("#forecast-line")).to_have_text(re.compile(r"^\d+시간 \d+분 후 디스크 가득 참$"),
                                                         timeout=10_000)
     assert errors.unexpected() == []
+
+
+def test_the_baseline_band_and_anomaly_marks(tmp_path: Path, browser: Browser) -> None:
+    """A hub whose store already holds three earlier days of this hour (and the next) for server `anom`,
+    CPU usually 40 % ± 5: its CPU of 10 % is 6 spreads off, so every point of this hour is marked."""
+    usual = MetricStats(35.0, 45.0, 2400.0, 60, 97_500.0)  # mean 40 %, within-hour sd sqrt(97500/60 - 40^2) = 5
+
+    async def seed() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path / 'openmanager.db'}")
+        try:
+            await store.upsert_servers([ServerInfo("anom", "anom.lan", source="agent")], int(time.time() * 1000))
+            now = int(time.time() * 1000)
+            hour = now - now % 3_600_000
+            await store.write_buckets([Bucket("anom", 3600, h - d * 86_400_000, 60, {"cpu": usual})
+                                       for h in (hour, hour + 3_600_000) for d in (1, 2, 3)], replace=True)
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(1) as pool:  # (Playwright's sync API runs an event loop in this thread)
+        pool.submit(asyncio.run, seed()).result(30)
+    hub = HubProcess(tmp_path, "--no-simulator", "--no-local").start()
+    try:
+        with FillFeeder(hub, agent_token(tmp_path, "anom"), "anom", start=40.0, rate=RATE):
+            cpu = hub.get("/api/v1/servers/anom/forecast", params={"metric": "cpu"}).json()["metrics"]["cpu"]
+            assert cpu["baseline"] == {"centre": 40.0, "spread": pytest.approx(5.0), "days": 3}, cpu
+            assert cpu["anomaly"] == pytest.approx(6.0)
+            ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+            try:
+                page = ctx.new_page()
+                errors = PageErrors(page)
+                page.goto(f"{hub.base}/?token={hub.token}#/servers/anom")
+                chart = page.locator('figure.chart[data-metric="cpu"]')
+                expect(chart).to_have_attribute("data-baseline", re.compile(r"^40(\.0)?±5"), timeout=10_000)
+                expect(chart).not_to_have_attribute("data-anomalies", "0")
+                marked = int(chart.get_attribute("data-anomalies") or "0")
+                drawn = int(chart.get_attribute("data-points") or "0")
+                assert 0 < marked <= drawn  # the points of this hour on the chart, each 6 spreads off
+                # memory (30 %) has no baseline: no band, no marks
+                memory = page.locator('figure.chart[data-metric="memory"]')
+                assert memory.get_attribute("data-baseline") is None
+                assert memory.get_attribute("data-anomalies") == "0"
+                assert errors.unexpected() == []
+            finally:
+                ctx.close()
+    finally:
+        hub.stop()
