@@ -16,6 +16,7 @@ import uvicorn
 from openmanager.config import Settings
 from openmanager.core.model import Sample, ServerInfo
 from openmanager.core.rollup import Bucket, MetricStats
+from openmanager.gateway import forecast_api
 from openmanager.hub import Hub
 from openmanager.server import uvicorn_config
 from tests.integration.diskfill import agent_token, fill_series, now_ms, push_fill
@@ -103,9 +104,12 @@ def test_an_unknown_server_is_404(hub: HubProcess) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-async def test_the_baseline_and_anomaly_score_come_from_the_roll_ups(tmp_path: Path) -> None:
+async def test_the_baseline_and_anomaly_score_come_from_the_roll_ups(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A hub in this process (uvicorn on a free port, its SQLite file) with three earlier days of hourly
-    roll-ups for this hour: the forecast answer carries the baseline and the last 5 minutes' score."""
+    roll-ups for this hour: the forecast answer carries the baseline and the last 5 minutes' score. Summed
+    in the worker thread (as a long `history` would be), which must answer the same."""
+    monkeypatch.setattr(forecast_api, "LOOP_POINTS", 0)
     port = free_port()
     settings = Settings.load({"data_dir": str(tmp_path), "port": port, "local": False, "log_level": "warning"},
                              env={})

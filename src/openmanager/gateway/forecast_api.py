@@ -7,6 +7,7 @@ It reads what the hub holds: each metric's window once from the history ring (bo
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,7 +16,7 @@ from starlette.responses import Response
 
 from openmanager.core.bounds import parse_duration
 from openmanager.core.errors import NotFoundError, ValidationError
-from openmanager.core.forecast import ANOMALY_MARK, RECENT_MS, outlook, time_to
+from openmanager.core.forecast import ANOMALY_MARK, RECENT_MS, Baseline, outlook, time_to
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES, Status
 from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse
@@ -32,6 +33,10 @@ MAX_HORIZON_MS = 7 * 86_400_000
 """The furthest horizon."""
 
 HOUR_MS = 3_600_000
+
+LOOP_POINTS = 60_000
+"""Up to this many points in all (an hour of 14 metrics at a 1 s tick is 50,400) are summed on the event loop
+(under 10 ms); more are summed in a worker thread."""
 
 
 @router.get("/api/v1/servers/{server_id}/forecast", tags=["servers"])
@@ -60,15 +65,22 @@ async def server_forecast(
     now_ms = hub.state.now_ms()
     ring = hub.state.history.get(server_id)
     since = now_ms - window_ms
-    metrics: dict[str, Any] = {}
+    reads: list[tuple[str, list[int], list[float], float | None, Baseline | None]] = []
     for name in names:
         if name not in state.values and not metric:
             continue  # a metric the server does not report
-        ts, vs = ring.series(name, since) if ring is not None else ([], [])
+        ts, vs = ring.series(name, since) if ring is not None else ([], [])  # copies, taken on the loop
         spec = METRIC_BY_NAME[name]
-        limit = spec.high if math.isfinite(spec.high) else None
-        metrics[name] = outlook(ts, vs, now_ms=now_ms, window_ms=window_ms, horizon_ms=horizon_ms, limit=limit,
-                                baseline=hub.state.baseline(server_id, name, now_ms))
+        reads.append((name, ts, vs, spec.high if math.isfinite(spec.high) else None,
+                      hub.state.baseline(server_id, name, now_ms)))
+
+    def compute() -> dict[str, Any]:
+        return {name: outlook(ts, vs, now_ms=now_ms, window_ms=window_ms, horizon_ms=horizon_ms, limit=limit,
+                              baseline=baseline) for name, ts, vs, limit, baseline in reads}
+
+    points = sum(len(ts) for _, ts, _, _, _ in reads)
+    # ~0.15 µs a point (docs/benchmarks.md): a longer `history` than the default hour goes to a thread
+    metrics = compute() if points <= LOOP_POINTS else await asyncio.to_thread(compute)
     hour = now_ms - now_ms % HOUR_MS
     return JSONResponse({"server": server_id, "now": now_ms, "window": window_ms, "horizon": horizon_ms,
                          "baseline_hour": [hour, hour + HOUR_MS], "recent": RECENT_MS,
