@@ -64,6 +64,8 @@ def test_a_filling_disk_shows_when_it_will_be_full(hub: HubProcess, filling: Fil
     card = page.locator('#fleet-grid .card[data-server="filling"] .card-forecast')
     expect(card).to_be_visible(timeout=10_000)
     expect(card).to_have_text(re.compile(r"^Disk full in \d+ h \d+ min$"))
+    expect(page.locator('#fleet-grid .card[data-server="filling"]')).to_have_attribute(
+        "aria-label", re.compile(r", Disk full in \d+ h \d+ min$"))  # screen readers hear it too
     shown = re.findall(r"\d+", card.inner_text())
     # the card counts down from the hub's answer: within a few minutes of what the API says
     assert abs(int(shown[0]) * 60 + int(shown[1]) - (hours * 60 + minutes)) <= 3, (shown, hours, minutes)

@@ -85,12 +85,14 @@ export function watchFleetForecasts(changed: () => void): () => void {
   };
 }
 
-/** The card's forecast line for server `id` (hidden when nothing reaches its limit within the day). */
-export function cardForecast(el: HTMLElement, id: string): void {
+/** Fill the card's forecast line for server `id` (hidden when nothing reaches its limit within the day);
+ * returns its text ("" when hidden) for the card's label. */
+export function cardForecast(el: HTMLElement, id: string): string {
   const mine = fleet[id];
   const text = mine ? soonest(Object.entries(mine).map(([m, f]) => [m, f.limit_in, f.at])) : "";
   setText(el, text);
   el.hidden = !text;
+  return text;
 }
 
 export function cardForecastElement(): HTMLElement {

@@ -134,9 +134,9 @@ class Card {
     this.bars.cpu.set(s.sample.cpu);
     this.bars.memory.set(s.sample.memory);
     this.bars.disk.set(s.sample.disk);
-    cardForecast(this.forecast, s.id);
+    const soon = cardForecast(this.forecast, s.id);
     this.el.setAttribute("aria-label", `${s.id}, ${t(`status.${status}` as Key)}, CPU ${pct(s.sample.cpu)}, `
-      + `${t("metric.memory")} ${pct(s.sample.memory)}, ${t("metric.disk")} ${pct(s.sample.disk)}`);
+      + `${t("metric.memory")} ${pct(s.sample.memory)}, ${t("metric.disk")} ${pct(s.sample.disk)}${soon ? `, ${soon}` : ""}`);
     if (s.ts !== this.drawnTs) {
       this.drawnTs = s.ts;
       drawSparkline(this.canvas, s, color);
