@@ -31,6 +31,8 @@ export class LiveChart {
   private readonly current: HTMLElement;
   /** Drawn over the plot after each redraw (components/forecast.ts: trend line, baseline band, anomalies). */
   overlay: ((u: uPlot) => void) | null = null;
+  /** Room left after the last point, as a fraction of the points' span (where the overlay draws a forecast). */
+  ahead = 0;
 
   constructor(readonly opts: ChartOptions) {
     this.current = h("span", { class: "chart-current" });
@@ -55,7 +57,7 @@ export class LiveChart {
       hooks: { draw: [(u) => this.overlay?.(u)] },
       cursor: { drag: { x: false, y: false } },
       scales: {
-        x: { time: true },
+        x: { time: true, range: (_u, min, max) => [min, max + (max - min) * this.ahead] },
         y: range ? { range: () => range } : { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
@@ -96,9 +98,9 @@ export class LiveChart {
     this.markLast();
   }
 
-  /** Draw again (the overlay's data changed). */
+  /** Draw again, scales included (the overlay's data or `ahead` changed). */
   redraw(): void {
-    this.plot?.redraw(false, false);
+    this.plot?.setData(this.data);
   }
 
   private markLast(): void {

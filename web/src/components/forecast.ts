@@ -1,6 +1,7 @@
 // Forecasts on screen, from the hub's measured answers (docs/dashboard.md, docs/protocol.md):
 // * fleet cards: "Disk full in 3 h 20 min" from GET /api/v1/forecasts (polled every 30 s);
-// * server detail: the same line under the title, and on each single-metric chart the trend line (dashed),
+// * server detail: the same line under the title, and on each single-metric chart the trend line (dashed,
+//   continued into a quarter of the chart's span left ahead of the last point),
 //   this hour's baseline band (centre ± spread) and anomaly marks (points whose robust z against the baseline
 //   is above the hub's `anomaly_mark`), from GET /api/v1/servers/{id}/forecast.
 // Nothing here estimates anything the hub did not answer: the line is the hub's least-squares fit, the band
@@ -42,6 +43,8 @@ interface FleetForecasts {
 }
 
 const POLL_MS = 30_000;
+/** A chart with a trend leaves this fraction of its span after the last point for the line ahead. */
+const AHEAD = 0.25;
 const FULL_KEYS: Record<string, Key> = { disk: "forecast.diskFull", memory: "forecast.memoryFull" };
 
 /** "Disk full in 3 h 20 min": `seconds` counted from `atMs` (when the hub measured it), less the time since. */
@@ -144,7 +147,10 @@ export class ServerForecastOverlay {
     const text = soonest(reaching);
     setText(this.el, text);
     this.el.hidden = !text;
-    for (const { chart } of this.charts) chart.redraw();
+    for (const { chart, metric } of this.charts) {
+      chart.ahead = a.metrics[metric]?.trend ? AHEAD : 0;
+      chart.redraw();
+    }
   }
 
   /** uPlot draw hook of one chart: baseline band, trend line, anomaly marks; what was drawn is mirrored in
@@ -165,6 +171,7 @@ export class ServerForecastOverlay {
     const { left, top, width, height } = u.bbox;
     const x0 = xs[0];
     const x1 = xs[xs.length - 1];
+    const xEnd = u.scales.x.max ?? x1;  // the right edge: `ahead` of the last point
     ctx.save();
     ctx.beginPath();
     ctx.rect(left, top, width, height);
@@ -205,9 +212,17 @@ export class ServerForecastOverlay {
       ctx.strokeStyle = cssVar("--warning") || "#9a5b00";
       ctx.lineWidth = 1.5 * devicePixelRatio;
       ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
-      ctx.beginPath();
+      ctx.beginPath();  // the fit over the points, then on into the room ahead
       ctx.moveTo(u.valToPos(x0, "x", true), u.valToPos(at(x0), "y", true));
-      ctx.lineTo(u.valToPos(x1, "x", true), u.valToPos(at(x1), "y", true));
+      ctx.lineTo(u.valToPos(xEnd, "x", true), u.valToPos(at(xEnd), "y", true));
+      ctx.stroke();
+      ctx.setLineDash([]);
+      ctx.lineWidth = 1 * devicePixelRatio;
+      ctx.strokeStyle = cssVar("--muted") || "#666";
+      const xNow = u.valToPos(x1, "x", true);  // where the points end
+      ctx.beginPath();
+      ctx.moveTo(xNow, top);
+      ctx.lineTo(xNow, top + height);
       ctx.stroke();
       ds.forecastSlope = String(trend.slope);
       if (m.limit_in !== null) ds.forecastFullIn = fullIn(metric, m.limit_in, a.now);
