@@ -25,9 +25,32 @@ from tests.integration.hubproc import HubProcess
 RATE = 0.01  # % a second from 40 %: 44 % after the 400 s of backlog, full about 1 h 33 min later
 
 
+USUAL = MetricStats(35.0, 45.0, 2400.0, 60, 97_500.0)  # mean 40 %, within-hour sd sqrt(97500/60 - 40^2) = 5
+
+
+def seed_usual_cpu(data_dir: Path, server: str) -> None:
+    """Store `server` and three earlier days of this hour and the next with CPU `USUAL`, before the hub starts
+    (it loads the baselines of the servers it knows at start)."""
+    async def seed() -> None:
+        store = await Store.open(f"sqlite:///{data_dir / 'openmanager.db'}")
+        try:
+            now = int(time.time() * 1000)
+            await store.upsert_servers([ServerInfo(server, f"{server}.lan", source="agent")], now)
+            hour = now - now % 3_600_000
+            await store.write_buckets([Bucket(server, 3600, h - d * 86_400_000, 60, {"cpu": USUAL})
+                                       for h in (hour, hour + 3_600_000) for d in (1, 2, 3)], replace=True)
+        finally:
+            await store.close()
+
+    with ThreadPoolExecutor(1) as pool:  # (Playwright's sync API may run an event loop in this thread)
+        pool.submit(asyncio.run, seed()).result(30)
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
-    proc = HubProcess(tmp_path_factory.mktemp("hub"), "--no-simulator", "--no-local").start()
+    data = tmp_path_factory.mktemp("hub")
+    seed_usual_cpu(data, "anom")
+    proc = HubProcess(data, "--no-simulator", "--no-local").start()
     yield proc
     proc.stop()
 
@@ -93,47 +116,24 @@ def test_a_filling_disk_shows_when_it_will_be_full(hub: HubProcess, filling: Fil
     assert errors.unexpected() == []
 
 
-def test_the_baseline_band_and_anomaly_marks(tmp_path: Path, browser: Browser) -> None:
-    """A hub whose store already holds three earlier days of this hour (and the next) for server `anom`,
-    CPU usually 40 % ± 5: its CPU of 10 % is 6 spreads off, so every point of this hour is marked."""
-    usual = MetricStats(35.0, 45.0, 2400.0, 60, 97_500.0)  # mean 40 %, within-hour sd sqrt(97500/60 - 40^2) = 5
-
-    async def seed() -> None:
-        store = await Store.open(f"sqlite:///{tmp_path / 'openmanager.db'}")
-        try:
-            await store.upsert_servers([ServerInfo("anom", "anom.lan", source="agent")], int(time.time() * 1000))
-            now = int(time.time() * 1000)
-            hour = now - now % 3_600_000
-            await store.write_buckets([Bucket("anom", 3600, h - d * 86_400_000, 60, {"cpu": usual})
-                                       for h in (hour, hour + 3_600_000) for d in (1, 2, 3)], replace=True)
-        finally:
-            await store.close()
-
-    with ThreadPoolExecutor(1) as pool:  # (Playwright's sync API runs an event loop in this thread)
-        pool.submit(asyncio.run, seed()).result(30)
-    hub = HubProcess(tmp_path, "--no-simulator", "--no-local").start()
-    try:
-        with FillFeeder(hub, agent_token(tmp_path, "anom"), "anom", start=40.0, rate=RATE):
-            cpu = hub.get("/api/v1/servers/anom/forecast", params={"metric": "cpu"}).json()["metrics"]["cpu"]
-            assert cpu["baseline"] == {"centre": 40.0, "spread": pytest.approx(5.0), "days": 3}, cpu
-            assert cpu["anomaly"] == pytest.approx(6.0)
-            ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-            try:
-                page = ctx.new_page()
-                errors = PageErrors(page)
-                page.goto(f"{hub.base}/?token={hub.token}#/servers/anom")
-                chart = page.locator('figure.chart[data-metric="cpu"]')
-                expect(chart).to_have_attribute("data-baseline", re.compile(r"^40(\.0)?±5"), timeout=10_000)
-                expect(chart).not_to_have_attribute("data-anomalies", "0")
-                marked = int(chart.get_attribute("data-anomalies") or "0")
-                drawn = int(chart.get_attribute("data-points") or "0")
-                assert 0 < marked <= drawn  # the points of this hour on the chart, each 6 spreads off
-                # memory (30 %) has no baseline: no band, no marks
-                memory = page.locator('figure.chart[data-metric="memory"]')
-                assert memory.get_attribute("data-baseline") is None
-                assert memory.get_attribute("data-anomalies") == "0"
-                assert errors.unexpected() == []
-            finally:
-                ctx.close()
-    finally:
-        hub.stop()
+def test_the_baseline_band_and_anomaly_marks(hub: HubProcess, context: BrowserContext) -> None:
+    """Server `anom` has three earlier days of this hour in the store, CPU usually 40 % ± 5: its CPU of 10 % is
+    6 spreads off, so every point of this hour is marked."""
+    with FillFeeder(hub, agent_token(hub.data_dir, "anom"), "anom", start=40.0, rate=RATE):
+        cpu = hub.get("/api/v1/servers/anom/forecast", params={"metric": "cpu"}).json()["metrics"]["cpu"]
+        assert cpu["baseline"] == {"centre": 40.0, "spread": pytest.approx(5.0), "days": 3}, cpu
+        assert cpu["anomaly"] == pytest.approx(6.0)
+        page = context.new_page()
+        errors = PageErrors(page)
+        page.goto(f"{hub.base}/?token={hub.token}#/servers/anom")
+        chart = page.locator('figure.chart[data-metric="cpu"]')
+        expect(chart).to_have_attribute("data-baseline", re.compile(r"^40(\.0)?±5"), timeout=10_000)
+        expect(chart).not_to_have_attribute("data-anomalies", "0")
+        marked = int(chart.get_attribute("data-anomalies") or "0")
+        drawn = int(chart.get_attribute("data-points") or "0")
+        assert 0 < marked <= drawn  # the points of this hour on the chart, each 6 spreads off
+        # memory (30 %) has no baseline: no band, no marks
+        memory = page.locator('figure.chart[data-metric="memory"]')
+        assert memory.get_attribute("data-baseline") is None
+        assert memory.get_attribute("data-anomalies") == "0"
+        assert errors.unexpected() == []
