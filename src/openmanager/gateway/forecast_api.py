@@ -93,21 +93,28 @@ FLEET_WINDOWS: tuple[tuple[str, int], ...] = (("disk", 3_600_000), ("memory", 30
 
 FLEET_HORIZON_MS = 86_400_000
 
+FLEET_CHUNK = 16
+"""Servers read between two yields to the event loop (a first read of an hour's window scans 3,600 points)."""
+
 
 @router.get("/api/v1/forecasts", tags=["servers"])
 async def fleet_forecasts(request: Request) -> Response:
     """The servers whose disk (1 h trend) or memory (5 min trend) reaches 100 % within 24 h: `{"servers":
-    {id: {metric: {"limit_in": seconds, "at": ms}}}}`, seconds from `at`, the server's latest sample. Read
-    from the running sums the history rings keep for the default forecast rules: O(1) a server."""
+    {id: {metric: {"limit_in": seconds, "at": ms}}}}`, seconds from `at`, the hub's clock when it read the
+    server. Read from the running sums the history rings keep for the default forecast rules: O(1) a server
+    (a window no rule keeps is scanned once, then slid)."""
     hub: Hub = request.app.state.hub
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for server_id, state in hub.state.servers.items():
+    for k, (server_id, state) in enumerate(list(hub.state.servers.items())):
+        if k % FLEET_CHUNK == FLEET_CHUNK - 1:
+            await asyncio.sleep(0)  # a first read of a window (no rule keeps it) scans it: let the loop run
         ring = hub.state.history.get(server_id)
         if ring is None or not state.ts or state.status is Status.OFFLINE:
             continue
+        now_ms = hub.state.now_ms()  # the rules' clock, so the reads slide the same sums forward
         for name, window_ms in FLEET_WINDOWS:
-            m = ring.window_moments(name, window_ms, state.ts)
-            seconds = None if m is None else time_to(m, window_ms, state.ts, METRIC_BY_NAME[name].high)
+            m = ring.window_moments(name, window_ms, now_ms)
+            seconds = None if m is None else time_to(m, window_ms, now_ms, METRIC_BY_NAME[name].high)
             if seconds is not None and seconds * 1000 <= FLEET_HORIZON_MS:
-                out.setdefault(server_id, {})[name] = {"limit_in": seconds, "at": state.ts}
+                out.setdefault(server_id, {})[name] = {"limit_in": seconds, "at": now_ms}
     return JSONResponse({"horizon": FLEET_HORIZON_MS, "windows": dict(FLEET_WINDOWS), "servers": out})
