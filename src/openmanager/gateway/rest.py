@@ -19,12 +19,14 @@ from openmanager.gateway.auth import require_role
 from openmanager.gateway.compiling import compile_sliced
 from openmanager.gateway.deps import JsonRoute
 from openmanager.gateway.errors import JSONResponse, error_response
+from openmanager.gateway.forecast_api import router as forecast_router
 from openmanager.pipeline.stats import compression_ratio
 
 if TYPE_CHECKING:
     from openmanager.hub import Hub
 
 router = APIRouter(route_class=JsonRoute)
+router.include_router(forecast_router)  # GET /api/v1/servers/{id}/forecast, /api/v1/forecasts
 MAX_POINTS = 10_000
 
 

@@ -5,6 +5,7 @@
 import { ApiError, get, query } from "../api";
 import { AlertList } from "../components/alertRow";
 import { LiveChart } from "../components/chart";
+import { ServerForecastOverlay } from "../components/forecast";
 import { LogList } from "../components/logList";
 import { SeriesPanel, seriesOf, sortLabels } from "../components/seriesPanel";
 import { frameThrottle, h, replace, setText } from "../dom";
@@ -163,6 +164,7 @@ export function serverView(ctx: Ctx, params: string[]): View {
   function reportsResponseTime(): boolean {
     return latest.response_time !== undefined || series.cols.response_time.some((v) => v !== null);
   }
+  const forecast = new ServerForecastOverlay(id, charts.filter((c) => c.metrics.length === 1).map((c) => ({ chart: c.chart, metric: c.metrics[0] })));
   const loading = h("p", { class: "muted", text: t("server.loading") });
   const chartGrid = h("section", { class: "charts", aria: { label: t("server.details") } }, ...charts.map((c) => c.chart.el));
 
@@ -256,7 +258,7 @@ export function serverView(ctx: Ctx, params: string[]): View {
   const logs = new LogList(500, false, `${t("server.logs")} ${id}`);
 
   const el = h("div", { class: "view view-server", dataset: { server: id } },
-    header, loading, chartGrid, noResponseTime,
+    header, forecast.el, loading, chartGrid, noResponseTime,
     h("div", { class: "columns" },
       h("section", { class: "panel" }, h("h2", { text: t("server.details") }), values),
       h("section", { class: "panel" }, h("h2", { text: t("server.alerts") }), noAlerts, alertList.el)),
@@ -361,9 +363,11 @@ export function serverView(ctx: Ctx, params: string[]): View {
       mounted = true;
       mountChart?.mount();
       void start();
+      forecast.start();
     },
     destroy() {
       destroyed = true;
+      forecast.stop();
       for (const off of offs) off();
       for (const { chart } of charts) chart.destroy();
       mountChart?.destroy();
