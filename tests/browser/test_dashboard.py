@@ -161,7 +161,8 @@ def test_the_log_view_follows_pauses_on_scroll_up_and_jumps_back(hub: HubProcess
     page.wait_for_function("(() => { const s = document.querySelector('.log-scroller');"
                            " return s.scrollHeight > s.clientHeight + 200; })()", timeout=15_000)
     lines = int(scroller.get_attribute("data-lines") or 0)
-    page.wait_for_function(f"Number(document.querySelector('.log-scroller').dataset.lines) > {lines}", timeout=10_000)
+    # New lines arrive at ~6 a second; the generous bound is for a hub sharing a loaded 2-core machine.
+    page.wait_for_function(f"Number(document.querySelector('.log-scroller').dataset.lines) > {lines}", timeout=30_000)
     assert at_bottom(page)
     assert scroller.get_attribute("data-paused") == "false"
 
@@ -183,7 +184,7 @@ def test_the_log_view_follows_pauses_on_scroll_up_and_jumps_back(hub: HubProcess
       requestAnimationFrame(check);
     })""")
     count = int(jump.get_attribute("data-count") or 0)
-    page.wait_for_function(f"Number(document.querySelector('.jump-latest').dataset.count) > {count}", timeout=10_000)
+    page.wait_for_function(f"Number(document.querySelector('.jump-latest').dataset.count) > {count}", timeout=30_000)
     assert page.evaluate("document.querySelector('.log-scroller').scrollTop") == top
     assert not at_bottom(page)
 
@@ -193,7 +194,7 @@ def test_the_log_view_follows_pauses_on_scroll_up_and_jumps_back(hub: HubProcess
     assert at_bottom(page)
     lines = int(scroller.get_attribute("data-lines") or 0)
     page.wait_for_function(f"Number(document.querySelector('.log-scroller').dataset.lines) > {lines}"
-                           " || Number(document.querySelector('.log-scroller').dataset.lines) >= 2000", timeout=10_000)
+                           " || Number(document.querySelector('.log-scroller').dataset.lines) >= 2000", timeout=30_000)
     assert at_bottom(page)
     assert int(scroller.get_attribute("data-lines") or 0) <= 2000
     assert errors.errors == []
