@@ -41,7 +41,8 @@ async def test_a_store_from_before_the_forecasts_gets_them_once(tmp_path: Path) 
     assert not set(FORECASTS) & set(rows(path))
     async with await Store.open(url) as store:  # the hub's start: upgrade to every head
         loaded = {r.id: r for r in await AlertStore(store).load_rules()}
-        assert {f: loaded[f].to_api() for f in FORECASTS} == {r["id"]: RuleSpec.from_api(r).to_api() for r in migration.RULES}
+        frozen = {r["id"]: RuleSpec.from_api(r).to_api() for r in migration.RULES}
+        assert {f: loaded[f].to_api() for f in FORECASTS} == frozen
         assert await AlertStore(store).delete_rule("disk-full-forecast")  # deleting one sticks
     async with await Store.open(url) as store:
         ids = [r.id for r in await AlertStore(store).load_rules()]
