@@ -22,7 +22,7 @@ batch. Every sample goes into the server's state and history in order (history i
 functions and roll-ups read), but only the newest sample of a batch is published on `metrics`: a
 reconnecting agent makes one `metrics` event per batch, not a burst of stale ones, and the live state
 ends at its newest sample. Log records are all published, in order, as one `logs` event per batch.
-A long backlog is paced (`IngestService.make_room`) so that history never overwrites samples the minute
+A long backlog is paced (`sources.agent.AgentSource.make_room`) so that history never overwrites samples the minute
 roll-ups have not written yet and the log writer's buffer never overflows: nothing of it is lost.
 
 One connection per agent: a newer connection replaces the older one, which is closed with 4409 once its
@@ -35,33 +35,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from openmanager.agent.protocol import MAX_BATCH_ITEMS, PROTOCOL_VERSION
 from openmanager.core.errors import OpenManagerError
-from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.core.model import ServerInfo
 from openmanager.core.protocol import CloseCode
-from openmanager.store.agents import AckRecorder, AckRevoked, AgentRecord, AgentStore
-from openmanager.store.db import StoreError
-
-if TYPE_CHECKING:
-    from openmanager.hub import Hub
+from openmanager.sources.agent import AckRevoked, AgentRecord, AgentSource, StoreError, _Link
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
-REPLACE_TIMEOUT_S = 10.0
 MAX_UNACKED = 32  # batches applied and not yet acknowledged, per connection (reading waits beyond)
-HISTORY_HEADROOM = 0.9  # share of a server's in-memory history a backfill may fill before roll-ups catch up
-ROOM_WAIT_S = 75.0  # longest wait for room (the roll-up job runs every minute)
-ROOM_POLL_S = 0.2
-MAX_FUTURE_MS = 60_000  # samples further ahead of the hub's clock are skipped (a skewed agent clock)
 MAX_TAGS = 32
 _SHORT = 64
 _LONG = 255
@@ -74,149 +63,6 @@ class IngestError(OpenManagerError):
                  close_code: int = CloseCode.INVALID_MESSAGE) -> None:
         super().__init__(message, code=code)
         self.close_code = close_code
-
-
-@dataclass(slots=True)
-class IngestCounters:
-    connections: int = 0
-    batches: int = 0
-    duplicates: int = 0  # batches acknowledged again without being applied
-    samples: int = 0
-    logs: int = 0
-    invalid_items: int = 0  # items skipped for a bad shape, a bad level, or a far-future timestamp
-    throttled: int = 0  # batches that waited for the roll-ups or the log store (backfill backpressure)
-
-
-@dataclass(slots=True)
-class _Unrolled:
-    """Samples put into one server's history and not rolled up yet: (newest ts, count) per batch."""
-
-    batches: deque[tuple[int, int]] = field(default_factory=deque)
-    total: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class _Link:
-    agent: AgentRecord
-    task: asyncio.Task[Any]
-    replaced: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class IngestService:
-    """The ingest endpoint's state on one hub: its agents, the ack recorder, the live connections."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.counters = IngestCounters()
-        self.links: dict[int, _Link] = {}
-        self._agents: AgentStore | None = None
-        self._recorder: AckRecorder | None = None
-        self._unrolled: dict[str, _Unrolled] = {}
-        self._applied: dict[int, tuple[str, int]] = {}  # agent id -> (buffer id, highest seq applied here)
-
-    def applied_seq(self, agent_id: int, buffer_id: str) -> int:
-        """The highest seq of `buffer_id` this process applied for the agent (0: none, or another buffer)."""
-        known = self._applied.get(agent_id)
-        return known[1] if known is not None and known[0] == buffer_id else 0
-
-    def note_seq(self, agent_id: int, buffer_id: str, seq: int) -> None:
-        self._applied[agent_id] = (buffer_id, seq)
-
-    @property
-    def agents(self) -> AgentStore:
-        if self._agents is None:
-            if self.hub.store is None:
-                raise RuntimeError("the store is not open")
-            self._agents = AgentStore(self.hub.store)
-        return self._agents
-
-    @property
-    def recorder(self) -> AckRecorder:
-        if self._recorder is None:
-            self._recorder = AckRecorder(self.agents)
-        return self._recorder
-
-    def note_applied(self, server_id: str, newest_ts: int, n: int) -> None:
-        """Remember `n` samples up to `newest_ts` went into `server_id`'s history, not yet rolled up."""
-        if n:
-            pending = self._unrolled.get(server_id)
-            if pending is None:
-                pending = self._unrolled[server_id] = _Unrolled()
-            pending.batches.append((newest_ts, n))
-            pending.total += n
-
-    def unrolled(self, server_id: str) -> int:
-        """How many of the samples this endpoint put into the server's history are not in the roll-ups yet
-        (amortised O(1))."""
-        pending = self._unrolled.get(server_id)
-        ring = self.hub.history.get(server_id)
-        if pending is None or ring is None or not len(ring) or self.hub.rollups is None:
-            self._unrolled.pop(server_id, None)
-            return 0
-        written = self.hub.rollups.written_until(server_id)
-        batches = pending.batches
-        while batches and batches[0][0] <= written:
-            pending.total -= batches.popleft()[1]
-        return min(len(ring), pending.total)
-
-    async def make_room(self, server_id: str, n_samples: int, n_logs: int) -> None:
-        """Backpressure for backfills: wait (reading nothing more from this agent) while applying the next
-        batch would push samples out of the in-memory history before the roll-up job has written them, or,
-        for a batch with log records, while the log writer's buffer is a quarter full (the store is behind).
-        Live agents never wait; a long backlog goes in at the pace of the minute roll-ups. Gives up after
-        ROOM_WAIT_S (and says so)."""
-        hub = self.hub
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ROOM_WAIT_S
-        waited = False
-        while True:
-            limit = int(hub.history.capacity * HISTORY_HEADROOM)
-            unrolled = self.unrolled(server_id) if n_samples > 0 else 0
-            full_history = unrolled > 0 and unrolled + n_samples > limit  # (a batch alone may not fit: go)
-            writer = hub.log_writer
-            full_logs = n_logs > 0 and writer.buffered >= max(1, writer.max_buffer // 4)
-            if not full_history and not full_logs:
-                return
-            if not waited:
-                waited = True
-                self.counters.throttled += 1
-            if loop.time() > deadline:
-                log.warning("agent %s: backfill faster than the roll-ups and the log store; going on anyway "
-                            "(%s may lose points)", server_id, "history" if full_history else "the log store")
-                return
-            await asyncio.sleep(ROOM_POLL_S)
-
-    async def _claim(self, link: _Link) -> None:
-        old = self.links.get(link.agent.id)
-        self.links[link.agent.id] = link
-        if old is not None and not old.done.is_set():
-            log.warning("agent %s connected again; closing its older connection", link.agent.name)
-            old.replaced = True
-            old.task.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REPLACE_TIMEOUT_S):
-                    await old.done.wait()
-
-    def _release(self, link: _Link) -> None:
-        if self.links.get(link.agent.id) is link:
-            del self.links[link.agent.id]
-        link.done.set()
-
-    async def _resume_point(self, agent: AgentRecord, buffer_id: str, first_seq: int, last_seq: int) -> int:
-        """The seq up to which this agent's batches count as applied, in the numbering of `buffer_id`."""
-        current = await self.agents.get(agent.name)
-        stored = current.last_seq if current is not None else agent.last_seq
-        stored_buffer = current.buffer_id if current is not None else agent.buffer_id
-        if stored_buffer == buffer_id and stored <= last_seq:
-            return stored
-        resume = first_seq - 1 if first_seq > 0 else last_seq
-        if stored_buffer is not None:
-            log.warning(
-                "agent %s numbers its batches afresh (a new buffer); acknowledged up to %d in it", agent.name, resume
-            )
-        await self.agents.set_resume(agent.id, buffer_id, resume)
-        return resume
 
 
 def _bearer(ws: WebSocket) -> str | None:
@@ -325,77 +171,11 @@ def parse_batch(msg: Mapping[str, Any]) -> tuple[int, list[Any], list[Any]]:
     return seq, samples, logs
 
 
-def _sample(raw: Any, server: str, latest_ms: int) -> Sample | None:
-    if not isinstance(raw, dict):
-        return None
-    ts, values = raw.get("ts"), raw.get("values")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts > latest_ms or not isinstance(values, dict):
-        return None
-    return clean_sample(Sample(server, ts, values))
-
-
-def _record(raw: Any, server: str) -> LogRecord | None:
-    if not isinstance(raw, dict):
-        return None
-    ts, level, message = raw.get("ts"), raw.get("level"), raw.get("message")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts <= 0 or not isinstance(message, str):
-        return None
-    try:
-        parsed = LogLevel.parse(level) if isinstance(level, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        return None
-    service = raw.get("service")
-    fields = raw.get("fields")
-    return LogRecord(
-        ts,
-        server,
-        parsed,
-        service if isinstance(service, str) and service else "agent",
-        message,
-        dict(fields) if isinstance(fields, dict) else {},
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    samples: int
-    logs: int
-    skipped: int  # invalid items left out
-    newest_ts: int  # of the last sample applied, 0 when none
-
-
-def apply_batch(hub: Hub, info: ServerInfo, raw_samples: list[Any], raw_logs: list[Any],
-                now_ms: int | None = None) -> Applied:
-    """Apply one batch of an agent's items to the hub.
-
-    Samples go into state and history in the order given (history drops one not newer than the last);
-    only the last goes through the pipeline and so onto `metrics`. Every sample and record is the agent's
-    own server's, whatever it says."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    current = hub.state.servers.get(info.id)
-    if current is None or current.info != info:
-        hub.pipeline.register(info)
-    samples = [s for s in (_sample(r, info.id, now + MAX_FUTURE_MS) for r in raw_samples) if s is not None]
-    records = [r for r in (_record(r, info.id) for r in raw_logs) if r is not None]
-    if samples:
-        for sample in samples[:-1]:
-            hub.state.apply(sample)
-        hub.stats.ingest_samples += len(samples) - 1
-        hub.pipeline.samples(samples[-1:])
-    if records:
-        hub.pipeline.logs(records)
-    skipped = len(raw_samples) + len(raw_logs) - len(samples) - len(records)
-    return Applied(len(samples), len(records), skipped, samples[-1].ts if samples else 0)
-
-
 async def ingest_endpoint(ws: WebSocket) -> None:
-    hub: Hub = ws.app.state.hub
-    service: IngestService = ws.app.state.ingest
+    service: AgentSource = ws.app.state.ingest
     token = _bearer(ws)
     await ws.accept()
-    if hub.store is None or not hub.started:
+    if not service.ready():
         await _refuse(ws, CloseCode.TRY_AGAIN_LATER, "unavailable", "the hub is starting; try again")
         return
     try:
@@ -412,7 +192,7 @@ async def ingest_endpoint(ws: WebSocket) -> None:
     link = _Link(agent, task)
     counters = service.counters
     remote = f"{ws.client.host}:{ws.client.port}" if ws.client else "-"
-    hub.stats.connections["agent"] = hub.stats.connections.get("agent", 0) + 1
+    service.stats.connections["agent"] = service.stats.connections.get("agent", 0) + 1
     counters.connections += 1
     try:
         try:
@@ -429,7 +209,7 @@ async def ingest_endpoint(ws: WebSocket) -> None:
                 "server": info.id,
                 "acked": acked,
                 "max_batch_items": MAX_BATCH_ITEMS,
-                "max_frame_bytes": hub.settings.max_frame_bytes,
+                "max_frame_bytes": service.max_frame_bytes,
                 "server_time": int(time.time() * 1000),
             }).decode())
             log.info("agent %s connected from %s (acknowledged up to %d)", agent.name, remote, acked)
@@ -453,19 +233,18 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
     finally:
-        hub.stats.connections["agent"] -= 1
+        service.stats.connections["agent"] -= 1
         service._release(link)
         log.info("agent %s disconnected", agent.name)
 
 
-async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: ServerInfo, acked: int,
+async def _batches(ws: WebSocket, service: AgentSource, link: _Link, info: ServerInfo, acked: int,
                    buffer_id: str) -> None:
     """Read, apply and acknowledge batches until the peer goes away. Reading runs ahead of the durable
     records (up to MAX_UNACKED batches), so one commit can cover several batches of a busy agent; acks go
     out in order, each only once its seq (or a later one) is committed. A batch this process applied
     already (above `acked` but not recorded) is recorded and acknowledged, not applied again. Raises
     AckRevoked, StoreError."""
-    hub = service.hub
     counters = service.counters
     reader = asyncio.current_task()
     assert reader is not None
@@ -495,7 +274,7 @@ async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: Ser
                 await queue.put((-seq, again))  # acknowledged (after what precedes it), not applied
                 continue
             await service.make_room(info.id, len(raw_samples), len(raw_logs))
-            done = apply_batch(hub, info, raw_samples, raw_logs)
+            done = service.apply(info, raw_samples, raw_logs)
             service.note_applied(info.id, done.newest_ts, done.samples)
             applied = seq
             service.note_seq(link.agent.id, buffer_id, seq)

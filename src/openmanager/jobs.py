@@ -1,0 +1,76 @@
+"""The scheduled jobs (APScheduler, UTC): on every process the users refresh; on the leader the minute
+and hour roll-ups, roll-up retention, notification digests and retention, alert-history retention, log
+retention, and the maintenance windows (added by the alert service, `maintenance-<id>`).
+
+`Jobs` owns the scheduler: `start` (every process), `lead` / `follow` when this process becomes the
+leader or stops being it, `shutdown`. The job bodies are the parts' own coroutines, given by the root."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[Any]]
+
+LEADER_JOBS = ("rollup-1m", "rollup-1h", "retention", "digests", "notification-retention",
+               "alert-history-retention", "log-retention")
+USERS_REFRESH_S = 30
+
+
+class Jobs:
+    def __init__(self) -> None:
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self.started = False
+
+    def start(self, refresh_users: Job) -> None:
+        """Start the scheduler with the jobs every process runs."""
+        self.scheduler.add_job(refresh_users, "interval", seconds=USERS_REFRESH_S, id="users-refresh",
+                               max_instances=1, coalesce=True)
+        self.scheduler.start()
+        self.started = True
+
+    def lead(self, *, roll_minutes: Job, roll_hours: Job, prune_rollups: Job, digests: Job,
+             prune_notifications: Job, prune_alerts: Job, prune_logs: Job) -> None:
+        """Add the jobs done once per cluster (this process has become the leader)."""
+        add = self.scheduler.add_job
+        add(roll_minutes, "cron", second=5, id="rollup-1m", max_instances=1, coalesce=True)
+        add(roll_hours, "cron", minute=2, second=30, id="rollup-1h", max_instances=1, coalesce=True)
+        add(prune_rollups, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
+        add(digests, "cron", second=15, id="digests", max_instances=1, coalesce=True)
+        add(prune_notifications, "cron", hour=3, minute=41, id="notification-retention", max_instances=1,
+            coalesce=True)
+        add(prune_alerts, "cron", hour=3, minute=23, id="alert-history-retention", max_instances=1, coalesce=True)
+        add(prune_logs, "cron", minute="*/10", second=40, id="log-retention", max_instances=1, coalesce=True)
+
+    def follow(self) -> None:
+        """Remove the leader's jobs and the maintenance windows (this process stopped leading)."""
+        for job in self.scheduler.get_jobs():
+            if job.id in LEADER_JOBS or job.id.startswith("maintenance-"):
+                job.remove()
+
+    def shutdown(self) -> None:
+        if self.started:
+            self.scheduler.shutdown(wait=False)
+            self.started = False
+
+    def next_run(self, job_id: str) -> tuple[bool, datetime | None]:
+        """Whether `job_id` is scheduled here, and its next run time (None: paused, or not scheduled)."""
+        job = self.scheduler.get_job(job_id) if self.started else None
+        if job is None:
+            return False, None
+        nxt: datetime | None = job.next_run_time
+        return True, nxt
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every scheduled job with its trigger and next run time (epoch ms, null when paused)."""
+        jobs = self.scheduler.get_jobs() if self.started else []
+        return [{"id": j.id, "name": j.name, "trigger": str(j.trigger),
+                 "timezone": str(getattr(j.trigger, "timezone", "")) or None,
+                 "next_run_at": int(j.next_run_time.timestamp() * 1000) if j.next_run_time else None}
+                for j in jobs]
