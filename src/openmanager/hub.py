@@ -513,9 +513,7 @@ class Hub:
         """Samples another process of the cluster published go into this one's state and history; per-server
         rules run (on the leader) as soon as a batch of samples is published (after its fan-out)."""
         if event.origin and event.origin != self.node_id:
-            ts = int(event.data.get("ts", 0))
-            for server_id, wire in event.data.get("servers", {}).items():
-                self.state.mirror(server_id, ts, wire)
+            self.pipeline.mirror(event.data)
         if self.alerts is not None and self.is_leader:
             ids = list(event.data.get("servers", ()))
             asyncio.get_running_loop().call_soon(self._evaluate_arrivals, ids)

@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from openmanager.agent.protocol import INGEST_PATH, PROTOCOL_VERSION
 from openmanager.config import Settings
+from openmanager.core.agentwire import INGEST_PATH, PROTOCOL_VERSION
 from openmanager.hub import Hub
 from openmanager.root import Root
 from openmanager.server import uvicorn_config

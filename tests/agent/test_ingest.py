@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from openmanager.agent.protocol import MAX_BATCH_ITEMS
 from openmanager.broker.base import Event
+from openmanager.core.agentwire import MAX_BATCH_ITEMS
 from openmanager.core.model import Status
 from openmanager.store.users import UserStore
 from tests.agent.conftest import ADMIN, LiveHub, hello, recv

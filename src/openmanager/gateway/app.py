@@ -19,8 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from openmanager import __version__
-from openmanager.agent.protocol import INGEST_PATH
 from openmanager.core.access import allowed_hosts_policy
+from openmanager.core.agentwire import INGEST_PATH
 from openmanager.core.errors import OpenManagerError
 from openmanager.gateway import errors
 from openmanager.gateway.alerts_api import router as alerts_router

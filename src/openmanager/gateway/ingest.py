@@ -1,29 +1,22 @@
-"""The agent ingest endpoint: `GET /api/v1/agents/ingest` (WebSocket), protocol in `agent.protocol`.
+"""The agent ingest endpoint: `GET /api/v1/agents/ingest` (WebSocket), protocol in `core.agentwire`.
 
 Only agent tokens are accepted here (`Authorization: Bearer`, never `?token=`); user tokens are refused
 with 4401, and agent tokens are refused everywhere else (the HTTP gate and `/ws` know only user tokens).
 
-Per batch: validate → apply (register the server if needed, samples into state and history, logs into
-the pipeline) → record the batch's seq durably (group commit, `store.agents.AckRecorder`) → `ack`. Reading
-runs ahead of the records by up to `MAX_UNACKED` batches, so one commit covers several batches; acks
-leave in order, each after its commit. A batch
-whose seq is not above the agent's acknowledged seq is acknowledged again but not applied, so a batch
-re-sent after a lost ack, a reconnect or a hub restart is never applied twice.
+A thin edge over the agents' source (`sources.agent.AgentSource`, which applies batches through the
+pipeline, paces backfills and records seqs) and the pure parsing of `core.agentwire`. Per batch: parse →
+wait for room (backfill pacing) → apply → record the batch's seq durably (group commit,
+`store.agents.AckRecorder`) → `ack`. Reading runs ahead of the records by up to `MAX_UNACKED` batches,
+so one commit covers several batches; acks leave in order, each after its commit. A batch whose seq is
+not above the agent's acknowledged seq is acknowledged again but not applied, so a batch re-sent after
+a lost ack, a reconnect or a hub restart is never applied twice.
 
 Applied is not the same as recorded: a batch is applied (its log records on their way to the store)
 before its seq commits. When that commit fails (the store busy or failing: the connection closes with
-1011) or is cut off, the agent reconnects and re-sends from the last *recorded* seq. So the service also
+1011) or is cut off, the agent reconnects and re-sends from the last *recorded* seq. So the source also
 remembers, per agent and buffer, the highest seq this process applied (`applied_seq`): a re-sent batch
 at or below it is recorded and acknowledged, never applied again — otherwise its log records would be
 stored twice (same timestamps, adjacent ids).
-
-Backfill: the agent sends what it buffered while the hub was away, oldest first, many samples per
-batch. Every sample goes into the server's state and history in order (history is what charts, window
-functions and roll-ups read), but only the newest sample of a batch is published on `metrics`: a
-reconnecting agent makes one `metrics` event per batch, not a burst of stale ones, and the live state
-ends at its newest sample. Log records are all published, in order, as one `logs` event per batch.
-A long backlog is paced (`sources.agent.AgentSource.make_room`) so that history never overwrites samples the minute
-roll-ups have not written yet and the log writer's buffer never overflows: nothing of it is lost.
 
 One connection per agent: a newer connection replaces the older one, which is closed with 4409 once its
 in-flight batch is recorded.
@@ -35,34 +28,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from openmanager.agent.protocol import MAX_BATCH_ITEMS, PROTOCOL_VERSION
-from openmanager.core.errors import OpenManagerError
+from openmanager.core.agentwire import MAX_BATCH_ITEMS, PROTOCOL_VERSION, IngestError, parse_batch, parse_hello
 from openmanager.core.model import ServerInfo
 from openmanager.core.protocol import CloseCode
-from openmanager.sources.agent import AckRevoked, AgentRecord, AgentSource, StoreError, _Link
+from openmanager.sources.agent import AckRevoked, AgentSource, StoreError, _Link
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
 MAX_UNACKED = 32  # batches applied and not yet acknowledged, per connection (reading waits beyond)
-MAX_TAGS = 32
-_SHORT = 64
-_LONG = 255
-
-
-class IngestError(OpenManagerError):
-    """A protocol violation: the hub answers `error` with `code` and closes with `close_code`."""
-
-    def __init__(self, message: str, *, code: str = "invalid_message",
-                 close_code: int = CloseCode.INVALID_MESSAGE) -> None:
-        super().__init__(message, code=code)
-        self.close_code = close_code
 
 
 def _bearer(ws: WebSocket) -> str | None:
@@ -91,84 +70,6 @@ async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
     if not isinstance(msg, dict):
         raise IngestError("message must be a JSON object")
     return msg
-
-
-def _text(raw: Mapping[str, Any], key: str, default: str, limit: int) -> str:
-    value = raw.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise IngestError(f"agent.{key} must be a non-empty string of at most {limit} characters")
-    return value.strip()
-
-
-def _int(value: Any, what: str, *, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise IngestError(f"{what} must be an integer >= {minimum}")
-    return value
-
-
-def parse_hello(msg: Mapping[str, Any], agent: AgentRecord) -> tuple[ServerInfo, str, int, int]:
-    """The server an agent reports as, its buffer id, first and last seq. Raises IngestError."""
-    if msg.get("type") != "hello":
-        raise IngestError("the first message must be a hello", code="hello_expected")
-    if msg.get("protocol") != PROTOCOL_VERSION:
-        raise IngestError(
-            f"unsupported protocol {msg.get('protocol')!r} (this hub speaks {PROTOCOL_VERSION})",
-            code="unsupported_protocol",
-        )
-    raw = msg.get("agent")
-    if not isinstance(raw, dict):
-        raise IngestError("hello.agent must be an object")
-    name = raw.get("name")
-    if name is not None and name != agent.name:
-        raise IngestError(f"this token belongs to agent {agent.name!r}, not {name!r}", code="name_mismatch",
-                          close_code=CloseCode.FORBIDDEN)
-    tags = raw.get("tags") or {}
-    if (
-        not isinstance(tags, dict)
-        or len(tags) > MAX_TAGS
-        or not all(
-            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= _SHORT and len(v) <= _LONG
-            for k, v in tags.items()
-        )
-    ):
-        raise IngestError(f"agent.tags must map at most {MAX_TAGS} names to strings")
-    info = ServerInfo(
-        id=agent.name,
-        hostname=_text(raw, "hostname", agent.name, _LONG),
-        role=_text(raw, "role", "unknown", _SHORT),
-        environment=_text(raw, "environment", "unknown", _SHORT),
-        location=_text(raw, "location", "unknown", _LONG),
-        source="agent",
-        tags=dict(tags),
-    )
-    buffer_id = msg.get("buffer")
-    if not isinstance(buffer_id, str) or not 0 < len(buffer_id) <= _SHORT:
-        raise IngestError("hello.buffer must be the agent buffer's id")
-    first_seq = _int(msg.get("first_seq", 0), "hello.first_seq")
-    last_seq = _int(msg.get("last_seq", 0), "hello.last_seq")
-    if first_seq > last_seq:
-        raise IngestError("hello.first_seq must not be above hello.last_seq")
-    return info, buffer_id, first_seq, last_seq
-
-
-def parse_batch(msg: Mapping[str, Any]) -> tuple[int, list[Any], list[Any]]:
-    """seq, raw samples, raw log records of a batch message. Raises IngestError."""
-    if msg.get("type") != "batch":
-        raise IngestError(f"unknown message type {msg.get('type')!r} (expected batch)", code="unknown_type")
-    seq = _int(msg.get("seq"), "batch.seq", minimum=1)
-    samples = msg.get("samples", [])
-    logs = msg.get("logs", [])
-    if not isinstance(samples, list) or not isinstance(logs, list):
-        raise IngestError("batch.samples and batch.logs must be lists")
-    if len(samples) + len(logs) > MAX_BATCH_ITEMS:
-        raise IngestError(
-            f"a batch holds at most {MAX_BATCH_ITEMS} items, got {len(samples) + len(logs)}",
-            code="batch_too_large",
-            close_code=CloseCode.TOO_LARGE,
-        )
-    return seq, samples, logs
 
 
 async def ingest_endpoint(ws: WebSocket) -> None:
@@ -200,7 +101,7 @@ async def ingest_endpoint(ws: WebSocket) -> None:
                 hello = await _receive_json(ws)
             if hello is None:
                 return
-            info, buffer_id, first_seq, last_seq = parse_hello(hello, agent)
+            info, buffer_id, first_seq, last_seq = parse_hello(hello, agent.name)
             await service._claim(link)
             acked = await service._resume_point(agent, buffer_id, first_seq, last_seq)
             await ws.send_text(orjson.dumps({

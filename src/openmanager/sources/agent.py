@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.core.agentwire import MAX_FUTURE_MS, parse_record, parse_sample
+from openmanager.core.model import ServerInfo
 from openmanager.pipeline.logwriter import LogWriter
 from openmanager.pipeline.pipeline import Pipeline
 from openmanager.pipeline.state import FleetState
@@ -42,40 +43,6 @@ REPLACE_TIMEOUT_S = 10.0
 HISTORY_HEADROOM = 0.9  # share of a server's in-memory history a backfill may fill before roll-ups catch up
 ROOM_WAIT_S = 75.0  # longest wait for room (the roll-up job runs every minute)
 ROOM_POLL_S = 0.2
-MAX_FUTURE_MS = 60_000  # samples further ahead of the hub's clock are skipped (a skewed agent clock)
-
-
-def _sample(raw: Any, server: str, latest_ms: int) -> Sample | None:
-    if not isinstance(raw, dict):
-        return None
-    ts, values = raw.get("ts"), raw.get("values")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts > latest_ms or not isinstance(values, dict):
-        return None
-    return clean_sample(Sample(server, ts, values))
-
-
-def _record(raw: Any, server: str) -> LogRecord | None:
-    if not isinstance(raw, dict):
-        return None
-    ts, level, message = raw.get("ts"), raw.get("level"), raw.get("message")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts <= 0 or not isinstance(message, str):
-        return None
-    try:
-        parsed = LogLevel.parse(level) if isinstance(level, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        return None
-    service = raw.get("service")
-    fields = raw.get("fields")
-    return LogRecord(
-        ts,
-        server,
-        parsed,
-        service if isinstance(service, str) and service else "agent",
-        message,
-        dict(fields) if isinstance(fields, dict) else {},
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,26 +210,21 @@ class AgentSource:
 
     def apply(self, info: ServerInfo, raw_samples: list[Any], raw_logs: list[Any],
               now_ms: int | None = None) -> Applied:
-        """Apply one batch of an agent's items to the hub.
-
-        Samples go into state and history in the order given (history drops one not newer than the last);
-        only the last goes through the pipeline and so onto `metrics`. Every sample and record is the agent's
-        own server's, whatever it says."""
+        """Apply one batch of an agent's items to the hub, through the pipeline (`Pipeline.backfill`):
+        samples go into state and history in the order given (history drops one not newer than the last);
+        only the last is published on `metrics`. Every sample and record is the agent's own server's,
+        whatever it says."""
         now = int(time.time() * 1000) if now_ms is None else now_ms
         current = self.state.servers.get(info.id)
         if current is None or current.info != info:
             self.pipeline.register(info)
-        samples = [s for s in (_sample(r, info.id, now + MAX_FUTURE_MS) for r in raw_samples) if s is not None]
-        records = [r for r in (_record(r, info.id) for r in raw_logs) if r is not None]
-        if samples:
-            for sample in samples[:-1]:
-                self.state.apply(sample)
-            self.stats.ingest_samples += len(samples) - 1
-            self.pipeline.samples(samples[-1:])
+        samples = [s for s in (parse_sample(r, info.id, now + MAX_FUTURE_MS) for r in raw_samples) if s is not None]
+        records = [r for r in (parse_record(r, info.id) for r in raw_logs) if r is not None]
+        applied = self.pipeline.backfill(samples) if samples else []
         if records:
             self.pipeline.logs(records)
-        skipped = len(raw_samples) + len(raw_logs) - len(samples) - len(records)
-        return Applied(len(samples), len(records), skipped, samples[-1].ts if samples else 0)
+        skipped = len(raw_samples) + len(raw_logs) - len(applied) - len(records)
+        return Applied(len(applied), len(records), skipped, applied[-1].ts if applied else 0)
 
 
 __all__ = ["AckRevoked", "AgentRecord", "AgentSource", "Applied", "IngestCounters", "StoreError"]
