@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from openmanager.alerts.engine import AlertEngine
-from openmanager.alerts.rules import RuleSpec
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.history import FleetHistory
 from openmanager.core.rules import parse
 from openmanager.core.rules.nodes import Binary, Compare, Expr, Field, Logical, Neg, Not, Number, String, Window

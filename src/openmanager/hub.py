@@ -253,7 +253,7 @@ class Hub:
         pending and firing alerts mirrored from the `alerts` topic for snapshots."""
         self.alerts = self._new_alert_service()
         await self.alerts.start()
-        self.alerts.windows = {w.id: w for w in await self.alerts.store.windows()}
+        self.alerts.windows = {w.id: w for w in await self.alerts.stored_windows()}
         self._mirrored_alerts = {a["id"]: a for a in self.alerts.snapshot()["alerts"]}
 
     def _start_cluster(self) -> None:
@@ -317,7 +317,7 @@ class Hub:
     async def _reload_alerts_config(self) -> None:
         if self.alerts is not None and not self.is_leader:
             self.alerts.engine.set_rules(await self.alerts.store.load_rules(), self.alerts.now_ms())
-            self.alerts.windows = {w.id: w for w in await self.alerts.store.windows()}
+            self.alerts.windows = {w.id: w for w in await self.alerts.stored_windows()}
 
     def _background(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

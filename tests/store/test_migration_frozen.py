@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 import openmanager
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
 
 MIGRATION = Path(openmanager.__file__).parent / "store" / "migrations" / "versions" / "0004_alerts.py"
 

@@ -20,7 +20,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 from openmanager.alerts.engine import AlertEngine
-from openmanager.alerts.rules import RuleSpec
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.model import ServerInfo
 from openmanager.core.status import StatusPolicy
 

@@ -27,11 +27,11 @@ from typing import Any
 from openmanager.alerts.backtest import choose_step, replay
 from openmanager.alerts.engine import AlertEngine, Transition
 from openmanager.alerts.maintenance import MaintenanceWindow
-from openmanager.alerts.rules import RuleSpec
-from openmanager.alerts.silences import Silence
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import ConflictError, NotFoundError
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
+from openmanager.core.silences import Silence
 from openmanager.core.status import StatusPolicy
 from openmanager.store.alerts import AlertStore, alert_data
 from openmanager.store.db import StoreError
@@ -297,13 +297,18 @@ class AlertService:
     async def load_windows(self) -> None:
         """Schedule the stored windows, and put back into maintenance the servers of a window that is
         running now (its silence is in the store)."""
-        self.windows = {w.id: w for w in await self.store.windows()}
+        self.windows = {w.id: w for w in await self.stored_windows()}
         for window in self.windows.values():
             self._schedule(window)
         now = self.now_ms()
         for silence in self.engine.silences:
             if silence.created_by.startswith("maintenance:") and silence.active(now):
                 self._enter(silence, silence.ends_at)
+
+    async def stored_windows(self) -> list[MaintenanceWindow]:
+        """The maintenance windows in the store."""
+        return [MaintenanceWindow.from_api(body, created_by=by, window_id=wid)
+                for wid, body, by in await self.store.window_rows()]
 
     def _schedule(self, window: MaintenanceWindow) -> None:
         if self._scheduler is not None:

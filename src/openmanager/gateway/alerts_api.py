@@ -16,8 +16,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
-from openmanager.alerts.rules import SEVERITIES, RuleSpec
 from openmanager.budget import SLICE_S, run_sliced, time_budget
+from openmanager.core.alertrules import SEVERITIES, RuleSpec
 from openmanager.core.bounds import parse_time
 from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.rules import compile_condition

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from openmanager.alerts.maintenance import MaintenanceWindow
-from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.service import AlertService
 from openmanager.budget import WorkLimiter
 from openmanager.cluster import LeaderCalls
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.control import AlertsConfigChanged
 from openmanager.services import need
 

@@ -22,7 +22,7 @@ def _rule(rid: str, name: str, condition: str, severity: str, for_: str, clear: 
 
 
 # The default rule pack as this migration stored it, frozen: a migration must write the same rows whatever
-# later versions make of the live pack (`alerts.rules.DEFAULT_RULES`, which starts out equal to this).
+# later versions make of the live pack (`core.alertrules.DEFAULT_RULES`, which starts out equal to this).
 DEFAULT_RULE_DEFINITIONS: tuple[dict[str, Any], ...] = (
     _rule("cpu-warning", "CPU high", "cpu > 70", "warning", "2m",
           "cpu < 65", "CPU above the warning threshold (70%) for 2 minutes; clears below 65%."),
