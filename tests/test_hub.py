@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from openmanager import hub as hub_module
 from openmanager.broker.base import Event
 from openmanager.config import Settings
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
 from openmanager.hub import Hub
 from openmanager.root import Root
+from openmanager.sources import runner as runner_module
 from openmanager.sources.base import SourceSink
 
 
@@ -102,7 +102,7 @@ class OutOfFilesSource:
 
 async def test_a_source_failing_with_a_transient_error_is_retried_and_readiness_tells(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_module, "SOURCE_RETRY_FIRST_S", 0.3)
+    monkeypatch.setattr(runner_module, "RETRY_FIRST_S", 0.3)
     settings = Settings.load({"data_dir": str(tmp_path), "tick": 0.05}, env={})
     source = OutOfFilesSource()
     hub: Hub = Root.build(settings, admin_token="a-test-token", sources=[source]).hub

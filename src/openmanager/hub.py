@@ -22,23 +22,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
 
+from openmanager.alerts.mirror import AlertMirror
 from openmanager.alerts.service import AlertService
 from openmanager.broker.base import Broker, Event
 from openmanager.cluster import CONTROL_TOPIC, Election, LeaderCalls, Leadership, OnChange
 from openmanager.config import Settings
 from openmanager.core import control
-from openmanager.core.backoff import EQUAL_JITTER, Backoff
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import ServerInfo
 from openmanager.core.protocol import CloseCode
 from openmanager.core.rules import EvalContext, parse_duration
-from openmanager.jobs import Jobs
+from openmanager.jobs import Jobs, prune_logs, roll_minutes
 from openmanager.notify.service import NotificationService
 from openmanager.pipeline.fanout import FanOut
 from openmanager.pipeline.gcpolicy import GcPolicy
@@ -49,39 +49,35 @@ from openmanager.pipeline.session import QueueLimits, Session
 from openmanager.pipeline.state import FleetState
 from openmanager.pipeline.stats import HubStats
 from openmanager.services.auth import Authenticator
+from openmanager.services.connections import ConnectionLimits
 from openmanager.services.users import Users
 from openmanager.sources.base import Source
+from openmanager.sources.runner import run_source
 from openmanager.store.db import Store
 from openmanager.store.logs import LogStore
 from openmanager.store.rollups import RollupWriter
 from openmanager.store.users import UserStore
-from openmanager.tasks import cancel_and_wait
-
-if TYPE_CHECKING:
-    # The connection limits are read by /ws and /sse through the hub until they receive their own
-    # `Streams` service (issue 21, part B); the hub only holds them.
-    from openmanager.gateway.limits import ConnectionLimits
+from openmanager.tasks import cancel_and_wait, cancel_until_ended
 
 log = logging.getLogger(__name__)
+
+NotificationsFactory = Callable[[Store, "Hub"], Awaitable[tuple[NotificationService, str]]]
 
 NODE_SOURCES = frozenset({"local"})
 """Sources every process of a cluster runs for itself; the others (simulator, scrapes, log files) run on
 the leader only."""
 STOP_STEP_S = 5.0
 """`Hub.stop()`: how long cancelled tasks get to end (a task that swallows its cancellation is left behind)."""
-SOURCE_RETRY_FIRST_S = 1.0
-SOURCE_RETRY_MAX_S = 60.0
-"""A source that fails with a transient error (OSError: EMFILE, a refused connection ...; a timeout) is
-run again after SOURCE_RETRY_FIRST_S, doubled per failure in a row up to SOURCE_RETRY_MAX_S, with jitter;
-a run that lasted longer than SOURCE_RETRY_MAX_S starts the count again."""
 
 
 class Hub:
     def __init__(self, settings: Settings, *, broker: Broker, node_id: str,
                  open_store: Callable[[], Awaitable[Store]], sources: list[Source], auth: Authenticator,
                  limits: ConnectionLimits, users: Users, jobs: Jobs,
+                 notifications: NotificationsFactory,
                  election: Callable[[OnChange], Election] | None = None) -> None:
-        """`election` (a cluster's leader election, given its `on_change`) is required when
+        """`notifications` builds the notification service (and the VAPID public key) once the store is
+        open; `election` (a cluster's leader election, given its `on_change`) is required when
         `settings.clustered`."""
         self.settings = settings
         self.broker = broker
@@ -93,6 +89,7 @@ class Hub:
         self.users = users
         self.jobs = jobs
         self._election = election
+        self._notifications = notifications
         self.allowed_origins = users.allowed_origins
         self.queue_limits = QueueLimits(settings.queue_max_messages, settings.queue_max_bytes)
         tick_ms = max(1, int(settings.tick * 1000))
@@ -122,7 +119,7 @@ class Hub:
         self.registry.register(self.log_writer)
         self._tasks: list[asyncio.Task[Any]] = []
         self._leader_tasks: list[asyncio.Task[Any]] = []
-        self._mirrored_alerts: dict[str, dict[str, Any]] = {}  # a follower's view of the pending and firing alerts
+        self._mirrored_alerts = AlertMirror()  # a follower's view of the pending and firing alerts
         self._last_fleet: dict[str, Any] = self.state.fleet_summary()
         self._last_system: dict[str, Any] = self.stats.system_event()
         self.gc_policy = GcPolicy()
@@ -150,23 +147,7 @@ class Hub:
         self.log_writer.start(self.logs.write)
         self.broker.listen("logs", self._on_logs)
         self.broker.listen("metrics", self._on_metrics)  # before any fan-out: mirrored samples are in first
-        from openmanager.notify.setup import build_channels, outbound_guard
-        from openmanager.store.notifications import NotificationStore
-
-        notify_store = NotificationStore(self.store)
-        guard = outbound_guard(self.settings)
-        channels, self.vapid_public_key = await build_channels(self.settings, notify_store, guard)
-        self.notifications = NotificationService(
-            notify_store,
-            self.pipeline.publish,
-            users=lambda: self.users.names,
-            infos=lambda: {s.info.id: s.info for s in self.state},
-            channels=channels,
-            retry_limit=self.settings.notify_retry_limit,
-            retry_base_ms=parse_duration(self.settings.notify_retry_base),
-            base_url=self.public_url,
-            outbound=guard,
-        )
+        self.notifications, self.vapid_public_key = await self._notifications(self.store, self)
         await self.notifications.start(worker=False)
         self.alerts = self._new_alert_service()
         await self.alerts.start()
@@ -219,9 +200,12 @@ class Hub:
         assert self.alerts is not None
         self.leadership.is_leader = True
         rollups, notifications, alerts = self.rollups, self.notifications, self.alerts
-        self.jobs.lead(roll_minutes=self.roll_minutes, roll_hours=lambda: rollups.roll_hours(self.state.now_ms()),
-                       prune_rollups=lambda: rollups.prune(self.state.now_ms()), digests=notifications.run_digests,
-                       prune_notifications=notifications.prune, prune_alerts=alerts.prune, prune_logs=self.prune_logs)
+        now, logs = self.state.now_ms, self.logs
+        assert logs is not None
+        self.jobs.lead(roll_minutes=lambda: roll_minutes(self.persist_servers, rollups, now),
+                       roll_hours=lambda: rollups.roll_hours(now()), prune_rollups=lambda: rollups.prune(now()),
+                       digests=notifications.run_digests, prune_notifications=notifications.prune,
+                       prune_alerts=alerts.prune, prune_logs=lambda: prune_logs(logs, self.settings, now))
         set_maintenance = self._set_maintenance if self.clustered else self.state.set_maintenance
         self.alerts.attach_maintenance(self.jobs.scheduler, set_maintenance, lambda: [s.info for s in self.state])
         await self.alerts.load_windows()
@@ -254,7 +238,7 @@ class Hub:
         self.alerts = self._new_alert_service()
         await self.alerts.start()
         self.alerts.windows = {w.id: w for w in await self.alerts.stored_windows()}
-        self._mirrored_alerts = {a["id"]: a for a in self.alerts.snapshot()["alerts"]}
+        self._mirrored_alerts.reset(self.alerts.snapshot()["alerts"])
 
     def _start_cluster(self) -> None:
         assert self.notifications is not None and self._election is not None
@@ -263,7 +247,7 @@ class Hub:
         self.broker.listen("alerts", self._on_alert_event)
         self.notifications.on_preferences = lambda user: self.announce(control.PreferencesChanged(user))
         self.auth.on_invalidate = lambda notice: self.announce(control.CredentialsRevoked.from_notice(notice))
-        self._mirrored_alerts = {a["id"]: a for a in self.alerts.snapshot()["alerts"]} if self.alerts else {}
+        self._mirrored_alerts.reset(self.alerts.snapshot()["alerts"] if self.alerts else ())
         self._tasks.extend(self.leadership.start(self._election, self._become_leader, self._step_down))
 
     # cluster messages --------------------------------------------------------------------------------
@@ -330,17 +314,8 @@ class Hub:
         task.add_done_callback(done)
 
     def _on_alert_event(self, event: Event) -> None:
-        """A follower mirrors the pending and firing alerts for its clients' `alerts` snapshots."""
-        if self.is_leader:
-            return
-        alert = event.data.get("alert") or {}
-        alert_id = alert.get("id")
-        if not alert_id:
-            return
-        if alert.get("state") in ("pending", "firing"):
-            self._mirrored_alerts[alert_id] = alert
-        else:
-            self._mirrored_alerts.pop(alert_id, None)
+        if not self.is_leader:
+            self._mirrored_alerts.on_event(event.data)
 
     def _on_logs(self, event: Event) -> None:
         """Store log records once: each process stores those its own sources published."""
@@ -352,24 +327,8 @@ class Hub:
         self.loop_monitor.stop()
         self.gc_policy.uninstall()
         self.jobs.shutdown()
-        # Bounded. Cancelled again while any remain: a cancellation can be swallowed (one landing while a
-        # task awaits a task it cancelled itself, as `_step_down` does), and a role change in flight may
-        # start new tasks. One still running after STOP_STEP_S is left behind, logged.
-        seen: set[asyncio.Task[Any]] = set()
-        deadline = time.monotonic() + STOP_STEP_S
-        while pending := [t for t in (*self._tasks, *self._leader_tasks) if not t.done()]:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                for task in pending:
-                    log.error("task %s did not stop within %.0fs of its cancellation", task.get_name(), STOP_STEP_S)
-                break
-            for task in pending:
-                task.cancel()
-            await asyncio.wait(pending, timeout=min(left, 0.5 if seen else 1.0))
-            seen.update(pending)
-        for task in seen:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                log.error("task %s failed", task.get_name(), exc_info=task.exception())
+        # Bounded; a role change in flight may start new tasks, which are cancelled too.
+        await cancel_until_ended(lambda: (*self._tasks, *self._leader_tasks), STOP_STEP_S)
         self._tasks.clear()
         self._leader_tasks.clear()
         for session in list(self.sessions.values()):
@@ -399,32 +358,8 @@ class Hub:
             await self.store.close()
         await self.broker.close()
 
-    async def _run_source(self, source: Source) -> None:
-        """Run `source`; after a transient error (an OSError, a timeout) run it again with backoff (its
-        status `retrying: ...` meanwhile); any other error disables it while the others run."""
-        failures = 0
-        while True:
-            started = time.monotonic()
-            try:
-                await source.run(self.pipeline)
-                self.source_status[source.name] = "stopped"
-                return
-            except asyncio.CancelledError:
-                raise
-            except (OSError, TimeoutError) as exc:
-                failures = 1 if time.monotonic() - started > SOURCE_RETRY_MAX_S else failures + 1
-                delay = Backoff(SOURCE_RETRY_FIRST_S, SOURCE_RETRY_MAX_S, EQUAL_JITTER).delay(failures - 1)
-                reason = str(exc) or type(exc).__name__
-                self.source_status[source.name] = (f"retrying: {reason} ({failures} failures in a row, next "
-                                                   f"attempt in {delay:.1f}s)")
-                log.warning("source %s failed (%s); trying again in %.1fs", source.name, exc, delay,
-                            exc_info=failures == 1)
-                await asyncio.sleep(delay)
-                self.source_status[source.name] = "running"
-            except Exception as exc:
-                self.source_status[source.name] = f"failed: {exc}"
-                log.exception("source %s failed; disabled while the others run", source.name)
-                return
+    def _run_source(self, source: Source) -> Coroutine[Any, Any, None]:
+        return run_source(source, self.pipeline, self.source_status)
 
     async def _tick_loop(self) -> None:
         """Every tick: servers that went silent turn offline, and the fleet summary is published.
@@ -466,19 +401,6 @@ class Hub:
         if infos:
             await self.store.upsert_servers(infos, self.state.now_ms())
 
-    async def roll_minutes(self) -> None:
-        assert self.rollups is not None
-        await self.persist_servers()
-        await self.rollups.roll_minutes(self.state.now_ms())
-
-    async def prune_logs(self) -> None:
-        """Stored logs: delete records older than `log_max_age`, then the oldest beyond `log_max_bytes`."""
-        assert self.logs is not None
-        cutoff = self.state.now_ms() - parse_duration(self.settings.log_max_age)
-        by_age, by_size = await self.logs.prune(cutoff, self.settings.log_max_bytes)
-        if by_age or by_size:
-            log.info("log retention: deleted %d records for age, %d for size", by_age, by_size)
-
     # what the streams read (until their own `Streams` service: issue 21, part B)
     def snapshot(self, topic: str) -> dict[str, Any]:
         if topic == "metrics":
@@ -488,7 +410,7 @@ class Hub:
         if topic == "system":
             return self._last_system
         if topic == "alerts" and not self.is_leader:
-            return {"alerts": list(self._mirrored_alerts.values())}
+            return self._mirrored_alerts.snapshot()
         if topic == "alerts" and self.alerts is not None:
             return self.alerts.snapshot()
         raise KeyError(topic)

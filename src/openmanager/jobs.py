@@ -14,6 +14,11 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from openmanager.config import Settings
+from openmanager.core.rules import parse_duration
+from openmanager.store.logs import LogStore
+from openmanager.store.rollups import RollupWriter
+
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[Any]]
@@ -21,6 +26,20 @@ Job = Callable[[], Awaitable[Any]]
 LEADER_JOBS = ("rollup-1m", "rollup-1h", "retention", "digests", "notification-retention",
                "alert-history-retention", "log-retention")
 USERS_REFRESH_S = 30
+
+
+async def roll_minutes(persist_servers: Job, rollups: RollupWriter, now_ms: Callable[[], int]) -> None:
+    """The minute job: the servers' rows, then the minute roll-ups up to now."""
+    await persist_servers()
+    await rollups.roll_minutes(now_ms())
+
+
+async def prune_logs(logs: LogStore, settings: Settings, now_ms: Callable[[], int]) -> None:
+    """Stored logs: delete records older than `log_max_age`, then the oldest beyond `log_max_bytes`."""
+    cutoff = now_ms() - parse_duration(settings.log_max_age)
+    by_age, by_size = await logs.prune(cutoff, settings.log_max_bytes)
+    if by_age or by_size:
+        log.info("log retention: deleted %d records for age, %d for size", by_age, by_size)
 
 
 class Jobs:

@@ -26,11 +26,12 @@ from openmanager.core.protocol import TOPICS
 from openmanager.core.rules import parse_duration
 from openmanager.gateway.app import AppServices, create_app
 from openmanager.gateway.auth import FrontDoor
-from openmanager.gateway.limits import ConnectionLimits
 from openmanager.hub import Hub
 from openmanager.jobs import Jobs
+from openmanager.notify.service import NotificationService
 from openmanager.services.alerts import Alerts, alert_ops
 from openmanager.services.auth import Authenticator
+from openmanager.services.connections import ConnectionLimits
 from openmanager.services.fleet import Fleet, Health
 from openmanager.services.logs import Logs
 from openmanager.services.notify import Notifications
@@ -112,6 +113,29 @@ def build_election(settings: Settings, broker: Broker, node_id: str) -> Callable
     return lambda on_change: RedisLease(redis, name, node_id, on_change, ttl_ms=ttl_ms)
 
 
+async def build_notifications(settings: Settings, store: Store, hub: Hub) -> tuple[NotificationService, str]:
+    """The notification service on `store` (its channels from the settings, outbound requests guarded)
+    and the VAPID public key for Web Push."""
+    from openmanager.notify.setup import build_channels, outbound_guard
+    from openmanager.store.notifications import NotificationStore
+
+    notify_store = NotificationStore(store)
+    guard = outbound_guard(settings)
+    channels, vapid_public_key = await build_channels(settings, notify_store, guard)
+    service = NotificationService(
+        notify_store,
+        hub.pipeline.publish,
+        users=lambda: hub.users.names,
+        infos=lambda: {s.info.id: s.info for s in hub.state},
+        channels=channels,
+        retry_limit=settings.notify_retry_limit,
+        retry_base_ms=parse_duration(settings.notify_retry_base),
+        base_url=hub.public_url,
+        outbound=guard,
+    )
+    return service, vapid_public_key
+
+
 @dataclass(slots=True)
 class Root:
     """The built hub: its lifecycle (`hub`) and the services handed to the gateways."""
@@ -139,6 +163,7 @@ class Root:
             limits=ConnectionLimits.from_settings(settings),
             users=users,
             jobs=jobs,
+            notifications=lambda store, hub: build_notifications(settings, store, hub),
             election=build_election(settings, broker, node_id) if settings.clustered else None,
         )
         for op, handler in alert_ops(lambda: hub.alerts, hub.announce).items():
