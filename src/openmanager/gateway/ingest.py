@@ -36,7 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from openmanager.core.agentwire import MAX_BATCH_ITEMS, PROTOCOL_VERSION, IngestError, parse_batch, parse_hello
 from openmanager.core.model import ServerInfo
 from openmanager.core.protocol import CloseCode
-from openmanager.sources.agent import AckRevoked, AgentSource, StoreError, _Link
+from openmanager.sources.agent import AckRevoked, AgentLink, AgentSource, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         return
     task = asyncio.current_task()
     assert task is not None
-    link = _Link(agent, task)
+    link = AgentLink(agent, task)
     counters = service.counters
     remote = f"{ws.client.host}:{ws.client.port}" if ws.client else "-"
     service.stats.connections["agent"] = service.stats.connections.get("agent", 0) + 1
@@ -102,8 +102,8 @@ async def ingest_endpoint(ws: WebSocket) -> None:
             if hello is None:
                 return
             info, buffer_id, first_seq, last_seq = parse_hello(hello, agent.name)
-            await service._claim(link)
-            acked = await service._resume_point(agent, buffer_id, first_seq, last_seq)
+            await service.claim(link)
+            acked = await service.resume_point(agent, buffer_id, first_seq, last_seq)
             await ws.send_text(orjson.dumps({
                 "type": "welcome",
                 "protocol": PROTOCOL_VERSION,
@@ -135,11 +135,11 @@ async def ingest_endpoint(ws: WebSocket) -> None:
             pass
     finally:
         service.stats.connections["agent"] -= 1
-        service._release(link)
+        service.release(link)
         log.info("agent %s disconnected", agent.name)
 
 
-async def _batches(ws: WebSocket, service: AgentSource, link: _Link, info: ServerInfo, acked: int,
+async def _batches(ws: WebSocket, service: AgentSource, link: AgentLink, info: ServerInfo, acked: int,
                    buffer_id: str) -> None:
     """Read, apply and acknowledge batches until the peer goes away. Reading runs ahead of the durable
     records (up to MAX_UNACKED batches), so one commit can cover several batches of a busy agent; acks go

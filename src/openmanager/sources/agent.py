@@ -73,7 +73,9 @@ class _Unrolled:
 
 
 @dataclass(eq=False, slots=True)
-class _Link:
+class AgentLink:
+    """One live connection of an agent: `claim` it before applying anything, `release` it at the end."""
+
     agent: AgentRecord
     task: asyncio.Task[Any]
     replaced: bool = False
@@ -98,7 +100,7 @@ class AgentSource:
         self.ready = ready
         self.max_frame_bytes = max_frame_bytes
         self.counters = IngestCounters()
-        self.links: dict[int, _Link] = {}
+        self.links: dict[int, AgentLink] = {}
         self._agents: AgentStore | None = None
         self._recorder: AckRecorder | None = None
         self._unrolled: dict[str, _Unrolled] = {}
@@ -177,7 +179,9 @@ class AgentSource:
                 return
             await asyncio.sleep(ROOM_POLL_S)
 
-    async def _claim(self, link: _Link) -> None:
+    async def claim(self, link: AgentLink) -> None:
+        """Make `link` the agent's connection; an older one is cancelled (closed with 4409 by its endpoint)
+        and waited for, up to REPLACE_TIMEOUT_S, so its in-flight batch is recorded first."""
         old = self.links.get(link.agent.id)
         self.links[link.agent.id] = link
         if old is not None and not old.done.is_set():
@@ -188,12 +192,12 @@ class AgentSource:
                 async with asyncio.timeout(REPLACE_TIMEOUT_S):
                     await old.done.wait()
 
-    def _release(self, link: _Link) -> None:
+    def release(self, link: AgentLink) -> None:
         if self.links.get(link.agent.id) is link:
             del self.links[link.agent.id]
         link.done.set()
 
-    async def _resume_point(self, agent: AgentRecord, buffer_id: str, first_seq: int, last_seq: int) -> int:
+    async def resume_point(self, agent: AgentRecord, buffer_id: str, first_seq: int, last_seq: int) -> int:
         """The seq up to which this agent's batches count as applied, in the numbering of `buffer_id`."""
         current = await self.agents.get(agent.name)
         stored = current.last_seq if current is not None else agent.last_seq
@@ -227,4 +231,4 @@ class AgentSource:
         return Applied(len(applied), len(records), skipped, applied[-1].ts if applied else 0)
 
 
-__all__ = ["AckRevoked", "AgentRecord", "AgentSource", "Applied", "IngestCounters", "StoreError"]
+__all__ = ["AckRevoked", "AgentLink", "AgentRecord", "AgentSource", "Applied", "IngestCounters", "StoreError"]
