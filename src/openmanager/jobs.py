@@ -49,23 +49,31 @@ class Jobs:
 
     def start(self, refresh_users: Job) -> None:
         """Start the scheduler with the jobs every process runs."""
-        self.scheduler.add_job(refresh_users, "interval", seconds=USERS_REFRESH_S, id="users-refresh",
-                               max_instances=1, coalesce=True)
+        self._add(refresh_users, "users-refresh", "Hub.refresh_users", "interval", seconds=USERS_REFRESH_S)
         self.scheduler.start()
         self.started = True
 
     def lead(self, *, roll_minutes: Job, roll_hours: Job, prune_rollups: Job, digests: Job,
              prune_notifications: Job, prune_alerts: Job, prune_logs: Job) -> None:
         """Add the jobs done once per cluster (this process has become the leader)."""
-        add = self.scheduler.add_job
-        add(roll_minutes, "cron", second=5, id="rollup-1m", max_instances=1, coalesce=True)
-        add(roll_hours, "cron", minute=2, second=30, id="rollup-1h", max_instances=1, coalesce=True)
-        add(prune_rollups, "cron", minute=17, id="retention", max_instances=1, coalesce=True)
-        add(digests, "cron", second=15, id="digests", max_instances=1, coalesce=True)
-        add(prune_notifications, "cron", hour=3, minute=41, id="notification-retention", max_instances=1,
-            coalesce=True)
-        add(prune_alerts, "cron", hour=3, minute=23, id="alert-history-retention", max_instances=1, coalesce=True)
-        add(prune_logs, "cron", minute="*/10", second=40, id="log-retention", max_instances=1, coalesce=True)
+        add = self._add
+        add(roll_minutes, "rollup-1m", "Hub.roll_minutes", "cron", second=5)
+        add(roll_hours, "rollup-1h", "Hub.roll_hours", "cron", minute=2, second=30)
+        add(prune_rollups, "retention", "Hub.prune", "cron", minute=17)
+        add(digests, "digests", "NotificationService.run_digests", "cron", second=15)
+        add(prune_notifications, "notification-retention", "NotificationService.prune", "cron", hour=3, minute=41)
+        add(prune_alerts, "alert-history-retention", "AlertService.prune", "cron", hour=3, minute=23)
+        add(prune_logs, "log-retention", "Hub.prune_logs", "cron", minute="*/10", second=40)
+
+    def _add(self, job: Job, job_id: str, name: str, trigger: str, **when: Any) -> None:
+        """Schedule `job` on the event loop. APScheduler runs a callable that is not a coroutine function in
+        a worker thread, where the awaitable it returns would never be awaited: each job is wrapped in one.
+        `name` is what `GET /api/v1/jobs` shows (the names it has always shown)."""
+
+        async def run() -> None:
+            await job()
+
+        self.scheduler.add_job(run, trigger, id=job_id, name=name, max_instances=1, coalesce=True, **when)
 
     def follow(self) -> None:
         """Remove the leader's jobs and the maintenance windows (this process stopped leading)."""

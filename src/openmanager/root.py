@@ -13,6 +13,7 @@ gateway sees the hub.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from openmanager.cluster import INTERNAL_TOPICS, Election, OnChange, default_nod
 from openmanager.config import Settings
 from openmanager.core.protocol import TOPICS
 from openmanager.core.rules import parse_duration
-from openmanager.gateway.app import AppServices, create_app
+from openmanager.gateway.app import AppServices, create_app, trusted_proxies
 from openmanager.gateway.auth import FrontDoor
 from openmanager.hub import Hub
 from openmanager.jobs import Jobs
@@ -187,6 +188,7 @@ class Root:
                                rollups=lambda: hub.rollups, ready=lambda: hub.started and hub.store is not None,
                                max_frame_bytes=settings.max_frame_bytes),
             limits=hub.limits,
+            trusted_proxies=trusted_proxies(settings.forwarded_allow_ips, os.environ),
             streams=hub,  # COORDINATOR (issue 21 part B): replace with the `Streams` service built from the hub's parts
         )
         return cls(settings, hub, services)

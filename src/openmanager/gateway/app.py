@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -79,6 +78,7 @@ class AppServices:
     ingest: AgentSource
     limits: ConnectionLimits
     streams: Hub  # /ws and /sse read the hub until they receive their `Streams` service (issue 21, part B)
+    trusted_proxies: str  # whose X-Forwarded-For / -Proto are believed (`trusted_proxies`); "" none
 
 
 class AuthGate:
@@ -157,8 +157,7 @@ class StreamFront:
     the HTTP app, so no frame of either stays on a WebSocket's stack. HTTP requests go through
     `BodyLimit` first (413 for an oversized body, before anything reads it)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, streams: Hub) -> None:
-        trusted = trusted_proxies(settings.forwarded_allow_ips)
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Hub, trusted: str) -> None:
         self.forwarded: ASGIApp | None = None
         if trusted:  # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
             app = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
@@ -174,10 +173,10 @@ class StreamFront:
         return self.app(scope, receive, send)
 
 
-def trusted_proxies(setting: str) -> str:
-    """The proxies whose forwarded headers are believed: the `forwarded_allow_ips` setting, else the
-    environment's `FORWARDED_ALLOW_IPS` (as in uvicorn), else none ("")."""
-    return (setting or os.environ.get("FORWARDED_ALLOW_IPS", "")).strip()
+def trusted_proxies(setting: str, env: Mapping[str, str]) -> str:
+    """The proxies whose forwarded headers are believed: the `forwarded_allow_ips` setting, else `env`'s
+    `FORWARDED_ALLOW_IPS` (as in uvicorn; the root passes the process environment), else none ("")."""
+    return (setting or env.get("FORWARDED_ALLOW_IPS", "")).strip()
 
 
 def create_app(services: AppServices) -> FrontDoor:
@@ -218,4 +217,5 @@ def create_app(services: AppServices) -> FrontDoor:
     app.add_middleware(AuthGate, auth=services.users.auth)
     settings = services.settings
     allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)
-    return FrontDoor(StreamFront(app, settings, services.streams), allowed_hosts)  # the peer's address; the Host check
+    front = StreamFront(app, settings, services.streams, services.trusted_proxies)
+    return FrontDoor(front, allowed_hosts)  # the peer's address; the Host check
