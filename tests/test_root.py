@@ -1,0 +1,29 @@
+"""The composition root: it chooses the parts from the settings and hands each gateway its narrow service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from openmanager.broker.memory import MemoryBroker
+from openmanager.config import Settings
+from openmanager.root import Root
+
+
+def test_the_root_builds_one_hub_and_services_over_its_parts(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": str(tmp_path), "servers": 3, "local": False}, env={})
+    root = Root.build(settings, admin_token="a-test-token")
+    hub, services = root.hub, root.services
+    assert isinstance(hub.broker, MemoryBroker) and hub.is_leader  # one process: always the leader
+    assert [s.name for s in hub.sources] == ["simulator"]
+    assert services.fleet.state is hub.state and services.fleet.history is hub.history
+    assert services.users.auth is hub.auth and services.ingest.pipeline is hub.pipeline
+    assert services.limits is hub.limits and services.streams is hub
+    assert sorted(hub.calls.handlers) == sorted(f"alerts.{op}" for op in (
+        "create_rule", "replace_rule", "delete_rule", "ack", "add_silence", "end_silence", "add_window",
+        "start_window", "delete_window"))
+    assert services.health.readiness() == (False, "starting")
+
+
+def test_the_trusted_proxies_come_from_the_setting_only_when_named(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": str(tmp_path), "forwarded_allow_ips": "10.0.0.1"}, env={})
+    assert Root.build(settings, admin_token="a-test-token", sources=[]).services.trusted_proxies == "10.0.0.1"
