@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
 from openmanager.store import Store, alembic_config
 from openmanager.store.alerts import AlertStore
 
