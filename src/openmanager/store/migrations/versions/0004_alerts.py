@@ -21,8 +21,10 @@ def _rule(rid: str, name: str, condition: str, severity: str, for_: str, clear: 
             "description": description}
 
 
-# The default rule pack as this migration stored it, frozen: a migration must write the same rows whatever
-# later versions make of the live pack (`core.alertrules.DEFAULT_RULES`, which starts out equal to this).
+# The default rule pack this migration stores in a fresh store, frozen: a migration must write the same rows
+# whatever later versions make of the live pack (`core.alertrules.DEFAULT_RULES`, equal to this today). It
+# includes the two forecast rules, in the pack's order; a store created before them gets them from
+# `0008_forecast_rules`, which leaves a rule of the same id alone.
 DEFAULT_RULE_DEFINITIONS: tuple[dict[str, Any], ...] = (
     _rule("cpu-warning", "CPU high", "cpu > 70", "warning", "2m",
           "cpu < 65", "CPU above the warning threshold (70%) for 2 minutes; clears below 65%."),
@@ -42,6 +44,15 @@ DEFAULT_RULE_DEFINITIONS: tuple[dict[str, Any], ...] = (
           "response_time < 2500", "Response time above 3 s for 1 minute; clears below 2.5 s."),
     _rule("server-offline", "Server offline", 'status == "offline"', "critical", "0s",
           'status != "offline"', "No sample for 3 ticks (or 10 s): the server or its source is down."),
+    _rule("disk-full-forecast", "Disk full within 4 h", "time_to(disk, 100, 1h) < 4h AND disk > 75", "warning",
+          "10s", "predict(disk, 1h, 6h) < 100 OR disk < 70",
+          "The last hour's trend reaches 100% within 4 hours (disk above 75%); clears when it would not be "
+          "full within 6 hours, or below 70%."),
+    _rule("memory-exhaustion-forecast", "Memory will run out within 1 h",
+          "time_to(memory, 100, 5m) < 1h AND memory > 75", "warning", "10s",
+          "predict(memory, 5m, 2h) < 100 OR memory < 70",
+          "The last 5 minutes' trend reaches 100% within an hour (memory above 75%); clears when it would not "
+          "within 2 hours, or below 70%."),
 )
 
 
