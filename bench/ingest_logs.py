@@ -1,6 +1,7 @@
 """Ingest benchmark, log lines: how many lines per second one hub core can take into the store.
 
     python bench/ingest_logs.py --lines 200000 --batch 500 --rounds 3
+    python bench/ingest_logs.py --receivers --lines 100000 --rounds 3   # through a real hub: see bench/_receivers.py
 
 The lines are the simulated fleet's own (FleetSimulator with a high log rate, generated before any
 timing). The process pins itself to one CPU (`--cpu`), so the event loop, the pipeline and aiosqlite's
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import HardTimeout
+from _receivers import RECEIVER_VARIANTS, receivers_table, run_receiver, summarize_receivers
 from openmanager.broker.base import Event
 from openmanager.broker.memory import HistoryLimits, MemoryBroker
 from openmanager.config import Settings
@@ -248,7 +250,15 @@ def main() -> int:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--receivers", action="store_true",
+                   help="instead: the log-file follower, syslog (TCP) and OTLP/HTTP (protobuf, JSON) through a real "
+                        "hub, side by side (bench/_receivers.py)")
+    p.add_argument("--receiver-variants", default=",".join(RECEIVER_VARIANTS))
+    p.add_argument("--otlp-batch", type=int, default=512, help="--receivers: log records per OTLP request")
+    p.add_argument("--otlp-senders", type=int, default=4, help="--receivers: OTLP requests in flight")
     args = p.parse_args()
+    if args.receivers:
+        return main_receivers(args)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if not set(variants) <= set(VARIANTS) or args.lines < 1 or args.rounds < 1:
         p.error(f"--variants from {', '.join(VARIANTS)}; --lines and --rounds positive")
@@ -306,6 +316,55 @@ def main() -> int:
     incomplete = [r["variant"] for r in rows if r["stored_min"] + r["dropped"] < len(lines) or r["dropped"]]
     if incomplete:
         print(f"lines lost in: {', '.join(incomplete)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main_receivers(args: argparse.Namespace) -> int:
+    variants = [v.strip() for v in args.receiver_variants.split(",") if v.strip()]
+    if not set(variants) <= set(RECEIVER_VARIANTS) or args.lines < 1 or args.rounds < 1:
+        print(f"--receiver-variants from {', '.join(RECEIVER_VARIANTS)}", file=sys.stderr)
+        return 2
+    cpus = sorted(os.sched_getaffinity(0))
+    hub_cpu = args.cpu if args.cpu is not None else cpus[-1]
+    os.sched_setaffinity(0, {c for c in cpus if c != hub_cpu} or {hub_cpu})  # the senders: the other cores
+    hard_timeout = 300 + int(args.lines / 500 * args.rounds * len(variants))
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise HardTimeout(f"run exceeded its hard timeout of {hard_timeout}s")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(hard_timeout)
+    background = machine_busy_pct(2.0)
+    try:
+        lines = make_lines(args.lines, args.servers, args.seed)
+        print(f"{len(lines)} lines from {args.servers} simulated servers; hub pinned to CPU {hub_cpu}; "
+              f"{args.rounds} rounds", file=sys.stderr, flush=True)
+        runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        for rnd in range(args.rounds):
+            for v in variants:
+                runs[v].append(run_receiver(v, lines, hub_cpu=hub_cpu, otlp_batch=args.otlp_batch,
+                                            otlp_senders=args.otlp_senders, timeout=hard_timeout))
+                print(f"round {rnd + 1} {v}: {len(lines) / runs[v][-1]['elapsed_s']:.0f} lines/s", file=sys.stderr,
+                      flush=True)
+    except HardTimeout as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.alarm(0)
+    rows = [summarize_receivers(v, runs[v], len(lines)) for v in variants]
+    print(receivers_table(rows))
+    print(f"{len(lines)} lines through a real hub (SQLite + FTS5) pinned to one core; OTLP {args.otlp_batch} records "
+          f"per request, {args.otlp_senders} in flight; machine busy before the run: {background:.0f}% of "
+          f"{os.cpu_count()} cores")
+    if args.json:
+        meta = {"argv": sys.argv, "machine_busy_before_pct": round(background, 1),
+                "python": platform.python_version(), "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count(),
+                "hub_cpu": hub_cpu, "platform": platform.platform()}
+        args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2) + "\n")
+    lost = [r["variant"] for r in rows if r["lost"]]
+    if lost:
+        print(f"lines lost in: {', '.join(lost)}", file=sys.stderr)
         return 1
     return 0
 

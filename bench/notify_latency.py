@@ -35,7 +35,8 @@ def start_hub(args: argparse.Namespace, port: int, token: str) -> subprocess.Pop
     data = tempfile.mkdtemp(prefix="om-notify-bench-")
     env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=token)
     return subprocess.Popen([sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", data,
-                             "--servers", str(args.servers), "--tick", str(args.tick), "--no-local", "--seed", "1"],
+                             "--servers", str(args.servers), "--tick", str(args.tick), "--no-local", "--seed", "1",
+                             "--notify-group-wait", "0s"],  # the alert path itself; grouping waits by design
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -81,6 +81,12 @@ def serve(
     vapid_subject: Annotated[str | None, _opt("vapid_subject")] = None,
     notify_retry_limit: Annotated[int | None, _opt("notify_retry_limit")] = None,
     notify_retry_base: Annotated[str | None, _opt("notify_retry_base")] = None,
+    notify_group_wait: Annotated[str | None, _opt("notify_group_wait")] = None,
+    notify_group_interval: Annotated[str | None, _opt("notify_group_interval")] = None,
+    notify_group_items_max: Annotated[int | None, _opt("notify_group_items_max")] = None,
+    escalation_critical: Annotated[str | None, _opt("escalation_critical")] = None,
+    escalation_warning: Annotated[str | None, _opt("escalation_warning")] = None,
+    escalation_info: Annotated[str | None, _opt("escalation_info")] = None,
     broker: Annotated[str | None, _opt("broker")] = None,
     broker_prefix: Annotated[str | None, _opt("broker_prefix")] = None,
     leader_lock: Annotated[str | None, _opt("leader_lock")] = None,
@@ -101,11 +107,27 @@ def serve(
     max_connections_per_user: Annotated[int | None, _opt("max_connections_per_user")] = None,
     fd_reserve: Annotated[int | None, _opt("fd_reserve")] = None,
     forwarded_allow_ips: Annotated[str | None, _opt("forwarded_allow_ips")] = None,
+    # syslog and OTLP receivers
+    syslog: Annotated[list[str] | None, _opt("syslog")] = None,
+    syslog_allow: Annotated[list[str] | None, _opt("syslog_allow")] = None,
+    syslog_tls_cert: Annotated[str | None, _opt("syslog_tls_cert")] = None,
+    syslog_tls_key: Annotated[str | None, _opt("syslog_tls_key")] = None,
+    syslog_max_connections: Annotated[int | None, _opt("syslog_max_connections")] = None,
+    syslog_idle_timeout: Annotated[str | None, _opt("syslog_idle_timeout")] = None,
+    syslog_max_message_bytes: Annotated[int | None, _opt("syslog_max_message_bytes")] = None,
+    otlp_max_body_bytes: Annotated[int | None, _opt("otlp_max_body_bytes")] = None,
+    otlp_max_decompressed_bytes: Annotated[int | None, _opt("otlp_max_decompressed_bytes")] = None,
     # Expression and subscription limits
     where_max_length: Annotated[int | None, _opt("where_max_length")] = None,
     expression_max_cost: Annotated[int | None, _opt("expression_max_cost")] = None,
     subscription_cost_budget: Annotated[int | None, _opt("subscription_cost_budget")] = None,
     subscriptions_per_connection: Annotated[int | None, _opt("subscriptions_per_connection")] = None,
+    # labelled series
+    max_series: Annotated[int | None, _opt("max_series")] = None,
+    series_exclude_mounts: Annotated[list[str] | None, _opt("series_exclude_mounts")] = None,
+    series_exclude_interfaces: Annotated[list[str] | None, _opt("series_exclude_interfaces")] = None,
+    series_exclude_fstypes: Annotated[list[str] | None, _opt("series_exclude_fstypes")] = None,
+    series_exclude_devices: Annotated[list[str] | None, _opt("series_exclude_devices")] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True,
@@ -322,6 +344,83 @@ def agents_revoke(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"agent {name!r} revoked")
+
+
+# -- ingest tokens: OTLP/HTTP senders (on the hub's machine) --------------------------------------------
+
+ingest_tokens_app = typer.Typer(
+    help="Ingest tokens of this hub (OTLP/HTTP senders such as an OpenTelemetry Collector): create, list, revoke. "
+         "Run on the hub's machine (it opens the hub's store).",
+    no_args_is_help=True,
+)
+app.add_typer(ingest_tokens_app, name="ingest-tokens")
+
+
+def _with_ingest_tokens(data_dir: str | None, db: str | None, config: Path | None, action: Any) -> Any:
+    """Run `await action(IngestTokenStore)` against the hub's configured store; config errors exit with 2,
+    store errors (a bad name, a duplicate) with 1."""
+    from openmanager.core.errors import OpenManagerError
+    from openmanager.store.ingest_tokens import IngestTokenStore
+
+    try:
+        return _with_agents(data_dir, db, config, lambda agents: action(IngestTokenStore(agents.store)))
+    except OpenManagerError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+
+
+@ingest_tokens_app.command("create")
+def ingest_tokens_create(
+    name: Annotated[str, typer.Argument(help="Who sends with it (e.g. collector-eu).")],
+    data_dir: Annotated[str | None, _opt("data_dir")] = None,
+    db: Annotated[str | None, _opt("db")] = None,
+    config: _ConfigOpt = None,
+) -> None:
+    """Create an ingest token and print it (on stdout, alone, once: it is stored only hashed)."""
+    token = _with_ingest_tokens(data_dir, db, config, lambda tokens: tokens.create(name))
+    typer.echo(token)
+    hub_url, note = agent_hub_address(Settings.load({"data_dir": data_dir, "db": db}, config_file=config))
+    typer.echo(f"ingest token {name!r} created; the token above is shown only this once. OTLP/HTTP senders use\n"
+               f"  endpoint {hub_url} (paths /v1/metrics and /v1/logs), header Authorization: Bearer <token>"
+               + (f"\n{note}" if note else ""), err=True)
+
+
+@ingest_tokens_app.command("list")
+def ingest_tokens_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    data_dir: Annotated[str | None, _opt("data_dir")] = None,
+    db: Annotated[str | None, _opt("db")] = None,
+    config: _ConfigOpt = None,
+) -> None:
+    """List ingest tokens: name, status, created, last used. Never shows tokens."""
+    import json
+    import time as _time
+
+    records = _with_ingest_tokens(data_dir, db, config, lambda tokens: tokens.list())
+
+    def when(ms: int | None) -> str:
+        return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(ms / 1000)) if ms else "-"
+
+    if as_json:
+        for r in records:
+            typer.echo(json.dumps(r.to_api()))
+        return
+    typer.echo(f"{'NAME':<24} {'STATUS':<8} {'CREATED':<19} {'LAST USED':<19}")
+    for r in records:
+        typer.echo(f"{r.name:<24} {'active' if r.active else 'revoked':<8} {when(r.created_at):<19} "
+                   f"{when(r.last_used_at):<19}")
+
+
+@ingest_tokens_app.command("revoke")
+def ingest_tokens_revoke(
+    name: Annotated[str, typer.Argument(help="The ingest token to revoke.")],
+    data_dir: Annotated[str | None, _opt("data_dir")] = None,
+    db: Annotated[str | None, _opt("db")] = None,
+    config: _ConfigOpt = None,
+) -> None:
+    """Revoke an ingest token: the hub refuses it (401) from its next request on. What it sent stays."""
+    _with_ingest_tokens(data_dir, db, config, lambda tokens: tokens.revoke(name))
+    typer.echo(f"ingest token {name!r} revoked")
 
 
 def _agent_env(name: str) -> str:

@@ -20,8 +20,17 @@ from openmanager.core.errors import ConfigError, RuleSyntaxError, ValidationErro
 from openmanager.core.model import METRIC_NAMES
 from openmanager.core.netguard import parse_allow_list
 from openmanager.core.rules import MAX_LENGTH, Limits, parse_duration
+from openmanager.core.series import (
+    DEFAULT_EXCLUDE_DEVICES,
+    DEFAULT_EXCLUDE_FSTYPES,
+    DEFAULT_EXCLUDE_INTERFACES,
+    DEFAULT_EXCLUDE_MOUNTS,
+    DEFAULT_MAX_SERIES,
+    SeriesPolicy,
+)
 from openmanager.core.smtp import SmtpSettings
 from openmanager.core.status import StatusPolicy, Threshold
+from openmanager.core.syslogparse import parse_allow, parse_listener
 
 ENV_PREFIX = "OPENMANAGER_"
 
@@ -80,6 +89,19 @@ class Settings:
                               "Web Push: the contact (mailto: or https:) sent to push services.")
     notify_retry_limit: int = _opt(6, "Notifications: delivery attempts per channel before it is marked failed.")
     notify_retry_base: str = _opt("2s", "Notifications: first retry delay; doubles per attempt (a duration).")
+    notify_group_wait: str = _opt("30s", "Notifications: how long a new group collects alerts before its first "
+                                         "message (a duration; 0s: no grouping, one message per transition).")
+    notify_group_interval: str = _opt("5m", "Notifications: least time between two messages of one group "
+                                            "(a duration).")
+    notify_group_items_max: int = _opt(200_000, "Notifications: waiting group items read per grouping pass "
+                                                "(the rest wait for the next pass).")
+    escalation_critical: str = _opt("", "Alerts: the escalation policy of critical rules that have none of their own, "
+                                        "as JSON like a rule's `escalation`, e.g. '{\"steps\": [{\"after\": "
+                                        "\"10m\", \"users\": [\"role:admin\"]}]}' (empty: none).")
+    escalation_warning: str = _opt("", "Alerts: the escalation policy of warning rules that have none of their own "
+                                       "(JSON, like escalation_critical; empty: none).")
+    escalation_info: str = _opt("", "Alerts: the escalation policy of info rules that have none of their own "
+                                    "(JSON, like escalation_critical; empty: none).")
     broker: str = _opt("memory", "Broker: memory (one process) or redis://[:password@]host:port/db to run several "
                                  "hub processes on one Redis (with a shared postgresql:// --db).")
     broker_prefix: str = _opt("openmanager", "Redis broker: the prefix of every key (clusters may share a Redis).")
@@ -117,6 +139,23 @@ class Settings:
                               "health checks; 0: a tenth of the open-file limit, at least 64.")
     forwarded_allow_ips: str = _opt("", "Proxies whose X-Forwarded-For/-Proto are believed (comma-separated "
                                         "addresses or networks, * for any); empty: FORWARDED_ALLOW_IPS, else none.")
+    # syslog receiver (docs/ingest.md): off unless a listener is given
+    syslog: tuple[str, ...] = _opt((), "Receive syslog (RFC 5424/3164) on udp://HOST:PORT, tcp://HOST:PORT or "
+                                       "tls://HOST:PORT (repeatable; environment: comma-separated; default: off).")
+    syslog_allow: tuple[str, ...] = _opt((), "Syslog senders allowed: an address or CIDR block (repeatable; "
+                                             "environment: comma-separated; default: loopback only).")
+    syslog_tls_cert: str = _opt("", "tls:// syslog listeners: the certificate chain (PEM); default tls_cert.")
+    syslog_tls_key: str = _opt("", "tls:// syslog listeners: the certificate's private key (PEM); default tls_key.")
+    syslog_max_connections: int = _opt(256, "Most syslog TCP/TLS connections at once; one more is closed at once.")
+    syslog_idle_timeout: str = _opt("5m", "A syslog TCP/TLS connection that sends nothing for this long is closed "
+                                          "(a duration).")
+    syslog_max_message_bytes: int = _opt(16 * 1024, "Longest syslog message kept (bytes, at most 16384); longer "
+                                                    "ones are cut and marked truncated.")
+    # OTLP/HTTP receiver (docs/ingest.md): /v1/metrics and /v1/logs, ingest tokens
+    otlp_max_body_bytes: int = _opt(4 * 1024 * 1024, "Largest OTLP/HTTP request body as sent (bytes, compressed); "
+                                                     "larger is answered 413.")
+    otlp_max_decompressed_bytes: int = _opt(16 * 1024 * 1024, "Largest OTLP/HTTP request body after gzip "
+                                                              "decompression (bytes); larger is answered 413.")
     # Expression and subscription limits (docs/rules.md "Limits"): what one client may make the hub evaluate
     where_max_length: int = _opt(4096, "Longest `where` filter accepted, in characters (at most 16384, the rule "
                                        "language's own limit).")
@@ -125,6 +164,22 @@ class Settings:
                                             "300).")
     subscription_cost_budget: int = _opt(20_000, "Per connection: most its `where` filters may cost together (see "
                                                  "expression_max_cost).")
+    # labelled series (per mount, interface, core, ...): what one server may add to the hub's memory
+    max_series: int = _opt(DEFAULT_MAX_SERIES, "Most labelled series (per mount, interface, core, ...) kept per "
+                                                "server; the rest of a sample's series are dropped and counted "
+                                                "(series_dropped). 0 keeps none.")
+    series_exclude_mounts: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_MOUNTS, "Mount points whose series are "
+                                                  "dropped (fnmatch patterns, * spans /; repeatable; environment: "
+                                                  "comma-separated; replaces the default list).")
+    series_exclude_interfaces: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_INTERFACES, "Network interfaces whose "
+                                                      "series are dropped (fnmatch patterns; replaces the default: "
+                                                      "loopback and container interfaces).")
+    series_exclude_fstypes: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_FSTYPES, "Filesystem types the local source "
+                                                   "reports no series for (replaces the default: virtual "
+                                                   "filesystems).")
+    series_exclude_devices: tuple[str, ...] = _opt(DEFAULT_EXCLUDE_DEVICES, "Block devices whose disk I/O series "
+                                                   "are dropped (fnmatch patterns; replaces the default: loop, RAM "
+                                                   "and zram devices, optical and floppy drives).")
     subscriptions_per_connection: int = _opt(128, "Per connection: most subscriptions at once; one more is "
                                                    "refused (error too_many_subscriptions).")
 
@@ -179,7 +234,8 @@ class Settings:
             raise ConfigError("tick must be positive")
         if self.servers < 0:
             raise ConfigError("servers must be 0 or more")
-        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base"):
+        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base",
+                     "notify_group_interval"):
             try:
                 parse_duration(getattr(self, name))
             except RuleSyntaxError as exc:
@@ -194,6 +250,9 @@ class Settings:
         for name in ("socketio_ping_interval_ms", "socketio_ping_timeout_ms"):
             if not 100 <= getattr(self, name) <= 3_600_000:
                 raise ConfigError(f"{name} must be between 100 and 3600000 (ms)")
+        if self.notify_group_items_max < 1:
+            raise ConfigError("notify_group_items_max must be at least 1")
+        self.notify_group_wait_ms()
         self._validate_budget()
         self._validate_cluster()
         try:
@@ -203,6 +262,46 @@ class Settings:
         self._validate_allowed_hosts()
         self._validate_limits()
         self._validate_expression_limits()
+        self._validate_ingest()
+        if not 0 <= self.max_series <= 4096:
+            raise ConfigError("max_series must be between 0 and 4096")
+
+    def _validate_ingest(self) -> None:
+        for url in self.syslog:
+            parse_listener(url)
+        parse_allow(self.syslog_allow)
+        if any(u.strip().startswith("tls:") for u in self.syslog) and not (
+                (self.syslog_tls_cert or self.tls_cert) and (self.syslog_tls_key or self.tls_key)):
+            raise ConfigError("syslog: a tls:// listener needs syslog_tls_cert and syslog_tls_key (or tls_cert "
+                              "and tls_key)")
+        try:
+            idle_ms = parse_duration(self.syslog_idle_timeout)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"syslog_idle_timeout: {exc.message}") from exc
+        if idle_ms < 1000:
+            raise ConfigError("syslog_idle_timeout must be at least 1s")
+        if self.syslog_max_connections < 1:
+            raise ConfigError("syslog_max_connections must be at least 1")
+        if not 256 <= self.syslog_max_message_bytes <= 16 * 1024:
+            raise ConfigError("syslog_max_message_bytes must be between 256 and 16384")
+        if self.otlp_max_body_bytes < 1024 or self.otlp_max_decompressed_bytes < self.otlp_max_body_bytes:
+            raise ConfigError("otlp_max_body_bytes must be at least 1024, and otlp_max_decompressed_bytes at least "
+                              "otlp_max_body_bytes")
+
+    def escalation_by_severity(self) -> dict[str, str]:
+        """The `escalation_<severity>` settings' text by severity (parsed and checked by the alert layer's
+        `severity_policies`, which raises ConfigError naming the setting)."""
+        return {"info": self.escalation_info, "warning": self.escalation_warning,
+                "critical": self.escalation_critical}
+
+    def notify_group_wait_ms(self) -> int:
+        """`notify_group_wait` in ms; 0 (`0s`) turns grouping off."""
+        if self.notify_group_wait.strip() in ("0", "0s", "0m"):
+            return 0
+        try:
+            return parse_duration(self.notify_group_wait)
+        except RuleSyntaxError as exc:
+            raise ConfigError(f"notify_group_wait: {exc.message}") from exc
 
     def _validate_expression_limits(self) -> None:
         if not 1 <= self.where_max_length <= MAX_LENGTH:
@@ -287,6 +386,11 @@ class Settings:
             if name.strip() not in METRIC_NAMES:
                 raise ConfigError(f"bad threshold {part!r}: unknown metric {name.strip()!r}")
         return StatusPolicy().with_overrides(overrides)
+
+    def series_policy(self) -> SeriesPolicy:
+        """Which labelled series a server may have (`core.series`)."""
+        return SeriesPolicy(self.max_series, self.series_exclude_mounts, self.series_exclude_interfaces,
+                            self.series_exclude_fstypes, self.series_exclude_devices)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

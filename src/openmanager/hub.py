@@ -23,10 +23,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.registry import Collector
 
 from openmanager.alerts.mirror import AlertMirror
 from openmanager.alerts.service import AlertService
@@ -34,6 +35,7 @@ from openmanager.broker.base import Broker, Event
 from openmanager.cluster import CONTROL_TOPIC, Election, LeaderCalls, Leadership, OnChange
 from openmanager.config import Settings
 from openmanager.core import control
+from openmanager.core.escalation import severity_policies
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import ServerInfo
 from openmanager.core.protocol import CloseCode
@@ -94,8 +96,9 @@ class Hub:
         self.queue_limits = QueueLimits(settings.queue_max_messages, settings.queue_max_bytes)
         tick_ms = max(1, int(settings.tick * 1000))
         capacity = max(1, parse_duration(settings.memory_history) // tick_ms)
-        self.history = FleetHistory(capacity)
-        self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms)
+        self.history = FleetHistory(capacity, settings.max_series)
+        self.state = FleetState(settings.status_policy(), self.history, tick_ms=tick_ms,
+                                series=settings.series_policy())
         self.clustered = settings.clustered
         self.leadership = Leadership(clustered=self.clustered)
         self.calls = LeaderCalls(self.broker, self.node_id, lambda: self.is_leader)
@@ -108,6 +111,7 @@ class Hub:
                                  on_register=self._registered if self.clustered else None)
         self.fanout = FanOut(self.broker, self.state, self.stats)
         self.sessions: dict[str, Session] = {}
+        self.severity_escalation = severity_policies(settings.escalation_by_severity())  # ConfigError if bad
         self.source_status: dict[str, str] = {}
         self.store: Store | None = None
         self.rollups: RollupWriter | None = None
@@ -117,6 +121,11 @@ class Hub:
         self.logs: LogStore | None = None
         self.log_writer = LogWriter()  # cleaned `logs` records → the store, batched (started in start())
         self.registry.register(self.log_writer)
+        for source in self.sources:  # receivers (syslog): their counters on /metrics, paused while the writer is behind
+            if hasattr(source, "collect"):
+                self.registry.register(cast(Collector, source))
+            if hasattr(source, "busy"):
+                source.busy = self.log_writer.behind
         self._tasks: list[asyncio.Task[Any]] = []
         self._leader_tasks: list[asyncio.Task[Any]] = []
         self._mirrored_alerts = AlertMirror()  # a follower's view of the pending and firing alerts
@@ -181,9 +190,9 @@ class Hub:
             flap_transitions=self.settings.flap_transitions,
             flap_window_ms=parse_duration(self.settings.flap_window),
         )
+        service.severity_escalation = self.severity_escalation
         if self.notifications is not None:
-            service.plan_outbox = self.notifications.plan
-            service.on_outbox = self.notifications.committed
+            self.notifications.attach(service)
         return service
 
     async def _become_leader(self) -> None:

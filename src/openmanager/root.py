@@ -6,7 +6,8 @@ gateway sees the hub.
     settings ──► Root.build ──► broker (memory | Redis), store opener, sources, election (cluster)
                      │          Authenticator, ConnectionLimits, Users, Jobs
                      ├──► Hub (lifecycle, tick loop, leadership, the control bus)
-                     ├──► Fleet, Health, Alerts (+ the leader's alert operations), Notifications, Logs
+                     ├──► Fleet, Health, Alerts (+ the leader's alert operations), Notifications, Logs,
+                     │    Otlp (the OTLP/HTTP receiver and the ingest tokens)
                      ├──► Streams (/ws, /sse, /socket.io/ subscriptions), StreamGate (who may open a stream)
                      └──► gateway.app.create_app(services...) ──► FrontDoor (the ASGI app uvicorn runs)
 """
@@ -39,6 +40,7 @@ from openmanager.services.connections import ConnectionLimits
 from openmanager.services.fleet import Fleet, Health
 from openmanager.services.logs import Logs
 from openmanager.services.notify import Notifications
+from openmanager.services.otlp import Otlp
 from openmanager.services.users import Users
 from openmanager.sources.agent import AgentSource
 from openmanager.sources.base import Source
@@ -62,7 +64,7 @@ def build_sources(settings: Settings) -> list[Source]:
         try:
             from openmanager.sources.local import LocalSource
 
-            sources.append(LocalSource(tick_s=settings.tick))
+            sources.append(LocalSource(tick_s=settings.tick, policy=settings.series_policy()))
         except Exception:
             log.exception("local source failed to load; disabled")
     if settings.scrape:
@@ -74,7 +76,7 @@ def build_sources(settings: Settings) -> list[Source]:
             tick_ms = max(1, int(settings.tick * 1000))
             offline_after_s = settings.status_policy().offline_after_ms(tick_ms) / 1000
             targets = prometheus.parse_scrape_targets(settings.scrape, offline_after_s=offline_after_s)
-            sources.append(prometheus.PrometheusSource(targets))
+            sources.append(prometheus.PrometheusSource(targets, policy=settings.series_policy()))
     if settings.log_file:
         try:
             from openmanager.sources import logfile
@@ -86,6 +88,14 @@ def build_sources(settings: Settings) -> list[Source]:
             specs = [logfile.parse_log_file_spec(text) for text in settings.log_file]
             state_path = Path(settings.data_dir) / "logfile-offsets.json"
             sources.append(logfile.LogFileSource(specs, state_path=state_path))
+    if settings.syslog:  # the syslog receiver (sources/syslog.py); bad listeners are a ConfigError
+        from openmanager.sources import syslog
+
+        sources.append(syslog.from_settings(
+            settings.syslog, settings.syslog_allow, cert=settings.syslog_tls_cert or settings.tls_cert,
+            key=settings.syslog_tls_key or settings.tls_key, max_connections=settings.syslog_max_connections,
+            max_message_bytes=settings.syslog_max_message_bytes,
+            idle_timeout_s=parse_duration(settings.syslog_idle_timeout) / 1000))
     return sources
 
 
@@ -130,12 +140,16 @@ async def build_notifications(settings: Settings, store: Store, hub: Hub) -> tup
         notify_store,
         hub.pipeline.publish,
         users=lambda: hub.users.names,
+        roles=lambda: hub.users.roles,
         infos=lambda: {s.info.id: s.info for s in hub.state},
         channels=channels,
         retry_limit=settings.notify_retry_limit,
         retry_base_ms=parse_duration(settings.notify_retry_base),
         base_url=hub.public_url,
         outbound=guard,
+        group_wait_ms=settings.notify_group_wait_ms(),
+        group_interval_ms=parse_duration(settings.notify_group_interval),
+        group_items_max=settings.notify_group_items_max,
     )
     return service, vapid_public_key
 
@@ -172,6 +186,9 @@ class Root:
         )
         for op, handler in alert_ops(lambda: hub.alerts, hub.announce).items():
             hub.calls.register(op, handler)
+        otlp = Otlp(hub.pipeline, hub.log_writer, store=lambda: hub.store,
+                    max_decompressed_bytes=settings.otlp_max_decompressed_bytes)
+        hub.registry.register(otlp.receiver)  # its counters on /metrics
         backtests = WorkLimiter("backtest", per_user=settings.backtest_concurrency_per_user,
                                 total=settings.backtest_concurrency)
         services = AppServices(
@@ -190,6 +207,7 @@ class Root:
             ingest=AgentSource(hub.pipeline, hub.state, hub.stats, hub.log_writer, store=lambda: hub.store,
                                rollups=lambda: hub.rollups, ready=lambda: hub.started and hub.store is not None,
                                max_frame_bytes=settings.max_frame_bytes),
+            otlp=otlp,
             limits=hub.limits,
             trusted_proxies=trusted_proxies(settings.forwarded_allow_ips, os.environ),
             streams=Streams(hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats,

@@ -370,3 +370,107 @@ def test_push_service_worker_registers_and_shows_a_pushed_notification(hub: HubP
         assert errors.unexpected("Push API", "push service", "permission denied") == []
     finally:
         ctx.close()
+
+
+def test_the_server_page_shows_mounts_interfaces_and_a_heat_strip(hub: HubProcess, context: BrowserContext) -> None:
+    """Labelled series on the server page of a simulated database server: each mount's bar (what the hub
+    holds), the chart of all mounts advancing, both interfaces, one heat cell per core."""
+    page, errors = signed_in(context, hub, "servers/db-01")
+    rows = page.locator("#mounts .mount-row")
+    expect(rows).to_have_count(3, timeout=10_000)
+    assert rows.evaluate_all("rs => rs.map((r) => r.dataset.mount)") == ["/", "/data", "/var"]
+    series = rest(hub, "GET", "/api/v1/servers/db-01").json()["series"]
+    var = float(page.locator('#mounts .mount-row[data-mount="/var"]').get_attribute("data-value") or 0)
+    assert 0 < var <= 100 and abs(var - series["disk:mount=/var"]) < 5
+    bar = page.locator('#mounts .mount-row[data-mount="/var"] .bar')
+    assert bar.get_attribute("aria-valuenow") is not None and bar.get_attribute("data-level") in ("ok", "warn", "crit")
+    chart = page.locator("figure.chart[data-metric=mounts]")
+    expect(chart).to_have_attribute("data-last-ts", re.compile(r"^\d+$"), timeout=10_000)
+    last = int(chart.get_attribute("data-last-ts") or 0)
+    page.wait_for_function(
+        f"Number(document.querySelector('figure.chart[data-metric=mounts]').dataset.lastTs) > {last}", timeout=5_000)
+    expect(page.locator('#interfaces dd[data-interface="eth0"]')).to_contain_text("↓", timeout=5_000)
+    expect(page.locator('#interfaces dd[data-interface="eth1"]')).to_contain_text("↑")
+    cores = sorted(int(k.partition("=")[2]) for k in series if k.startswith("cpu:"))
+    cells = page.locator("#cores .heat-cell")
+    expect(cells).to_have_count(len(cores))
+    assert cells.evaluate_all("cs => cs.map((c) => Number(c.dataset.core))") == cores
+    assert all(0 <= v <= 100 for v in cells.evaluate_all("cs => cs.map((c) => Number(c.dataset.value))"))
+    assert errors.errors == []
+def wait_rest(hub: HubProcess, path: str, check: Any, timeout_s: float = 15) -> Any:
+    """The first JSON answer of GET `path` for which `check` is true, polled until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = rest(hub, "GET", path).json()
+        if check(body):
+            return body
+        assert time.monotonic() < deadline, f"{path} still not as expected after {timeout_s} s: {body}"
+        time.sleep(0.1)
+
+
+def test_an_alerts_timeline_shows_escalation_ack_and_inhibition(hub: HubProcess, context: BrowserContext) -> None:
+    server = rest(hub, "GET", "/api/v1/servers").json()["servers"][2]["id"]
+    common = {"condition": "cpu >= 0", "for": "0s", "family": "timeline-test", "scope": f'server.id == "{server}"'}
+    critical = rest(hub, "POST", "/api/v1/rules", {**common, "name": "timeline critical", "severity": "critical",
+                                                   "escalation": {"steps": [{"after": "1s", "users": ["admin"]}],
+                                                                  "repeat": "0s"}}).json()
+    rules = [critical["id"]]
+    try:
+        def firing(rule: str) -> Any:
+            return lambda b: [a for a in b["alerts"] if a["rule"]["id"] == rule and a["state"] == "firing"]
+        crit = wait_rest(hub, "/api/v1/alerts?state=firing", firing(critical["id"]))
+        crit_id = next(a["id"] for a in crit["alerts"] if a["rule"]["id"] == critical["id"])
+        wait_rest(hub, f"/api/v1/alerts/{crit_id}",
+                  lambda b: any(h["transition"] == "escalated" for h in b["history"]))
+        # The critical fires first, so the warning of its family on the same server is inhibited.
+        warning = rest(hub, "POST", "/api/v1/rules",
+                       {**common, "name": "timeline warning", "severity": "warning"}).json()
+        rules.append(warning["id"])
+        warn = wait_rest(hub, "/api/v1/alerts?state=firing", firing(warning["id"]))
+        warn_id = next(a["id"] for a in warn["alerts"] if a["rule"]["id"] == warning["id"])
+        assert rest(hub, "POST", f"/api/v1/alerts/{crit_id}/ack", {"comment": "on it"}).status_code == 200
+        about = rest(hub, "GET", f"/api/v1/notifications?alert={warn_id}").json()["notifications"]
+        assert about and all(n["alert"] == warn_id for n in about)
+
+        page, errors = signed_in(context, hub, "alerts")
+        page.locator(f".alert-row[data-alert='{crit_id}'] .timeline-link").click()
+        timeline = page.locator(f".view-alert[data-alert='{crit_id}'] .timeline")
+        items = timeline.locator(".timeline-item")
+        expect(items.last).to_have_attribute("data-transition", "acknowledged", timeout=5_000)
+        kinds = items.evaluate_all("els => els.map((e) => e.dataset.transition)")
+        assert kinds == ["firing", "escalated", "acknowledged"], kinds
+        escalated = timeline.locator(".timeline-item[data-transition=escalated]")
+        expect(escalated).to_contain_text("step 1")
+        expect(escalated.locator(".timeline-users")).to_have_text("admin")
+        expect(items.last).to_contain_text("acknowledged by admin: on it")
+        # Times come from the page's one formatter, in order.
+        stamps = items.evaluate_all("els => els.map((e) => Number(e.dataset.ts))")
+        history = rest(hub, "GET", f"/api/v1/alerts/{crit_id}").json()["history"]
+        assert stamps == [h["ts"] for h in history]
+        assert items.first.locator("time").inner_text() == page.evaluate(
+            f"new Intl.DateTimeFormat('en-US', {{year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit',"
+            f" minute: '2-digit', second: '2-digit', hourCycle: 'h23'}}).format({stamps[0]})")
+
+        # The warning's timeline: it fired, and its notification was inhibited by the critical.
+        page.evaluate(f"location.hash = '#/alerts/{warn_id}'")
+        inhibited = page.locator(f".view-alert[data-alert='{warn_id}'] .timeline-item[data-transition=inhibited]")
+        expect(inhibited).to_contain_text(f"by alert {crit_id}", timeout=5_000)
+        expect(inhibited).to_contain_text("notification inhibited")
+        warn_items = page.locator(f".view-alert[data-alert='{warn_id}'] .timeline-item")
+        expect(warn_items.and_(page.locator("[data-transition=firing]"))).to_have_count(1)
+
+        # Resolving shows up live; the labels are in Korean too.
+        rest(hub, "DELETE", f"/api/v1/rules/{warning['id']}")
+        rules.remove(warning["id"])
+        expect(warn_items.and_(page.locator("[data-transition=resolved]"))).to_have_count(1, timeout=10_000)
+        page.evaluate(f"location.hash = '#/alerts/{crit_id}'")
+        expect(page.locator(".timeline-item[data-transition=escalated]")).to_be_visible(timeout=5_000)
+        page.locator("#lang-toggle").click()
+        expect(page.locator(".timeline-item[data-transition=escalated] .timeline-kind")).to_have_text("상향 통보",
+                                                                                                      timeout=5_000)
+        expect(page.locator(".timeline-item[data-transition=escalated] .timeline-step")).to_have_text("1단계")
+        page.locator("#lang-toggle").click()
+        assert errors.errors == []
+    finally:
+        for rule in rules:
+            rest(hub, "DELETE", f"/api/v1/rules/{rule}")

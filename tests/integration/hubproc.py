@@ -52,6 +52,7 @@ class HubProcess:
 
     def start(self, timeout: float = 30.0) -> HubProcess:
         env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=self.token)
+        env.setdefault("OPENMANAGER_NOTIFY_GROUP_WAIT", "0s")  # one message per transition unless a test groups
         cmd = [sys.executable, "-m", "openmanager", "serve", "--port", str(self.port),
                "--data-dir", str(self.data_dir), *self.args]
         self.data_dir.mkdir(parents=True, exist_ok=True)

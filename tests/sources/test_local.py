@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from openmanager.core.model import METRIC_BY_NAME, LogRecord, Sample, ServerInfo
-from openmanager.sources.local import LocalSource, collect
+from openmanager.sources.local import LocalSource, collect, measure
 
 
 def test_first_collect_reports_levels_but_no_rates() -> None:
@@ -88,3 +88,37 @@ async def test_local_source_delivers_batches() -> None:
     assert {"cpu", "memory", "disk", "net_in", "net_out", "uptime"} <= set(later.values)
     stamps = [batch[0].ts for batch in sink.batches]
     assert stamps == sorted(stamps)
+
+
+def test_measure_reports_this_hosts_real_mounts_interfaces_and_cores() -> None:
+    import psutil
+
+    from openmanager.core.series import SeriesCleaner, SeriesPolicy, parse_series_key
+
+    policy = SeriesPolicy()
+    _, first, state = measure(None, policy=policy)
+    assert not any(k.startswith(("cpu:", "net_in:", "disk_read:")) for k in first)  # rates need two calls
+    values, series, _ = measure(state, policy=policy)
+    assert SeriesCleaner(policy).clean(series).dropped == 0  # every key is valid and in range
+    mounts = {p.mountpoint for p in psutil.disk_partitions(all=False) if policy.keeps_mount(p.mountpoint, p.fstype)}
+    assert {parse_series_key(k)[1] for k in series if k.startswith("disk:")} == mounts
+    for key in series:
+        if key.startswith("disk:"):
+            assert series[key] <= values["disk"]  # the headline is the fullest filesystem
+    nics = {n for n in psutil.net_io_counters(pernic=True) if policy.keeps_interface(n)}
+    assert {parse_series_key(k)[1] for k in series if k.startswith("net_in:")} == nics
+    assert "net_in:interface=lo" not in series
+    if nics:
+        assert values["net_in"] == pytest.approx(sum(v for k, v in series.items() if k.startswith("net_in:")))
+    cores = psutil.cpu_count() or 0
+    assert sorted(k for k in series if k.startswith("cpu:")) == sorted(f"cpu:core={i}" for i in range(cores))
+
+
+def test_measure_honours_the_policy() -> None:
+    from openmanager.core.series import SeriesPolicy
+
+    policy = SeriesPolicy(exclude_mounts=("*",), exclude_interfaces=("*",), exclude_devices=("*",))
+    _, _, state = measure(None, policy=policy)
+    values, series, _ = measure(state, policy=policy)
+    assert not any(k.startswith(("disk:", "fs_inodes:", "net_in:", "net_out:", "disk_read:")) for k in series)
+    assert 0.0 <= values["disk"] <= 100.0  # root_path's usage still stands for the headline

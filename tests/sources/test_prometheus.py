@@ -194,11 +194,11 @@ def test_a_device_that_appears_is_not_counted_until_it_has_two_scrapes() -> None
     first = busy_node()
     _, state = map_exposition(first.text(), None, 0.0)
     second = first.advance(1.0, busy_share=0.1, rx={"eth0": 100}, tx={"eth0": 100})
-    second.net_rx = {**second.net_rx, "veth9": 7e9}  # a new device with a large lifetime count
-    second.net_tx = {**second.net_tx, "veth9": 7e9}
+    second.net_rx = {**second.net_rx, "eth9": 7e9}  # a new device with a large lifetime count
+    second.net_tx = {**second.net_tx, "eth9": 7e9}
     values, state = map_exposition(second.text(), state, 1.0)
     assert values["net_in"] == pytest.approx(100.0) and values["net_out"] == pytest.approx(100.0)
-    third = second.advance(1.0, busy_share=0.1, rx={"veth9": 50}, tx={})
+    third = second.advance(1.0, busy_share=0.1, rx={"eth9": 50}, tx={})
     values, _ = map_exposition(third.text(), state, 2.0)
     assert values["net_in"] == pytest.approx(50.0)
 
@@ -229,11 +229,11 @@ def test_swap_is_zero_without_swap_and_memory_falls_back_without_memavailable() 
     assert "memory" not in values  # not enough to say
 
 
-def test_disk_falls_back_to_the_largest_real_filesystem() -> None:
+def test_disk_is_the_fullest_real_filesystem() -> None:
     node = Node(filesystems={
-        "/run": ("tmpfs", 500e9, 500e9, 500e9, 0),  # virtual: never chosen even though the largest
+        "/run": ("tmpfs", 500e9, 0.0, 0.0, 0),  # virtual: never chosen even though the fullest
         "/srv": ("xfs", 200e9, 50e9, None, 0),  # no free_bytes: 1 - avail/size
-        "/home": ("ext4", 100e9, 10e9, 10e9, 0),
+        "/home": ("ext4", 100e9, 30e9, 30e9, 0),
     })
     values, _ = map_exposition(node.text(), None, 0.0)
     assert values["disk"] == pytest.approx(100 * (1 - 50e9 / 200e9))

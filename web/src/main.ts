@@ -14,6 +14,7 @@ import { effectiveTheme, initTheme, onThemeChange, setTheme } from "./theme";
 import type { AlertEvent, Me } from "./types";
 import type { Ctx, View } from "./view";
 import { alertsView } from "./views/alerts";
+import { alertTimelineView } from "./views/alertTimeline";
 import { fleetView } from "./views/fleet";
 import { connectionsView } from "./views/connections";
 import { hubView } from "./views/hub";
@@ -149,7 +150,7 @@ class App {
     switch (name) {
       case "servers": view = serverView(ctx, params); break;
       case "logs": view = logsView(ctx); break;
-      case "alerts": view = alertsView(ctx); break;
+      case "alerts": view = params.length ? alertTimelineView(ctx, params) : alertsView(ctx); break;
       case "rules": view = rulesView(ctx, params); break;
       case "notifications": view = notificationsView(ctx); break;
       case "settings": view = settingsView(ctx, params, { rerender: () => this.rerender(), logout: () => void this.signOut(true) }); break;

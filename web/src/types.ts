@@ -38,6 +38,9 @@ export interface ServerInfo {
   status: Status;
   last_seen: number | null;
   sample: Sample;
+  /** Labelled series of the latest sample by key (`disk:mount=/var`: docs/protocol.md "Labelled series"). */
+  series?: Record<string, number>;
+  series_dropped?: number;
   problem?: string;
 }
 
@@ -94,6 +97,9 @@ export interface Alert {
   acknowledged: { by: string; at: number; comment: string } | null;
   silenced_by?: string | null;
   flapping?: boolean;
+  /** The labelled series behind it (`disk{mount="/var"}`), and an `each` rule's alert's own labels. */
+  series?: string[];
+  labels?: Record<string, string>;
 }
 
 export interface AlertEvent {
@@ -137,12 +143,18 @@ export interface Rule {
   fleet?: boolean;
   enabled?: boolean;
   description?: string | null;
+  family?: string;
+  group_by?: string[];
+  escalation?: { steps: { after: string; users: string[]; channels?: string[] }[]; repeat?: string } | null;
+  /** One alert per labelled series: mount, interface, device, core or sensor. */
+  each?: string | null;
   created_at?: number;
   updated_at?: number;
   created_by?: string;
 }
 
 export interface Episode {
+  labels?: Record<string, string>;
   server: string;
   fired_at: number | null;
   resolved_at: number | null;
@@ -169,6 +181,8 @@ export interface ChannelPrefs {
   format?: string;
   url_set?: boolean;
   secret_set?: boolean;
+  urls_set?: boolean;
+  services?: string[];
 }
 
 export interface Preferences {
@@ -178,6 +192,7 @@ export interface Preferences {
   muted_rules: string[];
   quiet_hours: { start: string; end: string; timezone: string; critical_bypass: boolean } | null;
   digest: { mode: "off" | "hourly" | "daily"; at: string; timezone: string };
+  grouping?: { group_by: string[] | null; critical_bypass: boolean };
 }
 
 export interface Me {

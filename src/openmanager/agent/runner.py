@@ -1,8 +1,9 @@
 """The agent process: collect this host's metrics and log files into the disk buffer, stream it to the hub.
 
 Three tasks share one `DiskBuffer`:
-- the collector samples psutil (`sources.local.collect`, the local source's sampler) every `interval_s`
-  on a monotonic schedule (missed ticks are skipped, never bunched);
+- the collector samples psutil (`sources.local.measure`, the local source's sampler, with its per-mount,
+  per-interface and per-core series) every `interval_s` on a monotonic schedule (missed ticks are
+  skipped, never bunched);
 - the log follower (`sources.logfile.LogFileSource`) appends log records; it saves its file offsets only
   after the records are in the buffer, so a line is never lost between file and buffer;
 - the sender keeps one WebSocket to the hub's ingest endpoint: hello → welcome (the hub says up to which
@@ -55,7 +56,7 @@ from openmanager.core.backoff import reconnect_delay
 from openmanager.core.errors import OpenManagerError
 from openmanager.core.model import LogRecord, Sample, ServerInfo, clean_sample
 from openmanager.core.protocol import CloseCode
-from openmanager.sources.local import LocalState, collect
+from openmanager.sources.local import LocalState, measure
 from openmanager.tasks import cancel_and_wait
 
 __all__ = ["Agent", "AgentConfig", "AgentRefused"]
@@ -107,10 +108,17 @@ class AgentConfig:
         ingest_url(self.hub)  # raises ValueError for a bad URL
 
 
-def encode_sample(ts: int, values: Mapping[str, float]) -> bytes:
-    """A sample as the ingest protocol carries it, rounded and clamped as the hub would (smaller on disk)."""
-    cleaned = clean_sample(Sample("", ts, dict(values)))
-    return orjson.dumps({"ts": ts, "values": cleaned.values if cleaned is not None else {}})
+def encode_sample(ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None) -> bytes:
+    """A sample as the ingest protocol carries it, rounded and clamped as the hub would (smaller on disk);
+    its labelled series (cleaned by the default `SeriesPolicy`: at most 64, virtual filesystems,
+    loopback and container interfaces left out) under `series` when there are any."""
+    cleaned = clean_sample(Sample("", ts, dict(values), dict(series or {})))
+    if cleaned is None:
+        return orjson.dumps({"ts": ts, "values": {}})
+    item: dict[str, Any] = {"ts": ts, "values": cleaned.values}
+    if cleaned.series:
+        item["series"] = cleaned.series
+    return orjson.dumps(item)
 
 
 def encode_log(record: LogRecord) -> bytes:
@@ -141,7 +149,7 @@ class _BufferSink:
         return None
 
     def samples(self, batch: Sequence[Sample]) -> None:
-        self.agent._append(SAMPLE, [encode_sample(s.ts, s.values) for s in batch])
+        self.agent._append(SAMPLE, [encode_sample(s.ts, s.values, s.series) for s in batch])
 
     def logs(self, records: Sequence[LogRecord]) -> None:
         self.agent._append(LOG, [encode_log(r) for r in records])
@@ -305,9 +313,9 @@ class Agent:
         failing = False
         while True:
             try:
-                values, state = await asyncio.to_thread(collect, state, root_path=cfg.root_path)
+                values, series, state = await asyncio.to_thread(measure, state, root_path=cfg.root_path)
                 ts = int(time.time() * 1000)
-                self._append(SAMPLE, [encode_sample(ts, values)])
+                self._append(SAMPLE, [encode_sample(ts, values, series)])
                 failing = False
             except Exception as exc:  # a broken disk or a vanished mount must not stop the agent
                 if not failing:

@@ -174,6 +174,17 @@ class _ReplayContext:
                 return True
         return False
 
+    def labelled(self, metric: str) -> dict[str, float]:
+        """The latest value of each supplied series of `metric` (keys `metric:label=value`), by label value."""
+        prefix = metric + ":"
+        out: dict[str, float] = {}
+        for key in self._series:
+            if key.startswith(prefix):
+                value = self.latest(key)
+                if isinstance(value, float | int):
+                    out[key.partition("=")[2]] = float(value)
+        return out
+
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
         pts = self._series.get(metric)
         if pts is None:
@@ -243,6 +254,9 @@ def replay(spec: RuleSpec, data: Sequence[tuple[ServerInfo, Series]], *, since_m
                         "started_at": alert["started_at"], "fired_at": alert["fired_at"], "resolved_at": None,
                         "value": alert["value"], "values": alert["values"], "notified": tr.notify,
                     }
+                    for key in ("labels", "series"):  # the series an `each` or series rule fired on
+                        if key in alert:
+                            open_episodes[tr.alert_id][key] = alert[key]
                 elif tr.kind == "resolved" and tr.alert_id in open_episodes:
                     episode = open_episodes.pop(tr.alert_id)
                     episode["resolved_at"] = tr.ts

@@ -23,6 +23,11 @@ not, why (`reason`):
   (suppressing repeats); the next occurrence is a new alert, so acknowledgement re-arms by itself.
 - **silence**: an active matching silence suppresses notifications (`silenced`); transitions are still
   recorded and published.
+- **each** (a rule field, e.g. `"each": "mount"`): one alert per labelled series of the server, keyed
+  `<server>{mount=/var}`, with the whole lifecycle above per series; the alert carries `labels`
+  (`{"mount": "/var"}`) and `series` (`['disk{mount="/var"}']`). A server without such series is
+  evaluated once on its headline values (its alert has no labels); when it gains series, that alert
+  ends (administrative). A series that disappears is unknown: its alert neither fires nor resolves.
 """
 
 from __future__ import annotations
@@ -32,11 +37,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from openmanager.core.alert import FLEET_KEY, Alert, Transition, alert_id
+from openmanager.core.alert import FLEET_KEY, Alert, Transition, alert_id, series_slot
 from openmanager.core.alertrules import CompiledRule, RuleSpec, severity_rank
 from openmanager.core.errors import ConflictError, NotFoundError
+from openmanager.core.forecast import Baseline, Moments, PeerStats
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
+from openmanager.core.series import display_series
 from openmanager.core.silences import Silence
 
 __all__ = ["Alert", "AlertEngine", "Transition"]
@@ -60,6 +67,65 @@ class _Fleet:
 
     def members(self) -> Sequence[EvalContext]:
         return self._members
+
+
+class _EachContext:
+    """One server with one label value bound, for an `each` rule: the metrics labelled by it read that
+    series (`disk` → `disk:mount=/var`, in windows and history functions too), anything else reads the
+    server."""
+
+    __slots__ = ("_ctx", "_metrics", "_suffix")
+
+    def __init__(self, ctx: EvalContext, label: str, value: str, metrics: frozenset[str]) -> None:
+        self._ctx = ctx
+        self._metrics = metrics
+        self._suffix = f":{label}={value}"
+
+    @property
+    def server(self) -> ServerInfo:
+        return self._ctx.server
+
+    @property
+    def now_ms(self) -> int:
+        return self._ctx.now_ms
+
+    @property
+    def sample_ts(self) -> int:
+        ts: int = getattr(self._ctx, "sample_ts", 0)
+        return ts
+
+    def latest(self, field: str) -> float | str | None:
+        return self._ctx.latest(field + self._suffix if field in self._metrics else field)
+
+    def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
+        return self._ctx.series(metric + self._suffix if metric in self._metrics else metric, since_ms)
+
+    def labelled(self, metric: str) -> Mapping[str, float]:
+        return self._ctx.labelled(metric)
+
+    # the history functions' reads (`core.rules.HistoryContext`), bound the same way; a wrapped context
+    # without one of them gets the sums computed from `series`, or unknown, as compile's fallback does
+    def moments(self, metric: str, window_ms: int) -> Moments | None:
+        key = metric + self._suffix if metric in self._metrics else metric
+        read = getattr(self._ctx, "moments", None)
+        if read is not None:
+            found: Moments | None = read(key, window_ms)
+            return found
+        since = self._ctx.now_ms - window_ms
+        ts, vs = self._ctx.series(key, since)
+        return Moments.of(ts, vs, since)
+
+    def baseline(self, metric: str) -> Baseline | None:
+        read = getattr(self._ctx, "baseline", None)
+        found: Baseline | None = None if read is None else read(
+            metric + self._suffix if metric in self._metrics else metric)
+        return found
+
+    def peers(self, metric: str) -> PeerStats | None:
+        read = getattr(self._ctx, "peers", None)
+        found: PeerStats | None = None if read is None else read(
+            metric + self._suffix if metric in self._metrics else metric)
+        return found
 
 
 class AlertEngine:
@@ -165,10 +231,11 @@ class AlertEngine:
         out = []
         self._infos.pop(server_id, None)
         for slots in self._slots.values():
-            slot = slots.pop(server_id, None)
-            if slot is not None and slot.alert is not None:
-                out.append(self._end(slot, now_ms, notify=False, reason="administrative",
-                                     detail="server forgotten"))
+            for key in [k for k in slots if k == server_id or k.startswith(server_id + "{")]:
+                slot = slots.pop(key)
+                if slot.alert is not None:
+                    out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                         detail="server forgotten"))
         for rule in self._rules.values():
             rule._in_scope.pop(server_id, None)
         return out
@@ -188,22 +255,30 @@ class AlertEngine:
             slots = self._slots.get(rule.spec.id)
             cond = rule.condition.evaluate
             scoped = rule.scope is not None
+            each = rule.spec.each
             for info, ctx in servers:
                 if scoped and not rule.in_scope(info, ctx):
-                    if slots and (slot := slots.get(info.id)) is not None and slot.alert is not None:
-                        out.append(self._end(slot, now_ms, notify=False, reason="administrative",
-                                             detail="server left the rule's scope"))
+                    for key in self._keys_of(slots, info.id, each):
+                        if slots and (slot := slots.get(key)) is not None and slot.alert is not None:
+                            out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                                 detail="server left the rule's scope"))
                     continue
-                verdict = cond(ctx)
-                slot = slots.get(info.id) if slots else None
-                if slot is None or slot.alert is None:
-                    if verdict is True:
-                        if slot is None:
-                            slot = self._slot(rule.spec.id, info.id)
-                            slots = self._slots[rule.spec.id]
-                        out += self._start(rule, slot, info.id, None, ctx, now_ms)
-                    continue
-                out += self._advance(rule, slot, verdict, ctx, now_ms)
+                targets = [(info.id, ctx, None)] if each is None else self._each_targets(rule, info.id, ctx)
+                if each is not None and targets[0][2] is not None and slots \
+                        and (slot := slots.get(info.id)) is not None and slot.alert is not None:
+                    out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                         detail=f"now evaluated per {each}"))
+                for key, target, labels in targets:
+                    verdict = cond(target)
+                    slot = slots.get(key) if slots else None
+                    if slot is None or slot.alert is None:
+                        if verdict is True:
+                            if slot is None:
+                                slot = self._slot(rule.spec.id, key)
+                                slots = self._slots[rule.spec.id]
+                            out += self._start(rule, slot, info.id, None, target, now_ms, labels)
+                        continue
+                    out += self._advance(rule, slot, verdict, target, now_ms)
         for rule in self._fleet_rules if fleet else ():
             members = [ctx for info, ctx in servers if rule.in_scope(info, ctx)]
             fleet_ctx = _Fleet(members, now_ms)
@@ -218,12 +293,36 @@ class AlertEngine:
         out += self._housekeeping(now_ms)
         return out
 
+    @staticmethod
+    def _keys_of(slots: Mapping[str, _Slot] | None, server: str, each: str | None) -> list[str]:
+        """The slot keys of one server for one rule: the server's, and with `each` its series'."""
+        if not slots:
+            return []
+        if each is None:
+            return [server] if server in slots else []
+        return [k for k in slots if k == server or k.startswith(server + "{")]
+
+    @staticmethod
+    def _each_targets(rule: CompiledRule, server: str, ctx: EvalContext
+                      ) -> list[tuple[str, EvalContext, dict[str, str] | None]]:
+        """(slot key, context, labels) per label value of an `each` rule's series on this server; the server
+        itself (no labels) when it has none."""
+        label = rule.spec.each
+        assert label is not None
+        metrics = rule.each_bound
+        labelled = getattr(ctx, "labelled", None)  # a context that knows no series is judged on its headlines
+        values = sorted({v for m in metrics for v in labelled(m)}) if labelled is not None else []
+        if not values:
+            return [(server, ctx, None)]
+        return [(series_slot(server, {label: v}), _EachContext(ctx, label, v, metrics), {label: v})
+                for v in values]
+
     def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
-               ctx: Any, now_ms: int) -> list[Transition]:
+               ctx: Any, now_ms: int, labels: dict[str, str] | None = None) -> list[Transition]:
         spec = rule.spec
-        key = server if server is not None else FLEET_KEY
+        key = FLEET_KEY if server is None else server if not labels else series_slot(server, labels)
         alert = Alert(alert_id(spec.id, key, now_ms), spec.id, spec.name, spec.severity, server, servers, "pending",
-                      now_ms, updated_at=now_ms)
+                      now_ms, updated_at=now_ms, labels=labels)
         self._observe(rule, alert, ctx)
         slot.alert = alert
         self._by_id[alert.id] = alert
@@ -262,6 +361,11 @@ class AlertEngine:
     def _observe(self, rule: CompiledRule, alert: Alert, ctx: Any) -> None:
         alert.observed_at = getattr(ctx, "sample_ts", None) or ctx.now_ms
         values = rule.condition.observe(ctx)
+        if alert.labels:
+            [(label, value)] = alert.labels.items()
+            alert.series = tuple(display_series(f"{m}:{label}={value}") for m in sorted(rule.each_bound))
+        elif not rule.spec.fleet:
+            alert.series = tuple(rule.condition.series_named(ctx))
         alert.values = values
         alert.value = next(iter(values.values()), None) if values else None
 

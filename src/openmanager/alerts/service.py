@@ -13,6 +13,12 @@ waits on the store: its transitions are queued and written behind.
 
 The writer keeps the transitions' order; `flush()` waits until everything handed to it is stored, which
 the REST API uses before reading alert history so a client reads its own writes.
+
+Escalation (`core/escalation.py`): each tick, a firing alert that is neither acknowledged nor silenced
+and whose rule has an escalation policy (its own, else its severity's default in `severity_escalation`)
+emits an `escalated` transition when its next step is due (the step's users and channels in
+`alert.escalation`); the notification service turns it into the step's
+notifications in the same transaction. The steps sent are counted from the alert's history at start.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from typing import Any
 
 from openmanager.alerts.backtest import Hours, Series, replay_for
-from openmanager.alerts.engine import AlertEngine, Transition
+from openmanager.alerts.engine import Alert, AlertEngine, Transition
 from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import ConflictError, NotFoundError
+from openmanager.core.escalation import EscalationPolicy, due_step, policy_for
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
 from openmanager.core.silences import Silence
@@ -43,6 +50,7 @@ log = logging.getLogger(__name__)
 COOLDOWN_MEMORY_MS = 30 * 86_400_000
 HISTORY_RETENTION_MS = 90 * 86_400_000
 COMMIT_WAIT_S = 30.0  # longest an API change waits for the writer to confirm its commit
+PLAN_SLICE = 500  # (transition, user) pairs routed between two turns of the loop (~20 ms)
 
 # A queued batch: transitions, the current form of their alerts, and the future resolved once it is committed
 # (None when nobody waits: the tick's own transitions).
@@ -77,10 +85,13 @@ class AlertService:
         # transaction), announced after the commit.
         self.plan_outbox: Callable[[list[Transition]], list[OutboxEntry]] | None = None
         self.on_outbox: Callable[[list[OutboxEntry]], None] | None = None
+        self.plan_cost: Callable[[], int] = lambda: 1  # pairs one transition is routed to (the user count)
         self.windows: dict[str, MaintenanceWindow] = {}
         self._scheduler: Any = None
         self._set_maintenance: Callable[[str, bool], None] = lambda _sid, _on: None
         self._servers: Callable[[], Sequence[ServerInfo]] = list
+        self._escalated: dict[str, int] = {}  # alert id → escalation steps sent
+        self.severity_escalation: dict[str, EscalationPolicy] = {}  # severity → default policy (settings)
 
     @staticmethod
     def now_ms() -> int:
@@ -93,6 +104,12 @@ class AlertService:
         self.engine.restore(await self.store.active_alerts(), await self.store.last_notified(now - COOLDOWN_MEMORY_MS))
         for silence in await self.store.silences(active_at=now):
             self.engine.add_silence(silence, now)
+        for alert in self.engine.active():
+            rule = self.engine.rule(alert.rule_id)
+            if alert.state == "firing" and rule is not None and self._policy(rule) is not None:
+                steps = sum(1 for h in await self.store.history(alert.id) if h.get("transition") == "escalated")
+                if steps:
+                    self._escalated[alert.id] = steps
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="alert-writer")
 
     async def stop(self) -> None:
@@ -107,10 +124,49 @@ class AlertService:
         now = self.now_ms() if now_ms is None else now_ms
         started = time.perf_counter()
         transitions = self.engine.evaluate(now, self._contexts(None))
+        transitions += self.escalations(now)
         self.eval_seconds += time.perf_counter() - started
         self.evaluations += 1
         self._emit(transitions)
         return transitions
+
+    def escalations(self, now_ms: int) -> list[Transition]:
+        """An `escalated` transition for each firing, unacknowledged, unsilenced alert whose rule's next
+        escalation step is due."""
+        out: list[Transition] = []
+        active: set[str] = set()
+        for alert in self.engine.active():
+            active.add(alert.id)
+            rule = self.engine.rule(alert.rule_id)
+            policy = None if rule is None else self._policy(rule)
+            if (policy is None or alert.state != "firing" or alert.ack is not None
+                    or alert.silenced_by is not None or alert.fired_at is None):
+                continue
+            done = self._escalated.get(alert.id, 0)
+            index = due_step(policy, alert.fired_at, done, now_ms)
+            if index is None:
+                continue
+            self._escalated[alert.id] = done + 1
+            step = policy.step(index).to_api()
+            if rule is not None and rule.escalation is None:
+                step["severity_default"] = True  # from the `escalation_<severity>` setting
+            out.append(self._escalation(alert, index, step, now_ms))
+        for gone in [a for a in self._escalated if a not in active]:
+            del self._escalated[gone]
+        return out
+
+    def _policy(self, rule: RuleSpec) -> EscalationPolicy | None:
+        return policy_for(rule.escalation, rule.severity, self.severity_escalation)
+
+    @staticmethod
+    def _escalation(alert: Alert, index: int, step: dict[str, Any], now_ms: int) -> Transition:
+        data = alert.to_api()
+        data["escalation"] = {"step": index + 1, **step}
+        minutes = (now_ms - (alert.fired_at or now_ms)) / 60_000
+        return Transition("escalated", data, now_ms, False, reason="escalation",
+                          detail=f"not acknowledged {minutes:.0f} min after firing: step {index + 1} notifies "
+                                 f"{', '.join(step['users'])}"
+                                 + (f" ({alert.severity} default policy)" if step.get("severity_default") else ""))
 
     def samples_arrived(self, server_ids: Collection[str], now_ms: int | None = None) -> list[Transition]:
         """Per-server rules for the servers that just reported, so an alert fires as soon as the sample
@@ -180,7 +236,7 @@ class AlertService:
                         waiters.append(nxt[2])
                     self._queue.task_done()
                 try:
-                    outbox = self.plan_outbox(batch) if self.plan_outbox is not None else []
+                    outbox = await self._plan(batch)
                     await self.store.record(batch, current, outbox)
                 except Exception as exc:
                     log.exception("storing %d alert transitions failed; they were published but not recorded",
@@ -201,6 +257,19 @@ class AlertService:
                         log.exception("announcing %d stored notifications failed", len(outbox))
             finally:
                 self._queue.task_done()
+
+    async def _plan(self, batch: list[Transition]) -> list[OutboxEntry]:
+        """The batch's notifications, planned a slice at a time with the loop served in between: a storm of
+        a thousand transitions for a hundred users is seconds of routing."""
+        if self.plan_outbox is None:
+            return []
+        step = max(1, PLAN_SLICE // max(1, self.plan_cost()))
+        outbox: list[OutboxEntry] = []
+        for start in range(0, len(batch), step):
+            if start:
+                await asyncio.sleep(0)
+            outbox += self.plan_outbox(batch[start:start + step])
+        return outbox
 
     async def flush(self) -> None:
         await self._queue.join()

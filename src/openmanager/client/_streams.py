@@ -272,11 +272,13 @@ class MetricsStream(_FeedStream[MetricsView]):
     def subscribe(self, topic: str = "metrics", *, where: str | None = None,
                   servers: str | Sequence[str] | None = None, tags: Mapping[str, str] | None = None,
                   metrics: Sequence[str] | None = None, interval: str | None = None,
-                  callback: MetricsCallback | None = None, on_reset: ResetCallback | None = None) -> MetricsView:
+                  callback: MetricsCallback | None = None, on_reset: ResetCallback | None = None,
+                  series: bool | Sequence[str] = False) -> MetricsView:
         """Add a `metrics` subscription. Before `connect()` it is made by `connect()` (which raises
         `HubError` for a bad filter); once connected it starts at once and `await view.ready()` (or
         `connect()`) reports its outcome. `servers` takes ids or globs (a list or a comma-separated
-        string)."""
+        string). `series=True` (or the metrics whose series you want, `["disk"]`) adds each server's
+        labelled series to its sample as fields named by key (`"disk:mount=/var": 91.2`)."""
         if topic != "metrics":
             raise ValueError(f"MetricsStream serves the 'metrics' topic, not {topic!r}; use HubClient.subscribe")
         flt: dict[str, Any] = {}
@@ -290,6 +292,8 @@ class MetricsStream(_FeedStream[MetricsView]):
             flt["metrics"] = list(metrics)
         if interval:
             flt["interval"] = interval
+        if series:
+            flt["series"] = True if series is True else list(series)
         return self._add(MetricsView(flt, callback, on_reset))
 
     def _feeds(self) -> list[MetricsView]:

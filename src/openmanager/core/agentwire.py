@@ -186,13 +186,14 @@ def parse_batch(msg: Mapping[str, Any]) -> tuple[int, list[Any], list[Any]]:
 
 def parse_sample(raw: Any, server: str, latest_ms: int) -> Sample | None:
     """One item of `batch.samples` as a sample of `server` (whatever it says), or None when it is not
-    `{"ts": <int ms, at most latest_ms>, "values": {...}}`. Not cleaned: the pipeline cleans each sample once."""
+    `{"ts": <int ms, at most latest_ms>, "values": {...}, "series"?: {...}}`. Not cleaned: the pipeline
+    cleans each sample once (labelled series by the state's series policy)."""
     if not isinstance(raw, dict):
         return None
-    ts, values = raw.get("ts"), raw.get("values")
+    ts, values, series = raw.get("ts"), raw.get("values"), raw.get("series", {})
     if not isinstance(ts, int) or isinstance(ts, bool) or ts > latest_ms or not isinstance(values, dict):
         return None
-    return Sample(server, ts, values)
+    return Sample(server, ts, values, series if isinstance(series, dict) else {})
 
 
 def item_seen(raw: Any, after: int) -> bool:

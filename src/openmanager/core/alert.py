@@ -8,13 +8,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["FLEET_KEY", "Alert", "Transition", "alert_id"]
+__all__ = ["FLEET_KEY", "Alert", "Transition", "alert_id", "series_slot"]
 
 FLEET_KEY = "*"
 
 
 def alert_id(rule_id: str, key: str, started_at: int) -> str:
     return hashlib.blake2b(f"{rule_id}\0{key}\0{started_at}".encode(), digest_size=8).hexdigest()
+
+
+def series_slot(server: str, labels: Mapping[str, str]) -> str:
+    """The slot key of one series' alert (an `each` rule): `db-01{mount=/var}`."""
+    return server + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
 
 
 @dataclass(slots=True)
@@ -40,10 +45,14 @@ class Alert:
     last_notified_at: int | None = None
     updated_at: int = 0
     observed_at: int = 0  # when the sample behind `value` was taken (the evaluation time for fleet rules)
+    series: tuple[str, ...] = ()  # labelled series behind the verdict, `disk{mount="/var"}` (see Condition)
+    labels: dict[str, str] | None = None  # an `each` rule's alert: the series it is about, {"mount": "/var"}
 
     @property
     def key(self) -> str:
-        return self.server if self.server is not None else FLEET_KEY
+        if self.server is None:
+            return FLEET_KEY
+        return self.server if not self.labels else series_slot(self.server, self.labels)
 
     def to_api(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,6 +74,10 @@ class Alert:
             out["servers"] = list(self.servers)
         else:
             out["server"] = self.server
+        if self.series:
+            out["series"] = list(self.series)
+        if self.labels:
+            out["labels"] = dict(self.labels)
         return out
 
     @classmethod
@@ -90,6 +103,8 @@ class Alert:
             flapping=bool(data.get("flapping")),
             notified=bool(data.get("notified")),
             last_notified_at=data.get("last_notified_at"),
+            series=tuple(data.get("series") or ()),
+            labels=dict(data["labels"]) if data.get("labels") else None,
         )
 
 

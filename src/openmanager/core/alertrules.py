@@ -3,7 +3,16 @@ engine evaluates, and the default rule pack. Pure: no I/O.
 
 A rule on the wire:
 `{"name", "condition", "severity", "action", "for"?, "cooldown"?, "scope"?, "fleet"?, "clear"?, "repeat"?,
-"enabled"?}`. Durations are strings (`"90s"`, `"5m"`); `"0"`/`"0s"` are allowed for `for` and `repeat`.
+"enabled"?, "family"?, "group_by"?, "escalation"?, "each"?}`. `family` names what the rule watches, for inhibition
+(docs/notifications.md): by default the metric its condition reads (`cpu`, `status`), or its id when it
+reads several or none, so a pack's warning and critical rules for one metric share a family. `group_by`
+overrides the default grouping labels of its notifications (`notify/grouping.py`); `escalation` is an
+escalation policy (`core/escalation.py`). `each` (a label: `mount`, `interface`, `device`, `core`,
+`sensor`) makes a per-server rule one alert per labelled series: its condition and clear read, for each
+label value, that series of every metric labelled by it (`disk > 90` with `"each": "mount"` is
+`disk{mount="/var"} > 90` for /var, and so on); a server without such series is evaluated once on its
+headline values. Durations are
+strings (`"90s"`, `"5m"`); `"0"`/`"0s"` are allowed for `for` and `repeat`.
 """
 
 from __future__ import annotations
@@ -16,8 +25,11 @@ from typing import Any, Final
 from openmanager.core.bounds import MAX_TEXT as MAX_DURATION_TEXT
 from openmanager.core.bounds import shown
 from openmanager.core.errors import RuleSyntaxError, ValidationError
+from openmanager.core.escalation import EscalationPolicy
+from openmanager.core.grouping import parse_group_by
 from openmanager.core.model import ServerInfo
-from openmanager.core.rules import Condition, compile_condition, parse_duration
+from openmanager.core.rules import Condition, compile_condition, format_duration, parse_duration
+from openmanager.core.series import SERIES_METRICS
 
 __all__ = [
     "ACTIONS",
@@ -25,6 +37,8 @@ __all__ = [
     "SEVERITIES",
     "CompiledRule",
     "RuleSpec",
+    "default_family",
+    "each_metrics",
     "format_duration",
     "parse_rule_duration",
     "severity_rank",
@@ -38,19 +52,14 @@ MAX_TEXT = 4096
 MAX_DURATION_MS = 30 * 86_400_000
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _KEYS = frozenset({"id", "name", "condition", "severity", "action", "for", "cooldown", "scope", "fleet", "clear",
-                   "repeat", "enabled", "description"})
+                   "repeat", "enabled", "description", "family", "group_by",
+                   "escalation", "each"})
+_FAMILY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+EACH_LABELS: Final = tuple(dict.fromkeys(s.label for s in SERIES_METRICS))
 
 
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
-
-
-def format_duration(ms: int) -> str:
-    """The shortest exact duration text: 60000 → `1m`, 90000 → `90s`, 0 → `0s`."""
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms / 1000:g}s"
 
 
 def _invalid(message: str) -> ValidationError:
@@ -117,6 +126,10 @@ class RuleSpec:
     repeat_ms: int = 0
     enabled: bool = True
     description: str = ""
+    family: str = ""  # "" only before from_api fills it in: see `default_family`
+    group_by: tuple[str, ...] = ()  # empty: the user's or the default grouping
+    escalation: EscalationPolicy | None = None
+    each: str | None = None  # a label: one alert per labelled series (see the module docstring)
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any], *, rule_id: str | None = None) -> RuleSpec:
@@ -153,6 +166,16 @@ class RuleSpec:
             raise _invalid(f"description must be a string of at most {MAX_TEXT} characters")
         condition = _condition(body, "condition", fleet=fleet, required=True)
         assert condition is not None
+        family = body.get("family")
+        if family in (None, ""):
+            family = default_family(condition, fleet=fleet, rule_id=rid)
+        elif not isinstance(family, str) or not _FAMILY_RE.match(family):
+            raise _invalid("family must be 1-64 letters, digits, '_', '.', ':' or '-'")
+        group_by: tuple[str, ...] = ()
+        if body.get("group_by") not in (None, []):
+            group_by = parse_group_by(body["group_by"], "group_by", code="invalid_rule")
+        escalation = None if body.get("escalation") is None else EscalationPolicy.from_api(body["escalation"])
+        each = _each(body, condition, fleet)
         return cls(
             id=rid,
             name=name.strip(),
@@ -167,6 +190,10 @@ class RuleSpec:
             repeat_ms=parse_rule_duration(body, "repeat", 0, zero_ok=True),
             enabled=enabled,
             description=description,
+            family=family,
+            group_by=group_by,
+            escalation=escalation,
+            each=each,
         )
 
     def to_api(self) -> dict[str, Any]:
@@ -189,7 +216,39 @@ class RuleSpec:
             out["repeat"] = format_duration(self.repeat_ms)
         if self.description:
             out["description"] = self.description
+        out["family"] = self.family
+        if self.group_by:
+            out["group_by"] = list(self.group_by)
+        if self.escalation is not None:
+            out["escalation"] = self.escalation.to_api()
+        if self.each:
+            out["each"] = self.each
         return out
+
+
+def default_family(condition: str, *, fleet: bool, rule_id: str) -> str:
+    """The metric `condition` reads when it reads exactly one (`cpu > 85` → `cpu`), else `rule_id`."""
+    fields = compile_condition(condition, fleet=fleet).fields
+    return next(iter(fields)) if len(fields) == 1 else rule_id
+
+
+def _each(body: Mapping[str, Any], condition: str, fleet: bool) -> str | None:
+    raw = body.get("each")
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str) or raw not in EACH_LABELS:
+        raise _invalid(f"each must be one of {', '.join(EACH_LABELS)}")
+    if fleet:
+        raise _invalid("each is for per-server rules, not fleet rules")
+    labelled = each_metrics(raw)
+    if not compile_condition(condition).fields & labelled:
+        raise _invalid(f"each {raw}: the condition reads no metric labelled by {raw} ({', '.join(sorted(labelled))})")
+    return raw
+
+
+def each_metrics(label: str) -> frozenset[str]:
+    """The metrics whose series are labelled by `label` (`mount` → disk, fs_inodes)."""
+    return frozenset(s.metric for s in SERIES_METRICS if s.label == label)
 
 
 @dataclass(slots=True)
@@ -201,15 +260,16 @@ class CompiledRule:
     clear: Condition | None
     scope: Condition | None
     _in_scope: dict[str, tuple[ServerInfo, bool]] = field(default_factory=dict)
+    each_bound: frozenset[str] = frozenset()  # with `each`: the metrics its conditions read per series
 
     @classmethod
     def compile(cls, spec: RuleSpec) -> CompiledRule:
-        return cls(
-            spec,
-            compile_condition(spec.condition, fleet=spec.fleet),
-            compile_condition(spec.clear, fleet=spec.fleet) if spec.clear else None,
-            compile_condition(spec.scope) if spec.scope else None,
-        )
+        condition = compile_condition(spec.condition, fleet=spec.fleet)
+        clear = compile_condition(spec.clear, fleet=spec.fleet) if spec.clear else None
+        bound: frozenset[str] = frozenset()
+        if spec.each:
+            bound = each_metrics(spec.each) & (condition.fields | (clear.fields if clear else frozenset()))
+        return cls(spec, condition, clear, compile_condition(spec.scope) if spec.scope else None, each_bound=bound)
 
     def in_scope(self, info: ServerInfo, ctx: Any) -> bool:
         """Whether the server is in the rule's scope (unknown is out). Cached until its info changes."""
@@ -239,9 +299,9 @@ DEFAULT_RULES: Final[tuple[dict[str, Any], ...]] = (
     _default("memory-critical", "Memory critical", "memory > 85", "critical", "1m", "memory < 80",
              "Memory above 85% for 1 minute; clears below 80%."),
     _default("disk-warning", "Disk filling", "disk > 80", "warning", "5m", "disk < 78",
-             "Disk above 80% for 5 minutes; clears below 78%."),
+             "A filesystem above 80% for 5 minutes, one alert per mount; clears below 78%.") | {"each": "mount"},
     _default("disk-critical", "Disk almost full", "disk > 90", "critical", "1m", "disk < 88",
-             "Disk above 90% for 1 minute; clears below 88%."),
+             "A filesystem above 90% for 1 minute, one alert per mount; clears below 88%.") | {"each": "mount"},
     _default("response-time-warning", "Slow responses", "response_time > 1000", "warning", "1m",
              "response_time < 800", "Response time above 1 s for 1 minute; clears below 800 ms."),
     _default("response-time-critical", "Very slow responses", "response_time > 3000", "critical", "1m",

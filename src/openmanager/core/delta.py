@@ -42,6 +42,9 @@ def quantize(name: str, value: Any) -> Any:
         return int(q) if digits <= 0 else q
     spec = METRIC_BY_NAME.get(name)
     if spec is None:
+        metric = name.partition(":")[0]  # a labelled series (`net_in:interface=eth0`) as its metric
+        if metric != name and (metric in SIGNIFICANT or metric in METRIC_BY_NAME):
+            return quantize(metric, value)
         return value
     decimals = DECIMALS.get(name, spec.precision)
     q = round(float(value), decimals)

@@ -28,6 +28,7 @@ from openmanager.core.rules import (
     compile_condition,
     forbidden_character,
 )
+from openmanager.core.series import SERIES_BY_METRIC
 
 SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "critical")
 
@@ -36,7 +37,7 @@ MIN_INTERVAL_MS = 100
 MAX_INTERVAL_MS = 3_600_000
 
 FILTER_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
-    "metrics": frozenset({"servers", "tags", "metrics", "where", "interval"}),
+    "metrics": frozenset({"servers", "tags", "metrics", "where", "interval", "series"}),
     "logs": frozenset({"servers", "level", "contains"}),
     "alerts": frozenset({"servers", "severity"}),
 })
@@ -57,6 +58,9 @@ class FleetView(Protocol):
         self, server_id: str, sample: Mapping[str, Any] | None = None, ts: int | None = None
     ) -> EvalContext | None:
         """The server as of `sample` (taken at `ts`) when given, else as of now."""
+
+    def latest_series(self, server_id: str) -> Mapping[str, float]:
+        """The server's labelled series of its latest sample, by key (`core.series`); empty if none."""
 
 
 def _invalid(message: str) -> ValidationError:
@@ -148,7 +152,12 @@ class TopicFilter(Protocol):
 
 
 class MetricsFilter:
-    __slots__ = ("interval_ms", "key", "matcher", "metrics", "trivial", "where")
+    """`metrics`: servers by id/glob and tags, fields projected, `where`, `interval`; with `series` (opt-in:
+    True for all, or the metrics whose series to add) each server's entry also carries its latest labelled
+    series as fields named by key (`"disk:mount=/var": 91.2`), read from the view when the event is
+    rendered. Without `series` the shape is what it was, so clients that do not ask pay nothing."""
+
+    __slots__ = ("interval_ms", "key", "matcher", "metrics", "series", "trivial", "where")
 
     def __init__(
         self,
@@ -157,11 +166,13 @@ class MetricsFilter:
         metrics: tuple[str, ...] = (),
         where: Condition | None = None,
         interval_ms: int = 0,
+        series: tuple[str, ...] | bool = False,
     ) -> None:
         self.matcher = ServerMatcher(servers, tags)
         self.metrics = frozenset(metrics)
         self.where = where
         self.interval_ms = interval_ms
+        self.series: frozenset[str] | bool = frozenset(series) if isinstance(series, tuple) else series
         self.key: tuple[object, ...] = (
             "metrics",
             servers,
@@ -170,7 +181,11 @@ class MetricsFilter:
             where.source if where else None,
             interval_ms,
         )
-        self.trivial = not (servers or tags or metrics or where or interval_ms)
+        if isinstance(series, tuple) and series:  # only with series: other shapes' ids stay what they were
+            self.key += (("series", tuple(sorted(series))),)
+        elif series is True:
+            self.key += (("series", True),)
+        self.trivial = not (servers or tags or metrics or where or interval_ms or self.series)
 
     @property
     def cost(self) -> int:
@@ -187,9 +202,10 @@ class MetricsFilter:
         self, servers: Mapping[str, Mapping[str, Any]], view: FleetView, ts: int | None = None
     ) -> dict[str, dict[str, Any]]:
         """The servers of a metrics payload this filter keeps, each projected to the chosen fields
-        (`status` is always kept). `where` is evaluated on each server's sample in the payload (taken at
-        `ts`), so a replayed event is filtered as it was live."""
+        (`status` is always kept), with their series when asked for. `where` is evaluated on each server's
+        sample in the payload (taken at `ts`), so a replayed event is filtered as it was live."""
         out: dict[str, dict[str, Any]] = {}
+        series = self.series
         for sid, sample in servers.items():
             if not self.matcher.matches(sid, view):
                 continue
@@ -198,10 +214,32 @@ class MetricsFilter:
                 if ctx is None or self.where.evaluate(ctx) is not True:
                     continue
             if self.metrics:
-                out[sid] = {k: v for k, v in sample.items() if k in self.metrics or k == "status"}
+                entry = {k: v for k, v in sample.items() if k in self.metrics or k == "status"}
             else:
-                out[sid] = dict(sample)
+                entry = dict(sample)
+            if series:
+                labelled = view.latest_series(sid)
+                if series is True:
+                    entry.update(labelled)
+                else:
+                    entry.update((k, v) for k, v in labelled.items() if k.partition(":")[0] in series)
+            out[sid] = entry
         return out
+
+
+def _parse_series(raw: object) -> tuple[str, ...] | bool:
+    """The `series` filter key: true/false (also "true", "1", "false", "0" from a query string) or the
+    metrics whose series to add (a list, or comma-separated)."""
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "false", "0", "no", ""):
+        return raw.strip().lower() in ("true", "1", "yes")
+    names = _str_list(raw, "series")
+    for name in names:
+        if name not in SERIES_BY_METRIC:
+            raise _invalid(f"series: {name!r} has no labelled series (those that do: "
+                           f"{', '.join(SERIES_BY_METRIC)})")
+    return names
 
 
 class LogsFilter:
@@ -378,7 +416,8 @@ def parse_filter(topic: str, raw: object, *, user: str = "", limits: Limits = FI
                 raise _invalid(f"invalid interval {shown(text)}: use a duration like 5s or 1m") from None
             if not MIN_INTERVAL_MS <= interval_ms <= MAX_INTERVAL_MS:
                 raise _invalid("interval must be between 0.1s and 1h")
-        return MetricsFilter(servers, tags, metrics, where, interval_ms)
+        series = _parse_series(raw["series"]) if "series" in raw else False
+        return MetricsFilter(servers, tags, metrics, where, interval_ms, series)
     if topic == "logs":
         _check_keys(raw, FILTER_KEYS[topic], topic)
         servers = _str_list(raw["servers"], "servers") if "servers" in raw else ()

@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from openmanager.core.series import SeriesCleaner, derive_headlines
+
 
 class Status(enum.StrEnum):
     HEALTHY = "healthy"
@@ -51,7 +53,7 @@ class MetricSpec:
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("cpu", "%", "CPU utilisation", 0.0, 100.0, 1),
     MetricSpec("memory", "%", "Memory in use", 0.0, 100.0, 1),
-    MetricSpec("disk", "%", "Root filesystem in use", 0.0, 100.0, 1),
+    MetricSpec("disk", "%", "Fullest real filesystem in use", 0.0, 100.0, 1),
     MetricSpec("swap", "%", "Swap in use", 0.0, 100.0, 1),
     MetricSpec("load1", "", "Load average, 1 minute", 0.0, math.inf, 2),
     MetricSpec("load5", "", "Load average, 5 minutes", 0.0, math.inf, 2),
@@ -103,11 +105,14 @@ class ServerInfo:
 
 @dataclass(slots=True)
 class Sample:
-    """One server's measurements at one instant. `values` holds only the metrics the source reports."""
+    """One server's measurements at one instant. `values` holds only the metrics the source reports;
+    `series` its labelled series by key (`disk:mount=/var`, see `core.series`), often none."""
 
     server: str
     ts: int  # milliseconds since the epoch
     values: dict[str, float]
+    series: dict[str, float] = field(default_factory=dict)
+    series_dropped: int = 0  # series `clean_sample` left out (invalid, excluded, over the cap)
 
 
 @dataclass(slots=True)
@@ -127,9 +132,14 @@ class LogRecord:
         return out
 
 
-def clean_sample(sample: Sample) -> Sample | None:
+_DEFAULT_SERIES = SeriesCleaner()
+
+
+def clean_sample(sample: Sample, series: SeriesCleaner | None = None) -> Sample | None:
     """Validate and clamp a sample: unknown metrics and non-finite values are dropped, values are clamped
-    to their metric's range and rounded to its precision. Returns None when nothing valid is left."""
+    to their metric's range and rounded to its precision. Its labelled series are cleaned by `series`
+    (default: the default `SeriesPolicy`), and headline values the sample lacks are derived from them
+    (`core.series.derive_headlines`). Returns None when nothing valid is left."""
     values: dict[str, float] = {}
     for name, raw in sample.values.items():
         spec = METRIC_BY_NAME.get(name)
@@ -143,6 +153,14 @@ def clean_sample(sample: Sample) -> Sample | None:
             continue
         value = min(max(value, spec.low), spec.high)
         values[name] = round(value, spec.precision) if spec.precision else float(round(value))
+    kept: dict[str, float] = {}
+    dropped = 0
+    if sample.series:
+        cleaned = (series or _DEFAULT_SERIES).clean(sample.series)
+        kept, dropped = cleaned.series, cleaned.dropped
+        for name, value in derive_headlines(values, kept).items():
+            spec = METRIC_BY_NAME[name]
+            values[name] = round(value, spec.precision) if spec.precision else float(round(value))
     if not values or sample.ts <= 0:
         return None
-    return Sample(sample.server, sample.ts, values)
+    return Sample(sample.server, sample.ts, values, kept, dropped)

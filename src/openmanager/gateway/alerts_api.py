@@ -17,7 +17,7 @@ from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
 from openmanager.budget import SLICE_S, run_sliced, time_budget
-from openmanager.core.alertrules import SEVERITIES, RuleSpec
+from openmanager.core.alertrules import SEVERITIES, RuleSpec, each_metrics
 from openmanager.core.bounds import parse_time
 from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.rules import Anomaly, compile_condition, history_functions
@@ -127,11 +127,15 @@ async def backtest_rule(request: Request, body: JsonObject, alerts: AlertsDep, f
         raise ValidationError("a backtest may span at most 90 days", code="invalid_parameter")
     fields: set[str] = set()
     seasonal: set[str] = set()  # the metrics of anomaly(), which needs the hourly roll-ups of the days before
+    series_metrics: set[str] = set()  # read as every series of the metric: the keys each server has
     for text in (spec.condition, spec.clear):
         if text:
             compiled = compile_condition(text, fleet=spec.fleet)
             fields |= compiled.fields
             seasonal |= {f.field.name for f in history_functions(compiled.expr) if isinstance(f, Anomaly)}
+            series_metrics |= compiled.series_metrics
+    if spec.each:  # read per series of the metrics labelled by `each`
+        series_metrics |= each_metrics(spec.each) & fields
     policy = fleet.policy
     if "status" in fields:  # status is derived from the threshold metrics (and offline from gaps)
         fields.discard("status")
@@ -144,7 +148,10 @@ async def backtest_rule(request: Request, body: JsonObject, alerts: AlertsDep, f
             yielded = time.perf_counter()
             for server in list(fleet):
                 series = {}
-                for metric in sorted(fields):
+                keys = set(fields)
+                if series_metrics:
+                    keys |= fleet.series_keys(server.info.id, series_metrics)
+                for metric in sorted(keys):
                     points = await fleet.history_points(server.info.id, metric, start, until, None)
                     series[metric] = ([p[0] for p in points], [p[1] for p in points])
                 data.append((server.info, series))

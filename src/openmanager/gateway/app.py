@@ -26,11 +26,14 @@ from openmanager.gateway.alerts_api import router as alerts_router
 from openmanager.gateway.auth import Authenticator, FrontDoor, token_link
 from openmanager.gateway.compression import CompressionMiddleware
 from openmanager.gateway.errors import error_response
+from openmanager.gateway.forecast_api import router as forecast_router
 from openmanager.gateway.ingest import ingest_endpoint
 from openmanager.gateway.jsonbody import JsonBodyGate
 from openmanager.gateway.limits import LOGIN_PATHS, BodyLimit, CapacityGate
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
+from openmanager.gateway.otlp import OTLP_PATHS, otlp_router
+from openmanager.gateway.otlp import router as ingest_tokens_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.socketio import SocketIOEndpoint
 from openmanager.gateway.sse import router as sse_router
@@ -46,13 +49,15 @@ if TYPE_CHECKING:
     from openmanager.services.fleet import Fleet, Health
     from openmanager.services.logs import Logs
     from openmanager.services.notify import Notifications
+    from openmanager.services.otlp import Otlp
     from openmanager.services.users import Users
     from openmanager.sources.agent import AgentSource
 
 access_log = logging.getLogger("openmanager.access")
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/v1/login", "/api/v1/logout"})
+PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/v1/login", "/api/v1/logout",
+                          *OTLP_PATHS})  # the OTLP receiver checks its own (ingest) tokens
 STATIC_DIR = resources.files("openmanager") / "web" / "static"
 
 
@@ -78,6 +83,7 @@ class AppServices:
     notifications: Notifications
     logs: Logs
     ingest: AgentSource
+    otlp: Otlp  # the OTLP/HTTP receiver and the ingest tokens
     limits: ConnectionLimits
     streams: Streams  # /ws, /sse and /socket.io/: subscribe, resume, snapshot, the session registry
     stream_gate: StreamGate  # who may open a stream: authenticator, connection caps, allowed origins
@@ -167,8 +173,9 @@ class StreamFront:
             app = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
             self.forwarded = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
         login_limit = settings.max_login_body_bytes
-        self.app: ASGIApp = BodyLimit(app, default=settings.max_body_bytes,
-                                      limits=dict.fromkeys(LOGIN_PATHS, login_limit))
+        limits = dict.fromkeys(LOGIN_PATHS, login_limit)
+        limits.update(dict.fromkeys(OTLP_PATHS, settings.otlp_max_body_bytes))  # OTLP bodies as sent
+        self.app: ASGIApp = BodyLimit(app, default=settings.max_body_bytes, limits=limits)
         self.streams, self.gate = streams, gate
         # /socket.io/: authenticates itself, per namespace
         self.socketio = SocketIOEndpoint(streams, gate, settings, self.forwarded)
@@ -202,16 +209,20 @@ def create_app(services: AppServices) -> FrontDoor:
         description="Real-time server-fleet monitoring hub. See docs/protocol.md for WebSocket and SSE.",
         lifespan=lifespan,
     )
-    for name in ("settings", "fleet", "health", "alerts", "users", "notifications", "logs", "ingest", "streams"):
+    for name in ("settings", "fleet", "health", "alerts", "users", "notifications", "logs", "ingest", "otlp",
+                 "streams"):
         setattr(app.state, name, getattr(services, name))
     app.state.stream_gate = services.stream_gate
     errors.install(app, public_paths=PUBLIC_PATHS)
+    app.include_router(forecast_router)  # GET /api/v1/servers/{id}/forecast, /api/v1/forecasts
     app.include_router(router)
     app.include_router(logs_router)
     app.include_router(alerts_router)
     app.include_router(notify_router)
     app.include_router(sse_router)
     app.include_router(users_router)
+    app.include_router(otlp_router)  # OTLP/HTTP: ingest tokens only (checked there)
+    app.include_router(ingest_tokens_router)
     app.add_api_websocket_route(INGEST_PATH, ingest_endpoint)  # agent tokens only (checked there)
 
     @app.get("/", include_in_schema=False)

@@ -39,13 +39,14 @@ async def list_notifications(
     before: Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS,
                                         description="Only those created before this epoch ms")] = None,
     unread: Annotated[bool, Query(description="Only unread ones")] = False,
+    alert: Annotated[str | None, Query(max_length=64, description="Only those about this alert id")] = None,
 ) -> dict[str, Any]:
     """The caller's notifications, newest first, each with its per-channel delivery status (`sent`,
     `pending` (with attempts), `failed` with the error, `suppressed` or `queued` with the reason,
-    `digested`), and the unread count."""
+    `digested`), and the unread count. `alert=<id>`: only those about that alert (the alert timeline)."""
     service, user = notifications.service(), _user(request)
     await notifications.settle()  # transitions already published are in the history too
-    items = await service.store.history(user, limit=limit, before=before, unread=unread)
+    items = await service.store.history(user, limit=limit, before=before, unread=unread, alert_id=alert)
     return {"notifications": items, "unread": await service.store.unread_count(user)}
 
 
@@ -61,6 +62,14 @@ async def mark_read(request: Request, notification_id: str, notifications: Notif
 async def test_notification(request: Request, notifications: NotificationsDep) -> dict[str, Any]:
     """Send a test through each of the caller's enabled channels; see the result in the history."""
     return await notifications.service().test_notification(_user(request))
+
+
+@router.post("/me/test-notification/{channel}")
+async def test_channel(request: Request, channel: str, notifications: NotificationsDep) -> dict[str, Any]:
+    """Send a test through one of the caller's channels now and answer with what its provider said:
+    `{"channel", "ok", "detail"}` (200 whether or not it was accepted; 404 for an unknown channel, 429
+    `rate_limited` within 5 s of the last test of that channel)."""
+    return await notifications.service().test_channel(_user(request), channel)
 
 
 @router.get("/push/vapid-public-key")

@@ -14,6 +14,7 @@ from openmanager.budget import time_budget
 from openmanager.core.bounds import parse_duration, parse_time
 from openmanager.core.errors import NotFoundError, RuleSyntaxError, ValidationError
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
+from openmanager.core.series import SERIES_BY_METRIC, label_value, series_key
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.compiling import compile_sliced
 from openmanager.gateway.deps import FleetDep, HealthDep, JsonRoute, SettingsDep
@@ -83,6 +84,34 @@ async def get_server(server_id: str, fleet: FleetDep) -> dict[str, Any]:
     return state.to_api()
 
 
+_LABEL_HELP = "Labelled series: the {} whose series to read (with a metric that has them), e.g. {}"
+
+
+def _series_of(metric: str, labels: dict[str, str | None]) -> tuple[str, dict[str, str], int]:
+    """The history key, the labels named and the wire precision of a history query. Raises
+    ValidationError (400 invalid_parameter) for an unknown metric, a label the metric does not have, or
+    a metric that exists only as labelled series asked for without its label."""
+    given = {name: value for name, value in labels.items() if value is not None}
+    spec = SERIES_BY_METRIC.get(metric)
+    if metric not in METRIC_NAMES and spec is None:
+        raise ValidationError(f"unknown metric {metric!r}", code="invalid_parameter")
+    if not given:
+        if metric not in METRIC_NAMES and spec is not None:
+            raise ValidationError(f"{metric} exists only per {spec.label}: give {spec.label}=...",
+                                  code="invalid_parameter")
+        return metric, {}, METRIC_BY_NAME[metric].precision
+    if spec is None or set(given) != {spec.label}:
+        want = f"only {spec.label}" if spec is not None else "none"
+        raise ValidationError(f"{metric} takes {want} of the labels, got {', '.join(sorted(given))}",
+                              code="invalid_parameter")
+    try:
+        value = label_value(given[spec.label])  # as the sources spell it: `/media/My Disk` is `/media/My_Disk`
+        key = series_key(metric, value)
+    except ValueError as exc:
+        raise ValidationError(f"{spec.label}: {exc}", code="invalid_parameter") from None
+    return key, {spec.label: value}, spec.precision
+
+
 @router.get("/api/v1/servers/{server_id}/history", tags=["servers"])
 async def server_history(
     server_id: str,
@@ -91,13 +120,19 @@ async def server_history(
     metric: Annotated[str, Query(description="Metric field, e.g. cpu")] = "cpu",
     since: Annotated[str, Query(description="Epoch ms or a duration back from now, e.g. 15m")] = "15m",
     step: Annotated[str | None, Query(description="Bucket width, e.g. 10s or 1m")] = None,
+    mount: Annotated[str | None, Query(description=_LABEL_HELP.format("mount point", "/var"))] = None,
+    interface: Annotated[str | None, Query(description=_LABEL_HELP.format("network interface", "eth0"))] = None,
+    device: Annotated[str | None, Query(description=_LABEL_HELP.format("block device", "nvme0n1"))] = None,
+    core: Annotated[str | None, Query(description=_LABEL_HELP.format("CPU core", "7"))] = None,
+    sensor: Annotated[str | None, Query(description=_LABEL_HELP.format("sensor", "coretemp/Core_0"))] = None,
 ) -> Response:
     """Points `[ts_ms, value]` oldest first: recent ones from memory, older from the stored roll-ups.
-    Stopped with 503 `timeout` past `expensive_timeout`."""
+    With a label (`?metric=disk&mount=/var`), that labelled series; `labels` names it (`{}` for the
+    headline value). Stopped with 503 `timeout` past `expensive_timeout`."""
     if not await fleet.known(server_id):
         raise NotFoundError(f"no server {server_id!r}")
-    if metric not in METRIC_NAMES:
-        raise ValidationError(f"unknown metric {metric!r}", code="invalid_parameter")
+    key, labels, digits = _series_of(metric, {"mount": mount, "interface": interface, "device": device,
+                                              "core": core, "sensor": sensor})
     now_ms = int(time.time() * 1000)
     since_ms = parse_time(since, "since", now_ms)
     step_ms: int | None = None
@@ -106,10 +141,9 @@ async def server_history(
         if (now_ms - since_ms) // step_ms > MAX_POINTS:
             raise ValidationError(f"step too small: more than {MAX_POINTS} points", code="invalid_parameter")
     async with time_budget(settings.expensive_timeout_s, "the history query"):
-        points = await fleet.history_points(server_id, metric, since_ms, now_ms, step_ms)
-    digits = METRIC_BY_NAME[metric].precision
+        points = await fleet.history_points(server_id, key, since_ms, now_ms, step_ms)
     # Encoded by orjson here: FastAPI's encoder would walk ten thousand points in Python on the loop.
-    return JSONResponse({"metric": metric, "server": server_id,
+    return JSONResponse({"metric": metric, "server": server_id, "labels": labels,
                          "points": [[ts, round(v, digits)] for ts, v in points]})
 
 

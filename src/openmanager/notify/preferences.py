@@ -6,12 +6,17 @@ Wire form (`GET/PUT /api/v1/me/preferences`):
               "webpush": {"enabled": false, "min_severity": "critical"},
               "webhook": {"enabled": false, "min_severity": "warning", "url": <write-only>, "secret": <write-only>,
                           "format": "json" | "slack"},
-              "email":   {"enabled": false, "min_severity": "critical", "to": "ops@example.com"}},
+              "email":   {"enabled": false, "min_severity": "critical", "to": "ops@example.com"},
+              "apprise": {"enabled": false, "min_severity": "warning", "urls": [<write-only Apprise URLs>]}},
  "servers": ["web-*"], "tags": {"env": "prod"}, "muted_rules": ["cpu-warning"],
  "quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Asia/Seoul", "critical_bypass": true} | null,
- "digest": {"mode": "off" | "hourly" | "daily", "at": "09:00", "timezone": "UTC"}}
+ "digest": {"mode": "off" | "hourly" | "daily", "at": "09:00", "timezone": "UTC"},
+ "grouping": {"group_by": ["rule", "severity"] | null, "critical_bypass": false}}
 ```
-Secrets (`webhook.url`, `webhook.secret`) are never returned: GET shows `"url_set": true`. A PUT that
+`grouping.group_by` null: the rule's `group_by`, else rule and severity (see `notify/grouping.py`);
+`critical_bypass`: a firing critical is sent at once instead of waiting for its group.
+Secrets (`webhook.url`, `webhook.secret`, `apprise.urls`) are never returned: GET shows `"url_set": true`
+(and, for Apprise, `"urls_set"` and the `services` of the stored URLs). A PUT that
 omits a secret keeps the stored one; an empty string clears it.
 """
 
@@ -25,14 +30,17 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from openmanager.core.errors import ValidationError
+from openmanager.core.grouping import parse_group_by
 
-__all__ = ["CHANNELS", "SEVERITIES", "ChannelPrefs", "Digest", "Preferences", "QuietHours", "severity_rank"]
+__all__ = ["CHANNELS", "SEVERITIES", "ChannelPrefs", "Digest", "Grouping", "Preferences", "QuietHours",
+           "severity_rank"]
 
-CHANNELS = ("inapp", "webpush", "webhook", "email")
+CHANNELS = ("inapp", "webpush", "webhook", "email", "apprise")
 SEVERITIES = ("info", "warning", "critical")
-SECRETS: Mapping[str, tuple[str, ...]] = {"webhook": ("url", "secret")}
+SECRETS: Mapping[str, tuple[str, ...]] = {"webhook": ("url", "secret"), "apprise": ("urls",)}
 _SETTINGS: Mapping[str, tuple[str, ...]] = {"inapp": (), "webpush": (), "webhook": ("url", "secret", "format"),
-                                           "email": ("to",)}
+                                           "email": ("to",), "apprise": ("urls",)}
+MAX_APPRISE_URLS = 10
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_LIST = 100
@@ -106,6 +114,16 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True)
+class Grouping:
+    group_by: tuple[str, ...] | None = None  # None: the rule's, else the default
+    critical_bypass: bool = False
+
+    def to_api(self) -> dict[str, Any]:
+        return {"group_by": list(self.group_by) if self.group_by is not None else None,
+                "critical_bypass": self.critical_bypass}
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelPrefs:
     enabled: bool
     min_severity: str
@@ -117,6 +135,7 @@ _DEFAULT_CHANNELS = {
     "webpush": ChannelPrefs(False, "critical"),
     "webhook": ChannelPrefs(False, "warning", {"format": "json"}),
     "email": ChannelPrefs(False, "critical"),
+    "apprise": ChannelPrefs(False, "warning"),
 }
 
 
@@ -128,18 +147,21 @@ class Preferences:
     muted_rules: tuple[str, ...] = ()
     quiet_hours: QuietHours | None = None
     digest: Digest = field(default_factory=Digest)
+    grouping: Grouping = field(default_factory=Grouping)
 
     @classmethod
     def from_api(cls, body: Mapping[str, Any], current: Preferences | None = None, *,
-                 check_url: Callable[[str], str | None] | None = None) -> Preferences:
+                 check_url: Callable[[str], str | None] | None = None,
+                 check_apprise: Callable[[str], str | None] | None = None) -> Preferences:
         """Validate a PUT body. Fields left out keep their current value (secrets included); raises
         ValidationError (code `invalid_preferences`). `check_url` judges a webhook URL the body sets (the
-        outbound guard's `check_url`: None, or why the hub will not send there); values already stored
-        are not judged again (`from_store`), deliveries are."""
+        outbound guard's `check_url`: None, or why the hub will not send there), `check_apprise` each
+        Apprise URL it sets; values already stored are not judged again (`from_store`), deliveries are."""
         if not isinstance(body, Mapping):
             raise _invalid("preferences must be a JSON object")
         base = current or cls()
-        unknown = sorted(set(body) - {"channels", "servers", "tags", "muted_rules", "quiet_hours", "digest"})
+        unknown = sorted(set(body) - {"channels", "servers", "tags", "muted_rules", "quiet_hours", "digest",
+                                  "grouping"})
         if unknown:
             raise _invalid(f"unknown field {unknown[0]!r}")
         channels = dict(base.channels)
@@ -149,7 +171,8 @@ class Preferences:
         for name, raw in raw_channels.items():
             if name not in CHANNELS:
                 raise _invalid(f"unknown channel {name!r} (one of {', '.join(CHANNELS)})")
-            channels[name] = _channel(name, raw, channels.get(name, _DEFAULT_CHANNELS[name]), check_url)
+            channels[name] = _channel(name, raw, channels.get(name, _DEFAULT_CHANNELS[name]), check_url,
+                                      check_apprise)
         servers = _strings(body["servers"], "servers") if "servers" in body else base.servers
         tags = base.tags
         if "tags" in body:
@@ -185,7 +208,20 @@ class Preferences:
                 raise _invalid("digest.mode must be off, hourly or daily")
             digest = Digest(mode, _time(raw_d.get("at", digest.at.strftime("%H:%M")), "digest.at"),
                             _zone(raw_d.get("timezone", digest.timezone), "digest.timezone"))
-        return cls(channels, servers, tags, muted, quiet, digest)
+        grouping = base.grouping
+        if "grouping" in body:
+            raw_g = body["grouping"]
+            if not isinstance(raw_g, Mapping) or set(raw_g) - {"group_by", "critical_bypass"}:
+                raise _invalid("grouping must be an object with group_by and critical_bypass")
+            group_by = grouping.group_by
+            if "group_by" in raw_g:
+                group_by = None if raw_g["group_by"] is None else parse_group_by(raw_g["group_by"],
+                                                                                 "grouping.group_by")
+            bypass = raw_g.get("critical_bypass", grouping.critical_bypass)
+            if not isinstance(bypass, bool):
+                raise _invalid("grouping.critical_bypass must be true or false")
+            grouping = Grouping(group_by, bypass)
+        return cls(channels, servers, tags, muted, quiet, digest, grouping)
 
     def to_api(self) -> dict[str, Any]:
         """The wire form with secrets replaced by `<name>_set` flags."""
@@ -196,13 +232,16 @@ class Preferences:
             for key in _SETTINGS[name]:
                 if key in SECRETS.get(name, ()):
                     out[f"{key}_set"] = bool(prefs.settings.get(key))
+                    if name == "apprise":
+                        out["services"] = sorted({str(u).split("://", 1)[0].lower()
+                                                  for u in prefs.settings.get(key) or ()})
                 elif key in prefs.settings:
                     out[key] = prefs.settings[key]
             channels[name] = out
         return {"channels": channels, "servers": list(self.servers), "tags": dict(self.tags),
                 "muted_rules": list(self.muted_rules),
                 "quiet_hours": self.quiet_hours.to_api() if self.quiet_hours else None,
-                "digest": self.digest.to_api()}
+                "digest": self.digest.to_api(), "grouping": self.grouping.to_api()}
 
     def to_store(self) -> dict[str, Any]:
         """Everything, secrets included (for the store only)."""
@@ -232,10 +271,11 @@ class Preferences:
 
 
 def _channel(name: str, raw: object, current: ChannelPrefs,
-             check_url: Callable[[str], str | None] | None = None) -> ChannelPrefs:
+             check_url: Callable[[str], str | None] | None = None,
+             check_apprise: Callable[[str], str | None] | None = None) -> ChannelPrefs:
     if not isinstance(raw, Mapping):
         raise _invalid(f"channels.{name} must be an object")
-    allowed = {"enabled", "min_severity", *_SETTINGS[name]}
+    allowed = {"enabled", "min_severity", *_SETTINGS[name]} | ({"services"} if name == "apprise" else set())
     unknown = sorted(set(raw) - allowed - {f"{k}_set" for k in SECRETS.get(name, ())})
     if unknown:
         raise _invalid(f"unknown field {unknown[0]!r} in channels.{name}")
@@ -266,6 +306,15 @@ def _channel(name: str, raw: object, current: ChannelPrefs,
         elif name == "webhook" and key == "format":
             if value not in ("json", "slack"):
                 raise _invalid("channels.webhook.format must be json or slack")
+        elif name == "apprise" and key == "urls":
+            if not isinstance(value, list) or not 1 <= len(value) <= MAX_APPRISE_URLS or not all(
+                    isinstance(u, str) and u.strip() and len(u) <= 2048 for u in value):
+                raise _invalid(f"channels.apprise.urls must be a list of 1 to {MAX_APPRISE_URLS} Apprise URLs")
+            for i, url in enumerate(value):
+                problem = check_apprise(url) if check_apprise is not None else None
+                if problem is not None:
+                    raise _invalid(f"channels.apprise.urls[{i}] ({url.split('://', 1)[0]}://…) is refused: {problem}")
+            value = [u.strip() for u in value]
         elif name == "email" and key == "to":
             addresses = [value] if isinstance(value, str) else value
             if not isinstance(addresses, list) or not addresses or len(addresses) > 10 or not all(
@@ -276,6 +325,8 @@ def _channel(name: str, raw: object, current: ChannelPrefs,
         settings[key] = value
     if enabled and name == "webhook" and not settings.get("url"):
         raise _invalid("channels.webhook needs a url to be enabled")
+    if enabled and name == "apprise" and not settings.get("urls"):
+        raise _invalid("channels.apprise needs urls to be enabled")
     if enabled and name == "email" and not settings.get("to"):
         raise _invalid("channels.email needs a `to` address to be enabled")
     return ChannelPrefs(enabled, severity, settings)

@@ -6,7 +6,8 @@ are recorded as `suppressed` on every channel. Then, for each user interested in
 
 - a muted rule → every enabled channel `suppressed` (`muted`);
 - per enabled channel: below its minimum severity → `suppressed` (`below severity`);
-- in-app is the notification centre: it is delivered at once (never held back);
+- in-app is the notification centre: never held back by quiet hours or digests (`pending`; grouping, in
+  the service, may still hold it in its group);
 - quiet hours (unless critical and `critical_bypass`) → `queued` (`quiet hours`): delivered in one
   digest when they end;
 - digest mode (non-critical), or a rule with `action: digest` → `queued` (`digest`);

@@ -5,6 +5,17 @@ Delivery is at least once: a delivery stays `pending` in the store until a chann
 hub that stops mid-delivery sends it again after the restart; every channel carries the notification
 id as an idempotency key so a receiver can drop the repeat. Retries back off exponentially (with
 jitter) up to `retry_limit` attempts; a permanent error fails at once.
+
+Grouping (`group_wait_ms` > 0): a firing or resolved notification that would be sent now waits in its
+group instead (stored with the alert transaction) and the worker sends each due group as one message
+(`notify/grouping.py`). Inhibition (`notify/inhibition.py`) is judged when a notification is planned and
+again when its group is sent, against the alerts firing then; an inhibited one is recorded `suppressed`
+(`inhibited`, the detail naming the inhibiting alert), and so is the resolution of an alert whose firing
+was inhibited.
+
+Length (~600 lines): planning, grouping, delivery and digests all read and write one outbox and share the
+preferences, the clock and the inhibition memory; every decision that can be pure is outside, in
+`routing.py`, `grouping.py`, `inhibition.py` and `preferences.py`, so what stays here is the glue.
 """
 
 from __future__ import annotations
@@ -16,18 +27,27 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from openmanager.alerts.engine import Transition
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.backoff import Backoff
-from openmanager.core.errors import ValidationError
+from openmanager.core.errors import CapacityError, NotFoundError, ValidationError
+from openmanager.core.grouping import DEFAULT_GROUP_BY
+from openmanager.notify.grouping import EntryCache, GroupItem, due_at, group_key, render_group
+from openmanager.notify.inhibition import Firing, Inhibitor
 from openmanager.notify.message import Channel, DeliveryError, Message
 from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.preferences import Preferences, severity_rank
 from openmanager.notify.routing import route
-from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry
+from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry, StoredGroupItem
 from openmanager.tasks import cancel_and_wait
+
+if TYPE_CHECKING:
+    from openmanager.alerts.engine import AlertEngine
+    from openmanager.alerts.service import AlertService
+    from openmanager.core.alert import Alert
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +57,14 @@ MAX_BACKOFF_MS = 600_000
 RETRY_JITTER = (0.8, 1.2)
 """A delivery's retry waits its backoff ±20 %."""
 HISTORY_RETENTION_MS = 90 * 86_400_000
+CHANNEL_TEST_INTERVAL_MS = 5000
+"""One test of a channel per user and channel this often (each reaches an outside service)."""
+CHANNEL_TEST_TIMEOUT_S = 30.0
+GROUPED_TRANSITIONS = frozenset({"firing", "resolved"})
+INHIBITED_MEMORY = 100_000
+GROUP_BATCH_ITEMS = 20_000
+"""Groups are stored in transactions of about this many items (each transaction whole: a restart
+finds a group either waiting or sent)."""
 
 
 def _now_ms() -> int:
@@ -75,10 +103,15 @@ class NotificationService:
         base_url: str = "",
         clock: Callable[[], int] = _now_ms,
         outbound: OutboundGuard | None = None,
+        group_wait_ms: int = 0,
+        group_interval_ms: int = 300_000,
+        group_items_max: int = 200_000,
+        roles: Callable[[], Mapping[str, str]] = dict,
     ) -> None:
         self.store = store
         self._publish = publish
         self._users = users
+        self._roles = roles  # user → role, for escalation steps naming `role:<role>`
         self._infos = infos
         self.channels = dict(channels)
         self.retry_limit = retry_limit
@@ -93,6 +126,29 @@ class NotificationService:
         self.on_preferences: Callable[[str], None] | None = None  # after a user's preferences are saved
         self.sent = 0
         self.failed = 0
+        self.group_wait_ms = group_wait_ms  # 0: no grouping, one message per transition
+        self.group_interval_ms = group_interval_ms
+        self.group_items_max = group_items_max  # items one flush pass reads; the rest wait for the next pass
+        self.groups_sent = 0
+        self._groups_due_at: int | None = 0  # earliest a waiting group may be due (None: none waits)
+        self._rule: Callable[[str], RuleSpec | None] = lambda _rid: None
+        self._active: Callable[[], Sequence[Alert]] = list
+        # (user, alert id) → why its firing was not sent; bounded (INHIBITED_MEMORY): the store answers too
+        self._inhibited: dict[tuple[str, str], str] = {}
+        self._tested: dict[tuple[str, str], int] = {}  # (user, channel) → last channel test
+
+    def attach(self, alerts: AlertService) -> None:
+        """Plan the outbox of `alerts`' transitions, and read its rules (families, `group_by`) and firing
+        alerts (inhibition)."""
+        alerts.plan_outbox = self.plan
+        alerts.on_outbox = self.committed
+        alerts.plan_cost = lambda: len(self._users())
+        self.use_engine(alerts.engine)
+
+    def use_engine(self, engine: AlertEngine) -> None:
+        """Read rules and firing alerts from `engine` (what `attach` does; tests drive an engine alone)."""
+        self._rule = engine.rule
+        self._active = engine.active
 
     async def start(self, *, worker: bool = True) -> None:
         """Load preferences and start the delivery worker (`worker=False`: the caller drives
@@ -133,43 +189,161 @@ class NotificationService:
         return self.prefs.get(user) or Preferences()
 
     async def set_preferences(self, user: str, body: Mapping[str, Any]) -> Preferences:
-        prefs = Preferences.from_api(body, self.preferences(user), check_url=self.outbound.check_url)
+        channels = body.get("channels") if isinstance(body, Mapping) else None
+        ready = getattr(self.channels.get("apprise"), "ready", None)
+        if isinstance(channels, Mapping) and "apprise" in channels and ready is not None:
+            await ready()  # Apprise validates the URLs; loading it the first time takes a second
+        prefs = Preferences.from_api(body, self.preferences(user), check_url=self.outbound.check_url,
+                                     check_apprise=self._check_apprise)
         await self.store.save_preferences(user, prefs.to_store(), self.clock())
         self.prefs[user] = prefs
         if self.on_preferences is not None:
             self.on_preferences(user)
         return prefs
 
+    def _check_apprise(self, url: str) -> str | None:
+        channel = self.channels.get("apprise")
+        check = getattr(channel, "check_url", None)
+        if check is None:
+            return "the apprise channel is not available on this hub"
+        verdict: str | None = check(url)
+        return verdict
+
     # routing (called by the alert writer, before the transitions are stored)
     def plan(self, transitions: list[Transition]) -> list[OutboxEntry]:
         users = [(u, self.preferences(u)) for u in self._users()]
         infos = self._infos()
+        inhibitor: Inhibitor | None = None
         entries = []
         for t in transitions:
+            if t.kind == "escalated":
+                entries += self._escalation_entries(t)
+                continue
             event = t.event()
             if t.delivery:
                 event["delivery"] = t.delivery
-            for plan in route(event, users, now_ms=t.ts, infos=infos):
-                nid = new_id()
-                notification = {
-                    "id": nid, "user": plan.user, "kind": "alert", "alert_id": t.alert_id, "title": plan.title,
-                    "body": plan.body, "severity": plan.severity, "created_at": t.ts, "read_at": None,
-                    "data": {"transition": t.kind, "alert": t.alert, "url": self._alert_url(t.alert_id)},
-                }
-                deliveries = []
-                for name, c in plan.channels.items():
-                    in_app = name == "inapp" and c.status == "pending"  # published right after the commit
-                    deliveries.append({"channel": name, "status": "sent" if in_app else c.status, "reason": c.reason,
-                                       "detail": "published" if in_app else None})
-                entries.append(OutboxEntry(notification, deliveries))
+            plans = route(event, users, now_ms=t.ts, infos=infos)
+            if not plans:
+                continue
+            family = self.family(t.alert)
+            by: Firing | None = None
+            if t.kind == "firing" and t.notify:
+                inhibitor = inhibitor or self.inhibitor()
+                by = inhibitor.inhibited_by(t.alert, family)
+            for plan in plans:
+                channels = {name: (c.status, c.reason) for name, c in plan.channels.items()}
+                detail: str | None = None
+                why = by.describe() if by is not None else (
+                    self._inhibited.pop((plan.user, t.alert_id), None) if t.kind == "resolved" else None)
+                if why is not None:
+                    channels = {name: ("suppressed", "inhibited") if status in ("pending", "queued") else (status, r)
+                                for name, (status, r) in channels.items()}
+                    detail = f"by {why}" if by is not None else f"its firing was inhibited by {why}"
+                    if by is not None:
+                        self._remember_inhibited(plan.user, t.alert_id, why)
+                elif self.group_wait_ms > 0 and t.kind in GROUPED_TRANSITIONS:
+                    pending = tuple(name for name, (status, _r) in channels.items() if status == "pending")
+                    if pending:
+                        key = group_key(self._group_by(plan.user, t.alert), t.alert, family, infos)
+                        entries.append(OutboxEntry.waiting({
+                            "user": plan.user, "group_key": key[:512], "alert_id": t.alert_id, "transition": t.kind,
+                            "created_at": t.ts, "channels": list(pending), "alert": t.alert}))
+                        channels = {n: v for n, v in channels.items() if n not in pending}
+                        if not channels:
+                            continue
+                entries.append(self._entry(t, plan.user, plan.title, plan.body, plan.severity, channels, detail))
         return entries
+
+    def _remember_inhibited(self, user: str, alert_id: str, why: str) -> None:
+        if len(self._inhibited) >= INHIBITED_MEMORY:  # forget the oldest half (alerts long gone, mostly)
+            for key in list(self._inhibited)[:INHIBITED_MEMORY // 2]:
+                del self._inhibited[key]
+        self._inhibited[(user, alert_id)] = why
+
+    def _entry(self, t: Transition, user: str, title: str, body: str, severity: str,
+               channels: dict[str, tuple[str, str | None]], detail: str | None) -> OutboxEntry:
+        notification = {
+            "id": new_id(), "user": user, "kind": "alert", "alert_id": t.alert_id, "title": title,
+            "body": body, "severity": severity, "created_at": t.ts, "read_at": None,
+            "data": {"transition": t.kind, "alert": t.alert, "url": self._alert_url(t.alert_id)},
+        }
+        deliveries = []
+        for name, (status, reason) in channels.items():
+            in_app = name == "inapp" and status == "pending"  # published right after the commit
+            deliveries.append({"channel": name, "status": "sent" if in_app else status, "reason": reason,
+                               "detail": "published" if in_app else (detail if reason == "inhibited" else None)})
+        return OutboxEntry(notification, deliveries)
+
+    def _escalation_entries(self, t: Transition) -> list[OutboxEntry]:
+        """The notifications of an escalation step: each of its users (that exists and is enabled; `role:<role>`
+        names every such user with that role), on the step's channels
+        or else the user's enabled ones, whatever their minimum severity, quiet hours or digest mode."""
+        step = t.alert.get("escalation") or {}
+        known = set(self._users())
+        where = ", ".join(t.alert["servers"]) if t.alert.get("servers") else str(t.alert.get("server"))
+        rule = t.alert["rule"]["name"]
+        title = f"Escalation: {rule} firing on {where}, not acknowledged"
+        body = f"{t.alert['severity'].upper()}: {rule} is firing on {where}.\n{t.detail or ''}".rstrip()
+        entries = []
+        roles = self._roles()
+        names: list[str] = []
+        for name in step.get("users", ()):
+            if name.startswith("role:"):
+                names += sorted(u for u in known if roles.get(u) == name[5:])
+            else:
+                names.append(name)
+        for user in dict.fromkeys(names):
+            if user not in known:
+                log.warning("escalation of alert %s names unknown user %r", t.alert_id, user)
+                continue
+            prefs = self.preferences(user)
+            channels = list(step.get("channels") or [n for n, c in prefs.channels.items() if c.enabled])
+            if not channels:
+                continue
+            entry = self._entry(t, user, title, body, str(t.alert["severity"]),
+                                {c: ("pending", None) for c in channels}, None)
+            entries.append(OutboxEntry({**entry.notification, "kind": "escalation"}, entry.deliveries))
+        return entries
+
+    def family(self, alert: Mapping[str, Any]) -> str:
+        """The rule family of an alert (its rule's `family`; the rule id when the rule is gone)."""
+        rule = self._rule(str(alert["rule"]["id"]))
+        return rule.family if rule is not None and rule.family else str(alert["rule"]["id"])
+
+    def _group_by(self, user: str, alert: Mapping[str, Any]) -> tuple[str, ...]:
+        mine = self.preferences(user).grouping.group_by
+        if mine is not None:
+            return mine
+        rule = self._rule(str(alert["rule"]["id"]))
+        return rule.group_by if rule is not None and rule.group_by else DEFAULT_GROUP_BY
+
+    def inhibitor(self) -> Inhibitor:
+        """Inhibition as of now: every firing alert may inhibit others."""
+        firing = []
+        for a in self._active():
+            if a.state != "firing":
+                continue
+            rule = self._rule(a.rule_id)
+            firing.append(Firing(a.id, a.rule_id, a.rule_name, a.severity,
+                                 rule.family if rule is not None and rule.family else a.rule_id,
+                                 a.server if a.servers is None else None, a.servers or ()))
+        return Inhibitor(firing)
 
     def _alert_url(self, alert_id: str) -> str:
         return f"{self.base_url}/#/alerts/{alert_id}"
 
     def committed(self, entries: Sequence[OutboxEntry]) -> None:
-        """After the outbox rows are stored: publish the in-app ones, wake the worker."""
+        """After the outbox rows are stored: publish the in-app ones, note when a new group item may make
+        its group due, wake the worker."""
         for entry in entries:
+            if entry.group_item is not None:
+                item = entry.group_item
+                bypass = (item["transition"] == "firing" and item["alert"].get("severity") == "critical"
+                          and self.preferences(str(item["user"])).grouping.critical_bypass)
+                earliest = int(item["created_at"]) + (0 if bypass else self.group_wait_ms)
+                if self._groups_due_at is None or earliest < self._groups_due_at:
+                    self._groups_due_at = earliest
+                continue
             channels = {d["channel"]: {"status": d["status"], **({"reason": d["reason"]} if d.get("reason") else {})}
                         for d in entry.deliveries}
             if channels.get("inapp", {}).get("status") == "sent":
@@ -184,8 +358,12 @@ class NotificationService:
     async def _work(self) -> None:
         while True:
             try:
+                if self._groups_due_at is not None and self.clock() >= self._groups_due_at:
+                    await self.flush_groups()
                 await self.deliver_due()
                 next_due = await self.store.next_due()
+                if self._groups_due_at is not None:
+                    next_due = self._groups_due_at if next_due is None else min(next_due, self._groups_due_at)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -271,6 +449,87 @@ class NotificationService:
             raise DeliveryError("; ".join(e.message for e in errors), retryable=False)
         return await channel.send(message, dict(prefs.settings) if prefs else {})
 
+    # groups
+    async def flush_groups(self) -> int:
+        """Send every group that is due now as one message (inhibited items recorded apart); returns how
+        many groups were sent. Groups are stored a batch per transaction (`NotificationStore.flush_groups`)."""
+        now = self.clock()
+        stored = await self.store.group_items(self.group_items_max)
+        states = await self.store.group_states()
+        groups: dict[tuple[str, str], list[StoredGroupItem]] = {}
+        for row in stored:
+            groups.setdefault((row.user, row.group_key), []).append(row)
+        next_due: int | None = None
+        sent = 0
+        inhibitor = self.inhibitor() if groups else None
+        batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]] = []
+        batch_items = 0
+        cache: EntryCache = {}  # valid while `stored` holds the alert objects
+        for (user, key), rows in groups.items():
+            items = [GroupItem(r.id, r.transition, r.alert, r.created_at, r.channels) for r in rows]
+            due = due_at(items, states.get((user, key)), group_wait_ms=self.group_wait_ms,
+                         group_interval_ms=self.group_interval_ms,
+                         critical_bypass=self.preferences(user).grouping.critical_bypass)
+            if due > now:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            assert inhibitor is not None
+            batch.append((user, key, await self._group_entries(user, key, items, inhibitor, now, cache),
+                          [i.id for i in items]))
+            batch_items += len(items)
+            sent += 1
+            await asyncio.sleep(0)  # one group at a time: let the loop serve others in between
+            if batch_items >= GROUP_BATCH_ITEMS:
+                await self._store_groups(batch, now)
+                batch, batch_items = [], 0
+        await self._store_groups(batch, now)
+        if len(stored) >= self.group_items_max:
+            next_due = now  # more are waiting than one pass reads
+        self._groups_due_at = next_due
+        self.groups_sent += sent
+        return sent
+
+    async def _store_groups(self, batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]],
+                            now: int) -> None:
+        if batch:
+            await self.store.flush_groups(batch, now)
+            self.committed([e for g in batch for e in g[2]])
+
+    async def _group_entries(self, user: str, key: str, items: Sequence[GroupItem], inhibitor: Inhibitor,
+                             now: int, cache: EntryCache) -> list[OutboxEntry]:
+        resolved = [str(i.alert["id"]) for i in items if i.transition != "firing"]
+        earlier = await self.store.inhibited_alerts(user, resolved)
+        keep, entries = [], []
+        for item in items:
+            aid = str(item.alert["id"])
+            by = inhibitor.inhibited_by(item.alert, self.family(item.alert)) if item.transition == "firing" else None
+            why = by.describe() if by is not None else None
+            if item.transition != "firing":
+                remembered = self._inhibited.pop((user, aid), None)
+                if remembered is not None or aid in earlier:
+                    why = remembered or "an alert"
+            if why is None:
+                keep.append(item)
+                continue
+            if by is not None:
+                self._remember_inhibited(user, aid, why)
+            t = Transition(item.transition, dict(item.alert), item.created_at, True)
+            single = render_group(key, [item])
+            entries.append(self._entry(t, user, single.title, single.body, str(item.alert["severity"]),
+                                       {c: ("suppressed", "inhibited") for c in item.channels},
+                                       f"by {why}" if by is not None else f"its firing was inhibited by {why}"))
+        if keep:
+            message = render_group(key, keep, cache)
+            channels = sorted({c for i in keep for c in i.channels})
+            nid = new_id()
+            entries.append(OutboxEntry(
+                {"id": nid, "user": user, "kind": "group", "alert_id": None, "title": message.title,
+                 "body": message.body, "severity": message.severity, "created_at": now, "read_at": None,
+                 "data": {**message.data, "url": f"{self.base_url}/#/alerts"}},
+                [{"channel": c, "status": "sent" if c == "inapp" else "pending",
+                  "detail": "published" if c == "inapp" else None} for c in channels]))
+        return entries
+
     # digests
     async def run_digests(self) -> int:
         """Deliver what quiet hours and digest mode held back, one digest per user and channel set, when
@@ -324,6 +583,39 @@ class NotificationService:
         await self.store.add([entry], now)
         self.committed([entry])
         return {"id": nid, "channels": enabled}
+
+    async def test_channel(self, user: str, channel: str) -> dict[str, Any]:
+        """Send a test through one of `user`'s channels now (enabled or not, with its saved settings) and
+        report the provider's answer: `{"channel", "ok", "detail"}`. Not retried and not kept in the
+        history. Raises NotFoundError for an unknown channel, CapacityError (429) within
+        CHANNEL_TEST_INTERVAL_MS of the last test of the same channel."""
+        if channel not in self.preferences(user).channels:
+            raise NotFoundError(f"no channel {channel!r} (one of {', '.join(self.preferences(user).channels)})")
+        now = self.clock()
+        last = self._tested.get((user, channel))
+        if last is not None and now - last < CHANNEL_TEST_INTERVAL_MS:
+            wait = max(1, (CHANNEL_TEST_INTERVAL_MS - (now - last) + 999) // 1000)
+            raise CapacityError(f"one test of the {channel} channel every {CHANNEL_TEST_INTERVAL_MS // 1000} s; "
+                                f"try again in {wait} s", code="rate_limited", status=429, retry_after_s=wait)
+        self._tested[(user, channel)] = now
+        message = Message(id=new_id(), user=user, title="Test notification",
+                          body=f"This is a test of the {channel} channel from OpenManager Vibe: it works.",
+                          severity="info", created_at=now, url=f"{self.base_url}/#/notifications",
+                          data={"test": True})
+        if channel == "inapp":
+            self._publish("notifications", {"notification": {
+                "id": message.id, "user": user, "kind": "test", "alert": None, "title": message.title,
+                "body": message.body, "severity": "info", "created_at": now, "read_at": None,
+                "data": dict(message.data), "channels": {"inapp": {"status": "sent"}}}})
+            return {"channel": channel, "ok": True, "detail": "published"}
+        try:
+            async with asyncio.timeout(CHANNEL_TEST_TIMEOUT_S):
+                detail = await self._send(channel, message)
+        except DeliveryError as exc:
+            return {"channel": channel, "ok": False, "detail": exc.message}
+        except TimeoutError:
+            return {"channel": channel, "ok": False, "detail": "timed out"}
+        return {"channel": channel, "ok": True, "detail": detail}
 
     async def prune(self) -> None:
         await self.store.prune(self.clock() - HISTORY_RETENTION_MS)

@@ -35,7 +35,7 @@ async def build_channels(settings: Settings, store: NotificationStore,
                          guard: OutboundGuard | None = None) -> tuple[dict[str, Channel], str]:
     """The delivery channels this hub can use, and the VAPID public key. Email is on only with an SMTP
     host; a channel that cannot be built is logged and left out (deliveries on it fail with a reason).
-    The HTTP channels (webhook, Web Push) send through `guard` (default: `outbound_guard(settings)`);
+    The HTTP channels (webhook, Web Push, Apprise) send through `guard` (default: `outbound_guard(settings)`);
     email goes to the operator's own SMTP host and is not guarded."""
     from openmanager.notify.channels.webhook import WebhookChannel
 
@@ -48,6 +48,12 @@ async def build_channels(settings: Settings, store: NotificationStore,
         channels["webpush"] = WebPushChannel(pem, settings.vapid_subject, guard=guard)
     except Exception:
         log.exception("the Web Push channel could not be set up; it is off")
+    try:
+        from openmanager.notify.channels.apprise import AppriseChannel
+
+        channels["apprise"] = AppriseChannel(guard)
+    except Exception:
+        log.exception("the Apprise channel could not be set up; it is off")
     if settings.smtp_host:
         from openmanager.notify.channels.email import EmailChannel
 

@@ -62,10 +62,18 @@ class LogWriter(Collector):
         self._warned_at = -WARN_EVERY_S
         self._warned_counts = (0, 0)
         self._errored_at = -WARN_EVERY_S
+        self._offered = 0  # records ever offered, and ever settled (written, failed, dropped): for `barrier`
+        self._settled = 0
+        self._barriers: list[tuple[int, int, asyncio.Future[bool]]] = []
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    def behind(self) -> bool:
+        """Half the buffer is waiting: receivers that can make their senders wait (syslog over TCP, OTLP)
+        should, rather than have the oldest records dropped."""
+        return len(self._buffer) * 2 >= self.max_buffer
 
     # the stream side --------------------------------------------------------------------------
 
@@ -74,9 +82,11 @@ class LogWriter(Collector):
         n = len(records)
         if not n:
             return
+        self._offered += n
         overflow = len(self._buffer) + n - self.max_buffer
         if overflow > 0:
             self.dropped += overflow
+            self._settle(overflow)  # the deque drops that many of the oldest, old or new
             self._warn()
         self._buffer.extend(records)  # a full deque discards from the left: the oldest go
         if len(self._buffer) >= self.batch_size:
@@ -88,7 +98,32 @@ class LogWriter(Collector):
         kept = [r for r in self._buffer if r.get("server") != server_id]
         self._buffer.clear()
         self._buffer.extend(kept)
+        self._settle(before - len(kept))
         return before - len(kept)
+
+    async def barrier(self) -> bool:
+        """Wait until every record offered before this call is settled: written, or failed or dropped.
+        True when none failed or was dropped meanwhile (so those records are in the store). Asks for a
+        flush now rather than at the next interval."""
+        if self._settled >= self._offered:
+            return True
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._barriers.append((self._offered, self.failed + self.dropped, future))
+        self._wake.set()
+        return await future
+
+    def _settle(self, n: int) -> None:
+        self._settled += n
+        if not self._barriers:
+            return
+        keep: list[tuple[int, int, asyncio.Future[bool]]] = []
+        for target, losses, future in self._barriers:
+            if target <= self._settled:
+                if not future.done():
+                    future.set_result(self.failed + self.dropped == losses)
+            else:
+                keep.append((target, losses, future))
+        self._barriers = keep
 
     # lifecycle -----------------------------------------------------------------------------------
 
@@ -111,6 +146,7 @@ class LogWriter(Collector):
                 await self.flush()
         except TimeoutError:
             self.dropped += len(self._buffer)
+            self._settle(len(self._buffer))
             self._buffer.clear()
             log.warning("log writer: gave up flushing at shutdown after %.0fs", timeout)
         except Exception:
@@ -141,11 +177,14 @@ class LogWriter(Collector):
         try:
             await self._write(batch)
             self.written += len(batch)
+            self._settle(len(batch))
         except asyncio.CancelledError:
             self.dropped += len(batch)
+            self._settle(len(batch))
             raise
         except Exception as exc:
             self.failed += len(batch)
+            self._settle(len(batch))
             now = self._clock()
             if now - self._errored_at >= WARN_EVERY_S:
                 self._errored_at = now

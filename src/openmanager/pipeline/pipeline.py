@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 import reactivex
@@ -24,6 +24,7 @@ from reactivex.subject import Subject
 
 from openmanager.broker.base import Broker
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.core.series import SeriesCleaner
 from openmanager.pipeline.state import FleetState, ServerState
 from openmanager.pipeline.stats import HubStats
 from openmanager.tasks import cancel_and_wait
@@ -33,11 +34,12 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8192
 
 
-def clean_batch(batch: Sequence[Sample]) -> list[Sample]:
-    """Valid, clamped samples of a batch; at most one per server (the newest wins)."""
+def clean_batch(batch: Sequence[Sample], series: SeriesCleaner | None = None) -> list[Sample]:
+    """Valid, clamped samples of a batch (labelled series cleaned by `series`); at most one per server
+    (the newest wins)."""
     latest: dict[str, Sample] = {}
     for raw in batch:
-        sample = clean_sample(raw)
+        sample = clean_sample(raw, series)
         if sample is not None:
             prev = latest.get(sample.server)
             if prev is None or sample.ts >= prev.ts:
@@ -84,6 +86,9 @@ class Pipeline:
         self._subscriptions = CompositeDisposable()
         self._publisher: asyncio.Task[None] | None = None
         self.dropped = 0
+        self._enqueued = 0  # events handed to the publisher, and published (or failed): for `barrier`
+        self._done = 0
+        self._barriers: list[tuple[int, asyncio.Future[None]]] = []
 
     # SourceSink
     def register(self, server: ServerInfo) -> None:
@@ -101,7 +106,8 @@ class Pipeline:
         """Samples of one server that a source kept while the hub was away, oldest first: each is cleaned,
         and every valid one goes into state and history in order, but only the newest is published on
         `metrics` (one event, not a burst of stale ones). Returns the valid samples."""
-        cleaned = [s for s in map(clean_sample, batch) if s is not None]
+        cleaner = self.state.series_cleaner
+        cleaned = [s for s in (clean_sample(b, cleaner) for b in batch) if s is not None]
         for sample in cleaned[:-1]:
             self.state.apply(sample)
         if cleaned:
@@ -116,12 +122,23 @@ class Pipeline:
         for server_id, wire in data.get("servers", {}).items():
             self.state.mirror(server_id, ts, wire)
 
+    def seen(self, servers: Iterable[str]) -> list[str]:
+        """Servers that sent something other than samples (log records): see `FleetState.touch`. Returns
+        those the state does not know (for the source to register)."""
+        touch = self.state.touch
+        return [sid for sid in servers if touch(sid) is None]
+
     def problem(self, server: str, reason: str | None) -> None:
         self.state.set_problem(server, reason)
 
     # wiring
     def start(self) -> None:
-        samples: Observable[list[Sample]] = reactivex.merge(self._samples.pipe(ops.map(clean_batch)), self._cleaned)
+        cleaner = self.state.series_cleaner
+
+        def clean(batch: Sequence[Sample]) -> list[Sample]:
+            return clean_batch(batch, cleaner)
+
+        samples: Observable[list[Sample]] = reactivex.merge(self._samples.pipe(ops.map(clean)), self._cleaned)
         metrics: Observable[dict[str, Any]] = samples.pipe(ops.filter(_non_empty), ops.map(self._apply))
         self._subscriptions.add(
             metrics.subscribe(on_next=lambda data: self._enqueue("metrics", data), on_error=self._failed)
@@ -161,6 +178,7 @@ class Pipeline:
     def _enqueue(self, topic: str, data: Mapping[str, Any]) -> None:
         try:
             self._outbox.put_nowait((topic, data))
+            self._enqueued += 1
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("publish queue full: dropped one %s event (%d so far)", topic, self.dropped)
@@ -173,6 +191,33 @@ class Pipeline:
                 self.stats.events_published += 1
             except Exception:
                 log.exception("publishing to %s failed", topic)
+            self._done += 1
+            if self._barriers and self._barriers[0][0] <= self._done:
+                self._release()
+
+    def _release(self) -> None:
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._barriers:
+            if target <= self._done:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((target, future))
+        self._barriers = keep
+
+    @property
+    def backlogged(self) -> bool:
+        """Half the publish queue is waiting: receivers whose senders can wait (OTLP) should make them."""
+        return self._outbox.qsize() * 2 >= self._outbox.maxsize
+
+    async def barrier(self) -> None:
+        """Wait until every event handed to the publisher before this call has been published (with the
+        memory broker: its listeners, the log writer's included, have run)."""
+        if self._done >= self._enqueued:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers.append((self._enqueued, future))
+        await future
 
     def expire(self) -> list[ServerState]:
         """Turn silent servers offline and publish their last sample with status offline."""

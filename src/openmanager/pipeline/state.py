@@ -8,12 +8,13 @@ from __future__ import annotations
 import bisect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from openmanager.core.forecast import Baseline, Moments, PeerStats
 from openmanager.core.history import FleetHistory, SeriesRing
 from openmanager.core.model import Sample, ServerInfo, Status
+from openmanager.core.series import SeriesCleaner, SeriesPolicy
 from openmanager.core.status import StatusPolicy
 
 
@@ -25,16 +26,21 @@ class ServerState:
     status: Status
     last_seen: int  # hub clock when the latest sample arrived, ms
     problem: str | None = None  # why its source gets no samples, as the source reported it
+    series: dict[str, float] = field(default_factory=dict)  # labelled series of the latest sample, by key
+    series_dropped: int = 0  # series the latest sample had beyond the policy (invalid, excluded, over the cap)
 
     def wire(self) -> dict[str, Any]:
-        """The server's sample as the `metrics` topic carries it."""
+        """The server's sample as the `metrics` topic carries it (headline values only)."""
         out: dict[str, Any] = dict(self.values)
         out["status"] = self.status.value
         return out
 
     def to_api(self) -> dict[str, Any]:
         out = self.info.to_dict()
-        out.update(status=self.status.value, last_seen=self.last_seen or None, sample=self.wire())
+        out.update(status=self.status.value, last_seen=self.last_seen or None, sample=self.wire(),
+                   series=dict(self.series))
+        if self.series_dropped:
+            out["series_dropped"] = self.series_dropped
         if self.problem is not None:
             out["problem"] = self.problem
         return out
@@ -71,12 +77,29 @@ class _ServerContext:
     def latest(self, field: str) -> float | str | None:
         if self._sample is not None:
             value = self._sample.get(field)
+            if value is None and ":" in field:  # a series the event does not carry: the server's latest
+                value = self._state.series.get(field)
             return value if isinstance(value, float | int | str) and not isinstance(value, bool) else None
         if field == "status":
             return self._state.status.value
         if self._state.status is Status.OFFLINE:  # its last values are stale: unknown, not "still 95%"
             return None
-        return self._state.values.get(field)
+        value = self._state.values.get(field)
+        if value is None and ":" in field:  # a labelled series, `disk:mount=/var`
+            return self._state.series.get(field)
+        return value
+
+    def labelled(self, metric: str) -> Mapping[str, float]:
+        """The server's latest series of `metric` by label value (as of the event's sample when given:
+        its series fields, when it carries them; else the server's latest)."""
+        if self._sample is None and self._state.status is Status.OFFLINE:
+            return {}
+        source: Mapping[str, Any] = self._state.series
+        if self._sample is not None and any(":" in k for k in self._sample):
+            source = self._sample
+        prefix = metric + ":"
+        return {k.partition("=")[2]: float(v) for k, v in source.items()
+                if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)}
 
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
         if self._ring is None:
@@ -120,9 +143,11 @@ class FleetState:
         *,
         tick_ms: int = 1000,
         clock: Callable[[], float] = time.time,
+        series: SeriesPolicy | None = None,
     ) -> None:
         self.policy = policy
         self.history = history
+        self.series_cleaner = SeriesCleaner(series or SeriesPolicy(max_series=history.max_series))
         self.tick_ms = tick_ms
         self._clock = clock
         self.servers: dict[str, ServerState] = {}
@@ -149,12 +174,30 @@ class FleetState:
             self.register(ServerInfo(id=sample.server, hostname=sample.server))
             state = self.servers[sample.server]
         state.values = sample.values
+        state.series = sample.series
+        state.series_dropped = sample.series_dropped
         state.ts = sample.ts
         state.last_seen = self.now_ms()
         if state.status is not Status.MAINTENANCE:
             state.status = self.policy.derive(sample.values)
-        self.history.append(sample.server, sample.ts, sample.values)
+        self.history.append(sample.server, sample.ts, sample.values, sample.series)
         return state
+
+    def touch(self, server_id: str) -> bool | None:
+        """A sign of life other than a sample (a log record of a server that sends only logs): a known
+        server that never sent a sample counts as seen now (healthy, unless in maintenance), and turns
+        offline by the same rule as any other once the signs stop. A server with samples is left to them.
+        Returns None for an unknown server, else whether it just came online."""
+        state = self.servers.get(server_id)
+        if state is None:
+            return None
+        if state.ts:
+            return False
+        state.last_seen = self.now_ms()
+        if state.status is Status.OFFLINE:
+            state.status = Status.HEALTHY
+            return True
+        return False
 
     def mirror(self, server_id: str, ts: int, wire: Mapping[str, Any]) -> None:
         """Apply a sample another hub process took, in its `metrics` wire form: its values, and its status
@@ -224,8 +267,8 @@ class FleetState:
         return None if table is None else table.get((server_id, metric))
 
     def peers(self, role: str, metric: str, now_ms: int) -> PeerStats | None:
-        """Median and MAD of `metric` across the reporting (not offline) servers of `role`, computed once per
-        tick and (role, metric)."""
+        """Median and MAD of `metric` (or of one labelled series, by its key) across the reporting (not
+        offline) servers of `role`, computed once per tick and (role, metric)."""
         stamp = now_ms // max(1, self.tick_ms)
         cached = self._peers.get((role, metric))
         if cached is not None and cached[0] == stamp:
@@ -237,7 +280,9 @@ class FleetState:
                     roles.setdefault(state.info.role, []).append(state)
             self._roles = (stamp, roles)
             self._peers.clear()
-        values = [v for state in self._roles[1].get(role, ()) if (v := state.values.get(metric)) is not None]
+        labelled = ":" in metric  # a series key, `disk:mount=/var`: the peers' same series
+        values = [v for state in self._roles[1].get(role, ())
+                  if (v := (state.series if labelled else state.values).get(metric)) is not None]
         stats = PeerStats.of(values)
         self._peers[(role, metric)] = (stamp, stats)
         return stats
@@ -250,6 +295,14 @@ class FleetState:
     def info(self, server_id: str) -> ServerInfo | None:
         state = self.servers.get(server_id)
         return state.info if state else None
+
+    def latest_series(self, server_id: str) -> Mapping[str, float]:
+        """The server's labelled series of its latest sample; empty for an unknown or offline server (its
+        series are stale, as its values are to the rules)."""
+        state = self.servers.get(server_id)
+        if state is None or state.status is Status.OFFLINE:
+            return {}
+        return state.series
 
     def context(
         self, server_id: str, sample: Mapping[str, Any] | None = None, ts: int | None = None

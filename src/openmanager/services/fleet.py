@@ -10,7 +10,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from openmanager.core.control import Forget
-from openmanager.core.history import FleetHistory
+from openmanager.core.forecast import Baseline
+from openmanager.core.history import FleetHistory, SeriesRing
 from openmanager.core.rollup import MetricStats
 from openmanager.core.status import StatusPolicy
 from openmanager.pipeline.logwriter import LogWriter
@@ -45,6 +46,18 @@ class Fleet:
     def get(self, server_id: str) -> ServerState | None:
         return self.state.servers.get(server_id)
 
+    def now_ms(self) -> int:
+        """The rules' clock (`FleetState.now_ms`)."""
+        return self.state.now_ms()
+
+    def ring(self, server_id: str) -> SeriesRing | None:
+        """The server's in-memory history (None: none held)."""
+        return self.history.get(server_id)
+
+    def baseline(self, server_id: str, metric: str, now_ms: int) -> Baseline | None:
+        """This hour's seasonal baseline of a server's metric (`FleetState.baseline`)."""
+        return self.state.baseline(server_id, metric, now_ms)
+
     @property
     def policy(self) -> StatusPolicy:
         return self.state.policy
@@ -65,6 +78,13 @@ class Fleet:
         """Points oldest first: recent ones from memory, older from the roll-ups (`step_ms` buckets)."""
         store = need(self._store(), "the store")
         return await history_points(store, self.history, server, metric, since_ms, until_ms, step_ms)
+
+    def series_keys(self, server: str, metrics: Collection[str]) -> set[str]:
+        """The labelled series (`disk:mount=/var`) of `metrics` the server's in-memory history holds."""
+        ring = self.ring(server)
+        if ring is None:
+            return set()
+        return {k for k in ring.series_keys() if k.partition(":")[0] in metrics}
 
     async def data_start_ms(self) -> int | None:
         """The oldest point held, in memory or the roll-ups (None: nothing)."""

@@ -10,13 +10,20 @@ What is reported, and from which series (anything absent is left out, never inve
 - memory: 100 * (1 - MemAvailable / MemTotal) (`node_memory_*_bytes`); on kernels without MemAvailable,
   MemFree + Buffers + Cached stands in for it.
 - swap: 100 * (1 - SwapFree / SwapTotal); 0 on a host without swap.
-- disk: the filesystem mounted at `/` (else the largest real filesystem): used / (used + avail) with
-  used = size - free, like `df` and psutil; 1 - avail / size when `node_filesystem_free_bytes` is missing.
+- disk: the fullest real filesystem (of the `disk` series below; `/` when the policy keeps none):
+  used / (used + avail) with used = size - free, like `df` and psutil; 1 - avail / size when
+  `node_filesystem_free_bytes` is missing. A filesystem with `node_filesystem_device_error` is skipped.
 - net_in / net_out: bytes per second of `node_network_{receive,transmit}_bytes_total`, summed over every
-  device but `lo`, between two scrapes.
+  device the series policy keeps (not `lo`, not container interfaces), between two scrapes.
 - load1/5/15: `node_load1`, `node_load5`, `node_load15`.
 - uptime: `node_time_seconds - node_boot_time_seconds`.
 - processes: `node_procs_running` (processes in the runnable state, from /proc/stat).
+
+Labelled series (`core.series`), from node_exporter's labels: `disk` and `fs_inodes` per `mountpoint`
+(`node_filesystem_files{,_free}`; virtual filesystem types and excluded mount points left out), `net_in` /
+`net_out` per `device`, `cpu` per `cpu` (as the machine's cpu, per core), `disk_read` / `disk_write` per
+`device` (`node_disk_read_bytes_total`, `node_disk_written_bytes_total`), `temperature` per `chip/sensor`
+(`node_hwmon_temp_celsius`).
 
 Rates need two scrapes. Per series, a counter that went down (an exporter or host restart, a counter
 wrap) makes that metric absent for the round instead of negative; series that appear or disappear
@@ -44,6 +51,7 @@ from openmanager.core.backoff import EQUAL_JITTER, Backoff
 from openmanager.core.errors import ConfigError, OpenManagerError, RuleSyntaxError
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
 from openmanager.core.rules import parse_duration
+from openmanager.core.series import SeriesPolicy, label_value, series_key
 from openmanager.sources.base import SourceSink
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "ScrapeTarget",
     "backoff_delay",
     "map_exposition",
+    "map_exposition_series",
     "max_interval",
     "parse_scrape_targets",
 ]
@@ -89,16 +98,17 @@ _LOADS = {"load1": "node_load1", "load5": "node_load5", "load15": "node_load15"}
 _TIME = "node_time_seconds"
 _BOOT = "node_boot_time_seconds"
 _PROCS_RUNNING = "node_procs_running"
+_FS_FILES = "node_filesystem_files"
+_FS_FILES_FREE = "node_filesystem_files_free"
+_DISK_READ = "node_disk_read_bytes_total"
+_DISK_WRITTEN = "node_disk_written_bytes_total"
+_HWMON_TEMP = "node_hwmon_temp_celsius"
 _WANTED = frozenset({
     _CPU, _MEM_AVAILABLE, _MEM_TOTAL, _MEM_FREE, _MEM_BUFFERS, _MEM_CACHED, _SWAP_FREE, _SWAP_TOTAL,
     _FS_AVAIL, _FS_SIZE, _FS_FREE, _FS_ERROR, _NET_RX, _NET_TX, *_LOADS.values(), _TIME, _BOOT, _PROCS_RUNNING,
+    _FS_FILES, _FS_FILES_FREE, _DISK_READ, _DISK_WRITTEN, _HWMON_TEMP,
 })
 _IDLE_MODES = frozenset({"idle", "iowait"})
-_VIRTUAL_FS = frozenset({
-    "tmpfs", "devtmpfs", "ramfs", "squashfs", "overlay", "proc", "sysfs", "cgroup", "cgroup2", "devpts",
-    "autofs", "nsfs", "fuse.lxcfs", "efivarfs", "tracefs", "debugfs", "securityfs", "pstore", "bpf", "mqueue",
-    "hugetlbfs", "configfs", "fusectl", "binfmt_misc", "rpc_pipefs", "iso9660",
-})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,6 +313,8 @@ class ScrapeState:
     cpu: Mapping[tuple[str, str], float]  # (cpu, mode) → seconds
     net_rx: Mapping[str, float]  # device → bytes
     net_tx: Mapping[str, float]
+    disk_read: Mapping[str, float] = field(default_factory=dict)  # block device → bytes
+    disk_written: Mapping[str, float] = field(default_factory=dict)
 
 
 Series = dict[str, list[tuple[dict[str, str], float]]]
@@ -387,7 +399,9 @@ def _swap(series: Series) -> float | None:
     return 0.0 if total <= 0 else _percent_used(free, total)
 
 
-def _disk(series: Series) -> float | None:
+def _filesystems(series: Series, policy: SeriesPolicy) -> tuple[dict[str, float], dict[str, float]]:
+    """(percent in use, percent of inodes in use) by mount point, of every usable filesystem the policy
+    keeps; plus `/` under the key "" when the policy keeps no filesystem but `/` is usable."""
     def by_mount(name: str) -> dict[str, tuple[dict[str, str], float]]:
         out: dict[str, tuple[dict[str, str], float]] = {}
         for labels, value in series.get(name, []):
@@ -397,23 +411,36 @@ def _disk(series: Series) -> float | None:
         return out
 
     sizes, avails, frees = by_mount(_FS_SIZE), by_mount(_FS_AVAIL), by_mount(_FS_FREE)
+    files, files_free = by_mount(_FS_FILES), by_mount(_FS_FILES_FREE)
     broken = {mount for mount, (_, value) in by_mount(_FS_ERROR).items() if value != 0}
     usable = {m: s for m, (_, s) in sizes.items() if s > 0 and m in avails and m not in broken}
-    if "/" in usable:
-        mount = "/"
-    else:
-        real = {m: s for m, s in usable.items()
-                if sizes[m][0].get("fstype", "") not in _VIRTUAL_FS
-                and not m.startswith(("/run", "/dev", "/sys", "/proc", "/boot"))}
-        if not real:
-            return None
-        mount = max(real, key=lambda m: real[m])
-    size, avail = usable[mount], avails[mount][1]
-    if mount in frees:
-        used = size - frees[mount][1]
-        if used + avail > 0:
-            return min(100.0, max(0.0, 100.0 * used / (used + avail)))
-    return _percent_used(avail, size)
+
+    def percent(mount: str) -> float | None:
+        size, avail = usable[mount], avails[mount][1]
+        if mount in frees:
+            used = size - frees[mount][1]
+            if used + avail > 0:
+                return min(100.0, max(0.0, 100.0 * used / (used + avail)))
+        return _percent_used(avail, size)
+
+    used: dict[str, float] = {}
+    inodes: dict[str, float] = {}
+    for mount in usable:
+        if not policy.keeps_mount(mount, sizes[mount][0].get("fstype", "")):
+            continue
+        value = percent(mount)
+        if value is None:
+            continue
+        used[mount] = value
+        if mount in files and mount in files_free:
+            inode_pct = _percent_used(files_free[mount][1], files[mount][1])
+            if inode_pct is not None:
+                inodes[mount] = inode_pct
+    if not used and "/" in usable:
+        root = percent("/")
+        if root is not None:
+            used[""] = root
+    return used, inodes
 
 
 def map_exposition(
@@ -426,13 +453,43 @@ def map_exposition(
     cpu and net rates need `prev` and are left out without it or across a counter reset. Raises
     `ExpositionError` when the text does not parse or has none of the node_exporter series read here.
     """
+    values, _, state = map_exposition_series(text, prev, mono)
+    return values, state
+
+
+def _rates(
+    before: Mapping[str, float], after: Mapping[str, float], elapsed: float, metric: str, out: dict[str, float]
+) -> None:
+    """Per-label rates of one counter into `out` (a label absent before, or whose counter went down, has none)."""
+    for name, value in after.items():
+        old = before.get(name)
+        if old is not None and value >= old:
+            out[series_key(metric, label_value(name))] = (value - old) / elapsed
+
+
+def map_exposition_series(
+    text: str, prev: ScrapeState | None, mono: float, policy: SeriesPolicy | None = None
+) -> tuple[dict[str, float], dict[str, float], ScrapeState]:
+    """Like `map_exposition`, with the labelled series too (see the module docstring): the values, the
+    series by key, and the state for the next call. `policy` (default: the default `SeriesPolicy`) says
+    which mounts, interfaces and devices count. Raises `ExpositionError`."""
+    policy = policy or SeriesPolicy()
     series = _parse(text)
     if not series:
         raise ExpositionError("no node_exporter metrics in the response (node_cpu_seconds_total, node_load1, ...)")
     values: dict[str, float] = {}
-    for name, value in (("memory", _memory(series)), ("swap", _swap(series)), ("disk", _disk(series))):
-        if value is not None:
-            values[name] = value
+    labelled: dict[str, float] = {}
+    used, inodes = _filesystems(series, policy)
+    if used:
+        values["disk"] = max(used.values())
+    for mount, value in used.items():
+        if mount:
+            labelled[series_key("disk", label_value(mount))] = value
+    for mount, value in inodes.items():
+        labelled[series_key("fs_inodes", label_value(mount))] = value
+    for name, level in (("memory", _memory(series)), ("swap", _swap(series))):
+        if level is not None:
+            values[name] = level
     for name, metric in _LOADS.items():
         load = _one(series, metric)
         if load is not None:
@@ -443,14 +500,22 @@ def map_exposition(
     running = _one(series, _PROCS_RUNNING)
     if running is not None:
         values["processes"] = max(0.0, running)
+    for labels, value in series.get(_HWMON_TEMP, []):
+        if math.isfinite(value) and labels.get("chip"):
+            sensor = label_value(f"{labels['chip']}/{labels.get('sensor', '')}".rstrip("/"))
+            labelled[series_key("temperature", sensor)] = value
+
+    def by_device(name: str, keep: Callable[[str], bool]) -> dict[str, float]:
+        return {labels.get("device", ""): v for labels, v in series.get(name, [])
+                if labels.get("device") and keep(labels["device"]) and math.isfinite(v)}
 
     cpu = {(labels.get("cpu", ""), labels.get("mode", "")): v for labels, v in series.get(_CPU, [])
            if math.isfinite(v)}
-    net_rx = {labels.get("device", ""): v for labels, v in series.get(_NET_RX, [])
-              if labels.get("device") != "lo" and math.isfinite(v)}
-    net_tx = {labels.get("device", ""): v for labels, v in series.get(_NET_TX, [])
-              if labels.get("device") != "lo" and math.isfinite(v)}
-    state = ScrapeState(mono, cpu, net_rx, net_tx)
+    net_rx = by_device(_NET_RX, policy.keeps_interface)
+    net_tx = by_device(_NET_TX, policy.keeps_interface)
+    disk_read = by_device(_DISK_READ, policy.keeps_device)
+    disk_written = by_device(_DISK_WRITTEN, policy.keeps_device)
+    state = ScrapeState(mono, cpu, net_rx, net_tx, disk_read, disk_written)
     if prev is not None:
         cpu_deltas = _deltas(prev.cpu, cpu)
         if cpu_deltas is not None:
@@ -459,13 +524,39 @@ def map_exposition(
                                   {k: v for k, v in cpu.items() if k[1] in _IDLE_MODES})
             if total > 0 and idle_deltas is not None:
                 values["cpu"] = min(100.0, max(0.0, 100.0 * (1.0 - sum(idle_deltas) / total)))
+        _per_core(prev.cpu, cpu, labelled)
         elapsed = mono - prev.mono
         if elapsed > 0:
             for name, before, after in (("net_in", prev.net_rx, net_rx), ("net_out", prev.net_tx, net_tx)):
                 deltas = _deltas(before, after)
                 if deltas:
                     values[name] = sum(deltas) / elapsed
-    return {k: v for k, v in values.items() if math.isfinite(v)}, state
+                _rates(before, after, elapsed, name, labelled)
+            _rates(prev.disk_read, disk_read, elapsed, "disk_read", labelled)
+            _rates(prev.disk_written, disk_written, elapsed, "disk_write", labelled)
+    return ({k: v for k, v in values.items() if math.isfinite(v)},
+            {k: v for k, v in labelled.items() if math.isfinite(v)}, state)
+
+
+def _per_core(prev: Mapping[tuple[str, str], float], cur: Mapping[tuple[str, str], float],
+              out: dict[str, float]) -> None:
+    """Busy share per core between two scrapes; a core with a counter that went down has none."""
+    totals: dict[str, list[float]] = {}  # core -> [total delta, idle delta]
+    bad: set[str] = set()
+    for (core, mode), value in cur.items():
+        before = prev.get((core, mode))
+        if before is None:
+            continue
+        if value < before:
+            bad.add(core)
+            continue
+        acc = totals.setdefault(core, [0.0, 0.0])
+        acc[0] += value - before
+        if mode in _IDLE_MODES:
+            acc[1] += value - before
+    for core, (total, idle) in totals.items():
+        if core not in bad and total > 0 and core:
+            out[series_key("cpu", label_value(core))] = min(100.0, max(0.0, 100.0 * (1.0 - idle / total)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -506,10 +597,12 @@ class PrometheusSource:
         transport: httpx.AsyncBaseTransport | None = None,
         max_backoff_s: float = MAX_BACKOFF_S,
         max_body_bytes: int = MAX_BODY_BYTES,
+        policy: SeriesPolicy | None = None,
     ) -> None:
         if not targets:
             raise ValueError("at least one scrape target is needed")
         self.targets = list(targets)
+        self.policy = policy or SeriesPolicy()
         self.max_backoff_s = max_backoff_s
         self.max_body_bytes = max_body_bytes
         self._transport = transport
@@ -553,7 +646,7 @@ class PrometheusSource:
         while True:
             try:
                 text = await self._fetch(client, target)
-                values, state = map_exposition(text, state, time.monotonic())
+                values, labelled, state = map_exposition_series(text, state, time.monotonic(), self.policy)
             except Exception as exc:
                 if isinstance(exc, ScrapeError | ExpositionError):
                     reason = str(exc)
@@ -581,7 +674,7 @@ class PrometheusSource:
                                  f"scrape recovered after {failures} failed attempts")
                 failures, reported = 0, None
             if values:
-                sink.samples([Sample(target.server, int(time.time() * 1000), values)])
+                sink.samples([Sample(target.server, int(time.time() * 1000), values, labelled)])
             next_at += target.interval_s
             late = loop.time() - next_at
             if late > 0:  # skip the scrapes we missed rather than bursting to catch up

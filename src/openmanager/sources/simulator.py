@@ -20,6 +20,13 @@ What it simulates:
   and writes matching log lines (with fields `incident` and `incident_id`).
 - Background log lines from each role's services at `log_rate` lines per server per second (a
   step longer than 10 s gets only 10 s worth).
+- Labelled series (`core.series`, unless `series=False`): `disk` per mount — `/var` is the creeping disk
+  above (logs, and the one a disk_full incident fills), `/` a fixed share of it, and `/data` on database
+  and storage servers — so the headline `disk` is the fullest filesystem, `/var`; `net_in`/`net_out` per
+  interface: `eth0`, plus `eth1` (replication, backups) on database, storage and gateway servers, the
+  two adding up exactly to the headline rates; `cpu` per core (the role's core count, 4 to 16): the
+  headline cpu times a fixed per-core weight (weights average 1, one core runs hotter), so a hot core
+  shows in the heat strip.
 """
 
 from __future__ import annotations
@@ -464,6 +471,27 @@ class _Incident:
 # -- the simulator ----------------------------------------------------------------------------------
 
 
+_DATA_MOUNT_ROLES = frozenset({"database", "storage"})
+_TWO_NIC_ROLES = frozenset({"database", "storage", "gateway"})
+
+
+def _labelled(disk: float, net_in: float, net_out: float, root: float, data: float, eth0: float) -> dict[str, float]:
+    """One server's series (see the module docstring) from its rounded headline values and shares."""
+    out = {
+        "disk:mount=/": int(disk * root * 10.0 + 0.5) / 10.0,
+        "disk:mount=/var": disk,
+    }
+    if data:
+        out["disk:mount=/data"] = int(disk * data * 10.0 + 0.5) / 10.0
+    if eth0 < 1.0:
+        in0, out0 = float(int(net_in * eth0 + 0.5)), float(int(net_out * eth0 + 0.5))
+        out.update({"net_in:interface=eth0": in0, "net_out:interface=eth0": out0,
+                    "net_in:interface=eth1": net_in - in0, "net_out:interface=eth1": net_out - out0})
+    else:
+        out.update({"net_in:interface=eth0": net_in, "net_out:interface=eth0": net_out})
+    return out
+
+
 class FleetSimulator:
     """A deterministic simulated fleet (see the module docstring).
 
@@ -483,12 +511,14 @@ class FleetSimulator:
         max_incidents: int = 3,
         incidents: bool = True,
         log_rate: float = 0.1,
+        series: bool = True,
     ) -> None:
         """`servers` >= 1; `seed` makes a run reproducible. Incidents: the first starts after
         `first_incident_s` simulated seconds (uniform range), the next `incident_interval_s` after the
         previous start, each rises and holds for `incident_duration_s` then recovers; at most
         `max_incidents` run at once; `incidents=False` disables the schedule (`start_incident` still
-        works). `log_rate` is background log lines per server per second. Raises ValueError."""
+        works). `log_rate` is background log lines per server per second; `series=False` leaves the
+        labelled series out. Raises ValueError."""
         if servers < 1:
             raise ValueError("servers must be at least 1")
         if log_rate < 0:
@@ -505,6 +535,7 @@ class FleetSimulator:
         self._duration_s = incident_duration_s
         self._max_incidents = max_incidents
         self._log_rate = log_rate
+        self._series = series
         self._build_layout(servers, random.Random(f"openmanager-fleet:{0 if seed is None else seed}"))
         n = len(self._ids)
         self._t = 0.0  # simulated seconds: the sum of dt_s
@@ -572,6 +603,17 @@ class FleetSimulator:
         self._proc_b = [r.processes + lr.randint(-15, 15) for r in roles]
         self._cores = [float(r.cores) for r in roles]
         self._uptime0 = [float(lr.randint(2 * 86_400, 120 * 86_400)) for _ in roles]
+        # Labelled series (drawn last, so the layout above is the same as without them).
+        self._root_share = [lr.uniform(0.4, 0.75) for _ in roles]
+        self._data_share = [lr.uniform(0.6, 0.95) if r.name in _DATA_MOUNT_ROLES else 0.0 for r in roles]
+        self._eth0_share = [lr.uniform(0.75, 0.92) if r.name in _TWO_NIC_ROLES else 1.0 for r in roles]
+        self._core_weights: list[tuple[float, ...]] = []
+        for r in roles:
+            raw = [lr.uniform(0.6, 1.2) for _ in range(r.cores)]
+            raw[lr.randrange(r.cores)] *= 1.8  # one busier core
+            mean = sum(raw) / len(raw)
+            self._core_weights.append(tuple(w / mean for w in raw))
+        self._core_keys = [tuple(f"cpu:core={i}" for i in range(r.cores)) for r in roles]
 
     # -- public API ---------------------------------------------------------------------------------
 
@@ -728,7 +770,7 @@ class FleetSimulator:
         uptime = float(int(self._t + 0.5))
         # Every value is >= 0 here, so int(x * 10**p + 0.5) / 10**p rounds half up to precision p
         # (5x faster than round(x, p)).
-        return [
+        samples = [
             Sample(
                 sid,
                 now_ms,
@@ -768,6 +810,18 @@ class FleetSimulator:
                 strict=True,
             )
         ]
+        if self._series:
+            for sample, root, data, eth0, weights, keys in zip(samples, self._root_share, self._data_share,
+                                                                self._eth0_share, self._core_weights,
+                                                                self._core_keys, strict=True):
+                v = sample.values
+                series = _labelled(v["disk"], v["net_in"], v["net_out"], root, data, eth0)
+                busy = v["cpu"]
+                for key, w in zip(keys, weights, strict=True):
+                    x = busy * w
+                    series[key] = 100.0 if x >= 100.0 else int(x * 10.0 + 0.5) / 10.0
+                sample.series = series
+        return samples
 
     # -- incidents ----------------------------------------------------------------------------------
 

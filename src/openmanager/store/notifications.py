@@ -1,5 +1,6 @@
 """Notification preferences, the notification outbox with per-channel delivery status, Web Push
-subscriptions and hub secrets (VAPID keys), in the store (migration branch `0005_notify`).
+subscriptions and hub secrets (VAPID keys), in the store (migration branch `0005_notify`), and the
+groups of notifications waiting to be sent (`0007_notify_groups`).
 
 The outbox rows of an alert transition are written in the same transaction as its alert history
 (`AlertStore.record(..., outbox=...)`), before any delivery is attempted. Deliveries are then claimed
@@ -10,6 +11,11 @@ Unread means "in the notification centre and not yet read": a notification whose
 not `sent` (suppressed by cooldown, flapping, a silence or a mute; in-app disabled; delivered by
 other channels only) is stored already read (`read_at` = its `created_at`), so it stays in the history
 with its per-channel reasons but never counts in the bell.
+
+Grouping: a notification that joins a group is stored as a *group item* (`notify_group_items`) in the
+alert transaction instead of a notification. `flush_groups` turns a group's items into one notification,
+deletes them and records when the group was sent, in one transaction: after a restart a waiting group
+is still there (nothing lost) and a sent one is gone (nothing sent twice).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text, delete, func, insert, select, update
+import orjson
+from sqlalchemy import BigInteger, Index, Integer, String, Text, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -26,7 +33,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from openmanager.store.db import Store
 from openmanager.store.models import Base, JSONType
 
-__all__ = ["Delivery", "NotificationStore", "OutboxEntry", "insert_outbox"]
+__all__ = ["Delivery", "NotificationStore", "OutboxEntry", "StoredGroupItem", "insert_outbox"]
 
 
 class PreferencesRow(Base):
@@ -89,12 +96,52 @@ class SecretRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
+class GroupItemRow(Base):
+    __tablename__ = "notify_group_items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user: Mapped[str] = mapped_column(String(255))
+    group_key: Mapped[str] = mapped_column(String(512))
+    alert_id: Mapped[str] = mapped_column(String(32))
+    transition: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    channels: Mapped[str] = mapped_column(Text)  # JSON (orjson): a storm writes and reads ~10^5 of these
+    alert: Mapped[str] = mapped_column(Text)  # JSON (orjson)
+
+    __table_args__ = (Index("ix_notify_group_items_group", "user", "group_key"),)
+
+
+class GroupStateRow(Base):
+    __tablename__ = "notify_groups"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    group_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    last_sent_at: Mapped[int] = mapped_column(BigInteger)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """A notification and its per-channel deliveries, ready to insert."""
+    """A notification and its per-channel deliveries, ready to insert; or, with `group_item`, a
+    notification that waits in a group (`notification` and `deliveries` then unused)."""
 
     notification: Mapping[str, Any]  # NotificationRow columns
     deliveries: Sequence[Mapping[str, Any]]  # channel, status, reason
+    group_item: Mapping[str, Any] | None = None  # GroupItemRow columns but id
+
+    @classmethod
+    def waiting(cls, item: Mapping[str, Any]) -> OutboxEntry:
+        return cls({}, (), item)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGroupItem:
+    id: int
+    user: str
+    group_key: str
+    transition: str
+    created_at: int
+    channels: tuple[str, ...]
+    alert: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +156,19 @@ class Delivery:
 
 async def insert_outbox(conn: AsyncConnection, entries: Sequence[OutboxEntry], now_ms: int) -> None:
     """Insert notifications and their deliveries inside the caller's transaction."""
+    encoded: dict[int, str] = {}  # one transition's alert object is shared by every user's item: encode it once
+    items = []
+    for e in entries:
+        if e.group_item is None:
+            continue
+        alert = e.group_item["alert"]
+        text = encoded.get(id(alert))
+        if text is None:
+            text = encoded[id(alert)] = orjson.dumps(alert).decode()
+        items.append({**e.group_item, "channels": orjson.dumps(e.group_item["channels"]).decode(), "alert": text})
+    if items:
+        await conn.execute(insert(GroupItemRow), items)
+    entries = [e for e in entries if e.group_item is None]
     if not entries:
         return
     await conn.execute(insert(NotificationRow), [_read_unless_in_app(e) for e in entries])
@@ -205,10 +265,65 @@ class NotificationStore:
             await conn.execute(update(DeliveryRow).where(DeliveryRow.id.in_(list(delivery_ids))).values(
                 status="digested", detail=f"in digest {entry.notification['id']}", updated_at=now_ms))
 
+    # groups
+    async def group_items(self, limit: int) -> list[StoredGroupItem]:
+        """The waiting group items, oldest first (at most `limit`)."""
+        query = select(GroupItemRow.id, GroupItemRow.user, GroupItemRow.group_key, GroupItemRow.transition,
+                       GroupItemRow.created_at, GroupItemRow.channels, GroupItemRow.alert
+                       ).order_by(GroupItemRow.id).limit(limit)
+        async with self.store._read() as conn:
+            rows = (await conn.execute(query)).all()
+        decoded: dict[str, Any] = {}  # one transition's alert is stored once per user: decode it once
+        out = []
+        for item_id, user, key, transition, created_at, channels, alert in rows:
+            data = decoded.get(alert)
+            if data is None:
+                data = decoded[alert] = orjson.loads(alert)
+            out.append(StoredGroupItem(item_id, user, key, transition, created_at, tuple(orjson.loads(channels)),
+                                       data))
+        return out
+
+    async def group_states(self) -> dict[tuple[str, str], int]:
+        """(user, group key) → when that group was last sent."""
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(GroupStateRow.user, GroupStateRow.group_key,
+                                              GroupStateRow.last_sent_at))).all()
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def flush_groups(self, groups: Sequence[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]],
+                           now_ms: int) -> None:
+        """For each (user, key, entries, item ids): store what the group became (its message, and any
+        inhibited items' history), delete its items (every item of the group up to the highest id given:
+        a pass reads items in id order, and only the leader's alert writer adds them, one transaction at a
+        time, so none below that id was unread) and record the send; all in one transaction."""
+        if not groups:
+            return
+        async with self.store._write() as conn:
+            await insert_outbox(conn, [e for g in groups for e in g[2]], now_ms)
+            await conn.execute(delete(GroupItemRow).where(  # each group's items up to the last one it holds
+                GroupItemRow.user == bindparam("u"), GroupItemRow.group_key == bindparam("k"),
+                GroupItemRow.id <= bindparam("last")), [{"u": g[0], "k": g[1], "last": max(g[3])} for g in groups])
+            stmt = self._upsert(GroupStateRow)
+            stmt = stmt.on_conflict_do_update(index_elements=[GroupStateRow.user, GroupStateRow.group_key],
+                                              set_={"last_sent_at": stmt.excluded.last_sent_at})
+            await conn.execute(stmt, [{"user": g[0], "group_key": g[1], "last_sent_at": now_ms} for g in groups])
+
+    async def inhibited_alerts(self, user: str, alert_ids: Sequence[str]) -> set[str]:
+        """Which of these alerts had a notification to `user` suppressed by inhibition."""
+        if not alert_ids:
+            return set()
+        query = (select(NotificationRow.alert_id).join(DeliveryRow, DeliveryRow.notification_id == NotificationRow.id)
+                 .where(NotificationRow.user == user, NotificationRow.alert_id.in_(list(alert_ids)),
+                        DeliveryRow.reason == "inhibited").distinct())
+        async with self.store._read() as conn:
+            return {str(r[0]) for r in (await conn.execute(query)).all()}
+
     # history
     async def history(self, user: str, *, limit: int = 100, before: int | None = None,
-                      unread: bool = False) -> list[dict[str, Any]]:
+                      unread: bool = False, alert_id: str | None = None) -> list[dict[str, Any]]:
         query = select(*_NOTIFICATION_COLUMNS).where(NotificationRow.user == user)
+        if alert_id is not None:
+            query = query.where(NotificationRow.alert_id == alert_id)
         if before is not None:
             query = query.where(NotificationRow.created_at < before)
         if unread:
@@ -263,6 +378,7 @@ class NotificationStore:
                 NotificationRow.created_at < older_than_ms,
                 ~NotificationRow.id.in_(select(DeliveryRow.notification_id)))
             )
+            await conn.execute(delete(GroupStateRow).where(GroupStateRow.last_sent_at < older_than_ms))
 
     # push subscriptions
     async def add_push_subscription(self, sub_id: str, user: str, subscription: Mapping[str, Any],

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from openmanager.store import agents, alerts, logs, notifications, users  # noqa: F401  (their tables)
+from openmanager.store import agents, alerts, ingest_tokens, logs, notifications, users  # noqa: F401  (their tables)
 from openmanager.store.models import Base
 
 metadata = Base.metadata
-for _table in agents.metadata.tables.values():  # agents keeps its Core tables on a MetaData of its own
-    if _table.name not in metadata.tables:
+for _table in (*agents.metadata.tables.values(), *ingest_tokens.metadata.tables.values()):  # Core tables on
+    if _table.name not in metadata.tables:  # MetaData of their own
         _table.to_metadata(metadata)
 
 # Tables a migration creates that no model describes: SQLite's FTS5 index of the logs and its shadow tables.

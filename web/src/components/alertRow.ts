@@ -10,7 +10,9 @@ import { toast } from "./toast";
 const SILENCE_DURATIONS = ["30m", "1h", "4h", "24h"];
 
 export function alertTarget(a: Alert): string {
-  return a.server ?? (a.servers?.length ? `${t("alerts.fleet")}: ${a.servers.join(", ")}` : t("alerts.fleet"));
+  const about = a.labels ? Object.values(a.labels).join(", ") : (a.series ?? []).join(", ");
+  const where = a.server ?? (a.servers?.length ? `${t("alerts.fleet")}: ${a.servers.join(", ")}` : t("alerts.fleet"));
+  return about ? `${about} ${t("alerts.on")} ${where}` : where;
 }
 
 export function alertRow(a: Alert, role: Role, onChange: (a: Alert) => void): HTMLElement {
@@ -19,8 +21,12 @@ export function alertRow(a: Alert, role: Role, onChange: (a: Alert) => void): HT
   const shape = h("span", { class: `shape sev-${a.severity}`, aria: { hidden: "true" }, text: SEVERITY_SHAPES[a.severity] });
   const target = a.server ? h("a", { href: `#/servers/${encodeURIComponent(a.server)}`, text: a.server, attrs: { translate: "no" } })
     : a.servers?.length ? h("span", null, `${t("alerts.fleet")}: `, data(a.servers.join(", "))) : h("span", { text: t("alerts.fleet") });
+  // The series an alert is about ("/var on db-01"): an `each` alert's labels, else the series it names.
+  const about = a.labels ? Object.values(a.labels).join(", ") : (a.series ?? []).join(", ");
   const title = h("div", { class: "alert-title" }, shape,
-    h("strong", null, data(a.rule.name)), " ", target,
+    h("strong", null, data(a.rule.name)), " ",
+    about ? h("span", { class: "alert-series", dataset: { series: about } }, data(about), ` ${t("alerts.on")} `) : null,
+    target,
     h("span", { class: `pill sev-${a.severity}`, dataset: { severity: a.severity }, text: tOr(`severity.${a.severity}`, a.severity) }),
     h("span", { class: "pill", dataset: { state: a.state }, text: tOr(`state.${a.state}`, a.state) }));
   const since = a.fired_at ?? a.started_at;
@@ -28,7 +34,8 @@ export function alertRow(a: Alert, role: Role, onChange: (a: Alert) => void): HT
     h("span", { text: t("alerts.value", { value: a.value === null ? "–" : num(a.value, 2) }) }), " · ",
     h("span", { title: dateTime(since), text: t("alerts.since", { time: ago(since) }) }),
     a.resolved_at ? h("span", { text: ` · ${t("alerts.resolvedAgo", { time: ago(a.resolved_at) })}` }) : null,
-    a.silenced_by ? h("span", { text: ` · ${t("alerts.silenced")}` }) : null);
+    a.silenced_by ? h("span", { text: ` · ${t("alerts.silenced")}` }) : null, " · ",
+    h("a", { class: "timeline-link", href: `#/alerts/${encodeURIComponent(a.id)}`, text: t("timeline.open") }));
   li.append(title, facts);
   if (a.acknowledged) {
     li.append(h("div", { class: "alert-ack" }, "✓ ", ...tn("alerts.acked", { by: a.acknowledged.by, comment: a.acknowledged.comment || "–" })));

@@ -29,6 +29,10 @@ export class LiveChart {
   private resizeObserver: ResizeObserver;
   private data: uPlot.AlignedData;
   private readonly current: HTMLElement;
+  /** Drawn over the plot after each redraw (components/forecast.ts: trend line, baseline band, anomalies). */
+  overlay: ((u: uPlot) => void) | null = null;
+  /** Room left after the last point, as a fraction of the points' span (where the overlay draws a forecast). */
+  ahead = 0;
 
   constructor(readonly opts: ChartOptions) {
     this.current = h("span", { class: "chart-current" });
@@ -50,9 +54,10 @@ export class LiveChart {
       width,
       height: this.opts.height ?? 170,
       legend: { show: false },
+      hooks: { draw: [(u) => this.overlay?.(u)] },
       cursor: { drag: { x: false, y: false } },
       scales: {
-        x: { time: true },
+        x: { time: true, range: (_u, min, max) => [min, max + (max - min) * this.ahead] },
         y: range ? { range: () => range } : { range: (_u, _min, max) => [0, max > 0 ? max * 1.1 : 1] },
       },
       axes: [
@@ -91,6 +96,11 @@ export class LiveChart {
     this.data = data;
     if (this.plot) this.plot.setData(data);
     this.markLast();
+  }
+
+  /** Draw again, scales included (the overlay's data or `ahead` changed). */
+  redraw(): void {
+    this.plot?.setData(this.data);
   }
 
   private markLast(): void {

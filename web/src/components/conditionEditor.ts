@@ -9,7 +9,7 @@ import { debounce, h, replace, setText } from "../dom";
 import { data, t, tn } from "../i18n";
 
 /** Function names the rule language knows, as the grammar matches them (a word followed by "("). */
-const FUNCTION = /\b(avg|min|max|last|rate|delta|p95|count|fleet_(?:avg|min|max|p95)|predict|time_to|anomaly|outlier)(?=\s*\()/gi;
+const FUNCTION = /\b(avg|min|max|last|rate|delta|p95|count|any|all|fleet_(?:avg|min|max|p95)|predict|time_to|anomaly|outlier)(?=\s*\()/gi;
 export const HISTORY_FUNCTIONS = ["predict", "time_to", "anomaly", "outlier"] as const;
 type HistoryFunction = (typeof HISTORY_FUNCTIONS)[number];
 

@@ -2,6 +2,7 @@
 // plus one above and below, exist in the DOM; cards are reused as the grid scrolls), updated at most
 // once per animation frame from the live metrics.
 
+import { cardForecast, cardForecastElement, watchFleetForecasts } from "../components/forecast";
 import { drawSparkline, sparkColor } from "../components/sparkline";
 import { frameThrottle, h, setText } from "../dom";
 import { pct } from "../format";
@@ -72,6 +73,7 @@ class Card {
   private readonly meta: HTMLElement;
   private readonly bars: Record<"cpu" | "memory" | "disk", Bar>;
   private readonly canvas: HTMLCanvasElement;
+  private readonly forecast: HTMLElement;
   id = "";
   index = -1;
   private status = "";
@@ -86,11 +88,12 @@ class Card {
     this.meta = h("div", { class: "card-meta", attrs: { translate: "no" } });
     this.bars = { cpu: new Bar("cpu"), memory: new Bar("memory"), disk: new Bar("disk") };
     this.canvas = h("canvas", { class: "spark", aria: { hidden: "true" } });
+    this.forecast = cardForecastElement();
     this.el = h("a", { class: "card" },
       h("div", { class: "card-head" }, this.shape, this.name, this.statusText),
       this.meta,
       h("div", { class: "bars" }, this.bars.cpu.el, this.bars.memory.el, this.bars.disk.el),
-      this.canvas);
+      this.canvas, this.forecast);
   }
 
   place(x: number, y: number, w: number): void {
@@ -131,8 +134,9 @@ class Card {
     this.bars.cpu.set(s.sample.cpu);
     this.bars.memory.set(s.sample.memory);
     this.bars.disk.set(s.sample.disk);
+    const soon = cardForecast(this.forecast, s.id);
     this.el.setAttribute("aria-label", `${s.id}, ${t(`status.${status}` as Key)}, CPU ${pct(s.sample.cpu)}, `
-      + `${t("metric.memory")} ${pct(s.sample.memory)}, ${t("metric.disk")} ${pct(s.sample.disk)}`);
+      + `${t("metric.memory")} ${pct(s.sample.memory)}, ${t("metric.disk")} ${pct(s.sample.disk)}${soon ? `, ${soon}` : ""}`);
     if (s.ts !== this.drawnTs) {
       this.drawnTs = s.ts;
       drawSparkline(this.canvas, s, color);
@@ -358,6 +362,7 @@ export function fleetView(ctx: Ctx): View {
     mounted() {
       resize.observe(grid);
       render();
+      offs.push(watchFleetForecasts(schedule));
     },
     destroy() {
       resize.disconnect();

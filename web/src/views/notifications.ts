@@ -28,7 +28,7 @@ export function notificationsView(ctx: Ctx): View {
           class: `chip ch-${d.status}`, dataset: { channel: name, status: d.status, reason: d.reason ?? "" },
           title: [reason, d.attempts ? t("notif.attempts", { count: d.attempts }) : ""].filter(Boolean).join(" · "),
         }, `${tOr(`channel.${name}`, name)}: ${tOr(`delivery.${d.status}`, d.status)}${reason ? ` (${reason})` : ""}`,
-        d.detail && d.status === "failed" ? h("span", null, " — ", data(d.detail)) : null);
+        d.detail && (d.status === "failed" || d.reason === "inhibited") ? h("span", null, " — ", data(d.detail)) : null);
       }));
     const mark = n.read_at ? h("span", { class: "muted", text: t("notif.read") }) : h("button", {
       type: "button", class: "mark-read", text: t("notif.markRead"),

@@ -11,6 +11,7 @@ import { SEVERITIES, SEVERITY_SHAPES, canOperate, type Backtest, type Rule } fro
 import type { Ctx, View } from "../view";
 
 const ACTIONS = ["immediate-alert", "digest", "record"];
+const EACH = ["mount", "interface", "device", "core", "sensor"];
 const BLANK: Rule = { name: "", condition: "", severity: "warning", action: "immediate-alert", for: "0s", cooldown: "5m",
   fleet: false, enabled: true };
 
@@ -62,9 +63,17 @@ export function rulesView(ctx: Ctx, params: string[]): View {
     const forInput = text("rule-for", rule.for ?? "0s", "0s");
     const cooldown = text("rule-cooldown", rule.cooldown ?? "5m", "5m");
     const repeat = text("rule-repeat", rule.repeat ?? "", "1h");
+    const each = h("select", { id: "rule-each" }, h("option", { value: "", text: t("rules.eachNone") }),
+      ...EACH.map((label) => h("option", { value: label, text: label })));
+    each.value = rule.each ?? "";
     const enabled = h("input", { id: "rule-enabled", type: "checkbox" });
     enabled.checked = rule.enabled !== false;
     const description = h("textarea", { id: "rule-description", value: rule.description ?? "", attrs: { rows: "2" } });
+    const family = text("rule-family", rule.family ?? "", t("rules.familyDefault"));
+    const groupBy = text("rule-group-by", (rule.group_by ?? []).join(", "), "rule, severity");
+    const escalation = h("textarea", { id: "rule-escalation", attrs: { rows: "3", spellcheck: "false",
+      placeholder: '{"steps": [{"after": "10m", "users": ["oncall"]}], "repeat": "30m"}' },
+      value: rule.escalation ? JSON.stringify(rule.escalation) : "" });
     const result = h("div", { class: "backtest", aria: { live: "polite" } });
 
     const body = (): Rule => {
@@ -76,10 +85,19 @@ export function rulesView(ctx: Ctx, params: string[]): View {
       if (scope.value.trim()) r.scope = scope.value.trim();
       if (repeat.value.trim()) r.repeat = repeat.value.trim();
       if (description.value.trim()) r.description = description.value.trim();
+      if (family.value.trim()) r.family = family.value.trim();
+      const labels = groupBy.value.split(",").map((x) => x.trim()).filter((x) => x);
+      if (labels.length) r.group_by = labels;
+      if (escalation.value.trim()) r.escalation = JSON.parse(escalation.value) as Rule["escalation"];  // a SyntaxError is shown
+      if (each.value) r.each = each.value;
       return r;
     };
     // A 400 names the field first ("condition: ... at position 6"): show it where it belongs.
     const showSaveError = (error: ApiError) => {
+      if (error instanceof SyntaxError) {  // the escalation field's JSON, parsed by body()
+        toast(t("rules.escalationJson", { message: (error as SyntaxError).message }), "error");
+        return;
+      }
       const target = /^\s*clear\b/.test(error.message) ? clear : /^\s*scope\b/.test(error.message) ? scope
         : error.position !== null || /^\s*condition\b/.test(error.message) ? condition : null;
       if (target) target.showError({ message: error.message, position: error.position });
@@ -95,10 +113,13 @@ export function rulesView(ctx: Ctx, params: string[]): View {
       field("rule-name", t("rules.name"), name), condition.el, clear.el, scope.el,
       h("div", { class: "row" }, field("rule-severity", t("rules.severity"), severity), field("rule-action", t("rules.action"), action),
         field("rule-for", t("rules.for"), forInput), field("rule-cooldown", t("rules.cooldown"), cooldown),
-        field("rule-repeat", t("rules.repeat"), repeat)),
+        field("rule-repeat", t("rules.repeat"), repeat), field("rule-each", t("rules.each"), each)),
       h("div", { class: "row checks" },
         h("label", { class: "check" }, fleet, t("rules.fleet")), h("label", { class: "check" }, enabled, t("rules.enabled"))),
       field("rule-description", t("rules.description"), description),
+      h("fieldset", null, h("legend", { text: t("rules.notifications") }),
+        h("div", { class: "row" }, field("rule-family", t("rules.family"), family), field("rule-group-by", t("rules.groupBy"), groupBy)),
+        field("rule-escalation", t("rules.escalation"), escalation)),
       rule.updated_at ? h("p", { class: "muted" }, data(rule.created_by ?? ""), ` · ${dateTime(rule.updated_at)}`) : null,
       h("div", { class: "actions" }, save, backtest, remove),
       result);
@@ -143,7 +164,8 @@ export function rulesView(ctx: Ctx, params: string[]): View {
             h("thead", null, h("tr", null, ...(["server", "fired", "resolved", "value", "notified"] as const).map((c) =>
               h("th", { text: t(`backtest.${c}`), attrs: { scope: "col" } })))),
             h("tbody", null, ...r.episodes.slice(0, 100).map((e) => h("tr", null,
-              h("td", null, data(e.server)), h("td", { text: dateTime(e.fired_at) }), h("td", { text: dateTime(e.resolved_at) }),
+              h("td", null, data(e.labels ? `${Object.values(e.labels).join(", ")} ${t("alerts.on")} ${e.server}` : e.server)),
+              h("td", { text: dateTime(e.fired_at) }), h("td", { text: dateTime(e.resolved_at) }),
               h("td", { text: num(e.value, 2) }), h("td", { text: e.notified ? t("common.yes") : t("common.no") })))))
             : h("p", { class: "muted", text: t("rules.noEpisodes") }));
       } catch (error) {

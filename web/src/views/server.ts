@@ -1,10 +1,13 @@
 // Server detail: live uPlot charts backfilled from /history (range 5m / 15m / 1h), the current values,
-// the server's active alerts and its logs.
+// the server's labelled series (each mount's bar and a chart of them all, interfaces, devices, a per-core
+// heat strip: the metrics subscription asks for them with the `series` option), its active alerts and logs.
 
 import { ApiError, get, query } from "../api";
 import { AlertList } from "../components/alertRow";
 import { LiveChart } from "../components/chart";
+import { ServerForecastOverlay } from "../components/forecast";
 import { LogList } from "../components/logList";
+import { SeriesPanel, seriesOf, sortLabels } from "../components/seriesPanel";
 import { frameThrottle, h, replace, setText } from "../dom";
 import { ago, bytes, compactBytes, duration, ms, num, pct, perSecond } from "../format";
 import { data, t, tn, type Key } from "../i18n";
@@ -67,6 +70,53 @@ class Series {
   }
 }
 
+const PALETTE = ["#2459c7", "#c2410c", "#15803d", "#7c3aed", "#b45309", "#0e7490", "#be185d", "#4d7c0f"];
+
+/** One chart's rows for a set of labelled series (`disk:mount=/var` ...): x in seconds, a column per key. */
+class KeyedRows {
+  xs: number[] = [];
+  cols: (number | null)[][];
+  constructor(readonly keys: string[]) {
+    this.cols = keys.map(() => []);
+  }
+
+  static fromHistory(keys: string[], results: [number, number][][]): KeyedRows {
+    const rows = new Map<number, Map<number, number>>();
+    results.forEach((points, k) => {
+      for (const [ts, v] of points) {
+        let row = rows.get(ts);
+        if (!row) rows.set(ts, (row = new Map()));
+        row.set(k, v);
+      }
+    });
+    const out = new KeyedRows(keys);
+    for (const ts of [...rows.keys()].sort((a, b) => a - b)) {
+      out.xs.push(ts / 1000);
+      out.cols.forEach((col, k) => col.push(rows.get(ts)!.get(k) ?? null));
+    }
+    return out;
+  }
+
+  push(tsMs: number, sample: Record<string, unknown>): void {
+    if (this.xs.length && tsMs / 1000 <= this.xs[this.xs.length - 1]) return;
+    this.xs.push(tsMs / 1000);
+    this.keys.forEach((key, k) => {
+      const v = sample[key];
+      this.cols[k].push(typeof v === "number" ? v : null);
+    });
+  }
+
+  trim(keepSeconds: number): void {
+    if (!this.xs.length) return;
+    const from = this.xs[this.xs.length - 1] - keepSeconds;
+    let n = 0;
+    while (n < this.xs.length && this.xs[n] < from) n++;
+    if (!n) return;
+    this.xs.splice(0, n);
+    for (const col of this.cols) col.splice(0, n);
+  }
+}
+
 export function serverView(ctx: Ctx, params: string[]): View {
   const { live } = ctx;
   const id = params[0] ?? "";
@@ -114,11 +164,50 @@ export function serverView(ctx: Ctx, params: string[]): View {
   function reportsResponseTime(): boolean {
     return latest.response_time !== undefined || series.cols.response_time.some((v) => v !== null);
   }
+  const forecast = new ServerForecastOverlay(id, charts.filter((c) => c.metrics.length === 1).map((c) => ({ chart: c.chart, metric: c.metrics[0] })));
   const loading = h("p", { class: "muted", text: t("server.loading") });
   const chartGrid = h("section", { class: "charts", aria: { label: t("server.details") } }, ...charts.map((c) => c.chart.el));
 
+  // -- labelled series: a panel of bars, rows and cells, and one chart of every mount -----------------
+  const seriesPanel = new SeriesPanel();
+  let mountKeys: string[] = [];
+  let mountChart: LiveChart | null = null;
+  let mountRows = new KeyedRows([]);
+  let mounted = false;
+  function ensureMountChart(sample: Record<string, unknown>): void {
+    const keys = sortLabels(seriesOf(sample).get("disk")?.keys() ?? []).map((m) => `disk:mount=${m}`);
+    if (!keys.length || JSON.stringify(keys) === JSON.stringify(mountKeys)) return;
+    mountKeys = keys;
+    mountRows = new KeyedRows(keys);
+    mountChart?.el.remove();
+    mountChart?.destroy();
+    mountChart = new LiveChart({
+      metric: "mounts", title: t("series.mountsChart"), range: [0, 100], format: (v) => `${num(v, 0)}%`,
+      series: keys.map((key, i) => ({ label: key.slice("disk:mount=".length), color: PALETTE[i % PALETTE.length] })),
+    });
+    chartGrid.append(mountChart.el);
+    if (mounted) mountChart.mount();
+    void backfillMounts();
+  }
+  async function backfillMounts(): Promise<void> {
+    const keys = mountKeys;
+    const r = RANGES[range];
+    try {
+      const results = await Promise.all(keys.map((key) => get<{ points: [number, number][] }>(
+        `/api/v1/servers/${encodeURIComponent(id)}/history${query({ metric: "disk", mount: key.slice("disk:mount=".length), since: range, step: r.step })}`)));
+      if (destroyed || keys !== mountKeys) return;
+      mountRows = KeyedRows.fromHistory(keys, results.map((res) => res.points));
+    } catch {
+      if (destroyed || keys !== mountKeys) return;
+      mountRows = new KeyedRows(keys);
+    }
+    mountRows.trim(r.seconds);
+    redraw();
+  }
+
   const redraw = frameThrottle(() => {
     for (const { chart, metrics } of charts) chart.setData([series.xs, ...metrics.map((m) => series.cols[m])] as never);
+    mountChart?.setData([mountRows.xs, ...mountRows.cols] as never);
     if (ready) {
       const reported = reportsResponseTime();
       responseChart.el.hidden = !reported;
@@ -155,6 +244,7 @@ export function serverView(ctx: Ctx, params: string[]): View {
       replace(values, ...rows.flatMap(([k]) => [h("dt", { text: t(k) }), h("dd", { dataset: { key: k } })]));
     }
     rows.forEach(([, v], i) => setText(values.children[i * 2 + 1], v));
+    seriesPanel.update(s as Record<string, unknown>);
   }
 
   // -- alerts and logs ------------------------------------------------------------------------------
@@ -168,10 +258,11 @@ export function serverView(ctx: Ctx, params: string[]): View {
   const logs = new LogList(500, false, `${t("server.logs")} ${id}`);
 
   const el = h("div", { class: "view view-server", dataset: { server: id } },
-    header, loading, chartGrid, noResponseTime,
+    header, forecast.el, loading, chartGrid, noResponseTime,
     h("div", { class: "columns" },
       h("section", { class: "panel" }, h("h2", { text: t("server.details") }), values),
       h("section", { class: "panel" }, h("h2", { text: t("server.alerts") }), noAlerts, alertList.el)),
+    seriesPanel.el,
     h("section", { class: "panel" }, h("h2", { text: t("server.logs") }), logs.el));
 
   function onMetrics(d: MetricsData): void {
@@ -179,6 +270,11 @@ export function serverView(ctx: Ctx, params: string[]): View {
     if (!sample) return;
     latest = sample;
     renderValues();
+    ensureMountChart(sample as Record<string, unknown>);
+    if (mountKeys.length) {
+      mountRows.push(d.ts, sample as Record<string, unknown>);
+      mountRows.trim(RANGES[range].seconds);
+    }
     if (!ready) {
       early.push(d);
       return;
@@ -216,12 +312,13 @@ export function serverView(ctx: Ctx, params: string[]): View {
     range = r;
     for (const b of rangeButtons) b.setAttribute("aria-pressed", String(b.dataset.range === r));
     void backfill();
+    if (mountKeys.length) void backfillMounts();
   }
 
   async function start(): Promise<void> {
     try {
       info = await get<ServerInfo>(`/api/v1/servers/${encodeURIComponent(id)}`);
-      if (!live.servers.get(id)?.ts) latest = { ...info.sample, status: info.status };
+      if (!live.servers.get(id)?.ts) latest = { ...info.sample, ...(info.series ?? {}), status: info.status };
     } catch (error) {
       if ((error as ApiError).status === 404) {
         replace(el, header, h("p", { class: "empty", text: t("server.notFound", { id }) }));
@@ -230,8 +327,9 @@ export function serverView(ctx: Ctx, params: string[]): View {
     }
     if (destroyed) return;
     renderValues();
+    ensureMountChart(latest as Record<string, unknown>);
     held.push(new Held(live.client.subscribe<MetricsData>("metrics", {
-      filter: { servers: [id] },
+      filter: { servers: [id], series: true },
       onSnapshot: (d) => onMetrics(d),
       onEvent: (d) => onMetrics(d),
     })));
@@ -262,12 +360,17 @@ export function serverView(ctx: Ctx, params: string[]): View {
     el,
     mounted() {
       for (const { chart } of charts) chart.mount();
+      mounted = true;
+      mountChart?.mount();
       void start();
+      forecast.start();
     },
     destroy() {
       destroyed = true;
+      forecast.stop();
       for (const off of offs) off();
       for (const { chart } of charts) chart.destroy();
+      mountChart?.destroy();
       for (const sub of held) sub.end();
     },
   };

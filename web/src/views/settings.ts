@@ -1,5 +1,6 @@
-// Settings: theme and language, the account, notification preferences (channels, quiet hours, digest),
-// a test notification, and "enable push on this device" (service worker + PushManager subscription).
+// Settings: theme and language, the account, notification preferences (channels with a test button each,
+// Apprise URLs with a builder for the common services, grouping, quiet hours, digest), a test through every
+// channel, and "enable push on this device" (service worker + PushManager subscription).
 
 import { ApiError, get, post, put } from "../api";
 import { toast } from "../components/toast";
@@ -9,7 +10,22 @@ import { setTheme, themeChoice, type ThemeChoice } from "../theme";
 import { SEVERITIES, type Preferences } from "../types";
 import type { Ctx, View } from "../view";
 
-const CHANNELS = ["inapp", "email", "webhook", "webpush"] as const;
+const CHANNELS = ["inapp", "email", "webhook", "webpush", "apprise"] as const;
+
+/** Apprise URL templates for the common services: `{part}` becomes an input in the builder. */
+const APPRISE_TEMPLATES: Record<string, string> = {
+  ntfy: "ntfy://{host}/{topic}",
+  gotify: "gotifys://{host}/{token}",
+  slack: "slack://{token_a}/{token_b}/{token_c}",
+  discord: "discord://{webhook_id}/{webhook_token}",
+  telegram: "tgram://{bot_token}/{chat_id}",
+  teams: "workflows://{host}/{workflow}/{signature}",
+  matrix: "matrixs://{user}:{password}@{host}/{room}",
+  pushover: "pover://{user_key}@{token}",
+  pagerduty: "pagerduty://{integration_key}@{api_key}",
+  opsgenie: "opsgenie://{api_key}",
+  json: "jsons://{host}/{path}",
+};
 
 export interface SettingsHooks {
   rerender: () => void;
@@ -91,10 +107,51 @@ export function settingsView(ctx: Ctx, _params: string[], hooks: SettingsHooks):
         read.url = () => url.value.trim() || undefined;
         read.format = () => format.value;
       }
+      if (name === "apprise") {
+        const urls = h("textarea", { id: "ch-apprise-urls", attrs: { rows: "3", autocomplete: "off", spellcheck: "false",
+          placeholder: c.urls_set ? t("settings.appriseSet", { services: (c.services ?? []).join(", ") }) : "ntfy://ntfy.example.com/alerts" } });
+        const service = h("select", { id: "ch-apprise-service" }, ...Object.keys(APPRISE_TEMPLATES).map((k) =>
+          h("option", { value: k, text: k })));
+        const parts = h("div", { class: "row apprise-parts" });
+        const inputs: Record<string, HTMLInputElement> = {};
+        const showParts = () => {
+          for (const k of Object.keys(inputs)) delete inputs[k];
+          const names = [...APPRISE_TEMPLATES[service.value].matchAll(/\{(\w+)\}/g)].map((m) => m[1]);
+          replace(parts, ...names.map((n) => {
+            inputs[n] = h("input", { id: `apprise-part-${n}`, type: "text", attrs: { autocomplete: "off" } });
+            return field(`apprise-part-${n}`, n, inputs[n]);
+          }));
+        };
+        service.addEventListener("change", showParts);
+        showParts();
+        const add = h("button", { type: "button", id: "apprise-add", text: t("settings.appriseAdd") });
+        add.addEventListener("click", () => {
+          const url = APPRISE_TEMPLATES[service.value].replace(/\{(\w+)\}/g, (_m, n: string) => encodeURIComponent(inputs[n]?.value.trim() ?? ""));
+          urls.value = (urls.value.trim() ? urls.value.trim() + "\n" : "") + url;
+        });
+        extra.push(field("ch-apprise-urls", t("settings.appriseUrls"), urls),
+          h("div", { class: "apprise-builder" }, field("ch-apprise-service", t("settings.appriseBuilder"), service), parts, add));
+        read.urls = () => {
+          const list = urls.value.split("\n").map((u) => u.trim()).filter((u) => u);
+          return list.length ? list : undefined;
+        };
+      }
+      const testOne = h("button", { type: "button", class: "channel-test", text: t("settings.testChannel") });
+      testOne.addEventListener("click", async () => {
+        testOne.disabled = true;
+        try {
+          const r = await post<{ ok: boolean; detail: string }>(`/api/v1/me/test-notification/${name}`);
+          toast(t(r.ok ? "settings.testOk" : "settings.testFailed", { detail: r.detail }), r.ok ? "success" : "error", 10000);
+        } catch (error) {
+          toast(t("common.error", { message: (error as ApiError).message }), "error");
+        } finally {
+          testOne.disabled = false;
+        }
+      });
       const fieldset = h("fieldset", { class: "channel", dataset: { channel: name } },
         h("legend", { text: t(`settings.channel.${name}` as Key) }),
         h("label", { class: "check" }, enabled, t("settings.enabled")),
-        field(`ch-${name}-min`, t("settings.minSeverity"), min), ...extra);
+        field(`ch-${name}-min`, t("settings.minSeverity"), min), ...extra, testOne);
       const value = () => {
         const out: Record<string, unknown> = { enabled: enabled.checked, min_severity: min.value };
         for (const [k, fn] of Object.entries(read)) {
@@ -119,6 +176,10 @@ export function settingsView(ctx: Ctx, _params: string[], hooks: SettingsHooks):
     dMode.value = p.digest.mode;
     const dAt = h("input", { id: "digest-at", type: "time", value: p.digest.at });
     const dZone = h("input", { id: "digest-zone", type: "text", value: p.digest.timezone });
+    const gBy = h("input", { id: "group-by", type: "text", value: (p.grouping?.group_by ?? []).join(", "),
+      attrs: { placeholder: "rule, severity" } });
+    const gBypass = h("input", { id: "group-bypass", type: "checkbox" });
+    gBypass.checked = p.grouping?.critical_bypass ?? false;
     const save = h("button", { type: "submit", class: "primary", text: t("settings.save") });
     const form = h("form", { class: "prefs-form" },
       h("h3", { text: t("settings.channels") }), h("div", { class: "channels-grid" }, ...rows.map((r) => r.fieldset)),
@@ -127,6 +188,9 @@ export function settingsView(ctx: Ctx, _params: string[], hooks: SettingsHooks):
         h("div", { class: "row" }, field("quiet-start", t("settings.quietStart"), qStart), field("quiet-end", t("settings.quietEnd"), qEnd),
           field("quiet-zone", t("settings.timezone"), qZone)),
         h("label", { class: "check" }, qBypass, t("settings.bypass"))),
+      h("fieldset", null, h("legend", { text: t("settings.grouping") }),
+        field("group-by", t("settings.groupBy"), gBy),
+        h("label", { class: "check" }, gBypass, t("settings.groupBypass"))),
       h("fieldset", null, h("legend", { text: t("settings.digest") }),
         h("div", { class: "row" }, field("digest-mode", t("settings.digestMode"), dMode), field("digest-at", t("settings.digestAt"), dAt),
           field("digest-zone", t("settings.timezone"), dZone))),
@@ -139,6 +203,8 @@ export function settingsView(ctx: Ctx, _params: string[], hooks: SettingsHooks):
         quiet_hours: quietOn.checked ? { start: qStart.value, end: qEnd.value, timezone: qZone.value.trim() || "UTC",
           critical_bypass: qBypass.checked } : null,
         digest: { mode: dMode.value, at: dAt.value || "09:00", timezone: dZone.value.trim() || "UTC" },
+        grouping: { group_by: gBy.value.trim() ? gBy.value.split(",").map((x) => x.trim()).filter((x) => x) : null,
+          critical_bypass: gBypass.checked },
       };
       try {
         const saved = await put<Preferences>("/api/v1/me/preferences", body);

@@ -47,7 +47,7 @@ from openmanager.core.rules.nodes import (
     String,
     Window,
 )
-from openmanager.core.rules.parser import parse, parse_duration, parse_steps, run_steps
+from openmanager.core.rules.parser import format_duration, parse, parse_duration, parse_steps, run_steps
 from openmanager.core.rules.typecheck import Type, typecheck
 
 __all__ = [
@@ -81,6 +81,7 @@ __all__ = [
     "compile_steps",
     "cost",
     "forbidden_character",
+    "format_duration",
     "history_functions",
     "history_needed",
     "number_evaluator",

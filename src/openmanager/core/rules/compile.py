@@ -15,9 +15,17 @@ Window functions see the samples with `ts >= now_ms - duration`:
 `predict`, `time_to`, `anomaly` and `outlier` read what `HistoryContext` offers when the context has it
 (running sums, an hourly baseline, the role's peers; `core.forecast` has the maths and the minimums);
 a context without `moments` gets the sums computed from `series`, one without `baseline` or `peers`
-answers unknown.
+answers unknown. Each also reads one labelled series (`time_to(disk{mount="/var"}, 100, 6h)`: the
+context's methods take its key, `disk:mount=/var`).
 Fleet functions aggregate each member's latest value the same way (members without it are skipped,
 none left is unknown); `count(cond)` counts the members where `cond` is True (unknown is not True).
+
+Labelled series: `disk{mount="/var"}` is that series' latest value (unknown when the server has no such
+series); `max(disk{})` (`min`, `avg`, `p95`) aggregates the latest values of the server's `disk` series
+(unknown when it has none); `any(cond)` / `all(cond)` evaluate `cond` once per label value of the series
+its `metric{}`s name (where `disk{}` is that mount's value, unknown for a metric without that label
+value), and combine the verdicts like OR / AND (no series at all: unknown). `Condition.observe` names the
+series behind a verdict: the matching series of `any()`/`all()`, the series `max()`/`min()` picked.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import math
 import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -48,7 +56,10 @@ from openmanager.core.rules.nodes import (
     Not,
     Number,
     Outlier,
+    Quantified,
+    Reduce,
     String,
+    Vector,
     Window,
     children,
     function_name,
@@ -56,6 +67,7 @@ from openmanager.core.rules.nodes import (
 )
 from openmanager.core.rules.parser import parse_steps, run_steps
 from openmanager.core.rules.typecheck import Type, result_type, typecheck
+from openmanager.core.series import SERIES_BY_METRIC, display_series
 
 
 class EvalContext(Protocol):
@@ -72,6 +84,11 @@ class EvalContext(Protocol):
 
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
         """Timestamps (ms, ascending) and values of `metric` at or after `since_ms`, without NaNs."""
+        ...
+
+    def labelled(self, metric: str) -> Mapping[str, float]:
+        """The latest value of each of the server's labelled series of `metric`, by label value (`disk` →
+        `{"/": 40.1, "/var": 91.2}`); empty when it has none (or none known now)."""
         ...
 
     @property
@@ -121,8 +138,10 @@ class Condition:
     """A compiled rule condition. Immutable; evaluating it is pure apart from calling the context.
 
     `fields` are the metric/status names it reads (inside windows, fleet functions and `count()`
-    too); `max_window_ms` is its longest window (0 if none), i.e. how much history it needs; `cost`
-    is what one evaluation for one server costs (`limits.cost`); `expr` is the checked syntax tree.
+    too; a labelled series by its key, `disk:mount=/var`); `series_metrics` the metrics whose every
+    series it reads (`max(disk{})`, `any(disk{} > 90)`); `max_window_ms` is its longest window (0 if
+    none), i.e. how much history it needs; `cost` is what one evaluation for one server costs
+    (`limits.cost`); `expr` is the checked syntax tree.
     Build one with `compile_condition`, not directly.
     """
 
@@ -132,12 +151,17 @@ class Condition:
     max_window_ms: int
     cost: int
     expr: Expr = field(repr=False, compare=False)
+    series_metrics: frozenset[str] = frozenset()
     _server_fn: _Bool[EvalContext] | None = field(default=None, repr=False, compare=False)
     _fleet_fn: _Bool[FleetContext] | None = field(default=None, repr=False, compare=False)
     _observers: tuple[tuple[str, Callable[[object], float | str | None]], ...] = field(
         default=(), repr=False, compare=False
     )
     _count_fns: tuple[_Bool[EvalContext], ...] = field(default=(), repr=False, compare=False)
+    _namers: tuple[Callable[[EvalContext], list[str]], ...] = field(default=(), repr=False, compare=False)
+    _series_values: tuple[Callable[[EvalContext], dict[str, float | str | None]], ...] = field(
+        default=(), repr=False, compare=False
+    )
 
     def matching_members(self, ctx: FleetContext) -> list[EvalContext]:
         """For a fleet condition: the members where the condition of any `count()` holds (the servers an
@@ -149,10 +173,26 @@ class Condition:
 
     def observe(self, ctx: EvalContext | FleetContext) -> dict[str, float | str | None]:
         """The value of each compared operand that is not a literal, keyed by its source text: for
-        `avg(cpu, 5m) > 80 AND status != "offline"` → `{"avg(cpu, 5m)": 82.5, "status": "warning"}`.
+        `avg(cpu, 5m) > 80 AND status != "offline"` → `{"avg(cpu, 5m)": 82.5, "status": "warning"}`;
+        for `any(disk{} > 90)`, the value of each series it matched (`{'disk{mount="/var"}': 95.1}`).
         `ctx` is an EvalContext for a per-server condition, a FleetContext for a fleet one. This is
         what an alert reports as the value that caused it; call it on transitions, not every tick."""
-        return {label: fn(ctx) for label, fn in self._observers}
+        out = {label: fn(ctx) for label, fn in self._observers}
+        if not self.fleet:
+            for values in self._series_values:
+                out.update(values(ctx))  # type: ignore[arg-type]  # a per-server condition gets an EvalContext
+        return out
+
+    def series_named(self, ctx: EvalContext) -> list[str]:
+        """The labelled series behind a per-server verdict, in the rule language's spelling
+        (`disk{mount="/var"}`): those `any()`/`all()` matched, those `max()`/`min()` picked, those named
+        outright; empty when the condition reads none."""
+        if self.fleet:
+            return []
+        out: dict[str, None] = {}
+        for fn in self._namers:
+            out.update(dict.fromkeys(fn(ctx)))
+        return list(out)
 
     def evaluate(self, ctx: EvalContext) -> bool | None:
         """True, False, or None (unknown) for one server. Raises ValueError for a fleet condition;
@@ -227,14 +267,18 @@ def _compile(text: str, fleet: bool, expr: Expr, price: int) -> Condition:
     nodes = list(walk(expr))
     fields = frozenset(n.name for n in nodes if isinstance(n, Field) and n.scope == "metric")
     max_window = max((n.duration_ms for n in nodes if isinstance(n, Window | Forecast | Anomaly)), default=0)
+    vectors = frozenset(n.metric for n in nodes if isinstance(n, Vector | Reduce))
     if fleet:
         fleet_compiler = _FleetCompiler()
         counts = tuple(_ServerCompiler().boolean(n.condition) for n in nodes if isinstance(n, Count))
-        return Condition(text, True, fields, max_window, price, expr, _fleet_fn=fleet_compiler.boolean(expr),
+        return Condition(text, True, fields, max_window, price, expr, vectors,
+                         _fleet_fn=fleet_compiler.boolean(expr),
                          _observers=_observers(text, expr, fleet_compiler), _count_fns=counts)
     server_compiler = _ServerCompiler()
-    return Condition(text, False, fields, max_window, price, expr, _server_fn=server_compiler.boolean(expr),
-                     _observers=_observers(text, expr, server_compiler))
+    return Condition(text, False, fields, max_window, price, expr, vectors, _server_fn=server_compiler.boolean(expr),
+                     _observers=_observers(text, expr, server_compiler), _namers=_namers(expr),
+                     _series_values=tuple(_quantified_values(n) for n in _outside_count(expr)
+                                          if isinstance(n, Quantified)))
 
 
 def _observers(
@@ -247,6 +291,8 @@ def _observers(
     while stack:
         node = stack.pop()
         if isinstance(node, Count):
+            continue
+        if isinstance(node, Quantified):  # observed per matching series: `_series_values`
             continue
         if isinstance(node, Compare):
             sides: list[tuple[str, Expr]] = []
@@ -273,13 +319,13 @@ def call_label(expr: Expr) -> str:
     """A function call as text, such as `time_to(disk, 100, 6h)` (for observers and messages)."""
     match expr:
         case Forecast(func="predict", field=Field(name=name), duration_ms=ms, horizon_ms=h):
-            return f"predict({name}, {_duration_text(ms)}, {_duration_text(h or 0)})"
+            return f"predict({display_series(name)}, {_duration_text(ms)}, {_duration_text(h or 0)})"
         case Forecast(field=Field(name=name), duration_ms=ms, target=target):
-            return f"time_to({name}, {target:g}, {_duration_text(ms)})"
+            return f"time_to({display_series(name)}, {target:g}, {_duration_text(ms)})"
         case Anomaly(field=Field(name=name), duration_ms=ms):
-            return f"anomaly({name}, {_duration_text(ms)})"
+            return f"anomaly({display_series(name)}, {_duration_text(ms)})"
         case Outlier(field=Field(name=name)):
-            return f"outlier({name})"
+            return f"outlier({display_series(name)})"
         case Field() | Window() | FleetAggregate():
             return _label(expr)
     raise AssertionError(expr)  # pragma: no cover
@@ -288,8 +334,9 @@ def call_label(expr: Expr) -> str:
 def _label(expr: Field | Window | FleetAggregate) -> str:
     match expr:
         case Field(name=name):
-            return name
+            return display_series(name)
         case Window(func=func, field=Field(name=name), duration_ms=ms):
+            name = display_series(name)
             return f"{func}({name}, {ms // 1000}s)" if ms % 60_000 else f"{func}({name}, {ms // 60_000}m)"
         case FleetAggregate(func=func, field=Field(name=name)):
             return f"{func}({name})"
@@ -396,8 +443,13 @@ class _Compiler(Generic[C]):
             case Logical():
                 fns = tuple(self.boolean(o) for o in expr.operands)
                 return _kleene_and(fns) if expr.op == "AND" else _kleene_or(fns)
+            case Quantified():
+                return self.quantified(expr)
             case _:  # pragma: no cover - rejected by typecheck
                 raise AssertionError(f"not a boolean expression: {expr!r}")
+
+    def quantified(self, expr: Quantified) -> _Bool[C]:  # pragma: no cover - overridden where allowed
+        raise AssertionError(f"any() / all() in this context: {expr!r}")
 
     def number(self, expr: Expr) -> _Num[C]:
         match expr:
@@ -536,7 +588,36 @@ class _ServerCompiler(_Compiler[EvalContext]):
             return window
         if isinstance(expr, Forecast | Anomaly | Outlier):
             return _history_function(expr)
+        if isinstance(expr, Reduce):
+            over, reduce = expr.metric, _PLAIN_AGGREGATES[expr.func]
+
+            def reduced(c: EvalContext) -> float | None:
+                values = [v for v in c.labelled(over).values() if not math.isnan(v)]
+                return reduce(values) if values else None
+
+            return reduced
         raise AssertionError(f"not a per-server number: {expr!r}")  # pragma: no cover
+
+    def quantified(self, expr: Quantified) -> _Bool[EvalContext]:
+        inner = _SeriesCompiler().boolean(expr.condition)
+        metrics = tuple(sorted({n.metric for n in walk(expr.condition) if isinstance(n, Vector)}))
+        want = expr.quantifier == "any"
+
+        def quantified(c: EvalContext) -> bool | None:
+            maps = {m: c.labelled(m) for m in metrics}
+            labels = sorted({lv for values in maps.values() for lv in values})
+            if not labels:
+                return None
+            result: bool | None = not want
+            for lv in labels:
+                v = inner(_Bound(c, lv, maps))
+                if v is want:
+                    return want
+                if v is None:
+                    result = None
+            return result
+
+        return quantified
 
     def string_leaf(self, expr: Expr) -> _Str[EvalContext]:
         if not isinstance(expr, Field):  # pragma: no cover - rejected by typecheck
@@ -549,6 +630,100 @@ class _ServerCompiler(_Compiler[EvalContext]):
                 return lambda c: _as_string(c.server.tags.get(key))
             case _:
                 return lambda c: _as_string(c.latest(key))
+
+
+@dataclass(slots=True)
+class _Bound:
+    """One server with one label value bound (inside `any()` / `all()`): `metric{}` reads that label's
+    series from `values` (the server's series by metric and label value, read once per evaluation)."""
+
+    ctx: EvalContext
+    label: str
+    values: Mapping[str, Mapping[str, float]]
+
+
+class _SeriesCompiler(_Compiler[_Bound]):
+    """The inside of `any()` / `all()`: `metric{}` is the bound label's series; anything else reads the
+    server as outside."""
+
+    def number_leaf(self, expr: Expr) -> _Num[_Bound]:
+        if isinstance(expr, Vector):
+            metric = expr.metric
+
+            def vector(b: _Bound) -> float | None:
+                return _as_number(b.values[metric].get(b.label))
+
+            return vector
+        outer = _ServerCompiler().number_leaf(expr)
+        return lambda b: outer(b.ctx)
+
+    def string_leaf(self, expr: Expr) -> _Str[_Bound]:
+        outer = _ServerCompiler().string_leaf(expr)
+        return lambda b: outer(b.ctx)
+
+
+def _quantified_values(expr: Quantified) -> Callable[[EvalContext], dict[str, float | str | None]]:
+    """For `observe`: the value of each `metric{}` of `expr` at each label value where it holds."""
+    inner = _SeriesCompiler().boolean(expr.condition)
+    metrics = tuple(sorted({n.metric for n in walk(expr.condition) if isinstance(n, Vector)}))
+
+    def values(c: EvalContext) -> dict[str, float | str | None]:
+        maps = {m: c.labelled(m) for m in metrics}
+        out: dict[str, float | str | None] = {}
+        for lv in sorted({lv for values in maps.values() for lv in values}):
+            if inner(_Bound(c, lv, maps)) is True:
+                for m in metrics:
+                    if lv in maps[m]:
+                        out[_display(m, lv)] = maps[m][lv]
+        return out
+
+    return values
+
+
+def _display(metric: str, label_value: str) -> str:
+    return f'{metric}{{{SERIES_BY_METRIC[metric].label}="{label_value}"}}'
+
+
+def _outside_count(expr: Expr) -> list[Expr]:
+    """The nodes of `expr` not inside a `count()`, pre-order; an `any()` / `all()` is listed but not
+    entered."""
+    out: list[Expr] = []
+    stack: list[Expr] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Count):
+            continue
+        out.append(node)
+        if not isinstance(node, Quantified):
+            stack.extend(reversed(children(node)))
+    return out
+
+
+def _namers(expr: Expr) -> tuple[Callable[[EvalContext], list[str]], ...]:
+    """For `Condition.series_named`: one function per construct that names series (see there)."""
+    out: list[Callable[[EvalContext], list[str]]] = []
+    stack: list[Expr] = [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Count):
+            continue
+        if isinstance(node, Quantified):
+            found = _quantified_values(node)
+            out.append(lambda c, found=found: list(found(c)))  # type: ignore[misc]
+            continue
+        if isinstance(node, Reduce) and node.func in ("max", "min"):
+            metric, pick = node.metric, max if node.func == "max" else min
+
+            def picked(c: EvalContext, metric: str = metric, pick: Callable[..., str] = pick) -> list[str]:
+                values = c.labelled(metric)
+                return [_display(metric, pick(values, key=values.__getitem__))] if values else []
+
+            out.append(picked)
+        if isinstance(node, Field) and ":" in node.name:
+            shown = display_series(node.name)
+            out.append(lambda _c, shown=shown: [shown])  # type: ignore[misc]
+        stack.extend(reversed(children(node)))
+    return tuple(out)
 
 
 class _FleetCompiler(_Compiler[FleetContext]):
@@ -644,4 +819,4 @@ def history_needed(expr: Forecast | Anomaly | Outlier) -> str:
     if isinstance(expr, Anomaly):
         return (f"{call_label(expr)} needs the hourly roll-ups of the same hour on {forecast.MIN_BASELINE_DAYS} "
                 f"earlier days")
-    return f"{name}({expr.field.name}) needs {forecast.MIN_PEERS} servers of the same role reporting it"
+    return f"{name}({display_series(expr.field.name)}) needs {forecast.MIN_PEERS} servers of the same role reporting it"

@@ -5,7 +5,9 @@ function names) are case-insensitive regex terminals with a higher priority than
 word boundary, so `order` or `not_ready` still lex as field names; FIELD never matches a bare
 AND/OR/NOT, so a misplaced logical keyword is reported as itself. Function names are recognised
 only when followed by a word boundary; whether a function may be used where it appears is decided by
-the type checker, not the grammar.
+the type checker, not the grammar. Labelled series: `disk{mount="/var"}` (one series), `disk{}` (all of a
+server's), `max(disk{})` (one argument: over the series), `any(...)` / `all(...)`; `any` and `all` are
+keywords. `predict`, `time_to`, `anomaly` and `outlier` take a metric or one series (`disk{mount="/var"}`).
 """
 
 from __future__ import annotations
@@ -31,15 +33,23 @@ GRAMMAR = r"""
      | FIELD -> field
      | DURATION -> duration
      | WINDOW_FN LPAR FIELD COMMA DURATION RPAR -> window
-     | PREDICT LPAR FIELD COMMA DURATION COMMA DURATION RPAR -> predict
-     | TIME_TO LPAR FIELD COMMA signed COMMA DURATION RPAR -> time_to
-     | ANOMALY LPAR FIELD COMMA DURATION RPAR -> anomaly
-     | OUTLIER LPAR FIELD RPAR -> outlier
+     | PREDICT LPAR history_operand COMMA DURATION COMMA DURATION RPAR -> predict
+     | TIME_TO LPAR history_operand COMMA signed COMMA DURATION RPAR -> time_to
+     | ANOMALY LPAR history_operand COMMA DURATION RPAR -> anomaly
+     | OUTLIER LPAR history_operand RPAR -> outlier
+     | FIELD LBRACE LABEL_MATCH RBRACE -> selector
+     | FIELD LBRACE RBRACE -> vector
+     | WINDOW_FN LPAR FIELD LBRACE LABEL_MATCH RBRACE COMMA DURATION RPAR -> window_selector
+     | WINDOW_FN LPAR FIELD LBRACE RBRACE RPAR -> reduce
+     | QUANTIFIER LPAR condition RPAR -> quantified
      | FLEET_FN LPAR FIELD RPAR -> fleet_fn
      | COUNT LPAR condition RPAR -> count
      | LPAR condition RPAR -> paren
 
 signed: MINUS? NUMBER
+
+?history_operand: FIELD
+                | FIELD LBRACE LABEL_MATCH RBRACE -> selector
 
 OR.2: /or\b/i
 AND.2: /and\b/i
@@ -51,10 +61,12 @@ PREDICT.2: /predict\b/i
 TIME_TO.2: /time_to\b/i
 ANOMALY.2: /anomaly\b/i
 OUTLIER.2: /outlier\b/i
+QUANTIFIER.2: /(any|all)\b/i
 
 DURATION.2: /[0-9]+(\.[0-9]+)?[smhd]\b/
 NUMBER: /([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?/
 STRING: /"([^"\\\n]|\\.)*"/
+LABEL_MATCH: /[A-Za-z_][A-Za-z0-9_]*[ \t]*=[ \t]*"([^"\\\n]|\\.)*"/
 FIELD: /(?!(?i:and|or|not)\b)[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_][A-Za-z0-9_.\-]*)?/
 
 COMP_OP: /<=|>=|==|!=|<|>/
@@ -65,6 +77,8 @@ SLASH: "/"
 LPAR: "("
 RPAR: ")"
 COMMA: ","
+LBRACE: "{"
+RBRACE: "}"
 
 %ignore /\s+/
 """

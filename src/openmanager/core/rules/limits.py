@@ -17,16 +17,22 @@ function, the samples it scans (`min(window, scan_ms) / sample_ms`, at least 1).
 (metric, window) on a server, a read as of an older instant (a replayed event) or one after its running
 sums were evicted scans the window: they cost the larger of that scan and `HISTORY_FUNCTION_COST` (what a
 read of the running sums takes). `outlier` costs `HISTORY_FUNCTION_COST` (the role's median is computed
-once per tick and shared).
+once per tick and shared); on one series (`time_to(disk{mount="/var"}, 100, 6h)`) they cost the same.
+Over labelled series, `max(disk{})` costs the series it reads and `any(...)` / `all(...)` its condition
+once per series (`SERIES_FANOUT`, the default cap of series per server).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from openmanager.core.errors import RuleSyntaxError
-from openmanager.core.rules.nodes import Anomaly, Expr, Forecast, Outlier, Window, children
+from openmanager.core.rules.nodes import Anomaly, Expr, Forecast, Outlier, Quantified, Reduce, Window, children
+from openmanager.core.series import DEFAULT_MAX_SERIES
+
+SERIES_FANOUT = DEFAULT_MAX_SERIES
+"""Series a `max(disk{})` or an `any()` is priced to read per server."""
 
 DAY_MS = 86_400_000
 
@@ -175,6 +181,10 @@ def cost(expr: Expr, limits: Limits = RULE_LIMITS) -> int:
             total += max(HISTORY_FUNCTION_COST, limits.window_points(node.duration_ms))
         elif isinstance(node, Outlier):
             total += HISTORY_FUNCTION_COST
+        elif isinstance(node, Reduce):
+            total += SERIES_FANOUT
+        elif isinstance(node, Quantified):  # the condition (priced below, once) runs once per series
+            total += (SERIES_FANOUT - 1) * cost(node.condition, replace(limits, max_cost=2**62))
         if total > limits.max_cost:
             raise RuleSyntaxError(
                 f"expression costs more than the limit of {limits.max_cost} per evaluation (a window "
@@ -183,3 +193,4 @@ def cost(expr: Expr, limits: Limits = RULE_LIMITS) -> int:
             )
         stack.extend(reversed(children(node)))
     return total
+

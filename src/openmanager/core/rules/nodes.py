@@ -17,6 +17,7 @@ ForecastFunction = Literal["predict", "time_to"]
 ArithOp = Literal["+", "-", "*", "/"]
 CompareOp = Literal["<", "<=", ">", ">=", "==", "!="]
 LogicOp = Literal["AND", "OR"]
+SeriesQuantifier = Literal["any", "all"]
 FieldScope = Literal["metric", "server", "tags"]
 
 WINDOW_FUNCTIONS: tuple[WindowFunction, ...] = ("avg", "min", "max", "last", "rate", "delta", "p95")
@@ -41,7 +42,8 @@ class String:
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """A field reference exactly as written: `cpu`, `status`, `server.role`, `tags.team`.
+    """A field reference exactly as written: `cpu`, `status`, `server.role`, `tags.team`; a labelled
+    series `disk{mount="/var"}` is a field named by its series key, `disk:mount=/var`.
 
     The parser does not check that the name exists; the type checker does.
     """
@@ -115,6 +117,37 @@ class FleetAggregate:
 
 
 @dataclass(frozen=True, slots=True)
+class Vector:
+    """`metric{}`: every labelled series of one metric of one server (`core.series`). Only inside `any()` /
+    `all()` (where it stands for one series at a time) or as the argument of a one-argument `max()`,
+    `min()`, `avg()` or `p95()` (`Reduce`); `metric` is the name as written."""
+
+    metric: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reduce:
+    """`max(disk{})`: the function over the latest values of a server's series of `metric`; `func` is
+    lower-cased (a window function's name, used with one argument)."""
+
+    func: WindowFunction
+    metric: str
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
+class Quantified:
+    """`any(disk{} > 90)` / `all(...)`: whether `condition` holds for some / every label value of the
+    series its `Vector`s name (all of one dimension: `any(disk{} > 90 AND fs_inodes{} > 50)` pairs them
+    by mount)."""
+
+    quantifier: SeriesQuantifier
+    condition: Expr
+    pos: int
+
+
+@dataclass(frozen=True, slots=True)
 class Count:
     """`count(condition)`: how many members of a fleet rule's scope satisfy `condition`."""
 
@@ -170,7 +203,7 @@ class Logical:
 
 
 Expr = (Number | String | Field | Window | Forecast | Anomaly | Outlier | FleetAggregate | Count | Neg | Binary
-        | Compare | Not | Logical)
+        | Compare | Not | Logical | Vector | Reduce | Quantified)
 
 HistoryFunction = Forecast | Anomaly | Outlier
 """The functions that need more history than a window's samples (docs/rules.md, "Forecasts and anomalies")."""
@@ -181,7 +214,7 @@ def children(expr: Expr) -> tuple[Expr, ...]:
     match expr:
         case Window(field=f) | FleetAggregate(field=f) | Forecast(field=f) | Anomaly(field=f) | Outlier(field=f):
             return (f,)
-        case Count(condition=c):
+        case Count(condition=c) | Quantified(condition=c):
             return (c,)
         case Neg(operand=o) | Not(operand=o):
             return (o,)

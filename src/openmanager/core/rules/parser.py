@@ -38,11 +38,16 @@ from openmanager.core.rules.nodes import (
     Not,
     Number,
     Outlier,
+    Quantified,
+    Reduce,
+    SeriesQuantifier,
     String,
+    Vector,
     Window,
     WindowFunction,
     depth,
 )
+from openmanager.core.series import label_value
 
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhd])")
@@ -154,8 +159,13 @@ def _translate(exc: UnexpectedInput, text: str) -> RuleSyntaxError:
         pos = token.start_pos if token.start_pos is not None else 0
         if exc.expected == {"DURATION"}:
             return RuleSyntaxError(f"expected a duration such as 5m, got {_shown(str(token))}", pos)
-        if exc.expected and exc.expected <= _PUNCTUATION.keys():
-            wanted = " or ".join(sorted(_PUNCTUATION[name] for name in exc.expected))
+        expected = set(exc.expected or ())
+        if expected == {"LABEL_MATCH"}:  # `time_to(disk{}, ...)`: a history function reads one series
+            return RuleSyntaxError(f'expected one series\' label such as mount="/var", got {_shown(str(token))}', pos)
+        if "COMMA" in expected:  # `avg(cpu 5m)`: the comma is missing (not a `{` of a labelled series)
+            expected.discard("LBRACE")
+        if expected and expected <= _PUNCTUATION.keys():
+            wanted = " or ".join(sorted(_PUNCTUATION[name] for name in expected))
             return RuleSyntaxError(f"expected {wanted}, got {_shown(str(token))}", pos)
         return RuleSyntaxError(f"unexpected {_shown(str(token))}", pos)
     if isinstance(exc, UnexpectedCharacters):
@@ -228,23 +238,37 @@ class _Builder:
                 tok = _tok(kids[0])
                 return Number(_duration_ms(str(tok), tok.start_pos or 0) / 1000.0, tok.start_pos or 0)
             case "predict":
-                fn, field = _tok(kids[0]), _tok(kids[2])
-                return Forecast("predict", Field(str(field), field.start_pos or 0), self._window(_tok(kids[4])),
+                fn = _tok(kids[0])
+                return Forecast("predict", self._operand(kids[2]), self._window(_tok(kids[4])),
                                 self._window(_tok(kids[6])), None, fn.start_pos or 0)
             case "time_to":
-                fn, field, signed = _tok(kids[0]), _tok(kids[2]), kids[4]
+                fn, signed = _tok(kids[0]), kids[4]
                 assert isinstance(signed, Tree)
                 parts = [str(_tok(k)) for k in signed.children]
                 target = float("".join(parts))
-                return Forecast("time_to", Field(str(field), field.start_pos or 0), self._window(_tok(kids[6])),
+                return Forecast("time_to", self._operand(kids[2]), self._window(_tok(kids[6])),
                                 None, target, fn.start_pos or 0)
             case "anomaly":
-                fn, field = _tok(kids[0]), _tok(kids[2])
-                return Anomaly(Field(str(field), field.start_pos or 0), self._window(_tok(kids[4])),
-                               fn.start_pos or 0)
+                fn = _tok(kids[0])
+                return Anomaly(self._operand(kids[2]), self._window(_tok(kids[4])), fn.start_pos or 0)
             case "outlier":
-                fn, field = _tok(kids[0]), _tok(kids[2])
-                return Outlier(Field(str(field), field.start_pos or 0), fn.start_pos or 0)
+                fn = _tok(kids[0])
+                return Outlier(self._operand(kids[2]), fn.start_pos or 0)
+            case "selector":
+                return self._selector(_tok(kids[0]), _tok(kids[2]))
+            case "vector":
+                metric = _tok(kids[0])
+                return Vector(str(metric), metric.start_pos or 0)
+            case "window_selector":
+                fn, dur = _tok(kids[0]), _tok(kids[7])
+                return Window(cast(WindowFunction, str(fn).lower()), self._selector(_tok(kids[2]), _tok(kids[4])),
+                              self._window(dur), fn.start_pos or 0)
+            case "reduce":
+                fn = _tok(kids[0])
+                return Reduce(cast(WindowFunction, str(fn).lower()), str(_tok(kids[2])), fn.start_pos or 0)
+            case "quantified":
+                q = _tok(kids[0])
+                return Quantified(cast(SeriesQuantifier, str(q).lower()), self.build(kids[2]), q.start_pos or 0)
             case "fleet_fn":
                 fn, field = _tok(kids[0]), _tok(kids[2])
                 return FleetAggregate(
@@ -279,6 +303,25 @@ class _Builder:
             case other:  # pragma: no cover - the grammar has no other rules
                 raise AssertionError(f"unexpected rule {other!r}")
 
+    def _operand(self, node: Tree[Token] | Token) -> Field:
+        """A history function's first argument: a metric, or one series (`disk{mount="/var"}`)."""
+        if isinstance(node, Token):
+            return Field(str(node), node.start_pos or 0)
+        return self._selector(_tok(node.children[0]), _tok(node.children[2]))
+
+    @staticmethod
+    def _selector(metric: Token, match: Token) -> Field:
+        """`disk{mount="/var"}` as the field of its series key, `disk:mount=/var` (whether `disk` has
+        series labelled `mount` is the type checker's to say). The value is spelled as the sources spell
+        label values (`core.series.label_value`: `/media/My Disk` is `/media/My_Disk`)."""
+        label, _, quoted = str(match).partition("=")
+        body = quoted.strip()[1:-1]
+        pos = match.start_pos or 0
+        if not body:
+            raise RuleSyntaxError(f"{label.strip()} needs a value, e.g. {label.strip()}=\"/var\"", pos)
+        value = label_value(_unescape(body))
+        return Field(f"{metric}:{label.strip()}={value}", metric.start_pos or 0)
+
 
 def _shown(text: str, limit: int = 32) -> str:
     """`text` quoted for a message, cut to `limit` characters (an error never echoes kilobytes back)."""
@@ -302,3 +345,11 @@ def _tok(child: Tree[Token] | Token) -> Token:
 def _with_pos(expr: Expr, pos: int) -> Expr:
     """The same node starting at `pos` (used so a parenthesised expression starts at its '(')."""
     return replace(expr, pos=pos)
+
+
+def format_duration(ms: int) -> str:
+    """The shortest exact duration text: 60000 → `1m`, 90000 → `90s`, 0 → `0s`."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms / 1000:g}s"

@@ -9,10 +9,15 @@ strings. Rules:
 * comparisons take two numbers (any operator) or two strings (`==` and `!=` only; strings have no
   ordering, so `status > "warning"` is an error rather than a lexicographic surprise) and give a
   boolean; booleans cannot be compared;
-* window functions, `predict`, `time_to`, `anomaly` and `outlier` take a numeric metric and give a
-  number (a per-server value: in a fleet rule only inside `count()`); `count()` and `fleet_*()` give
-  numbers and need a fleet rule; in a fleet rule every field must sit inside `count()` or a fleet
-  function, and `count()` and fleet functions cannot be nested inside `count()`.
+* window functions, `predict`, `time_to`, `anomaly` and `outlier` take a numeric metric (or one labelled
+  series, `disk{mount="/var"}`) and give a number (a per-server value: in a fleet rule only inside
+  `count()`); `count()` and `fleet_*()` give numbers and need a fleet rule; in a fleet rule every field
+  must sit inside `count()` or a fleet function, and `count()` and fleet functions cannot be nested
+  inside `count()`;
+* labelled series (`core.series`): `disk{mount="/var"}` is a number (the metric must have series, labelled
+  by that label); `max(disk{})` (also `min`, `avg`, `p95`) is a number; `disk{}` stands alone only inside
+  `any()` / `all()`, whose argument is a condition naming at least one `metric{}`, all of one dimension,
+  and no other `any()` / `all()`, `count()` or fleet function.
 
 Every violation raises `RuleSyntaxError` at the offending sub-expression (or operator).
 """
@@ -38,16 +43,22 @@ from openmanager.core.rules.nodes import (
     Not,
     Number,
     Outlier,
+    Quantified,
+    Reduce,
     String,
+    Vector,
     Window,
     function_name,
+    walk,
 )
+from openmanager.core.series import SERIES_BY_METRIC, SeriesSpec, display_series
 
 STRING_METRICS: frozenset[str] = frozenset({"status"})
 """Bare field names that are strings rather than numbers."""
 
 _FLEET_FIELD = "in a fleet rule, fields must be inside count() or a fleet function"
-_Scope = Literal["server", "fleet", "member"]
+_Scope = Literal["server", "fleet", "member", "series"]  # series: inside any() / all()
+_REDUCERS = ("avg", "min", "max", "p95")
 
 
 class Type(enum.Enum):
@@ -78,19 +89,34 @@ def field_type(field: Field) -> Type:
                 return Type.STRING
             if field.name in METRIC_NAMES:
                 return Type.NUMBER
+            if ":" in field.name:
+                _series_spec(field.name.partition(":")[0], field.pos, label=field.name.partition(":")[2])
+                return Type.NUMBER
             raise RuleSyntaxError(f"unknown field {field.name!r}", field.pos)
+
+
+def _series_spec(metric: str, pos: int, *, label: str | None = None) -> SeriesSpec:
+    """The spec of a metric with labelled series (and, given `label=value`, that its label is right)."""
+    spec = SERIES_BY_METRIC.get(metric)
+    if spec is None:
+        raise RuleSyntaxError(f"{metric!r} has no labelled series (those that do: {', '.join(SERIES_BY_METRIC)})",
+                              pos)
+    if label is not None and label.partition("=")[0] != spec.label:
+        raise RuleSyntaxError(f"{metric} is labelled by {spec.label}, not {label.partition('=')[0]}", pos)
+    return spec
 
 
 def result_type(expr: Expr) -> Type:
     """The type of an already checked expression, from its root node alone (no recursion)."""
     match expr:
-        case Number() | Window() | FleetAggregate() | Count() | Neg() | Binary() | Forecast() | Anomaly() | Outlier():
+        case (Number() | Window() | FleetAggregate() | Count() | Neg() | Binary() | Forecast() | Anomaly() | Outlier()
+              | Reduce() | Vector()):
             return Type.NUMBER
         case String():
             return Type.STRING
         case Field():
             return field_type(expr)
-        case Compare() | Not() | Logical():
+        case Compare() | Not() | Logical() | Quantified():
             return Type.BOOLEAN
 
 
@@ -128,6 +154,39 @@ def _check(expr: Expr, scope: _Scope) -> Type:
             _fleet_only(expr.pos, scope)
             _numeric_metric(expr.field, f"{expr.func}()")
             return Type.NUMBER
+        case Vector():
+            spec = _series_spec(expr.metric, expr.pos)
+            if scope != "series":
+                raise RuleSyntaxError(
+                    f"{expr.metric}{{}} is every {spec.label}'s series: use it inside any() or all(), as "
+                    f"max({expr.metric}{{}}), or name one: {display_series(f'{expr.metric}:{spec.label}=x')}",
+                    expr.pos)
+            return Type.NUMBER
+        case Reduce():
+            if expr.func not in _REDUCERS:
+                raise RuleSyntaxError(f"{expr.func}() over series takes a window: {expr.func}(metric, 5m); "
+                                      f"over a server's series use {', '.join(_REDUCERS)}", expr.pos)
+            _series_spec(expr.metric, expr.pos)
+            if scope == "fleet":
+                raise RuleSyntaxError(_FLEET_FIELD, expr.pos)
+            return Type.NUMBER
+        case Quantified():
+            if scope == "fleet":
+                raise RuleSyntaxError(_FLEET_FIELD, expr.pos)
+            if scope == "series":
+                raise RuleSyntaxError("any() and all() cannot be nested", expr.pos)
+            inner = _check(expr.condition, "series")
+            if inner is not Type.BOOLEAN:
+                raise RuleSyntaxError(f"{expr.quantifier}() needs a condition, got {inner.noun}", expr.condition.pos)
+            vectors = [n for n in walk(expr.condition) if isinstance(n, Vector)]
+            if not vectors:
+                raise RuleSyntaxError(f"{expr.quantifier}() needs a series such as disk{{}} in its condition",
+                                      expr.condition.pos)
+            labels = {SERIES_BY_METRIC[v.metric].label for v in vectors}
+            if len(labels) > 1:
+                raise RuleSyntaxError(f"{expr.quantifier}() pairs series by one label, got {', '.join(sorted(labels))}",
+                                      expr.pos)
+            return Type.BOOLEAN
         case Count():
             _fleet_only(expr.pos, scope)
             inner = _check(expr.condition, "member")
@@ -177,6 +236,8 @@ def _check(expr: Expr, scope: _Scope) -> Type:
 def _fleet_only(pos: int, scope: _Scope) -> None:
     if scope == "server":
         raise RuleSyntaxError("fleet functions need a fleet rule", pos)
+    if scope == "series":
+        raise RuleSyntaxError("count() and fleet functions cannot be used inside any() or all()", pos)
     if scope == "member":
         raise RuleSyntaxError("count() and fleet functions cannot be nested inside count()", pos)
 

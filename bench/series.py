@@ -1,0 +1,240 @@
+"""Labelled series (issue 22): what they cost, and what they cost the clients that do not ask for them.
+
+    python bench/series.py                       # in-process parts: memory, ingest + state, roll-ups
+    python bench/series.py --hub --clients 100   # plus a real hub, 1,000 simulated servers, WebSocket clients
+
+In-process, side by side in one run (1,000 servers, each sample with 10 series: 3 mounts, 2 interfaces in
+and out, 3 cores, against the same samples without series):
+- memory: the in-memory history (an hour of 1 s points) with and without the series columns (tracemalloc);
+- ingest + state: `clean_batch` and `FleetState.apply` of one tick (1,000 samples), median of `--ticks`;
+- roll-ups: `bucket_points` of a minute of points for 1,000 servers.
+
+With `--hub`: `openmanager serve --servers 1000 --no-local` (the simulator gives ~13 series per server)
+measured three ways, interleaved `--repeat` times: `off` (`--max-series 0`: series dropped at ingest) and
+`on` (the default) with `--clients` plain `metrics` subscribers, and `on+detail` with as many more clients
+subscribed with `"series": true`. Reported per run: messages delivered, the hub's CPU in the window per
+delivered message (ingest, state, roll-ups and fan-out together), its CPU rate before any client
+connected, and payload bytes per frame of each group. What the detail costs the clients that do not ask
+is `on` / `off` of CPU per message (the same frames to the same clients).
+Everything is bounded: the workers exit at their deadline, the hub is stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent / "src"))
+
+from _harness import free_port, stop_proc, wait_ready  # noqa: E402
+from openmanager.core.history import FleetHistory  # noqa: E402
+from openmanager.core.model import Sample  # noqa: E402
+from openmanager.core.rollup import bucket_points  # noqa: E402
+from openmanager.core.status import StatusPolicy  # noqa: E402
+from openmanager.pipeline.pipeline import clean_batch  # noqa: E402
+from openmanager.pipeline.state import FleetState  # noqa: E402
+
+SERVERS = 1000
+HOUR = 3600
+
+
+def _samples(ts: int, series: bool) -> list[Sample]:
+    out = []
+    for i in range(SERVERS):
+        values = {"cpu": 10.0 + i % 50, "memory": 40.0 + i % 30, "disk": 50.0 + i % 40, "net_in": 1e6 + i,
+                  "net_out": 2e6 + i, "load1": 1.0, "uptime": 1e5 + ts / 1000}
+        labelled: dict[str, float] = {}
+        if series:
+            labelled = {"disk:mount=/": 20.0 + i % 10, "disk:mount=/var": 50.0 + i % 40,
+                        "disk:mount=/data": 30.0 + i % 20, "net_in:interface=eth0": 9e5 + i,
+                        "net_out:interface=eth0": 1.9e6 + i, "net_in:interface=eth1": 1e5,
+                        "net_out:interface=eth1": 1e5, "cpu:core=0": 10.0 + i % 50, "cpu:core=1": 12.0,
+                        "cpu:core=2": 8.0}
+        out.append(Sample(f"s{i:04d}", ts, values, labelled))
+    return out
+
+
+def memory(capacity: int) -> dict[str, float]:
+    """Bytes of the in-memory history of SERVERS servers with and without 10 series each."""
+    results = {}
+    for series in (False, True):
+        gc.collect()
+        tracemalloc.start()
+        history = FleetHistory(capacity)
+        for s in _samples(1000, series):
+            history.append(s.server, s.ts, s.values, s.series)
+        used, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        results["with" if series else "without"] = used
+        del history
+    extra = results["with"] - results["without"]
+    return {"without_mib": results["without"] / 2**20, "with_mib": results["with"] / 2**20,
+            "series_mib": extra / 2**20, "bytes_per_series": extra / (SERVERS * 10)}
+
+
+def ingest(ticks: int) -> dict[str, float]:
+    """Median CPU seconds of clean_batch + FleetState.apply for one tick of SERVERS samples."""
+    out = {}
+    for series in (False, True):
+        state = FleetState(StatusPolicy(), FleetHistory(600))
+        times = []
+        for k in range(ticks):
+            batch = _samples(1_000_000 + k * 1000, series)
+            started = time.thread_time()
+            for sample in clean_batch(batch, state.series_cleaner):
+                state.apply(sample)
+            times.append(time.thread_time() - started)
+        out["with_ms" if series else "without_ms"] = statistics.median(times) * 1000
+    out["ratio"] = out["with_ms"] / out["without_ms"]
+    return out
+
+
+def rollups() -> dict[str, float]:
+    """CPU seconds of bucketing a minute of 1 s points of SERVERS servers into 1-minute buckets."""
+    out = {}
+    for series in (False, True):
+        history = FleetHistory(60)
+        for k in range(60):
+            for s in _samples(1_000_000 + k * 1000, series):
+                history.append(s.server, s.ts, s.values, s.series)
+        started = time.thread_time()
+        for server in history.servers():
+            ring = history.get(server)
+            assert ring is not None
+            bucket_points(server, ring.points(0), 60)
+        out["with_ms" if series else "without_ms"] = (time.thread_time() - started) * 1000
+    out["ratio"] = out["with_ms"] / out["without_ms"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the hub part
+
+
+async def _worker(url: str, clients: int, detail: bool, deadline: float) -> dict[str, Any]:
+    from websockets.asyncio.client import connect
+
+    counts = {"messages": 0, "bytes": 0, "connected": 0}
+    start_at = float(os.environ["OM_WINDOW_START"])
+
+    async def one() -> None:
+        async with connect(url, subprotocols=["openmanager.v1.json"], compression=None,  # type: ignore[list-item]
+                           max_size=None, open_timeout=60) as ws:
+            await ws.recv()  # welcome
+            flt = {"series": True} if detail else {}
+            await ws.send(json.dumps({"type": "subscribe", "id": "1", "topic": "metrics", "filter": flt}))
+            counts["connected"] += 1
+            while True:
+                left = deadline - time.time()
+                if left <= 0:
+                    return
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), left)
+                except TimeoutError:
+                    return
+                if time.time() >= start_at and isinstance(msg, str) and msg.startswith('{"type":"event"'):
+                    counts["messages"] += 1
+                    counts["bytes"] += len(msg)
+
+    await asyncio.gather(*(one() for _ in range(clients)), return_exceptions=True)
+    return counts
+
+
+def _run_hub(mode: str, clients: int, duration: float) -> dict[str, Any]:
+    import psutil
+
+    port = free_port()
+    token = secrets.token_urlsafe(16)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "hub.log"
+        args = [sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", tmp,
+                "--servers", str(SERVERS), "--no-local", "--seed", "1"]
+        if mode == "off":
+            args += ["--max-series", "0"]
+        env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=token, PYTHONPATH=str(BENCH_DIR.parent / "src"))
+        with log.open("wb") as out:
+            hub = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_ready(port, hub, log)
+            proc = psutil.Process(hub.pid)
+            time.sleep(3)
+            c0 = sum(proc.cpu_times()[:2])
+            time.sleep(5)
+            idle_rate = (sum(proc.cpu_times()[:2]) - c0) / 5
+            groups = [("plain", False)] + ([("detail", True)] if mode == "on+detail" else [])
+            connect_s = 20.0
+            window_start = time.time() + connect_s
+            deadline = window_start + duration
+            env_w = dict(env, OM_WINDOW_START=str(window_start))
+            url = f"ws://127.0.0.1:{port}/ws?token={token}"
+            workers = {name: subprocess.Popen(
+                [sys.executable, __file__, "--worker", url, str(clients), "1" if detail else "0", str(deadline)],
+                stdout=subprocess.PIPE, env=env_w) for name, detail in groups}
+            time.sleep(max(0.0, window_start - time.time()))
+            c1 = sum(proc.cpu_times()[:2])
+            time.sleep(max(0.0, deadline - time.time()))
+            cpu = sum(proc.cpu_times()[:2]) - c1
+            result: dict[str, Any] = {"mode": mode, "idle_cpu_rate": idle_rate}
+            total = 0
+            for name, w in workers.items():
+                outp, _ = w.communicate(timeout=60)
+                counts = json.loads(outp)
+                total += counts["messages"]
+                result[name] = counts | {"bytes_per_frame": counts["bytes"] / max(1, counts["messages"])}
+            result["messages"] = total
+            result["cpu_s"] = cpu
+            result["cpu_us_per_message"] = 1e6 * cpu / max(1, total)
+            return result
+        finally:
+            stop_proc(hub, signal.SIGTERM, 15)
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        url, clients, detail, deadline = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", float(sys.argv[5])
+        print(json.dumps(asyncio.run(_worker(url, clients, detail, deadline))))
+        return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ticks", type=int, default=20, help="ticks measured for ingest + state")
+    p.add_argument("--capacity", type=int, default=HOUR, help="history points per server (an hour at 1 s)")
+    p.add_argument("--hub", action="store_true", help="also measure a real hub with WebSocket clients")
+    p.add_argument("--clients", type=int, default=100, help="plain clients (and as many with series)")
+    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--modes", default="off,on,on+detail", help="comma-separated, from off, on, on+detail")
+    opts = p.parse_args()
+    report: dict[str, Any] = {"servers": SERVERS, "series_per_server": 10,
+                              "memory": memory(opts.capacity), "ingest": ingest(opts.ticks), "rollups": rollups()}
+    print(json.dumps(report, indent=2), flush=True)
+    if opts.hub:
+        runs = []
+        modes = [m for m in opts.modes.split(",") if m]
+        for _ in range(opts.repeat):
+            for mode in modes:
+                run = _run_hub(mode, opts.clients, opts.duration)
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+        per = {m: statistics.median(r["cpu_us_per_message"] for r in runs if r["mode"] == m) for m in modes}
+        summary: dict[str, Any] = {"cpu_us_per_message_median": per}
+        if "on" in per and "off" in per:
+            summary["plain_cost_ratio_on_vs_off"] = per["on"] / per["off"]
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
