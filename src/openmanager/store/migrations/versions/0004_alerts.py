@@ -24,7 +24,8 @@ def _rule(rid: str, name: str, condition: str, severity: str, for_: str, clear: 
 # The default rule pack this migration stores in a fresh store, frozen: a migration must write the same rows
 # whatever later versions make of the live pack (`core.alertrules.DEFAULT_RULES`, equal to this today). It
 # includes the two forecast rules, in the pack's order; a store created before them gets them from
-# `0008_forecast_rules`, which leaves a rule of the same id alone.
+# `0008_forecast_rules`, which leaves a rule of the same id alone. The disk rules are per mount (`each`), as
+# the live pack's 0004 stored them in a fresh store since labelled series; a store from before keeps its own.
 DEFAULT_RULE_DEFINITIONS: tuple[dict[str, Any], ...] = (
     _rule("cpu-warning", "CPU high", "cpu > 70", "warning", "2m",
           "cpu < 65", "CPU above the warning threshold (70%) for 2 minutes; clears below 65%."),
@@ -35,9 +36,11 @@ DEFAULT_RULE_DEFINITIONS: tuple[dict[str, Any], ...] = (
     _rule("memory-critical", "Memory critical", "memory > 85", "critical", "1m",
           "memory < 80", "Memory above 85% for 1 minute; clears below 80%."),
     _rule("disk-warning", "Disk filling", "disk > 80", "warning", "5m",
-          "disk < 78", "Disk above 80% for 5 minutes; clears below 78%."),
+          "disk < 78", "A filesystem above 80% for 5 minutes, one alert per mount; clears below 78%.")
+    | {"each": "mount"},
     _rule("disk-critical", "Disk almost full", "disk > 90", "critical", "1m",
-          "disk < 88", "Disk above 90% for 1 minute; clears below 88%."),
+          "disk < 88", "A filesystem above 90% for 1 minute, one alert per mount; clears below 88%.")
+    | {"each": "mount"},
     _rule("response-time-warning", "Slow responses", "response_time > 1000", "warning", "1m",
           "response_time < 800", "Response time above 1 s for 1 minute; clears below 800 ms."),
     _rule("response-time-critical", "Very slow responses", "response_time > 3000", "critical", "1m",
