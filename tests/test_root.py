@@ -27,6 +27,10 @@ def test_the_root_builds_one_hub_and_services_over_its_parts(tmp_path: Path) -> 
         "create_rule", "replace_rule", "delete_rule", "ack", "add_silence", "end_silence", "add_window",
         "start_window", "delete_window"))
     assert services.health.readiness() == (False, "starting")
+    otlp = services.otlp  # the OTLP receiver maps onto the hub's pipeline; its counters are on /metrics
+    assert otlp.receiver.sink is hub.pipeline
+    assert otlp.max_decompressed_bytes == settings.otlp_max_decompressed_bytes
+    assert "openmanager_otlp" in " ".join(m.name for m in hub.registry.collect())
 
 
 def test_the_trusted_proxies_come_from_the_setting_only_when_named(tmp_path: Path) -> None:
