@@ -30,7 +30,7 @@ import time
 from typing import Any
 
 from openmanager.alerts.engine import AlertEngine
-from openmanager.alerts.rules import RuleSpec
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.forecast import Baseline
 from openmanager.core.history import FleetHistory
 from openmanager.core.rules import parse

@@ -35,15 +35,14 @@ async def main(args: argparse.Namespace) -> None:
     import uvicorn
 
     from openmanager.config import Settings
-    from openmanager.hub import Hub
+    from openmanager.root import Root
     from openmanager.server import uvicorn_config
 
     token = "mem-" + secrets.token_hex(8)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings().replace(port=port, data_dir=tmp, local=False, servers=20, seed=1, log_level="warning")
-        hub = Hub(settings, admin_token=token)
-        server = uvicorn.Server(uvicorn_config(settings, hub))
+        server = uvicorn.Server(uvicorn_config(settings, Root.build(settings, admin_token=token)))
         task = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.05)

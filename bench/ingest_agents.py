@@ -15,7 +15,7 @@ directory:
   validated it, applied every sample to state and history, published the newest on `metrics`, and
   recorded its seq durably (group commit in SQLite).
 - `baseline`: the same hub code in-process with no network (`python bench/ingest_agents.py --baseline`):
-  the same pre-encoded batch frames are decoded (orjson) and applied with `gateway.ingest.apply_batch`,
+  the same pre-encoded batch frames are decoded (orjson) and applied with `sources.agent.AgentSource.apply`,
   round-robin over the agents' servers, yielding to the event loop after every batch so the publisher
   runs. No WebSocket, no auth, no ack, no durable seq: what is left is the cost of the ingest itself.
 
@@ -172,12 +172,12 @@ async def baseline_main(a: argparse.Namespace) -> None:
 
     from openmanager.config import Settings
     from openmanager.core.model import ServerInfo
-    from openmanager.gateway.ingest import apply_batch
-    from openmanager.hub import Hub
+    from openmanager.root import Root
 
     settings = Settings.load({"data_dir": a.data_dir, "simulator": False, "local": False, "log_level": "warning",
                               "memory_history": MEMORY_HISTORY}, env={})
-    hub = Hub(settings, admin_token="baseline-" + secrets.token_hex(8), sources=[])
+    root = Root.build(settings, admin_token="baseline-" + secrets.token_hex(8), sources=[])
+    hub, agents = root.hub, root.services.ingest
     await hub.start()
     try:
         infos = [ServerInfo(id=f"bench-{i}", hostname="bench", source="agent") for i in range(a.agents)]
@@ -192,7 +192,7 @@ async def baseline_main(a: argparse.Namespace) -> None:
                 for i, info in enumerate(infos):
                     seqs[i] += 1
                     msg = orjson.loads(frame(seqs[i], a.batch, base_ms))
-                    done = apply_batch(hub, info, msg["samples"], msg["logs"])
+                    done = agents.apply(info, msg["samples"], msg["logs"])
                     batches += 1
                     samples += done.samples
                     await asyncio.sleep(0)

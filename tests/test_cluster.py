@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 
 from openmanager.broker.redis import RedisBroker
-from openmanager.cluster import LeaderCalls, LeaderUnavailable, PgAdvisoryLock, RedisLease, asyncpg_dsn
+from openmanager.cluster import (
+    Election,
+    LeaderCalls,
+    Leadership,
+    LeaderUnavailable,
+    PgAdvisoryLock,
+    RedisLease,
+    asyncpg_dsn,
+)
 from openmanager.core.errors import ConflictError, NotFoundError, RuleSyntaxError
 from tests.services import RedisServer, delete_prefix, redis_url, throwaway_database
 
@@ -135,3 +143,57 @@ async def test_calls_run_on_the_leader_and_carry_results_and_errors(broker: Redi
         await leader.close()
         await follower.close()
         await other.close()
+
+
+class _Vote(Election):
+    """An election whose verdict the test sets."""
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def decide(self, leader: bool) -> None:
+        self._set(leader, "the test says so")
+
+
+async def test_leadership_follows_the_latest_verdict_one_change_at_a_time() -> None:
+    leadership = Leadership(clustered=True)
+    assert leadership.is_leader is False
+    calls: list[str] = []
+    gate = asyncio.Event()
+
+    async def become() -> None:
+        calls.append("become")
+        await gate.wait()
+        leadership.is_leader = True
+
+    async def step_down() -> None:
+        calls.append("step_down")
+
+    votes: list[_Vote] = []
+
+    def make(on_change: Callable[[bool], None]) -> Election:
+        votes.append(_Vote("n1", on_change))
+        return votes[-1]
+
+    tasks = leadership.start(make, become, step_down)
+    try:
+        (vote,) = votes
+        vote.decide(True)
+        async with asyncio.timeout(5):
+            while calls != ["become"]:
+                await asyncio.sleep(0.01)
+        vote.decide(False)  # while becoming: acted on once the change in flight is done
+        vote.decide(True)
+        vote.decide(False)
+        gate.set()
+        async with asyncio.timeout(5):
+            while calls != ["become", "step_down"]:
+                await asyncio.sleep(0.01)
+        assert leadership.is_leader is False
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

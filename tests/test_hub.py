@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from openmanager import hub as hub_module
 from openmanager.broker.base import Event
 from openmanager.config import Settings
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
 from openmanager.hub import Hub
+from openmanager.root import Root
+from openmanager.sources import runner as runner_module
 from openmanager.sources.base import SourceSink
 
 
@@ -45,7 +46,7 @@ class OneShotSource:
 
 async def test_failing_source_is_disabled_and_others_run(tmp_path: Path) -> None:
     settings = Settings.load({"data_dir": str(tmp_path), "tick": 0.05}, env={})
-    hub = Hub(settings, admin_token="a-test-token", sources=[BrokenSource(), OneShotSource()])
+    hub: Hub = Root.build(settings, admin_token="a-test-token", sources=[BrokenSource(), OneShotSource()]).hub
     metrics: list[Event] = []
     logs: list[Event] = []
     hub.broker.listen("metrics", metrics.append)
@@ -69,7 +70,7 @@ async def test_failing_source_is_disabled_and_others_run(tmp_path: Path) -> None
 
 async def test_not_ready_when_every_source_failed(tmp_path: Path) -> None:
     settings = Settings.load({"data_dir": str(tmp_path)}, env={})
-    hub = Hub(settings, admin_token="a-test-token", sources=[BrokenSource()])
+    hub: Hub = Root.build(settings, admin_token="a-test-token", sources=[BrokenSource()]).hub
     await hub.start()
     try:
         async with asyncio.timeout(5):
@@ -101,10 +102,10 @@ class OutOfFilesSource:
 
 async def test_a_source_failing_with_a_transient_error_is_retried_and_readiness_tells(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub_module, "SOURCE_RETRY_FIRST_S", 0.3)
+    monkeypatch.setattr(runner_module, "RETRY_FIRST_S", 0.3)
     settings = Settings.load({"data_dir": str(tmp_path), "tick": 0.05}, env={})
     source = OutOfFilesSource()
-    hub = Hub(settings, admin_token="a-test-token", sources=[source])
+    hub: Hub = Root.build(settings, admin_token="a-test-token", sources=[source]).hub
     await hub.start()
     try:
         async with asyncio.timeout(5):

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from openmanager.tasks import cancel_and_wait, wait_ended
+from openmanager.tasks import cancel_and_wait, cancel_until_ended, wait_ended
 
 
 async def test_cancels_and_waits_for_the_end() -> None:
@@ -109,3 +109,43 @@ async def test_a_task_that_ends_within_the_grace_is_not_cancelled() -> None:
     finish.set()
     assert await stopper is True
     assert task.result() == "finished"
+
+
+async def test_cancel_until_ended_cancels_again_and_takes_new_tasks_along() -> None:
+    tasks: list[asyncio.Task[None]] = []
+
+    async def swallows_once() -> None:  # a cancellation lost once, as when it lands in an inner await
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+        tasks.append(asyncio.create_task(asyncio.Event().wait()))  # starts another on its way out
+        await asyncio.Event().wait()
+
+    tasks.append(asyncio.create_task(swallows_once()))
+    await asyncio.sleep(0)
+    async with asyncio.timeout(5):
+        await cancel_until_ended(lambda: list(tasks), 5.0)
+    assert len(tasks) == 2 and all(t.cancelled() for t in tasks)
+
+
+async def test_cancel_until_ended_is_bounded_and_says_what_it_left(caplog: pytest.LogCaptureFixture) -> None:
+    release = asyncio.Event()
+
+    async def refuses() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]
+
+    task = asyncio.create_task(refuses())
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with caplog.at_level(logging.ERROR, logger="openmanager.tasks"):
+        await cancel_until_ended(lambda: [task], 0.3)
+    assert loop.time() - started < 2.0 and not task.done()
+    assert any("did not stop within" in r.getMessage() for r in caplog.records)
+    release.set()
+    await task

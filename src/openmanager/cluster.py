@@ -13,11 +13,12 @@ evaluation, notification delivery and the scheduled jobs.
   session, so PostgreSQL frees it as soon as a dead leader's connection closes. The leader checks the
   connection every interval and steps down when it fails.
 
-Elections only report; the hub changes roles in one task of its own (`Hub._leadership`), so a slow
-transition never delays a renewal. Every lock operation has a deadline (a lease renewal: one renew
-interval, so a leader that cannot reach Redis still steps down before its lease expires), and
-`Election.stop()` is bounded: it waits `STOP_GRACE_S` for the campaign to end, then cancels it, and gives
-the release `RELEASE_TIMEOUT_S` (an unreleased lock expires with its lease or its connection).
+Elections only report; `Leadership` changes this process's role in one task of its own (calling the
+hub's role changes), so a slow transition never delays a renewal. Every lock operation has a deadline
+(a lease renewal: one renew interval, so a leader that cannot reach Redis still steps down before its
+lease expires), and `Election.stop()` is bounded: it waits `STOP_GRACE_S` for the campaign to end,
+then cancels it, and gives the release `RELEASE_TIMEOUT_S` (an unreleased lock expires with its lease
+or its connection).
 
 Control messages travel on broker topics that clients cannot subscribe to:
 - `cluster` — notices every node applies (a server registered, rules or preferences changed, ...);
@@ -347,12 +348,63 @@ class LeaderCalls:
                 future.cancel()
 
 
+class Leadership:
+    """This process's role: `is_leader` (always True in one process), and, in a cluster, the task that
+    follows the election one role change at a time, always towards its latest verdict. The role change
+    itself is the hub's (`become` / `step_down`); `become` sets `is_leader` once it may act as the
+    leader, `step_down` is called with it already cleared."""
+
+    def __init__(self, *, clustered: bool) -> None:
+        self.is_leader = not clustered
+        self.election: Election | None = None
+        self._wanted = asyncio.Event()
+
+    def changed(self, _leader: bool) -> None:
+        """The election's `on_change`: wake the role-changing task."""
+        self._wanted.set()
+
+    def start(self, make_election: Callable[[OnChange], Election], become: Callable[[], Awaitable[None]],
+              step_down: Callable[[], Awaitable[None]]) -> list[asyncio.Task[Any]]:
+        """Campaign with the election `make_election(on_change)` builds; returns the tasks to stop."""
+        self.election = make_election(self.changed)
+        loop = asyncio.get_running_loop()
+        return [loop.create_task(self._follow(become, step_down), name="leadership"),
+                loop.create_task(self.election.start(), name="election-start")]
+
+    async def _follow(self, become: Callable[[], Awaitable[None]], step_down: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            want = self.election is not None and self.election.leader
+            node = self.election.node if self.election is not None else "?"
+            try:
+                if want and not self.is_leader:
+                    await become()
+                    log.warning("node %s is the leader", node)
+                elif not want and self.is_leader:
+                    self.is_leader = False
+                    await step_down()
+                    log.warning("node %s is a follower", node)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("changing this node's role failed; trying again")
+                await asyncio.sleep(1.0)
+                self._wanted.set()
+
+    async def stop(self) -> None:
+        """Stop campaigning; hands the lock back at once (a follower takes over without waiting)."""
+        if self.election is not None:
+            await self.election.stop()
+
+
 __all__ = [
     "CONTROL_TOPIC",
     "INTERNAL_TOPICS",
     "Election",
     "LeaderCalls",
     "LeaderUnavailable",
+    "Leadership",
     "PgAdvisoryLock",
     "RedisLease",
     "advisory_key",

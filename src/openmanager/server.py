@@ -29,11 +29,11 @@ from openmanager.config import Settings
 from openmanager.core.errors import ConfigError
 from openmanager.core.protocol import CloseCode
 from openmanager.core.rules import parse_duration
-from openmanager.gateway.app import create_app
 from openmanager.gateway.auth import load_admin_token, startup_lines
 from openmanager.gateway.limits import guarded_protocol, raise_open_file_limit
 from openmanager.gateway.wsfast import FastSendProtocol, SharedHeartbeat
 from openmanager.hub import Hub
+from openmanager.root import Root
 from openmanager.store.db import sqlite_file
 from openmanager.store.files import make_private_dir, tighten
 
@@ -79,17 +79,17 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def uvicorn_config(settings: Settings, hub: Hub) -> uvicorn.Config:
-    """uvicorn's settings for `hub`, with `FastSendProtocol` as its WebSocket protocol, whose heartbeat
+def uvicorn_config(settings: Settings, root: Root) -> uvicorn.Config:
+    """uvicorn's settings for the hub `root` built, with `FastSendProtocol` as its WebSocket protocol, whose heartbeat
     hears of the hub's fan-out bursts (to ping between them), and `GuardedHttpProtocol` as its HTTP
     protocol (the header timeout and the connection cap, `gateway.limits`)."""
     heartbeat_s = settings.heartbeat_ms / 1000
-    hub.fanout.on_burst = SharedHeartbeat.fanout_burst
+    root.hub.fanout.on_burst = SharedHeartbeat.fanout_burst
     return uvicorn.Config(
-        create_app(hub),
+        root.app(),
         host=settings.host,
         port=settings.port,
-        http=guarded_protocol(hub.limits, parse_duration(settings.header_timeout) / 1000),
+        http=guarded_protocol(root.hub.limits, parse_duration(settings.header_timeout) / 1000),
         timeout_keep_alive=parse_duration(settings.keep_alive_timeout) / 1000,  # type: ignore[arg-type]  # a float works
         ws=FastSendProtocol,  # uvicorn's websockets-sansio plus the fan-out fast path
         proxy_headers=False,  # applied by gateway.app.StreamFront, off the WebSocket's stack
@@ -236,10 +236,11 @@ async def run(settings: Settings) -> int:
     soft, hard = raise_open_file_limit()
     log.info("open-file limit: soft %d, hard %d", soft, hard)
     token, origin = load_admin_token(settings.data_dir)
-    hub = Hub(settings, admin_token=token)
+    root = Root.build(settings, admin_token=token)
+    hub = root.hub
     watchdog = ShutdownWatchdog()
     watchdog.start(asyncio.get_running_loop())
-    server = HubServer(uvicorn_config(settings, hub), hub, watchdog)
+    server = HubServer(uvicorn_config(settings, root), hub, watchdog)
 
     def announce() -> None:
         port = settings.port

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,28 @@ async def wait_ended(*tasks: asyncio.Task[Any] | None, timeout: float | None = N
     return _report(present)
 
 
+async def cancel_until_ended(tasks: Callable[[], Iterable[asyncio.Task[Any]]], timeout: float) -> None:
+    """Cancel every task `tasks()` lists until none is running, at most `timeout` seconds in all. Cancelled
+    again while any remain: a cancellation can be swallowed (one landing while a task awaits a task it
+    cancelled itself), and a task ending may have started new ones (which `tasks()` then lists). One still
+    running at the deadline is left behind, logged; a failure is logged, not raised."""
+    seen: set[asyncio.Task[Any]] = set()
+    deadline = time.monotonic() + timeout
+    while pending := [t for t in tasks() if not t.done()]:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            for task in pending:
+                log.error("task %s did not stop within %.0fs of its cancellation", task.get_name(), timeout)
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=min(left, 0.5 if seen else 1.0))
+        seen.update(pending)
+    for task in seen:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+
 async def _wait(tasks: Sequence[asyncio.Task[Any]], timeout: float | None) -> None:
     running = [t for t in tasks if not t.done()]
     if running:
@@ -56,4 +79,4 @@ def _report(tasks: Sequence[asyncio.Task[Any]]) -> bool:
     return ended
 
 
-__all__ = ["cancel_and_wait", "wait_ended"]
+__all__ = ["cancel_and_wait", "cancel_until_ended", "wait_ended"]

@@ -13,11 +13,12 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
-from openmanager.agent.protocol import INGEST_PATH, PROTOCOL_VERSION
 from openmanager.config import Settings
-from openmanager.gateway.ingest import IngestService
+from openmanager.core.agentwire import INGEST_PATH, PROTOCOL_VERSION
 from openmanager.hub import Hub
+from openmanager.root import Root
 from openmanager.server import uvicorn_config
+from openmanager.sources.agent import AgentSource
 from openmanager.store.agents import AgentStore
 from tests.integration.hubproc import free_port
 
@@ -30,6 +31,7 @@ class LiveHub:
         self.port = port or free_port()
         self.extra = settings
         self.hub: Hub | None = None
+        self.ingest: AgentSource | None = None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -44,8 +46,10 @@ class LiveHub:
     async def start(self) -> LiveHub:
         settings = Settings.load({"data_dir": str(self.data_dir), "port": self.port, "simulator": False,
                                   "local": False, "tick": 0.1, "log_level": "warning", **self.extra}, env={})
-        self.hub = Hub(settings, admin_token=ADMIN)
-        self._server = uvicorn.Server(uvicorn_config(settings, self.hub))
+        root = Root.build(settings, admin_token=ADMIN)
+        self.hub = root.hub
+        self.ingest = root.services.ingest
+        self._server = uvicorn.Server(uvicorn_config(settings, root))
         self._server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # leave pytest's
         self._task = asyncio.create_task(self._server.serve())
         async with asyncio.timeout(15):
@@ -61,15 +65,10 @@ class LiveHub:
             await self._task
             self._server = self._task = None
 
-    def hub_app_state_ingest(self) -> IngestService:
-        """The ingest endpoint's state (its counters): the FastAPI app inside the ASGI wrappers (FrontDoor,
-        StreamFront, proxy headers)."""
-        assert self._server is not None
-        app: Any = self._server.config.loaded_app
-        while not hasattr(app, "state"):
-            app = app.app
-        service: IngestService = app.state.ingest
-        return service
+    def hub_app_state_ingest(self) -> AgentSource:
+        """The agents' source the ingest endpoint drives (its counters, its log writer)."""
+        assert self.ingest is not None
+        return self.ingest
 
     def server_connections(self) -> list[Any]:
         """uvicorn's protocol objects of the open connections."""

@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from openmanager.agent.protocol import MAX_BATCH_ITEMS
 from openmanager.broker.base import Event
+from openmanager.core.agentwire import MAX_BATCH_ITEMS
 from openmanager.core.model import Status
 from openmanager.store.users import UserStore
 from tests.agent.conftest import ADMIN, LiveHub, hello, recv
@@ -349,11 +349,12 @@ class StalledLogWriter:
 
 async def test_log_lines_wait_while_the_log_store_is_behind(live: LiveHub) -> None:
     assert live.hub is not None
+    service = live.hub_app_state_ingest()
     real = live.hub.log_writer
     stalled = StalledLogWriter(buffered=60)  # over a quarter of its buffer: the store is behind
-    live.hub.log_writer = stalled  # type: ignore[assignment]
+    # the agents' source paces by its fill; the hub offers it the published `logs`
+    live.hub.log_writer = service.log_writer = stalled  # type: ignore[assignment]
     try:
-        service = live.hub_app_state_ingest()
         token = await live.agents.create("chatty")
         ws, _ = await open_agent(live, token)
         await ws.send(batch(1, [], [line(NOW, "wait for me")]), text=True)
@@ -373,7 +374,7 @@ async def test_log_lines_wait_while_the_log_store_is_behind(live: LiveHub) -> No
         assert service.counters.throttled == 1
         await ws.close()
     finally:
-        live.hub.log_writer = real
+        live.hub.log_writer = service.log_writer = real
 
 
 async def test_a_batch_applied_but_not_recorded_is_not_applied_again(live: LiveHub) -> None:

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from openmanager.agent.protocol import INGEST_PATH, item_with_seq
 from openmanager.broker.base import Event
+from openmanager.core.agentwire import INGEST_PATH, item_with_seq
 from openmanager.store.db import StoreError
 from tests.agent.conftest import LiveHub, hello, recv
 from tests.integration.hubproc import HubProcess

@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from openmanager.agent.buffer import LOG, SAMPLE, DiskBuffer
-from openmanager.agent.protocol import INGEST_PATH, MAX_MESSAGE_CHARS, batch_frame, batch_size, ingest_url
 from openmanager.agent.runner import BUFFER_FILE, MAX_ITEM_BYTES, Agent, AgentConfig, encode_log
 from openmanager.broker.base import Event
+from openmanager.core.agentwire import INGEST_PATH, MAX_MESSAGE_CHARS, batch_frame, batch_size, ingest_url
 from openmanager.core.model import LogLevel, LogRecord
 from openmanager.sources.logfile import parse_log_file_spec
 from tests.agent.conftest import LiveHub

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from openmanager.alerts.engine import AlertEngine, Transition
-from openmanager.alerts.rules import RuleSpec
-from openmanager.alerts.silences import Silence
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import ConflictError, NotFoundError
 from openmanager.core.model import ServerInfo
+from openmanager.core.silences import Silence
 
 S = 1000
 T0 = 1_800_000_000_000

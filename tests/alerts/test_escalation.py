@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from openmanager.alerts.escalation import EscalationPolicy, due_step, severity_policies
-from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.service import AlertService
 from openmanager.config import Settings
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import ConfigError, ValidationError
+from openmanager.core.escalation import EscalationPolicy, due_step, severity_policies
 from openmanager.core.model import ServerInfo
-from openmanager.hub import Hub
 from openmanager.notify.service import NotificationService
+from openmanager.root import Root
 from openmanager.store import Store
 from openmanager.store.alerts import AlertStore
 from openmanager.store.notifications import NotificationStore
@@ -149,7 +149,8 @@ def test_severity_policies_from_settings() -> None:
             severity_policies(raw)
     # The hub refuses to start with a bad one (the CLI prints the message and exits 2).
     with pytest.raises(ConfigError, match=r"escalation_critical: escalation\.steps"):
-        Hub(Settings(servers=0, local=False, escalation_critical='{"steps": [{"after": "1m"}]}'), admin_token="t" * 32)
+        Root.build(Settings(servers=0, local=False, escalation_critical='{"steps": [{"after": "1m"}]}'),
+                   admin_token="t" * 32)
 
 
 async def test_a_rule_without_a_policy_escalates_by_its_severitys_and_an_ack_stops_it(tmp_path: Path) -> None:

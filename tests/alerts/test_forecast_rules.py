@@ -9,7 +9,7 @@ import pytest
 
 from openmanager.alerts.backtest import backtest
 from openmanager.alerts.engine import AlertEngine
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
 from openmanager.core.forecast import Baseline
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import ServerInfo

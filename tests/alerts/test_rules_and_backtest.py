@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from openmanager.alerts.backtest import CHUNK, backtest, choose_step, replay
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec, format_duration
-from openmanager.alerts.silences import Silence
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec, format_duration
 from openmanager.core.errors import RuleSyntaxError, ValidationError
 from openmanager.core.model import ServerInfo
+from openmanager.core.silences import Silence
 
 T0 = 1_800_000_000_000
 

@@ -9,7 +9,7 @@ import pytest
 
 from openmanager.alerts.backtest import backtest
 from openmanager.alerts.engine import AlertEngine, Transition
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
 from openmanager.core.errors import ValidationError
 from openmanager.core.history import FleetHistory
 from openmanager.core.model import Sample, ServerInfo

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
-from openmanager.agent.protocol import INGEST_PATH, PROTOCOL_VERSION
+from openmanager.core.agentwire import INGEST_PATH, PROTOCOL_VERSION
 from tests.integration.hubproc import HubProcess
 
 

@@ -25,7 +25,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from openmanager.agent.buffer import LOG, SAMPLE, DiskBuffer
-from openmanager.agent.protocol import INGEST_PATH, PROTOCOL_VERSION
+from openmanager.core.agentwire import INGEST_PATH, PROTOCOL_VERSION
 from tests.integration.hubproc import Client, HubProcess
 
 GAP_S = 20.0

@@ -17,7 +17,8 @@ from openmanager.config import Settings
 from openmanager.core.model import Sample, ServerInfo
 from openmanager.core.rollup import Bucket, MetricStats
 from openmanager.gateway import forecast_api
-from openmanager.hub import Hub
+from openmanager.jobs import load_baselines
+from openmanager.root import Root
 from openmanager.server import uvicorn_config
 from tests.integration.diskfill import agent_token, fill_series, now_ms, push_fill
 from tests.integration.hubproc import TOKEN, HubProcess, free_port
@@ -115,8 +116,9 @@ async def test_the_baseline_and_anomaly_score_come_from_the_roll_ups(tmp_path: P
     port = free_port()
     settings = Settings.load({"data_dir": str(tmp_path), "port": port, "local": False, "log_level": "warning"},
                              env={})
-    hub = Hub(settings, admin_token=TOKEN, sources=[])
-    server = uvicorn.Server(uvicorn_config(settings, hub))
+    root = Root.build(settings, admin_token=TOKEN, sources=[])
+    hub = root.hub
+    server = uvicorn.Server(uvicorn_config(settings, root))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # leave pytest's
     task = asyncio.create_task(server.serve())
     try:
@@ -133,7 +135,7 @@ async def test_the_baseline_and_anomaly_score_come_from_the_roll_ups(tmp_path: P
             hour = now - now % 3_600_000
             await hub.store.write_buckets([Bucket("db-1", 3600, hour - d * 86_400_000, 60, {"cpu": usual})
                                            for d in (1, 2, 3)], replace=True)
-            await hub.load_baselines()
+            await load_baselines(hub.store, hub.state)
             # 10 minutes at 30 s: 30 %, then 60 % for the last 5 minutes
             samples = [(ts, 30.0 if ts < now - 300_000 else 60.0) for ts in range(now - 570_000, now + 1, 30_000)]
             for ts, v in samples:

@@ -13,7 +13,8 @@ import httpx
 import uvicorn
 
 from openmanager.config import Settings
-from openmanager.hub import Hub
+from openmanager.jobs import load_baselines
+from openmanager.root import Root
 from openmanager.server import uvicorn_config
 from openmanager.sources.simulator import FleetSimulator, SimulatorSource
 from tests.integration.hubproc import Client, HubProcess, free_port
@@ -36,8 +37,7 @@ async def test_a_memory_leak_fires_the_forecast_before_any_threshold(tmp_path: P
     source = SimulatorSource(servers=20, seed=4, tick_s=0.2)
     # no incident but the one started below, rising for about 9 s (so the test is quick)
     source.simulator = FleetSimulator(servers=20, seed=4, incidents=False, incident_duration_s=(15.0, 15.0))
-    hub = Hub(settings, admin_token=TOKEN, sources=[source])
-    server = uvicorn.Server(uvicorn_config(settings, hub))
+    server = uvicorn.Server(uvicorn_config(settings, Root.build(settings, admin_token=TOKEN, sources=[source])))
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # leave pytest's
     task = asyncio.create_task(server.serve())
     base = f"http://127.0.0.1:{port}"
@@ -104,7 +104,7 @@ async def test_the_hub_loads_this_hours_baselines_from_the_roll_ups(tmp_path: Pa
 
     settings = Settings.load({"data_dir": str(tmp_path), "local": False, "tick": 0.2, "log_level": "warning"},
                              env={})
-    hub = Hub(settings, admin_token=TOKEN, sources=[])
+    hub = Root.build(settings, admin_token=TOKEN, sources=[]).hub
     await hub.start()
     try:
         assert hub.store is not None
@@ -115,7 +115,7 @@ async def test_the_hub_loads_this_hours_baselines_from_the_roll_ups(tmp_path: Pa
             hour = now - now % 3_600_000
             await hub.store.write_buckets([Bucket("db-1", 3600, hour - d * 86_400_000, 60, {"cpu": usual})
                                            for d in (1, 2, 3)], replace=True)
-            await hub.load_baselines()  # what the hub's `baselines` job runs every 10 minutes
+            await load_baselines(hub.store, hub.state)  # what the `baselines` job runs every 10 minutes
             if hub.state.now_ms() - hour < 3_600_000:
                 break
         assert hub.state.baseline("db-1", "cpu", now) == Baseline(30.0, 5.0, 3)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
 from openmanager.core.errors import ValidationError
 from openmanager.core.grouping import parse_group_by
 from openmanager.core.model import ServerInfo

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from openmanager.alerts.engine import AlertEngine, Transition
-from openmanager.alerts.rules import RuleSpec
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.model import ServerInfo
 from openmanager.notify.channels.webhook import WebhookChannel
 from openmanager.notify.service import NotificationService

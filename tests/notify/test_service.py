@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from openmanager.alerts.engine import AlertEngine, Transition
-from openmanager.alerts.rules import RuleSpec
-from openmanager.alerts.silences import Silence
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import ValidationError
 from openmanager.core.model import ServerInfo
+from openmanager.core.silences import Silence
 from openmanager.notify.channels.webhook import WebhookChannel
 from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.service import NotificationService

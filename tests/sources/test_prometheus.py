@@ -15,7 +15,7 @@ import pytest
 from openmanager.config import Settings
 from openmanager.core.errors import ConfigError
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
-from openmanager.hub import Hub, build_sources
+from openmanager.root import Root, build_sources
 from openmanager.sources.prometheus import (
     USER_AGENT,
     ExpositionError,
@@ -373,7 +373,7 @@ def test_build_sources_adds_the_scrape_source_and_surfaces_config_errors(tmp_pat
     with pytest.raises(ConfigError, match="scrape target"):
         build_sources(settings.replace(scrape=("n1=http://127.0.0.1:9100/metrics@1m",)))
     with pytest.raises(ConfigError, match="scrape target"):
-        Hub(settings.replace(scrape=("n1=gopher://x",)), admin_token="a-test-token")
+        Root.build(settings.replace(scrape=("n1=gopher://x",)), admin_token="a-test-token")
 
 
 def test_backoff_grows_is_capped_and_jittered() -> None:
@@ -525,7 +525,7 @@ async def test_problem_reaches_the_servers_api_through_the_hub(tmp_path: Path) -
     source = PrometheusSource([ScrapeTarget("n1", "http://n1:9100/metrics", interval_s=0.1)],
                               transport=httpx.MockTransport(handle), max_backoff_s=0.1)
     settings = Settings.load({"data_dir": str(tmp_path), "tick": 0.05}, env={})
-    hub = Hub(settings, admin_token="a-test-token", sources=[source])
+    hub = Root.build(settings, admin_token="a-test-token", sources=[source]).hub
     await hub.start()
     try:
         await wait_for(lambda: "n1" in hub.state.servers and hub.state.servers["n1"].ts > 0)
@@ -548,6 +548,6 @@ async def test_problem_reaches_the_servers_api_through_the_hub(tmp_path: Path) -
 
 def test_set_problem_on_an_unknown_server_is_ignored(tmp_path: Path) -> None:
     settings = Settings.load({"data_dir": str(tmp_path)}, env={})
-    hub = Hub(settings, admin_token="a-test-token", sources=[])
+    hub = Root.build(settings, admin_token="a-test-token", sources=[]).hub
     hub.pipeline.problem("ghost", "nobody home")
     assert "ghost" not in hub.state.servers

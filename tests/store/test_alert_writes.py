@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from openmanager.alerts.rules import RuleSpec
 from openmanager.alerts.service import AlertService
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.model import ServerInfo
 from openmanager.store import Store, StoreError
 from openmanager.store.alerts import AlertStore

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from openmanager.alerts.engine import AlertEngine
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
-from openmanager.alerts.silences import Silence
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
 from openmanager.core.model import ServerInfo
+from openmanager.core.silences import Silence
 from openmanager.store import Store
 from openmanager.store.alerts import AlertStore, alert_data
 

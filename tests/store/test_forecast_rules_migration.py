@@ -1,6 +1,5 @@
 """Migration 0008_forecast_rules: a store created before the pack's forecasts gets them once; a fresh one
-is seeded by 0004 and gets no second copy; the migration's frozen definitions are the pack's (compared as
-loaded: fields added to the wire form later, such as the derived `family`, are filled in on load)."""
+is seeded by 0004 and gets no second copy; the migration's frozen definitions are the pack's."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
+from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
 from openmanager.store import Store, alembic_config
 from openmanager.store.alerts import AlertStore
 
@@ -28,6 +27,7 @@ def rows(path: Path) -> dict[str, str]:
 
 def test_the_frozen_definitions_are_the_packs() -> None:
     pack = {b["id"]: RuleSpec.from_api(b).to_api() for b in DEFAULT_RULES if b["id"] in FORECASTS}
+    # read as rules today: fields added since the freeze (`family`) take their defaults
     assert {r["id"]: RuleSpec.from_api(r).to_api() for r in migration.RULES} == pack
 
 
@@ -41,8 +41,8 @@ async def test_a_store_from_before_the_forecasts_gets_them_once(tmp_path: Path) 
     assert not set(FORECASTS) & set(rows(path))
     async with await Store.open(url) as store:  # the hub's start: upgrade to every head
         loaded = {r.id: r for r in await AlertStore(store).load_rules()}
-        frozen = {r["id"]: RuleSpec.from_api(r).to_api() for r in migration.RULES}
-        assert {f: loaded[f].to_api() for f in FORECASTS} == frozen
+        assert {f: loaded[f].to_api() for f in FORECASTS} == {r["id"]: RuleSpec.from_api(r).to_api()
+                                                              for r in migration.RULES}
         assert await AlertStore(store).delete_rule("disk-full-forecast")  # deleting one sticks
     async with await Store.open(url) as store:
         ids = [r.id for r in await AlertStore(store).load_rules()]

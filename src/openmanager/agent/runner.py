@@ -41,7 +41,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from openmanager import __version__
 from openmanager.agent.buffer import LOG, SAMPLE, DiskBuffer
-from openmanager.agent.protocol import (
+from openmanager.core.agentwire import (
     BATCH_OVERHEAD_BYTES,
     FATAL_CLOSE_CODES,
     ITEM_SEQ_BYTES,

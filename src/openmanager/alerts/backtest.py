@@ -26,7 +26,7 @@ from collections.abc import Generator, Mapping, Sequence
 from typing import Any
 
 from openmanager.alerts.engine import AlertEngine
-from openmanager.alerts.rules import RuleSpec
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.forecast import Baseline, Moments, PeerStats
 from openmanager.core.model import ServerInfo
 from openmanager.core.rollup import MetricStats, seasonal_baseline

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 
-from openmanager.alerts.rules import format_duration, parse_rule_duration
+from openmanager.core.alertrules import format_duration, parse_rule_duration
 from openmanager.core.errors import ValidationError
 
 __all__ = ["MaintenanceWindow"]

@@ -14,7 +14,7 @@ waits on the store: its transitions are queued and written behind.
 The writer keeps the transitions' order; `flush()` waits until everything handed to it is stored, which
 the REST API uses before reading alert history so a client reads its own writes.
 
-Escalation (`alerts/escalation.py`): each tick, a firing alert that is neither acknowledged nor silenced
+Escalation (`core/escalation.py`): each tick, a firing alert that is neither acknowledged nor silenced
 and whose rule has an escalation policy (its own, else its severity's default in `severity_escalation`)
 emits an `escalated` transition when its next step is due (the step's users and channels in
 `alert.escalation`); the notification service turns it into the step's
@@ -30,15 +30,15 @@ import time
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from typing import Any
 
-from openmanager.alerts.backtest import choose_step, replay
+from openmanager.alerts.backtest import Hours, Series, replay_for
 from openmanager.alerts.engine import Alert, AlertEngine, Transition
-from openmanager.alerts.escalation import EscalationPolicy, due_step, policy_for
 from openmanager.alerts.maintenance import MaintenanceWindow
-from openmanager.alerts.rules import RuleSpec
-from openmanager.alerts.silences import Silence
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import ConflictError, NotFoundError
+from openmanager.core.escalation import EscalationPolicy, due_step, policy_for
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
+from openmanager.core.silences import Silence
 from openmanager.core.status import StatusPolicy
 from openmanager.store.alerts import AlertStore, alert_data
 from openmanager.store.db import StoreError
@@ -366,13 +366,18 @@ class AlertService:
     async def load_windows(self) -> None:
         """Schedule the stored windows, and put back into maintenance the servers of a window that is
         running now (its silence is in the store)."""
-        self.windows = {w.id: w for w in await self.store.windows()}
+        self.windows = {w.id: w for w in await self.stored_windows()}
         for window in self.windows.values():
             self._schedule(window)
         now = self.now_ms()
         for silence in self.engine.silences:
             if silence.created_by.startswith("maintenance:") and silence.active(now):
                 self._enter(silence, silence.ends_at)
+
+    async def stored_windows(self) -> list[MaintenanceWindow]:
+        """The maintenance windows in the store."""
+        return [MaintenanceWindow.from_api(body, created_by=by, window_id=wid)
+                for wid, body, by in await self.store.window_rows()]
 
     def _schedule(self, window: MaintenanceWindow) -> None:
         if self._scheduler is not None:
@@ -423,11 +428,11 @@ class AlertService:
                 self._set_maintenance(sid, False)
 
     # backtest
-    def backtest_replay(self, spec: RuleSpec, data: Sequence[tuple[ServerInfo, Mapping[str, Any]]], *,
-                        since_ms: int, until_ms: int, min_step_ms: int, stale_ms: int,
-                        policy: StatusPolicy) -> Generator[None, None, dict[str, Any]]:
-        """The backtest as a generator of small steps (`alerts.backtest.replay`), for `budget.run_sliced`."""
-        step = choose_step(since_ms, until_ms, len(data), min_step_ms)
-        return replay(spec, data, since_ms=since_ms, until_ms=until_ms, step_ms=step,
-                      stale_ms=max(stale_ms, 3 * step), flap_transitions=self.engine.flap_transitions,
-                      flap_window_ms=self.engine.flap_window_ms, policy=policy)
+    def backtest_replay(self, spec: RuleSpec, data: Sequence[tuple[ServerInfo, Series]], *,
+                        since_ms: int, until_ms: int, min_step_ms: int, stale_ms: int, policy: StatusPolicy,
+                        hours: Mapping[str, Hours] | None = None) -> Generator[None, None, dict[str, Any]]:
+        """The backtest as a generator of small steps (`alerts.backtest.replay_for`), for `budget.run_sliced`;
+        `hours`: each server's hourly roll-up statistics (for `anomaly`)."""
+        return replay_for(spec, data, since_ms=since_ms, until_ms=until_ms, min_step_ms=min_step_ms,
+                          stale_ms=stale_ms, policy=policy, flap_transitions=self.engine.flap_transitions,
+                          flap_window_ms=self.engine.flap_window_ms, hours=hours)

@@ -67,3 +67,9 @@ class CapacityError(OpenManagerError):
         super().__init__(message, code=code)
         self.status = status
         self.retry_after_s = retry_after_s
+
+
+class Unavailable(OpenManagerError):
+    """A part of the hub that is still starting (or, on a follower, not running here): HTTP 503."""
+
+    code = "unavailable"

@@ -1,37 +1,29 @@
 """REST routes for alert rules, alerts (list, ack), silences and rule backtests, under `/api/v1`.
 
-Changes go through `leader_ops`: in one process they run at once; in a cluster a follower hands them to
-the leader (whose engine holds the alerts), and the leader tells every process to reload rules and
-maintenance windows from the store afterwards. Every change is committed to the store before it is
-answered (on a follower: before the leader replies); a store failure answers 503 `store_error`.
+Changes go through `Alerts.change` (`services.alerts`): in one process they run at once; in a cluster a
+follower hands them to the leader (whose engine holds the alerts), and the leader tells every process to
+reload rules and maintenance windows from the store afterwards. Every change is committed to the store
+before it is answered (on a follower: before the leader replies); a store failure answers 503
+`store_error`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
-from openmanager.alerts.backtest import replay_for
-from openmanager.alerts.rules import SEVERITIES, RuleSpec, each_metrics
 from openmanager.budget import SLICE_S, run_sliced, time_budget
+from openmanager.core.alertrules import SEVERITIES, RuleSpec, each_metrics
 from openmanager.core.bounds import parse_time
 from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.rules import Anomaly, compile_condition, history_functions
 from openmanager.gateway.auth import require_role
-from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
-from openmanager.gateway.deps import hub_of as _hub
-from openmanager.store.queries import data_start_ms
-from openmanager.store.rollups import baseline_hours
-
-if TYPE_CHECKING:
-    from openmanager.alerts.service import AlertService
-    from openmanager.hub import Hub
+from openmanager.gateway.deps import AlertsDep, FleetDep, JsonObject, JsonRoute, SettingsDep
+from openmanager.services.alerts import rule_out as _rule_out
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], route_class=JsonRoute)
 
@@ -39,19 +31,8 @@ STATES = ("pending", "firing", "resolved")
 MAX_BACKTEST_SPAN_MS = 90 * 86_400_000
 
 
-def _alerts(request: Request) -> AlertService:
-    service = _hub(request).alerts
-    if service is None:
-        raise Unavailable("the alert engine is starting")
-    return service
-
-
 def _user(request: Request) -> str:
     return str(request.scope.get("user") or "unknown")
-
-
-def _rule_out(spec: RuleSpec, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    return spec.to_api() | (meta or {})
 
 
 def _csv(value: str | None, allowed: tuple[str, ...], name: str) -> list[str]:
@@ -63,80 +44,27 @@ def _csv(value: str | None, allowed: tuple[str, ...], name: str) -> list[str]:
     return items
 
 
-def leader_ops(hub: Hub) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[Any]]]:
-    """The changes that need the alert engine, as JSON in and out (run on the leader)."""
-
-    def service() -> AlertService:
-        if hub.alerts is None:
-            raise Unavailable("the alert engine is starting")
-        return hub.alerts
-
-    async def changed(result: Any) -> Any:
-        hub.notify_cluster("alerts-config")
-        return result
-
-    async def create_rule(a: Mapping[str, Any]) -> Any:
-        return await changed(_rule_out(await service().create_rule(a["body"], by=a["by"])))
-
-    async def replace_rule(a: Mapping[str, Any]) -> Any:
-        return await changed(_rule_out(await service().replace_rule(a["rule_id"], a["body"], by=a["by"])))
-
-    async def delete_rule(a: Mapping[str, Any]) -> Any:
-        await service().delete_rule(a["rule_id"])
-        return await changed(None)
-
-    async def ack(a: Mapping[str, Any]) -> Any:
-        return await service().ack(a["alert_id"], by=a["by"], comment=a["comment"])
-
-    async def add_silence(a: Mapping[str, Any]) -> Any:
-        svc = service()
-        return await changed((await svc.add_silence(a["body"], by=a["by"])).to_api(svc.now_ms()))
-
-    async def end_silence(a: Mapping[str, Any]) -> Any:
-        svc = service()
-        return await changed((await svc.end_silence(a["silence_id"])).to_api(svc.now_ms()))
-
-    async def add_window(a: Mapping[str, Any]) -> Any:
-        return await changed((await service().add_window(a["body"], by=a["by"])).to_api())
-
-    async def start_window(a: Mapping[str, Any]) -> Any:
-        svc = service()
-        return await changed((await svc.start_window(a["window_id"])).to_api(svc.now_ms()))
-
-    async def delete_window(a: Mapping[str, Any]) -> Any:
-        await service().delete_window(a["window_id"])
-        return await changed(None)
-
-    ops = (create_rule, replace_rule, delete_rule, ack, add_silence, end_silence, add_window, start_window,
-           delete_window)
-    return {f"alerts.{op.__name__}": op for op in ops}
-
-
-async def _leader(request: Request, op: str, **args: Any) -> Any:
-    return await _hub(request).calls.call(f"alerts.{op}", args)
-
-
 # rules ---------------------------------------------------------------------------------------------
 @router.get("/rules")
-async def list_rules(request: Request) -> dict[str, Any]:
+async def list_rules(alerts: AlertsDep) -> dict[str, Any]:
     """Every rule, in creation order, with `created_at`, `updated_at` and `created_by`."""
-    service = _alerts(request)
+    service = alerts.service()
     meta = await service.store.rule_meta()
     return {"rules": [_rule_out(spec, meta.get(spec.id)) for spec in service.engine.rules]}
 
 
 @router.post("/rules", status_code=201)
-async def create_rule(request: Request, body: JsonObject) -> dict[str, Any]:
+async def create_rule(request: Request, body: JsonObject, alerts: AlertsDep) -> dict[str, Any]:
     """Create a rule (PROTOCOL.md, "Rule language"). The id defaults to one derived from the name.
     400 `invalid_rule` for a bad field or condition (with `position`), 409 if the id exists."""
     require_role(request, "operator")
-    result: dict[str, Any] = await _leader(request, "create_rule", body=body, by=_user(request))
+    result: dict[str, Any] = await alerts.change("create_rule", body=body, by=_user(request))
     return result
 
 
 @router.get("/rules/{rule_id}")
-async def get_rule(request: Request, rule_id: str) -> dict[str, Any]:
-    service = _alerts(request)
+async def get_rule(rule_id: str, alerts: AlertsDep) -> dict[str, Any]:
+    service = alerts.service()
     spec = service.engine.rule(rule_id)
     if spec is None:
         raise NotFoundError(f"no rule {rule_id!r}")
@@ -144,24 +72,25 @@ async def get_rule(request: Request, rule_id: str) -> dict[str, Any]:
 
 
 @router.put("/rules/{rule_id}")
-async def replace_rule(request: Request, rule_id: str, body: JsonObject) -> dict[str, Any]:
+async def replace_rule(request: Request, rule_id: str, body: JsonObject, alerts: AlertsDep) -> dict[str, Any]:
     """Replace a rule. Its pending and firing alerts go on under the new definition (disabling it, or
     switching between per-server and fleet, resolves them)."""
     require_role(request, "operator")
-    result: dict[str, Any] = await _leader(request, "replace_rule", rule_id=rule_id, body=body, by=_user(request))
+    result: dict[str, Any] = await alerts.change("replace_rule", rule_id=rule_id, body=body, by=_user(request))
     return result
 
 
 @router.delete("/rules/{rule_id}", status_code=204, response_class=Response)
-async def delete_rule(request: Request, rule_id: str) -> Response:
+async def delete_rule(request: Request, rule_id: str, alerts: AlertsDep) -> Response:
     """Delete a rule; its pending and firing alerts resolve (without notifying)."""
     require_role(request, "operator")
-    await _leader(request, "delete_rule", rule_id=rule_id)
+    await alerts.change("delete_rule", rule_id=rule_id)
     return Response(status_code=204)
 
 
 @router.post("/rules/backtest")
-async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
+async def backtest_rule(request: Request, body: JsonObject, alerts: AlertsDep, fleet: FleetDep,
+                        settings: SettingsDep) -> dict[str, Any]:
     """Replay a rule over recorded history: `{"rule": {...}}` or `{"rule_id": "..."}`, plus `since`
     (epoch ms or a duration back from now, default 1h) and optional `until` (epoch ms). Answers how
     often and when it would have fired (`firings`, `notifications`, `episodes`).
@@ -172,7 +101,7 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
     user (429) and `backtest_concurrency` in all (503 `busy`) at once, within `expensive_timeout`
     (503 `timeout`)."""
     require_role(request, "operator")
-    hub, service = _hub(request), _alerts(request)
+    service = alerts.service()
     unknown = sorted(set(body) - {"rule", "rule_id", "since", "until"})
     if unknown:
         raise ValidationError(f"unknown field {unknown[0]!r}", code="invalid_parameter")
@@ -207,51 +136,48 @@ async def backtest_rule(request: Request, body: JsonObject) -> dict[str, Any]:
             series_metrics |= compiled.series_metrics
     if spec.each:  # read per series of the metrics labelled by `each`
         series_metrics |= each_metrics(spec.each) & fields
-    policy = hub.state.policy
+    policy = fleet.policy
     if "status" in fields:  # status is derived from the threshold metrics (and offline from gaps)
         fields.discard("status")
         fields |= set(policy.thresholds)
-    if hub.store is None:
-        raise Unavailable("the store is starting")
-    with hub.backtests.slot(_user(request)):
-        async with time_budget(hub.settings.expensive_timeout_s, "the backtest"):
-            held_from = await data_start_ms(hub.store, hub.history)
+    with alerts.backtests.slot(_user(request)):
+        async with time_budget(settings.expensive_timeout_s, "the backtest"):
+            held_from = await fleet.data_start_ms()
             start = until if held_from is None else min(max(since, held_from), until)
             data = []
             yielded = time.perf_counter()
-            for server in list(hub.state):
+            for server in list(fleet):
                 series = {}
                 keys = set(fields)
-                if series_metrics and (ring := hub.history.get(server.info.id)) is not None:
-                    keys |= {k for k in ring.series_keys() if k.partition(":")[0] in series_metrics}
+                if series_metrics:
+                    keys |= fleet.series_keys(server.info.id, series_metrics)
                 for metric in sorted(keys):
-                    points = await hub.history_points(server.info.id, metric, start, until, None)
+                    points = await fleet.history_points(server.info.id, metric, start, until, None)
                     series[metric] = ([p[0] for p in points], [p[1] for p in points])
                 data.append((server.info, series))
                 if time.perf_counter() - yielded > SLICE_S:  # memory-only reads never suspend: yield here
                     await asyncio.sleep(0)
                     yielded = time.perf_counter()
-            tick_ms = max(1, int(hub.settings.tick * 1000))
-            hours = (await baseline_hours(hub.store, [info.id for info, _ in data], start, until, seasonal)
+            tick_ms = max(1, int(settings.tick * 1000))
+            hours = (await fleet.baseline_hours([info.id for info, _ in data], start, until, seasonal)
                      if seasonal else None)
-            result = await run_sliced(replay_for(
+            result = await run_sliced(service.backtest_replay(
                 spec, data, since_ms=start, until_ms=until, min_step_ms=tick_ms,
-                stale_ms=policy.offline_after_ms(tick_ms), policy=policy, hours=hours,
-                flap_transitions=service.engine.flap_transitions, flap_window_ms=service.engine.flap_window_ms))
+                stale_ms=policy.offline_after_ms(tick_ms), policy=policy, hours=hours))
     return {"rule": spec.to_api()} | result | {"requested_since": since, "clamped": start > since}
 
 
 # alerts --------------------------------------------------------------------------------------------
 @router.get("/alerts")
 async def list_alerts(
-    request: Request,
+    alerts: AlertsDep,
     state: Annotated[str | None, Query(description="pending, firing, resolved (comma-separated)")] = None,
     server: Annotated[str | None, Query(description="A server id (fleet alerts naming it included)")] = None,
     severity: Annotated[str | None, Query(description="Minimum severity: info, warning, critical")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Alerts, most recently changed first."""
-    service = _alerts(request)
+    service = alerts.service()
     states = _csv(state, STATES, "state")
     floor = _csv(severity, SEVERITIES, "severity")
     severities = list(SEVERITIES[SEVERITIES.index(floor[0]):]) if floor else None
@@ -261,9 +187,9 @@ async def list_alerts(
 
 
 @router.get("/alerts/{alert_id}")
-async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
+async def get_alert(alert_id: str, alerts: AlertsDep) -> dict[str, Any]:
     """One alert with its `history`: every transition, with the value that caused it."""
-    service = _alerts(request)
+    service = alerts.service()
     await service.flush()
     data = await service.store.get_alert(alert_id)
     if data is None:
@@ -273,7 +199,7 @@ async def get_alert(request: Request, alert_id: str) -> dict[str, Any]:
 
 
 @router.post("/alerts/{alert_id}/ack")
-async def ack_alert(request: Request, alert_id: str,
+async def ack_alert(request: Request, alert_id: str, alerts: AlertsDep,
                     body: Annotated[dict[str, Any] | None, Body()] = None) -> dict[str, Any]:
     """Acknowledge a firing alert with `{"comment": "..."}`: it stays acknowledged until it resolves
     (no repeat notifications meanwhile). Answered once the acknowledgement is stored. 404 if not
@@ -283,74 +209,70 @@ async def ack_alert(request: Request, alert_id: str,
     comment = (body or {}).get("comment", "")
     if not isinstance(comment, str) or len(comment) > 2000:
         raise ValidationError("comment must be a string of at most 2000 characters", code="invalid_parameter")
-    result: dict[str, Any] = await _leader(request, "ack", alert_id=alert_id, by=_user(request), comment=comment)
+    result: dict[str, Any] = await alerts.change("ack", alert_id=alert_id, by=_user(request), comment=comment)
     return result
 
 
 # silences ------------------------------------------------------------------------------------------
 @router.post("/silences", status_code=201)
-async def create_silence(request: Request, body: JsonObject) -> dict[str, Any]:
+async def create_silence(request: Request, body: JsonObject, alerts: AlertsDep) -> dict[str, Any]:
     """`{"servers"?: [ids or globs], "rules"?: [ids or names], "tags"?: {k: v}, "starts_at"?: ms,
     "ends_at": ms | "duration": "2h", "comment"}`: matching alerts are still recorded and published,
     but notify no one while it is active."""
     require_role(request, "operator")
-    result: dict[str, Any] = await _leader(request, "add_silence", body=body, by=_user(request))
+    result: dict[str, Any] = await alerts.change("add_silence", body=body, by=_user(request))
     return result
 
 
 @router.get("/silences")
 async def list_silences(
-    request: Request, active: Annotated[bool | None, Query(description="Only current and future ones")] = None
+    alerts: AlertsDep, active: Annotated[bool | None, Query(description="Only current and future ones")] = None
 ) -> dict[str, Any]:
-    service = _alerts(request)
+    service = alerts.service()
     now = service.now_ms()
     silences = await service.store.silences(active_at=now if active else None)
     return {"silences": [s.to_api(now) for s in silences]}
 
 
 @router.delete("/silences/{silence_id}")
-async def end_silence(request: Request, silence_id: str) -> dict[str, Any]:
+async def end_silence(request: Request, silence_id: str, alerts: AlertsDep) -> dict[str, Any]:
     """End a silence early (it is kept, with its new end, in the list)."""
     require_role(request, "operator")
-    result: dict[str, Any] = await _leader(request, "end_silence", silence_id=silence_id)
+    result: dict[str, Any] = await alerts.change("end_silence", silence_id=silence_id)
     return result
 
 
 # maintenance windows -------------------------------------------------------------------------------
 @router.get("/maintenance")
-async def list_windows(request: Request) -> dict[str, Any]:
+async def list_windows(alerts: AlertsDep) -> dict[str, Any]:
     """Maintenance windows with their next start (epoch ms)."""
-    service, hub = _alerts(request), _hub(request)
     out = []
-    for window in service.windows.values():
-        job = hub.scheduler.get_job(f"maintenance-{window.id}") if hub.scheduler is not None else None
-        nxt = job.next_run_time if job is not None else None
-        if job is None and not hub.is_leader:  # scheduled on the leader only: compute it here
-            nxt = window.trigger().get_next_fire_time(None, datetime.now(UTC))
+    for window in alerts.service().windows.values():
+        nxt = alerts.next_start(window)
         out.append(window.to_api() | {"next_start_at": int(nxt.timestamp() * 1000) if nxt else None})
     return {"windows": out}
 
 
 @router.post("/maintenance", status_code=201)
-async def create_window(request: Request, body: JsonObject) -> dict[str, Any]:
+async def create_window(request: Request, body: JsonObject, alerts: AlertsDep) -> dict[str, Any]:
     """`{"name", "cron": "0 2 * * sun", "timezone": "Asia/Seoul", "duration": "2h", "servers"?, "tags"?,
     "comment"?}`: each time the cron expression fires (in that zone), the scope's alerts are silenced
     for the duration and its servers' status is `maintenance`."""
     require_role(request, "operator")
-    result: dict[str, Any] = await _leader(request, "add_window", body=body, by=_user(request))
+    result: dict[str, Any] = await alerts.change("add_window", body=body, by=_user(request))
     return result
 
 
 @router.post("/maintenance/{window_id}/start")
-async def start_window(request: Request, window_id: str) -> dict[str, Any]:
+async def start_window(request: Request, window_id: str, alerts: AlertsDep) -> dict[str, Any]:
     """Start a window now (outside its schedule); answers the silence it created."""
     require_role(request, "operator")
-    result: dict[str, Any] = await _leader(request, "start_window", window_id=window_id)
+    result: dict[str, Any] = await alerts.change("start_window", window_id=window_id)
     return result
 
 
 @router.delete("/maintenance/{window_id}", status_code=204, response_class=Response)
-async def delete_window(request: Request, window_id: str) -> Response:
+async def delete_window(request: Request, window_id: str, alerts: AlertsDep) -> Response:
     require_role(request, "operator")
-    await _leader(request, "delete_window", window_id=window_id)
+    await alerts.change("delete_window", window_id=window_id)
     return Response(status_code=204)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,20 +18,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from openmanager import __version__
-from openmanager.agent.protocol import INGEST_PATH
 from openmanager.core.access import allowed_hosts_policy
+from openmanager.core.agentwire import INGEST_PATH
 from openmanager.core.errors import OpenManagerError
 from openmanager.gateway import errors
 from openmanager.gateway.alerts_api import router as alerts_router
-from openmanager.gateway.auth import FrontDoor, token_link
+from openmanager.gateway.auth import Authenticator, FrontDoor, token_link
 from openmanager.gateway.compression import CompressionMiddleware
 from openmanager.gateway.errors import error_response
-from openmanager.gateway.ingest import IngestService, ingest_endpoint
+from openmanager.gateway.forecast_api import router as forecast_router
+from openmanager.gateway.ingest import ingest_endpoint
 from openmanager.gateway.jsonbody import JsonBodyGate
 from openmanager.gateway.limits import LOGIN_PATHS, BodyLimit, CapacityGate
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
-from openmanager.gateway.otlp import OTLP_PATHS, OtlpService, otlp_router
+from openmanager.gateway.otlp import OTLP_PATHS, otlp_router
 from openmanager.gateway.otlp import router as ingest_tokens_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.socketio import SocketIOEndpoint
@@ -39,10 +40,18 @@ from openmanager.gateway.sse import router as sse_router
 from openmanager.gateway.streaming import StreamGate
 from openmanager.gateway.users_api import router as users_router
 from openmanager.gateway.ws import WS_PATH, websocket_endpoint
-from openmanager.pipeline.subscriptions import Streams, SubscriptionLimits
+from openmanager.pipeline.subscriptions import Streams
 
 if TYPE_CHECKING:
-    from openmanager.hub import Hub
+    from openmanager.config import Settings
+    from openmanager.gateway.limits import ConnectionLimits
+    from openmanager.services.alerts import Alerts
+    from openmanager.services.fleet import Fleet, Health
+    from openmanager.services.logs import Logs
+    from openmanager.services.notify import Notifications
+    from openmanager.services.otlp import Otlp
+    from openmanager.services.users import Users
+    from openmanager.sources.agent import AgentSource
 
 access_log = logging.getLogger("openmanager.access")
 log = logging.getLogger(__name__)
@@ -58,14 +67,37 @@ def loggable(text: str) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+@dataclass(slots=True)
+class AppServices:
+    """What the application is built from (by the composition root, `openmanager.root`): the lifespan's
+    start and stop, and one narrow service per group of routes, each put on `app.state` under its own name
+    and read by the routers through `gateway.deps`."""
+
+    settings: Settings
+    start: Callable[[], Awaitable[None]]
+    stop: Callable[[], Awaitable[None]]
+    fleet: Fleet
+    health: Health
+    alerts: Alerts
+    users: Users
+    notifications: Notifications
+    logs: Logs
+    ingest: AgentSource
+    otlp: Otlp  # the OTLP/HTTP receiver and the ingest tokens
+    limits: ConnectionLimits
+    streams: Streams  # /ws, /sse and /socket.io/: subscribe, resume, snapshot, the session registry
+    stream_gate: StreamGate  # who may open a stream: authenticator, connection caps, allowed origins
+    trusted_proxies: str  # whose X-Forwarded-For / -Proto are believed (`trusted_proxies`); "" none
+
+
 class AuthGate:
     """Every HTTP path needs a token except the public ones; `/?token=` trades the token for the
     session cookie and redirects to `/` (`auth.token_link`: not from another site's link). WebSocket auth
     happens in the endpoint (close 4401)."""
 
-    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
         self.app = app
-        self.hub = hub
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,7 +130,7 @@ class AuthGate:
 
     async def _gate(self, request: Request) -> Response | None:
         path = request.url.path
-        auth = self.hub.auth
+        auth = self.auth
         if path == "/" and "token" in request.query_params:
             return await token_link(request, auth)
         if path in PUBLIC_PATHS or path.startswith("/static/"):
@@ -117,6 +149,7 @@ class AuthGate:
         request.scope["principal"] = principal
         return None
 
+
 async def _scope_only(scope: Scope, receive: Receive, send: Send) -> None:
     """The app behind `StreamFront.forwarded`: the middleware's rewrite of the scope is all it is for."""
 
@@ -134,19 +167,18 @@ class StreamFront:
     the HTTP app, so no frame of either stays on a WebSocket's stack. HTTP requests go through
     `BodyLimit` first (413 for an oversized body, before anything reads it)."""
 
-    def __init__(self, app: ASGIApp, hub: Hub, streams: Streams, gate: StreamGate) -> None:
-        self.streams, self.gate = streams, gate
-        trusted = trusted_proxies(hub.settings.forwarded_allow_ips)
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Streams, gate: StreamGate, trusted: str) -> None:
         self.forwarded: ASGIApp | None = None
         if trusted:  # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
             app = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
             self.forwarded = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
-        login_limit = hub.settings.max_login_body_bytes
+        login_limit = settings.max_login_body_bytes
         limits = dict.fromkeys(LOGIN_PATHS, login_limit)
-        limits.update(dict.fromkeys(OTLP_PATHS, hub.settings.otlp_max_body_bytes))  # OTLP bodies as sent
-        self.app: ASGIApp = BodyLimit(app, default=hub.settings.max_body_bytes, limits=limits)
-        self.hub = hub
-        self.socketio = SocketIOEndpoint(hub, self.forwarded)  # /socket.io/: authenticates itself, per namespace
+        limits.update(dict.fromkeys(OTLP_PATHS, settings.otlp_max_body_bytes))  # OTLP bodies as sent
+        self.app: ASGIApp = BodyLimit(app, default=settings.max_body_bytes, limits=limits)
+        self.streams, self.gate = streams, gate
+        # /socket.io/: authenticates itself, per namespace
+        self.socketio = SocketIOEndpoint(streams, gate, settings, self.forwarded)
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == WS_PATH:
@@ -156,20 +188,20 @@ class StreamFront:
         return self.app(scope, receive, send)
 
 
-def trusted_proxies(setting: str) -> str:
-    """The proxies whose forwarded headers are believed: the `forwarded_allow_ips` setting, else the
-    environment's `FORWARDED_ALLOW_IPS` (as in uvicorn), else none ("")."""
-    return (setting or os.environ.get("FORWARDED_ALLOW_IPS", "")).strip()
+def trusted_proxies(setting: str, env: Mapping[str, str]) -> str:
+    """The proxies whose forwarded headers are believed: the `forwarded_allow_ips` setting, else `env`'s
+    `FORWARDED_ALLOW_IPS` (as in uvicorn; the root passes the process environment), else none ("")."""
+    return (setting or env.get("FORWARDED_ALLOW_IPS", "")).strip()
 
 
-def create_app(hub: Hub) -> FrontDoor:
+def create_app(services: AppServices) -> FrontDoor:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await hub.start()
+        await services.start()
         try:
             yield
         finally:
-            await hub.stop()
+            await services.stop()
 
     app = FastAPI(
         title="OpenManager Vibe",
@@ -177,25 +209,20 @@ def create_app(hub: Hub) -> FrontDoor:
         description="Real-time server-fleet monitoring hub. See docs/protocol.md for WebSocket and SSE.",
         lifespan=lifespan,
     )
-    app.state.hub = hub
-    # The stream endpoints' services (/ws, /sse), built from what the hub holds today (for the composition root).
-    limits = SubscriptionLimits(hub.settings.subscriptions_per_connection, hub.settings.subscription_cost_budget,
-                                hub.settings.filter_limits())
-    app.state.streams = streams = Streams(hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats, limits=limits,
-                                          queue_limits=hub.queue_limits, heartbeat_ms=hub.settings.heartbeat_ms,
-                                          sessions=hub.sessions)
-    app.state.stream_gate = gate = StreamGate(hub.auth, hub.limits, hub.allowed_origins)
+    for name in ("settings", "fleet", "health", "alerts", "users", "notifications", "logs", "ingest", "otlp",
+                 "streams"):
+        setattr(app.state, name, getattr(services, name))
+    app.state.stream_gate = services.stream_gate
     errors.install(app, public_paths=PUBLIC_PATHS)
+    app.include_router(forecast_router)  # GET /api/v1/servers/{id}/forecast, /api/v1/forecasts
     app.include_router(router)
     app.include_router(logs_router)
     app.include_router(alerts_router)
     app.include_router(notify_router)
     app.include_router(sse_router)
     app.include_router(users_router)
-    app.state.ingest = IngestService(hub)
     app.include_router(otlp_router)  # OTLP/HTTP: ingest tokens only (checked there)
     app.include_router(ingest_tokens_router)
-    app.state.otlp = OtlpService(hub)
     app.add_api_websocket_route(INGEST_PATH, ingest_endpoint)  # agent tokens only (checked there)
 
     @app.get("/", include_in_schema=False)
@@ -205,8 +232,9 @@ def create_app(hub: Hub) -> FrontDoor:
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_middleware(JsonBodyGate)  # an API body must be sent as application/json (415 otherwise)
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
-    app.add_middleware(CapacityGate, limits=hub.limits)  # over the connection cap: health checks and admins
-    app.add_middleware(AuthGate, hub=hub)
-    settings = hub.settings
+    app.add_middleware(CapacityGate, limits=services.limits)  # over the connection cap: health checks and admins
+    app.add_middleware(AuthGate, auth=services.users.auth)
+    settings = services.settings
     allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)
-    return FrontDoor(StreamFront(app, hub, streams, gate), allowed_hosts)  # the peer's address; the Host check
+    front = StreamFront(app, settings, services.streams, services.stream_gate, services.trusted_proxies)
+    return FrontDoor(front, allowed_hosts)  # the peer's address; the Host check

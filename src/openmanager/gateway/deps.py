@@ -1,34 +1,71 @@
-"""What the REST routers share: the hub serving a request, the JSON-object body type, the route class
-that reads JSON bodies strictly, and the error for a part of the hub that is not ready yet (503
-`unavailable`)."""
+"""What the REST routers share: the services they receive as FastAPI dependencies (each put on
+`app.state` by `gateway.app.create_app`, built by the composition root), the JSON-object body type, the
+route class that reads JSON bodies strictly, and the error for a part of the hub that is not ready yet
+(503 `unavailable`, raised by the services' one `need` check)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Body, Request
+from fastapi import Body, Depends, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from openmanager.core.errors import OpenManagerError
-
-if TYPE_CHECKING:
-    from openmanager.hub import Hub
+from openmanager.config import Settings
+from openmanager.core.errors import Unavailable
+from openmanager.services.alerts import Alerts
+from openmanager.services.fleet import Fleet, Health
+from openmanager.services.logs import Logs
+from openmanager.services.notify import Notifications
+from openmanager.services.users import Users
 
 JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
 
 
-class Unavailable(OpenManagerError):
-    """A part of the hub that is still starting (or, on a follower, not running here)."""
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
-    code = "unavailable"
+
+def _fleet(request: Request) -> Fleet:
+    fleet: Fleet = request.app.state.fleet
+    return fleet
 
 
-def hub_of(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
+def _health(request: Request) -> Health:
+    health: Health = request.app.state.health
+    return health
+
+
+def _alerts(request: Request) -> Alerts:
+    alerts: Alerts = request.app.state.alerts
+    return alerts
+
+
+def _users(request: Request) -> Users:
+    users: Users = request.app.state.users
+    return users
+
+
+def _notifications(request: Request) -> Notifications:
+    notifications: Notifications = request.app.state.notifications
+    return notifications
+
+
+def _logs(request: Request) -> Logs:
+    logs: Logs = request.app.state.logs
+    return logs
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+FleetDep = Annotated[Fleet, Depends(_fleet)]
+HealthDep = Annotated[Health, Depends(_health)]
+AlertsDep = Annotated[Alerts, Depends(_alerts)]
+UsersDep = Annotated[Users, Depends(_users)]
+NotificationsDep = Annotated[Notifications, Depends(_notifications)]
+LogsDep = Annotated[Logs, Depends(_logs)]
 
 
 class _StrictJsonRequest(Request):
@@ -51,3 +88,9 @@ class JsonRoute(APIRoute):
             return await handler(_StrictJsonRequest(request.scope, request.receive))
 
         return strict_json_handler
+
+
+__all__ = [
+    "AlertsDep", "FleetDep", "HealthDep", "JsonObject", "JsonRoute", "LogsDep", "NotificationsDep", "SettingsDep",
+    "Unavailable", "UsersDep",
+]

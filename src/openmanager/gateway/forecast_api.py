@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from openmanager.core.bounds import parse_duration
 from openmanager.core.errors import NotFoundError, ValidationError
 from openmanager.core.forecast import ANOMALY_MARK, RECENT_MS, Baseline, outlook, time_to
 from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES, Status
-from openmanager.gateway.deps import JsonRoute
+from openmanager.gateway.deps import FleetDep, JsonRoute
 from openmanager.gateway.errors import JSONResponse
-
-if TYPE_CHECKING:
-    from openmanager.hub import Hub
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -41,8 +38,8 @@ LOOP_POINTS = 60_000
 
 @router.get("/api/v1/servers/{server_id}/forecast", tags=["servers"])
 async def server_forecast(
-    request: Request,
     server_id: str,
+    fleet: FleetDep,
     window: Annotated[str, Query(description="Trend window back from now, e.g. 1h (at most 24h)")] = "1h",
     horizon: Annotated[str, Query(description="How far ahead to look, e.g. 24h (at most 7d)")] = "24h",
     metric: Annotated[list[str] | None, Query(description="Only these metrics (repeatable); default all")] = None,
@@ -52,8 +49,7 @@ async def server_forecast(
     the trend reaches the limit, when within the horizon) or `limit_reason`, this hour's `baseline` (`centre`,
     `spread`, `days`) or `baseline_reason`, and `anomaly` (robust z of the last 5 minutes against the baseline).
     See docs/protocol.md."""
-    hub: Hub = request.app.state.hub
-    state = hub.state.servers.get(server_id)
+    state = fleet.get(server_id)
     if state is None:
         raise NotFoundError(f"no server {server_id!r}")
     window_ms = parse_duration(window, "window", maximum=MAX_WINDOW_MS)
@@ -62,8 +58,8 @@ async def server_forecast(
     for name in names:
         if name not in METRIC_BY_NAME:
             raise ValidationError(f"unknown metric {name!r}", code="invalid_parameter")
-    now_ms = hub.state.now_ms()
-    ring = hub.state.history.get(server_id)
+    now_ms = fleet.now_ms()
+    ring = fleet.ring(server_id)
     since = now_ms - window_ms
     reads: list[tuple[str, list[int], list[float], float | None, Baseline | None]] = []
     for name in names:
@@ -72,7 +68,7 @@ async def server_forecast(
         ts, vs = ring.series(name, since) if ring is not None else ([], [])  # copies, taken on the loop
         spec = METRIC_BY_NAME[name]
         reads.append((name, ts, vs, spec.high if math.isfinite(spec.high) else None,
-                      hub.state.baseline(server_id, name, now_ms)))
+                      fleet.baseline(server_id, name, now_ms)))
 
     def compute() -> dict[str, Any]:
         return {name: outlook(ts, vs, now_ms=now_ms, window_ms=window_ms, horizon_ms=horizon_ms, limit=limit,
@@ -98,20 +94,20 @@ FLEET_CHUNK = 16
 
 
 @router.get("/api/v1/forecasts", tags=["servers"])
-async def fleet_forecasts(request: Request) -> Response:
+async def fleet_forecasts(fleet: FleetDep) -> Response:
     """The servers whose disk (1 h trend) or memory (5 min trend) reaches 100 % within 24 h: `{"servers":
     {id: {metric: {"limit_in": seconds, "at": ms}}}}`, seconds from `at`, the hub's clock when it read the
     server. Read from the running sums the history rings keep for the default forecast rules: O(1) a server
     (a window no rule keeps is scanned once, then slid)."""
-    hub: Hub = request.app.state.hub
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for k, (server_id, state) in enumerate(list(hub.state.servers.items())):
+    for k, state in enumerate(list(fleet)):
+        server_id = state.info.id
         if k % FLEET_CHUNK == FLEET_CHUNK - 1:
             await asyncio.sleep(0)  # a first read of a window (no rule keeps it) scans it: let the loop run
-        ring = hub.state.history.get(server_id)
+        ring = fleet.ring(server_id)
         if ring is None or not state.ts or state.status is Status.OFFLINE:
             continue
-        now_ms = hub.state.now_ms()  # the rules' clock, so the reads slide the same sums forward
+        now_ms = fleet.now_ms()  # the rules' clock, so the reads slide the same sums forward
         for name, window_ms in FLEET_WINDOWS:
             m = ring.window_moments(name, window_ms, now_ms)
             seconds = None if m is None else time_to(m, window_ms, now_ms, METRIC_BY_NAME[name].high)

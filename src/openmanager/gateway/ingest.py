@@ -1,31 +1,24 @@
-"""The agent ingest endpoint: `GET /api/v1/agents/ingest` (WebSocket), protocol in `agent.protocol`.
+"""The agent ingest endpoint: `GET /api/v1/agents/ingest` (WebSocket), protocol in `core.agentwire`.
 
 Only agent tokens are accepted here (`Authorization: Bearer`, never `?token=`); user tokens are refused
 with 4401, and agent tokens are refused everywhere else (the HTTP gate and `/ws` know only user tokens).
 
-Per batch: validate → apply (register the server if needed, samples into state and history, logs into
-the pipeline) → record the batch's seq durably (group commit, `store.agents.AckRecorder`) → `ack`. Reading
-runs ahead of the records by up to `MAX_UNACKED` batches, so one commit covers several batches; acks
-leave in order, each after its commit. A batch
-whose seq is not above the agent's acknowledged seq is acknowledged again but not applied, so a batch
-re-sent after a lost ack, a reconnect or a hub restart is never applied twice.
+A thin edge over the agents' source (`sources.agent.AgentSource`, which applies batches through the
+pipeline, paces backfills and records seqs) and the pure parsing of `core.agentwire`. Per batch: parse →
+wait for room (backfill pacing) → apply → record the batch's seq durably (group commit,
+`store.agents.AckRecorder`) → `ack`. Reading runs ahead of the records by up to `MAX_UNACKED` batches,
+so one commit covers several batches; acks leave in order, each after its commit. A batch whose seq is
+not above the agent's acknowledged seq is acknowledged again but not applied, so a batch re-sent after
+a lost ack, a reconnect or a hub restart is never applied twice.
 
 Applied is not the same as recorded: a batch is applied (its log records on their way to the store)
 before its seq commits. When that commit fails (the store busy or failing: the connection closes with
-1011) or is cut off, the agent reconnects and re-sends from the last *recorded* seq. So the service also
+1011) or is cut off, the agent reconnects and re-sends from the last *recorded* seq. So the source also
 remembers, per agent and buffer, the highest seq this process applied (`applied_seq`): a re-sent batch
 at or below it is recorded and acknowledged, never applied again — otherwise its log records would be
 stored twice (same timestamps, adjacent ids). Items carry their buffer seq: those of a re-sent backlog cut
 into different batches that are at or below it are left out too. A crash forgets all this, so each log
 record also goes to the store with its origin and seq (`core.logorigin`), which keeps it once.
-
-Backfill: the agent sends what it buffered while the hub was away, oldest first, many samples per
-batch. Every sample goes into the server's state and history in order (history is what charts, window
-functions and roll-ups read), but only the newest sample of a batch is published on `metrics`: a
-reconnecting agent makes one `metrics` event per batch, not a burst of stale ones, and the live state
-ends at its newest sample. Log records are all published, in order, as one `logs` event per batch.
-A long backlog is paced (`IngestService.make_room`) so that history never overwrites samples the minute
-roll-ups have not written yet and the log writer's buffer never overflows: nothing of it is lost.
 
 One connection per agent: a newer connection replaces the older one, which is closed with 4409 once its
 in-flight batch is recorded.
@@ -37,190 +30,21 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from openmanager.agent.protocol import MAX_BATCH_ITEMS, PROTOCOL_VERSION
-from openmanager.core.errors import OpenManagerError
-from openmanager.core.logorigin import OriginLogRecord, log_origin
-from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo, clean_sample
+from openmanager.core.agentwire import MAX_BATCH_ITEMS, PROTOCOL_VERSION, IngestError, parse_batch, parse_hello
+from openmanager.core.logorigin import log_origin
+from openmanager.core.model import ServerInfo
 from openmanager.core.protocol import CloseCode
-from openmanager.core.series import SeriesCleaner
-from openmanager.store.agents import AckRecorder, AckRevoked, AgentRecord, AgentStore
-from openmanager.store.db import StoreError
-
-if TYPE_CHECKING:
-    from openmanager.hub import Hub
+from openmanager.sources.agent import AckRevoked, AgentLink, AgentSource, StoreError
 
 log = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 10.0
-REPLACE_TIMEOUT_S = 10.0
 MAX_UNACKED = 32  # batches applied and not yet acknowledged, per connection (reading waits beyond)
-HISTORY_HEADROOM = 0.9  # share of a server's in-memory history a backfill may fill before roll-ups catch up
-ROOM_WAIT_S = 75.0  # longest wait for room (the roll-up job runs every minute)
-ROOM_POLL_S = 0.2
-MAX_FUTURE_MS = 60_000  # samples further ahead of the hub's clock are skipped (a skewed agent clock)
-MAX_TAGS = 32
-_SHORT = 64
-_LONG = 255
-
-
-class IngestError(OpenManagerError):
-    """A protocol violation: the hub answers `error` with `code` and closes with `close_code`."""
-
-    def __init__(self, message: str, *, code: str = "invalid_message",
-                 close_code: int = CloseCode.INVALID_MESSAGE) -> None:
-        super().__init__(message, code=code)
-        self.close_code = close_code
-
-
-@dataclass(slots=True)
-class IngestCounters:
-    connections: int = 0
-    batches: int = 0
-    duplicates: int = 0  # batches acknowledged again without being applied
-    samples: int = 0
-    logs: int = 0
-    invalid_items: int = 0  # items skipped for a bad shape, a bad level, or a far-future timestamp
-    throttled: int = 0  # batches that waited for the roll-ups or the log store (backfill backpressure)
-
-
-@dataclass(slots=True)
-class _Unrolled:
-    """Samples put into one server's history and not rolled up yet: (newest ts, count) per batch."""
-
-    batches: deque[tuple[int, int]] = field(default_factory=deque)
-    total: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class _Link:
-    agent: AgentRecord
-    task: asyncio.Task[Any]
-    replaced: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class IngestService:
-    """The ingest endpoint's state on one hub: its agents, the ack recorder, the live connections."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.counters = IngestCounters()
-        self.links: dict[int, _Link] = {}
-        self._agents: AgentStore | None = None
-        self._recorder: AckRecorder | None = None
-        self._unrolled: dict[str, _Unrolled] = {}
-        self._applied: dict[int, tuple[str, int]] = {}  # agent id -> (buffer id, highest seq applied here)
-
-    def applied_seq(self, agent_id: int, buffer_id: str) -> int:
-        """The highest seq of `buffer_id` this process applied for the agent (0: none, or another buffer)."""
-        known = self._applied.get(agent_id)
-        return known[1] if known is not None and known[0] == buffer_id else 0
-
-    def note_seq(self, agent_id: int, buffer_id: str, seq: int) -> None:
-        self._applied[agent_id] = (buffer_id, seq)
-
-    @property
-    def agents(self) -> AgentStore:
-        if self._agents is None:
-            if self.hub.store is None:
-                raise RuntimeError("the store is not open")
-            self._agents = AgentStore(self.hub.store)
-        return self._agents
-
-    @property
-    def recorder(self) -> AckRecorder:
-        if self._recorder is None:
-            self._recorder = AckRecorder(self.agents)
-        return self._recorder
-
-    def note_applied(self, server_id: str, newest_ts: int, n: int) -> None:
-        """Remember `n` samples up to `newest_ts` went into `server_id`'s history, not yet rolled up."""
-        if n:
-            pending = self._unrolled.get(server_id)
-            if pending is None:
-                pending = self._unrolled[server_id] = _Unrolled()
-            pending.batches.append((newest_ts, n))
-            pending.total += n
-
-    def unrolled(self, server_id: str) -> int:
-        """How many of the samples this endpoint put into the server's history are not in the roll-ups yet
-        (amortised O(1))."""
-        pending = self._unrolled.get(server_id)
-        ring = self.hub.history.get(server_id)
-        if pending is None or ring is None or not len(ring) or self.hub.rollups is None:
-            self._unrolled.pop(server_id, None)
-            return 0
-        written = self.hub.rollups.written_until(server_id)
-        batches = pending.batches
-        while batches and batches[0][0] <= written:
-            pending.total -= batches.popleft()[1]
-        return min(len(ring), pending.total)
-
-    async def make_room(self, server_id: str, n_samples: int, n_logs: int) -> None:
-        """Backpressure for backfills: wait (reading nothing more from this agent) while applying the next
-        batch would push samples out of the in-memory history before the roll-up job has written them, or,
-        for a batch with log records, while the log writer's buffer is a quarter full (the store is behind).
-        Live agents never wait; a long backlog goes in at the pace of the minute roll-ups. Gives up after
-        ROOM_WAIT_S (and says so)."""
-        hub = self.hub
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ROOM_WAIT_S
-        waited = False
-        while True:
-            limit = int(hub.history.capacity * HISTORY_HEADROOM)
-            unrolled = self.unrolled(server_id) if n_samples > 0 else 0
-            full_history = unrolled > 0 and unrolled + n_samples > limit  # (a batch alone may not fit: go)
-            writer = hub.log_writer
-            full_logs = n_logs > 0 and writer.buffered >= max(1, writer.max_buffer // 4)
-            if not full_history and not full_logs:
-                return
-            if not waited:
-                waited = True
-                self.counters.throttled += 1
-            if loop.time() > deadline:
-                log.warning("agent %s: backfill faster than the roll-ups and the log store; going on anyway "
-                            "(%s may lose points)", server_id, "history" if full_history else "the log store")
-                return
-            await asyncio.sleep(ROOM_POLL_S)
-
-    async def _claim(self, link: _Link) -> None:
-        old = self.links.get(link.agent.id)
-        self.links[link.agent.id] = link
-        if old is not None and not old.done.is_set():
-            log.warning("agent %s connected again; closing its older connection", link.agent.name)
-            old.replaced = True
-            old.task.cancel()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(REPLACE_TIMEOUT_S):
-                    await old.done.wait()
-
-    def _release(self, link: _Link) -> None:
-        if self.links.get(link.agent.id) is link:
-            del self.links[link.agent.id]
-        link.done.set()
-
-    async def _resume_point(self, agent: AgentRecord, buffer_id: str, first_seq: int, last_seq: int) -> int:
-        """The seq up to which this agent's batches count as applied, in the numbering of `buffer_id`."""
-        current = await self.agents.get(agent.name)
-        stored = current.last_seq if current is not None else agent.last_seq
-        stored_buffer = current.buffer_id if current is not None else agent.buffer_id
-        if stored_buffer == buffer_id and stored <= last_seq:
-            return stored
-        resume = first_seq - 1 if first_seq > 0 else last_seq
-        if stored_buffer is not None:
-            log.warning(
-                "agent %s numbers its batches afresh (a new buffer); acknowledged up to %d in it", agent.name, resume
-            )
-        await self.agents.set_resume(agent.id, buffer_id, resume)
-        return resume
 
 
 def _bearer(ws: WebSocket) -> str | None:
@@ -251,164 +75,11 @@ async def _receive_json(ws: WebSocket) -> dict[str, Any] | None:
     return msg
 
 
-def _text(raw: Mapping[str, Any], key: str, default: str, limit: int) -> str:
-    value = raw.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str) or not value.strip() or len(value) > limit:
-        raise IngestError(f"agent.{key} must be a non-empty string of at most {limit} characters")
-    return value.strip()
-
-
-def _int(value: Any, what: str, *, minimum: int = 0) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise IngestError(f"{what} must be an integer >= {minimum}")
-    return value
-
-
-def parse_hello(msg: Mapping[str, Any], agent: AgentRecord) -> tuple[ServerInfo, str, int, int]:
-    """The server an agent reports as, its buffer id, first and last seq. Raises IngestError."""
-    if msg.get("type") != "hello":
-        raise IngestError("the first message must be a hello", code="hello_expected")
-    if msg.get("protocol") != PROTOCOL_VERSION:
-        raise IngestError(
-            f"unsupported protocol {msg.get('protocol')!r} (this hub speaks {PROTOCOL_VERSION})",
-            code="unsupported_protocol",
-        )
-    raw = msg.get("agent")
-    if not isinstance(raw, dict):
-        raise IngestError("hello.agent must be an object")
-    name = raw.get("name")
-    if name is not None and name != agent.name:
-        raise IngestError(f"this token belongs to agent {agent.name!r}, not {name!r}", code="name_mismatch",
-                          close_code=CloseCode.FORBIDDEN)
-    tags = raw.get("tags") or {}
-    if (
-        not isinstance(tags, dict)
-        or len(tags) > MAX_TAGS
-        or not all(
-            isinstance(k, str) and isinstance(v, str) and 0 < len(k) <= _SHORT and len(v) <= _LONG
-            for k, v in tags.items()
-        )
-    ):
-        raise IngestError(f"agent.tags must map at most {MAX_TAGS} names to strings")
-    info = ServerInfo(
-        id=agent.name,
-        hostname=_text(raw, "hostname", agent.name, _LONG),
-        role=_text(raw, "role", "unknown", _SHORT),
-        environment=_text(raw, "environment", "unknown", _SHORT),
-        location=_text(raw, "location", "unknown", _LONG),
-        source="agent",
-        tags=dict(tags),
-    )
-    buffer_id = msg.get("buffer")
-    if not isinstance(buffer_id, str) or not 0 < len(buffer_id) <= _SHORT:
-        raise IngestError("hello.buffer must be the agent buffer's id")
-    first_seq = _int(msg.get("first_seq", 0), "hello.first_seq")
-    last_seq = _int(msg.get("last_seq", 0), "hello.last_seq")
-    if first_seq > last_seq:
-        raise IngestError("hello.first_seq must not be above hello.last_seq")
-    return info, buffer_id, first_seq, last_seq
-
-
-def parse_batch(msg: Mapping[str, Any]) -> tuple[int, list[Any], list[Any]]:
-    """seq, raw samples, raw log records of a batch message. Raises IngestError."""
-    if msg.get("type") != "batch":
-        raise IngestError(f"unknown message type {msg.get('type')!r} (expected batch)", code="unknown_type")
-    seq = _int(msg.get("seq"), "batch.seq", minimum=1)
-    samples = msg.get("samples", [])
-    logs = msg.get("logs", [])
-    if not isinstance(samples, list) or not isinstance(logs, list):
-        raise IngestError("batch.samples and batch.logs must be lists")
-    if len(samples) + len(logs) > MAX_BATCH_ITEMS:
-        raise IngestError(
-            f"a batch holds at most {MAX_BATCH_ITEMS} items, got {len(samples) + len(logs)}",
-            code="batch_too_large",
-            close_code=CloseCode.TOO_LARGE,
-        )
-    return seq, samples, logs
-
-
-def _sample(raw: Any, server: str, latest_ms: int, cleaner: SeriesCleaner | None = None) -> Sample | None:
-    if not isinstance(raw, dict):
-        return None
-    ts, values, series = raw.get("ts"), raw.get("values"), raw.get("series", {})
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts > latest_ms or not isinstance(values, dict):
-        return None
-    return clean_sample(Sample(server, ts, values, series if isinstance(series, dict) else {}), cleaner)
-
-
-def _seen(raw: Any, after: int) -> bool:
-    """Whether an item carries its buffer seq and it is at most `after` (applied already)."""
-    seq = raw.get("seq") if isinstance(raw, dict) else None
-    return isinstance(seq, int) and not isinstance(seq, bool) and 0 < seq <= after
-
-
-def _record(raw: Any, server: str, origin: int = 0) -> LogRecord | None:
-    if not isinstance(raw, dict):
-        return None
-    ts, level, message = raw.get("ts"), raw.get("level"), raw.get("message")
-    if not isinstance(ts, int) or isinstance(ts, bool) or ts <= 0 or not isinstance(message, str):
-        return None
-    try:
-        parsed = LogLevel.parse(level) if isinstance(level, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None:
-        return None
-    service = raw.get("service")
-    fields = raw.get("fields")
-    seq = raw.get("seq")
-    args = (ts, server, parsed, service if isinstance(service, str) and service else "agent", message,
-            dict(fields) if isinstance(fields, dict) else {})
-    if origin and isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:  # stored once (core.logorigin)
-        return OriginLogRecord(*args, origin=origin, seq=seq)
-    return LogRecord(*args)
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    samples: int
-    logs: int
-    skipped: int  # invalid items left out
-    newest_ts: int  # of the last sample applied, 0 when none
-
-
-def apply_batch(hub: Hub, info: ServerInfo, raw_samples: list[Any], raw_logs: list[Any],
-                now_ms: int | None = None, *, origin: int = 0, after: int = 0) -> Applied:
-    """Apply one batch of an agent's items to the hub.
-
-    Samples go into state and history in the order given (history drops one not newer than the last);
-    only the last goes through the pipeline and so onto `metrics`. Every sample and record is the agent's
-    own server's, whatever it says. Items whose `seq` is at most `after` were applied already (a batch cut
-    differently after a reconnect) and are left out; log records with a `seq` carry `origin` to the store."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    if after:
-        raw_samples = [r for r in raw_samples if not _seen(r, after)]
-        raw_logs = [r for r in raw_logs if not _seen(r, after)]
-    current = hub.state.servers.get(info.id)
-    if current is None or current.info != info:
-        hub.pipeline.register(info)
-    cleaner = hub.state.series_cleaner
-    samples = [s for s in (_sample(r, info.id, now + MAX_FUTURE_MS, cleaner) for r in raw_samples) if s is not None]
-    records = [r for r in (_record(r, info.id, origin) for r in raw_logs) if r is not None]
-    if samples:
-        for sample in samples[:-1]:
-            hub.state.apply(sample)
-        hub.stats.ingest_samples += len(samples) - 1
-        hub.pipeline.samples(samples[-1:])
-    if records:
-        hub.pipeline.logs(records)
-    skipped = len(raw_samples) + len(raw_logs) - len(samples) - len(records)
-    return Applied(len(samples), len(records), skipped, samples[-1].ts if samples else 0)
-
-
 async def ingest_endpoint(ws: WebSocket) -> None:
-    hub: Hub = ws.app.state.hub
-    service: IngestService = ws.app.state.ingest
+    service: AgentSource = ws.app.state.ingest
     token = _bearer(ws)
     await ws.accept()
-    if hub.store is None or not hub.started:
+    if not service.ready():
         await _refuse(ws, CloseCode.TRY_AGAIN_LATER, "unavailable", "the hub is starting; try again")
         return
     try:
@@ -422,10 +93,10 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         return
     task = asyncio.current_task()
     assert task is not None
-    link = _Link(agent, task)
+    link = AgentLink(agent, task)
     counters = service.counters
     remote = f"{ws.client.host}:{ws.client.port}" if ws.client else "-"
-    hub.stats.connections["agent"] = hub.stats.connections.get("agent", 0) + 1
+    service.stats.connections["agent"] = service.stats.connections.get("agent", 0) + 1
     counters.connections += 1
     try:
         try:
@@ -433,16 +104,16 @@ async def ingest_endpoint(ws: WebSocket) -> None:
                 hello = await _receive_json(ws)
             if hello is None:
                 return
-            info, buffer_id, first_seq, last_seq = parse_hello(hello, agent)
-            await service._claim(link)
-            acked = await service._resume_point(agent, buffer_id, first_seq, last_seq)
+            info, buffer_id, first_seq, last_seq = parse_hello(hello, agent.name)
+            await service.claim(link)
+            acked = await service.resume_point(agent, buffer_id, first_seq, last_seq)
             await ws.send_text(orjson.dumps({
                 "type": "welcome",
                 "protocol": PROTOCOL_VERSION,
                 "server": info.id,
                 "acked": acked,
                 "max_batch_items": MAX_BATCH_ITEMS,
-                "max_frame_bytes": hub.settings.max_frame_bytes,
+                "max_frame_bytes": service.max_frame_bytes,
                 "server_time": int(time.time() * 1000),
             }).decode())
             log.info("agent %s connected from %s (acknowledged up to %d)", agent.name, remote, acked)
@@ -466,19 +137,18 @@ async def ingest_endpoint(ws: WebSocket) -> None:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
     finally:
-        hub.stats.connections["agent"] -= 1
-        service._release(link)
+        service.stats.connections["agent"] -= 1
+        service.release(link)
         log.info("agent %s disconnected", agent.name)
 
 
-async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: ServerInfo, acked: int,
+async def _batches(ws: WebSocket, service: AgentSource, link: AgentLink, info: ServerInfo, acked: int,
                    buffer_id: str) -> None:
     """Read, apply and acknowledge batches until the peer goes away. Reading runs ahead of the durable
     records (up to MAX_UNACKED batches), so one commit can cover several batches of a busy agent; acks go
     out in order, each only once its seq (or a later one) is committed. A batch this process applied
     already (above `acked` but not recorded) is recorded and acknowledged, not applied again. Raises
     AckRevoked, StoreError."""
-    hub = service.hub
     counters = service.counters
     reader = asyncio.current_task()
     assert reader is not None
@@ -509,7 +179,7 @@ async def _batches(ws: WebSocket, service: IngestService, link: _Link, info: Ser
                 await queue.put((-seq, again))  # acknowledged (after what precedes it), not applied
                 continue
             await service.make_room(info.id, len(raw_samples), len(raw_logs))
-            done = apply_batch(hub, info, raw_samples, raw_logs, origin=origin, after=applied)
+            done = service.apply(info, raw_samples, raw_logs, origin=origin, after=applied)
             service.note_applied(info.id, done.newest_ts, done.samples)
             applied = seq
             service.note_seq(link.agent.id, buffer_id, seq)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from openmanager.budget import time_budget
@@ -13,12 +13,9 @@ from openmanager.core.bounds import check_text, parse_time
 from openmanager.core.errors import ValidationError
 from openmanager.core.filters import MAX_GLOBS
 from openmanager.core.model import LogLevel
-from openmanager.gateway.deps import JsonRoute
+from openmanager.gateway.deps import JsonRoute, LogsDep, SettingsDep
 from openmanager.gateway.errors import JSONResponse, error_response
-from openmanager.store.db import StoreError
-
-if TYPE_CHECKING:
-    from openmanager.hub import Hub
+from openmanager.services.logs import StoreError
 
 router = APIRouter(route_class=JsonRoute)
 
@@ -32,7 +29,8 @@ def _invalid(message: str) -> ValidationError:
 
 @router.get("/api/v1/logs", tags=["logs"], response_model=None)
 async def search_logs(
-    request: Request,
+    logs: LogsDep,
+    settings: SettingsDep,
     server: Annotated[str | None, Query(description="Server ids or globs, comma-separated: web-*,db-01")] = None,
     level: Annotated[str | None, Query(description="Minimum level: DEBUG, INFO, WARN, ERROR or CRITICAL")] = None,
     contains: Annotated[str | None, Query(description="Text the message contains (case-insensitive)")] = None,
@@ -43,8 +41,8 @@ async def search_logs(
     """Stored log records matching every filter given: the `limit` newest, listed oldest → newest, each
     shaped like a `logs` topic record (`ts`, `server`, `level`, `service`, `message`, plus its fields).
     Stopped with 503 `timeout` past `expensive_timeout`."""
-    hub: Hub = request.app.state.hub
-    if hub.logs is None:
+    store = logs.store()
+    if store is None:
         return error_response(503, "not_ready", "the store is not open yet")
     if not 1 <= limit <= MAX_LIMIT:
         raise _invalid(f"limit must be between 1 and {MAX_LIMIT}")
@@ -65,8 +63,8 @@ async def search_logs(
     since_ms = parse_time(since, "since", now_ms) if since else None
     until_ms = parse_time(until, "until", now_ms) if until else None
     try:
-        async with time_budget(hub.settings.expensive_timeout_s, "the log search"):
-            records = await hub.logs.search(
+        async with time_budget(settings.expensive_timeout_s, "the log search"):
+            records = await store.search(
                 server=servers or None,
                 min_level=min_level,
                 contains=contains or None,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
 from google.protobuf import json_format
@@ -37,13 +37,9 @@ from openmanager.budget import run_sliced
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
-from openmanager.gateway.deps import hub_of as _hub
 from openmanager.gateway.errors import JSONResponse, error_response
-from openmanager.sources.otlp import OtlpError, OtlpReceiver, Outcome, decode_logs, decode_metrics
-from openmanager.store.ingest_tokens import IngestTokenStore
-
-if TYPE_CHECKING:
-    from openmanager.hub import Hub
+from openmanager.services.otlp import Otlp
+from openmanager.sources.otlp import OtlpError, Outcome, decode_logs, decode_metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,26 +62,9 @@ otlp_router = APIRouter(tags=["otlp"], responses=_OTLP_RESPONSES)
 router = APIRouter(prefix="/api/v1", tags=["ingest tokens"], route_class=JsonRoute)
 
 
-class OtlpService:
-    """The receiver's state on one hub: the mapper (and its counters) and the token store."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.receiver = OtlpReceiver(hub.pipeline)
-        hub.registry.register(self.receiver)
-        self._tokens: IngestTokenStore | None = None
-
-    @property
-    def tokens(self) -> IngestTokenStore:
-        if self._tokens is None:
-            if self.hub.store is None:
-                raise Unavailable("the hub is starting")
-            self._tokens = IngestTokenStore(self.hub.store)
-        return self._tokens
-
-
-def _service(request: Request) -> OtlpService:
-    service: OtlpService = request.app.state.otlp
+def _service(request: Request) -> Otlp:
+    """The receiver's service (`services.otlp.Otlp`), put on `app.state.otlp` by `gateway.app.create_app`."""
+    service: Otlp = request.app.state.otlp
     return service
 
 
@@ -145,12 +124,12 @@ def _answer(response: Any, outcome: Outcome, field: str, content_type: str) -> R
     return Response(response.SerializeToString(), media_type="application/x-protobuf")
 
 
-async def _admit(request: Request, *, busy: bool = False) -> tuple[OtlpService, bytes, str] | Response:
+async def _admit(request: Request, *, busy: bool = False) -> tuple[Otlp, bytes, str] | Response:
     """Token, then (unless `busy`: 503) type and body: the service, the body and its Content-Type, or the
     error to answer."""
     service = _service(request)
     try:
-        token = await service.tokens.authenticate(_bearer(request))
+        token = await service.authenticate(_bearer(request))
     except (OpenManagerError, Unavailable) as exc:
         log.warning("OTLP: the token store is unavailable: %s", exc)
         return _busy("the hub cannot check tokens now; try again")
@@ -165,7 +144,7 @@ async def _admit(request: Request, *, busy: bool = False) -> tuple[OtlpService, 
         return error_response(415, "unsupported_media_type",
                               f"unsupported Content-Type {content_type or 'none'!r}: use application/x-protobuf "
                               "or application/json")
-    limit = service.hub.settings.otlp_max_decompressed_bytes
+    limit = service.max_decompressed_bytes
     try:
         body = await _read_body(request, limit)
     except _TooLarge:
@@ -185,7 +164,7 @@ def _busy(message: str) -> Response:
 
 @otlp_router.post("/v1/metrics", response_model=None, summary="OTLP/HTTP metrics export (ingest token)")
 async def export_metrics(request: Request) -> Response:
-    admitted = await _admit(request, busy=_hub(request).pipeline.backlogged)
+    admitted = await _admit(request, busy=_service(request).metrics_busy())
     if isinstance(admitted, Response):
         return admitted
     service, body, content_type = admitted
@@ -198,8 +177,7 @@ async def export_metrics(request: Request) -> Response:
 
 @otlp_router.post("/v1/logs", response_model=None, summary="OTLP/HTTP logs export (ingest token)")
 async def export_logs(request: Request) -> Response:
-    hub = _hub(request)
-    admitted = await _admit(request, busy=hub.log_writer.behind() or hub.pipeline.backlogged)
+    admitted = await _admit(request, busy=_service(request).logs_busy())
     if isinstance(admitted, Response):
         return admitted
     service, body, content_type = admitted
@@ -209,8 +187,7 @@ async def export_logs(request: Request) -> Response:
         return error_response(400, exc.code, exc.message)
     if outcome.records:
         service.receiver.deliver_logs(outcome.records)
-        await hub.pipeline.barrier()
-        if not await hub.log_writer.barrier():
+        if not await service.logs_stored():
             return _busy("some log records could not be stored; try again")
     return _answer(ExportLogsServiceResponse(), outcome, "rejected_log_records", content_type)
 
@@ -221,7 +198,7 @@ async def export_logs(request: Request) -> Response:
 @router.get("/ingest-tokens", summary="List ingest tokens (admin); never shows a token")
 async def list_ingest_tokens(request: Request) -> dict[str, Any]:
     require_role(request, "admin")
-    return {"ingest_tokens": [t.to_api() for t in await _service(request).tokens.list()]}
+    return {"ingest_tokens": [t.to_api() for t in await _service(request).list_tokens()]}
 
 
 @router.post("/ingest-tokens", status_code=201, summary="Create an ingest token (admin); the token is shown once")
@@ -233,13 +210,11 @@ async def create_ingest_token(request: Request, body: JsonObject) -> dict[str, A
     name = body.get("name")
     if not isinstance(name, str):
         raise ValidationError("name must be a string", code="invalid_request")
-    tokens = _service(request).tokens
-    token = await tokens.create(name)
-    record = next(t for t in await tokens.list() if t.name == name)
+    record, token = await _service(request).create_token(name)
     return {**record.to_api(), "token": token}
 
 
 @router.delete("/ingest-tokens/{name}", summary="Revoke an ingest token (admin)")
 async def revoke_ingest_token(request: Request, name: str) -> dict[str, Any]:
     require_role(request, "admin")
-    return (await _service(request).tokens.revoke(name)).to_api()
+    return (await _service(request).revoke_token(name)).to_api()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,22 +17,11 @@ from openmanager.core.model import METRIC_BY_NAME, METRIC_NAMES
 from openmanager.core.series import SERIES_BY_METRIC, label_value, series_key
 from openmanager.gateway.auth import require_role
 from openmanager.gateway.compiling import compile_sliced
-from openmanager.gateway.deps import JsonRoute
+from openmanager.gateway.deps import FleetDep, HealthDep, JsonRoute, SettingsDep
 from openmanager.gateway.errors import JSONResponse, error_response
-from openmanager.gateway.forecast_api import router as forecast_router
-from openmanager.pipeline.stats import compression_ratio
-
-if TYPE_CHECKING:
-    from openmanager.hub import Hub
 
 router = APIRouter(route_class=JsonRoute)
-router.include_router(forecast_router)  # GET /api/v1/servers/{id}/forecast, /api/v1/forecasts
 MAX_POINTS = 10_000
-
-
-def _hub(request: Request) -> Hub:
-    hub: Hub = request.app.state.hub
-    return hub
 
 
 @router.get("/healthz", tags=["health"])
@@ -42,29 +31,27 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(request: Request) -> Response:
+async def readyz(health: HealthDep) -> Response:
     """200 when sources, store and broker are ready, else 503 with the reason."""
-    ready, reason = _hub(request).readiness()
+    ready, reason = health.readiness()
     if ready:
         return JSONResponse({"status": "ready"})
     return error_response(503, "not_ready", reason)
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)
-async def prometheus_metrics(request: Request) -> Response:
+async def prometheus_metrics(health: HealthDep) -> Response:
     """The hub's own counters in the Prometheus text format."""
-    return Response(generate_latest(_hub(request).registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(health.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/v1/connections", tags=["connections"])
-async def list_connections(request: Request) -> dict[str, Any]:
+async def list_connections(request: Request, health: HealthDep) -> dict[str, Any]:
     """Every open client session (admin): since, remote address, user, transport, subscriptions,
     messages and bytes sent, compression ratio, queue depth, last round-trip time; and the hub-wide
     compression ratio since start."""
     require_role(request, "admin")
-    hub = _hub(request)
-    return {"connections": [s.describe() for s in hub.sessions.values()],
-            "compression_ratio": compression_ratio(hub.stats.bytes_sent, hub.stats.deflate_saved)}
+    return health.connections()
 
 
 class ValidateRequest(BaseModel):
@@ -73,9 +60,9 @@ class ValidateRequest(BaseModel):
 
 
 @router.post("/api/v1/rules/validate", tags=["rules"])
-async def validate_rule(request: Request, body: ValidateRequest) -> dict[str, Any]:
+async def validate_rule(body: ValidateRequest, settings: SettingsDep) -> dict[str, Any]:
     """`{"valid": true}`, or `{"valid": false, "error": {"message", "position"}}` naming where it fails."""
-    limits = _hub(request).settings.rule_limits()
+    limits = settings.rule_limits()
     try:
         await compile_sliced(body.condition, fleet=body.fleet, limits=limits)
     except RuleSyntaxError as exc:
@@ -84,14 +71,14 @@ async def validate_rule(request: Request, body: ValidateRequest) -> dict[str, An
 
 
 @router.get("/api/v1/servers", tags=["servers"])
-async def list_servers(request: Request) -> dict[str, list[dict[str, Any]]]:
+async def list_servers(fleet: FleetDep) -> dict[str, list[dict[str, Any]]]:
     """Every known server with its status and latest sample."""
-    return {"servers": [s.to_api() for s in _hub(request).state]}
+    return {"servers": [s.to_api() for s in fleet]}
 
 
 @router.get("/api/v1/servers/{server_id}", tags=["servers"])
-async def get_server(request: Request, server_id: str) -> dict[str, Any]:
-    state = _hub(request).state.servers.get(server_id)
+async def get_server(server_id: str, fleet: FleetDep) -> dict[str, Any]:
+    state = fleet.get(server_id)
     if state is None:
         raise NotFoundError(f"no server {server_id!r}")
     return state.to_api()
@@ -127,8 +114,9 @@ def _series_of(metric: str, labels: dict[str, str | None]) -> tuple[str, dict[st
 
 @router.get("/api/v1/servers/{server_id}/history", tags=["servers"])
 async def server_history(
-    request: Request,
     server_id: str,
+    fleet: FleetDep,
+    settings: SettingsDep,
     metric: Annotated[str, Query(description="Metric field, e.g. cpu")] = "cpu",
     since: Annotated[str, Query(description="Epoch ms or a duration back from now, e.g. 15m")] = "15m",
     step: Annotated[str | None, Query(description="Bucket width, e.g. 10s or 1m")] = None,
@@ -141,8 +129,7 @@ async def server_history(
     """Points `[ts_ms, value]` oldest first: recent ones from memory, older from the stored roll-ups.
     With a label (`?metric=disk&mount=/var`), that labelled series; `labels` names it (`{}` for the
     headline value). Stopped with 503 `timeout` past `expensive_timeout`."""
-    hub = _hub(request)
-    if server_id not in hub.state.servers and not await hub.known_in_store(server_id):
+    if not await fleet.known(server_id):
         raise NotFoundError(f"no server {server_id!r}")
     key, labels, digits = _series_of(metric, {"mount": mount, "interface": interface, "device": device,
                                               "core": core, "sensor": sensor})
@@ -153,18 +140,18 @@ async def server_history(
         step_ms = parse_duration(step, "step")
         if (now_ms - since_ms) // step_ms > MAX_POINTS:
             raise ValidationError(f"step too small: more than {MAX_POINTS} points", code="invalid_parameter")
-    async with time_budget(hub.settings.expensive_timeout_s, "the history query"):
-        points = await hub.history_points(server_id, key, since_ms, now_ms, step_ms)
+    async with time_budget(settings.expensive_timeout_s, "the history query"):
+        points = await fleet.history_points(server_id, key, since_ms, now_ms, step_ms)
     # Encoded by orjson here: FastAPI's encoder would walk ten thousand points in Python on the loop.
     return JSONResponse({"metric": metric, "server": server_id, "labels": labels,
                          "points": [[ts, round(v, digits)] for ts, v in points]})
 
 
 @router.delete("/api/v1/servers/{server_id}", tags=["servers"], status_code=204, response_class=Response)
-async def delete_server(request: Request, server_id: str) -> Response:
+async def delete_server(request: Request, server_id: str, fleet: FleetDep) -> Response:
     """Forget a retired server (admin): live state, history, roll-ups, stored logs. 404 if unknown. A
     source that still reports it (e.g. an agent that is not revoked) registers it again."""
     require_role(request, "admin")
-    if not await _hub(request).forget_server(server_id):
+    if not await fleet.forget(server_id):
         raise NotFoundError(f"no server {server_id!r}")
     return Response(status_code=204)

@@ -35,9 +35,11 @@ from openmanager.gateway.compiling import parse_filter_async
 from openmanager.gateway.sio_streams import V1, SioShape, SioStreams, sio_sub
 
 if TYPE_CHECKING:
+    from openmanager.config import Settings
     from openmanager.gateway.auth import Principal
-    from openmanager.hub import Hub
+    from openmanager.gateway.streaming import StreamGate
     from openmanager.pipeline.session import Session
+    from openmanager.pipeline.subscriptions import Streams
 
 ROOT = "/"
 RESUME_WINDOW_S = 30.0
@@ -94,8 +96,8 @@ class Refused(OpenManagerError):
 
 
 class Namespaces:
-    def __init__(self, hub: Hub, streams: SioStreams) -> None:
-        self.hub = hub
+    def __init__(self, service: Streams, gate: StreamGate, settings: Settings, streams: SioStreams) -> None:
+        self.service, self.gate, self.settings = service, gate, settings
         self.streams = streams
 
     async def receive(self, sock: EngineSocket, packet: SioPacket) -> None:
@@ -121,27 +123,28 @@ class Namespaces:
             await self._event(sock, joined, packet.data[0], packet.data[1:], packet.id)
 
     async def _connect(self, sock: EngineSocket, nsp: str, auth: dict[str, Any]) -> None:
-        hub, session = self.hub, sock.session
+        gate, session = self.gate, sock.session
         if not sock.origin_ok:
             raise Refused("origin not allowed", code="forbidden", close_code=CloseCode.FORBIDDEN)
         token = auth.get("token")
         try:
-            principal = await hub.auth.resolve_token(token) if isinstance(token, str) and token else sock.principal
+            principal = await gate.auth.resolve_token(token) if isinstance(token, str) and token else sock.principal
         except OpenManagerError:
             raise Refused("authentication unavailable", code="unavailable",
                           close_code=CloseCode.INTERNAL_ERROR) from None
         if principal is None:
             raise Refused("a valid token is required", code="unauthorized", close_code=CloseCode.UNAUTHORIZED)
         if not sock.counted:
-            limits = hub.limits
+            limits = gate.limits
             why = limits.refuse_stream(principal.role) or limits.open_stream(sock.address, principal.user)
             if why is not None:
                 raise Refused(why, code="try_again_later", close_code=CloseCode.TRY_AGAIN_LATER)
             sock.counted = True
             session.user = principal.user
-            hub.sessions[session.id] = session
-            hub.auth.bind(session, principal)  # revoking the credential closes the session (41, then 4401)
-            hub.stats.connections["socketio"] = hub.stats.connections.get("socketio", 0) + 1
+            stats = self.service.stats
+            self.service.sessions[session.id] = session
+            gate.auth.bind(session, principal)  # revoking the credential closes the session (41, then 4401)
+            stats.connections["socketio"] = stats.connections.get("socketio", 0) + 1
             sock.admitted()
         elif principal.user != session.user:
             raise Refused("this connection belongs to another user", code="forbidden",
@@ -191,7 +194,7 @@ class Namespaces:
             topic = req.topic
             raw = {"servers": [req.server]} if req.server is not None and topic != "system" else None
             flt = await parse_filter_async(topic, raw, user=session.user,
-                                           limits=self.hub.settings.filter_limits())
+                                           limits=self.settings.filter_limits())
             if sio_sub(flt, ROOT, req) not in session.subs:
                 self.streams.check_room(session, flt)
                 shape = self.streams.shape_for(topic, flt, ROOT, req)
@@ -215,12 +218,12 @@ class Namespaces:
                                   code="unknown_type")
 
     def _status(self, sock: EngineSocket, ack: int | None = None) -> None:
-        hub = self.hub
+        service = self.service
         body = {
             "timestamp": iso_time(time.time() * 1000),
-            "connectionCount": sum(hub.stats.connections.values()),
+            "connectionCount": sum(service.stats.connections.values()),
             "availableStreams": list(STREAMS),
-            "systemStatus": hub.snapshot("fleet"),
+            "systemStatus": service.topic_snapshot("fleet"),
             "version": __version__,
         }
         self._answer(sock, ROOT, ack, "current-status", body)
@@ -241,7 +244,7 @@ class Namespaces:
                 raise ValidationError("Socket.IO carries the json encoding only (delta and msgpack: /ws)",
                                       code="invalid_encoding")
             flt = await parse_filter_async(topic, msg.get("filter"), user=session.user,
-                                           limits=self.hub.settings.filter_limits())
+                                           limits=self.settings.filter_limits())
             if isinstance(flt, MetricsFilter) and flt.interval_ms:
                 raise ValidationError("interval is not available over Socket.IO (use /ws)", code="invalid_filter")
             since = msg.get("since")
@@ -252,7 +255,7 @@ class Namespaces:
             sub = sio_sub(flt, V1, None)
             if sub in session.subs:
                 self._answer(sock, V1, ack, "subscribed", {"type": "subscribed", "id": request_id, "sub": sub,
-                                                           "topic": topic, "cursor": self.hub.broker.head(topic)})
+                                                           "topic": topic, "cursor": self.service.broker.head(topic)})
                 return
             streams.check_room(session, flt)
             shape = streams.shape_for(topic, flt, V1)

@@ -31,7 +31,8 @@ from openmanager.pipeline.session import Session, deliver
 from openmanager.pipeline.shape import Shape, shape_id
 
 if TYPE_CHECKING:
-    from openmanager.hub import Hub
+    from openmanager.config import Settings
+    from openmanager.pipeline.subscriptions import Streams
 
 V1 = "/v1"
 
@@ -79,8 +80,9 @@ class SioShape(Shape[Session]):
 
 
 class SioStreams:
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, service: Streams, settings: Settings) -> None:
+        self.service = service  # the hub's broker, fan-out, snapshots, fleet view and statistics
+        self.settings = settings
         self._shapes: dict[str, SioShape] = {}
         self._by_topic: dict[str, list[SioShape]] = {}
         self._stops: dict[str, Callable[[], None]] = {}
@@ -96,14 +98,14 @@ class SioStreams:
             shape = self._shapes[sub] = SioShape(topic, flt, nsp, request, self)
             self._by_topic.setdefault(topic, []).append(shape)
             if topic not in self._stops:
-                self.cursors.setdefault(topic, self.hub.broker.head(topic))
-                self._stops[topic] = self.hub.broker.listen(topic, self.on_event)
+                self.cursors.setdefault(topic, self.service.broker.head(topic))
+                self._stops[topic] = self.service.broker.listen(topic, self.on_event)
         return shape
 
     def check_room(self, session: Session, flt: TopicFilter) -> None:
         """The limits of `/ws` for one more subscription: `subscriptions_per_connection` and
         `subscription_cost_budget` (ValidationError `too_many_subscriptions` / `cost_budget_exceeded`)."""
-        settings = self.hub.settings
+        settings = self.settings
         held = len(session.subs)
         if held >= settings.subscriptions_per_connection:
             raise ValidationError(f"this connection already has {held} subscriptions, the most allowed "
@@ -124,17 +126,17 @@ class SioStreams:
         `since`) before anything of the subscription is sent: then the missed events after `since` in
         order, or (not recovered, or no `since`) our namespace's snapshot, then live events; no gap, no
         duplicate. Nothing awaits between a snapshot and the attach."""
-        hub = self.hub
+        broker = self.service.broker
         if since is None:
-            cursor = hub.broker.head(shape.topic)
+            cursor = broker.head(shape.topic)
             reply(cursor, None)
             self._attach(session, shape)
             if shape.request is None and shape.topic in SNAPSHOT_TOPICS:
                 self._snapshot(session, shape, cursor)
             return
         self._attach(session, shape, hold=True)
-        missed = await hub.broker.replay(shape.topic, since)
-        head = hub.broker.head(shape.topic)
+        missed = await broker.replay(shape.topic, since)
+        head = broker.head(shape.topic)
         if shape.sub not in session.subs:  # unsubscribed or closed meanwhile
             return
         reply(head, missed is not None)
@@ -153,7 +155,7 @@ class SioStreams:
             session.refresh_direct()
 
     def _snapshot(self, session: Session, shape: SioShape, cursor: str) -> None:
-        data = shape.render_snapshot(self.hub.snapshot(shape.topic), self.hub.state)
+        data = shape.render_snapshot(self.service.topic_snapshot(shape.topic), self.service.view)
         body = encode({"type": "snapshot", "sub": shape.sub, "cursor": cursor, "data": data})
         session.send(event_message(V1, "snapshot", body))
 
@@ -213,7 +215,7 @@ class SioStreams:
     # -- live events ------------------------------------------------------------------------------
 
     def _render(self, shape: SioShape, event: Event) -> Any | None:
-        return event.data if shape.trivial else shape.render(event, self.hub.state)
+        return event.data if shape.trivial else shape.render(event, self.service.view)
 
     def on_event(self, event: Event) -> None:
         """One packet per shape (per envelope, for the original's streams), to all its sessions. The pass
@@ -222,7 +224,7 @@ class SioStreams:
         started = time.perf_counter()
         self.cursors[event.topic] = event.cursor
         offset = self.offset = orjson.dumps(format_offset(self.cursors)).decode()
-        stats = self.hub.stats
+        stats = self.service.stats
         delivered = False
         for shape in tuple(self._by_topic.get(event.topic, ())):
             members = shape.members
@@ -238,7 +240,7 @@ class SioStreams:
                 delivered = True
         elapsed = time.perf_counter() - started
         stats.observe_fanout(elapsed)
-        fanout = self.hub.fanout
+        fanout = self.service.fanout
         if delivered and fanout.on_burst is not None and elapsed >= fanout.burst_min_s:
             ended = time.monotonic()
             fanout.on_burst(ended - elapsed, ended)

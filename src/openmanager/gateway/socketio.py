@@ -30,16 +30,18 @@ from openmanager.core import engineio as eio
 from openmanager.core.errors import OpenManagerError
 from openmanager.core.protocol import CloseCode
 from openmanager.core.socketio import SocketIOError, disconnect_message, parse_packet
+from openmanager.gateway.auth import origin_allowed
 from openmanager.gateway.limits import client_address
 from openmanager.gateway.sio_namespaces import Namespaces
 from openmanager.gateway.sio_streams import SioStreams
-from openmanager.gateway.ws import origin_allowed
 from openmanager.gateway.wsfast import BIND_DIRECT, DEFLATE_SAVED, RTT, SEND_NOW
 from openmanager.pipeline.session import Session
 
 if TYPE_CHECKING:
+    from openmanager.config import Settings
     from openmanager.gateway.auth import Principal
-    from openmanager.hub import Hub
+    from openmanager.gateway.streaming import StreamGate
+    from openmanager.pipeline.subscriptions import Streams
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +194,12 @@ class EngineSocket:
             session.close(CloseCode.CONNECTION_LOST, "connection lost")
         endpoint.streams.detach_all(session)
         endpoint.sockets.pop(self.sid, None)
-        hub = endpoint.hub
+        service, gate = endpoint.service, endpoint.gate
         if self.counted:
-            hub.sessions.pop(session.id, None)
-            hub.auth.unbind(session)
-            hub.limits.close_stream(self.address, session.user)
-            hub.stats.connections["socketio"] -= 1
+            service.sessions.pop(session.id, None)
+            gate.auth.unbind(session)
+            gate.limits.close_stream(self.address, session.user)
+            service.stats.connections["socketio"] -= 1
         self.namespaces.clear()
         writer = self.writer
         if writer is not None and not writer.done():
@@ -212,15 +214,16 @@ class EngineSocket:
 
 
 class SocketIOEndpoint:
-    """`/socket.io/` for one hub: the Engine.IO sessions, the namespaces and the streams adapter."""
+    """`/socket.io/` over the hub's streams (`Streams`, the session registry it shares with /ws and /sse)
+    and their admission (`StreamGate`): the Engine.IO sessions, the namespaces and the streams adapter."""
 
-    def __init__(self, hub: Hub, forwarded: ASGIApp | None = None) -> None:
-        self.hub = hub
+    def __init__(self, service: Streams, gate: StreamGate, settings: Settings,
+                 forwarded: ASGIApp | None = None) -> None:
+        self.service, self.gate = service, gate
         self.forwarded = forwarded  # applies a trusted proxy's forwarded headers to the scope
         self.sockets: dict[str, EngineSocket] = {}
-        self.streams = SioStreams(hub)
-        self.namespaces = Namespaces(hub, self.streams)
-        settings = hub.settings
+        self.streams = SioStreams(service, settings)
+        self.namespaces = Namespaces(service, gate, settings, self.streams)
         self.ping_interval_ms = settings.socketio_ping_interval_ms
         self.ping_timeout_ms = settings.socketio_ping_timeout_ms
         self.max_payload = settings.max_frame_bytes
@@ -254,17 +257,17 @@ class SocketIOEndpoint:
 
     async def _open(self, scope: Scope, *, polling: bool) -> EngineSocket:
         conn = HTTPConnection(scope)
-        hub = self.hub
+        gate, service = self.gate, self.service
         headers = {k.lower(): v for k, v in conn.headers.items()}
         try:
-            principal = await hub.auth.authenticate(headers, {}, conn.cookies, conn.url.port)
+            principal = await gate.auth.authenticate(headers, {}, conn.cookies, conn.url.port)
         except OpenManagerError:
             log.warning("authentication failed: the user store is unavailable", exc_info=True)
             principal = None
         client = scope.get("client")
         session = Session(user="", transport="socketio", remote=f"{client[0]}:{client[1]}" if client else "",
-                          stats=hub.stats, limits=hub.queue_limits)
-        sock = EngineSocket(self, session, principal, origin_allowed(headers, hub.allowed_origins),
+                          stats=service.stats, limits=service.queue_limits)
+        sock = EngineSocket(self, session, principal, origin_allowed(headers, gate.allowed_origins),
                             client_address(session.remote), polling=polling)
         self.sockets[sock.sid] = sock
         return sock

@@ -1,26 +1,26 @@
-"""What the stream endpoints (`/ws`, `/sse`) share: the services they receive and the Origin rule.
+"""What the stream endpoints (`/ws`, `/sse`, `/socket.io/`) share: the services they receive.
 
 The composition root puts two objects on the application: the `Streams` service
 (`pipeline.subscriptions`: subscribe, resume, snapshot, the session registry) and this `StreamGate`
 (who may open a stream: the authenticator, the connection caps, the allowed origins). The endpoints
-take them as dependencies; neither sees the hub.
+take them as dependencies (`/ws` and `/socket.io/` from `StreamFront`); none sees the hub. The Origin
+rule is `gateway.auth.origin_allowed`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
 
 from openmanager.pipeline.subscriptions import Streams
 
 if TYPE_CHECKING:
-    from openmanager.gateway.auth import Authenticator
-    from openmanager.gateway.limits import ConnectionLimits
+    from openmanager.services.auth import Authenticator
+    from openmanager.services.connections import ConnectionLimits
 
-__all__ = ["StreamGate", "gate_of", "origin_allowed", "streams_of"]
+__all__ = ["StreamGate", "gate_of", "streams_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,16 +32,6 @@ class StreamGate:
     auth: Authenticator
     limits: ConnectionLimits
     allowed_origins: frozenset[str] = frozenset()
-
-
-def origin_allowed(headers: dict[str, str], allowed: frozenset[str]) -> bool:
-    """Same-origin (Origin host equals Host), no Origin (non-browser clients), or an allowed origin."""
-    origin = headers.get("origin")
-    if not origin:
-        return True
-    if origin.rstrip("/") in allowed:
-        return True
-    return urlsplit(origin).netloc.lower() == headers.get("host", "").lower()
 
 
 def streams_of(conn: HTTPConnection) -> Streams:

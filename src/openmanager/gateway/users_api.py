@@ -24,33 +24,21 @@ from openmanager.gateway.auth import (
     Principal,
     clear_session_cookie,
     cookie_name,
+    origin_allowed,
     peer_address,
     principal_of,
     require_role,
     set_session_cookie,
 )
-from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
-from openmanager.gateway.deps import hub_of as _hub
+from openmanager.gateway.deps import JsonObject, JsonRoute, UsersDep
 from openmanager.gateway.errors import JSONResponse, error_response
-from openmanager.gateway.ws import origin_allowed
 
 if TYPE_CHECKING:
     from openmanager.gateway.auth import Authenticator
-    from openmanager.store.users import UserStore
+    from openmanager.services.users import Users
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["users"], route_class=JsonRoute)
-
-def _auth(request: Request) -> Authenticator:
-    return _hub(request).auth
-
-
-def _users(request: Request) -> UserStore:
-    users = _auth(request).users
-    if users is None:
-        raise Unavailable("the hub is starting")
-    return users
-
 
 def _me(request: Request) -> Principal:
     principal = principal_of(request)
@@ -82,9 +70,9 @@ def _target(name: str) -> str:
         raise NotFoundError(f"no user {name!r}") from None
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request, accounts: Users) -> bool:
     headers = {k.lower(): v for k, v in request.headers.items()}
-    return origin_allowed(headers, _hub(request).allowed_origins)
+    return origin_allowed(headers, accounts.allowed_origins)
 
 
 def _admit(auth: Authenticator, account: str | None, address: str | None) -> LoginAttempt | Response:
@@ -107,8 +95,8 @@ def _bad_credentials() -> Response:
     return error_response(401, "unauthorized", "wrong user name, password or token")
 
 
-async def _start_session(request: Request, principal: Principal) -> Response:
-    session_id, expires_at = await _auth(request).open_session(principal)
+async def _start_session(request: Request, auth: Authenticator, principal: Principal) -> Response:
+    session_id, expires_at = await auth.open_session(principal)
     response = JSONResponse({"user": principal.user, "role": principal.role})
     set_session_cookie(response, request, session_id, expires_at)
     return response
@@ -118,15 +106,15 @@ async def _start_session(request: Request, principal: Principal) -> Response:
 
 
 @router.post("/login", response_model=None)
-async def login(request: Request, body: JsonObject) -> Response:
+async def login(request: Request, body: JsonObject, accounts: UsersDep) -> Response:
     """`{"name", "password"}` or `{"token"}` → `{"user", "role"}` and the session cookie (HttpOnly,
     SameSite=Strict, Secure over TLS). 401 for wrong credentials (never saying which part), 429
     `rate_limited` with `Retry-After` once 5 attempts in 5 minutes for the account or from the address
     have not succeeded (each attempt is counted before its check), or while other checks for them run."""
-    if not _same_origin(request):
+    if not _same_origin(request, accounts):
         raise ForbiddenError("login from a foreign origin", code="forbidden_origin")
-    auth = _auth(request)
-    users = _users(request)
+    auth = accounts.auth
+    users = accounts.store()
     address = peer_address(request)
     if "token" in body:
         _only(body, {"token"})
@@ -142,7 +130,7 @@ async def login(request: Request, body: JsonObject) -> Response:
         if principal is None:
             log.info("login with an invalid token from %s", address)
             return _bad_credentials()
-        return await _start_session(request, Principal(principal.user, principal.role, "session"))
+        return await _start_session(request, accounts.auth, Principal(principal.user, principal.role, "session"))
     _only(body, {"name", "password"})
     name, password = _string(body, "name"), _string(body, "password")
     assert name is not None and password is not None
@@ -158,17 +146,17 @@ async def login(request: Request, body: JsonObject) -> Response:
         log.info("failed login from %s", address)
         return _bad_credentials()
     log.info("user %s signed in from %s", user.name, address)
-    return await _start_session(request, Principal(user.name, user.role, "session"))
+    return await _start_session(request, accounts.auth, Principal(user.name, user.role, "session"))
 
 
 @router.post("/logout", status_code=204, response_class=Response)
-async def logout(request: Request) -> Response:
+async def logout(request: Request, accounts: UsersDep) -> Response:
     """End the login session of the cookie (if any) and delete the cookie. Always 204."""
-    if not _same_origin(request):
+    if not _same_origin(request, accounts):
         raise ForbiddenError("logout from a foreign origin", code="forbidden_origin")
     session_id = request.cookies.get(cookie_name(request.url.port))
-    if session_id and _auth(request).users is not None:
-        await _auth(request).logout(session_id)
+    if session_id and accounts.auth.users is not None:
+        await accounts.auth.logout(session_id)
     response = Response(status_code=204)
     clear_session_cookie(response, request)
     return response
@@ -181,14 +169,14 @@ async def me(request: Request) -> dict[str, Any]:
 
 
 @router.post("/me/password", response_model=None)
-async def change_password(request: Request, body: JsonObject) -> Response:
+async def change_password(request: Request, body: JsonObject, accounts: UsersDep) -> Response:
     """`{"current_password", "new_password"}`: change your own password. Ends your other login sessions
     (and starts a new one for this browser when it used one). 403 `wrong_password`; 429 as for login."""
     principal = _me(request)
     _only(body, {"current_password", "new_password"})
     current, new = _string(body, "current_password"), _string(body, "new_password")
     assert current is not None and new is not None
-    auth, users = _auth(request), _users(request)
+    auth, users = accounts.auth, accounts.store()
     attempt = _admit(auth, principal.user, peer_address(request))
     if isinstance(attempt, Response):
         return attempt
@@ -202,7 +190,7 @@ async def change_password(request: Request, body: JsonObject) -> Response:
     await users.update(principal.user, password=new)  # ends every login session of the user
     auth.invalidate_user(principal.user, sessions_only=True)
     if principal.via == "session":
-        return await _start_session(request, principal)
+        return await _start_session(request, accounts.auth, principal)
     return JSONResponse({"user": principal.user, "role": principal.role})
 
 
@@ -210,27 +198,27 @@ async def change_password(request: Request, body: JsonObject) -> Response:
 
 
 @router.get("/me/tokens")
-async def list_my_tokens(request: Request) -> dict[str, Any]:
+async def list_my_tokens(request: Request, accounts: UsersDep) -> dict[str, Any]:
     """Your active API tokens: `{"tokens": [{"id", "name", "created_at", "last_used_at"}]}` (never the
     token itself)."""
-    tokens = await _users(request).list_tokens(_me(request).user)
+    tokens = await accounts.store().list_tokens(_me(request).user)
     return {"tokens": [t.to_api() for t in tokens]}
 
 
 @router.post("/me/tokens", status_code=201)
-async def create_my_token(request: Request, body: JsonObject) -> dict[str, Any]:
+async def create_my_token(request: Request, body: JsonObject, accounts: UsersDep) -> dict[str, Any]:
     """`{"name"}` → the new token's record plus `"token"`: shown this once, stored only hashed."""
     _only(body, {"name"})
-    record, token = await _users(request).create_token(_me(request).user, _string(body, "name") or "")
+    record, token = await accounts.store().create_token(_me(request).user, _string(body, "name") or "")
     return record.to_api() | {"token": token}
 
 
 @router.delete("/me/tokens/{token_id}", status_code=204, response_class=Response)
-async def revoke_my_token(request: Request, token_id: str) -> Response:
+async def revoke_my_token(request: Request, token_id: str, accounts: UsersDep) -> Response:
     """Revoke one of your tokens: refused from now on, and streams opened with it close (4401). 404 when
     you have no such active token (another user's is not found either)."""
-    await _users(request).revoke_token(_me(request).user, token_id)
-    _auth(request).invalidate_token(token_id)
+    await accounts.store().revoke_token(_me(request).user, token_id)
+    accounts.auth.invalidate_token(token_id)
     return Response(status_code=204)
 
 
@@ -238,36 +226,36 @@ async def revoke_my_token(request: Request, token_id: str) -> Response:
 
 
 @router.get("/users")
-async def list_users(request: Request) -> dict[str, Any]:
+async def list_users(request: Request, accounts: UsersDep) -> dict[str, Any]:
     """(admin) `{"users": [{"name", "role", "created_at", "updated_at", "disabled", "has_password"}]}`."""
     require_role(request, "admin")
-    return {"users": [u.to_api() for u in await _users(request).list()]}
+    return {"users": [u.to_api() for u in await accounts.store().list()]}
 
 
 @router.post("/users", status_code=201)
-async def create_user(request: Request, body: JsonObject) -> dict[str, Any]:
+async def create_user(request: Request, body: JsonObject, accounts: UsersDep) -> dict[str, Any]:
     """(admin) `{"name", "role", "password"?}` → 201 with the user. Without a password the account can use
     API tokens only. 409 when the name is taken; 400 `weak_password` under 10 characters."""
     require_role(request, "admin")
     _only(body, {"name", "role", "password"})
     name, role = _string(body, "name"), _string(body, "role")
     assert name is not None and role is not None
-    user = await _users(request).create(name, role, _string(body, "password", required=False))
-    await request.app.state.hub.users_changed()
+    user = await accounts.store().create(name, role, _string(body, "password", required=False))
+    await accounts.changed()
     return user.to_api()
 
 
 @router.get("/users/{name}")
-async def get_user(request: Request, name: str) -> dict[str, Any]:
+async def get_user(request: Request, name: str, accounts: UsersDep) -> dict[str, Any]:
     require_role(request, "admin")
-    user = await _users(request).get(name)
+    user = await accounts.store().get(name)
     if user is None:
         raise NotFoundError(f"no user {name!r}")
     return user.to_api()
 
 
 @router.patch("/users/{name}")
-async def update_user(request: Request, name: str, body: JsonObject) -> dict[str, Any]:
+async def update_user(request: Request, name: str, body: JsonObject, accounts: UsersDep) -> dict[str, Any]:
     """(admin) Any of `{"role", "disabled", "password"}`. Disabling ends the user's sessions and closes
     their streams; a new password ends their login sessions. The built-in `admin` keeps role admin and
     cannot be disabled."""
@@ -281,27 +269,27 @@ async def update_user(request: Request, name: str, body: JsonObject) -> dict[str
     target = _target(name)
     if target == ADMIN_USER and ((role is not None and role != "admin") or disabled):
         raise ConflictError("the built-in admin keeps the admin role and cannot be disabled")
-    user = await _users(request).update(target, role=role, disabled=disabled, password=password)
-    auth = _auth(request)
+    user = await accounts.store().update(target, role=role, disabled=disabled, password=password)
+    auth = accounts.auth
     if disabled:
         auth.invalidate_user(target)
     elif password is not None:
         auth.invalidate_user(target, sessions_only=True)
     elif role is not None:
         auth.invalidate_user(target, close_streams=False)  # every role may stream
-    await request.app.state.hub.users_changed()
+    await accounts.changed()
     return user.to_api()
 
 
 @router.delete("/users/{name}", status_code=204, response_class=Response)
-async def delete_user(request: Request, name: str) -> Response:
+async def delete_user(request: Request, name: str, accounts: UsersDep) -> Response:
     """(admin) Delete a user with their tokens and sessions; their open streams close (4401). The built-in
     `admin` cannot be deleted (409)."""
     require_role(request, "admin")
     target = _target(name)
     if target == ADMIN_USER:
         raise ConflictError("the built-in admin cannot be deleted")
-    await _users(request).delete(target)
-    _auth(request).invalidate_user(target)
-    await request.app.state.hub.users_changed()
+    await accounts.store().delete(target)
+    accounts.auth.invalidate_user(target)
+    await accounts.changed()
     return Response(status_code=204)

@@ -21,9 +21,10 @@ from openmanager import __version__
 from openmanager.core.encoding import encode, pack, unpack
 from openmanager.core.errors import OpenManagerError
 from openmanager.core.protocol import SUBPROTOCOL_MSGPACK, SUBPROTOCOLS, CloseCode
+from openmanager.gateway.auth import origin_allowed
 from openmanager.gateway.compiling import parse_filter_async
 from openmanager.gateway.limits import client_address
-from openmanager.gateway.streaming import StreamGate, origin_allowed
+from openmanager.gateway.streaming import StreamGate
 from openmanager.gateway.wsfast import BIND_DIRECT, DEFLATE_SAVED, RTT, SEND_NOW
 from openmanager.pipeline.session import Session
 from openmanager.pipeline.subscriptions import (

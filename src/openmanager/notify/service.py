@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from openmanager.alerts.engine import Transition
-from openmanager.alerts.rules import RuleSpec
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.backoff import Backoff
 from openmanager.core.errors import CapacityError, NotFoundError, ValidationError
 from openmanager.core.grouping import DEFAULT_GROUP_BY
@@ -45,8 +45,9 @@ from openmanager.store.notifications import Delivery, NotificationStore, OutboxE
 from openmanager.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from openmanager.alerts.engine import Alert, AlertEngine
+    from openmanager.alerts.engine import AlertEngine
     from openmanager.alerts.service import AlertService
+    from openmanager.core.alert import Alert
 
 log = logging.getLogger(__name__)
 

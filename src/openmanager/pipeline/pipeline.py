@@ -1,5 +1,8 @@
 """The ingest pipeline (reactivex): sources → validate and clamp → status → state and history → topics.
 
+It is the only writer of live state: sources' samples (`samples`, and `backfill` for a source's backlog),
+and samples another process of a cluster published (`mirror`). Each sample is cleaned once, here.
+
 Sources call the `SourceSink` methods synchronously; batches flow through reactive operators into the
 live state, and the resulting events are handed to one publisher task through a bounded queue, so the
 broker sees them in order and a slow broker can never grow memory without bound (overflow is counted
@@ -13,6 +16,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import Any
 
+import reactivex
 from reactivex import Observable
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable
@@ -76,6 +80,7 @@ class Pipeline:
         self.stats = stats
         self._on_register = on_register
         self._samples: Subject[Sequence[Sample]] = Subject()
+        self._cleaned: Subject[list[Sample]] = Subject()  # backfills' newest samples, cleaned already
         self._logs: Subject[Sequence[LogRecord]] = Subject()
         self._outbox: asyncio.Queue[tuple[str, Mapping[str, Any]]] = asyncio.Queue(queue_size)
         self._subscriptions = CompositeDisposable()
@@ -97,6 +102,26 @@ class Pipeline:
     def logs(self, records: Sequence[LogRecord]) -> None:
         self._logs.on_next(records)
 
+    def backfill(self, batch: Sequence[Sample]) -> list[Sample]:
+        """Samples of one server that a source kept while the hub was away, oldest first: each is cleaned,
+        and every valid one goes into state and history in order, but only the newest is published on
+        `metrics` (one event, not a burst of stale ones). Returns the valid samples."""
+        cleaner = self.state.series_cleaner
+        cleaned = [s for s in (clean_sample(b, cleaner) for b in batch) if s is not None]
+        for sample in cleaned[:-1]:
+            self.state.apply(sample)
+        if cleaned:
+            self.stats.ingest_samples += len(cleaned) - 1
+            self._cleaned.on_next(cleaned[-1:])
+        return cleaned
+
+    def mirror(self, data: Mapping[str, Any]) -> None:
+        """A `metrics` event another process of the cluster published: its samples (status as the origin
+        derived it) into this process's state and history, not published again."""
+        ts = int(data.get("ts", 0))
+        for server_id, wire in data.get("servers", {}).items():
+            self.state.mirror(server_id, ts, wire)
+
     def seen(self, servers: Iterable[str]) -> list[str]:
         """Servers that sent something other than samples (log records): see `FleetState.touch`. Returns
         those the state does not know (for the source to register)."""
@@ -113,7 +138,7 @@ class Pipeline:
         def clean(batch: Sequence[Sample]) -> list[Sample]:
             return clean_batch(batch, cleaner)
 
-        samples: Observable[list[Sample]] = self._samples.pipe(ops.map(clean))
+        samples: Observable[list[Sample]] = reactivex.merge(self._samples.pipe(ops.map(clean)), self._cleaned)
         metrics: Observable[dict[str, Any]] = samples.pipe(ops.filter(_non_empty), ops.map(self._apply))
         self._subscriptions.add(
             metrics.subscribe(on_next=lambda data: self._enqueue("metrics", data), on_error=self._failed)

@@ -276,6 +276,10 @@ class Streams:
         since = pending.since
         return None if since is None else await self.broker.replay(pending.shape.topic, since)
 
+    def topic_snapshot(self, topic: str) -> dict[str, Any]:
+        """`topic`'s current state, unfiltered (a `KeyError` for a topic without one)."""
+        return self._snapshot(topic)
+
     def snapshot(self, shape: Shape[Session]) -> dict[str, Any]:
         """`shape`'s view of its topic's current state."""
         return shape.render_snapshot(self._snapshot(shape.topic), self.view)

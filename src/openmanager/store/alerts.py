@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
-from openmanager.alerts.engine import FLEET_KEY, Alert, Transition
-from openmanager.alerts.maintenance import MaintenanceWindow
-from openmanager.alerts.rules import RuleSpec
-from openmanager.alerts.silences import Silence
+from openmanager.core.alert import FLEET_KEY, Alert, Transition
+from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import RuleSyntaxError, ValidationError
+from openmanager.core.silences import Silence
 from openmanager.store.db import Store
 from openmanager.store.models import Base, JSONType
 from openmanager.store.notifications import OutboxEntry, insert_outbox
@@ -104,6 +103,15 @@ def _silence(row: Any) -> Silence:
                    servers=tuple(m.get("servers", ())), rules=tuple(m.get("rules", ())), tags=dict(m.get("tags", {})),
                    comment=row.comment, created_by=row.created_by, created_at=int(row.created_at),
                    ended_at=None if row.ended_at is None else int(row.ended_at))
+
+
+class StoredWindow(Protocol):
+    """What the store keeps of a maintenance window (`alerts.maintenance.MaintenanceWindow`)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def to_api(self) -> dict[str, Any]: ...
 
 
 class AlertStore:
@@ -257,22 +265,21 @@ class AlertStore:
             return [_silence(r) for r in (await conn.execute(query)).all()]
 
     # maintenance windows
-    async def save_window(self, window: MaintenanceWindow, now_ms: int) -> None:
+    async def save_window(self, window: StoredWindow, now_ms: int) -> None:
         stmt = self._upsert(MaintenanceRow).values(id=window.id, definition=window.to_api(), created_at=now_ms)
         stmt = stmt.on_conflict_do_update(index_elements=[MaintenanceRow.id],
                                           set_={"definition": stmt.excluded.definition})
         async with self.store._write() as conn:
             await conn.execute(stmt)
 
-    async def windows(self) -> list[MaintenanceWindow]:
+    async def window_rows(self) -> list[tuple[str, dict[str, Any], str]]:
+        """The stored maintenance windows, oldest first: (id, definition without id and created_by,
+        created_by), as `alerts.maintenance.MaintenanceWindow.from_api` reads them."""
         async with self.store._read() as conn:
             rows = (await conn.execute(select(MaintenanceRow.id, MaintenanceRow.definition)
                                        .order_by(MaintenanceRow.created_at))).all()
-        out = []
-        for wid, definition in rows:
-            body = {k: v for k, v in definition.items() if k not in ("id", "created_by")}
-            out.append(MaintenanceWindow.from_api(body, created_by=definition.get("created_by", ""), window_id=wid))
-        return out
+        return [(wid, {k: v for k, v in definition.items() if k not in ("id", "created_by")},
+                 str(definition.get("created_by", ""))) for wid, definition in rows]
 
     async def delete_window(self, window_id: str) -> bool:
         async with self.store._write() as conn:

@@ -7,12 +7,57 @@ Revises: 0001
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from openmanager.alerts.rules import DEFAULT_RULES, RuleSpec
+
+def _rule(rid: str, name: str, condition: str, severity: str, for_: str, clear: str,
+          description: str) -> dict[str, Any]:
+    return {"id": rid, "name": name, "condition": condition, "severity": severity, "action": "immediate-alert",
+            "for": for_, "cooldown": "5m", "fleet": False, "enabled": True, "clear": clear,
+            "description": description}
+
+
+# The default rule pack this migration stores in a fresh store, frozen: a migration must write the same rows
+# whatever later versions make of the live pack (`core.alertrules.DEFAULT_RULES`, equal to this today). It
+# includes the two forecast rules, in the pack's order; a store created before them gets them from
+# `0008_forecast_rules`, which leaves a rule of the same id alone. The disk rules are per mount (`each`), as
+# the live pack's 0004 stored them in a fresh store since labelled series; a store from before keeps its own.
+DEFAULT_RULE_DEFINITIONS: tuple[dict[str, Any], ...] = (
+    _rule("cpu-warning", "CPU high", "cpu > 70", "warning", "2m",
+          "cpu < 65", "CPU above the warning threshold (70%) for 2 minutes; clears below 65%."),
+    _rule("cpu-critical", "CPU critical", "cpu > 85", "critical", "1m",
+          "cpu < 75", "CPU above the critical threshold (85%) for 1 minute; clears below 75%."),
+    _rule("memory-warning", "Memory high", "memory > 75", "warning", "2m",
+          "memory < 70", "Memory above 75% for 2 minutes; clears below 70%."),
+    _rule("memory-critical", "Memory critical", "memory > 85", "critical", "1m",
+          "memory < 80", "Memory above 85% for 1 minute; clears below 80%."),
+    _rule("disk-warning", "Disk filling", "disk > 80", "warning", "5m",
+          "disk < 78", "A filesystem above 80% for 5 minutes, one alert per mount; clears below 78%.")
+    | {"each": "mount"},
+    _rule("disk-critical", "Disk almost full", "disk > 90", "critical", "1m",
+          "disk < 88", "A filesystem above 90% for 1 minute, one alert per mount; clears below 88%.")
+    | {"each": "mount"},
+    _rule("response-time-warning", "Slow responses", "response_time > 1000", "warning", "1m",
+          "response_time < 800", "Response time above 1 s for 1 minute; clears below 800 ms."),
+    _rule("response-time-critical", "Very slow responses", "response_time > 3000", "critical", "1m",
+          "response_time < 2500", "Response time above 3 s for 1 minute; clears below 2.5 s."),
+    _rule("server-offline", "Server offline", 'status == "offline"', "critical", "0s",
+          'status != "offline"', "No sample for 3 ticks (or 10 s): the server or its source is down."),
+    _rule("disk-full-forecast", "Disk full within 4 h", "time_to(disk, 100, 1h) < 4h AND disk > 75", "warning",
+          "10s", "predict(disk, 1h, 6h) < 100 OR disk < 70",
+          "The last hour's trend reaches 100% within 4 hours (disk above 75%); clears when it would not be "
+          "full within 6 hours, or below 70%."),
+    _rule("memory-exhaustion-forecast", "Memory will run out within 1 h",
+          "time_to(memory, 100, 5m) < 1h AND memory > 75", "warning", "10s",
+          "predict(memory, 5m, 2h) < 100 OR memory < 70",
+          "The last 5 minutes' trend reaches 100% within an hour (memory above 75%); clears when it would not "
+          "within 2 hours, or below 70%."),
+)
+
 
 revision = "0004_alerts"
 down_revision = "0001"
@@ -81,9 +126,9 @@ def upgrade() -> None:
     now = int(time.time() * 1000)
     op.bulk_insert(rules, [
         # created_at spaced by 1 ms keeps the pack's order when listed by creation time
-        {"id": body["id"], "definition": RuleSpec.from_api(body).to_api(), "created_at": now + i,
-         "updated_at": now + i, "created_by": "default rule pack"}
-        for i, body in enumerate(DEFAULT_RULES)
+        {"id": body["id"], "definition": dict(body), "created_at": now + i, "updated_at": now + i,
+         "created_by": "default rule pack"}
+        for i, body in enumerate(DEFAULT_RULE_DEFINITIONS)
     ])
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from openmanager.alerts.rules import parse_rule_duration
+from openmanager.core.alertrules import parse_rule_duration
 from openmanager.core.bounds import MAX_EPOCH_MS
 from openmanager.core.errors import ValidationError
 from openmanager.core.model import ServerInfo

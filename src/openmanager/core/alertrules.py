@@ -7,7 +7,7 @@ A rule on the wire:
 (docs/notifications.md): by default the metric its condition reads (`cpu`, `status`), or its id when it
 reads several or none, so a pack's warning and critical rules for one metric share a family. `group_by`
 overrides the default grouping labels of its notifications (`notify/grouping.py`); `escalation` is an
-escalation policy (`alerts/escalation.py`). `each` (a label: `mount`, `interface`, `device`, `core`,
+escalation policy (`core/escalation.py`). `each` (a label: `mount`, `interface`, `device`, `core`,
 `sensor`) makes a per-server rule one alert per labelled series: its condition and clear read, for each
 label value, that series of every metric labelled by it (`disk > 90` with `"each": "mount"` is
 `disk{mount="/var"} > 90` for /var, and so on); a server without such series is evaluated once on its
@@ -22,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from openmanager.alerts.escalation import EscalationPolicy
 from openmanager.core.bounds import MAX_TEXT as MAX_DURATION_TEXT
 from openmanager.core.bounds import shown
 from openmanager.core.errors import RuleSyntaxError, ValidationError
+from openmanager.core.escalation import EscalationPolicy
 from openmanager.core.grouping import parse_group_by
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import Condition, compile_condition, format_duration, parse_duration
