@@ -15,6 +15,10 @@ export class LogList {
   private newCount = 0;
   private paused = false;
   private count = 0;
+  // Where the list last put its own scroll position (following new lines): the reader has scrolled up
+  // only when the position is above it. A change of the scroller's height (a notice above it appearing,
+  // the window resizing) moves the bottom, not the position, so it never pauses the list.
+  private followTop = 0;
 
   constructor(readonly max: number, readonly showServer = true, label = t("logs.title")) {
     this.scroller = h("div", { class: "log-scroller", role: "log", tabindex: 0, aria: { label, live: "off" },
@@ -30,10 +34,20 @@ export class LogList {
     return s.scrollTop + s.clientHeight >= s.scrollHeight - 8;
   }
 
+  private scrolledUp(): boolean {
+    return this.scroller.scrollTop < this.followTop - 8 && !this.atBottom();
+  }
+
+  private follow(): void {
+    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.followTop = this.scroller.scrollTop;
+  }
+
   private onScroll(): void {
     if (this.atBottom()) {
       if (this.paused) this.jump();
-    } else if (!this.paused) {
+      else this.followTop = this.scroller.scrollTop;
+    } else if (!this.paused && this.scrolledUp()) {
       this.paused = true;
       this.scroller.dataset.paused = "true";
     }
@@ -48,7 +62,7 @@ export class LogList {
     if (!records.length) return;
     // The reader may have scrolled up since the last scroll event was handled (events come a frame
     // later): never pull them back down.
-    if (!this.paused && this.count > 0 && !this.atBottom()) {
+    if (!this.paused && this.count > 0 && this.scrolledUp()) {
       this.paused = true;
       this.scroller.dataset.paused = "true";
     }
@@ -62,7 +76,7 @@ export class LogList {
       return;
     }
     this.appendNodes(records);
-    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.follow();
   }
 
   private appendNodes(records: LogRecord[]): void {
@@ -100,7 +114,7 @@ export class LogList {
     this.jumpButton.hidden = true;
     this.jumpButton.dataset.count = "0";
     if (held.length) this.appendNodes(held);
-    this.scroller.scrollTop = this.scroller.scrollHeight;
+    this.follow();
   }
 
   clear(): void {
