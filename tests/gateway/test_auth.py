@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from argon2 import PasswordHasher
 
-from openmanager.core.errors import ForbiddenError
+from openmanager.core.errors import ConfigError, ForbiddenError
 from openmanager.gateway.auth import (
     ADMIN_PRINCIPAL,
     Authenticator,
@@ -49,7 +49,7 @@ async def test_the_admin_token_is_the_builtin_admin_even_without_a_store() -> No
     assert ADMIN_PRINCIPAL.to_api() == {"user": "admin", "role": "admin", "via": "admin_token"}
     assert await auth.resolve_token(ADMIN + "x") is None and await auth.resolve_token("omu_whatever") is None
     assert auth.check_token(ADMIN) == "admin"
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="at least 8 characters"):
         Authenticator("short")
 
 

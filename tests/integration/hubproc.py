@@ -101,7 +101,8 @@ class Client:
     @classmethod
     async def open(cls, hub: HubProcess, *, token: str | None = None, **kw: Any) -> Client:
         url = f"{hub.ws_url}?token={token or hub.token}"
-        ws = await connect(url, subprotocols=["openmanager.v1.json"], open_timeout=10, **kw)  # type: ignore[list-item]
+        kw.setdefault("open_timeout", 10)
+        ws = await connect(url, subprotocols=["openmanager.v1.json"], **kw)  # type: ignore[list-item]
         client = cls(ws)
         client.welcome = await client.recv()
         assert client.welcome["type"] == "welcome"

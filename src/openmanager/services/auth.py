@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import HTTPConnection
 
 from openmanager.core.access import LoginLimiter
-from openmanager.core.errors import OpenManagerError
+from openmanager.core.errors import ConfigError, OpenManagerError
 from openmanager.core.protocol import CloseCode
 from openmanager.store.users import Identity, hash_secret
 
@@ -97,7 +97,8 @@ class Authenticator:
 
     def __init__(self, admin_token: str, *, clock: Callable[[], float] = time.monotonic) -> None:
         if len(admin_token) < 8:
-            raise ValueError("the admin token must be at least 8 characters")
+            raise ConfigError("the admin token (OPENMANAGER_ADMIN_TOKEN, or data/admin_token) must be at least 8 "
+                              "characters")
         self._admin_token = admin_token.encode()
         self.users: UserStore | None = None
         self.limiter = LoginLimiter()
