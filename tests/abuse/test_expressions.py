@@ -54,6 +54,7 @@ class Bystanders:
         self.healthz: list[tuple[float, int]] = []
         self.event_times: list[float] = []
         self._stop = threading.Event()
+        self._polled = threading.Event()  # the poller's first answer came: it runs before the attack starts
         self._thread = threading.Thread(target=self._poll_healthz, daemon=True)
         self._reader: asyncio.Task[None] | None = None
         self._client: Client | None = None
@@ -67,6 +68,7 @@ class Bystanders:
                 except httpx.HTTPError:
                     status = 0  # no answer within the client's timeout
                 self.healthz.append((time.perf_counter() - started, status))
+                self._polled.set()
                 self._stop.wait(0.05)
 
     async def _read(self, client: Client, sub: str) -> None:
@@ -82,6 +84,8 @@ class Bystanders:
         self.event_times.append(time.monotonic())
         self._reader = asyncio.create_task(self._read(client, sub))
         self._thread.start()
+        # A short attack could otherwise end before the thread is first scheduled, leaving nothing polled.
+        await asyncio.to_thread(self._polled.wait, 15)
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
