@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from openmanager.core.model import METRIC_BY_NAME, LogRecord, Sample, ServerInfo
-from openmanager.sources.local import LocalSource, collect, measure
+from openmanager.sources.local import LocalSource, _cpu_busy_total, collect, measure
 
 
 def test_first_collect_reports_levels_but_no_rates() -> None:
@@ -98,6 +98,14 @@ def test_measure_reports_this_hosts_real_mounts_interfaces_and_cores() -> None:
     policy = SeriesPolicy()
     _, first, state = measure(None, policy=policy)
     assert not any(k.startswith(("cpu:", "net_in:", "disk_read:")) for k in first)  # rates need two calls
+    # A core's rate needs its CPU times to have advanced since the first call (they move by clock ticks, and two
+    # calls back to back can fall within one): wait for that condition rather than for a time.
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        now = [_cpu_busy_total(t)[1] for t in psutil.cpu_times(percpu=True)]
+        if len(now) == len(state.cores) and all(t1 > t0 for (_, t0), t1 in zip(state.cores, now, strict=True)):
+            break
+        time.sleep(0.01)
     values, series, _ = measure(state, policy=policy)
     assert SeriesCleaner(policy).clean(series).dropped == 0  # every key is valid and in range
     mounts = {p.mountpoint for p in psutil.disk_partitions(all=False) if policy.keeps_mount(p.mountpoint, p.fstype)}
