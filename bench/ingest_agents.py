@@ -53,11 +53,14 @@ VALUES = (b'{"cpu":37.5,"memory":61.2,"disk":48.0,"swap":0.0,"load1":1.2,"load5"
           b'"net_in":125000,"net_out":98000,"connections":312,"processes":184,"uptime":864000}')
 
 
-def frame(seq: int, batch: int, base_ms: int) -> bytes:
-    """A batch of `batch` samples, 1 ms apart, after those of every earlier seq (history keeps all)."""
+def frame(seq: int, batch: int, base_ms: int, logs: int = 0) -> bytes:
+    """A batch of `batch` samples, 1 ms apart, after those of every earlier seq (history keeps all), and
+    `logs` log records (each acknowledged batch's records are in the store)."""
     first = base_ms + (seq - 1) * batch
     samples = b",".join(b'{"ts":%d,"values":%s}' % (first + j, VALUES) for j in range(batch))
-    return b'{"type":"batch","seq":%d,"samples":[%s],"logs":[]}' % (seq, samples)
+    records = b",".join(b'{"ts":%d,"level":"INFO","service":"bench","message":"request %d served in 12 ms"}'
+                        % (first + j, seq * 1000 + j) for j in range(logs))
+    return b'{"type":"batch","seq":%d,"samples":[%s],"logs":[%s]}' % (seq, samples, records)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -65,7 +68,7 @@ def frame(seq: int, batch: int, base_ms: int) -> bytes:
 # --------------------------------------------------------------------------------------------------
 
 async def run_agent(url: str, token: str, batch: int, window: int, st: dict[str, Any], start: asyncio.Event,
-                    times: list[float], compression: str | None) -> None:
+                    times: list[float], compression: str | None, logs: int = 0) -> None:
     import orjson
     from websockets.asyncio.client import connect
 
@@ -88,7 +91,7 @@ async def run_agent(url: str, token: str, batch: int, window: int, st: dict[str,
             while time.time() < win1:
                 await free.acquire()
                 seq += 1
-                await ws.send(frame(seq, batch, base_ms), text=True)
+                await ws.send(frame(seq, batch, base_ms, logs), text=True)
 
         async def receive() -> None:
             async for raw in ws:
@@ -124,7 +127,8 @@ async def worker_main(a: argparse.Namespace) -> None:
     start = asyncio.Event()
     times: list[float] = [0.0, 0.0]
     tasks = [asyncio.create_task(run_agent(a.url, t, a.batch, a.window, st, start, times,
-                                           None if a.compression == "none" else a.compression)) for t in tokens]
+                                           None if a.compression == "none" else a.compression, a.logs))
+             for t in tokens]
     async with asyncio.timeout(60):
         while st["connected"] < len(tokens):
             for t in tasks:
@@ -152,6 +156,7 @@ def worker_cli(argv: list[str]) -> None:
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--window", type=int, required=True)
     p.add_argument("--compression", default="deflate")
+    p.add_argument("--logs", type=int, default=0)
     a = p.parse_args(argv)
     factory = None
     with contextlib.suppress(ImportError):
@@ -191,7 +196,7 @@ async def baseline_main(a: argparse.Namespace) -> None:
             while time.monotonic() < end:
                 for i, info in enumerate(infos):
                     seqs[i] += 1
-                    msg = orjson.loads(frame(seqs[i], a.batch, base_ms))
+                    msg = orjson.loads(frame(seqs[i], a.batch, base_ms, a.logs))
                     done = agents.apply(info, msg["samples"], msg["logs"])
                     batches += 1
                     samples += done.samples
@@ -212,6 +217,7 @@ def baseline_cli(argv: list[str]) -> None:
     p.add_argument("--agents", type=int, required=True)
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--logs", type=int, default=0)
     a = p.parse_args(argv)
     factory = None
     with contextlib.suppress(ImportError):
@@ -241,7 +247,7 @@ def create_tokens(db_url: str, n: int) -> list[str]:
     return asyncio.run(run())
 
 
-def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
+def run_hub(args: argparse.Namespace, batch: int, src: str = "") -> dict[str, Any]:
     import psutil
 
     port = free_port()
@@ -252,6 +258,8 @@ def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
         tokens_file.write_text(json.dumps(tokens))
         log_path = Path(tmp) / "hub.log"
         env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN="bench-" + secrets.token_hex(12))
+        if src:  # the hub from another source tree (an earlier commit's worktree), same interpreter
+            env["PYTHONPATH"] = str(Path(src).resolve() / "src")
         cmd = [sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", str(data),
                "--no-simulator", "--no-local", "--log-level", "warning", "--memory-history", MEMORY_HISTORY]
         hub: subprocess.Popen[bytes] | None = None
@@ -269,7 +277,8 @@ def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
             for count in per:
                 w = subprocess.Popen([sys.executable, __file__, "--worker", "--url", url, "--tokens", str(tokens_file),
                                       "--first", str(first), "--count", str(count), "--batch", str(batch),
-                                      "--window", str(args.window), "--compression", args.compression],
+                                      "--window", str(args.window), "--compression", args.compression,
+                                      "--logs", str(args.logs)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                 first += count
                 workers.append(w)
@@ -298,7 +307,8 @@ def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
                            f"failures: {failures[:3]}")
     samples = sum(r["samples"] for r in results)
     batches = sum(r["batches"] for r in results)
-    return {"target": "hub", "batch": batch, "agents": args.agents, "samples": samples, "batches": batches,
+    return {"target": f"hub@{Path(src).name}" if src else "hub", "batch": batch, "agents": args.agents,
+            "samples": samples, "batches": batches,
             "cpu_s": c1 - c0, "generator_cpu_s": sum(r["cpu_s"] for r in results),
             "errors": errors}
 
@@ -306,7 +316,7 @@ def run_hub(args: argparse.Namespace, batch: int) -> dict[str, Any]:
 def run_baseline(args: argparse.Namespace, batch: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="om-bench-ingest-base-") as tmp:
         w = subprocess.Popen([sys.executable, __file__, "--baseline", "--data-dir", tmp, "--agents", str(args.agents),
-                              "--batch", str(batch), "--duration", str(args.duration)],
+                              "--batch", str(batch), "--duration", str(args.duration), "--logs", str(args.logs)],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
         try:
             result = LineReader(w).get("result", args.duration + 60)
@@ -324,6 +334,11 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds measured per target")
     p.add_argument("--workers", type=int, default=1, help="load-generator processes")
     p.add_argument("--compression", choices=("deflate", "none"), default="deflate")
+    p.add_argument("--logs", type=int, default=0,
+                   help="log records in every batch (an ack waits until they are stored)")
+    p.add_argument("--hub-src", default="", help="comma-separated source trees (e.g. a worktree of an earlier commit) "
+                   "to run the hub from as well, one after the other, for a before/after comparison in one run")
+    p.add_argument("--no-baseline", action="store_true", help="skip the in-process baseline")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
     batches = [int(b) for b in args.batch.split(",") if b.strip()]
@@ -348,30 +363,34 @@ def main() -> int:
             print(f"[batch {batch}] hub: {args.agents} agents, window {args.window}, {args.duration}s ...",
                   file=sys.stderr, flush=True)
             results.append(run_hub(args, batch))
-            print(f"[batch {batch}] baseline ...", file=sys.stderr, flush=True)
-            results.append(run_baseline(args, batch))
+            for src in filter(None, args.hub_src.split(",")):
+                print(f"[batch {batch}] hub from {src} ...", file=sys.stderr, flush=True)
+                results.append(run_hub(args, batch, src))
+            if not args.no_baseline:
+                print(f"[batch {batch}] baseline ...", file=sys.stderr, flush=True)
+                results.append(run_baseline(args, batch))
     except Exception as exc:
         print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     finally:
         signal.alarm(0)
 
-    print("| target   | batch | agents | samples/s | batches/s | CPU % | CPU µs/sample | generator CPU % |")
-    print("|----------|-------|--------|-----------|-----------|-------|---------------|-----------------|")
+    print("| target   | batch | logs | agents | samples/s | batches/s | CPU % | CPU µs/sample | generator CPU % |")
+    print("|----------|-------|------|--------|-----------|-----------|-------|---------------|-----------------|")
     for r in results:
         d = args.duration
         r["samples_per_s"] = round(r["samples"] / d)
         r["batches_per_s"] = round(r["batches"] / d)
         r["cpu_pct"] = round(100 * r["cpu_s"] / d, 1)
         r["cpu_us_per_sample"] = round(1e6 * r["cpu_s"] / max(1, r["samples"]), 1)
-        print(f"| {r['target']:<8} | {r['batch']:>5} | {r['agents']:>6} | {r['samples_per_s']:>9} | "
+        print(f"| {r['target']:<8} | {r['batch']:>5} | {args.logs:>4} | {r['agents']:>6} | {r['samples_per_s']:>9} | "
               f"{r['batches_per_s']:>9} | {r['cpu_pct']:>5} | {r['cpu_us_per_sample']:>13} | "
               f"{round(100 * r['generator_cpu_s'] / d, 1):>15} |")
     for batch in batches:
         hub = next(r for r in results if r["target"] == "hub" and r["batch"] == batch)
-        base = next(r for r in results if r["target"] == "baseline" and r["batch"] == batch)
-        print(f"batch {batch}: hub/baseline samples/s x{hub['samples'] / max(1, base['samples']):.2f}, "
-              f"CPU µs/sample x{hub['cpu_us_per_sample'] / max(1e-9, base['cpu_us_per_sample']):.2f}")
+        for other in (r for r in results if r["target"] != "hub" and r["batch"] == batch):
+            print(f"batch {batch}: hub/{other['target']} samples/s x{hub['samples'] / max(1, other['samples']):.2f}, "
+                  f"CPU µs/sample x{hub['cpu_us_per_sample'] / max(1e-9, other['cpu_us_per_sample']):.2f}")
     print(f"machine: {os.cpu_count()} CPUs, {background:.0f}% busy before the run")
     if args.json:
         args.json.write_text(json.dumps({"argv": sys.argv, "results": results}, indent=2) + "\n")

@@ -167,3 +167,69 @@ def test_a_hub_killed_after_storing_records_but_before_recording_the_seq(tmp_pat
     with sqlite3.connect(db) as conn:
         (acked,) = conn.execute("SELECT last_seq FROM agents WHERE name = 'edge-9'").fetchone()
     assert acked == 3
+
+
+async def test_an_ack_means_the_batchs_log_records_are_stored(live: LiveHub) -> None:
+    """The log writer is held inside its write of the batch's records: no ack leaves until the write ends,
+    and once it arrives the records are in the store."""
+    assert live.hub is not None and live.hub.logs is not None
+    writer = live.hub.log_writer
+    real, entered, release = writer._write, asyncio.Event(), asyncio.Event()
+    assert real is not None
+
+    async def held(records: Any) -> None:
+        entered.set()
+        await release.wait()
+        await real(records)
+
+    writer._write = held
+    token = await live.agents.create("web-12")
+    ws = await live.connect(token)
+    await ws.send(hello(BUFFER, first=1, last=2), text=True)
+    assert (await recv(ws))["acked"] == 0
+    await ws.send(batch(2, [item(1, "one"), item(2, "two")]), text=True)
+    async with asyncio.timeout(5):
+        await entered.wait()
+    try:
+        early = await recv(ws, timeout=0.5)  # the seq commits within milliseconds: an ack would be here
+    except TimeoutError:
+        early = None
+    assert early is None, f"acknowledged while its log records were still being written: {early}"
+    release.set()
+    assert await recv(ws) == {"type": "ack", "seq": 2}
+    assert [r["message"] for r in await live.hub.logs.search("web-12")] == ["one", "two"]
+    await ws.close()
+
+
+async def test_log_records_that_could_not_be_stored_are_applied_again_when_resent(live: LiveHub) -> None:
+    """The store refuses the batch's records once: the connection ends with 1011 `logs_not_stored`, nothing
+    is acknowledged, and the same batch sent again is applied (not acknowledged as a duplicate) and stored."""
+    assert live.hub is not None and live.hub.logs is not None
+    writer = live.hub.log_writer
+    real = writer._write
+    assert real is not None
+    failures = [StoreError("disk I/O error")]
+
+    async def failing_once(records: Any) -> None:
+        if failures and any(r.get("server") == "web-13" for r in records):
+            raise failures.pop()
+        await real(records)
+
+    writer._write = failing_once
+    token = await live.agents.create("web-13")
+    ws = await live.connect(token)
+    await ws.send(hello(BUFFER, first=1, last=2), text=True)
+    assert (await recv(ws))["acked"] == 0
+    await ws.send(batch(2, [item(1, "one"), item(2, "two")]), text=True)
+    error = await recv(ws)
+    assert error["type"] == "error" and error["code"] == "logs_not_stored", error
+    assert await closed_code(ws) == 1011
+    assert not failures
+
+    ws = await live.connect(token)
+    await ws.send(hello(BUFFER, first=1, last=2), text=True)
+    assert (await recv(ws))["acked"] == 0
+    await ws.send(batch(2, [item(1, "one"), item(2, "two")]), text=True)
+    assert await recv(ws) == {"type": "ack", "seq": 2}  # no "duplicate": applied again
+    assert [r["message"] for r in await live.hub.logs.search("web-13")] == ["one", "two"]
+    await ws.close()

@@ -5,11 +5,13 @@ with 4401, and agent tokens are refused everywhere else (the HTTP gate and `/ws`
 
 A thin edge over the agents' source (`sources.agent.AgentSource`, which applies batches through the
 pipeline, paces backfills and records seqs) and the pure parsing of `core.agentwire`. Per batch: parse →
-wait for room (backfill pacing) → apply → record the batch's seq durably (group commit,
-`store.agents.AckRecorder`) → `ack`. Reading runs ahead of the records by up to `MAX_UNACKED` batches,
-so one commit covers several batches; acks leave in order, each after its commit. A batch whose seq is
-not above the agent's acknowledged seq is acknowledged again but not applied, so a batch re-sent after
-a lost ack, a reconnect or a hub restart is never applied twice.
+wait for room (backfill pacing) → apply → its log records written to the store (the log writer's
+barrier, a group commit of its own) → record the batch's seq durably (group commit,
+`store.agents.AckRecorder`) → `ack`: an ack means the batch's log records are on disk. Reading runs
+ahead of the records by up to `MAX_UNACKED` batches, so one commit covers several batches; acks leave in
+order, each after its commit. A batch whose seq is not above the agent's acknowledged seq is
+acknowledged again but not applied, so a batch re-sent after a lost ack, a reconnect or a hub restart is
+never applied twice.
 
 Applied is not the same as recorded: a batch is applied (its log records on their way to the store)
 before its seq commits. When that commit fails (the store busy or failing: the connection closes with
@@ -18,7 +20,10 @@ remembers, per agent and buffer, the highest seq this process applied (`applied_
 at or below it is recorded and acknowledged, never applied again — otherwise its log records would be
 stored twice (same timestamps, adjacent ids). Items carry their buffer seq: those of a re-sent backlog cut
 into different batches that are at or below it are left out too. A crash forgets all this, so each log
-record also goes to the store with its origin and seq (`core.logorigin`), which keeps it once.
+record also goes to the store with its origin and seq (`core.logorigin`), which keeps it once. When some
+log records could not be stored (the store failing, the writer's buffer overflowing), the connection closes
+with 1011, this process forgets what it applied for the agent, and the re-sent batches are applied again:
+the store keeps what it had once, and the rest is stored now.
 
 One connection per agent: a newer connection replaces the older one, which is closed with 4409 once its
 in-flight batch is recorded.
@@ -173,7 +178,7 @@ async def _batches(ws: WebSocket, service: AgentSource, link: AgentLink, info: S
                 counters.duplicates += 1
                 again = None
                 if seq > acked:  # applied by an earlier connection whose record did not commit: record it now
-                    again = asyncio.ensure_future(service.recorder.record(link.agent.id, seq))
+                    again = asyncio.ensure_future(_stored_then_recorded(service, link.agent.id, seq, True))
                     outstanding.add(again)
                     again.add_done_callback(outstanding.discard)
                 await queue.put((-seq, again))  # acknowledged (after what precedes it), not applied
@@ -189,7 +194,7 @@ async def _batches(ws: WebSocket, service: AgentSource, link: AgentLink, info: S
             if done.skipped:
                 counters.invalid_items += done.skipped
                 log.warning("agent %s: skipped %d invalid item(s) in batch %d", info.id, done.skipped, seq)
-            record = asyncio.ensure_future(service.recorder.record(link.agent.id, seq))
+            record = asyncio.ensure_future(_stored_then_recorded(service, link.agent.id, seq, done.logs > 0))
             outstanding.add(record)
             record.add_done_callback(outstanding.discard)
             await queue.put((seq, record))
@@ -209,6 +214,16 @@ async def _batches(ws: WebSocket, service: AgentSource, link: AgentLink, info: S
         for pending in list(outstanding):
             with contextlib.suppress(BaseException):
                 await pending
+
+
+async def _stored_then_recorded(service: AgentSource, agent_id: int, seq: int, logs: bool) -> None:
+    """Record batch `seq` once its log records (if it has any) are in the store: an ack means stored.
+    Raises StoreError when some could not be stored (the connection ends with 1011 and the agent re-sends
+    from its last acknowledged seq; what was stored is kept once)."""
+    if logs and not await service.logs_stored():
+        service.forget_applied(agent_id)
+        raise StoreError("log records could not be stored", code="logs_not_stored")
+    await service.recorder.record(agent_id, seq)
 
 
 async def _send_acks(ws: WebSocket, queue: asyncio.Queue[tuple[int, asyncio.Future[None] | None]]) -> None:

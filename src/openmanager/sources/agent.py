@@ -114,6 +114,17 @@ class AgentSource:
     def note_seq(self, agent_id: int, buffer_id: str, seq: int) -> None:
         self._applied[agent_id] = (buffer_id, seq)
 
+    def forget_applied(self, agent_id: int) -> None:
+        """Log records this process applied for the agent may not be stored: apply what the agent re-sends
+        after its last recorded seq again (the store keeps each record once by its origin and seq)."""
+        self._applied.pop(agent_id, None)
+
+    async def logs_stored(self) -> bool:
+        """Wait until the log records applied before this call are published and written (with a Redis
+        broker: published); False when some could not be stored."""
+        await self.pipeline.barrier()
+        return await self.log_writer.barrier()
+
     @property
     def agents(self) -> AgentStore:
         if self._agents is None:
