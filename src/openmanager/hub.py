@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
@@ -154,7 +154,7 @@ class Hub:
         )
         self.logs = LogStore(self.store)
         self.log_writer.start(self.logs.write)
-        self.broker.listen("logs", self._on_logs)
+        self.pipeline.on_publish = self._store_logs
         self.broker.listen("metrics", self._on_metrics)  # before any fan-out: mirrored samples are in first
         self.notifications, self.vapid_public_key = await self._notifications(self.store, self)
         await self.notifications.start(worker=False)
@@ -327,10 +327,11 @@ class Hub:
         if not self.is_leader:
             self._mirrored_alerts.on_event(event.data)
 
-    def _on_logs(self, event: Event) -> None:
-        """Store log records once: each process stores those its own sources published."""
-        if not event.origin or event.origin == self.node_id:
-            self.log_writer.offer(event.data["records"])
+    def _store_logs(self, topic: str, data: Mapping[str, Any]) -> None:
+        """Store log records once: each process stores those its own pipeline publishes, as the pipeline
+        made them (an agent's records keep their origin key, `core.logorigin`, with any broker)."""
+        if topic == "logs":
+            self.log_writer.offer(data["records"])
 
     async def stop(self) -> None:
         self.started = False

@@ -233,3 +233,45 @@ async def test_log_records_that_could_not_be_stored_are_applied_again_when_resen
     assert await recv(ws) == {"type": "ack", "seq": 2}  # no "duplicate": applied again
     assert [r["message"] for r in await live.hub.logs.search("web-13")] == ["one", "two"]
     await ws.close()
+
+
+async def test_records_are_stored_once_with_the_redis_broker(tmp_path: Path) -> None:
+    """With the Redis broker too the store sees each record's origin key: batch 2's seq fails to record
+    after its lines were stored, the process forgets what it applied (as a crash would), and the same batch
+    sent again is applied again, but its lines are stored once."""
+    import uuid
+
+    from tests.services import redis_url
+
+    live = await LiveHub(tmp_path / "data", broker=redis_url(), broker_prefix=f"om-test-{uuid.uuid4().hex}").start()
+    try:
+        assert live.hub is not None and live.hub.logs is not None and live.ingest is not None
+        token = await live.agents.create("web-14")
+        (agent,) = [a for a in await live.agents.list() if a.name == "web-14"]
+        recorder = live.ingest.recorder
+        real = recorder.agents.record_acks
+        failures = [StoreError("database is locked")]
+
+        async def failing_once(acks: Any) -> Any:
+            if failures:
+                raise failures.pop()
+            return await real(acks)
+
+        recorder.agents.record_acks = failing_once  # type: ignore[method-assign]
+        ws = await live.connect(token)
+        await ws.send(hello(BUFFER, first=1, last=2), text=True)
+        assert (await recv(ws))["acked"] == 0
+        await ws.send(batch(2, [item(1, "one"), item(2, "two")]), text=True)
+        assert await closed_code(ws) == 1011
+        assert [r["message"] for r in await live.hub.logs.search("web-14")] == ["one", "two"]
+        live.ingest.forget_applied(agent.id)
+
+        ws = await live.connect(token)
+        await ws.send(hello(BUFFER, first=1, last=2), text=True)
+        assert (await recv(ws))["acked"] == 0
+        await ws.send(batch(2, [item(1, "one"), item(2, "two")]), text=True)
+        assert await recv(ws) == {"type": "ack", "seq": 2}  # applied again (not a duplicate) ...
+        await ws.close()
+        assert [r["message"] for r in await live.hub.logs.search("web-14")] == ["one", "two"]  # ... stored once
+    finally:
+        await live.stop()

@@ -89,6 +89,10 @@ class Pipeline:
         self._enqueued = 0  # events handed to the publisher, and published (or failed): for `barrier`
         self._done = 0
         self._barriers: list[tuple[int, asyncio.Future[None]]] = []
+        self.on_publish: Callable[[str, Mapping[str, Any]], None] | None = None
+        """Called with each event this process publishes, just before the broker gets it, with the objects
+        the pipeline made (the hub stores its own `logs` records here: their origin keys do not travel
+        through a broker, and they are stored whether or not publishing succeeds)."""
 
     # SourceSink
     def register(self, server: ServerInfo) -> None:
@@ -186,6 +190,11 @@ class Pipeline:
     async def _publish_loop(self) -> None:
         while True:
             topic, data = await self._outbox.get()
+            if self.on_publish is not None:
+                try:
+                    self.on_publish(topic, data)
+                except Exception:
+                    log.exception("handling a %s event before publishing failed", topic)
             try:
                 await self.broker.publish(topic, data)
                 self.stats.events_published += 1
@@ -211,8 +220,8 @@ class Pipeline:
         return self._outbox.qsize() * 2 >= self._outbox.maxsize
 
     async def barrier(self) -> None:
-        """Wait until every event handed to the publisher before this call has been published (with the
-        memory broker: its listeners, the log writer's included, have run)."""
+        """Wait until every event handed to the publisher before this call has been published (and handed
+        to `on_publish`: the log writer holds its records)."""
         if self._done >= self._enqueued:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

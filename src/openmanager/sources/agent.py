@@ -120,8 +120,8 @@ class AgentSource:
         self._applied.pop(agent_id, None)
 
     async def logs_stored(self) -> bool:
-        """Wait until the log records applied before this call are published and written (with a Redis
-        broker: published); False when some could not be stored."""
+        """Wait until the log records applied before this call are published and written (this process
+        stores what its pipeline publishes, with any broker); False when some could not be stored."""
         await self.pipeline.barrier()
         return await self.log_writer.barrier()
 
