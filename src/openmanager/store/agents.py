@@ -26,7 +26,7 @@ from sqlalchemy import BigInteger, Column, MetaData, String, bindparam, select, 
 
 from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
 from openmanager.store.db import Store
-from openmanager.store.tokens import find_active, hash_token, issue, token_table
+from openmanager.store.tokens import find_active, hash_token, issue, revoke, token_table
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -151,12 +151,7 @@ class AgentStore:
         Raises NotFoundError for an unknown name."""
         now = _now_ms() if now_ms is None else now_ms
         async with self.store._write() as conn:
-            await conn.execute(
-                update(agents_table)
-                .where(agents_table.c.name == name, agents_table.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            row = (await conn.execute(select(*_COLUMNS).where(agents_table.c.name == name))).first()
+            row = await revoke(conn, agents_table, _COLUMNS, name, now)
         if row is None:
             raise NotFoundError(f"no agent {name!r}")
         return _record(row)

@@ -20,7 +20,7 @@ from sqlalchemy import BigInteger, Column, MetaData, select, update
 from openmanager.core.errors import ConflictError, NotFoundError
 from openmanager.store.agents import validate_agent_name
 from openmanager.store.db import Store
-from openmanager.store.tokens import find_active, issue, token_table
+from openmanager.store.tokens import find_active, issue, revoke, token_table
 
 __all__ = ["INGEST_TOKEN_PREFIX", "IngestToken", "IngestTokenStore"]
 
@@ -102,10 +102,8 @@ class IngestTokenStore:
         """Revoke a token (idempotent: the first `revoked_at` stays); refused from the next request on.
         Raises NotFoundError for an unknown name."""
         now = _now_ms() if now_ms is None else now_ms
-        t = ingest_tokens_table
         async with self.store._write() as conn:
-            await conn.execute(update(t).where(t.c.name == name, t.c.revoked_at.is_(None)).values(revoked_at=now))
-            row = (await conn.execute(select(*_COLUMNS).where(t.c.name == name))).first()
+            row = await revoke(conn, ingest_tokens_table, _COLUMNS, name, now)
         if row is None:
             raise NotFoundError(f"no ingest token {name!r}")
         return _record(row)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, UniqueConstraint, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["find_active", "hash_token", "issue", "token_table"]
+__all__ = ["find_active", "hash_token", "issue", "revoke", "token_table"]
 
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -73,3 +73,12 @@ async def find_active(conn: AsyncConnection, table: Table, columns: tuple[Any, .
     if row is None or not hmac.compare_digest(str(row.token_hash), digest) or row.revoked_at is not None:
         return None
     return row
+
+
+async def revoke(conn: AsyncConnection, table: Table, columns: tuple[Any, ...], name: str,
+                 now_ms: int) -> Sequence[Any] | None:
+    """Revoke `name`'s token in `conn`'s transaction (idempotent: the first `revoked_at` stays) and return
+    its row of `columns`, or None for an unknown name."""
+    t = table.c
+    await conn.execute(update(table).where(t.name == name, t.revoked_at.is_(None)).values(revoked_at=now_ms))
+    return (await conn.execute(select(*columns).where(t.name == name))).first()
