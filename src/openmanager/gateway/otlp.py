@@ -235,6 +235,7 @@ _RPC_CODES = {400: code_pb2.INVALID_ARGUMENT, 401: code_pb2.UNAUTHENTICATED, 403
               413: code_pb2.RESOURCE_EXHAUSTED, 415: code_pb2.INVALID_ARGUMENT, 429: code_pb2.RESOURCE_EXHAUSTED,
               501: code_pb2.UNIMPLEMENTED, 503: code_pb2.UNAVAILABLE, 504: code_pb2.DEADLINE_EXCEEDED}
 STATUS_DOMAIN = "openmanager"
+_ERROR_BODY_MAX = 64 * 1024
 
 
 def status_body(http_status: int, code: str, message: str, *, retry_after_s: int | None, as_json: bool) -> bytes:
@@ -283,7 +284,8 @@ class OtlpErrors:
             if held is None or message["type"] != "http.response.body":
                 await send(message)
                 return
-            chunks.append(message.get("body", b""))
+            if sum(map(len, chunks)) < _ERROR_BODY_MAX:  # the hub's error bodies are a few hundred bytes
+                chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 await self._send_status(held, b"".join(chunks), as_json, send)
 
