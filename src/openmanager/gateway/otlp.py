@@ -23,7 +23,8 @@ Decoding is one call into protobuf (bounded by the decompressed cap); the mappin
 few milliseconds (`budget.run_sliced`), so a large request never holds the event loop for long. Failures
 are answered, as the OTLP/HTTP spec asks, with a `google.rpc.Status` in the request's encoding
 (`OtlpErrors`, `status_body`): the routes answer the hub's usual JSON error, and `OtlpErrors`, outermost,
-translates it and every other layer's error (the body limit's 413, the host and capacity checks) alike.
+translates it and the layers' around them (the body limit's 413, the connection cap's 503) alike; only the
+Host check, in front of everything (`auth.FrontDoor`), keeps the hub's JSON error.
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ _STATUS = {"application/x-protobuf": {"schema": {"type": "string", "format": "bi
            "application/json": {"schema": _STATUS_SCHEMA}}
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}}
 _FAILURES = {
-    400: "The payload is not an export request of this signal, a corrupt gzip stream, or a Host the hub does "
-         "not answer to",
+    400: "The payload is not an export request of this signal, or a corrupt gzip stream",
     401: "No ingest token, or an unknown or revoked one (answered before the body is read)",
     413: "The body is over otlp_max_body_bytes as sent, or over otlp_max_decompressed_bytes decompressed",
     415: "A Content-Type other than application/x-protobuf or application/json, or a Content-Encoding other "
@@ -258,8 +258,8 @@ def status_body(http_status: int, code: str, message: str, *, retry_after_s: int
 
 
 class OtlpErrors:
-    """ASGI, outermost for HTTP: on the OTLP paths, an error answer with the hub's JSON error body (from the
-    routes, the body limit, the capacity and host checks alike) is sent as `status_body` instead, as JSON
+    """ASGI, around the body limit: on the OTLP paths, an error answer with the hub's JSON error body (from
+    the routes, the body limit and the connection cap alike) is sent as `status_body` instead, as JSON
     for a request sent as application/json, else as protobuf; its status and other headers (Retry-After,
     WWW-Authenticate, Connection) stay. Other paths and successes pass untouched."""
 
