@@ -64,3 +64,15 @@ def test_tls_needs_both_files(tmp_path: Path) -> None:
         Settings.load({}, env={"OPENMANAGER_TLS_KEY": str(key)})
     with pytest.raises(ConfigError, match="tls_key: no such file"):
         Settings.load({"tls_cert": str(cert), "tls_key": str(tmp_path / "missing.pem")}, env={})
+
+
+def test_otlp_token_rate_limits_are_checked() -> None:
+    s = Settings.load({"otlp_token_requests_per_s": 0.5}, env={"OPENMANAGER_OTLP_TOKEN_ITEM_BURST": "7"})
+    assert (s.otlp_token_requests_per_s, s.otlp_token_item_burst) == (0.5, 7)
+    assert Settings.load({"otlp_token_items_per_s": 0}, env={}).otlp_token_items_per_s == 0  # no limit
+    with pytest.raises(ConfigError, match="otlp_token_requests_per_s must be between 0"):
+        Settings.load({"otlp_token_requests_per_s": -1}, env={})
+    with pytest.raises(ConfigError, match="otlp_token_item_burst at least 1"):
+        Settings.load({"otlp_token_item_burst": 0}, env={})
+    with pytest.raises(ConfigError, match="otlp_token_items_per_s"):
+        Settings.load({}, env={"OPENMANAGER_OTLP_TOKEN_ITEMS_PER_S": "nan"})

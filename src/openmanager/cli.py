@@ -117,6 +117,10 @@ def serve(
     syslog_max_message_bytes: Annotated[int | None, _opt("syslog_max_message_bytes")] = None,
     otlp_max_body_bytes: Annotated[int | None, _opt("otlp_max_body_bytes")] = None,
     otlp_max_decompressed_bytes: Annotated[int | None, _opt("otlp_max_decompressed_bytes")] = None,
+    otlp_token_requests_per_s: Annotated[float | None, _opt("otlp_token_requests_per_s")] = None,
+    otlp_token_request_burst: Annotated[int | None, _opt("otlp_token_request_burst")] = None,
+    otlp_token_items_per_s: Annotated[float | None, _opt("otlp_token_items_per_s")] = None,
+    otlp_token_item_burst: Annotated[int | None, _opt("otlp_token_item_burst")] = None,
     # Expression and subscription limits
     where_max_length: Annotated[int | None, _opt("where_max_length")] = None,
     expression_max_cost: Annotated[int | None, _opt("expression_max_cost")] = None,

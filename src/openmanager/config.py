@@ -156,6 +156,14 @@ class Settings:
                                                      "larger is answered 413.")
     otlp_max_decompressed_bytes: int = _opt(16 * 1024 * 1024, "Largest OTLP/HTTP request body after gzip "
                                                               "decompression (bytes); larger is answered 413.")
+    otlp_token_requests_per_s: float = _opt(50.0, "OTLP/HTTP requests one ingest token may send per second (0: no "
+                                                  "limit); more are answered 429 with Retry-After.")
+    otlp_token_request_burst: int = _opt(100, "OTLP/HTTP requests one ingest token may send at once above its rate.")
+    otlp_token_items_per_s: float = _opt(10_000.0, "OTLP data points and log records one ingest token may send per "
+                                                   "second (0: no limit); over it, its next requests are answered "
+                                                   "429 with Retry-After.")
+    otlp_token_item_burst: int = _opt(50_000, "OTLP data points and log records one ingest token may send at once "
+                                              "above its rate.")
     # Expression and subscription limits (docs/rules.md "Limits"): what one client may make the hub evaluate
     where_max_length: int = _opt(4096, "Longest `where` filter accepted, in characters (at most 16384, the rule "
                                        "language's own limit).")
@@ -287,6 +295,10 @@ class Settings:
         if self.otlp_max_body_bytes < 1024 or self.otlp_max_decompressed_bytes < self.otlp_max_body_bytes:
             raise ConfigError("otlp_max_body_bytes must be at least 1024, and otlp_max_decompressed_bytes at least "
                               "otlp_max_body_bytes")
+        for rate, burst in (("otlp_token_requests_per_s", "otlp_token_request_burst"),
+                            ("otlp_token_items_per_s", "otlp_token_item_burst")):
+            if not 0 <= getattr(self, rate) <= 1e9 or not 1 <= getattr(self, burst) <= 10**12:
+                raise ConfigError(f"{rate} must be between 0 (no limit) and 1e9, and {burst} at least 1")
 
     def escalation_by_severity(self) -> dict[str, str]:
         """The `escalation_<severity>` settings' text by severity (parsed and checked by the alert layer's

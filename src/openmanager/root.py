@@ -26,6 +26,7 @@ from openmanager.budget import WorkLimiter
 from openmanager.cluster import INTERNAL_TOPICS, Election, OnChange, default_node_id
 from openmanager.config import Settings
 from openmanager.core.protocol import TOPICS
+from openmanager.core.quota import Quota
 from openmanager.core.rules import parse_duration
 from openmanager.gateway.app import AppServices, create_app, trusted_proxies
 from openmanager.gateway.auth import FrontDoor
@@ -187,8 +188,10 @@ class Root:
         for op, handler in alert_ops(lambda: hub.alerts, hub.announce).items():
             hub.calls.register(op, handler)
         otlp = Otlp(hub.pipeline, hub.log_writer, store=lambda: hub.store,
-                    max_decompressed_bytes=settings.otlp_max_decompressed_bytes)
-        hub.registry.register(otlp.receiver)  # its counters on /metrics
+                    max_decompressed_bytes=settings.otlp_max_decompressed_bytes,
+                    requests=Quota(settings.otlp_token_requests_per_s, settings.otlp_token_request_burst),
+                    items=Quota(settings.otlp_token_items_per_s, settings.otlp_token_item_burst))
+        hub.registry.register(otlp)  # the receiver's and the rate limits' counters on /metrics
         backtests = WorkLimiter("backtest", per_user=settings.backtest_concurrency_per_user,
                                 total=settings.backtest_concurrency)
         services = AppServices(

@@ -32,7 +32,7 @@ from openmanager.gateway.jsonbody import JsonBodyGate
 from openmanager.gateway.limits import LOGIN_PATHS, BodyLimit, CapacityGate
 from openmanager.gateway.logs_api import router as logs_router
 from openmanager.gateway.notify_api import router as notify_router
-from openmanager.gateway.otlp import OTLP_PATHS, otlp_router
+from openmanager.gateway.otlp import OTLP_PATHS, OtlpErrors, otlp_router
 from openmanager.gateway.otlp import router as ingest_tokens_router
 from openmanager.gateway.rest import router
 from openmanager.gateway.socketio import SocketIOEndpoint
@@ -175,7 +175,8 @@ class StreamFront:
         login_limit = settings.max_login_body_bytes
         limits = dict.fromkeys(LOGIN_PATHS, login_limit)
         limits.update(dict.fromkeys(OTLP_PATHS, settings.otlp_max_body_bytes))  # OTLP bodies as sent
-        self.app: ASGIApp = BodyLimit(app, default=settings.max_body_bytes, limits=limits)
+        # OTLP errors as google.rpc.Status, the body limit's 413 too
+        self.app: ASGIApp = OtlpErrors(BodyLimit(app, default=settings.max_body_bytes, limits=limits))
         self.streams, self.gate = streams, gate
         # /socket.io/: authenticates itself, per namespace
         self.socketio = SocketIOEndpoint(streams, gate, settings, self.forwarded)
@@ -213,7 +214,7 @@ def create_app(services: AppServices) -> FrontDoor:
                  "streams"):
         setattr(app.state, name, getattr(services, name))
     app.state.stream_gate = services.stream_gate
-    errors.install(app, public_paths=PUBLIC_PATHS)
+    errors.install(app, public_paths=PUBLIC_PATHS, own_errors=OTLP_PATHS)
     app.include_router(forecast_router)  # GET /api/v1/servers/{id}/forecast, /api/v1/forecasts
     app.include_router(router)
     app.include_router(logs_router)

@@ -100,10 +100,12 @@ def _error_statuses(path: str, public_paths: Collection[str]) -> tuple[int, ...]
     return _EVERY_OPERATION if path in public_paths else (*_EVERY_OPERATION, 401, 403)
 
 
-def document_errors(spec: dict[str, Any], public_paths: Collection[str]) -> dict[str, Any]:
+def document_errors(spec: dict[str, Any], public_paths: Collection[str],
+                    own_errors: Collection[str] = ()) -> dict[str, Any]:
     """Declare in an OpenAPI document every error status each operation can answer, each with the
     `{"error": {"code", "message"}}` body (replacing FastAPI's own 422 schema, which the hub never
-    sends), and the media type of the non-JSON successes (`/metrics`, `/sse`)."""
+    sends), and the media type of the non-JSON successes (`/metrics`, `/sse`). The operations of
+    `own_errors` paths keep the error bodies they declare themselves (OTLP's google.rpc.Status)."""
     spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     for name in ("HTTPValidationError", "ValidationError"):
         spec["components"]["schemas"].pop(name, None)
@@ -117,20 +119,23 @@ def document_errors(spec: dict[str, Any], public_paths: Collection[str]) -> dict
                 }
                 if status in (429, 503):
                     response["headers"] = _RETRY_AFTER
-                responses[str(status)] = response
+                if path in own_errors:
+                    responses.setdefault(str(status), response)
+                else:
+                    responses[str(status)] = response
             if path in _NON_JSON_SUCCESS:
                 responses["200"]["content"] = {_NON_JSON_SUCCESS[path]: {"schema": {"type": "string"}}}
     return spec
 
 
-def install(app: FastAPI, *, public_paths: Collection[str] = ()) -> None:
+def install(app: FastAPI, *, public_paths: Collection[str] = (), own_errors: Collection[str] = ()) -> None:
     """Error handlers (every failure in the error shape) and an OpenAPI document that declares them."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
                                description=app.description, routes=app.routes)
-            app.openapi_schema = document_errors(spec, public_paths)
+            app.openapi_schema = document_errors(spec, public_paths, own_errors)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -16,30 +16,17 @@ Times are epoch milliseconds. Database errors come out as `StoreError` (from `St
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import re
-import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    UniqueConstraint,
-    bindparam,
-    select,
-    update,
-)
+from sqlalchemy import BigInteger, Column, MetaData, String, bindparam, select, update
 
 from openmanager.core.errors import NotFoundError, OpenManagerError, ValidationError
 from openmanager.store.db import Store
+from openmanager.store.tokens import find_active, hash_token, issue, revoke, token_table
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -55,21 +42,15 @@ TOKEN_PREFIX = "oma_"  # recognisable in a leaked-secrets scan; never part of th
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 metadata = MetaData()
-_ID = BigInteger().with_variant(Integer(), "sqlite")
 
-agents_table = Table(
+agents_table = token_table(
     "agents",
     metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False),
-    Column("token_hash", String(64), nullable=False),
-    Column("created_at", BigInteger(), nullable=False),
-    Column("revoked_at", BigInteger(), nullable=True),
     Column("last_seen", BigInteger(), nullable=True),
     Column("last_seq", BigInteger(), nullable=False, server_default="0"),
     Column("buffer_id", String(64), nullable=True),
-    UniqueConstraint("name", name="uq_agents_name"),
-    UniqueConstraint("token_hash", name="uq_agents_token_hash"),
+    name_unique="uq_agents_name",
+    hash_unique="uq_agents_token_hash",
 )
 
 
@@ -92,11 +73,6 @@ class AgentRecord:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
-
-
-def hash_token(token: str) -> str:
-    """Hex SHA-256 of a token: what the store keeps instead of the token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def validate_agent_name(name: str) -> str:
@@ -150,28 +126,13 @@ class AgentStore:
         an agent that still holds unsent data carries on without duplicates). Raises ValidationError for
         a bad name, AgentExistsError when an active agent has that name."""
         validate_agent_name(name)
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        digest = hash_token(token)
         now = _now_ms() if now_ms is None else now_ms
         async with self.store._write() as conn:
-            row = (
-                await conn.execute(
-                    select(agents_table.c.id, agents_table.c.revoked_at).where(agents_table.c.name == name)
-                )
-            ).first()
-            if row is None:
-                await conn.execute(
-                    agents_table.insert().values(name=name, token_hash=digest, created_at=now, last_seq=0)
-                )
-            elif row.revoked_at is not None:
-                await conn.execute(
-                    update(agents_table)
-                    .where(agents_table.c.id == row.id)
-                    .values(token_hash=digest, created_at=now, revoked_at=None)
-                )
-            else:
-                raise AgentExistsError(f"an agent named {name!r} exists; revoke it first to issue a new token")
-        return token
+            return await issue(
+                conn, agents_table, name, TOKEN_PREFIX, now, insert={"last_seq": 0}, reissue={},
+                exists=lambda: AgentExistsError(
+                    f"an agent named {name!r} exists; revoke it first to issue a new token"),
+            )
 
     async def list(self) -> list[AgentRecord]:
         """Every agent, active and revoked, by name. Never includes tokens or their hashes."""
@@ -190,12 +151,7 @@ class AgentStore:
         Raises NotFoundError for an unknown name."""
         now = _now_ms() if now_ms is None else now_ms
         async with self.store._write() as conn:
-            await conn.execute(
-                update(agents_table)
-                .where(agents_table.c.name == name, agents_table.c.revoked_at.is_(None))
-                .values(revoked_at=now)
-            )
-            row = (await conn.execute(select(*_COLUMNS).where(agents_table.c.name == name))).first()
+            row = await revoke(conn, agents_table, _COLUMNS, name, now)
         if row is None:
             raise NotFoundError(f"no agent {name!r}")
         return _record(row)
@@ -204,13 +160,9 @@ class AgentStore:
         """The active agent a token belongs to, or None (unknown, revoked, empty)."""
         if not token:
             return None
-        digest = hash_token(token)
-        query = select(*_COLUMNS, agents_table.c.token_hash).where(agents_table.c.token_hash == digest)
         async with self.store._read() as conn:
-            row = (await conn.execute(query)).first()
-        if row is None or not hmac.compare_digest(str(row.token_hash), digest) or row.revoked_at is not None:
-            return None
-        return _record(row[:7])
+            row = await find_active(conn, agents_table, _COLUMNS, token)
+        return None if row is None else _record(row)
 
     async def set_resume(self, agent_id: int, buffer_id: str, seq: int) -> None:
         """Start counting an agent's acknowledgements in another buffer's numbering (a new buffer file)."""

@@ -10,18 +10,17 @@ Times are epoch milliseconds. Database errors come out as `StoreError` (from `St
 
 from __future__ import annotations
 
-import hmac
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, UniqueConstraint, select, update
+from sqlalchemy import BigInteger, Column, MetaData, select, update
 
 from openmanager.core.errors import ConflictError, NotFoundError
-from openmanager.store.agents import hash_token, validate_agent_name
+from openmanager.store.agents import validate_agent_name
 from openmanager.store.db import Store
+from openmanager.store.tokens import find_active, issue, revoke, token_table
 
 __all__ = ["INGEST_TOKEN_PREFIX", "IngestToken", "IngestTokenStore"]
 
@@ -29,19 +28,13 @@ INGEST_TOKEN_PREFIX = "omi_"  # recognisable in a leaked-secrets scan
 LAST_USED_EVERY_MS = 60_000
 
 metadata = MetaData()
-_ID = BigInteger().with_variant(Integer(), "sqlite")
 
-ingest_tokens_table = Table(
+ingest_tokens_table = token_table(
     "ingest_tokens",
     metadata,
-    Column("id", _ID, primary_key=True, autoincrement=True),
-    Column("name", String(255), nullable=False),
-    Column("token_hash", String(64), nullable=False),
-    Column("created_at", BigInteger(), nullable=False),
-    Column("revoked_at", BigInteger(), nullable=True),
     Column("last_used_at", BigInteger(), nullable=True),
-    UniqueConstraint("name", name="uq_ingest_tokens_name"),
-    UniqueConstraint("token_hash", name="uq_ingest_tokens_hash"),
+    name_unique="uq_ingest_tokens_name",
+    hash_unique="uq_ingest_tokens_hash",
 )
 _COLUMNS = (
     ingest_tokens_table.c.id,
@@ -90,20 +83,14 @@ class IngestTokenStore:
         issued a new token. Raises ValidationError for a bad name (the rules of agent names), ConflictError
         when an active token has that name."""
         validate_agent_name(name)
-        token = INGEST_TOKEN_PREFIX + secrets.token_urlsafe(32)
-        digest = hash_token(token)
         now = _now_ms() if now_ms is None else now_ms
-        t = ingest_tokens_table
         async with self.store._write() as conn:
-            row = (await conn.execute(select(t.c.id, t.c.revoked_at).where(t.c.name == name))).first()
-            if row is None:
-                await conn.execute(t.insert().values(name=name, token_hash=digest, created_at=now))
-            elif row.revoked_at is not None:
-                await conn.execute(update(t).where(t.c.id == row.id).values(
-                    token_hash=digest, created_at=now, revoked_at=None, last_used_at=None))
-            else:
-                raise ConflictError(f"an ingest token named {name!r} exists; revoke it first to issue a new one")
-        return token
+            return await issue(
+                conn, ingest_tokens_table, name, INGEST_TOKEN_PREFIX, now, insert={},
+                reissue={"last_used_at": None},
+                exists=lambda: ConflictError(
+                    f"an ingest token named {name!r} exists; revoke it first to issue a new one"),
+            )
 
     async def list(self) -> list[IngestToken]:
         """Every ingest token, active and revoked, by name. Never includes tokens or their hashes."""
@@ -115,10 +102,8 @@ class IngestTokenStore:
         """Revoke a token (idempotent: the first `revoked_at` stays); refused from the next request on.
         Raises NotFoundError for an unknown name."""
         now = _now_ms() if now_ms is None else now_ms
-        t = ingest_tokens_table
         async with self.store._write() as conn:
-            await conn.execute(update(t).where(t.c.name == name, t.c.revoked_at.is_(None)).values(revoked_at=now))
-            row = (await conn.execute(select(*_COLUMNS).where(t.c.name == name))).first()
+            row = await revoke(conn, ingest_tokens_table, _COLUMNS, name, now)
         if row is None:
             raise NotFoundError(f"no ingest token {name!r}")
         return _record(row)
@@ -128,14 +113,13 @@ class IngestTokenStore:
         most every LAST_USED_EVERY_MS)."""
         if not token or not token.startswith(INGEST_TOKEN_PREFIX) or len(token) > 128:
             return None
-        digest = hash_token(token)
-        t = ingest_tokens_table
         async with self.store._read() as conn:
-            row = (await conn.execute(select(*_COLUMNS, t.c.token_hash).where(t.c.token_hash == digest))).first()
-        if row is None or not hmac.compare_digest(str(row.token_hash), digest) or row.revoked_at is not None:
+            row = await find_active(conn, ingest_tokens_table, _COLUMNS, token)
+        if row is None:
             return None
-        record = _record(row[:5])
+        record = _record(row)
         now = _now_ms()
+        t = ingest_tokens_table
         if now - self._used.get(record.id, record.last_used_at or 0) >= LAST_USED_EVERY_MS:
             self._used[record.id] = now
             async with self.store._write() as conn:
