@@ -17,7 +17,7 @@ read; a missing, unknown or revoked one gets 401. Then, in order:
 - Success answers 200 with an `Export…ServiceResponse` in the request's encoding; when some data points
   or records were rejected (no usable `host.name`, metrics with no place in the catalogue), its
   `partial_success` says how many and why. For logs, 200 is sent once the records are in the store (the
-  log writer's barrier); with a Redis broker, once they are published.
+  log writer's barrier; the process that receives them stores them, with any broker).
 
 Decoding is one call into protobuf (bounded by the decompressed cap); the mapping runs in slices of a
 few milliseconds (`budget.run_sliced`), so a large request never holds the event loop for long. Failures
