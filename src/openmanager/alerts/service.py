@@ -27,8 +27,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from openmanager.alerts.backtest import Hours, Series, replay_for
 from openmanager.alerts.engine import Alert, AlertEngine, Transition
@@ -80,6 +82,12 @@ class AlertService:
         self._writer: asyncio.Task[None] | None = None
         self.evaluations = 0
         self.eval_seconds = 0.0
+        # The writer's work per batch: routing its notifications (`plan`) and the transaction that stores
+        # it with its outbox (`store`, the store's write lock held); totals and the longest since start.
+        self.writes = 0
+        self.plan_seconds = 0.0
+        self.write_seconds = 0.0
+        self.write_max_seconds = 0.0
         self.listeners: list[Callable[[Transition], None]] = []
         # Notifications: planned from a batch of transitions before it is stored (in the same
         # transaction), announced after the commit.
@@ -236,8 +244,11 @@ class AlertService:
                         waiters.append(nxt[2])
                     self._queue.task_done()
                 try:
+                    started = time.perf_counter()
                     outbox = await self._plan(batch)
+                    planned = time.perf_counter()
                     await self.store.record(batch, current, outbox)
+                    self._count_write(planned - started, time.perf_counter() - planned)
                 except Exception as exc:
                     log.exception("storing %d alert transitions failed; they were published but not recorded",
                                   len(batch))
@@ -257,6 +268,24 @@ class AlertService:
                         log.exception("announcing %d stored notifications failed", len(outbox))
             finally:
                 self._queue.task_done()
+
+    def _count_write(self, plan_s: float, store_s: float) -> None:
+        self.writes += 1
+        self.plan_seconds += plan_s
+        self.write_seconds += store_s
+        self.write_max_seconds = max(self.write_max_seconds, store_s)
+
+    def collect(self) -> Iterator[Metric]:
+        """The writer's counters for `/metrics` (the hub's collector reads the current service)."""
+        yield CounterMetricFamily("openmanager_alert_writes", "Batches of alert transitions stored", self.writes)
+        yield CounterMetricFamily("openmanager_alert_plan_seconds",
+                                  "Time the alert writer spent routing transitions to notifications", self.plan_seconds)
+        yield CounterMetricFamily("openmanager_alert_write_seconds",
+                                  "Time the alert writer held the store storing transitions and their outbox",
+                                  self.write_seconds)
+        yield GaugeMetricFamily("openmanager_alert_write_max_seconds",
+                                "The longest single store of a batch of alert transitions since start",
+                                self.write_max_seconds)
 
     async def _plan(self, batch: list[Transition]) -> list[OutboxEntry]:
         """The batch's notifications, planned a slice at a time with the loop served in between: a storm of
