@@ -325,6 +325,7 @@ class Hub:
         if self.alerts is not None and not self.is_leader:
             self.alerts.engine.set_rules(await self.alerts.store.load_rules(), self.alerts.now_ms())
             self.alerts.windows = {w.id: w for w in await self.alerts.stored_windows()}
+            await self.alerts.load_escalation_defaults()
 
     def _background(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

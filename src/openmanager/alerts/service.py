@@ -36,8 +36,8 @@ from openmanager.alerts.backtest import Hours, Series, replay_for
 from openmanager.alerts.engine import Alert, AlertEngine, Transition
 from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.core.alertrules import RuleSpec
-from openmanager.core.errors import ConflictError, NotFoundError
-from openmanager.core.escalation import EscalationPolicy, due_step, policy_for
+from openmanager.core.errors import ConflictError, NotFoundError, ValidationError
+from openmanager.core.escalation import SEVERITIES, EscalationPolicy, due_step, policy_for
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
 from openmanager.core.silences import Silence
@@ -64,6 +64,24 @@ Contexts = Callable[[Collection[str] | None], Sequence[tuple[ServerInfo, EvalCon
 
 class CommitUnconfirmed(StoreError):
     """The writer did not confirm a change's commit in time: it may still be stored."""
+
+
+def parse_escalation_defaults(body: object) -> dict[str, EscalationPolicy | None]:
+    """`{"critical": policy or null, ...}` (1 to 3 severities) validated; raises ValidationError
+    (`invalid_escalation`) naming the severity and the field."""
+    if not isinstance(body, Mapping) or not body:
+        raise ValidationError("the body must be an object naming one or more severities (info, warning, critical)",
+                              code="invalid_escalation")
+    out: dict[str, EscalationPolicy | None] = {}
+    for severity, raw in body.items():
+        if severity not in SEVERITIES:
+            raise ValidationError(f"unknown severity {str(severity)[:32]!r} (one of {', '.join(SEVERITIES)})",
+                                  code="invalid_escalation")
+        try:
+            out[severity] = None if raw is None else EscalationPolicy.from_api(raw)
+        except ValidationError as exc:
+            raise ValidationError(f"{severity}: {exc.message}", code="invalid_escalation") from None
+    return out
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
@@ -99,7 +117,11 @@ class AlertService:
         self._set_maintenance: Callable[[str, bool], None] = lambda _sid, _on: None
         self._servers: Callable[[], Sequence[ServerInfo]] = list
         self._escalated: dict[str, int] = {}  # alert id → escalation steps sent
-        self.severity_escalation: dict[str, EscalationPolicy] = {}  # severity → default policy (settings)
+        # severity → default policy: the settings' (as given before `start`), each replaced by the one set
+        # over the API (`set_escalation_defaults`, stored) when there is one
+        self.severity_escalation: dict[str, EscalationPolicy] = {}
+        self._settings_escalation: dict[str, EscalationPolicy] = {}
+        self._escalation_set: dict[str, dict[str, Any]] = {}  # severity → the stored row's API form
 
     @staticmethod
     def now_ms() -> int:
@@ -112,6 +134,8 @@ class AlertService:
         self.engine.restore(await self.store.active_alerts(), await self.store.last_notified(now - COOLDOWN_MEMORY_MS))
         for silence in await self.store.silences(active_at=now):
             self.engine.add_silence(silence, now)
+        self._settings_escalation = dict(self.severity_escalation)
+        await self.load_escalation_defaults()
         for alert in self.engine.active():
             rule = self.engine.rule(alert.rule_id)
             if alert.state == "firing" and rule is not None and self._policy(rule) is not None:
@@ -162,6 +186,48 @@ class AlertService:
         for gone in [a for a in self._escalated if a not in active]:
             del self._escalated[gone]
         return out
+
+    # escalation defaults per severity
+    async def load_escalation_defaults(self) -> None:
+        """(Re)read the defaults set over the API (another hub process may have changed them). A stored
+        policy that no longer validates is logged and the setting's applies instead."""
+        stored = await self.store.escalation_defaults()
+        merged = dict(self._settings_escalation)
+        for severity, row in stored.items():
+            if row["policy"] is None:
+                merged.pop(severity, None)
+                continue
+            try:
+                merged[severity] = EscalationPolicy.from_api(row["policy"])
+            except ValidationError as exc:
+                log.error("the stored %s escalation default is not used: %s", severity, exc.message)
+        self.severity_escalation = merged
+        self._escalation_set = stored
+
+    def escalation_defaults(self) -> dict[str, dict[str, Any]]:
+        """Each severity's default policy (`policy`: the wire form, or None) and where it comes from
+        (`source`: `api`, with `updated_at` and `updated_by`; `settings`; or `none`)."""
+        out: dict[str, dict[str, Any]] = {}
+        for severity in SEVERITIES:
+            policy = self.severity_escalation.get(severity)
+            row = self._escalation_set.get(severity)
+            entry: dict[str, Any] = {"policy": None if policy is None else policy.to_api()}
+            if row is not None:
+                entry |= {"source": "api", "updated_at": row["updated_at"], "updated_by": row["updated_by"]}
+            else:
+                entry["source"] = "settings" if severity in self._settings_escalation else "none"
+            out[severity] = entry
+        return out
+
+    async def set_escalation_defaults(self, body: Mapping[str, Any], *, by: str) -> dict[str, dict[str, Any]]:
+        """Set the default policy of the severities `body` names (`{"critical": policy or null, ...}`;
+        null: none, even if a setting gives one); stored before it applies. Raises ValidationError
+        (`invalid_escalation`) naming the severity and field, StoreError."""
+        policies = parse_escalation_defaults(body)
+        await self.store.save_escalation_defaults(
+            {sev: None if p is None else p.to_api() for sev, p in policies.items()}, self.now_ms(), by)
+        await self.load_escalation_defaults()
+        return self.escalation_defaults()
 
     def _policy(self, rule: RuleSpec) -> EscalationPolicy | None:
         return policy_for(rule.escalation, rule.severity, self.severity_escalation)

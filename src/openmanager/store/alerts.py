@@ -93,6 +93,18 @@ class MaintenanceRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class EscalationDefaultRow(Base):
+    """A severity's default escalation policy as set over the API (`policy` None: none), over the
+    `escalation_<severity>` setting (migration `0010_escalation_defaults`)."""
+
+    __tablename__ = "escalation_defaults"
+
+    severity: Mapped[str] = mapped_column(String(16), primary_key=True)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(255))
+
+
 def alert_data(alert: Alert) -> dict[str, Any]:
     return alert.to_api() | {"notified": alert.notified, "last_notified_at": alert.last_notified_at}
 
@@ -158,6 +170,25 @@ class AlertStore:
         async with self.store._write() as conn:
             result = await conn.execute(delete(RuleRow).where(RuleRow.id == rule_id))
         return bool(result.rowcount)
+
+    # escalation defaults
+    async def escalation_defaults(self) -> dict[str, dict[str, Any]]:
+        """Severity → `{"policy": wire form or None, "updated_at", "updated_by"}`, for the severities whose
+        default was set over the API."""
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(EscalationDefaultRow.severity, EscalationDefaultRow.policy,
+                                              EscalationDefaultRow.updated_at, EscalationDefaultRow.updated_by))).all()
+        return {r[0]: {"policy": r[1], "updated_at": int(r[2]), "updated_by": r[3]} for r in rows}
+
+    async def save_escalation_defaults(self, policies: Mapping[str, dict[str, Any] | None], now_ms: int,
+                                       by: str) -> None:
+        """Store each severity's policy (None: none), in one transaction."""
+        stmt = self._upsert(EscalationDefaultRow)
+        stmt = stmt.on_conflict_do_update(index_elements=[EscalationDefaultRow.severity], set_={
+            name: stmt.excluded[name] for name in ("policy", "updated_at", "updated_by")})
+        async with self.store._write() as conn:
+            await conn.execute(stmt, [{"severity": sev, "policy": policy, "updated_at": now_ms, "updated_by": by}
+                                      for sev, policy in policies.items()])
 
     # alerts and their history
     async def record(self, transitions: Sequence[Transition], current: Mapping[str, dict[str, Any]],
