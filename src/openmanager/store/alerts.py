@@ -21,7 +21,7 @@ from openmanager.core.errors import RuleSyntaxError, ValidationError
 from openmanager.core.silences import Silence
 from openmanager.store.db import Store
 from openmanager.store.models import Base, JSONType
-from openmanager.store.notifications import OutboxEntry, insert_outbox
+from openmanager.store.notifications import OutboxEntry, insert_outbox, pack_outbox
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +214,11 @@ class AlertStore:
         stmt = self._upsert(AlertRow)
         stmt = stmt.on_conflict_do_update(index_elements=[AlertRow.id], set_={
             name: stmt.excluded[name] for name in ("state", "severity", "updated_at", "data")})
+        packed = await pack_outbox(outbox)  # before the transaction, in slices
         async with self.store._write() as conn:
             await conn.execute(self._upsert(AlertHistoryRow), history)
             await conn.execute(stmt, list(latest.values()))
-            await insert_outbox(conn, outbox, max(t.ts for t in transitions))
+            await insert_outbox(conn, packed, max(t.ts for t in transitions))
 
     async def active_alerts(self) -> list[Alert]:
         async with self.store._read() as conn:
