@@ -25,7 +25,7 @@ def test_the_root_builds_one_hub_and_services_over_its_parts(tmp_path: Path) -> 
     assert gate.auth is hub.auth and gate.limits is hub.limits and gate.allowed_origins == hub.allowed_origins
     assert sorted(hub.calls.handlers) == sorted(f"alerts.{op}" for op in (
         "create_rule", "replace_rule", "delete_rule", "ack", "add_silence", "end_silence", "add_window",
-        "start_window", "delete_window"))
+        "start_window", "delete_window", "set_escalation_defaults"))
     assert services.health.readiness() == (False, "starting")
     otlp = services.otlp  # the OTLP receiver maps onto the hub's pipeline; its counters are on /metrics
     assert otlp.receiver.sink is hub.pipeline

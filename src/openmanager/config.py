@@ -97,7 +97,8 @@ class Settings:
                                                 "(the rest wait for the next pass).")
     escalation_critical: str = _opt("", "Alerts: the escalation policy of critical rules that have none of their own, "
                                         "as JSON like a rule's `escalation`, e.g. '{\"steps\": [{\"after\": "
-                                        "\"10m\", \"users\": [\"role:admin\"]}]}' (empty: none).")
+                                        "\"10m\", \"users\": [\"role:admin\"]}]}' (empty: none). One set with PUT "
+                                        "/api/v1/escalation/defaults wins over it.")
     escalation_warning: str = _opt("", "Alerts: the escalation policy of warning rules that have none of their own "
                                        "(JSON, like escalation_critical; empty: none).")
     escalation_info: str = _opt("", "Alerts: the escalation policy of info rules that have none of their own "

@@ -22,10 +22,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Mapping
 from typing import Any, cast
 
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.registry import Collector
 
@@ -70,6 +71,17 @@ NODE_SOURCES = frozenset({"local"})
 the leader only."""
 STOP_STEP_S = 5.0
 """`Hub.stop()`: how long cancelled tasks get to end (a task that swallows its cancellation is left behind)."""
+
+
+class _AlertWriterMetrics(Collector):
+    """The current alert service's writer counters on `/metrics` (none on a follower)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        if self._hub.alerts is not None:
+            yield from self._hub.alerts.collect()
 
 
 class Hub:
@@ -121,6 +133,7 @@ class Hub:
         self.logs: LogStore | None = None
         self.log_writer = LogWriter()  # cleaned `logs` records → the store, batched (started in start())
         self.registry.register(self.log_writer)
+        self.registry.register(_AlertWriterMetrics(self))
         for source in self.sources:  # receivers (syslog): their counters on /metrics, paused while the writer is behind
             if hasattr(source, "collect"):
                 self.registry.register(cast(Collector, source))
@@ -312,6 +325,7 @@ class Hub:
         if self.alerts is not None and not self.is_leader:
             self.alerts.engine.set_rules(await self.alerts.store.load_rules(), self.alerts.now_ms())
             self.alerts.windows = {w.id: w for w in await self.alerts.stored_windows()}
+            await self.alerts.load_escalation_defaults()
 
     def _background(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

@@ -1,11 +1,12 @@
 """The dashboard's notification settings in Chromium against a real hub: an Apprise URL built with the
 builder for ntfy and saved (then shown as set, never echoed), the channel's test button answered by the
-local ntfy-style receiver, the grouping preferences saved, and a rule's family and escalation policy
-kept when the rule editor saves it."""
+local ntfy-style receiver, the grouping preferences saved, a rule's family and escalation policy kept
+when the rule editor saves it, and the critical severity's escalation default saved from the rules view."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,6 +88,16 @@ def test_apprise_builder_test_button_and_grouping(tmp_path: Path, browser: Brows
         expect(page.locator(".toast").last).to_contain_text("saved", timeout=10_000)
         saved = httpx.get(f"{hub.base}/api/v1/rules/hot", headers=api).json()
         assert (saved["name"], saved["family"], saved["escalation"]) == ("Hotter", "compute", policy)
+
+        page.locator("details.escalation-defaults summary").click()  # the severity defaults, under the list
+        expect(page.locator("#escalation-default-critical")).to_have_value("", timeout=10_000)
+        page.locator("#escalation-default-critical").fill(json.dumps(policy))
+        page.get_by_role("button", name="Save defaults").click()
+        expect(page.locator(".toast").last).to_contain_text("Escalation defaults saved", timeout=10_000)
+        expect(page.locator('label[for="escalation-default-critical"] .pill')).to_have_text("set by admin")
+        defaults = httpx.get(f"{hub.base}/api/v1/escalation/defaults", headers=api).json()
+        assert defaults["critical"]["policy"] == policy and defaults["critical"]["source"] == "api"
+        assert defaults["warning"] == {"policy": None, "source": "none"}  # unchanged: not sent
         assert errors.unexpected() == []
     finally:
         ctx.close()

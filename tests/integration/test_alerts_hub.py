@@ -61,6 +61,11 @@ async def test_rule_created_over_rest_fires_on_the_live_fleet_within_a_tick(tmp_
         assert alert["id"] in {a["id"] for a in listed}
         detail = _req(hub, "GET", f"/api/v1/alerts/{alert['id']}").json()
         assert [h["transition"] for h in detail["history"]] == ["firing", "acknowledged"]
+        metrics = dict(line.split(" ", 1) for line in _req(hub, "GET", "/metrics").text.splitlines()
+                       if line.startswith("openmanager_alert_"))
+        assert float(metrics["openmanager_alert_writes_total"]) >= 2  # the firing, then the ack: stored
+        assert 0 < float(metrics["openmanager_alert_write_max_seconds"]) <= float(
+            metrics["openmanager_alert_write_seconds_total"])
 
         # disabling the rule resolves the alert (without notifying)
         r = _req(hub, "PUT", "/api/v1/rules/web1-up", json={

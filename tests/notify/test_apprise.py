@@ -119,3 +119,46 @@ async def test_a_proxy_variable_stops_apprise_deliveries(receiver: WebhookReceiv
     with pytest.raises(DeliveryError, match=r"a proxy is set for https") as info:
         await channel.send(MESSAGE, {"urls": [f"json://127.0.0.1:{receiver.port}/json"]})
     assert not info.value.retryable and receiver.requests == []
+
+
+@pytest.mark.parametrize(("status", "header", "wait"), [
+    (429, "120", 120.0), (503, "7", 7.0), (429, None, None), (503, "soon", None)])
+async def test_a_429_or_503_carries_its_retry_after(receiver: WebhookReceiver, status: int, header: str | None,
+                                                    wait: float | None) -> None:
+    receiver.fail_next(1, status, {"Retry-After": header} if header is not None else None)
+    channel = AppriseChannel(loopback_guard())
+    with pytest.raises(DeliveryError) as info:
+        await channel.send(MESSAGE, {"urls": [f"json://127.0.0.1:{receiver.port}/json"]})
+    assert info.value.retryable and info.value.retry_after_s == wait
+    expected = f"(HTTP {status}, retry after {wait:g} s)" if wait is not None else f"(HTTP {status})"
+    assert info.value.message.endswith(expected), info.value.message
+    receiver.fail_next(1, 500)  # any other failure: no wait asked, the usual backoff
+    with pytest.raises(DeliveryError) as info:
+        await channel.send(MESSAGE, {"urls": [f"json://127.0.0.1:{receiver.port}/json"]})
+    assert info.value.retryable and info.value.retry_after_s is None and "HTTP" not in info.value.message
+
+
+async def test_the_delivery_worker_waits_out_apprises_retry_after(tmp_path: Path, receiver: WebhookReceiver) -> None:
+    clock = [1_780_000_000_000]
+    guard = loopback_guard()
+    async with await Store.open(f"sqlite:///{tmp_path / 'om.db'}") as store:
+        service = NotificationService(NotificationStore(store), lambda _t, _d: None, users=lambda: ["ann"],
+                                      infos=dict, channels={"apprise": AppriseChannel(guard)}, outbound=guard,
+                                      clock=lambda: clock[0], retry_base_ms=2000)
+        await service.start(worker=False)
+        try:
+            await service.set_preferences("ann", {"channels": {"inapp": {"enabled": False}, "apprise": {
+                "enabled": True, "min_severity": "info", "urls": [f"json://127.0.0.1:{receiver.port}/json"]}}})
+            receiver.fail_next(1, 429, {"Retry-After": "90"})
+            await service.test_notification("ann")
+            assert await service.deliver_due() == 1
+            assert await service.store.next_due() == clock[0] + 90_000  # not the 2 s backoff
+            clock[0] += 89_999
+            assert await service.deliver_due() == 0
+            clock[0] += 1
+            assert await service.deliver_due() == 1
+            (note,) = [n for n in await service.store.history("ann") if n["kind"] == "test"]
+            assert note["channels"]["apprise"]["status"] == "sent" and note["channels"]["apprise"]["attempts"] == 2
+            assert [r.status for r in receiver.requests] == [429, 200]
+        finally:
+            await service.stop()

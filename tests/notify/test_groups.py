@@ -5,6 +5,8 @@ waiting when the service stops is sent once after it starts again."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -172,6 +174,10 @@ async def test_a_group_waiting_at_a_restart_is_sent_once(tmp_path: Path, hook: W
         clock.now = T0 + 5_000
         assert await service.flush_groups() == 0
     assert hook.raw_count == 0
+    # 200 criticals for 2 users wait as one row per transition and one per user and group, not 400 items
+    assert _rows(db, "notify_group_alerts") == 200
+    assert sorted(_rows(db, "notify_group_members", "user, group_key, size")) == [
+        ("ann", "rule=cpu-critical|severity=critical", 200), ("bob", "rule=cpu-critical|severity=critical", 200)]
     async with _service(db, hook, clock, engine, published) as service:  # a new service on the same file
         clock.now = T0 + WAIT + 10_000
         assert await service.flush_groups() == 2  # per user: the criticals (the warnings were inhibited at once)
@@ -185,6 +191,15 @@ async def test_a_group_waiting_at_a_restart_is_sent_once(tmp_path: Path, hook: W
     assert {u: [len(b["data"]["group"]["firing"]) for b in m] for u, m in messages.items()} == {
         "ann": [200], "bob": [200]}
     assert hook.raw_count == 2
+    assert _rows(db, "notify_group_alerts") == _rows(db, "notify_group_members") == 0  # sent: released
+
+
+def _rows(db: Path, table: str, columns: str | None = None) -> Any:
+    """A table's row count, or its rows' `columns`, read with sqlite3 (the service's store is closed)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        if columns is None:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return conn.execute(f"SELECT {columns} FROM {table}").fetchall()
 
 
 async def test_critical_bypass_and_grouping_by_role(tmp_path: Path, hook: WebhookReceiver) -> None:
@@ -222,6 +237,6 @@ async def test_a_rules_group_by_applies_unless_the_user_sets_one(tmp_path: Path,
         await _subscribe(service, hook)
         await service.set_preferences("bob", {"grouping": {"group_by": ["severity"]}})
         entries = service.plan(_evaluate(engine, 95, T0)[:2])  # node-000 (db) and node-001 (web)
-        keys = {(e.group_item["user"], e.group_item["group_key"]) for e in entries if e.group_item is not None}
+        keys = {(e.group_member.user, e.group_member.group_key) for e in entries if e.group_member is not None}
         assert keys == {("ann", "rule=hot|server.role=db"), ("ann", "rule=hot|server.role=web"),
                         ("bob", "severity=critical")}

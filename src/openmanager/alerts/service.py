@@ -27,15 +27,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from openmanager.alerts.backtest import Hours, Series, replay_for
 from openmanager.alerts.engine import Alert, AlertEngine, Transition
 from openmanager.alerts.maintenance import MaintenanceWindow
 from openmanager.core.alertrules import RuleSpec
-from openmanager.core.errors import ConflictError, NotFoundError
-from openmanager.core.escalation import EscalationPolicy, due_step, policy_for
+from openmanager.core.errors import ConflictError, NotFoundError, ValidationError
+from openmanager.core.escalation import SEVERITIES, EscalationPolicy, due_step, policy_for
 from openmanager.core.model import ServerInfo
 from openmanager.core.rules import EvalContext
 from openmanager.core.silences import Silence
@@ -64,6 +66,24 @@ class CommitUnconfirmed(StoreError):
     """The writer did not confirm a change's commit in time: it may still be stored."""
 
 
+def parse_escalation_defaults(body: object) -> dict[str, EscalationPolicy | None]:
+    """`{"critical": policy or null, ...}` (1 to 3 severities) validated; raises ValidationError
+    (`invalid_escalation`) naming the severity and the field."""
+    if not isinstance(body, Mapping) or not body:
+        raise ValidationError("the body must be an object naming one or more severities (info, warning, critical)",
+                              code="invalid_escalation")
+    out: dict[str, EscalationPolicy | None] = {}
+    for severity, raw in body.items():
+        if severity not in SEVERITIES:
+            raise ValidationError(f"unknown severity {str(severity)[:32]!r} (one of {', '.join(SEVERITIES)})",
+                                  code="invalid_escalation")
+        try:
+            out[severity] = None if raw is None else EscalationPolicy.from_api(raw)
+        except ValidationError as exc:
+            raise ValidationError(f"{severity}: {exc.message}", code="invalid_escalation") from None
+    return out
+
+
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
@@ -80,6 +100,12 @@ class AlertService:
         self._writer: asyncio.Task[None] | None = None
         self.evaluations = 0
         self.eval_seconds = 0.0
+        # The writer's work per batch: routing its notifications (`plan`) and the transaction that stores
+        # it with its outbox (`store`, the store's write lock held); totals and the longest since start.
+        self.writes = 0
+        self.plan_seconds = 0.0
+        self.write_seconds = 0.0
+        self.write_max_seconds = 0.0
         self.listeners: list[Callable[[Transition], None]] = []
         # Notifications: planned from a batch of transitions before it is stored (in the same
         # transaction), announced after the commit.
@@ -91,7 +117,11 @@ class AlertService:
         self._set_maintenance: Callable[[str, bool], None] = lambda _sid, _on: None
         self._servers: Callable[[], Sequence[ServerInfo]] = list
         self._escalated: dict[str, int] = {}  # alert id → escalation steps sent
-        self.severity_escalation: dict[str, EscalationPolicy] = {}  # severity → default policy (settings)
+        # severity → default policy: the settings' (as given before `start`), each replaced by the one set
+        # over the API (`set_escalation_defaults`, stored) when there is one
+        self.severity_escalation: dict[str, EscalationPolicy] = {}
+        self._settings_escalation: dict[str, EscalationPolicy] = {}
+        self._escalation_set: dict[str, dict[str, Any]] = {}  # severity → the stored row's API form
 
     @staticmethod
     def now_ms() -> int:
@@ -104,6 +134,8 @@ class AlertService:
         self.engine.restore(await self.store.active_alerts(), await self.store.last_notified(now - COOLDOWN_MEMORY_MS))
         for silence in await self.store.silences(active_at=now):
             self.engine.add_silence(silence, now)
+        self._settings_escalation = dict(self.severity_escalation)
+        await self.load_escalation_defaults()
         for alert in self.engine.active():
             rule = self.engine.rule(alert.rule_id)
             if alert.state == "firing" and rule is not None and self._policy(rule) is not None:
@@ -154,6 +186,48 @@ class AlertService:
         for gone in [a for a in self._escalated if a not in active]:
             del self._escalated[gone]
         return out
+
+    # escalation defaults per severity
+    async def load_escalation_defaults(self) -> None:
+        """(Re)read the defaults set over the API (another hub process may have changed them). A stored
+        policy that no longer validates is logged and the setting's applies instead."""
+        stored = await self.store.escalation_defaults()
+        merged = dict(self._settings_escalation)
+        for severity, row in stored.items():
+            if row["policy"] is None:
+                merged.pop(severity, None)
+                continue
+            try:
+                merged[severity] = EscalationPolicy.from_api(row["policy"])
+            except ValidationError as exc:
+                log.error("the stored %s escalation default is not used: %s", severity, exc.message)
+        self.severity_escalation = merged
+        self._escalation_set = stored
+
+    def escalation_defaults(self) -> dict[str, dict[str, Any]]:
+        """Each severity's default policy (`policy`: the wire form, or None) and where it comes from
+        (`source`: `api`, with `updated_at` and `updated_by`; `settings`; or `none`)."""
+        out: dict[str, dict[str, Any]] = {}
+        for severity in SEVERITIES:
+            policy = self.severity_escalation.get(severity)
+            row = self._escalation_set.get(severity)
+            entry: dict[str, Any] = {"policy": None if policy is None else policy.to_api()}
+            if row is not None:
+                entry |= {"source": "api", "updated_at": row["updated_at"], "updated_by": row["updated_by"]}
+            else:
+                entry["source"] = "settings" if severity in self._settings_escalation else "none"
+            out[severity] = entry
+        return out
+
+    async def set_escalation_defaults(self, body: Mapping[str, Any], *, by: str) -> dict[str, dict[str, Any]]:
+        """Set the default policy of the severities `body` names (`{"critical": policy or null, ...}`;
+        null: none, even if a setting gives one); stored before it applies. Raises ValidationError
+        (`invalid_escalation`) naming the severity and field, StoreError."""
+        policies = parse_escalation_defaults(body)
+        await self.store.save_escalation_defaults(
+            {sev: None if p is None else p.to_api() for sev, p in policies.items()}, self.now_ms(), by)
+        await self.load_escalation_defaults()
+        return self.escalation_defaults()
 
     def _policy(self, rule: RuleSpec) -> EscalationPolicy | None:
         return policy_for(rule.escalation, rule.severity, self.severity_escalation)
@@ -236,8 +310,11 @@ class AlertService:
                         waiters.append(nxt[2])
                     self._queue.task_done()
                 try:
+                    started = time.perf_counter()
                     outbox = await self._plan(batch)
+                    planned = time.perf_counter()
                     await self.store.record(batch, current, outbox)
+                    self._count_write(planned - started, time.perf_counter() - planned)
                 except Exception as exc:
                     log.exception("storing %d alert transitions failed; they were published but not recorded",
                                   len(batch))
@@ -257,6 +334,24 @@ class AlertService:
                         log.exception("announcing %d stored notifications failed", len(outbox))
             finally:
                 self._queue.task_done()
+
+    def _count_write(self, plan_s: float, store_s: float) -> None:
+        self.writes += 1
+        self.plan_seconds += plan_s
+        self.write_seconds += store_s
+        self.write_max_seconds = max(self.write_max_seconds, store_s)
+
+    def collect(self) -> Iterator[Metric]:
+        """The writer's counters for `/metrics` (the hub's collector reads the current service)."""
+        yield CounterMetricFamily("openmanager_alert_writes", "Batches of alert transitions stored", self.writes)
+        yield CounterMetricFamily("openmanager_alert_plan_seconds",
+                                  "Time the alert writer spent routing transitions to notifications", self.plan_seconds)
+        yield CounterMetricFamily("openmanager_alert_write_seconds",
+                                  "Time the alert writer held the store storing transitions and their outbox",
+                                  self.write_seconds)
+        yield GaugeMetricFamily("openmanager_alert_write_max_seconds",
+                                "The longest single store of a batch of alert transitions since start",
+                                self.write_max_seconds)
 
     async def _plan(self, batch: list[Transition]) -> list[OutboxEntry]:
         """The batch's notifications, planned a slice at a time with the loop served in between: a storm of

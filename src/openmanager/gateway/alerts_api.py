@@ -276,3 +276,25 @@ async def delete_window(request: Request, window_id: str, alerts: AlertsDep) -> 
     require_role(request, "operator")
     await alerts.change("delete_window", window_id=window_id)
     return Response(status_code=204)
+
+
+# escalation defaults per severity ------------------------------------------------------------------
+@router.get("/escalation/defaults")
+async def get_escalation_defaults(alerts: AlertsDep) -> dict[str, Any]:
+    """The default escalation policy of each severity, for rules that have none of their own:
+    `{"critical": {"policy": {"steps": [...], "repeat": "30m"} | null, "source": "api" | "settings" |
+    "none", "updated_at"?, "updated_by"?}, "warning": ..., "info": ...}`. `source` says where it comes
+    from: set over this API (stored; it wins), the `escalation_<severity>` setting, or none."""
+    return alerts.service().escalation_defaults()
+
+
+@router.put("/escalation/defaults")
+async def put_escalation_defaults(request: Request, body: JsonObject, alerts: AlertsDep) -> dict[str, Any]:
+    """Admin: set the default policy of the severities named, `{"critical": {"steps": [{"after": "10m",
+    "users": ["role:admin"]}], "repeat": "30m"}, "warning": null}` (a rule's `escalation` form; null: no
+    default, whatever the setting says; severities left out keep theirs). Stored before the answer and
+    applied from the next tick; answers every severity as GET does. 400 `invalid_escalation` naming the
+    severity and field."""
+    require_role(request, "admin")
+    result: dict[str, Any] = await alerts.change("set_escalation_defaults", body=body, by=_user(request))
+    return result

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import secrets
 import time
@@ -41,7 +42,14 @@ from openmanager.notify.message import Channel, DeliveryError, Message
 from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.preferences import Preferences, severity_rank
 from openmanager.notify.routing import route
-from openmanager.store.notifications import Delivery, NotificationStore, OutboxEntry, StoredGroupItem
+from openmanager.store.notifications import (
+    Delivery,
+    GroupMember,
+    NotificationStore,
+    OutboxEntry,
+    StoredMember,
+    WaitingTransition,
+)
 from openmanager.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -215,10 +223,12 @@ class NotificationService:
         infos = self._infos()
         inhibitor: Inhibitor | None = None
         entries = []
+        waiting: dict[tuple[str, str, tuple[str, ...]], GroupMember] = {}  # (user, group, channels) → member
         for t in transitions:
             if t.kind == "escalated":
                 entries += self._escalation_entries(t)
                 continue
+            shared: WaitingTransition | None = None  # this transition in every user's group
             event = t.event()
             if t.delivery:
                 event["delivery"] = t.delivery
@@ -244,14 +254,17 @@ class NotificationService:
                 elif self.group_wait_ms > 0 and t.kind in GROUPED_TRANSITIONS:
                     pending = tuple(name for name, (status, _r) in channels.items() if status == "pending")
                     if pending:
-                        key = group_key(self._group_by(plan.user, t.alert), t.alert, family, infos)
-                        entries.append(OutboxEntry.waiting({
-                            "user": plan.user, "group_key": key[:512], "alert_id": t.alert_id, "transition": t.kind,
-                            "created_at": t.ts, "channels": list(pending), "alert": t.alert}))
+                        key = group_key(self._group_by(plan.user, t.alert), t.alert, family, infos)[:512]
+                        shared = shared or WaitingTransition(t.alert_id, t.kind, t.ts, t.alert)
+                        member = waiting.get((plan.user, key, pending))
+                        if member is None:
+                            member = waiting[(plan.user, key, pending)] = GroupMember(plan.user, key, pending, [])
+                        member.transitions.append(shared)
                         channels = {n: v for n, v in channels.items() if n not in pending}
                         if not channels:
                             continue
                 entries.append(self._entry(t, plan.user, plan.title, plan.body, plan.severity, channels, detail))
+        entries += [OutboxEntry.waiting(member) for member in waiting.values()]
         return entries
 
     def _remember_inhibited(self, user: str, alert_id: str, why: str) -> None:
@@ -336,11 +349,12 @@ class NotificationService:
         """After the outbox rows are stored: publish the in-app ones, note when a new group item may make
         its group due, wake the worker."""
         for entry in entries:
-            if entry.group_item is not None:
-                item = entry.group_item
-                bypass = (item["transition"] == "firing" and item["alert"].get("severity") == "critical"
-                          and self.preferences(str(item["user"])).grouping.critical_bypass)
-                earliest = int(item["created_at"]) + (0 if bypass else self.group_wait_ms)
+            if entry.group_member is not None:
+                member = entry.group_member
+                bypass = self.preferences(member.user).grouping.critical_bypass
+                earliest = min(t.created_at + (0 if bypass and t.transition == "firing"
+                                               and t.alert.get("severity") == "critical" else self.group_wait_ms)
+                               for t in member.transitions)
                 if self._groups_due_at is None or earliest < self._groups_due_at:
                     self._groups_due_at = earliest
                 continue
@@ -454,19 +468,24 @@ class NotificationService:
         """Send every group that is due now as one message (inhibited items recorded apart); returns how
         many groups were sent. Groups are stored a batch per transaction (`NotificationStore.flush_groups`)."""
         now = self.clock()
-        stored = await self.store.group_items(self.group_items_max)
+        stored = await self.store.group_members(self.group_items_max)
         states = await self.store.group_states()
-        groups: dict[tuple[str, str], list[StoredGroupItem]] = {}
+        groups: dict[tuple[str, str], list[StoredMember]] = {}
         for row in stored:
             groups.setdefault((row.user, row.group_key), []).append(row)
+        held = sum(len(m.transitions) for m in stored)
         next_due: int | None = None
         sent = 0
         inhibitor = self.inhibitor() if groups else None
-        batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]] = []
+        batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[StoredMember]]] = []
         batch_items = 0
         cache: EntryCache = {}  # valid while `stored` holds the alert objects
         for (user, key), rows in groups.items():
-            items = [GroupItem(r.id, r.transition, r.alert, r.created_at, r.channels) for r in rows]
+            order = itertools.count()  # arrival order: members by id, each member's transitions in order
+            items = [GroupItem(next(order), t.transition, t.alert, t.created_at, r.channels)
+                     for r in rows for t in r.transitions]
+            if not items:  # cannot happen: a member's transitions outlive it
+                continue
             due = due_at(items, states.get((user, key)), group_wait_ms=self.group_wait_ms,
                          group_interval_ms=self.group_interval_ms,
                          critical_bypass=self.preferences(user).grouping.critical_bypass)
@@ -474,8 +493,7 @@ class NotificationService:
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             assert inhibitor is not None
-            batch.append((user, key, await self._group_entries(user, key, items, inhibitor, now, cache),
-                          [i.id for i in items]))
+            batch.append((user, key, await self._group_entries(user, key, items, inhibitor, now, cache), rows))
             batch_items += len(items)
             sent += 1
             await asyncio.sleep(0)  # one group at a time: let the loop serve others in between
@@ -483,13 +501,13 @@ class NotificationService:
                 await self._store_groups(batch, now)
                 batch, batch_items = [], 0
         await self._store_groups(batch, now)
-        if len(stored) >= self.group_items_max:
+        if held >= self.group_items_max:
             next_due = now  # more are waiting than one pass reads
         self._groups_due_at = next_due
         self.groups_sent += sent
         return sent
 
-    async def _store_groups(self, batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]],
+    async def _store_groups(self, batch: list[tuple[str, str, Sequence[OutboxEntry], Sequence[StoredMember]]],
                             now: int) -> None:
         if batch:
             await self.store.flush_groups(batch, now)

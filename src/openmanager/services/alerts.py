@@ -72,8 +72,11 @@ def alert_ops(service: Callable[[], AlertService | None],
         await svc().delete_window(a["window_id"])
         return await changed(None)
 
+    async def set_escalation_defaults(a: Mapping[str, Any]) -> Any:
+        return await changed(await svc().set_escalation_defaults(a["body"], by=a["by"]))
+
     ops = (create_rule, replace_rule, delete_rule, ack, add_silence, end_silence, add_window, start_window,
-           delete_window)
+           delete_window, set_escalation_defaults)
     return {f"alerts.{op.__name__}": op for op in ops}
 
 

@@ -21,7 +21,7 @@ from openmanager.core.errors import RuleSyntaxError, ValidationError
 from openmanager.core.silences import Silence
 from openmanager.store.db import Store
 from openmanager.store.models import Base, JSONType
-from openmanager.store.notifications import OutboxEntry, insert_outbox
+from openmanager.store.notifications import OutboxEntry, insert_outbox, pack_outbox
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,18 @@ class MaintenanceRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class EscalationDefaultRow(Base):
+    """A severity's default escalation policy as set over the API (`policy` None: none), over the
+    `escalation_<severity>` setting (migration `0010_escalation_defaults`)."""
+
+    __tablename__ = "escalation_defaults"
+
+    severity: Mapped[str] = mapped_column(String(16), primary_key=True)
+    policy: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    updated_at: Mapped[int] = mapped_column(BigInteger)
+    updated_by: Mapped[str] = mapped_column(String(255))
+
+
 def alert_data(alert: Alert) -> dict[str, Any]:
     return alert.to_api() | {"notified": alert.notified, "last_notified_at": alert.last_notified_at}
 
@@ -159,6 +171,25 @@ class AlertStore:
             result = await conn.execute(delete(RuleRow).where(RuleRow.id == rule_id))
         return bool(result.rowcount)
 
+    # escalation defaults
+    async def escalation_defaults(self) -> dict[str, dict[str, Any]]:
+        """Severity → `{"policy": wire form or None, "updated_at", "updated_by"}`, for the severities whose
+        default was set over the API."""
+        async with self.store._read() as conn:
+            rows = (await conn.execute(select(EscalationDefaultRow.severity, EscalationDefaultRow.policy,
+                                              EscalationDefaultRow.updated_at, EscalationDefaultRow.updated_by))).all()
+        return {r[0]: {"policy": r[1], "updated_at": int(r[2]), "updated_by": r[3]} for r in rows}
+
+    async def save_escalation_defaults(self, policies: Mapping[str, dict[str, Any] | None], now_ms: int,
+                                       by: str) -> None:
+        """Store each severity's policy (None: none), in one transaction."""
+        stmt = self._upsert(EscalationDefaultRow)
+        stmt = stmt.on_conflict_do_update(index_elements=[EscalationDefaultRow.severity], set_={
+            name: stmt.excluded[name] for name in ("policy", "updated_at", "updated_by")})
+        async with self.store._write() as conn:
+            await conn.execute(stmt, [{"severity": sev, "policy": policy, "updated_at": now_ms, "updated_by": by}
+                                      for sev, policy in policies.items()])
+
     # alerts and their history
     async def record(self, transitions: Sequence[Transition], current: Mapping[str, dict[str, Any]],
                      outbox: Sequence[OutboxEntry] = ()) -> None:
@@ -183,10 +214,11 @@ class AlertStore:
         stmt = self._upsert(AlertRow)
         stmt = stmt.on_conflict_do_update(index_elements=[AlertRow.id], set_={
             name: stmt.excluded[name] for name in ("state", "severity", "updated_at", "data")})
+        packed = await pack_outbox(outbox)  # before the transaction, in slices
         async with self.store._write() as conn:
             await conn.execute(self._upsert(AlertHistoryRow), history)
             await conn.execute(stmt, list(latest.values()))
-            await insert_outbox(conn, outbox, max(t.ts for t in transitions))
+            await insert_outbox(conn, packed, max(t.ts for t in transitions))
 
     async def active_alerts(self) -> list[Alert]:
         async with self.store._read() as conn:

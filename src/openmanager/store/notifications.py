@@ -12,14 +12,20 @@ not `sent` (suppressed by cooldown, flapping, a silence or a mute; in-app disabl
 other channels only) is stored already read (`read_at` = its `created_at`), so it stays in the history
 with its per-channel reasons but never counts in the bell.
 
-Grouping: a notification that joins a group is stored as a *group item* (`notify_group_items`) in the
-alert transaction instead of a notification. `flush_groups` turns a group's items into one notification,
-deletes them and records when the group was sent, in one transaction: after a restart a waiting group
-is still there (nothing lost) and a sent one is gone (nothing sent twice).
+Grouping: notifications that join a group are stored in the alert transaction instead of
+notifications, as *waiting transitions* (`notify_group_alerts`: one row per transition, shared by every
+user it is routed to, with the count of member rows that refer to it) and *members* (`notify_group_members`:
+one row per user, group and channel set, listing the transitions it holds), so a storm of 1,000
+transitions for 100 users is ~1,100 rows, not 100,000 (migration `0009_notify_group_members`).
+`flush_groups` turns a group's members into one notification, deletes them, releases their transitions
+(deleting those no member refers to) and records when the group was sent, in one transaction: after a
+restart a waiting group is still there (nothing lost) and a sent one is gone (nothing sent twice).
 """
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +39,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from openmanager.store.db import Store
 from openmanager.store.models import Base, JSONType
 
-__all__ = ["Delivery", "NotificationStore", "OutboxEntry", "StoredGroupItem", "insert_outbox"]
+__all__ = ["Delivery", "GroupMember", "NotificationStore", "OutboxEntry", "PackedOutbox", "StoredMember",
+           "StoredTransition", "WaitingTransition", "insert_outbox", "pack_outbox"]
+
+MEMBER_PAGE = 1000
+"""Member rows read per query of a grouping pass."""
+PACK_SLICE = 20_000
+"""Transition references packed between two turns of the loop (~20 ms)."""
+REF_CHUNK = 500
+"""Transitions read per `IN` list (well under every database's parameter limit)."""
 
 
 class PreferencesRow(Base):
@@ -96,19 +110,28 @@ class SecretRow(Base):
     value: Mapped[str] = mapped_column(Text)
 
 
-class GroupItemRow(Base):
-    __tablename__ = "notify_group_items"
+class GroupAlertRow(Base):
+    __tablename__ = "notify_group_alerts"
+
+    ref: Mapped[str] = mapped_column(String(32), primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(32))
+    transition: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    alert: Mapped[str] = mapped_column(Text)  # JSON (orjson)
+    members: Mapped[int] = mapped_column(Integer)  # member rows that list it; deleted at 0
+
+
+class GroupMemberRow(Base):
+    __tablename__ = "notify_group_members"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user: Mapped[str] = mapped_column(String(255))
     group_key: Mapped[str] = mapped_column(String(512))
-    alert_id: Mapped[str] = mapped_column(String(32))
-    transition: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[int] = mapped_column(BigInteger)
-    channels: Mapped[str] = mapped_column(Text)  # JSON (orjson): a storm writes and reads ~10^5 of these
-    alert: Mapped[str] = mapped_column(Text)  # JSON (orjson)
+    channels: Mapped[str] = mapped_column(Text)  # JSON list
+    refs: Mapped[str] = mapped_column(Text)  # JSON list of notify_group_alerts.ref, in arrival order
+    size: Mapped[int] = mapped_column(Integer)  # len(refs)
 
-    __table_args__ = (Index("ix_notify_group_items_group", "user", "group_key"),)
+    __table_args__ = (Index("ix_notify_group_members_group", "user", "group_key"),)
 
 
 class GroupStateRow(Base):
@@ -119,29 +142,58 @@ class GroupStateRow(Base):
     last_sent_at: Mapped[int] = mapped_column(BigInteger)
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class WaitingTransition:
+    """A transition waiting in groups: one object per transition, shared by every user's member (equal
+    and hashed by identity)."""
+
+    alert_id: str
+    transition: str  # firing | resolved
+    created_at: int
+    alert: Mapping[str, Any]  # the alert's API form at the transition
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """What one user's group (on one set of channels) gains from a batch of transitions."""
+
+    user: str
+    group_key: str
+    channels: tuple[str, ...]
+    transitions: list[WaitingTransition]
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
-    """A notification and its per-channel deliveries, ready to insert; or, with `group_item`, a
-    notification that waits in a group (`notification` and `deliveries` then unused)."""
+    """A notification and its per-channel deliveries, ready to insert; or, with `group_member`,
+    transitions that wait in a group (`notification` and `deliveries` then unused)."""
 
     notification: Mapping[str, Any]  # NotificationRow columns
     deliveries: Sequence[Mapping[str, Any]]  # channel, status, reason
-    group_item: Mapping[str, Any] | None = None  # GroupItemRow columns but id
+    group_member: GroupMember | None = None
 
     @classmethod
-    def waiting(cls, item: Mapping[str, Any]) -> OutboxEntry:
-        return cls({}, (), item)
+    def waiting(cls, member: GroupMember) -> OutboxEntry:
+        return cls({}, (), member)
 
 
 @dataclass(frozen=True, slots=True)
-class StoredGroupItem:
+class StoredTransition:
+    ref: str
+    transition: str
+    created_at: int
+    alert: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMember:
+    """A member row as read back: its transitions in arrival order."""
+
     id: int
     user: str
     group_key: str
-    transition: str
-    created_at: int
     channels: tuple[str, ...]
-    alert: Mapping[str, Any]
+    transitions: tuple[StoredTransition, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,21 +206,64 @@ class Delivery:
     notification: Mapping[str, Any]
 
 
-async def insert_outbox(conn: AsyncConnection, entries: Sequence[OutboxEntry], now_ms: int) -> None:
-    """Insert notifications and their deliveries inside the caller's transaction."""
-    encoded: dict[int, str] = {}  # one transition's alert object is shared by every user's item: encode it once
-    items = []
+@dataclass(frozen=True, slots=True)
+class PackedOutbox:
+    """An outbox ready to insert: the notifications and, for the waiting members, their rows."""
+
+    entries: Sequence[OutboxEntry]  # those without a group member
+    alert_rows: list[dict[str, Any]]  # notify_group_alerts
+    member_rows: list[dict[str, Any]]  # notify_group_members
+
+
+async def pack_outbox(entries: Sequence[OutboxEntry], *, slice_refs: int = PACK_SLICE) -> PackedOutbox:
+    """Turn waiting members into rows, giving the loop back every `slice_refs` transitions handled (a
+    storm routes 1,000 transitions to 100 users: 100,000 references, ~0.1 s of work). Members of one
+    (user, group, channels) are merged into one row; each distinct transition object is one row,
+    counted once per member row that lists it."""
+    merged: dict[tuple[str, str, tuple[str, ...]], list[WaitingTransition]] = {}
+    done = 0
     for e in entries:
-        if e.group_item is None:
+        m = e.group_member
+        if m is None:
             continue
-        alert = e.group_item["alert"]
-        text = encoded.get(id(alert))
-        if text is None:
-            text = encoded[id(alert)] = orjson.dumps(alert).decode()
-        items.append({**e.group_item, "channels": orjson.dumps(e.group_item["channels"]).decode(), "alert": text})
-    if items:
-        await conn.execute(insert(GroupItemRow), items)
-    entries = [e for e in entries if e.group_item is None]
+        merged.setdefault((m.user, m.group_key, m.channels), []).extend(m.transitions)
+        done += len(m.transitions)
+        if done >= slice_refs:
+            await asyncio.sleep(0)
+            done = 0
+    refs: dict[int, str] = {}  # id(transition object) → its ref
+    counts: dict[str, int] = {}
+    objects: dict[str, WaitingTransition] = {}
+    member_rows = []
+    for (user, key, channels), transitions in merged.items():
+        listed = []
+        for t in dict.fromkeys(transitions):  # once per member row, in arrival order
+            ref = refs.get(id(t))
+            if ref is None:
+                ref = refs[id(t)] = secrets.token_hex(12)
+                objects[ref] = t
+            counts[ref] = counts.get(ref, 0) + 1
+            listed.append(ref)
+        member_rows.append({"user": user, "group_key": key, "channels": orjson.dumps(channels).decode(),
+                            "refs": orjson.dumps(listed).decode(), "size": len(listed)})
+        done += len(transitions)
+        if done >= slice_refs:
+            await asyncio.sleep(0)
+            done = 0
+    alert_rows = [{"ref": ref, "alert_id": t.alert_id, "transition": t.transition, "created_at": t.created_at,
+                   "alert": orjson.dumps(t.alert).decode(), "members": counts[ref]} for ref, t in objects.items()]
+    return PackedOutbox([e for e in entries if e.group_member is None], alert_rows, member_rows)
+
+
+async def insert_outbox(conn: AsyncConnection, outbox: PackedOutbox | Sequence[OutboxEntry], now_ms: int) -> None:
+    """Insert notifications and their deliveries, and waiting group members, inside the caller's
+    transaction. Pack a large outbox first (`pack_outbox`, before the transaction): packing here holds
+    the loop for the whole of it."""
+    packed = outbox if isinstance(outbox, PackedOutbox) else await pack_outbox(outbox, slice_refs=1 << 62)
+    if packed.member_rows:
+        await conn.execute(insert(GroupAlertRow), packed.alert_rows)
+        await conn.execute(insert(GroupMemberRow), packed.member_rows)
+    entries = packed.entries
     if not entries:
         return
     await conn.execute(insert(NotificationRow), [_read_unless_in_app(e) for e in entries])
@@ -221,8 +316,9 @@ class NotificationStore:
 
     # outbox
     async def add(self, entries: Sequence[OutboxEntry], now_ms: int) -> None:
+        packed = await pack_outbox(entries)
         async with self.store._write() as conn:
-            await insert_outbox(conn, entries, now_ms)
+            await insert_outbox(conn, packed, now_ms)
 
     async def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
         query = (select(*_NOTIFICATION_COLUMNS, DeliveryRow.id.label("delivery_id"),
@@ -266,22 +362,35 @@ class NotificationStore:
                 status="digested", detail=f"in digest {entry.notification['id']}", updated_at=now_ms))
 
     # groups
-    async def group_items(self, limit: int) -> list[StoredGroupItem]:
-        """The waiting group items, oldest first (at most `limit`)."""
-        query = select(GroupItemRow.id, GroupItemRow.user, GroupItemRow.group_key, GroupItemRow.transition,
-                       GroupItemRow.created_at, GroupItemRow.channels, GroupItemRow.alert
-                       ).order_by(GroupItemRow.id).limit(limit)
+    async def group_members(self, limit: int) -> list[StoredMember]:
+        """The waiting members, oldest first, until they hold `limit` transitions (at least one member)."""
+        rows: list[Any] = []
+        held, after = 0, -1
         async with self.store._read() as conn:
-            rows = (await conn.execute(query)).all()
-        decoded: dict[str, Any] = {}  # one transition's alert is stored once per user: decode it once
-        out = []
-        for item_id, user, key, transition, created_at, channels, alert in rows:
-            data = decoded.get(alert)
-            if data is None:
-                data = decoded[alert] = orjson.loads(alert)
-            out.append(StoredGroupItem(item_id, user, key, transition, created_at, tuple(orjson.loads(channels)),
-                                       data))
-        return out
+            while held < limit:
+                page = (await conn.execute(
+                    select(GroupMemberRow.id, GroupMemberRow.user, GroupMemberRow.group_key, GroupMemberRow.channels,
+                           GroupMemberRow.refs, GroupMemberRow.size)
+                    .where(GroupMemberRow.id > after).order_by(GroupMemberRow.id).limit(MEMBER_PAGE))).all()
+                for row in page:
+                    if held >= limit:
+                        break
+                    rows.append(row)
+                    held += row.size
+                if len(page) < MEMBER_PAGE:
+                    break
+                after = page[-1].id
+            listed = [orjson.loads(r.refs) for r in rows]
+            wanted = list({ref for refs in listed for ref in refs})
+            found: dict[str, StoredTransition] = {}
+            for start in range(0, len(wanted), REF_CHUNK):
+                for ref, transition, created_at, alert in (await conn.execute(
+                        select(GroupAlertRow.ref, GroupAlertRow.transition, GroupAlertRow.created_at,
+                               GroupAlertRow.alert).where(GroupAlertRow.ref.in_(wanted[start:start + REF_CHUNK])))):
+                    found[ref] = StoredTransition(ref, transition, int(created_at), orjson.loads(alert))
+        return [StoredMember(r.id, r.user, r.group_key, tuple(orjson.loads(r.channels)),
+                             tuple(found[ref] for ref in refs if ref in found))
+                for r, refs in zip(rows, listed, strict=True)]
 
     async def group_states(self) -> dict[tuple[str, str], int]:
         """(user, group key) → when that group was last sent."""
@@ -290,19 +399,26 @@ class NotificationStore:
                                               GroupStateRow.last_sent_at))).all()
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
-    async def flush_groups(self, groups: Sequence[tuple[str, str, Sequence[OutboxEntry], Sequence[int]]],
+    async def flush_groups(self, groups: Sequence[tuple[str, str, Sequence[OutboxEntry], Sequence[StoredMember]]],
                            now_ms: int) -> None:
-        """For each (user, key, entries, item ids): store what the group became (its message, and any
-        inhibited items' history), delete its items (every item of the group up to the highest id given:
-        a pass reads items in id order, and only the leader's alert writer adds them, one transaction at a
-        time, so none below that id was unread) and record the send; all in one transaction."""
+        """For each (user, key, entries, members): store what the group became (its message, and any
+        inhibited items' history), delete its members, release their transitions (deleting those no
+        member lists any more) and record the send; all in one transaction."""
         if not groups:
             return
+        released: dict[str, int] = {}
+        for g in groups:
+            for member in g[3]:
+                for t in member.transitions:
+                    released[t.ref] = released.get(t.ref, 0) + 1
         async with self.store._write() as conn:
             await insert_outbox(conn, [e for g in groups for e in g[2]], now_ms)
-            await conn.execute(delete(GroupItemRow).where(  # each group's items up to the last one it holds
-                GroupItemRow.user == bindparam("u"), GroupItemRow.group_key == bindparam("k"),
-                GroupItemRow.id <= bindparam("last")), [{"u": g[0], "k": g[1], "last": max(g[3])} for g in groups])
+            await conn.execute(delete(GroupMemberRow).where(GroupMemberRow.id == bindparam("i")),
+                               [{"i": m.id} for g in groups for m in g[3]])
+            if released:
+                await conn.execute(update(GroupAlertRow).where(GroupAlertRow.ref == bindparam("r")).values(
+                    members=GroupAlertRow.members - bindparam("n")), [{"r": r, "n": n} for r, n in released.items()])
+                await conn.execute(delete(GroupAlertRow).where(GroupAlertRow.members <= 0))
             stmt = self._upsert(GroupStateRow)
             stmt = stmt.on_conflict_do_update(index_elements=[GroupStateRow.user, GroupStateRow.group_key],
                                               set_={"last_sent_at": stmt.excluded.last_sent_at})

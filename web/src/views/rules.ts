@@ -1,8 +1,10 @@
 // Rules: the list, and an editor whose condition (and clear / scope) are validated live by the hub, with
-// the error's position highlighted; save, delete, and a backtest over the last hour.
+// the error's position highlighted; save, delete, and a backtest over the last hour. Under the list, the
+// escalation defaults per severity (components/escalationDefaults.ts).
 
 import { ApiError, del, get, post, put } from "../api";
 import { ConditionEditor } from "../components/conditionEditor";
+import { escalationDefaults } from "../components/escalationDefaults";
 import { toast } from "../components/toast";
 import { h, replace } from "../dom";
 import { dateTime, num } from "../format";
@@ -182,7 +184,7 @@ export function rulesView(ctx: Ctx, params: string[]): View {
   const el = h("div", { class: "view view-rules" },
     h("header", { class: "view-header" }, h("h1", { text: t("rules.title") }),
       h("a", { href: "#/rules/new", class: "button primary", text: t("rules.new") })),
-    h("div", { class: "split" }, h("section", { class: "panel" }, list), editorBox));
+    h("div", { class: "split" }, h("section", { class: "panel" }, list, escalationDefaults(ctx.me.role === "admin")), editorBox));
 
   return {
     el,

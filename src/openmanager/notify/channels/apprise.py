@@ -18,10 +18,15 @@ Wire contract:
   at once instead, naming it (webhooks and Web Push ignore those variables). Outside a delivery the
   wrapper does nothing. A refused destination is a permanent failure
   (`apprise json://127.0.0.1:8080: refused: loopback address`);
-- Apprise reports success or failure, not the HTTP status: a failure is retryable (with the usual
-  backoff; `Retry-After` is not visible through Apprise), and its detail is Apprise's own log line
-  for it with secrets masked. When some URLs of a user succeed and others fail, the delivery is `sent`
-  with the failures in its detail and not retried (a retry would repeat the message to the others).
+- Apprise reports success or failure, not the HTTP status, and has no hook that passes a response on.
+  So, like the connection, requests' `HTTPAdapter.send` is wrapped once per process: inside a delivery
+  it notes each response's status and `Retry-After` (outside one it does nothing). A failure is
+  retryable; when an answer was a 429 or 503 with a `Retry-After` (seconds or an HTTP-date, at most an
+  hour), the failure carries it and the next attempt waits at least that long, else the usual
+  exponential backoff with jitter applies. Its detail is Apprise's own log line with secrets masked (and
+  `HTTP 429, retry after 30 s` when there was one). When some URLs of a user succeed and others fail,
+  the delivery is `sent` with the failures in its detail and not retried (a retry would repeat the
+  message to the others).
 
 URLs are secrets (they hold tokens): never logged or shown; details name only the service and, for
 self-hosted services, `scheme://host:port`.
@@ -42,10 +47,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from openmanager.core.netguard import OutboundPolicy, parse_host_address
+from openmanager.notify.channels._http import parse_retry_after
 from openmanager.notify.message import DeliveryError, Message
 from openmanager.notify.outbound import OutboundGuard
 
-__all__ = ["SELF_HOSTED", "SERVICES", "AppriseChannel", "check_apprise_url", "service_of"]
+__all__ = ["SELF_HOSTED", "SERVICES", "AppriseChannel", "backoff_asked", "check_apprise_url", "service_of"]
 
 log = logging.getLogger("openmanager.notify.apprise")
 
@@ -79,6 +85,10 @@ _HEADER_SERVICES = frozenset({"json", "jsons", "form", "forms", "xml", "xmls"})
 _POLICY: contextvars.ContextVar[OutboundPolicy | None] = contextvars.ContextVar("apprise_policy", default=None)
 _REFUSED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("apprise_refused", default=None)
 _LINES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("apprise_lines", default=None)
+_ANSWERS: contextvars.ContextVar[list[tuple[int, str | None]] | None] = contextvars.ContextVar(
+    "apprise_answers", default=None)  # (status, Retry-After) of each HTTP response of the delivery
+MAX_ANSWERS = 20
+LIMITED_STATUS = frozenset({429, 503})
 
 
 _module: Any = None
@@ -142,7 +152,17 @@ def check_apprise_url(url: str, policy: OutboundPolicy) -> str | None:
 
 
 _original_create_connection: Any = None
+_original_adapter_send: Any = None
 _install_lock = threading.Lock()
+
+
+def _observed_adapter_send(adapter: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+    """requests' `HTTPAdapter.send`, noting the answer's status and `Retry-After` inside a delivery."""
+    response = _original_adapter_send(adapter, request, *args, **kwargs)
+    answers = _ANSWERS.get()
+    if answers is not None and len(answers) < MAX_ANSWERS:
+        answers.append((int(response.status_code), response.headers.get("Retry-After")))
+    return response
 
 
 def _guarded_create_connection(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
@@ -178,14 +198,17 @@ def _guarded_create_connection(address: tuple[str, int], *args: Any, **kwargs: A
 
 
 def _install() -> None:
-    """Wrap urllib3's `create_connection` once (see the module doc)."""
-    global _original_create_connection
+    """Wrap urllib3's `create_connection` and requests' `HTTPAdapter.send` once (see the module doc)."""
+    global _original_create_connection, _original_adapter_send
+    import requests.adapters
     import urllib3.util.connection as connection
 
     with _install_lock:
         if _original_create_connection is None:
             _original_create_connection = connection.create_connection
             connection.create_connection = _guarded_create_connection
+            _original_adapter_send = requests.adapters.HTTPAdapter.send
+            requests.adapters.HTTPAdapter.send = _observed_adapter_send  # type: ignore[method-assign,assignment]
             logging.getLogger("apprise").addHandler(_DeliveryLog())
 
 
@@ -230,8 +253,9 @@ class AppriseChannel:
             if failed:
                 detail += "; " + "; ".join(f"{o}: {e.message}" for o, e in failed)
             return detail
+        waits = [e.retry_after_s for _, e in failed if e.retryable and e.retry_after_s is not None]
         raise DeliveryError("; ".join(f"apprise {o}: {e.message}" for o, e in failed),
-                            retryable=any(e.retryable for _, e in failed))
+                            retryable=any(e.retryable for _, e in failed), retry_after_s=max(waits, default=None))
 
     async def _one(self, message: Message, url: str) -> tuple[str, DeliveryError | None]:
         origin = _origin(url)
@@ -264,15 +288,32 @@ class AppriseChannel:
             raise DeliveryError(f"not a URL Apprise understands for the {service_of(url)} service", retryable=False)
         lines: list[str] = []
         refused: list[str] = []
+        answers: list[tuple[int, str | None]] = []
         # this thread's context (asyncio.to_thread runs us in a copy): they end with the call
         _POLICY.set(self.guard.policy)
         _REFUSED.set(refused)
         _LINES.set(lines)
+        _ANSWERS.set(answers)
         ok = notifier.notify(title=message.title, body=body, notify_type=kind)
         if refused:
             raise DeliveryError(f"refused: {refused[0]}", retryable=False)
         if not ok:
-            raise DeliveryError(_masked(lines, url) or "the service did not accept it")
+            detail = _masked(lines, url) or "the service did not accept it"
+            status, retry_after = backoff_asked(answers)
+            if status is not None:
+                detail += f" (HTTP {status}" + (f", retry after {retry_after:g} s)" if retry_after is not None
+                                                 else ")")
+            raise DeliveryError(detail, retry_after_s=retry_after)
+
+
+def backoff_asked(answers: Sequence[tuple[int, str | None]]) -> tuple[int | None, float | None]:
+    """The last 429/503 among a delivery's answers and the wait its `Retry-After` asks for (None: no such
+    answer, or no readable `Retry-After`)."""
+    limited = [(status, header) for status, header in answers if status in LIMITED_STATUS]
+    if not limited:
+        return None, None
+    status, header = limited[-1]
+    return status, parse_retry_after(header)
 
 
 def _masked(lines: Sequence[str], url: str) -> str:
