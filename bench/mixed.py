@@ -249,6 +249,11 @@ class Tracker:
         self.last[server] = counter
         return max(0, counter - prev - 1) if prev is not None else 0
 
+    def tick_gap(self, ts: int) -> int:
+        prev = self.last.get("", None)
+        self.last[""] = ts
+        return max(0, round((ts - prev) / 1000) - 1) if prev is not None else 0
+
     def line_gap(self, server: str, n: int) -> int:
         prev = self.last.get(server)
         self.last[server] = n
@@ -284,8 +289,10 @@ def on_data(spec: dict[str, Any], tr: Tracker, k: Kind, data: dict[str, Any], cu
         if inside:
             k.values.append(float(data.get("loop_lag_max_ms") or 0.0))
         return
-    else:  # fleet
-        lats.append(rx - data.get("ts", rx))
+    else:  # fleet: one event per 1 s tick (cursor seqs grow by more than one on Redis)
+        ts = data.get("ts", rx)
+        lost += tr.tick_gap(int(ts))
+        lats.append(rx - ts)
     if inside:
         k.messages += 1
         k.bytes += size
@@ -554,7 +561,7 @@ def client_specs(c: dict[str, Any], admin: str, user_tokens: list[str], single: 
     fixed = 1 + 3 + min(n_logs, 10) + len(user_tokens)  # fleet, alerts, logs, notifications
     rest = max(4, c["shapes"] - fixed)
     pools = {kind: shape_pool(kind, max(1, round(rest * share)), agents) for kind, share in SHAPE_MIX.items()}
-    pools["ws-fleet"] = [{"topic": "fleet", "by_seq": True}]
+    pools["ws-fleet"] = [{"topic": "fleet"}]
     pools["ws-alerts"] = [{"topic": "alerts"}, {"topic": "alerts", "filter": {"severity": "critical"}},
                           {"topic": "alerts", "filter": {"servers": ["db-*", "web-*"]}}]
     for kind, share in WS_MIX.items():
@@ -670,37 +677,48 @@ def counter(before: list[dict[str, float]], after: list[dict[str, float]], name:
     return int(sum(a.get(name, 0.0) - b.get(name, 0.0) for b, a in zip(before, after, strict=True)))
 
 
-LOOP_ITSELF = "event loop itself (uvloop in C: I/O system calls, callbacks' scheduling)"
+LOOP_ITSELF = "event loop itself (uvloop's C code: I/O system calls, scheduling; may hold waits)"
+# Leaves where a worker thread waits for work in C (a queue's get): py-spy can count them as running.
+WAITING = ("_connection_worker_thread (aiosqlite/core.py:59)", "_worker (concurrent/futures/thread.py:81)",
+           "wait (threading.py:", "get (queue.py:", "select (selectors.py:")
 
 
-def profile_summary(path: Path, top: int) -> dict[str, Any]:
-    """A py-spy raw profile (one line per stack, `frame;...;frame count`, only samples of threads that were
-    running) as the top functions by self samples (the stack's last frame) and by total samples (anywhere on
-    the stack below the event loop's or a thread's entry), with their shares of all samples. A sample whose
-    last frame is the asyncio runner is uvloop's own C code (it has no Python frame of its own)."""
+def profile_summary(path: Path, top: int, rate: int, cpu_s: float) -> dict[str, Any]:
+    """A py-spy raw profile (one line per stack, `frame;...;frame count`) as the top functions by self
+    samples (the stack's last frame) and by total samples (anywhere on the stack below the event loop's or
+    a thread's entry). Samples whose leaf is a worker thread waiting for work (`WAITING`) are counted
+    apart; the rest is the work, and each row gives its share of the work's samples and its seconds
+    (samples / rate) as a share of the hub's CPU seconds in the window (`cpu_s`). A sample whose last
+    frame is the asyncio runner is uvloop's own C code, which has no Python frame of its own."""
     self_n: Counter[str] = Counter()
     total_n: Counter[str] = Counter()
-    samples = 0
+    work = waiting = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         n = int(count)
         frames = stack.split(";")
+        if frames[-1].startswith(WAITING):
+            waiting += n
+            continue
         entry = max((i for i, f in enumerate(frames)
                      if f.startswith(("run (asyncio/runners.py", "run (threading.py"))), default=-1)
-        leaf = LOOP_ITSELF if frames[-1].startswith("run (asyncio/runners.py") else frames[-1]
-        samples += n
+        leaf = LOOP_ITSELF if frames[-1].startswith("run (asyncio/runners.py") else frames[-1] or "(no name)"
+        work += n
         self_n[leaf] += n
         for f in set(frames[entry + 1:]):
-            total_n[f] += n
+            total_n[f or "(no name)"] += n
         if leaf == LOOP_ITSELF:
             total_n[LOOP_ITSELF] += n
 
     def rows(c: Counter[str]) -> list[list[Any]]:
-        return [[name, n, round(100 * n / samples, 1)] for name, n in c.most_common(top)]
+        return [[name, n, round(100 * n / work, 1), round(100 * n / rate / cpu_s, 1) if cpu_s else None]
+                for name, n in c.most_common(top)]
 
-    return {"samples": samples, "self": rows(self_n), "total": rows(total_n)}
+    return {"samples": work + waiting, "waiting": waiting, "work": work, "rate": rate,
+            "work_s": round(work / rate, 2), "hub_cpu_s": round(cpu_s, 2), "self": rows(self_n),
+            "total": rows(total_n)}
 
 
 class Hubs:
@@ -876,6 +894,7 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             client_ready = [r.get("ready", 300) for r in client_readers]
             connected = sum(r["connected"] for r in client_ready)
             time.sleep(SETTLE_S)
+            rss_c = hubs.rss()  # before the window: the agents' history grows with time, not with clients
             before = [scrape(p, token) for p in hubs.ports]
             profilers = []
             py_spy = args.py_spy or shutil.which("py-spy")
@@ -892,11 +911,13 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             win0 = time.time()
             win1 = win0 + args.duration
             c2 = hubs.cpu()
+            cpus0 = [cpu_s(h.pid) for h in hubs.procs]
             for w in workers:
                 w.stdin.write(f"start {win0} {win1}\n")
                 w.stdin.flush()
             time.sleep(max(0.0, win1 - time.time()))
             c3 = hubs.cpu()
+            cpus = [cpu_s(h.pid) - c for h, c in zip(hubs.procs, cpus0, strict=True)]
             rss_n = hubs.rss()
             after = [scrape(p, token) for p in hubs.ports]
             agent_results = [r.get("result", 60) for r in agent_readers]
@@ -964,8 +985,8 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         "dropped": sum(sum(k["dropped"].values()) for k in per_kind),
         "idle_cpu_pct": round(idle_rate * 100, 1), "window_cpu_pct": round((c3 - c2) / window * 100, 1),
         "cpu_us_per_msg": round((c3 - c2 - idle_rate * window) / messages * 1e6, 1) if messages else None,
-        "rss0_mb": round(rss0 / 2**20, 1), "rssN_mb": round(rss_n / 2**20, 1),
-        "rss_kb_per_conn": round((rss_n - rss0) / 1024 / total_clients, 1) if total_clients else None,
+        "rss0_mb": round(rss0 / 2**20, 1), "rssN_mb": round(rss_c / 2**20, 1), "rss_end_mb": round(rss_n / 2**20, 1),
+        "rss_kb_per_conn": round((rss_c - rss0) / 1024 / total_clients, 1) if total_clients else None,
         "loop_lag_p99_le_ms": hist_p99_le(before, after, "openmanager_event_loop_lag_seconds"),
         "loop_lag_max_ms": max(system) if system else None,
         "fanout_p99_le_ms": hist_p99_le(before, after, "openmanager_fanout_seconds"),
@@ -973,7 +994,8 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         "hub_conflations": counter(before, after, "openmanager_conflations_total"),
         "hub_slow_consumer_closes": counter(before, after, "openmanager_slow_consumer_closes_total"),
         "generator_cpu_pct": round(sum(r.get("cpu_s", 0.0) for r in client_results) / window * 100, 1),
-        "profile": [profile_summary(p, args.profile_top) for p in prof_paths if p.exists()],
+        "profile": [profile_summary(p, args.profile_top, args.profile_rate, cpu)
+                    for p, cpu in zip(prof_paths, cpus, strict=True) if p.exists()],
     }
     return out
 
@@ -992,7 +1014,8 @@ def print_case(r: dict[str, Any]) -> None:
               f"{sum(k['dropped'].values())} | {k['p50_ms']} | {k['p99_ms']} | {k['max_ms']} | {k['frame_bytes']} |")
     print(f"delivered {r['msgs_per_s']} msgs/s; hub CPU {r['window_cpu_pct']}% in the window (idle "
           f"{r['idle_cpu_pct']}%), {r['cpu_us_per_msg']} µs per delivered message; RSS {r['rss0_mb']} → "
-          f"{r['rssN_mb']} MB, {r['rss_kb_per_conn']} KB per connection; loop lag p99 ≤ {r['loop_lag_p99_le_ms']} ms,"
+          f"{r['rssN_mb']} MB with the clients, {r['rss_kb_per_conn']} KB per connection ({r['rss_end_mb']} MB "
+          f"at the end); loop lag p99 ≤ {r['loop_lag_p99_le_ms']} ms,"
           f" max {r['loop_lag_max_ms']} ms; fan-out offer p99 ≤ {r['fanout_p99_le_ms']} ms; ingest lag (sample → "
           f"ack) p50 {r['ingest_lag_p50_ms']} / p99 {r['ingest_lag_p99_ms']} / max {r['ingest_lag_max_ms']} ms; "
           f"samples {r['samples_sent']}, log lines {r['log_lines_sent']} sent in the window; queue drops "
@@ -1003,12 +1026,13 @@ def print_case(r: dict[str, Any]) -> None:
         print(f"failures: clients {r['connect_failures']}, agents {r['agent_failures']}, agent errors "
               f"{r['agent_errors']}")
     for i, prof in enumerate(r["profile"]):
-        print(f"profile of hub {i} ({prof['samples']} samples while on CPU), top by self time:")
-        for name, n, pct in prof["self"]:
-            print(f"  {pct:5.1f}%  {n:6d}  {name}")
-        print("  top by total time (inside the function):")
-        for name, n, pct in prof["total"]:
-            print(f"  {pct:5.1f}%  {n:6d}  {name}")
+        print(f"profile of hub {i}: {prof['samples']} samples at {prof['rate']} Hz, {prof['waiting']} of them worker "
+              f"threads waiting for work; the other {prof['work']} ({prof['work_s']} s) against {prof['hub_cpu_s']} "
+              "CPU s in the window. Columns: share of those samples, share of the hub's CPU")
+        for title, key in (("self time", "self"), ("total time (inside the function)", "total")):
+            print(f"  top by {title}:")
+            for name, n, pct, cpu_pct in prof[key]:
+                print(f"  {pct:5.1f}%  {cpu_pct:5.1f}%  {n:6d}  {name}")
 
 
 def machine_busy_pct(seconds: float) -> float:
