@@ -289,9 +289,10 @@ def on_data(spec: dict[str, Any], tr: Tracker, k: Kind, data: dict[str, Any], cu
         if inside:
             k.values.append(float(data.get("loop_lag_max_ms") or 0.0))
         return
-    else:  # fleet: one event per 1 s tick (cursor seqs grow by more than one on Redis)
+    else:  # fleet: one event per 1 s tick; on Redis (cursor seqs grow by more than one) gaps in its times
         ts = data.get("ts", rx)
-        lost += tr.tick_gap(int(ts))
+        if not tr.by_seq:
+            lost += tr.tick_gap(int(ts))
         lats.append(rx - ts)
     if inside:
         k.messages += 1
@@ -544,8 +545,11 @@ def shape_pool(kind: str, n: int, agents: int) -> list[dict[str, Any]]:
     return out
 
 
-def client_specs(c: dict[str, Any], admin: str, user_tokens: list[str], single: bool) -> list[dict[str, Any]]:
-    """Every client's spec, kinds interleaved so each worker gets a share of each."""
+def client_specs(c: dict[str, Any], admin: str, user_tokens: list[str], single: bool,
+                 seq_by_one: bool = True) -> list[dict[str, Any]]:
+    """Every client's spec, kinds interleaved so each worker gets a share of each. `seq_by_one`: the
+    broker numbers a topic's events one by one (the memory broker), so a `fleet` client counts gaps in
+    the cursor's seq; else (Redis) gaps in the tick times."""
     specs: list[dict[str, Any]] = []
     n_ws, n_sse, n_logs = c["ws_clients"], c["sse_clients"], c["log_subscribers"]
     if single:
@@ -561,7 +565,7 @@ def client_specs(c: dict[str, Any], admin: str, user_tokens: list[str], single: 
     fixed = 1 + 3 + min(n_logs, 10) + len(user_tokens)  # fleet, alerts, logs, notifications
     rest = max(4, c["shapes"] - fixed)
     pools = {kind: shape_pool(kind, max(1, round(rest * share)), agents) for kind, share in SHAPE_MIX.items()}
-    pools["ws-fleet"] = [{"topic": "fleet"}]
+    pools["ws-fleet"] = [{"topic": "fleet", "by_seq": seq_by_one}]
     pools["ws-alerts"] = [{"topic": "alerts"}, {"topic": "alerts", "filter": {"severity": "critical"}},
                           {"topic": "alerts", "filter": {"servers": ["db-*", "web-*"]}}]
     for kind, share in WS_MIX.items():
@@ -687,8 +691,10 @@ def profile_summary(path: Path, top: int, rate: int, cpu_s: float) -> dict[str, 
     """A py-spy raw profile (one line per stack, `frame;...;frame count`) as the top functions by self
     samples (the stack's last frame) and by total samples (anywhere on the stack below the event loop's or
     a thread's entry). Samples whose leaf is a worker thread waiting for work (`WAITING`) are counted
-    apart; the rest is the work, and each row gives its share of the work's samples and its seconds
-    (samples / rate) as a share of the hub's CPU seconds in the window (`cpu_s`). A sample whose last
+    apart; the rest is the work, and each row gives its share of the work's samples. py-spy counts a
+    thread that is runnable but waiting for a core as running, so on a busy machine the work's seconds
+    (samples / rate) exceed the hub's CPU seconds in the window (`cpu_s`, printed beside them) and the
+    shares are of the time spent in each function, waiting for a core included. A sample whose last
     frame is the asyncio runner is uvloop's own C code, which has no Python frame of its own."""
     self_n: Counter[str] = Counter()
     total_n: Counter[str] = Counter()
@@ -713,8 +719,7 @@ def profile_summary(path: Path, top: int, rate: int, cpu_s: float) -> dict[str, 
             total_n[LOOP_ITSELF] += n
 
     def rows(c: Counter[str]) -> list[list[Any]]:
-        return [[name, n, round(100 * n / work, 1), round(100 * n / rate / cpu_s, 1) if cpu_s else None]
-                for name, n in c.most_common(top)]
+        return [[name, n, round(100 * n / work, 1)] for name, n in c.most_common(top)]
 
     return {"samples": work + waiting, "waiting": waiting, "work": work, "rate": rate,
             "work_s": round(work / rate, 2), "hub_cpu_s": round(cpu_s, 2), "self": rows(self_n),
@@ -878,7 +883,7 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             else:
                 agent_ready = []
                 user_tokens = [token] * c["users"]
-            specs = client_specs(c, token, user_tokens, mode == "single")
+            specs = client_specs(c, token, user_tokens, mode == "single", seq_by_one=mode != "redis")
             shapes = distinct_shapes([s for s in specs if s["kind"] != "system"])
             client_readers: list[LineReader] = []
             rss0 = hubs.rss()
@@ -1027,12 +1032,12 @@ def print_case(r: dict[str, Any]) -> None:
               f"{r['agent_errors']}")
     for i, prof in enumerate(r["profile"]):
         print(f"profile of hub {i}: {prof['samples']} samples at {prof['rate']} Hz, {prof['waiting']} of them worker "
-              f"threads waiting for work; the other {prof['work']} ({prof['work_s']} s) against {prof['hub_cpu_s']} "
-              "CPU s in the window. Columns: share of those samples, share of the hub's CPU")
+              f"threads waiting for work; the other {prof['work']} ({prof['work_s']} s; the hub used "
+              f"{prof['hub_cpu_s']} CPU s in the window) by share:")
         for title, key in (("self time", "self"), ("total time (inside the function)", "total")):
             print(f"  top by {title}:")
-            for name, n, pct, cpu_pct in prof[key]:
-                print(f"  {pct:5.1f}%  {cpu_pct:5.1f}%  {n:6d}  {name}")
+            for name, n, pct in prof[key]:
+                print(f"  {pct:5.1f}%  {n:6d}  {name}")
 
 
 def machine_busy_pct(seconds: float) -> float:
