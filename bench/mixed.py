@@ -35,7 +35,8 @@ the cursor's seq (`fleet`, and every client of `--single-shape`). For the hub: C
 with every client - RSS before the clients) / connections), loop lag p99 (the `/metrics` histogram over
 the window, as a bucket bound) and max (the `system` topic's 10 s maxima), ingest lag, and a sampling
 profile of the hub during the window with py-spy (`--py-spy PATH`, else `py-spy` on PATH; skipped
-without it): the top functions by self time and by time inside them.
+without it; `--nonblocking`: stopping the hub for every sample froze it for seconds on a busy machine):
+the top functions by self time and by time inside them.
 
 `--single-shape` then runs the baseline in the same invocation: a fresh hub with its simulated fleet
 (`--single-servers`, one event per second; no agents, logs, rules or users), the same number of WebSocket
@@ -911,7 +912,7 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                     prof_paths.append(out)
                     profilers.append(subprocess.Popen(
                         [py_spy, "record", "--pid", str(proc.pid), "--duration", str(int(args.duration)),
-                         "--rate", str(args.profile_rate), "--format", "raw", "-o", str(out)],
+                         "--rate", str(args.profile_rate), "--format", "raw", "--nonblocking", "-o", str(out)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             win0 = time.time()
             win1 = win0 + args.duration
