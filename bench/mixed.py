@@ -35,11 +35,11 @@ the cursor's seq (`fleet`, and every client of `--single-shape`). For the hub: C
 with every client - RSS before the clients) / connections), loop lag p99 (the `/metrics` histogram over
 the window, as a bucket bound) and max (the `system` topic's 10 s maxima), ingest lag, and a sampling
 profile of the hub during the window with py-spy (`--py-spy PATH`, else `py-spy` on PATH; skipped
-without it; `--nonblocking`: stopping the hub for every sample froze it for seconds on a busy machine):
+without it; `--nonblocking`, so the hub is not stopped for each sample):
 the top functions by self time and by time inside them.
 
 `--single-shape` then runs the baseline in the same invocation: a fresh hub with its simulated fleet
-(`--single-servers`, one event per second; no agents, logs, rules or users), the same number of WebSocket
+(`--single-servers`, one event per `--single-tick`; no agents, logs, rules or users), the same number of WebSocket
 and SSE connections (half with deflate) all on one unfiltered `metrics` shape, and prints the mixed run's
 CPU per delivered message and RSS per connection as ratios to it. `--broker redis` also runs the mixed
 load over two hub processes on the Redis at `--redis-url` (a unique `--broker-prefix` per run) and a
@@ -852,7 +852,7 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                 db_url = pg_database(name)
                 common_hub += ["--broker", args.redis_url, "--broker-prefix", f"om-mixed-{uuid.uuid4().hex[:12]}"]
             if mode == "single":
-                hubs.start(["--servers", str(args.single_servers), "--tick", "1", "--seed", "1"])
+                hubs.start(["--servers", str(args.single_servers), "--tick", str(args.single_tick), "--seed", "1"])
                 tokens_file = None
             else:
                 (tmp / "data0").mkdir()
@@ -1065,6 +1065,8 @@ def main() -> int:
     p.add_argument("--single-shape", action="store_true",
                    help="also run the baseline: the same connections on one unfiltered metrics shape")
     p.add_argument("--single-servers", type=int, default=1, help="simulated servers of the single-shape hub")
+    p.add_argument("--single-tick", type=float, default=1.0,
+                   help="its tick, s (shorter: a message rate near the mixed run's, so idle CPU is not most of it)")
     p.add_argument("--broker", choices=("memory", "redis"), default="memory",
                    help="redis: also run the mixed load over two hub processes on Redis")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
