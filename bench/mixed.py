@@ -682,7 +682,7 @@ def counter(before: list[dict[str, float]], after: list[dict[str, float]], name:
     return int(sum(a.get(name, 0.0) - b.get(name, 0.0) for b, a in zip(before, after, strict=True)))
 
 
-LOOP_ITSELF = "event loop itself (uvloop's C code: I/O system calls, scheduling; may hold waits)"
+LOOP_ITSELF = "event loop itself (uvloop's C code: I/O system calls, scheduling, waits)"
 # Leaves where a worker thread waits for work in C (a queue's get): py-spy can count them as running.
 WAITING = ("_connection_worker_thread (aiosqlite/core.py:59)", "_worker (concurrent/futures/thread.py:81)",
            "wait (threading.py:", "get (queue.py:", "select (selectors.py:")
@@ -692,11 +692,11 @@ def profile_summary(path: Path, top: int, rate: int, cpu_s: float) -> dict[str, 
     """A py-spy raw profile (one line per stack, `frame;...;frame count`) as the top functions by self
     samples (the stack's last frame) and by total samples (anywhere on the stack below the event loop's or
     a thread's entry). Samples whose leaf is a worker thread waiting for work (`WAITING`) are counted
-    apart; the rest is the work, and each row gives its share of the work's samples. py-spy counts a
-    thread that is runnable but waiting for a core as running, so on a busy machine the work's seconds
-    (samples / rate) exceed the hub's CPU seconds in the window (`cpu_s`, printed beside them) and the
-    shares are of the time spent in each function, waiting for a core included. A sample whose last
-    frame is the asyncio runner is uvloop's own C code, which has no Python frame of its own."""
+    apart; the rest is the work, and each row gives its share of the work's samples. py-spy can count a
+    thread that is not running as running (on the test machine even one in `time.sleep`), so the work's
+    seconds (samples / rate) can exceed the hub's CPU seconds in the window (`cpu_s`, printed beside them)
+    and the shares are of the time each function was on the stack. A sample whose last frame is the
+    asyncio runner is uvloop's own C code (no Python frame of its own), its waits for I/O included."""
     self_n: Counter[str] = Counter()
     total_n: Counter[str] = Counter()
     work = waiting = 0
