@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import orjson
 
+from openmanager.broker.base import Event
 from openmanager.broker.memory import MemoryBroker
 from openmanager.core.encoding import encode_event, splice_event
 from openmanager.core.filters import parse_filter
@@ -202,3 +203,45 @@ async def test_passes_that_offer_a_frame_are_reported_as_bursts() -> None:
     fanout.burst_min_s = 60.0  # a pass shorter than the threshold is not a burst
     await broker.publish("metrics", state.snapshot())
     assert len(bursts) == 1 and len(drain(s)) == 2
+
+
+async def test_a_one_server_event_visits_only_the_shapes_that_may_keep_it() -> None:
+    """Per-server shapes are indexed by the servers they name: an event of web-01 goes to the shapes that
+    name web-01 and those that name no exact server (globs, tags, everything), never to one that names only
+    other servers, in the order the shapes were made; the frames are what visiting every shape gives."""
+    state, broker, fanout, stats = make()
+    made = {
+        "web-01": fanout.shape_for("metrics", parse_filter("metrics", {"servers": ["web-01"]})),
+        "web-02": fanout.shape_for("metrics", parse_filter("metrics", {"servers": ["web-02"]})),
+        "both": fanout.shape_for("metrics", parse_filter("metrics", {"servers": ["web-01", "db-01"]})),
+        "glob": fanout.shape_for("metrics", parse_filter("metrics", {"servers": ["web-*"]})),
+        "prod": fanout.shape_for("metrics", parse_filter("metrics", {"tags": {"env": "prod"}})),
+        "all": fanout.shape_for("metrics", parse_filter("metrics", {})),
+    }
+    names = {shape.sub: name for name, shape in made.items()}
+    sessions = {name: Session("admin", "ws", "", stats) for name in made}
+    for name, shape in made.items():
+        fanout.attach(sessions[name], shape)
+    events: list[Event] = []
+    broker.listen("metrics", events.append)
+    state.apply(Sample("web-01", 1_000_000, {"cpu": 10.0}))
+    state.apply(Sample("db-01", 1_000_000, {"cpu": 20.0}))
+    one = {"ts": 1_000_000, "servers": {"web-01": state.servers["web-01"].wire()}}
+    await broker.publish("metrics", one)
+    assert [names[s.sub] for s in fanout.candidates(events[-1])] == ["web-01", "both", "glob", "prod", "all"]
+    got = {name: [orjson.loads(f)["data"]["servers"] for f in drain(s)] for name, s in sessions.items()}
+    assert {name for name, frames in got.items() if frames} == {"web-01", "both", "glob", "prod", "all"}
+    assert got["web-01"] == got["both"] == got["glob"] == got["prod"] == got["all"] == [one["servers"]]
+
+    state.apply(Sample("web-02", 1_000_000, {"cpu": 30.0}))
+    await broker.publish("metrics", state.snapshot())  # several servers: each shape once
+    assert [names[s.sub] for s in fanout.candidates(events[-1])] == list(made)
+    got = {name: [set(orjson.loads(f)["data"]["servers"]) for f in drain(s)] for name, s in sessions.items()}
+    assert got["both"] == got["prod"] == [{"web-01", "db-01"}] and got["glob"] == [{"web-01", "web-02"}]
+    assert got["web-02"] == [{"web-02"}] and got["all"] == [{"web-01", "web-02", "db-01"}]
+
+    fanout.detach_all(sessions["web-01"])  # the index forgets a dropped shape
+    fanout.detach_all(sessions["both"])
+    await broker.publish("metrics", one)
+    assert [names[s.sub] for s in fanout.candidates(events[-1])] == ["glob", "prod", "all"]
+    await broker.publish("logs", {"records": [{"server": "web-01", "message": "x"}]})  # no index: every shape

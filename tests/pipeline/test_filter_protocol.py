@@ -25,6 +25,7 @@ class EvenOnly:
     trivial = False
     interval_ms = 0
     cost = 0
+    server_ids = None
 
     def render(self, data: Mapping[str, Any], view: FleetView) -> dict[str, Any] | None:
         records = [r for r in data["records"] if r["n"] % 2 == 0]

@@ -121,6 +121,16 @@ class ServerMatcher:
         self._cache.pop(server_id, None)
 
 
+GLOB_CHARS = frozenset("*?[")
+
+
+def exact_ids(servers: tuple[str, ...]) -> frozenset[str] | None:
+    """The ids a `servers` list names when none of them is a glob (`*`, `?`, `[`); else None."""
+    if not servers or any(not GLOB_CHARS.isdisjoint(s) for s in servers):
+        return None
+    return frozenset(servers)
+
+
 class TopicFilter(Protocol):
     """What the fan-out needs of a topic's filter: a canonical `key`, and its own rendering of an event's
     data and of a snapshot. Rendering never raises and returns new containers where it selects (the
@@ -144,6 +154,12 @@ class TopicFilter(Protocol):
         """What the filter counts against a connection's cost budget (`core.rules.limits.cost` of its
         `where`, 0 without one)."""
 
+    @property
+    def server_ids(self) -> frozenset[str] | None:
+        """The exact server ids outside which the filter renders nothing of an event whose data maps
+        servers (`{"servers": {id: ...}}`, the `metrics` topic), or None when it may keep any server. The
+        fan-out indexes shapes by them, so a one-server event visits only the shapes that name it."""
+
     def render(self, data: Mapping[str, Any], view: FleetView) -> Any | None:
         """The filter's view of one event's `data`, or None when nothing of it matches."""
 
@@ -157,7 +173,7 @@ class MetricsFilter:
     series as fields named by key (`"disk:mount=/var": 91.2`), read from the view when the event is
     rendered. Without `series` the shape is what it was, so clients that do not ask pay nothing."""
 
-    __slots__ = ("interval_ms", "key", "matcher", "metrics", "series", "trivial", "where")
+    __slots__ = ("interval_ms", "key", "matcher", "metrics", "series", "server_ids", "trivial", "where")
 
     def __init__(
         self,
@@ -169,6 +185,7 @@ class MetricsFilter:
         series: tuple[str, ...] | bool = False,
     ) -> None:
         self.matcher = ServerMatcher(servers, tags)
+        self.server_ids = exact_ids(servers)
         self.metrics = frozenset(metrics)
         self.where = where
         self.interval_ms = interval_ms
@@ -244,6 +261,7 @@ def _parse_series(raw: object) -> tuple[str, ...] | bool:
 
 class LogsFilter:
     __slots__ = ("contains", "key", "level", "matcher", "trivial")
+    server_ids: frozenset[str] | None = None  # not indexed by server (see `TopicFilter.server_ids`)
 
     interval_ms = 0
     cost = 0
@@ -280,6 +298,7 @@ class AlertsFilter:
     severity is at least `severity`."""
 
     __slots__ = ("key", "matcher", "severity", "trivial")
+    server_ids: frozenset[str] | None = None  # not indexed by server (see `TopicFilter.server_ids`)
 
     interval_ms = 0
     cost = 0
@@ -311,6 +330,7 @@ class NotificationsFilter:
     from the session's user, so the shape (and its `sub`) is per user."""
 
     __slots__ = ("key", "user")
+    server_ids: frozenset[str] | None = None  # not indexed by server (see `TopicFilter.server_ids`)
 
     interval_ms = 0
     cost = 0
@@ -334,6 +354,7 @@ class PlainFilter:
     """Topics without filter keys (fleet, system)."""
 
     __slots__ = ("key",)
+    server_ids: frozenset[str] | None = None  # not indexed by server (see `TopicFilter.server_ids`)
 
     interval_ms = 0
     cost = 0
