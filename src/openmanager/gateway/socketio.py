@@ -196,10 +196,9 @@ class EngineSocket:
         endpoint.sockets.pop(self.sid, None)
         service, gate = endpoint.service, endpoint.gate
         if self.counted:
-            service.sessions.pop(session.id, None)
+            service.close(session)  # after the adapter's detach_all: no fan-out shape is left to leave
             gate.auth.unbind(session)
             gate.limits.close_stream(self.address, session.user)
-            service.stats.connections["socketio"] -= 1
         self.namespaces.clear()
         writer = self.writer
         if writer is not None and not writer.done():
