@@ -4,13 +4,22 @@ text reflowed so the terminal wraps it at words."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from openmanager.config import ENV_PREFIX, help_for
+from openmanager.config import ENV_PREFIX, Settings, help_for
+from openmanager.core.errors import ConfigError
+from openmanager.store.files import use_private_umask
+
+if TYPE_CHECKING:
+    from openmanager.store.db import Store
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="OpenManager Vibe: a self-hosted, real-time server-fleet monitoring hub.",
@@ -39,6 +48,29 @@ ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", envvar="OPENMANAGER_CONFIG", show_envvar=True, help="The hub's TOML config file."),
 ]
+
+
+def with_store(data_dir: str | None, db: str | None, config: Path | None,
+               action: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `await action(store)` against the hub's configured store, opened and closed here (a store this
+    creates is the hub's user's only). Config errors exit with 2; the action's errors propagate."""
+    from openmanager.store.db import Store
+
+    use_private_umask()
+    try:
+        settings = Settings.load({"data_dir": data_dir, "db": db}, config_file=config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> T:
+        store = await Store.open(settings.db_url)
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def reflow_help(doc: str) -> str:

@@ -3,16 +3,13 @@ run on the hub's machine against its store."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from openmanager.cli._common import ConfigOpt, app, opt
+from openmanager.cli._common import ConfigOpt, app, opt, with_store
 from openmanager.config import Settings
-from openmanager.core.errors import ConfigError
-from openmanager.store.files import use_private_umask
 
 agents_app = typer.Typer(
     help="Agent tokens of this hub: create, list, revoke. Run on the hub's machine (it opens the hub's store).",
@@ -23,23 +20,8 @@ app.add_typer(agents_app, name="agents")
 def _with_agents(data_dir: str | None, db: str | None, config: Path | None, action: Any) -> Any:
     """Run `await action(AgentStore)` against the hub's configured store; config errors exit with 2."""
     from openmanager.store.agents import AgentStore
-    from openmanager.store.db import Store
 
-    use_private_umask()  # a store this creates is the hub's user's only
-    try:
-        settings = Settings.load({"data_dir": data_dir, "db": db}, config_file=config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-
-    async def run() -> Any:
-        store = await Store.open(settings.db_url)
-        try:
-            return await action(AgentStore(store))
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return with_store(data_dir, db, config, lambda store: action(AgentStore(store)))
 
 
 @agents_app.command("create")

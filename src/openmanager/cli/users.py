@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from openmanager.cli._common import ConfigOpt, app, opt
-from openmanager.config import Settings
-from openmanager.core.errors import ConfigError
-from openmanager.store.files import use_private_umask
+from openmanager.cli._common import ConfigOpt, app, opt, with_store
 
 # -- users (on the hub's machine) ---------------------------------------------------------------------------
 
@@ -28,25 +24,10 @@ def _with_users(data_dir: str | None, db: str | None, config: Path | None, actio
     """Run `await action(UserStore)` against the hub's configured store. Config errors exit with 2, refused
     changes (a taken name, a short password, an unknown user) with 1."""
     from openmanager.core.errors import OpenManagerError
-    from openmanager.store.db import Store
     from openmanager.store.users import UserStore
 
-    use_private_umask()  # a store this creates is the hub's user's only
     try:
-        settings = Settings.load({"data_dir": data_dir, "db": db}, config_file=config)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-
-    async def run() -> Any:
-        store = await Store.open(settings.db_url)
-        try:
-            return await action(UserStore(store))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
+        return with_store(data_dir, db, config, lambda store: action(UserStore(store)))
     except OpenManagerError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None

@@ -50,13 +50,7 @@ __all__ = ["INCIDENT_KINDS", "FleetSimulator", "IncidentInfo", "SimulatorSource"
 
 INCIDENT_KINDS: tuple[str, ...] = ("disk_full", "memory_leak", "network_congestion", "cpu_spike", "ddos")
 
-_DEBUG, _INFO, _WARN, _ERROR, _CRIT = (
-    LogLevel.DEBUG,
-    LogLevel.INFO,
-    LogLevel.WARN,
-    LogLevel.ERROR,
-    LogLevel.CRITICAL,
-)
+_INFO, _WARN, _ERROR = LogLevel.INFO, LogLevel.WARN, LogLevel.ERROR
 
 
 @dataclass(frozen=True, slots=True)
