@@ -20,7 +20,7 @@ def test_the_root_builds_one_hub_and_services_over_its_parts(tmp_path: Path) -> 
     assert services.limits is hub.limits
     streams, gate = services.streams, services.stream_gate  # the streams over the hub's parts, not the hub
     assert streams.fanout is hub.fanout and streams.broker is hub.broker and streams.view is hub.state
-    assert streams.sessions is hub.sessions and streams.queue_limits is hub.queue_limits
+    assert streams is hub.streams and streams.queue_limits is hub.queue_limits  # the one owner of open sessions
     assert streams.limits.per_connection == settings.subscriptions_per_connection
     assert gate.auth is hub.auth and gate.limits is hub.limits and gate.allowed_origins == hub.allowed_origins
     assert sorted(hub.calls.handlers) == sorted(f"alerts.{op}" for op in (

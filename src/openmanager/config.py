@@ -231,8 +231,16 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ConfigError("port must be between 0 and 65535")
+        """Raise ConfigError naming the first setting that is out of its range (`BOUNDS`, `DURATIONS`) or
+        does not parse, or a combination that cannot work."""
+        for name, low, high in BOUNDS:
+            _check_range(name, getattr(self, name), low, high, str)
+        for name, low, high in DURATIONS:
+            try:
+                ms = parse_duration(getattr(self, name))
+            except RuleSyntaxError as exc:
+                raise ConfigError(f"{name}: {exc.message}") from exc
+            _check_range(name, ms, low, high, _shown_ms)
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key go together: give both (HTTPS) or neither (HTTP)")
         for name in ("tls_cert", "tls_key"):
@@ -241,39 +249,22 @@ class Settings:
                 raise ConfigError(f"{name}: no such file {path!r}")
         if self.tick <= 0:
             raise ConfigError("tick must be positive")
-        if self.servers < 0:
-            raise ConfigError("servers must be 0 or more")
-        for name in ("history_max_age", "memory_history", "log_max_age", "flap_window", "notify_retry_base",
-                     "notify_group_interval"):
-            try:
-                parse_duration(getattr(self, name))
-            except RuleSyntaxError as exc:
-                raise ConfigError(f"{name}: {exc.message}") from exc
         self.status_policy()
         if self.smtp_security not in ("starttls", "tls", "none"):
             raise ConfigError("smtp_security must be starttls, tls or none")
         if self.smtp_host:
             self.smtp_settings()
-        if self.notify_retry_limit < 1:
-            raise ConfigError("notify_retry_limit must be at least 1")
-        for name in ("socketio_ping_interval_ms", "socketio_ping_timeout_ms"):
-            if not 100 <= getattr(self, name) <= 3_600_000:
-                raise ConfigError(f"{name} must be between 100 and 3600000 (ms)")
-        if self.notify_group_items_max < 1:
-            raise ConfigError("notify_group_items_max must be at least 1")
         self.notify_group_wait_ms()
-        self._validate_budget()
         self._validate_cluster()
         try:
             parse_allow_list(self.outbound_allow)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self._validate_allowed_hosts()
-        self._validate_limits()
-        self._validate_expression_limits()
+        try:
+            allowed_hosts_policy(self.allowed_hosts, self.host, self.public_url)
+        except ValidationError as exc:
+            raise ConfigError(exc.message) from exc
         self._validate_ingest()
-        if not 0 <= self.max_series <= 4096:
-            raise ConfigError("max_series must be between 0 and 4096")
 
     def _validate_ingest(self) -> None:
         for url in self.syslog:
@@ -283,23 +274,11 @@ class Settings:
                 (self.syslog_tls_cert or self.tls_cert) and (self.syslog_tls_key or self.tls_key)):
             raise ConfigError("syslog: a tls:// listener needs syslog_tls_cert and syslog_tls_key (or tls_cert "
                               "and tls_key)")
-        try:
-            idle_ms = parse_duration(self.syslog_idle_timeout)
-        except RuleSyntaxError as exc:
-            raise ConfigError(f"syslog_idle_timeout: {exc.message}") from exc
-        if idle_ms < 1000:
-            raise ConfigError("syslog_idle_timeout must be at least 1s")
-        if self.syslog_max_connections < 1:
-            raise ConfigError("syslog_max_connections must be at least 1")
-        if not 256 <= self.syslog_max_message_bytes <= 16 * 1024:
-            raise ConfigError("syslog_max_message_bytes must be between 256 and 16384")
-        if self.otlp_max_body_bytes < 1024 or self.otlp_max_decompressed_bytes < self.otlp_max_body_bytes:
-            raise ConfigError("otlp_max_body_bytes must be at least 1024, and otlp_max_decompressed_bytes at least "
-                              "otlp_max_body_bytes")
-        for rate, burst in (("otlp_token_requests_per_s", "otlp_token_request_burst"),
-                            ("otlp_token_items_per_s", "otlp_token_item_burst")):
-            if not 0 <= getattr(self, rate) <= 1e9 or not 1 <= getattr(self, burst) <= 10**12:
-                raise ConfigError(f"{rate} must be between 0 (no limit) and 1e9, and {burst} at least 1")
+        if self.otlp_max_decompressed_bytes < self.otlp_max_body_bytes:
+            raise ConfigError("otlp_max_decompressed_bytes must be at least otlp_max_body_bytes")
+        for rate in ("otlp_token_requests_per_s", "otlp_token_items_per_s"):
+            if not 0 <= getattr(self, rate) <= 1e9:
+                raise ConfigError(f"{rate} must be between 0 (no limit) and 1e9")
 
     def escalation_by_severity(self) -> dict[str, str]:
         """The `escalation_<severity>` settings' text by severity (parsed and checked by the alert layer's
@@ -316,41 +295,9 @@ class Settings:
         except RuleSyntaxError as exc:
             raise ConfigError(f"notify_group_wait: {exc.message}") from exc
 
-    def _validate_expression_limits(self) -> None:
-        if not 1 <= self.where_max_length <= MAX_LENGTH:
-            raise ConfigError(f"where_max_length must be between 1 and {MAX_LENGTH}")
-        for name in ("expression_max_cost", "subscription_cost_budget", "subscriptions_per_connection"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1")
-
-    def _validate_budget(self) -> None:
-        if self.backtest_concurrency_per_user < 1 or self.backtest_concurrency < 1:
-            raise ConfigError("backtest_concurrency_per_user and backtest_concurrency must be at least 1")
-        try:
-            budget_ms = parse_duration(self.expensive_timeout)
-        except RuleSyntaxError as exc:
-            raise ConfigError(f"expensive_timeout: {exc.message}") from exc
-        if not 1_000 <= budget_ms <= 3_600_000:
-            raise ConfigError("expensive_timeout must be between 1s and 1h")
-
     @property
     def expensive_timeout_s(self) -> float:
         return parse_duration(self.expensive_timeout) / 1000
-
-    def _validate_limits(self) -> None:
-        for name in ("header_timeout", "keep_alive_timeout"):
-            try:
-                ms = parse_duration(getattr(self, name))
-            except RuleSyntaxError as exc:
-                raise ConfigError(f"{name}: {exc.message}") from exc
-            if ms < 100:
-                raise ConfigError(f"{name} must be at least 0.1s")
-        for name in ("max_body_bytes", "max_login_body_bytes"):
-            if getattr(self, name) < 1024:
-                raise ConfigError(f"{name} must be at least 1024")
-        for name in ("max_connections", "max_connections_per_address", "max_connections_per_user", "fd_reserve"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be 0 or more")
 
     def _validate_cluster(self) -> None:
         if self.broker != "memory" and not self.broker.startswith(("redis://", "rediss://", "unix://")):
@@ -359,18 +306,6 @@ class Settings:
             raise ConfigError("leader_lock must be auto, redis or postgresql")
         if self.leader_lock == "postgresql" and not self.db.startswith(("postgresql", "postgres:")):
             raise ConfigError("leader_lock postgresql needs a postgresql:// --db")
-        try:
-            lease = parse_duration(self.leader_lease)
-        except RuleSyntaxError as exc:
-            raise ConfigError(f"leader_lease: {exc.message}") from exc
-        if lease < 300:
-            raise ConfigError("leader_lease must be at least 0.3s")
-
-    def _validate_allowed_hosts(self) -> None:
-        try:
-            allowed_hosts_policy(self.allowed_hosts, self.host, self.public_url)
-        except ValidationError as exc:
-            raise ConfigError(exc.message) from exc
 
     @property
     def clustered(self) -> bool:
@@ -419,6 +354,65 @@ class Settings:
     def filter_limits(self) -> Limits:
         """Limits for `where` filters: the rule limits, with `where_max_length`."""
         return dataclasses.replace(self.rule_limits(), max_length=self.where_max_length)
+
+
+
+BOUNDS: tuple[tuple[str, int, int | None], ...] = (
+    ("port", 0, 65535),
+    ("servers", 0, None),
+    ("notify_retry_limit", 1, None),
+    ("notify_group_items_max", 1, None),
+    ("socketio_ping_interval_ms", 100, 3_600_000),
+    ("socketio_ping_timeout_ms", 100, 3_600_000),
+    ("backtest_concurrency_per_user", 1, None),
+    ("backtest_concurrency", 1, None),
+    ("max_body_bytes", 1024, None),
+    ("max_login_body_bytes", 1024, None),
+    ("max_connections", 0, None),
+    ("max_connections_per_address", 0, None),
+    ("max_connections_per_user", 0, None),
+    ("fd_reserve", 0, None),
+    ("where_max_length", 1, MAX_LENGTH),
+    ("expression_max_cost", 1, None),
+    ("subscription_cost_budget", 1, None),
+    ("subscriptions_per_connection", 1, None),
+    ("syslog_max_connections", 1, None),
+    ("syslog_max_message_bytes", 256, 16 * 1024),
+    ("otlp_max_body_bytes", 1024, None),
+    ("otlp_token_request_burst", 1, 10**12),
+    ("otlp_token_item_burst", 1, 10**12),
+    ("max_series", 0, 4096),
+)
+"""The integer settings' ranges: (name, lowest, highest or None). `Settings.validate` checks each."""
+
+DURATIONS: tuple[tuple[str, int, int | None], ...] = (
+    ("history_max_age", 0, None),
+    ("memory_history", 0, None),
+    ("log_max_age", 0, None),
+    ("flap_window", 0, None),
+    ("notify_retry_base", 0, None),
+    ("notify_group_interval", 0, None),
+    ("expensive_timeout", 1_000, 3_600_000),
+    ("header_timeout", 100, None),
+    ("keep_alive_timeout", 100, None),
+    ("leader_lease", 300, None),
+    ("syslog_idle_timeout", 1_000, None),
+)
+"""The duration settings (`30s`, `5m`, ...): (name, shortest, longest or None), in ms. Each must parse."""
+
+
+def _shown_ms(ms: int) -> str:
+    if ms and ms % 3_600_000 == 0:
+        return f"{ms // 3_600_000}h"
+    return f"{ms / 1000:g}s"
+
+
+def _check_range(name: str, value: int, low: int, high: int | None, shown: Any) -> None:
+    """Raise ConfigError when `value` of setting `name` is outside [low, high] (`shown` words a bound)."""
+    if high is not None and not low <= value <= high:
+        raise ConfigError(f"{name} must be between {shown(low)} and {shown(high)}")
+    if value < low:
+        raise ConfigError(f"{name} must be at least {shown(low)}" if low else f"{name} must be 0 or more")
 
 
 def _coerce(name: str, value: Any, annotation: Any) -> Any:

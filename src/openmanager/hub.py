@@ -48,9 +48,10 @@ from openmanager.pipeline.gcpolicy import GcPolicy
 from openmanager.pipeline.logwriter import LogWriter
 from openmanager.pipeline.loopmonitor import LoopMonitor
 from openmanager.pipeline.pipeline import Pipeline
-from openmanager.pipeline.session import QueueLimits, Session
+from openmanager.pipeline.session import QueueLimits
 from openmanager.pipeline.state import FleetState
 from openmanager.pipeline.stats import HubStats
+from openmanager.pipeline.subscriptions import Streams
 from openmanager.services.auth import Authenticator
 from openmanager.services.connections import ConnectionLimits
 from openmanager.services.users import Users
@@ -88,11 +89,12 @@ class Hub:
     def __init__(self, settings: Settings, *, broker: Broker, node_id: str,
                  open_store: Callable[[], Awaitable[Store]], sources: list[Source], auth: Authenticator,
                  limits: ConnectionLimits, users: Users, jobs: Jobs,
-                 notifications: NotificationsFactory,
+                 notifications: NotificationsFactory, streams: Callable[[Hub], Streams],
                  election: Callable[[OnChange], Election] | None = None) -> None:
         """`notifications` builds the notification service (and the VAPID public key) once the store is
-        open; `election` (a cluster's leader election, given its `on_change`) is required when
-        `settings.clustered`."""
+        open; `streams` builds the stream endpoints' service over this hub's fan-out, broker and state (it
+        owns the open sessions: `stop` closes them through it); `election` (a cluster's leader election,
+        given its `on_change`) is required when `settings.clustered`."""
         self.settings = settings
         self.broker = broker
         self.node_id = node_id
@@ -122,7 +124,7 @@ class Hub:
         self.pipeline = Pipeline(self.state, self.broker, self.stats,
                                  on_register=self._registered if self.clustered else None)
         self.fanout = FanOut(self.broker, self.state, self.stats)
-        self.sessions: dict[str, Session] = {}
+        self.streams = streams(self)
         self.severity_escalation = severity_policies(settings.escalation_by_severity())  # ConfigError if bad
         self.source_status: dict[str, str] = {}
         self.store: Store | None = None
@@ -356,8 +358,7 @@ class Hub:
         await cancel_until_ended(lambda: (*self._tasks, *self._leader_tasks), STOP_STEP_S)
         self._tasks.clear()
         self._leader_tasks.clear()
-        for session in list(self.sessions.values()):
-            session.close(CloseCode.SERVICE_RESTART, "hub restarting or shutting down")
+        self.streams.close_all(CloseCode.SERVICE_RESTART, "hub restarting or shutting down")
         with contextlib.suppress(TimeoutError):  # the publisher, cancelled: bounded like the tasks above
             async with asyncio.timeout(STOP_STEP_S):
                 await self.pipeline.stop()

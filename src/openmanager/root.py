@@ -183,6 +183,11 @@ class Root:
             users=users,
             jobs=jobs,
             notifications=lambda store, hub: build_notifications(settings, store, hub),
+            streams=lambda hub: Streams(
+                hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats,
+                limits=SubscriptionLimits(settings.subscriptions_per_connection, settings.subscription_cost_budget,
+                                          settings.filter_limits()),
+                queue_limits=hub.queue_limits, heartbeat_ms=settings.heartbeat_ms),
             election=build_election(settings, broker, node_id) if settings.clustered else None,
         )
         for op, handler in alert_ops(lambda: hub.alerts, hub.announce).items():
@@ -200,7 +205,7 @@ class Root:
             stop=hub.stop,
             fleet=Fleet(hub.state, hub.history, hub.log_writer, store=lambda: hub.store, logs=lambda: hub.logs,
                         announce=hub.announce),
-            health=Health(hub.readiness, hub.registry, hub.stats, hub.sessions),
+            health=Health(hub.readiness, hub.registry, hub.stats, hub.streams.connections),
             alerts=Alerts(lambda: hub.alerts, hub.calls, backtests, job_next_run=jobs.next_run,
                           is_leader=lambda: hub.is_leader),
             users=users,
@@ -213,11 +218,7 @@ class Root:
             otlp=otlp,
             limits=hub.limits,
             trusted_proxies=trusted_proxies(settings.forwarded_allow_ips, os.environ),
-            streams=Streams(hub.fanout, hub.broker, hub.snapshot, hub.state, hub.stats,
-                            limits=SubscriptionLimits(settings.subscriptions_per_connection,
-                                                      settings.subscription_cost_budget, settings.filter_limits()),
-                            queue_limits=hub.queue_limits, heartbeat_ms=settings.heartbeat_ms,
-                            sessions=hub.sessions),
+            streams=hub.streams,
             stream_gate=StreamGate(auth, hub.limits, allowed_origins),
         )
         return cls(settings, hub, services)

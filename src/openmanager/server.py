@@ -32,7 +32,7 @@ from openmanager.core.rules import parse_duration
 from openmanager.gateway.auth import load_admin_token, startup_lines
 from openmanager.gateway.limits import guarded_protocol, raise_open_file_limit
 from openmanager.gateway.wsfast import FastSendProtocol, SharedHeartbeat
-from openmanager.hub import Hub
+from openmanager.pipeline.subscriptions import Streams
 from openmanager.root import Root
 from openmanager.store.db import sqlite_file
 from openmanager.store.files import make_private_dir, tighten
@@ -169,9 +169,9 @@ class HubServer(uvicorn.Server):
     hub's client streams (1012), so that connected WebSocket and SSE clients end at once instead of
     holding the shutdown for uvicorn's graceful period (`timeout_graceful_shutdown`)."""
 
-    def __init__(self, config: uvicorn.Config, hub: Hub, watchdog: ShutdownWatchdog | None = None) -> None:
+    def __init__(self, config: uvicorn.Config, streams: Streams, watchdog: ShutdownWatchdog | None = None) -> None:
         super().__init__(config)
-        self.hub = hub
+        self.streams = streams
         self.watchdog = watchdog
         self.on_started: Callable[[], None] | None = None
 
@@ -188,8 +188,7 @@ class HubServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def shutdown(self, sockets: Any = None) -> None:
-        for session in list(self.hub.sessions.values()):
-            session.close(CloseCode.SERVICE_RESTART, CLOSE_REASON)
+        self.streams.close_all(CloseCode.SERVICE_RESTART, CLOSE_REASON)
         await super().shutdown(sockets=sockets)
 
 
@@ -240,7 +239,7 @@ async def run(settings: Settings) -> int:
     hub = root.hub
     watchdog = ShutdownWatchdog()
     watchdog.start(asyncio.get_running_loop())
-    server = HubServer(uvicorn_config(settings, root), hub, watchdog)
+    server = HubServer(uvicorn_config(settings, root), hub.streams, watchdog)
 
     def announce() -> None:
         port = settings.port

@@ -23,6 +23,7 @@ from openmanager.root import Root
 from openmanager.store import Store
 from openmanager.store.alerts import AlertStore
 from openmanager.store.notifications import NotificationStore
+from tests.notify.conftest import CpuContext
 
 T0 = 1_780_000_000_000
 WEB = ServerInfo("web-1", "web-1")
@@ -52,22 +53,11 @@ def test_policy_validation_and_due_steps() -> None:
         assert info.value.code == "invalid_rule"
 
 
-class Ctx:
-    def __init__(self, cpu: float, now: int) -> None:
-        self.server, self._cpu, self.now_ms = WEB, cpu, now
-
-    def latest(self, field: str) -> float | None:
-        return self._cpu if field == "cpu" else None
-
-    def series(self, metric: str, since_ms: int) -> tuple[list[int], list[float]]:
-        return [], []
-
-
 @asynccontextmanager
 async def _services(path: Path, now: list[int], severity: dict[str, EscalationPolicy] | None = None
                     ) -> AsyncIterator[tuple[AlertService, NotificationService]]:
     def contexts(_ids: Collection[str] | None) -> list[tuple[ServerInfo, Any]]:
-        return [(WEB, Ctx(95, now[0]))]
+        return [(WEB, CpuContext(WEB, 95, now[0]))]
 
     async with await Store.open(f"sqlite:///{path}") as store:
         notify = NotificationService(NotificationStore(store), lambda _t, _d: None,

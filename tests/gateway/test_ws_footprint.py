@@ -65,7 +65,7 @@ async def test_an_idle_connection_holds_one_task_and_no_handshake_request(live: 
     clients = [await subscribed_client(live) for _ in range(CLIENTS)]
     try:
         assert live.hub is not None
-        assert len(live.hub.sessions) == CLIENTS
+        assert len(live.hub.streams.open_sessions()) == CLIENTS
         names = coroutine_names()
         readers = [n for n in names if n.endswith("run_asgi")]
         assert len(readers) == CLIENTS, names  # one task per connection: the one that reads
@@ -78,7 +78,7 @@ async def test_an_idle_connection_holds_one_task_and_no_handshake_request(live: 
         async with asyncio.timeout(10):
             while any(n.endswith("_Connection.drain") for n in coroutine_names()):
                 await asyncio.sleep(0.01)
-        assert all(len(s.queue) == 0 for s in live.hub.sessions.values())
+        assert all(len(s.queue) == 0 for s in live.hub.streams.open_sessions())
         protocols = [p for p in live.server_connections() if isinstance(p, FastSendProtocol)]
         assert len(protocols) == CLIENTS
         for proto in protocols:  # neither uvicorn, the scope nor the handshake parser keeps the request
@@ -102,7 +102,7 @@ async def test_a_paused_connection_gets_a_writer_that_ends_when_its_queue_is_dra
     ws = await subscribed_client(live)
     try:
         assert live.hub is not None
-        (session,) = live.hub.sessions.values()
+        (session,) = live.hub.streams.open_sessions()
         for i in range(5):  # queued behind one another (as while the transport is paused), then drained
             session.enqueue(orjson.dumps({"type": "pong", "id": f"q{i}"}).decode())
         seen: list[str] = []
@@ -137,7 +137,7 @@ async def _forwarded_headers_apply(live: LiveHub) -> None:
     try:
         assert orjson.loads(await ws.recv())["type"] == "welcome"
         assert live.hub is not None
-        (session,) = live.hub.sessions.values()
+        (session,) = live.hub.streams.open_sessions()
         assert session.remote == "203.0.113.7:0"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{live.port}") as http:
             listed = (await http.get("/api/v1/connections", headers={

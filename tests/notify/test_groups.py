@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -17,36 +17,14 @@ import pytest
 from openmanager.alerts.engine import AlertEngine, Transition
 from openmanager.core.alertrules import RuleSpec
 from openmanager.core.model import ServerInfo
-from openmanager.notify.channels.webhook import WebhookChannel
 from openmanager.notify.service import NotificationService
-from openmanager.store import Store
-from openmanager.store.notifications import NotificationStore
-from tests.notify.conftest import loopback_guard
+from tests.notify.conftest import CpuContext, FakeClock, notification_service, record
 from tests.notify.receivers import WebhookReceiver
 
 T0 = 1_780_000_000_000
 USERS = ("ann", "bob")
 SERVERS = [ServerInfo(f"node-{i:03d}", f"node-{i:03d}", role="web" if i % 2 else "db") for i in range(200)]
 WAIT, INTERVAL = 30_000, 300_000
-
-
-class Ctx:
-    def __init__(self, server: ServerInfo, cpu: float, now: int) -> None:
-        self.server, self._cpu, self.now_ms = server, cpu, now
-
-    def latest(self, field: str) -> float | None:
-        return self._cpu if field == "cpu" else None
-
-    def series(self, metric: str, since_ms: int) -> tuple[list[int], list[float]]:
-        return [], []
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
 
 
 def _engine() -> AlertEngine:
@@ -58,34 +36,18 @@ def _engine() -> AlertEngine:
     return engine
 
 
-@asynccontextmanager
-async def _service(path: Path, hook: WebhookReceiver, clock: Clock, engine: AlertEngine,
-                   published: list[Any]) -> AsyncIterator[NotificationService]:
-    guard = loopback_guard()
-    async with await Store.open(f"sqlite:///{path}") as store:
-        service = NotificationService(NotificationStore(store), lambda _t, d: published.append(d),
-                                      users=lambda: list(USERS), infos=lambda: {s.id: s for s in SERVERS},
-                                      channels={"webhook": WebhookChannel(guard)}, clock=clock, outbound=guard,
-                                      group_wait_ms=WAIT, group_interval_ms=INTERVAL)
-        service.use_engine(engine)
-        await service.start(worker=False)
-        try:
-            yield service
-        finally:
-            await service.stop()
-
-
-async def _record(service: NotificationService, transitions: list[Transition]) -> None:
-    entries = service.plan(transitions)
-    await service.store.add(entries, service.clock())
-    service.committed(entries)
+def _service(path: Path, hook: WebhookReceiver, clock: FakeClock, engine: AlertEngine,
+             published: list[Any]) -> AbstractAsyncContextManager[NotificationService]:
+    return notification_service(path, published=published, users=lambda: list(USERS),
+                                infos=lambda: {s.id: s for s in SERVERS}, clock=clock, engine=engine,
+                                group_wait_ms=WAIT, group_interval_ms=INTERVAL)
 
 
 def _evaluate(engine: AlertEngine, cpu: float, at: int) -> list[Transition]:
     out: list[Transition] = []
     for i, server in enumerate(SERVERS):  # the servers cross one after another over 10 s
         now = at + i * 50
-        out += engine.evaluate(now, [(server, Ctx(server, cpu, now))], fleet=False)
+        out += engine.evaluate(now, [(server, CpuContext(server, cpu, now))], fleet=False)
     return out
 
 
@@ -112,13 +74,13 @@ async def _subscribe(service: NotificationService, hook: WebhookReceiver) -> Non
 
 async def test_a_storm_is_one_message_per_user_and_the_warnings_are_inhibited(tmp_path: Path,
                                                                              hook: WebhookReceiver) -> None:
-    clock, engine, published = Clock(), _engine(), []
+    clock, engine, published = FakeClock(T0), _engine(), []
     async with _service(tmp_path / "om.db", hook, clock, engine, published) as service:
         await _subscribe(service, hook)
         warnings = _evaluate(engine, 80, T0)  # every server's warning first ...
-        await _record(service, warnings)
+        await record(service, warnings)
         criticals = _evaluate(engine, 95, T0 + 10_000)  # ... then its critical
-        await _record(service, criticals)
+        await record(service, criticals)
         assert published == []  # in-app waits in the group too
         clock.now = T0 + WAIT - 1
         assert await service.flush_groups() == 0  # the first warning's group is not due yet
@@ -148,7 +110,7 @@ async def test_a_storm_is_one_message_per_user_and_the_warnings_are_inhibited(tm
             assert await service.store.unread_count(user) == 1  # the bell counts the group only
 
         resolutions = _evaluate(engine, 10, T0 + 60_000)  # both alerts of every server resolve
-        await _record(service, resolutions)
+        await record(service, resolutions)
         clock.now = T0 + 60_000 + WAIT
         assert await service.flush_groups() == 0  # the critical group was sent at T0 + 40 s: interval
         clock.now = T0 + 10_000 + WAIT + INTERVAL
@@ -166,11 +128,11 @@ async def test_a_storm_is_one_message_per_user_and_the_warnings_are_inhibited(tm
 
 
 async def test_a_group_waiting_at_a_restart_is_sent_once(tmp_path: Path, hook: WebhookReceiver) -> None:
-    clock, engine, published = Clock(), _engine(), []
+    clock, engine, published = FakeClock(T0), _engine(), []
     db = tmp_path / "om.db"
     async with _service(db, hook, clock, engine, published) as service:
         await _subscribe(service, hook)
-        await _record(service, _evaluate(engine, 95, T0))  # warnings and criticals of 200 servers
+        await record(service, _evaluate(engine, 95, T0))  # warnings and criticals of 200 servers
         clock.now = T0 + 5_000
         assert await service.flush_groups() == 0
     assert hook.raw_count == 0
@@ -203,18 +165,18 @@ def _rows(db: Path, table: str, columns: str | None = None) -> Any:
 
 
 async def test_critical_bypass_and_grouping_by_role(tmp_path: Path, hook: WebhookReceiver) -> None:
-    clock, engine, published = Clock(), _engine(), []
+    clock, engine, published = FakeClock(T0), _engine(), []
     async with _service(tmp_path / "om.db", hook, clock, engine, published) as service:
         await _subscribe(service, hook)
         await service.set_preferences("ann", {"grouping": {"critical_bypass": True}})
         await service.set_preferences("bob", {"grouping": {"group_by": ["rule", "server.role"]}})
         storm = _evaluate(engine, 95, T0)
         first = [t for t in storm if t.alert["server"] == SERVERS[0].id]
-        await _record(service, first)
+        await record(service, first)
         assert await service.flush_groups() == 1  # ann's critical, at once
         assert [n["notification"]["user"] for n in published] == ["ann"]
         assert len(published[0]["notification"]["data"]["group"]["firing"]) == 1
-        await _record(service, [t for t in storm if t not in first])
+        await record(service, [t for t in storm if t not in first])
         clock.now = T0 + 10_000  # the last server crossed
         assert await service.flush_groups() == 1  # ann's again: the other 199 criticals, in one message
         clock.now = T0 + WAIT + 10_000
@@ -229,7 +191,7 @@ async def test_critical_bypass_and_grouping_by_role(tmp_path: Path, hook: Webhoo
 
 
 async def test_a_rules_group_by_applies_unless_the_user_sets_one(tmp_path: Path, hook: WebhookReceiver) -> None:
-    clock, published = Clock(), []
+    clock, published = FakeClock(T0), []
     engine = AlertEngine(flap_transitions=100)
     engine.set_rules([RuleSpec.from_api({"id": "hot", "name": "Hot", "condition": "cpu > 85", "severity": "critical",
                                          "group_by": ["rule", "server.role"]})], T0)

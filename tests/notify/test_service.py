@@ -17,12 +17,9 @@ from openmanager.core.alertrules import RuleSpec
 from openmanager.core.errors import ValidationError
 from openmanager.core.model import ServerInfo
 from openmanager.core.silences import Silence
-from openmanager.notify.channels.webhook import WebhookChannel
 from openmanager.notify.outbound import OutboundGuard
 from openmanager.notify.service import NotificationService
-from openmanager.store import Store
-from openmanager.store.notifications import NotificationStore
-from tests.notify.conftest import ConnectSpy, loopback_guard
+from tests.notify.conftest import ConnectSpy, CpuContext, FakeClock, notification_service, record
 from tests.notify.receivers import WebhookReceiver
 
 SEOUL = ZoneInfo("Asia/Seoul")
@@ -30,49 +27,22 @@ T0 = int(dt.datetime(2026, 11, 26, 23, 0, tzinfo=SEOUL).timestamp() * 1000)  # 2
 WEB = ServerInfo("web-1", "web-1")
 
 
-class Ctx:
-    def __init__(self, cpu: float, now: int) -> None:
-        self.server, self._cpu, self.now_ms = WEB, cpu, now
-
-    def latest(self, field: str) -> float | None:
-        return self._cpu if field == "cpu" else None
-
-    def series(self, metric: str, since_ms: int) -> tuple[list[int], list[float]]:
-        return [], []
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> int:
-        return self.now
+def ctx(cpu: float, now: int) -> CpuContext:
+    """web-1's evaluation context at `cpu`."""
+    return CpuContext(WEB, cpu, now)
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[NotificationService, Clock, WebhookReceiver, list[Any]]]:
-    clock = Clock()
-    guard = loopback_guard()
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[NotificationService, FakeClock, WebhookReceiver, list[Any]]]:
+    clock = FakeClock(T0)
     published: list[Any] = []
-    async with await Store.open(f"sqlite:///{tmp_path / 'om.db'}") as store, WebhookReceiver("s3") as hook:
-        service = NotificationService(NotificationStore(store), lambda t, d: published.append(d),
-                                      users=lambda: ["ann"], infos=lambda: {"web-1": WEB},
-                                      channels={"webhook": WebhookChannel(guard)}, retry_base_ms=1000, clock=clock,
-                                      outbound=guard)
-        await service.start(worker=False)
+    async with WebhookReceiver("s3") as hook, notification_service(
+            tmp_path / "om.db", published=published, users=lambda: ["ann"], infos=lambda: {"web-1": WEB},
+            retry_base_ms=1000, clock=clock) as service:
         await service.set_preferences("ann", {"channels": {
             "inapp": {"enabled": True, "min_severity": "warning"},
             "webhook": {"enabled": True, "min_severity": "warning", "url": hook.url, "secret": "s3"}}})
-        try:
-            yield service, clock, hook, published
-        finally:
-            await service.stop()
-
-
-async def _record(service: NotificationService, transitions: list[Transition]) -> None:
-    entries = service.plan(transitions)
-    await service.store.add(entries, service.clock())
-    service.committed(entries)
+        yield service, clock, hook, published
 
 
 def _engine(**rule: Any) -> AlertEngine:
@@ -90,19 +60,19 @@ def _statuses(history: list[dict[str, Any]]) -> list[tuple[str, str, str | None]
 async def test_every_suppression_reason_is_in_the_history(setup: Any) -> None:
     service, clock, _hook, _ = setup
     engine = _engine(cooldown="10m", repeat="1m")
-    out = engine.evaluate(clock.now, [(WEB, Ctx(90, clock.now))])  # firing, notified
-    out += engine.evaluate(clock.now + 1, [(WEB, Ctx(10, clock.now + 1))])  # resolved, notified
-    out += engine.evaluate(clock.now + 2, [(WEB, Ctx(90, clock.now + 2))])  # firing within cooldown
+    out = engine.evaluate(clock.now, [(WEB, ctx(90, clock.now))])  # firing, notified
+    out += engine.evaluate(clock.now + 1, [(WEB, ctx(10, clock.now + 1))])  # resolved, notified
+    out += engine.evaluate(clock.now + 2, [(WEB, ctx(90, clock.now + 2))])  # firing within cooldown
     silence = Silence.from_api({"servers": ["web-*"], "duration": "1h"}, now_ms=clock.now, created_by="ann")
     engine.add_silence(silence, clock.now + 3)
-    out += engine.evaluate(clock.now + 4, [(WEB, Ctx(10, clock.now + 4))])  # resolved while silenced
-    await _record(service, out)
+    out += engine.evaluate(clock.now + 4, [(WEB, ctx(10, clock.now + 4))])  # resolved while silenced
+    await record(service, out)
     await service.set_preferences("ann", {"muted_rules": ["muted"]})
     muted = _engine(id="muted")
     muted.set_rules([RuleSpec.from_api({"id": "muted", "name": "Muted", "condition": "cpu > 80"})], T0)
     low = AlertEngine()
     low.set_rules([RuleSpec.from_api({"id": "low", "name": "Low", "condition": "cpu > 80", "severity": "info"})], T0)
-    await _record(service, muted.evaluate(T0, [(WEB, Ctx(90, T0))]) + low.evaluate(T0, [(WEB, Ctx(90, T0))]))
+    await record(service, muted.evaluate(T0, [(WEB, ctx(90, T0))]) + low.evaluate(T0, [(WEB, ctx(90, T0))]))
     reasons = {(title.split(" ")[0], status, reason) for title, status, reason in
                _statuses(await service.store.history("ann"))}
     assert ("Hot", "pending", None) in reasons
@@ -112,7 +82,7 @@ async def test_every_suppression_reason_is_in_the_history(setup: Any) -> None:
     assert ("Low", "suppressed", "below severity") in reasons
     # acknowledged: a repeat of an acknowledged alert is not re-sent; the ack itself notifies nobody
     engine2 = _engine(repeat="1m", cooldown="0s")
-    fired = engine2.evaluate(T0, [(WEB, Ctx(90, T0))])
+    fired = engine2.evaluate(T0, [(WEB, ctx(90, T0))])
     ack = engine2.ack(fired[0].alert_id, by="ann", comment="mine", now_ms=T0 + 1)
     assert service.plan([ack]) == []
     quiet_hours = service.plan([Transition("firing", fired[0].alert, T0, False, reason="acknowledged")])
@@ -127,9 +97,9 @@ async def test_quiet_hours_hold_back_then_one_digest_and_critical_bypasses(setup
     warn.set_rules([RuleSpec.from_api({"id": "w", "name": "Warm", "condition": "cpu > 80", "cooldown": "0s"})], T0)
     for i in range(3):  # three warnings during the night
         t = clock.now + i * 60_000
-        await _record(service, warn.evaluate(t, [(WEB, Ctx(90, t))]) + warn.evaluate(t + 1, [(WEB, Ctx(1, t + 1))]))
+        await record(service, warn.evaluate(t, [(WEB, ctx(90, t))]) + warn.evaluate(t + 1, [(WEB, ctx(1, t + 1))]))
     crit = _engine()
-    await _record(service, crit.evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    await record(service, crit.evaluate(clock.now, [(WEB, ctx(95, clock.now))]))
     assert await service.deliver_due() == 1  # only the critical one goes out at night
     await hook.wait_for(1)
     assert "Hot" in hook.accepted[0].json()["title"]
@@ -150,7 +120,7 @@ async def test_a_failing_receiver_is_retried_with_backoff(setup: Any) -> None:
     service, clock, hook, _ = setup
     hook.fail_next(2, 503)
     engine = _engine()
-    await _record(service, engine.evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    await record(service, engine.evaluate(clock.now, [(WEB, ctx(95, clock.now))]))
     assert await service.deliver_due() == 1
     assert await service.deliver_due() == 0  # backing off
     for expected_gap_ms in (1000, 2000):  # 1 s, then 2 s (±20 % jitter)
@@ -168,7 +138,7 @@ async def test_a_failing_receiver_is_retried_with_backoff(setup: Any) -> None:
 async def test_retry_after_from_the_receiver_outweighs_the_backoff(setup: Any) -> None:
     service, clock, hook, _ = setup
     hook.fail_next(1, 503, {"Retry-After": "120"})  # the backoff alone would retry after about 1 s
-    await _record(service, _engine().evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    await record(service, _engine().evaluate(clock.now, [(WEB, ctx(95, clock.now))]))
     assert await service.deliver_due() == 1
     assert await service.store.next_due() == clock.now + 120_000
     clock.now += 119_000
@@ -183,7 +153,7 @@ async def test_retry_after_still_counts_toward_the_retry_limit(setup: Any) -> No
     service, clock, hook, _ = setup
     service.retry_limit = 2
     hook.fail_next(5, 429, {"Retry-After": "30"})
-    await _record(service, _engine().evaluate(clock.now, [(WEB, Ctx(95, clock.now))]))
+    await record(service, _engine().evaluate(clock.now, [(WEB, ctx(95, clock.now))]))
     assert await service.deliver_due() == 1
     clock.now += 30_000
     assert await service.deliver_due() == 1
@@ -202,20 +172,14 @@ async def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(
 
     spy = ConnectSpy()
     guard = OutboundGuard(resolver=resolver, backend=spy)
-    clock = Clock()
-    async with await Store.open(f"sqlite:///{tmp_path / 'om.db'}") as store:
-        service = NotificationService(NotificationStore(store), lambda t, d: None, users=lambda: ["ann"],
-                                      infos=lambda: {"web-1": WEB}, channels={"webhook": WebhookChannel(guard)},
-                                      clock=clock, outbound=guard)
-        await service.start(worker=False)
-        try:
-            await service.set_preferences("ann", {"channels": {"webhook": {  # a name: accepted when saved
-                "enabled": True, "min_severity": "warning", "url": "https://hooks.internal.example/x?t=1"}}})
-            await service.test_notification("ann")
-            assert await service.deliver_due() == 1
-            (note,) = await service.store.history("ann")
-        finally:
-            await service.stop()
+    clock = FakeClock(T0)
+    async with notification_service(tmp_path / "om.db", guard=guard, users=lambda: ["ann"],
+                                    infos=lambda: {"web-1": WEB}, clock=clock) as service:
+        await service.set_preferences("ann", {"channels": {"webhook": {  # a name: accepted when saved
+            "enabled": True, "min_severity": "warning", "url": "https://hooks.internal.example/x?t=1"}}})
+        await service.test_notification("ann")
+        assert await service.deliver_due() == 1
+        (note,) = await service.store.history("ann")
     webhook = note["channels"]["webhook"]
     assert webhook["status"] == "failed" and webhook["attempts"] == 1  # permanent: not retried
     assert webhook["detail"] == "webhook https://hooks.internal.example: refused: private address"
@@ -243,10 +207,10 @@ async def test_a_refused_url_is_rejected_when_saved(setup: Any) -> None:
 async def test_only_in_app_deliveries_count_as_unread_and_values_are_rounded(setup: Any) -> None:
     service, clock, _hook, published = setup
     engine = _engine(cooldown="10m")
-    out = engine.evaluate(clock.now, [(WEB, Ctx(90.123456789, clock.now))])  # firing: delivered in-app
-    out += engine.evaluate(clock.now + 1, [(WEB, Ctx(10, clock.now + 1))])  # resolved: delivered in-app
-    out += engine.evaluate(clock.now + 2, [(WEB, Ctx(93.39000025431316, clock.now + 2))])  # within cooldown
-    await _record(service, out)
+    out = engine.evaluate(clock.now, [(WEB, ctx(90.123456789, clock.now))])  # firing: delivered in-app
+    out += engine.evaluate(clock.now + 1, [(WEB, ctx(10, clock.now + 1))])  # resolved: delivered in-app
+    out += engine.evaluate(clock.now + 2, [(WEB, ctx(93.39000025431316, clock.now + 2))])  # within cooldown
+    await record(service, out)
     history = await service.store.history("ann")
     assert len(history) == 3
     suppressed = [n for n in history if n["channels"]["inapp"]["status"] == "suppressed"]

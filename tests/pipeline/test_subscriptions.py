@@ -196,7 +196,7 @@ async def test_unsubscribe_and_teardown_leave_every_shape_and_the_registry() -> 
     pending = subs.begin(logs(since=hub.broker.head("logs")))  # a resume still held at teardown
     assert pending is not None and hub.stats.connections["ws"] == 1
     subs.close()
-    assert subs.session.subs == {} and subs.session.held == {} and hub.streams.sessions == {}
+    assert subs.session.subs == {} and subs.session.held == {} and hub.streams.open_sessions() == []
     assert hub.fanout.shapes() == [] and hub.stats.connections["ws"] == 0
     subs.complete([pending], [[]])  # a replay that ends after the teardown sends nothing
     assert sent(subs) == []

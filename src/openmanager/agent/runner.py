@@ -1,4 +1,6 @@
 """The agent process: collect this host's metrics and log files into the disk buffer, stream it to the hub.
+Over 500 lines on purpose: the three tasks below share one buffer, one connection and one stop; the
+wire format is `core.agentwire`, the buffer `agent.buffer`.
 
 Three tasks share one `DiskBuffer`:
 - the collector samples psutil (`sources.local.measure`, the local source's sampler, with its per-mount,

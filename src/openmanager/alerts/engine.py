@@ -1,5 +1,7 @@
 """The alert engine: the lifecycle of every (rule, server) pair, evaluated on each tick. Pure: no I/O,
 no clock of its own (every call takes `now_ms`), so tests drive it with scripted samples.
+Over 500 lines on purpose: one state machine over one table of slots (for, cooldown, repeat, flapping,
+acks, silences, fleet rules all change the same slot); policies it reads live in `core`.
 
 States of an alert: `pending` (the condition holds, `for` is running) → `firing` → `resolved`. A pending
 alert whose condition stops holding is dropped (published as `resolved` with `fired_at` null). Each

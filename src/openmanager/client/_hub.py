@@ -1,4 +1,6 @@
 """`HubClient`: one WebSocket connection to the hub, kept open, with subscriptions that survive drops.
+Over 500 lines on purpose: one connection's state machine (open, serve, reconnect, resume) whose
+subscriptions, cursors and callbacks all change on the one task that owns the socket.
 
 The connection is owned by one background task. It reads every frame and delivers events to the
 callbacks in order, awaiting async callbacks before reading the next frame (a slow callback slows the

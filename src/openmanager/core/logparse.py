@@ -1,4 +1,6 @@
 """Parse one log line into a `LogRecord`. Pure: no I/O, no clock (the caller passes `now_ms`).
+Over 500 lines on purpose: the formats are tried in one order and share the level and timestamp
+readers, so the order and the fallbacks are read in one place.
 
 Formats recognised, tried in this order:
 - **JSON lines**: an object per line. `ts`/`time`/`timestamp`/`@timestamp` (ISO-8601, or epoch seconds,

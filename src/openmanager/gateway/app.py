@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
+from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -35,7 +36,7 @@ from openmanager.gateway.notify_api import router as notify_router
 from openmanager.gateway.otlp import OTLP_PATHS, OtlpErrors, otlp_router
 from openmanager.gateway.otlp import router as ingest_tokens_router
 from openmanager.gateway.rest import router
-from openmanager.gateway.socketio import SocketIOEndpoint
+from openmanager.gateway.socketio import SIO_PATHS, SocketIOEndpoint
 from openmanager.gateway.sse import router as sse_router
 from openmanager.gateway.streaming import StreamGate
 from openmanager.gateway.users_api import router as users_router
@@ -57,7 +58,8 @@ access_log = logging.getLogger("openmanager.access")
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/", "/healthz", "/readyz", "/favicon.ico", "/api/v1/login", "/api/v1/logout",
-                          *OTLP_PATHS})  # the OTLP receiver checks its own (ingest) tokens
+                          *OTLP_PATHS,  # the OTLP receiver checks its own (ingest) tokens
+                          *SIO_PATHS})  # Socket.IO authenticates per namespace (its connect packet's token)
 STATIC_DIR = resources.files("openmanager") / "web" / "static"
 
 
@@ -154,8 +156,18 @@ async def _scope_only(scope: Scope, receive: Receive, send: Send) -> None:
     """The app behind `StreamFront.forwarded`: the middleware's rewrite of the scope is all it is for."""
 
 
+def forwarded_rewrite(trusted: str) -> ASGIApp | None:
+    """An ASGI app that only applies a trusted proxy's `X-Forwarded-For` / `-Proto` to the scope it is
+    given (None when no proxy is trusted): what the WebSocket endpoints call while admitting."""
+    if not trusted:
+        return None
+    rewrite: ASGIApp = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
+    return rewrite
+
+
 class StreamFront:
-    """The outermost ASGI app: `/ws` goes straight to its endpoint, everything else to the FastAPI app.
+    """The outermost ASGI app: the WebSockets of `/ws` and `/socket.io/` go straight to their endpoints,
+    everything else (Socket.IO's long-polling requests included) to the FastAPI app and its middleware.
 
     A WebSocket connection lives for hours on one task, and every coroutine on that task's stack stays
     allocated with it. Routed through FastAPI that task would hold the whole middleware and routing
@@ -165,27 +177,31 @@ class StreamFront:
     `proxy_headers=False`): `X-Forwarded-For` / `-Proto` from a trusted proxy (`trusted_proxies`: none
     unless named) are applied by `forwarded` while `/ws` is admitted, and by the same middleware around
     the HTTP app, so no frame of either stays on a WebSocket's stack. HTTP requests go through
-    `BodyLimit` first (413 for an oversized body, before anything reads it)."""
+    `BodyLimit` first (413 for an oversized body, before anything reads it; a Socket.IO POST may carry
+    `max_frame_bytes`, Engine.IO's announced `maxPayload`)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, streams: Streams, gate: StreamGate, trusted: str) -> None:
-        self.forwarded: ASGIApp | None = None
+    def __init__(self, app: ASGIApp, settings: Settings, streams: Streams, gate: StreamGate, trusted: str,
+                 socketio: SocketIOEndpoint) -> None:
+        """`socketio` is the endpoint whose long-polling requests `app` routes (through its middleware);
+        its WebSockets come here. `trusted`: the proxies whose forwarded headers are believed."""
+        self.forwarded = forwarded_rewrite(trusted)
         if trusted:  # uvicorn types ASGI apps with its own TypedDicts, Starlette with mappings: the same interface
             app = cast(Any, ProxyHeadersMiddleware(cast(Any, app), trusted_hosts=trusted))
-            self.forwarded = cast(Any, ProxyHeadersMiddleware(cast(Any, _scope_only), trusted_hosts=trusted))
         login_limit = settings.max_login_body_bytes
         limits = dict.fromkeys(LOGIN_PATHS, login_limit)
         limits.update(dict.fromkeys(OTLP_PATHS, settings.otlp_max_body_bytes))  # OTLP bodies as sent
+        limits.update(dict.fromkeys(SIO_PATHS, settings.max_frame_bytes))  # a polling POST: Engine.IO's maxPayload
         # OTLP errors as google.rpc.Status, the body limit's 413 too
         self.app: ASGIApp = OtlpErrors(BodyLimit(app, default=settings.max_body_bytes, limits=limits))
         self.streams, self.gate = streams, gate
-        # /socket.io/: authenticates itself, per namespace
-        self.socketio = SocketIOEndpoint(streams, gate, settings, self.forwarded)
+        self.socketio = socketio
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        if scope["type"] == "websocket" and scope["path"] == WS_PATH:
-            return websocket_endpoint(scope, receive, send, self.streams, self.gate, self.forwarded)
-        if self.socketio.matches(scope):
-            return self.socketio(scope, receive, send)
+        if scope["type"] == "websocket":
+            if scope["path"] == WS_PATH:
+                return websocket_endpoint(scope, receive, send, self.streams, self.gate, self.forwarded)
+            if scope["path"] in SIO_PATHS:
+                return self.socketio(scope, receive, send)
         return self.app(scope, receive, send)
 
 
@@ -225,6 +241,14 @@ def create_app(services: AppServices) -> FrontDoor:
     app.include_router(otlp_router)  # OTLP/HTTP: ingest tokens only (checked there)
     app.include_router(ingest_tokens_router)
     app.add_api_websocket_route(INGEST_PATH, ingest_endpoint)  # agent tokens only (checked there)
+    settings = services.settings
+    # /socket.io/ authenticates itself, per namespace. Its WebSockets come straight from `StreamFront`; its
+    # long-polling requests are HTTP like any other: the body limit, the auth gate's access log (the path
+    # is public), the capacity gate, then this route (uncompressed, like /sse).
+    socketio = SocketIOEndpoint(services.streams, services.stream_gate, settings,
+                                forwarded_rewrite(services.trusted_proxies))
+    for path in SIO_PATHS:
+        app.router.routes.append(Route(path, socketio, include_in_schema=False))
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
@@ -235,7 +259,6 @@ def create_app(services: AppServices) -> FrontDoor:
     app.add_middleware(CompressionMiddleware)  # gzip / brotli for REST and static files, never /sse
     app.add_middleware(CapacityGate, limits=services.limits)  # over the connection cap: health checks and admins
     app.add_middleware(AuthGate, auth=services.users.auth)
-    settings = services.settings
     allowed_hosts = allowed_hosts_policy(settings.allowed_hosts, settings.host, settings.public_url)
-    front = StreamFront(app, settings, services.streams, services.stream_gate, services.trusted_proxies)
+    front = StreamFront(app, settings, services.streams, services.stream_gate, services.trusted_proxies, socketio)
     return FrontDoor(front, allowed_hosts)  # the peer's address; the Host check

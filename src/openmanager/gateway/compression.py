@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.middleware.gzip import GZipResponder, IdentityResponder
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-NEVER_COMPRESSED = ("/sse", "/ws")
+NEVER_COMPRESSED = ("/sse", "/ws", "/socket.io")
 BROTLI_QUALITY = 5
 GZIP_LEVEL = 6
 

@@ -6,11 +6,12 @@ route class that reads JSON bodies strictly, and the error for a part of the hub
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Body, Depends, Request
 from fastapi.routing import APIRoute
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from openmanager.config import Settings
@@ -22,50 +23,28 @@ from openmanager.services.notify import Notifications
 from openmanager.services.users import Users
 
 JsonObject = Annotated[dict[str, Any], Body(description="A JSON object")]
+T = TypeVar("T")
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def app_service(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
+    """The FastAPI dependency (or plain getter) answering the service the root put on `app.state` as
+    `name`, typed as `kind`. Every router and stream endpoint takes its services through one of these."""
+
+    def service_of(conn: HTTPConnection) -> T:
+        service: T = getattr(conn.app.state, name)
+        return service
+
+    service_of.__name__ = f"{name}_of"
+    return service_of
 
 
-def _fleet(request: Request) -> Fleet:
-    fleet: Fleet = request.app.state.fleet
-    return fleet
-
-
-def _health(request: Request) -> Health:
-    health: Health = request.app.state.health
-    return health
-
-
-def _alerts(request: Request) -> Alerts:
-    alerts: Alerts = request.app.state.alerts
-    return alerts
-
-
-def _users(request: Request) -> Users:
-    users: Users = request.app.state.users
-    return users
-
-
-def _notifications(request: Request) -> Notifications:
-    notifications: Notifications = request.app.state.notifications
-    return notifications
-
-
-def _logs(request: Request) -> Logs:
-    logs: Logs = request.app.state.logs
-    return logs
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-FleetDep = Annotated[Fleet, Depends(_fleet)]
-HealthDep = Annotated[Health, Depends(_health)]
-AlertsDep = Annotated[Alerts, Depends(_alerts)]
-UsersDep = Annotated[Users, Depends(_users)]
-NotificationsDep = Annotated[Notifications, Depends(_notifications)]
-LogsDep = Annotated[Logs, Depends(_logs)]
+SettingsDep = Annotated[Settings, Depends(app_service("settings", Settings))]
+FleetDep = Annotated[Fleet, Depends(app_service("fleet", Fleet))]
+HealthDep = Annotated[Health, Depends(app_service("health", Health))]
+AlertsDep = Annotated[Alerts, Depends(app_service("alerts", Alerts))]
+UsersDep = Annotated[Users, Depends(app_service("users", Users))]
+NotificationsDep = Annotated[Notifications, Depends(app_service("notifications", Notifications))]
+LogsDep = Annotated[Logs, Depends(app_service("logs", Logs))]
 
 
 class _StrictJsonRequest(Request):
@@ -92,5 +71,5 @@ class JsonRoute(APIRoute):
 
 __all__ = [
     "AlertsDep", "FleetDep", "HealthDep", "JsonObject", "JsonRoute", "LogsDep", "NotificationsDep", "SettingsDep",
-    "Unavailable", "UsersDep",
+    "Unavailable", "UsersDep", "app_service",
 ]

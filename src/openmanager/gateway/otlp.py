@@ -45,7 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from openmanager.budget import run_sliced
 from openmanager.core.errors import OpenManagerError, ValidationError
 from openmanager.gateway.auth import require_role
-from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable
+from openmanager.gateway.deps import JsonObject, JsonRoute, Unavailable, app_service
 from openmanager.gateway.errors import JSONResponse, error_response
 from openmanager.services.otlp import IngestToken, Otlp, Signal
 from openmanager.sources.otlp import OtlpError, Outcome, decode_logs, decode_metrics
@@ -85,10 +85,8 @@ otlp_router = APIRouter(tags=["otlp"], responses=_OTLP_RESPONSES)
 router = APIRouter(prefix="/api/v1", tags=["ingest tokens"], route_class=JsonRoute)
 
 
-def _service(request: Request) -> Otlp:
-    """The receiver's service (`services.otlp.Otlp`), put on `app.state.otlp` by `gateway.app.create_app`."""
-    service: Otlp = request.app.state.otlp
-    return service
+_service = app_service("otlp", Otlp)
+"""The receiver's service (`services.otlp.Otlp`), put on `app.state.otlp` by `gateway.app.create_app`."""
 
 
 def _bearer(request: Request) -> str | None:

@@ -141,10 +141,8 @@ class Namespaces:
                 raise Refused(why, code="try_again_later", close_code=CloseCode.TRY_AGAIN_LATER)
             sock.counted = True
             session.user = principal.user
-            stats = self.service.stats
-            self.service.sessions[session.id] = session
+            self.service.open(session)  # listed, counted, closed at shutdown
             gate.auth.bind(session, principal)  # revoking the credential closes the session (41, then 4401)
-            stats.connections["socketio"] = stats.connections.get("socketio", 0) + 1
             sock.admitted()
         elif principal.user != session.user:
             raise Refused("this connection belongs to another user", code="forbidden",

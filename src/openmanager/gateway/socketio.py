@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SIO_PATH = "/socket.io/"
+SIO_PATHS = frozenset({SIO_PATH, SIO_PATH.rstrip("/")})
 CONNECT_TIMEOUT_S = 10.0
 """An Engine.IO session must connect a namespace within this time, or it is closed."""
 TEXT_HEADERS = [(b"content-type", b"text/plain; charset=UTF-8"), (b"cache-control", b"no-store")]
@@ -196,10 +197,9 @@ class EngineSocket:
         endpoint.sockets.pop(self.sid, None)
         service, gate = endpoint.service, endpoint.gate
         if self.counted:
-            service.sessions.pop(session.id, None)
+            service.close(session)  # after the adapter's detach_all: no fan-out shape is left to leave
             gate.auth.unbind(session)
             gate.limits.close_stream(self.address, session.user)
-            service.stats.connections["socketio"] -= 1
         self.namespaces.clear()
         writer = self.writer
         if writer is not None and not writer.done():
@@ -228,19 +228,18 @@ class SocketIOEndpoint:
         self.ping_timeout_ms = settings.socketio_ping_timeout_ms
         self.max_payload = settings.max_frame_bytes
 
-    def matches(self, scope: Scope) -> bool:
-        return scope["type"] in ("http", "websocket") and scope["path"] in (SIO_PATH, SIO_PATH.rstrip("/"))
-
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """Not a coroutine itself: it hands over the transport's, so a WebSocket's task keeps one frame of
-        this module suspended for the connection's life."""
+        this module suspended for the connection's life. WebSockets come from `gateway.app.StreamFront`
+        directly; polling requests through the HTTP middleware (body limit, access log, capacity gate),
+        which has applied a trusted proxy's forwarded headers already."""
         if scope["type"] == "websocket":
             return self._websocket(scope, receive, send)
         return self._polling(scope, receive, send)
 
     async def _handshake(self, scope: Scope, receive: Receive, send: Send) -> eio.Handshake | None:
         """The request's Engine.IO query, checked (refused: answered here, and None)."""
-        if self.forwarded is not None:
+        if self.forwarded is not None and scope["type"] == "websocket":
             await self.forwarded(scope, receive, send)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         try:

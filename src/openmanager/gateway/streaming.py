@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starlette.requests import HTTPConnection
-
+from openmanager.gateway.deps import app_service
 from openmanager.pipeline.subscriptions import Streams
 
 if TYPE_CHECKING:
@@ -34,13 +33,7 @@ class StreamGate:
     allowed_origins: frozenset[str] = frozenset()
 
 
-def streams_of(conn: HTTPConnection) -> Streams:
-    """The `Streams` service the root put on the application (a FastAPI dependency)."""
-    streams: Streams = conn.app.state.streams
-    return streams
-
-
-def gate_of(conn: HTTPConnection) -> StreamGate:
-    """The `StreamGate` the root put on the application (a FastAPI dependency)."""
-    gate: StreamGate = conn.app.state.stream_gate
-    return gate
+streams_of = app_service("streams", Streams)
+"""The `Streams` service the root put on the application (a FastAPI dependency)."""
+gate_of = app_service("stream_gate", StreamGate)
+"""The `StreamGate` the root put on the application (a FastAPI dependency)."""

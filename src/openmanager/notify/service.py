@@ -1,5 +1,7 @@
 """Notifications in the hub: per-user preferences, routing of alert transitions into the outbox,
 in-app delivery on the private `notifications` topic, the delivery worker with retries, and digests.
+Over 500 lines on purpose: the glue around one outbox (see "Length" below); the pure decisions are in
+its sibling modules.
 
 Delivery is at least once: a delivery stays `pending` in the store until a channel accepted it, so a
 hub that stops mid-delivery sends it again after the restart; every channel carries the notification
@@ -13,7 +15,7 @@ again when its group is sent, against the alerts firing then; an inhibited one i
 (`inhibited`, the detail naming the inhibiting alert), and so is the resolution of an alert whose firing
 was inhibited.
 
-Length (~600 lines): planning, grouping, delivery and digests all read and write one outbox and share the
+Length: planning, grouping, delivery and digests all read and write one outbox and share the
 preferences, the clock and the inhibition memory; every decision that can be pure is outside, in
 `routing.py`, `grouping.py`, `inhibition.py` and `preferences.py`, so what stays here is the glue.
 """

@@ -17,7 +17,8 @@ replay and the writing of frames stay in the endpoint:
 choice (`MessageWire`: the `/ws` messages; `/sse` has its own); the frames are queued on the `Session`,
 whose writer the endpoint runs. `Streams` is the narrow service the root builds and the endpoints
 receive: the fan-out, the broker's head and replay, the topics' snapshots, the limits and the registry
-of open sessions (the connections listing). Tests drive all of it over the in-memory broker, no socket.
+of open sessions, which it alone owns (the connections listing and the shutdown go through it). Tests
+drive all of it over the in-memory broker, no socket.
 """
 
 from __future__ import annotations
@@ -221,8 +222,9 @@ class Streams:
     registry, the fan-out's shapes, the broker's head and replay, the topics' snapshots, the limits.
 
     `snapshot(topic)` answers a topic's current state (a `KeyError` for a topic without one); `view`
-    is the fleet the filters consult; `sessions` is the registry of open sessions, shared with whoever
-    lists or closes them (the connections listing, the shutdown)."""
+    is the fleet the filters consult. The registry of open sessions is this object's alone: endpoints
+    `open` and `close` theirs, the connections listing reads `connections()`, the shutdown calls
+    `close_all`."""
 
     def __init__(
         self,
@@ -235,7 +237,6 @@ class Streams:
         limits: SubscriptionLimits | None = None,
         queue_limits: QueueLimits | None = None,
         heartbeat_ms: int = 15_000,
-        sessions: dict[str, Session] | None = None,
     ) -> None:
         self.fanout = fanout
         self.broker = broker
@@ -245,27 +246,33 @@ class Streams:
         self.limits = limits or SubscriptionLimits()
         self.queue_limits = queue_limits or QueueLimits()
         self.heartbeat_ms = heartbeat_ms
-        self.sessions: dict[str, Session] = {} if sessions is None else sessions
+        self._sessions: dict[str, Session] = {}
 
     def open(self, session: Session) -> None:
         """Register an admitted session (listed, counted by transport, closed at shutdown)."""
-        self.sessions[session.id] = session
-        self.stats.connections[session.transport] += 1
+        self._sessions[session.id] = session
+        connections = self.stats.connections
+        connections[session.transport] = connections.get(session.transport, 0) + 1
 
     def close(self, session: Session) -> None:
-        """Leave every subscription of `session` and unregister it. Idempotent."""
+        """Leave every fan-out subscription of `session` and unregister it. Idempotent. (An endpoint with
+        shapes of its own, `/socket.io/`, leaves those first.)"""
         self.fanout.detach_all(session)
-        if self.sessions.pop(session.id, None) is not None:
+        if self._sessions.pop(session.id, None) is not None:
             self.stats.connections[session.transport] -= 1
+
+    def open_sessions(self) -> list[Session]:
+        """The registered sessions, oldest first (a copy)."""
+        return list(self._sessions.values())
 
     def connections(self) -> list[dict[str, Any]]:
         """The open sessions as `GET /api/v1/connections` lists them."""
-        return [session.describe() for session in self.sessions.values()]
+        return [session.describe() for session in self._sessions.values()]
 
     def close_all(self, code: int, reason: str) -> None:
         """Ask every open session to close with `code` (e.g. 1012 at shutdown); each endpoint then ends
         its connection and unregisters the session."""
-        for session in list(self.sessions.values()):
+        for session in list(self._sessions.values()):
             session.close(code, reason)
 
     def head(self, topic: str) -> str:

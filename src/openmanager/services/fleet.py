@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +15,6 @@ from openmanager.core.history import FleetHistory, SeriesRing
 from openmanager.core.rollup import MetricStats
 from openmanager.core.status import StatusPolicy
 from openmanager.pipeline.logwriter import LogWriter
-from openmanager.pipeline.session import Session
 from openmanager.pipeline.state import FleetState, ServerState
 from openmanager.pipeline.stats import HubStats, compression_ratio
 from openmanager.services import need
@@ -120,13 +119,14 @@ class Health:
     """What the health routes and the connections listing read."""
 
     def __init__(self, readiness: Callable[[], tuple[bool, str]], registry: CollectorRegistry, stats: HubStats,
-                 sessions: Mapping[str, Session]) -> None:
+                 connections: Callable[[], list[dict[str, Any]]]) -> None:
+        """`connections` describes the open client sessions (`Streams.connections`)."""
         self.readiness = readiness
         self.registry = registry
         self._stats = stats
-        self._sessions = sessions
+        self._connections = connections
 
     def connections(self) -> dict[str, Any]:
         """Every open client session, described, and the hub-wide compression ratio since start."""
-        return {"connections": [s.describe() for s in self._sessions.values()],
+        return {"connections": self._connections(),
                 "compression_ratio": compression_ratio(self._stats.bytes_sent, self._stats.deflate_saved)}

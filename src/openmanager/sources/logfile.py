@@ -37,12 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import heapq
 import logging
 import os
 import socket
-import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,9 +50,15 @@ from typing import Any, BinaryIO, TypeVar
 import orjson
 
 from openmanager.core.errors import ConfigError
-from openmanager.core.logparse import MAX_LINE_BYTES, parse_line
+from openmanager.core.logparse import parse_line
 from openmanager.core.model import LogRecord
 from openmanager.sources.base import SourceSink
+from openmanager.sources.tailfile import Mark as _Mark
+from openmanager.sources.tailfile import Reader as _Reader
+from openmanager.sources.tailfile import find_by_identity as _find_by_identity
+from openmanager.sources.tailfile import matches as _matches
+from openmanager.sources.tailfile import open_regular as _open_regular
+from openmanager.sources.tailfile import tail_position as _tail_position
 
 __all__ = ["MAX_LINES_PER_POLL", "LogFileSource", "LogFileSpec", "parse_log_file_spec"]
 
@@ -62,8 +66,6 @@ log = logging.getLogger(__name__)
 
 MAX_LINES_PER_POLL = 2000  # per file
 STATE_VERSION = 1
-_READ_CHUNK = 64 * 1024
-_FINGERPRINT_BYTES = 1024
 _MAX_RETIRED = 4  # rotated files still being drained, per path
 
 _T = TypeVar("_T")
@@ -95,203 +97,6 @@ def parse_log_file_spec(text: str) -> LogFileSpec:
     if not path_text:
         raise ConfigError(f"log file {text!r}: empty path")
     return LogFileSpec(Path(path_text).expanduser(), server)
-
-
-# -- positions ----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Mark:
-    """A position in one particular file: its identity, the offset after the last delivered line, and a
-    fingerprint (hash of its first `fp_len` bytes) that tells a reused inode or a rewritten file apart."""
-
-    dev: int
-    ino: int
-    offset: int
-    fp: str
-    fp_len: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"dev": self.dev, "ino": self.ino, "offset": self.offset, "fp": self.fp, "fp_len": self.fp_len}
-
-    @classmethod
-    def from_json(cls, raw: object) -> _Mark | None:
-        if not isinstance(raw, dict):
-            return None
-        dev, ino, offset = raw.get("dev"), raw.get("ino"), raw.get("offset")
-        fp, fp_len = raw.get("fp", ""), raw.get("fp_len", 0)
-        ints = (dev, ino, offset, fp_len)
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in ints) or not isinstance(fp, str):
-            return None
-        return cls(int(dev), int(ino), int(offset), fp, int(fp_len))  # type: ignore[arg-type]
-
-
-def _fingerprint(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=8).hexdigest()
-
-
-def _read_head(fh: BinaryIO, n: int) -> bytes:
-    """The first `n` bytes (fewer at end of file), leaving the file position where it was."""
-    pos = fh.tell()
-    try:
-        fh.seek(0)
-        out = b""
-        while len(out) < n:
-            chunk = fh.read(n - len(out))
-            if not chunk:
-                break
-            out += chunk
-        return out
-    finally:
-        fh.seek(pos)
-
-
-class _Reader:
-    """One open file: reads complete lines from `consumed` on. Blocking; used from the worker thread."""
-
-    def __init__(self, fh: BinaryIO, st: os.stat_result, pos: int, name: str) -> None:
-        self.fh = fh
-        self.dev = st.st_dev
-        self.ino = st.st_ino
-        self.name = name
-        self.read_pos = pos  # where the next read starts
-        self.consumed = pos  # after the last line handed out
-        self.buf = bytearray()  # read but not yet handed out: read_pos - len(buf) == consumed (unless skipping)
-        self.head: bytes | None = None  # the kept start of an overlong line whose end is being skipped
-        self.fp = ""
-        self.fp_len = 0
-        self.size = st.st_size
-        self.mtime_ns = st.st_mtime_ns
-        self.quiet_since = time.monotonic()
-        fh.seek(pos)
-        self.update_fingerprint()
-
-    @property
-    def identity(self) -> tuple[int, int]:
-        return self.dev, self.ino
-
-    def mark(self) -> _Mark:
-        return _Mark(self.dev, self.ino, self.consumed, self.fp, self.fp_len)
-
-    def update_fingerprint(self) -> None:
-        want = min(_FINGERPRINT_BYTES, self.consumed)
-        if want > self.fp_len:
-            data = _read_head(self.fh, want)
-            self.fp, self.fp_len = _fingerprint(data), len(data)
-
-    def fingerprint_matches(self) -> bool:
-        if not self.fp_len:
-            return True
-        data = _read_head(self.fh, self.fp_len)
-        return len(data) == self.fp_len and _fingerprint(data) == self.fp
-
-    def restart(self) -> None:
-        """Read again from the start (the file was truncated or rewritten)."""
-        self.fh.seek(0)
-        self.read_pos = self.consumed = 0
-        self.buf.clear()
-        self.head = None
-        self.fp, self.fp_len = "", 0
-
-    def read_lines(self, limit: int) -> tuple[list[tuple[bytes, bool]], bool]:
-        """Up to `limit` complete lines as (bytes without the newline, cut) and whether more may be waiting."""
-        lines: list[tuple[bytes, bool]] = []
-        pos = 0
-        buf = self.buf
-        while len(lines) < limit:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                if pos:
-                    del buf[:pos]
-                    pos = 0
-                if self.head is not None:
-                    buf.clear()  # the middle of an overlong line
-                elif len(buf) > MAX_LINE_BYTES:
-                    self.head = bytes(buf[:MAX_LINE_BYTES])
-                    buf.clear()
-                data = self.fh.read(_READ_CHUNK)
-                if not data:
-                    break
-                self.read_pos += len(data)
-                buf += data
-                continue
-            if self.head is not None:
-                lines.append((self.head, True))
-                self.head = None
-            else:
-                lines.append((bytes(buf[pos:nl]), False))
-            pos = nl + 1
-            self.consumed = self.read_pos - (len(buf) - pos)
-        if pos:
-            del buf[:pos]
-        if lines:
-            self.quiet_since = time.monotonic()
-            self.update_fingerprint()
-        return lines, len(lines) >= limit
-
-    def flush(self) -> tuple[bytes, bool] | None:
-        """The unfinished last line of a file that is done (rotated away), if any."""
-        line: tuple[bytes, bool] | None = None
-        if self.head is not None:
-            line = (self.head, True)
-        elif self.buf.strip():
-            line = (bytes(self.buf), False)
-        self.head = None
-        self.buf.clear()
-        self.consumed = self.read_pos
-        return line
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.fh.close()
-
-
-def _open_regular(path: Path) -> tuple[BinaryIO, os.stat_result]:
-    """Open a regular file for reading (never a FIFO, which would block). Raises OSError."""
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(f"{path} is not a regular file")
-    fh = open(path, "rb", buffering=0)  # noqa: SIM115 - owned by a _Reader, closed by it
-    try:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file")
-    except BaseException:
-        fh.close()
-        raise
-    return fh, st
-
-
-def _tail_position(fh: BinaryIO, size: int) -> int:
-    """Where following "from the end" starts: after the last newline, so an unfinished last line is kept."""
-    back = min(size, MAX_LINE_BYTES)
-    if back == 0:
-        return 0
-    fh.seek(size - back)
-    tail = fh.read(back)
-    nl = tail.rfind(b"\n")
-    if nl >= 0:
-        return size - back + nl + 1
-    return size - back if size <= MAX_LINE_BYTES else size
-
-
-def _find_by_identity(directory: Path, dev: int, ino: int) -> Path | None:
-    """A file in `directory` with this device and inode (where logrotate moved it), if any."""
-    try:
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                try:
-                    if (
-                        entry.inode() == ino
-                        and entry.is_file(follow_symlinks=False)
-                        and entry.stat(follow_symlinks=False).st_dev == dev
-                    ):
-                        return Path(entry.path)
-                except OSError:
-                    continue
-    except OSError:
-        return None
-    return None
 
 
 # -- one followed path ----------------------------------------------------------------------------------
@@ -506,13 +311,6 @@ class _Follower:
         if self.current is not None:
             self.resume = self.current.mark()
             self.current = None
-
-
-def _matches(fh: BinaryIO, mark: _Mark) -> bool:
-    if not mark.fp_len:
-        return True
-    data = _read_head(fh, mark.fp_len)
-    return len(data) == mark.fp_len and _fingerprint(data) == mark.fp
 
 
 # -- the source -----------------------------------------------------------------------------------------

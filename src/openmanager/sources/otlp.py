@@ -1,8 +1,9 @@
-"""OTLP metrics and logs → servers, samples and log records (decoding with the official message classes).
+"""OTLP metrics and logs → servers, samples and log records. Near 500 lines on purpose: the resource
+mapping, the metric table with its counter state and the log mapping are one receiver's contract, read
+together against docs/ingest.md.
 
-`decode_metrics` / `decode_logs` read an export request body in either OTLP/HTTP encoding (binary
-protobuf, or the OTLP JSON encoding: lowerCamelCase keys, 64-bit integers as strings, trace and span ids
-as hex) into `opentelemetry-proto` messages; a body that is neither raises `OtlpError` (400).
+`decode_metrics` / `decode_logs` (`sources.otlpdecode`, re-exported here) read an export request body in
+either OTLP/HTTP encoding into `opentelemetry-proto` messages; a body that is neither raises `OtlpError`.
 
 `OtlpReceiver` maps them (docs/ingest.md has the full table):
 
@@ -21,26 +22,19 @@ as hex) into `opentelemetry-proto` messages; a body that is neither raises `Otlp
   `trace_id`, `span_id`, `severity_text` and the scope name kept as fields; `service` is the resource's
   `service.name` (else the scope name, else `otlp`).
 
-Over 500 lines on purpose: decoding, the resource mapping, the metric table with its counter state and
-the log mapping are one receiver's contract, read together against docs/configuration.md.
-
 Bounds: MAX_SERIES cumulative series remembered (the oldest forgotten first), MAX_UNMAPPED_NAMES metric
 names counted (the rest under `other`), MAX_FIELDS fields per record, MAX_VALUE_CHARS per field value.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -54,11 +48,11 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from openmanager.core.errors import OpenManagerError
 from openmanager.core.logparse import parse_level
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
 from openmanager.core.syslogparse import SERVER_ID_RE
 from openmanager.sources.base import SourceSink
+from openmanager.sources.otlpdecode import OtlpError, decode_logs, decode_metrics
 
 __all__ = ["OtlpError", "OtlpReceiver", "Outcome", "decode_logs", "decode_metrics"]
 
@@ -68,75 +62,6 @@ MAX_VALUE_CHARS = 4096
 MAX_SERIES = 100_000
 MAX_UNMAPPED_NAMES = 256
 MAX_FUTURE_MS = 60_000
-JSON_TYPES = ("application/json",)
-PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
-
-
-class OtlpError(OpenManagerError):
-    """A payload that cannot be read (400 `invalid_payload`)."""
-
-    code = "invalid_payload"
-
-
-# -- decoding -------------------------------------------------------------------------------------------
-
-
-def _hex_ids_to_base64(records: Iterable[Any]) -> None:
-    """The OTLP JSON encoding writes trace and span ids as hex; protobuf's JSON reader wants base64."""
-    for rec in records:
-        if not isinstance(rec, dict):
-            continue
-        for key in ("traceId", "spanId", "trace_id", "span_id"):
-            value = rec.get(key)
-            if isinstance(value, str) and value:
-                try:
-                    rec[key] = base64.b64encode(bytes.fromhex(value)).decode()
-                except ValueError:
-                    raise OtlpError(f"{key} must be hex") from None
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _decode(body: bytes, content_type: str, message: Any) -> Any:
-    kind = content_type.split(";", 1)[0].strip().lower()
-    if kind in JSON_TYPES:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise OtlpError(f"the body is not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise OtlpError("the body must be a JSON object")
-        if isinstance(message, ExportLogsServiceRequest):
-            for rl in _list(data.get("resourceLogs", data.get("resource_logs"))):
-                for sl in _list(rl.get("scopeLogs", rl.get("scope_logs")) if isinstance(rl, dict) else None):
-                    if isinstance(sl, dict):
-                        _hex_ids_to_base64(_list(sl.get("logRecords", sl.get("log_records"))))
-        try:
-            json_format.ParseDict(data, message, ignore_unknown_fields=True)
-        except (json_format.ParseError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
-            raise OtlpError(f"not an OTLP JSON payload: {exc}") from None
-        return message
-    if kind in PROTOBUF_TYPES:
-        try:
-            message.ParseFromString(body)
-        except (DecodeError, RuntimeWarning) as exc:
-            raise OtlpError(f"not an OTLP protobuf payload: {exc}") from None
-        return message
-    raise OtlpError(f"unsupported Content-Type {content_type!r}: use application/x-protobuf or application/json")
-
-
-def decode_metrics(body: bytes, content_type: str) -> ExportMetricsServiceRequest:
-    """Raises OtlpError."""
-    result: ExportMetricsServiceRequest = _decode(body, content_type, ExportMetricsServiceRequest())
-    return result
-
-
-def decode_logs(body: bytes, content_type: str) -> ExportLogsServiceRequest:
-    """Raises OtlpError."""
-    result: ExportLogsServiceRequest = _decode(body, content_type, ExportLogsServiceRequest())
-    return result
 
 
 # -- values -----------------------------------------------------------------------------------------------

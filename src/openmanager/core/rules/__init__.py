@@ -3,16 +3,13 @@ tags.team == "core"`, then evaluate them with three-valued (true / false / unkno
 
 Pure: no I/O. The grammar and semantics are in PROTOCOL.md, "Rule language"; the modules document
 the details (`limits` for what an expression may be, `parser` for syntax and durations, `typecheck`
-for types, `compile` for evaluation).
+for types, `compile` for evaluation, `context` for what an evaluation reads).
 """
 
 from __future__ import annotations
 
 from openmanager.core.rules.compile import (
     Condition,
-    EvalContext,
-    FleetContext,
-    HistoryContext,
     call_label,
     compile_condition,
     compile_steps,
@@ -20,6 +17,7 @@ from openmanager.core.rules.compile import (
     history_needed,
     number_evaluator,
 )
+from openmanager.core.rules.context import EvalContext, FleetContext, HistoryContext
 from openmanager.core.rules.limits import (
     FILTER_LIMITS,
     MAX_DEPTH,

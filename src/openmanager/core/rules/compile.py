@@ -1,5 +1,8 @@
 """Compiling a checked rule into Python closures, and evaluating it with three-valued logic.
 
+Over 500 lines on purpose: one closure builder per node kind (server, series and fleet compilers) over
+shared Kleene and window helpers, read together against the semantics below. What it reads is `context`.
+
 A condition is parsed, type-checked and turned into a tree of closures once, by `compile_condition`;
 evaluating it calls those closures and never walks the syntax tree again (nor uses eval/exec).
 
@@ -36,11 +39,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from openmanager.core import forecast
-from openmanager.core.forecast import Baseline, Moments, PeerStats
-from openmanager.core.model import ServerInfo
+from openmanager.core.forecast import Moments
+from openmanager.core.rules.context import EvalContext, FleetContext
 from openmanager.core.rules.limits import RULE_LIMITS, Limits, cost
 from openmanager.core.rules.nodes import (
     Anomaly,
@@ -68,64 +71,6 @@ from openmanager.core.rules.nodes import (
 from openmanager.core.rules.parser import parse_steps, run_steps
 from openmanager.core.rules.typecheck import Type, result_type, typecheck
 from openmanager.core.series import SERIES_BY_METRIC, display_series
-
-
-class EvalContext(Protocol):
-    """One server's view, as a per-server condition (or the inside of `count()`) sees it."""
-
-    @property
-    def server(self) -> ServerInfo:
-        """Who the server is: `server.<attr>` and `tags.<key>` read from here."""
-        ...
-
-    def latest(self, field: str) -> float | str | None:
-        """The latest value of a metric (a float) or of `status` (a str); None when not reported."""
-        ...
-
-    def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
-        """Timestamps (ms, ascending) and values of `metric` at or after `since_ms`, without NaNs."""
-        ...
-
-    def labelled(self, metric: str) -> Mapping[str, float]:
-        """The latest value of each of the server's labelled series of `metric`, by label value (`disk` →
-        `{"/": 40.1, "/var": 91.2}`); empty when it has none (or none known now)."""
-        ...
-
-    @property
-    def now_ms(self) -> int:
-        """The evaluation instant; windows end here."""
-        ...
-
-
-class HistoryContext(EvalContext, Protocol):
-    """What a context may add for `predict`, `time_to`, `anomaly` and `outlier` (each method optional)."""
-
-    def moments(self, metric: str, window_ms: int) -> Moments | None:
-        """The running sums of `metric` over `[now_ms - window_ms, now_ms]` (not to be changed)."""
-        ...
-
-    def baseline(self, metric: str) -> Baseline | None:
-        """The server's usual `metric` at `now_ms`'s hour of the day (UTC); None without enough days."""
-        ...
-
-    def peers(self, metric: str) -> PeerStats | None:
-        """The median and MAD of `metric` across the servers of this server's role now; None without
-        enough of them."""
-        ...
-
-
-class FleetContext(Protocol):
-    """The servers in a fleet rule's scope."""
-
-    def members(self) -> Sequence[EvalContext]:
-        """The servers in scope, each as its own EvalContext."""
-        ...
-
-    @property
-    def now_ms(self) -> int:
-        """The evaluation instant."""
-        ...
-
 
 C = TypeVar("C")
 _Bool = Callable[[C], bool | None]
