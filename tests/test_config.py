@@ -72,7 +72,7 @@ def test_otlp_token_rate_limits_are_checked() -> None:
     assert Settings.load({"otlp_token_items_per_s": 0}, env={}).otlp_token_items_per_s == 0  # no limit
     with pytest.raises(ConfigError, match="otlp_token_requests_per_s must be between 0"):
         Settings.load({"otlp_token_requests_per_s": -1}, env={})
-    with pytest.raises(ConfigError, match="otlp_token_item_burst at least 1"):
+    with pytest.raises(ConfigError, match="otlp_token_item_burst must be between 1 and"):
         Settings.load({"otlp_token_item_burst": 0}, env={})
     with pytest.raises(ConfigError, match="otlp_token_items_per_s"):
         Settings.load({}, env={"OPENMANAGER_OTLP_TOKEN_ITEMS_PER_S": "nan"})

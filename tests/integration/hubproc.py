@@ -69,6 +69,10 @@ class HubProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        # Not ready: end the process started here (callers that only stop in a `finally` after a successful
+        # start would otherwise leave it running).
+        self.proc.kill()
+        self.proc.wait()
         raise TimeoutError(f"hub not ready in {timeout}s:\n{self.log()}")
 
     def stop(self, timeout: float = 15.0) -> int:
