@@ -48,6 +48,8 @@ from openmanager.core.silences import Silence
 
 __all__ = ["Alert", "AlertEngine", "Transition"]
 
+_EACH_CACHE_LIMIT = 100_000  # (server, label, label values) entries of `AlertEngine._each_keys`
+
 @dataclass(slots=True)
 class _Slot:
     """What outlives one occurrence of a (rule, server): cooldown and flapping bookkeeping."""
@@ -76,10 +78,10 @@ class _EachContext:
 
     __slots__ = ("_ctx", "_metrics", "_suffix")
 
-    def __init__(self, ctx: EvalContext, label: str, value: str, metrics: frozenset[str]) -> None:
+    def __init__(self, ctx: EvalContext, suffix: str, metrics: frozenset[str]) -> None:
         self._ctx = ctx
         self._metrics = metrics
-        self._suffix = f":{label}={value}"
+        self._suffix = suffix  # `:label=value`
 
     @property
     def server(self) -> ServerInfo:
@@ -139,6 +141,9 @@ class AlertEngine:
         self._by_id: dict[str, Alert] = {}  # pending and firing alerts
         self._silences: dict[str, Silence] = {}
         self._infos: dict[str, ServerInfo] = {}
+        # (server, label, label values) → (slot key, `:label=value`, labels) per value: `each` rules'
+        # targets, made once per server and set of series (bounded: emptied at _EACH_CACHE_LIMIT)
+        self._each_keys: dict[tuple[str, str, Sequence[str]], tuple[tuple[str, str, dict[str, str]], ...]] = {}
 
     # rules -----------------------------------------------------------------------------------------
     @property
@@ -263,7 +268,7 @@ class AlertEngine:
                             out.append(self._end(slot, now_ms, notify=False, reason="administrative",
                                                  detail="server left the rule's scope"))
                     continue
-                targets = [(info.id, ctx, None)] if each is None else self._each_targets(rule, info.id, ctx)
+                targets = ((info.id, ctx, None),) if each is None else self._each_targets(rule, info.id, ctx)
                 if each is not None and targets[0][2] is not None and slots \
                         and (slot := slots.get(info.id)) is not None and slot.alert is not None:
                     out.append(self._end(slot, now_ms, notify=False, reason="administrative",
@@ -302,27 +307,38 @@ class AlertEngine:
             return [server] if server in slots else []
         return [k for k in slots if k == server or k.startswith(server + "{")]
 
-    @staticmethod
-    def _each_targets(rule: CompiledRule, server: str, ctx: EvalContext
-                      ) -> list[tuple[str, EvalContext, dict[str, str] | None]]:
+    def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext
+                      ) -> Sequence[tuple[str, EvalContext, dict[str, str] | None]]:
         """(slot key, context, labels) per label value of an `each` rule's series on this server; the server
-        itself (no labels) when it has none."""
+        itself (no labels) when it has none. The labels dicts are shared: not to be changed."""
         label = rule.spec.each
         assert label is not None
         metrics = rule.each_bound
-        labelled = getattr(ctx, "labelled", None)  # a context that knows no series is judged on its headlines
-        values = sorted({v for m in metrics for v in labelled(m)}) if labelled is not None else []
+        values: Sequence[str]
+        label_values = getattr(ctx, "label_values", None)  # `FleetState` contexts: from the interned layout
+        if label_values is not None and len(metrics) == 1:
+            [metric] = metrics
+            values = label_values(metric)
+        else:
+            labelled = getattr(ctx, "labelled", None)  # a context that knows no series: judged on headlines
+            values = tuple(sorted({v for m in metrics for v in labelled(m)})) if labelled is not None else ()
         if not values:
-            return [(server, ctx, None)]
-        return [(series_slot(server, {label: v}), _EachContext(ctx, label, v, metrics), {label: v})
-                for v in values]
+            return ((server, ctx, None),)
+        key = (server, label, values)
+        made = self._each_keys.get(key)
+        if made is None:
+            if len(self._each_keys) >= _EACH_CACHE_LIMIT:
+                self._each_keys.clear()
+            made = self._each_keys[key] = tuple(
+                (series_slot(server, {label: v}), f":{label}={v}", {label: v}) for v in values)
+        return [(slot, _EachContext(ctx, suffix, metrics), labels) for slot, suffix, labels in made]
 
     def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
                ctx: Any, now_ms: int, labels: dict[str, str] | None = None) -> list[Transition]:
         spec = rule.spec
         key = FLEET_KEY if server is None else server if not labels else series_slot(server, labels)
         alert = Alert(alert_id(spec.id, key, now_ms), spec.id, spec.name, spec.severity, server, servers, "pending",
-                      now_ms, updated_at=now_ms, labels=labels)
+                      now_ms, updated_at=now_ms, labels=dict(labels) if labels else labels)
         self._observe(rule, alert, ctx)
         slot.alert = alert
         self._by_id[alert.id] = alert
