@@ -76,12 +76,11 @@ class _EachContext:
     series (`disk` → `disk:mount=/var`, in windows and history functions too), anything else reads the
     server."""
 
-    __slots__ = ("_ctx", "_metrics", "_suffix")
+    __slots__ = ("_ctx", "_keys")
 
-    def __init__(self, ctx: EvalContext, suffix: str, metrics: frozenset[str]) -> None:
+    def __init__(self, ctx: EvalContext, keys: Mapping[str, str]) -> None:
         self._ctx = ctx
-        self._metrics = metrics
-        self._suffix = suffix  # `:label=value`
+        self._keys = keys  # each bound metric → its series key (`disk` → `disk:mount=/var`)
 
     @property
     def server(self) -> ServerInfo:
@@ -97,10 +96,10 @@ class _EachContext:
         return ts
 
     def latest(self, field: str) -> float | str | None:
-        return self._ctx.latest(field + self._suffix if field in self._metrics else field)
+        return self._ctx.latest(self._keys.get(field, field))
 
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
-        return self._ctx.series(metric + self._suffix if metric in self._metrics else metric, since_ms)
+        return self._ctx.series(self._keys.get(metric, metric), since_ms)
 
     def labelled(self, metric: str) -> Mapping[str, float]:
         return self._ctx.labelled(metric)
@@ -108,7 +107,7 @@ class _EachContext:
     # the history functions' reads (`core.rules.HistoryContext`), bound the same way; a wrapped context
     # without one of them gets the sums computed from `series`, or unknown, as compile's fallback does
     def moments(self, metric: str, window_ms: int) -> Moments | None:
-        key = metric + self._suffix if metric in self._metrics else metric
+        key = self._keys.get(metric, metric)
         read = getattr(self._ctx, "moments", None)
         if read is not None:
             found: Moments | None = read(key, window_ms)
@@ -119,14 +118,12 @@ class _EachContext:
 
     def baseline(self, metric: str) -> Baseline | None:
         read = getattr(self._ctx, "baseline", None)
-        found: Baseline | None = None if read is None else read(
-            metric + self._suffix if metric in self._metrics else metric)
+        found: Baseline | None = None if read is None else read(self._keys.get(metric, metric))
         return found
 
     def peers(self, metric: str) -> PeerStats | None:
         read = getattr(self._ctx, "peers", None)
-        found: PeerStats | None = None if read is None else read(
-            metric + self._suffix if metric in self._metrics else metric)
+        found: PeerStats | None = None if read is None else read(self._keys.get(metric, metric))
         return found
 
 
@@ -141,9 +138,10 @@ class AlertEngine:
         self._by_id: dict[str, Alert] = {}  # pending and firing alerts
         self._silences: dict[str, Silence] = {}
         self._infos: dict[str, ServerInfo] = {}
-        # (server, label, label values) → (slot key, `:label=value`, labels) per value: `each` rules'
-        # targets, made once per server and set of series (bounded: emptied at _EACH_CACHE_LIMIT)
-        self._each_keys: dict[tuple[str, str, Sequence[str]], tuple[tuple[str, str, dict[str, str]], ...]] = {}
+        # (server, bound metrics, label, label values) → per value (slot key, {metric: series key}, labels):
+        # `each` rules' targets, made once per server and set of series (emptied at _EACH_CACHE_LIMIT)
+        self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]],
+                              tuple[tuple[str, dict[str, str], dict[str, str]], ...]] = {}
 
     # rules -----------------------------------------------------------------------------------------
     @property
@@ -324,14 +322,15 @@ class AlertEngine:
             values = tuple(sorted({v for m in metrics for v in labelled(m)})) if labelled is not None else ()
         if not values:
             return ((server, ctx, None),)
-        key = (server, label, values)
+        key = (server, metrics, label, values)
         made = self._each_keys.get(key)
         if made is None:
             if len(self._each_keys) >= _EACH_CACHE_LIMIT:
                 self._each_keys.clear()
             made = self._each_keys[key] = tuple(
-                (series_slot(server, {label: v}), f":{label}={v}", {label: v}) for v in values)
-        return [(slot, _EachContext(ctx, suffix, metrics), labels) for slot, suffix, labels in made]
+                (series_slot(server, {label: v}), {m: f"{m}:{label}={v}" for m in metrics}, {label: v})
+                for v in values)
+        return [(slot, _EachContext(ctx, keys), labels) for slot, keys, labels in made]
 
     def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
                ctx: Any, now_ms: int, labels: dict[str, str] | None = None) -> list[Transition]:
