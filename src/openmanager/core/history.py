@@ -116,9 +116,11 @@ class SeriesRing:
     def __len__(self) -> int:
         return self._count
 
-    def append(self, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None) -> None:
-        """Append a point with its labelled series (keys as `core.series` makes them). A point not newer
-        than the last one is dropped (timestamps stay ascending)."""
+    def append(self, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None,
+               keys: tuple[str, ...] | None = None) -> None:
+        """Append a point with its labelled series (keys as `core.series` makes them; `keys`, when given,
+        must be `tuple(series)`, e.g. an interned `SeriesLayout.keys`). A point not newer than the last
+        one is dropped (timestamps stay ascending)."""
         if self._count and ts <= self.last_ts():
             return
         i = self._head
@@ -129,8 +131,9 @@ class SeriesRing:
             col[i] = values.get(name, _NAN)
         extra = self._extra
         if series:
-            keys = tuple(series)
-            if keys == self._row_keys:
+            if keys is None:
+                keys = tuple(series)
+            if keys is self._row_keys or keys == self._row_keys:
                 for col, value in zip(self._row, series.values(), strict=True):
                     col[i] = value
             else:
@@ -342,12 +345,14 @@ class FleetHistory:
         self._rings: dict[str, SeriesRing] = {}
 
     def append(
-        self, server: str, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None
+        self, server: str, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None,
+        keys: tuple[str, ...] | None = None,
     ) -> None:
+        """`SeriesRing.append` on the server's ring."""
         ring = self._rings.get(server)
         if ring is None:
             ring = self._rings[server] = SeriesRing(self.capacity, self.max_series)
-        ring.append(ts, values, series)
+        ring.append(ts, values, series, keys)
 
     def get(self, server: str) -> SeriesRing | None:
         return self._rings.get(server)

@@ -184,13 +184,13 @@ class FleetState:
             state = self.servers[sample.server]
         state.values = sample.values
         state.series = sample.series
-        state.layout = layout_of(tuple(sample.series)) if sample.series else EMPTY_LAYOUT
+        layout = state.layout = layout_of(tuple(sample.series)) if sample.series else EMPTY_LAYOUT
         state.series_dropped = sample.series_dropped
         state.ts = sample.ts
         state.last_seen = self.now_ms()
         if state.status is not Status.MAINTENANCE:
             state.status = self.policy.derive(sample.values)
-        self.history.append(sample.server, sample.ts, sample.values, sample.series)
+        self.history.append(sample.server, sample.ts, sample.values, sample.series, layout.keys)
         return state
 
     def touch(self, server_id: str) -> bool | None:
