@@ -8,7 +8,10 @@ and out, 3 cores, against the same samples without series):
 - memory: the in-memory history (an hour of 1 s points) with and without the series columns (tracemalloc);
 - ingest + state: `clean_batch` and `FleetState.apply` of one tick (1,000 samples), median of `--ticks`;
 - roll-ups: a minute of points for 1,000 servers bucketed two ways, `bucket_points` over `points()` dicts
-  and `bucket_columns` over the ring's columns (what the roll-up job does).
+  and `bucket_columns` over the ring's columns (what the roll-up job does);
+- tick: a 1,000-server hub's tick in process with the simulator's own series (~13 a server) off and on,
+  stepped alternately: the simulator, ingest + state, and the default rule pack on arrival and at the
+  tick (`tick()` below).
 
 With `--hub`: `openmanager serve --servers 1000 --no-local` (the simulator gives ~13 series per server)
 measured in the `--modes` given, interleaved `--repeat` times: `off` (`--max-series 0`: series dropped at
@@ -127,6 +130,57 @@ def rollups() -> dict[str, float]:
             out[f"{route}_{'with' if series else 'without'}_ms"] = (time.thread_time() - started) * 1000
     for route in ("points", "columns"):
         out[f"{route}_ratio"] = out[f"{route}_with_ms"] / out[f"{route}_without_ms"]
+    return out
+
+
+def tick(ticks: int) -> dict[str, Any]:
+    """What one tick of a 1,000-server hub costs in process, series off and on stepped alternately (so a
+    shared machine's load falls on both alike): the simulator's step, `clean_batch` + `FleetState.apply`,
+    and the default rule pack evaluated as the hub does, on arrival and again at the tick (`AlertEngine`).
+    CPU ms per tick and part: median and min over `ticks` (the first 3 left out)."""
+    from openmanager.alerts.engine import AlertEngine
+    from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
+    from openmanager.sources.simulator import FleetSimulator
+
+    t0 = 1_700_000_000_000
+    hubs: dict[str, dict[str, Any]] = {}
+    for name, series in (("off", False), ("on", True)):
+        sim = FleetSimulator(servers=SERVERS, seed=1, series=series, incidents=False)
+        clock = [t0 / 1000]
+        state = FleetState(StatusPolicy(), FleetHistory(600), clock=lambda c=clock: c[0])
+        for info in sim.servers:
+            state.register(info)
+        engine = AlertEngine()
+        engine.set_rules([RuleSpec.from_api(r) for r in DEFAULT_RULES], t0)
+        hubs[name] = {"sim": sim, "clock": clock, "state": state, "engine": engine,
+                      "parts": {"simulator": [], "ingest": [], "rules": [], "total": []}}
+    for k in range(ticks + 3):
+        now = t0 + k * 1000
+        for h in hubs.values():
+            h["clock"][0] = now / 1000
+            state, engine = h["state"], h["engine"]
+            a = time.thread_time()
+            samples, _ = h["sim"].step(now, 1.0)
+            b = time.thread_time()
+            ids = []
+            for sample in clean_batch(samples, state.series_cleaner):
+                state.apply(sample)
+                ids.append(sample.server)
+            c = time.thread_time()
+            engine.evaluate(now, [(x.server, x) for x in map(state.context, ids)], fleet=False)
+            engine.evaluate(now, [(x.server, x) for x in map(state.context, list(state.servers))])
+            d = time.thread_time()
+            if k >= 3:
+                for part, v in (("simulator", b - a), ("ingest", c - b), ("rules", d - c), ("total", d - a)):
+                    h["parts"][part].append(v * 1000)
+    out: dict[str, Any] = {}
+    for name, h in hubs.items():
+        out[name] = {part: {"median_ms": round(statistics.median(v), 2), "min_ms": round(min(v), 2)}
+                     for part, v in h["parts"].items()}
+    on, off = hubs["on"]["parts"]["total"], hubs["off"]["parts"]["total"]
+    out["on_vs_off_total"] = {"median_of_tick_ratios": round(statistics.median(b / a for a, b in zip(off, on,
+                                                                                                      strict=True)), 3),
+                              "min_over_min": round(min(on) / min(off), 3)}
     return out
 
 
@@ -286,7 +340,7 @@ def main() -> int:
         return 0
     if not opts.hub_only:
         report: dict[str, Any] = {"servers": SERVERS, "series_per_server": 10, "memory": memory(opts.capacity),
-                                  "ingest": ingest(opts.ticks), "rollups": rollups()}
+                                  "ingest": ingest(opts.ticks), "rollups": rollups(), "tick": tick(opts.ticks)}
         print(json.dumps(report, indent=2), flush=True)
     if opts.hub:
         runs = []
