@@ -330,8 +330,8 @@ def main() -> int:
     p.add_argument("--local", action="store_true", help="with --idle: monitor this host too (as `make run`)")
     opts = p.parse_args()
     if opts.idle:
-        n, tick = opts.idle.split(",")
-        idle_runs = [_idle(mode, int(n), float(tick), opts.idle_seconds, opts.local)
+        n, tick_s = opts.idle.split(",")
+        idle_runs = [_idle(mode, int(n), float(tick_s), opts.idle_seconds, opts.local)
                      for _ in range(opts.repeat) for mode in ("off", "on")]
         for run in idle_runs:
             print(json.dumps(run), flush=True)
