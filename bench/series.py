@@ -7,15 +7,22 @@ In-process, side by side in one run (1,000 servers, each sample with 10 series: 
 and out, 3 cores, against the same samples without series):
 - memory: the in-memory history (an hour of 1 s points) with and without the series columns (tracemalloc);
 - ingest + state: `clean_batch` and `FleetState.apply` of one tick (1,000 samples), median of `--ticks`;
-- roll-ups: `bucket_points` of a minute of points for 1,000 servers.
+- roll-ups: a minute of points for 1,000 servers bucketed two ways, `bucket_points` over `points()` dicts
+  and `bucket_columns` over the ring's columns (what the roll-up job does);
+- tick: a 1,000-server hub's tick in process with the simulator's own series (~13 a server) off and on,
+  stepped alternately: the simulator, ingest + state, and the default rule pack on arrival and at the
+  tick (`tick()` below).
 
 With `--hub`: `openmanager serve --servers 1000 --no-local` (the simulator gives ~13 series per server)
-measured three ways, interleaved `--repeat` times: `off` (`--max-series 0`: series dropped at ingest) and
-`on` (the default) with `--clients` plain `metrics` subscribers, and `on+detail` with as many more clients
-subscribed with `"series": true`. Reported per run: messages delivered, the hub's CPU in the window per
-delivered message (ingest, state, roll-ups and fan-out together), its CPU rate before any client
-connected, and payload bytes per frame of each group. What the detail costs the clients that do not ask
-is `on` / `off` of CPU per message (the same frames to the same clients).
+measured in the `--modes` given, interleaved `--repeat` times: `off` (`--max-series 0`: series dropped at
+ingest) and `on` (the default) with `--clients` plain `metrics` subscribers; `on+detail` and `off+detail`
+add as many clients subscribed with `"series": true` (in `off+detail` they get no series: there are none).
+`--watch K` makes each client watch K servers (a `servers` filter; client j the K from the (j*K)-th)
+rather than all 1,000, so 1,000 + 1,000 clients fit on a small machine. Reported per run: messages
+delivered, the hub's CPU in the window per delivered message (ingest, state, rules, roll-ups and fan-out
+together), its CPU rate before any client connected, and payload bytes per frame of each group. What the
+detail costs the clients that do not ask is `on` / `off` of CPU per message (the same frames to the same
+clients).
 Everything is bounded: the workers exit at their deadline, the hub is stopped by PID.
 """
 
@@ -43,7 +50,7 @@ sys.path.insert(0, str(BENCH_DIR.parent / "src"))
 from _harness import free_port, stop_proc, wait_ready  # noqa: E402
 from openmanager.core.history import FleetHistory  # noqa: E402
 from openmanager.core.model import Sample  # noqa: E402
-from openmanager.core.rollup import bucket_points  # noqa: E402
+from openmanager.core.rollup import bucket_columns, bucket_points  # noqa: E402
 from openmanager.core.status import StatusPolicy  # noqa: E402
 from openmanager.pipeline.pipeline import clean_batch  # noqa: E402
 from openmanager.pipeline.state import FleetState  # noqa: E402
@@ -111,13 +118,69 @@ def rollups() -> dict[str, float]:
         for k in range(60):
             for s in _samples(1_000_000 + k * 1000, series):
                 history.append(s.server, s.ts, s.values, s.series)
-        started = time.thread_time()
-        for server in history.servers():
-            ring = history.get(server)
-            assert ring is not None
-            bucket_points(server, ring.points(0), 60)
-        out["with_ms" if series else "without_ms"] = (time.thread_time() - started) * 1000
-    out["ratio"] = out["with_ms"] / out["without_ms"]
+        for route in ("points", "columns"):
+            started = time.thread_time()
+            for server in history.servers():
+                ring = history.get(server)
+                assert ring is not None
+                if route == "points":
+                    bucket_points(server, ring.points(0), 60)
+                else:
+                    bucket_columns(server, *ring.columns(0), 60)
+            out[f"{route}_{'with' if series else 'without'}_ms"] = (time.thread_time() - started) * 1000
+    for route in ("points", "columns"):
+        out[f"{route}_ratio"] = out[f"{route}_with_ms"] / out[f"{route}_without_ms"]
+    return out
+
+
+def tick(ticks: int) -> dict[str, Any]:
+    """What one tick of a 1,000-server hub costs in process, series off and on stepped alternately (so a
+    shared machine's load falls on both alike): the simulator's step, `clean_batch` + `FleetState.apply`,
+    and the default rule pack evaluated as the hub does, on arrival and again at the tick (`AlertEngine`).
+    CPU ms per tick and part: median and min over `ticks` (the first 3 left out)."""
+    from openmanager.alerts.engine import AlertEngine
+    from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
+    from openmanager.sources.simulator import FleetSimulator
+
+    t0 = 1_700_000_000_000
+    hubs: dict[str, dict[str, Any]] = {}
+    for name, series in (("off", False), ("on", True)):
+        sim = FleetSimulator(servers=SERVERS, seed=1, series=series, incidents=False)
+        clock = [t0 / 1000]
+        state = FleetState(StatusPolicy(), FleetHistory(600), clock=lambda c=clock: c[0])
+        for info in sim.servers:
+            state.register(info)
+        engine = AlertEngine()
+        engine.set_rules([RuleSpec.from_api(r) for r in DEFAULT_RULES], t0)
+        hubs[name] = {"sim": sim, "clock": clock, "state": state, "engine": engine,
+                      "parts": {"simulator": [], "ingest": [], "rules": [], "total": []}}
+    for k in range(ticks + 3):
+        now = t0 + k * 1000
+        for h in hubs.values():
+            h["clock"][0] = now / 1000
+            state, engine = h["state"], h["engine"]
+            a = time.thread_time()
+            samples, _ = h["sim"].step(now, 1.0)
+            b = time.thread_time()
+            ids = []
+            for sample in clean_batch(samples, state.series_cleaner):
+                state.apply(sample)
+                ids.append(sample.server)
+            c = time.thread_time()
+            engine.evaluate(now, [(x.server, x) for x in map(state.context, ids)], fleet=False)
+            engine.evaluate(now, [(x.server, x) for x in map(state.context, list(state.servers))])
+            d = time.thread_time()
+            if k >= 3:
+                for part, v in (("simulator", b - a), ("ingest", c - b), ("rules", d - c), ("total", d - a)):
+                    h["parts"][part].append(v * 1000)
+    out: dict[str, Any] = {}
+    for name, h in hubs.items():
+        out[name] = {part: {"median_ms": round(statistics.median(v), 2), "min_ms": round(min(v), 2)}
+                     for part, v in h["parts"].items()}
+    on, off = hubs["on"]["parts"]["total"], hubs["off"]["parts"]["total"]
+    out["on_vs_off_total"] = {"median_of_tick_ratios": round(statistics.median(b / a for a, b in zip(off, on,
+                                                                                                      strict=True)), 3),
+                              "min_over_min": round(min(on) / min(off), 3)}
     return out
 
 
@@ -130,12 +193,16 @@ async def _worker(url: str, clients: int, detail: bool, deadline: float) -> dict
 
     counts = {"messages": 0, "bytes": 0, "connected": 0}
     start_at = float(os.environ["OM_WINDOW_START"])
+    ids: list[str] = json.loads(os.environ.get("OM_SERVER_IDS", "[]"))
+    watch = int(os.environ.get("OM_WATCH", "0"))
 
-    async def one() -> None:
+    async def one(j: int) -> None:
         async with connect(url, subprotocols=["openmanager.v1.json"], compression=None,  # type: ignore[list-item]
                            max_size=None, open_timeout=60) as ws:
             await ws.recv()  # welcome
-            flt = {"series": True} if detail else {}
+            flt: dict[str, Any] = {"series": True} if detail else {}
+            if watch:  # client j watches `watch` consecutive servers from the (j * watch)-th, wrapping
+                flt["servers"] = [ids[(j * watch + k) % len(ids)] for k in range(watch)]
             await ws.send(json.dumps({"type": "subscribe", "id": "1", "topic": "metrics", "filter": flt}))
             counts["connected"] += 1
             while True:
@@ -150,11 +217,20 @@ async def _worker(url: str, clients: int, detail: bool, deadline: float) -> dict
                     counts["messages"] += 1
                     counts["bytes"] += len(msg)
 
-    await asyncio.gather(*(one() for _ in range(clients)), return_exceptions=True)
+    await asyncio.gather(*(one(j) for j in range(clients)), return_exceptions=True)
     return counts
 
 
-def _run_hub(mode: str, clients: int, duration: float) -> dict[str, Any]:
+def _server_ids(port: int, token: str) -> list[str]:
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/servers",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return sorted(s["id"] for s in json.load(resp)["servers"] if s.get("source") != "local")
+
+
+def _run_hub(mode: str, clients: int, duration: float, watch: int) -> dict[str, Any]:
     import psutil
 
     port = free_port()
@@ -163,7 +239,7 @@ def _run_hub(mode: str, clients: int, duration: float) -> dict[str, Any]:
         log = Path(tmp) / "hub.log"
         args = [sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", tmp,
                 "--servers", str(SERVERS), "--no-local", "--seed", "1"]
-        if mode == "off":
+        if mode.startswith("off"):
             args += ["--max-series", "0"]
         env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=token, PYTHONPATH=str(BENCH_DIR.parent / "src"))
         with log.open("wb") as out:
@@ -175,11 +251,12 @@ def _run_hub(mode: str, clients: int, duration: float) -> dict[str, Any]:
             c0 = sum(proc.cpu_times()[:2])
             time.sleep(5)
             idle_rate = (sum(proc.cpu_times()[:2]) - c0) / 5
-            groups = [("plain", False)] + ([("detail", True)] if mode == "on+detail" else [])
+            groups = [("plain", False)] + ([("detail", True)] if mode.endswith("+detail") else [])
             connect_s = 20.0
+            ids = _server_ids(port, token) if watch else []
             window_start = time.time() + connect_s
             deadline = window_start + duration
-            env_w = dict(env, OM_WINDOW_START=str(window_start))
+            env_w = dict(env, OM_WINDOW_START=str(window_start), OM_WATCH=str(watch), OM_SERVER_IDS=json.dumps(ids))
             url = f"ws://127.0.0.1:{port}/ws?token={token}"
             workers = {name: subprocess.Popen(
                 [sys.executable, __file__, "--worker", url, str(clients), "1" if detail else "0", str(deadline)],
@@ -188,7 +265,7 @@ def _run_hub(mode: str, clients: int, duration: float) -> dict[str, Any]:
             c1 = sum(proc.cpu_times()[:2])
             time.sleep(max(0.0, deadline - time.time()))
             cpu = sum(proc.cpu_times()[:2]) - c1
-            result: dict[str, Any] = {"mode": mode, "idle_cpu_rate": idle_rate}
+            result: dict[str, Any] = {"mode": mode, "watch": watch, "idle_cpu_rate": idle_rate}
             total = 0
             for name, w in workers.items():
                 outp, _ = w.communicate(timeout=60)
@@ -199,6 +276,33 @@ def _run_hub(mode: str, clients: int, duration: float) -> dict[str, Any]:
             result["cpu_s"] = cpu
             result["cpu_us_per_message"] = 1e6 * cpu / max(1, total)
             return result
+        finally:
+            stop_proc(hub, signal.SIGTERM, 15)
+
+
+def _idle(mode: str, servers: int, tick: float, seconds: float, local: bool) -> dict[str, Any]:
+    """The CPU rate of a hub with no client: `servers` simulated at `tick`, series `on` or `off`."""
+    import psutil
+
+    port = free_port()
+    token = secrets.token_urlsafe(16)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "hub.log"
+        args = [sys.executable, "-m", "openmanager", "serve", "--port", str(port), "--data-dir", tmp,
+                "--servers", str(servers), "--tick", str(tick), "--seed", "1", "--local" if local else "--no-local"]
+        if mode == "off":
+            args += ["--max-series", "0"]
+        env = dict(os.environ, OPENMANAGER_ADMIN_TOKEN=token, PYTHONPATH=str(BENCH_DIR.parent / "src"))
+        with log.open("wb") as out:
+            hub = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_ready(port, hub, log)
+            proc = psutil.Process(hub.pid)
+            time.sleep(5)
+            c0 = sum(proc.cpu_times()[:2])
+            time.sleep(seconds)
+            return {"mode": mode, "servers": servers, "tick": tick, "local": local,
+                    "cpu_rate": (sum(proc.cpu_times()[:2]) - c0) / seconds}
         finally:
             stop_proc(hub, signal.SIGTERM, 15)
 
@@ -215,23 +319,44 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=100, help="plain clients (and as many with series)")
     p.add_argument("--duration", type=float, default=20.0)
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--modes", default="off,on,on+detail", help="comma-separated, from off, on, on+detail")
+    p.add_argument("--modes", default="off,on,on+detail",
+                   help="comma-separated, from off, on, on+detail, off+detail")
+    p.add_argument("--watch", type=int, default=0,
+                   help="servers each client watches (a `servers` filter of that many); 0: all of them")
+    p.add_argument("--hub-only", action="store_true", help="skip the in-process parts")
+    p.add_argument("--idle", metavar="SERVERS,TICK",
+                   help="only the CPU rate of a hub without clients, series off and on interleaved --repeat times")
+    p.add_argument("--idle-seconds", type=float, default=20.0)
+    p.add_argument("--local", action="store_true", help="with --idle: monitor this host too (as `make run`)")
     opts = p.parse_args()
-    report: dict[str, Any] = {"servers": SERVERS, "series_per_server": 10,
-                              "memory": memory(opts.capacity), "ingest": ingest(opts.ticks), "rollups": rollups()}
-    print(json.dumps(report, indent=2), flush=True)
+    if opts.idle:
+        n, tick_s = opts.idle.split(",")
+        idle_runs = [_idle(mode, int(n), float(tick_s), opts.idle_seconds, opts.local)
+                     for _ in range(opts.repeat) for mode in ("off", "on")]
+        for run in idle_runs:
+            print(json.dumps(run), flush=True)
+        rate = {m: statistics.median(r["cpu_rate"] for r in idle_runs if r["mode"] == m) for m in ("off", "on")}
+        print(json.dumps({"idle_cpu_rate_median": rate, "on_vs_off": rate["on"] / rate["off"]}, indent=2))
+        return 0
+    if not opts.hub_only:
+        report: dict[str, Any] = {"servers": SERVERS, "series_per_server": 10, "memory": memory(opts.capacity),
+                                  "ingest": ingest(opts.ticks), "rollups": rollups(), "tick": tick(opts.ticks)}
+        print(json.dumps(report, indent=2), flush=True)
     if opts.hub:
         runs = []
         modes = [m for m in opts.modes.split(",") if m]
         for _ in range(opts.repeat):
             for mode in modes:
-                run = _run_hub(mode, opts.clients, opts.duration)
+                run = _run_hub(mode, opts.clients, opts.duration, opts.watch)
                 print(json.dumps(run), flush=True)
                 runs.append(run)
         per = {m: statistics.median(r["cpu_us_per_message"] for r in runs if r["mode"] == m) for m in modes}
-        summary: dict[str, Any] = {"cpu_us_per_message_median": per}
+        spread = {m: [round(r["cpu_us_per_message"], 1) for r in runs if r["mode"] == m] for m in modes}
+        summary: dict[str, Any] = {"cpu_us_per_message_median": per, "cpu_us_per_message_runs": spread}
         if "on" in per and "off" in per:
             summary["plain_cost_ratio_on_vs_off"] = per["on"] / per["off"]
+        if "on+detail" in per and "off+detail" in per:
+            summary["cost_ratio_on_vs_off_with_detail_clients"] = per["on+detail"] / per["off+detail"]
         print(json.dumps(summary, indent=2))
     return 0
 

@@ -106,3 +106,32 @@ def test_a_reused_series_column_drops_its_running_sums() -> None:
         ring.append(1000 * i, {}, {"disk:mount=/a": 60.0})
         a = ring.window_moments("disk:mount=/a", 60_000, 1000 * i)
         assert a is not None and (a.n, a.sv) == (min(i - 6, 10), 60.0 * min(i - 6, 10))
+
+
+def test_points_with_the_same_keys_in_another_order_or_with_keys_added_and_gone_stay_by_key() -> None:
+    # Points with the previous point's keys are written by position: a change of order, a key added
+    # or gone must still land every value in its key's column.
+    ring = SeriesRing(8)
+    ring.append(1000, {}, {"cpu:core=0": 1.0, "cpu:core=1": 2.0})
+    ring.append(2000, {}, {"cpu:core=0": 3.0, "cpu:core=1": 4.0})
+    ring.append(3000, {}, {"cpu:core=1": 6.0, "cpu:core=0": 5.0})  # order changed
+    ring.append(4000, {}, {"cpu:core=1": 8.0, "cpu:core=0": 7.0})
+    ring.append(5000, {}, {"cpu:core=0": 9.0})  # core 1 gone
+    ring.append(6000, {}, {"cpu:core=0": 11.0, "cpu:core=2": 12.0})  # core 2 new
+    ring.append(7000, {}, {"cpu:core=0": 13.0, "cpu:core=2": 14.0})
+    ring.append(8000, {"cpu": 1.0})  # no series at all
+    assert ring.series("cpu:core=0", 0) == ([1000, 2000, 3000, 4000, 5000, 6000, 7000],
+                                            [1.0, 3.0, 5.0, 7.0, 9.0, 11.0, 13.0])
+    assert ring.series("cpu:core=1", 0) == ([1000, 2000, 3000, 4000], [2.0, 4.0, 6.0, 8.0])
+    assert ring.series("cpu:core=2", 0) == ([6000, 7000], [12.0, 14.0])
+
+
+def test_a_full_ring_that_reuses_a_column_keeps_writing_by_key() -> None:
+    ring = SeriesRing(6, max_series=2)
+    ring.append(1000, {}, {"disk:mount=/a": 1.0, "disk:mount=/b": 2.0})
+    ring.append(2000, {}, {"disk:mount=/a": 3.0, "disk:mount=/b": 4.0})
+    ring.append(3000, {}, {"disk:mount=/b": 5.0, "disk:mount=/c": 6.0})  # /c takes /a's column
+    ring.append(4000, {}, {"disk:mount=/b": 7.0, "disk:mount=/c": 8.0})
+    assert ring.series_keys() == ["disk:mount=/b", "disk:mount=/c"]
+    assert ring.series("disk:mount=/c", 0) == ([3000, 4000], [6.0, 8.0])
+    assert ring.series("disk:mount=/b", 0) == ([1000, 2000, 3000, 4000], [2.0, 4.0, 5.0, 7.0])

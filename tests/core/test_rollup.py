@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from openmanager.core.rollup import Bucket, MetricStats, bucket_points, coarsen, downsample, merge
+from openmanager.core.rollup import Bucket, MetricStats, bucket_columns, bucket_points, coarsen, downsample, merge
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000  # an hour boundary
 
@@ -131,3 +131,24 @@ def test_downsample_averages_into_aligned_steps() -> None:
     assert downsample(list(reversed(points)), 10_000) == downsample(points, 10_000)
     with pytest.raises(ValueError):
         downsample(points, 0)
+
+
+def test_bucket_columns_gives_the_buckets_of_bucket_points() -> None:
+    # A ring wrapped around, with metrics and series missing from some points: the roll-up read from
+    # its columns equals the one from its points.
+    from openmanager.core.history import SeriesRing
+
+    ring = SeriesRing(150)
+    for i, (ts, values) in enumerate(_points(230, start=T0 + 500)):
+        series = {"disk:mount=/var": 50.0 + i % 7} if i % 3 else {}
+        if 40 <= i < 90:
+            series["cpu:core=0"] = float(i)
+        ring.append(ts, values, series)
+    for since, until in ((0, None), (T0 + 100_000, None), (T0 + 100_000, T0 + 180_000), (T0 + 10**9, None)):
+        stamps, columns = ring.columns(since, until)
+        points = [(t, v) for t, v in ring.points(since) if until is None or t < until]
+        assert stamps == [t for t, _ in points]
+        for res in (1, 60):
+            assert bucket_columns("s", stamps, columns, res) == bucket_points("s", points, res)
+    with pytest.raises(ValueError):
+        bucket_columns("s", [], [], 0)

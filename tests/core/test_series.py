@@ -14,6 +14,7 @@ from openmanager.core.series import (
     derive_headlines,
     display_series,
     label_value,
+    layout_of,
     parse_series_key,
     series_key,
 )
@@ -122,3 +123,25 @@ def test_delta_quantizes_a_series_as_its_metric() -> None:
     assert quantize("net_in:interface=eth0", 123_456.7) == quantize("net_in", 123_456.7) == 123_000
     assert quantize("disk:mount=/var", 91.26) == 91.3
     assert quantize("temperature:sensor=x", 41.26) == 41.26  # no headline: as it came
+
+
+def test_a_repeated_key_tuple_is_judged_per_value_each_time() -> None:
+    # The second sample has the same keys (their verdicts come from the cache) but other values: each
+    # value is still checked, clamped and rounded, and the cap still holds.
+    cleaner = SeriesCleaner(SeriesPolicy(max_series=2))
+    keys = ["net_in:interface=eth0", "disk:mount=/", "net_in:interface=lo", "disk:mount=/var"]
+    first = cleaner.clean(dict(zip(keys, [1.4, 20.04, 5.0, 30.0], strict=True)))
+    assert first.series == {"disk:mount=/": 20.0, "disk:mount=/var": 30.0} and first.dropped == 2
+    second = cleaner.clean(dict(zip(keys, [2.6, float("nan"), 5.0, 130.0], strict=True)))
+    assert second.series == {"net_in:interface=eth0": 3.0, "disk:mount=/var": 100.0} and second.dropped == 2
+    third = SeriesCleaner().clean(dict(zip(keys, [2.6, "x", 5.0, 1], strict=True)))
+    assert third.series == {"net_in:interface=eth0": 3.0, "disk:mount=/var": 1.0} and third.dropped == 2
+
+
+def test_layouts_are_interned_and_index_label_values_by_metric() -> None:
+    keys = ("disk:mount=/var", "cpu:core=1", "disk:mount=/", "cpu:core=0")
+    layout = layout_of(keys)
+    assert layout_of(tuple(keys)) is layout and layout.keys == keys
+    assert layout.values_of == {"disk": ("/", "/var"), "cpu": ("0", "1")}
+    assert layout.by_metric["disk"] == (("/", "disk:mount=/"), ("/var", "disk:mount=/var"))
+    assert layout_of(()).keys == ()

@@ -50,6 +50,8 @@ from openmanager.core.silences import Silence
 
 __all__ = ["Alert", "AlertEngine", "Transition"]
 
+_EACH_CACHE_LIMIT = 100_000  # (server, label, label values) entries of `AlertEngine._each_keys`
+
 @dataclass(slots=True)
 class _Slot:
     """What outlives one occurrence of a (rule, server): cooldown and flapping bookkeeping."""
@@ -76,12 +78,11 @@ class _EachContext:
     series (`disk` → `disk:mount=/var`, in windows and history functions too), anything else reads the
     server."""
 
-    __slots__ = ("_ctx", "_metrics", "_suffix")
+    __slots__ = ("_ctx", "_keys")
 
-    def __init__(self, ctx: EvalContext, label: str, value: str, metrics: frozenset[str]) -> None:
+    def __init__(self, ctx: EvalContext, keys: Mapping[str, str]) -> None:
         self._ctx = ctx
-        self._metrics = metrics
-        self._suffix = f":{label}={value}"
+        self._keys = keys  # each bound metric → its series key (`disk` → `disk:mount=/var`)
 
     @property
     def server(self) -> ServerInfo:
@@ -97,10 +98,10 @@ class _EachContext:
         return ts
 
     def latest(self, field: str) -> float | str | None:
-        return self._ctx.latest(field + self._suffix if field in self._metrics else field)
+        return self._ctx.latest(self._keys.get(field, field))
 
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
-        return self._ctx.series(metric + self._suffix if metric in self._metrics else metric, since_ms)
+        return self._ctx.series(self._keys.get(metric, metric), since_ms)
 
     def labelled(self, metric: str) -> Mapping[str, float]:
         return self._ctx.labelled(metric)
@@ -108,7 +109,7 @@ class _EachContext:
     # the history functions' reads (`core.rules.HistoryContext`), bound the same way; a wrapped context
     # without one of them gets the sums computed from `series`, or unknown, as compile's fallback does
     def moments(self, metric: str, window_ms: int) -> Moments | None:
-        key = metric + self._suffix if metric in self._metrics else metric
+        key = self._keys.get(metric, metric)
         read = getattr(self._ctx, "moments", None)
         if read is not None:
             found: Moments | None = read(key, window_ms)
@@ -119,14 +120,12 @@ class _EachContext:
 
     def baseline(self, metric: str) -> Baseline | None:
         read = getattr(self._ctx, "baseline", None)
-        found: Baseline | None = None if read is None else read(
-            metric + self._suffix if metric in self._metrics else metric)
+        found: Baseline | None = None if read is None else read(self._keys.get(metric, metric))
         return found
 
     def peers(self, metric: str) -> PeerStats | None:
         read = getattr(self._ctx, "peers", None)
-        found: PeerStats | None = None if read is None else read(
-            metric + self._suffix if metric in self._metrics else metric)
+        found: PeerStats | None = None if read is None else read(self._keys.get(metric, metric))
         return found
 
 
@@ -141,6 +140,10 @@ class AlertEngine:
         self._by_id: dict[str, Alert] = {}  # pending and firing alerts
         self._silences: dict[str, Silence] = {}
         self._infos: dict[str, ServerInfo] = {}
+        # (server, bound metrics, label, label values) → per value (slot key, {metric: series key}, labels):
+        # `each` rules' targets, made once per server and set of series (emptied at _EACH_CACHE_LIMIT)
+        self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]],
+                              tuple[tuple[str, dict[str, str], dict[str, str]], ...]] = {}
 
     # rules -----------------------------------------------------------------------------------------
     @property
@@ -265,7 +268,7 @@ class AlertEngine:
                             out.append(self._end(slot, now_ms, notify=False, reason="administrative",
                                                  detail="server left the rule's scope"))
                     continue
-                targets = [(info.id, ctx, None)] if each is None else self._each_targets(rule, info.id, ctx)
+                targets = ((info.id, ctx, None),) if each is None else self._each_targets(rule, info.id, ctx)
                 if each is not None and targets[0][2] is not None and slots \
                         and (slot := slots.get(info.id)) is not None and slot.alert is not None:
                     out.append(self._end(slot, now_ms, notify=False, reason="administrative",
@@ -304,27 +307,39 @@ class AlertEngine:
             return [server] if server in slots else []
         return [k for k in slots if k == server or k.startswith(server + "{")]
 
-    @staticmethod
-    def _each_targets(rule: CompiledRule, server: str, ctx: EvalContext
-                      ) -> list[tuple[str, EvalContext, dict[str, str] | None]]:
+    def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext
+                      ) -> Sequence[tuple[str, EvalContext, dict[str, str] | None]]:
         """(slot key, context, labels) per label value of an `each` rule's series on this server; the server
-        itself (no labels) when it has none."""
+        itself (no labels) when it has none. The labels dicts are shared: not to be changed."""
         label = rule.spec.each
         assert label is not None
         metrics = rule.each_bound
-        labelled = getattr(ctx, "labelled", None)  # a context that knows no series is judged on its headlines
-        values = sorted({v for m in metrics for v in labelled(m)}) if labelled is not None else []
+        values: Sequence[str]
+        label_values = getattr(ctx, "label_values", None)  # `FleetState` contexts: from the interned layout
+        if label_values is not None and len(metrics) == 1:
+            [metric] = metrics
+            values = label_values(metric)
+        else:
+            labelled = getattr(ctx, "labelled", None)  # a context that knows no series: judged on headlines
+            values = tuple(sorted({v for m in metrics for v in labelled(m)})) if labelled is not None else ()
         if not values:
-            return [(server, ctx, None)]
-        return [(series_slot(server, {label: v}), _EachContext(ctx, label, v, metrics), {label: v})
-                for v in values]
+            return ((server, ctx, None),)
+        key = (server, metrics, label, values)
+        made = self._each_keys.get(key)
+        if made is None:
+            if len(self._each_keys) >= _EACH_CACHE_LIMIT:
+                self._each_keys.clear()
+            made = self._each_keys[key] = tuple(
+                (series_slot(server, {label: v}), {m: f"{m}:{label}={v}" for m in metrics}, {label: v})
+                for v in values)
+        return [(slot, _EachContext(ctx, keys), labels) for slot, keys, labels in made]
 
     def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
                ctx: Any, now_ms: int, labels: dict[str, str] | None = None) -> list[Transition]:
         spec = rule.spec
         key = FLEET_KEY if server is None else server if not labels else series_slot(server, labels)
         alert = Alert(alert_id(spec.id, key, now_ms), spec.id, spec.name, spec.severity, server, servers, "pending",
-                      now_ms, updated_at=now_ms, labels=labels)
+                      now_ms, updated_at=now_ms, labels=dict(labels) if labels else labels)
         self._observe(rule, alert, ctx)
         slot.alert = alert
         self._by_id[alert.id] = alert

@@ -60,7 +60,8 @@ class SeriesRing:
     Labelled series columns are keyed by series key and read like metrics (`series("disk:mount=/var", ...)`);
     `points` yields them beside the metrics, so roll-ups keep them too."""
 
-    __slots__ = ("_cols", "_count", "_extra", "_head", "_seq", "_slides", "_ts", "capacity", "max_series")
+    __slots__ = ("_cols", "_count", "_extra", "_head", "_row", "_row_keys", "_seq", "_slides", "_ts", "capacity",
+                 "max_series")
 
     def __init__(self, capacity: int, max_series: int = DEFAULT_MAX_SERIES) -> None:
         if capacity < 1:
@@ -72,6 +73,10 @@ class SeriesRing:
         self._ts = array("q", bytes(8 * capacity))
         self._cols = {name: array("f", [_NAN]) * capacity for name in METRIC_NAMES}
         self._extra: dict[str, array[float]] = {}  # series key -> column
+        # The last point's series keys, in its order, when they were exactly the columns in `_extra`, and
+        # those columns in that order: a point with the same keys is written positionally.
+        self._row_keys: tuple[str, ...] | None = None
+        self._row: tuple[array[float], ...] = ()
         self._head = 0  # index of the next write
         self._count = 0
         self._seq = 0  # points ever appended; point number k lives at index k % capacity while kept
@@ -100,6 +105,7 @@ class SeriesRing:
         if stale is None:
             return None
         col = self._extra.pop(stale)
+        self._row_keys = None
         for slide_key in [k for k, slide in self._slides.items() if slide.col is col]:
             del self._slides[slide_key]  # its sums are of the key that went
         for i in range(self.capacity):
@@ -110,9 +116,11 @@ class SeriesRing:
     def __len__(self) -> int:
         return self._count
 
-    def append(self, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None) -> None:
-        """Append a point with its labelled series (keys as `core.series` makes them). A point not newer
-        than the last one is dropped (timestamps stay ascending)."""
+    def append(self, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None,
+               keys: tuple[str, ...] | None = None) -> None:
+        """Append a point with its labelled series (keys as `core.series` makes them; `keys`, when given,
+        must be `tuple(series)`, e.g. an interned `SeriesLayout.keys`). A point not newer than the last
+        one is dropped (timestamps stay ascending)."""
         if self._count and ts <= self.last_ts():
             return
         i = self._head
@@ -122,19 +130,38 @@ class SeriesRing:
         for name, col in self._cols.items():
             col[i] = values.get(name, _NAN)
         extra = self._extra
-        if series or extra:
-            present = series or {}
-            for key, col in extra.items():
-                col[i] = present.get(key, _NAN)
-            if not present.keys() <= extra.keys():
-                for key, value in present.items():
-                    if key not in extra:
-                        new = self._column_for(key, present)
-                        if new is not None:
-                            new[i] = value
+        if series:
+            if keys is None:
+                keys = tuple(series)
+            if keys is self._row_keys or keys == self._row_keys:
+                for col, value in zip(self._row, series.values(), strict=True):
+                    col[i] = value
+            else:
+                self._append_series(i, keys, series)
+        elif extra:
+            for col in extra.values():
+                col[i] = _NAN
         self._head = (i + 1) % self.capacity
         self._count = min(self._count + 1, self.capacity)
         self._seq += 1
+
+    def _append_series(self, i: int, keys: tuple[str, ...], series: Mapping[str, float]) -> None:
+        """Write a point's series at index `i` by key: new keys get a column (`_column_for`), columns of
+        keys it lacks get NaN. Then remembers the keys' order for the next point when each has a column
+        and no other column exists."""
+        extra = self._extra
+        for key, col in extra.items():
+            col[i] = series.get(key, _NAN)
+        if not series.keys() <= extra.keys():
+            for key, value in series.items():
+                if key not in extra:
+                    new = self._column_for(key, series)
+                    if new is not None:
+                        new[i] = value
+        if len(extra) == len(keys) and all(k in extra for k in keys):
+            self._row_keys, self._row = keys, tuple(extra[k] for k in keys)
+        else:
+            self._row_keys = None
 
     def _evict(self, seq: int) -> None:
         """Point `seq` (the oldest) is about to be overwritten: take it out of the windows holding it."""
@@ -280,6 +307,25 @@ class SeriesRing:
             out_v += values
         return out_ts, out_v
 
+    def columns(self, since_ms: int, until_ms: int | None = None) -> tuple[list[int], list[tuple[str, list[float]]]]:
+        """The timestamps of the points with `since_ms <= ts` (and `ts < until_ms` when given), oldest first,
+        and each column's values at them (NaN where a point lacks it): the headline metrics in catalogue
+        order, then the labelled series. Copies taken slice by slice (C speed), for roll-ups
+        (`core.rollup.bucket_columns`)."""
+        names = [*self._cols, *self._extra]
+        cols = [*self._cols.values(), *self._extra.values()]
+        out_ts: list[int] = []
+        out: list[list[float]] = [[] for _ in cols]
+        for lo, hi in self._ranges(since_ms):
+            if until_ms is not None:
+                hi = bisect.bisect_left(self._ts, until_ms, lo, hi)
+            if lo >= hi:
+                continue
+            out_ts += self._ts[lo:hi].tolist()
+            for values, col in zip(out, cols, strict=True):
+                values += col[lo:hi].tolist()
+        return out_ts, list(zip(names, out, strict=True))
+
     def points(self, since_ms: int) -> Iterator[tuple[int, dict[str, float]]]:
         """Every point at or after `since_ms`, oldest first, with only the metrics and series it has."""
         extra = self._extra
@@ -299,12 +345,14 @@ class FleetHistory:
         self._rings: dict[str, SeriesRing] = {}
 
     def append(
-        self, server: str, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None
+        self, server: str, ts: int, values: Mapping[str, float], series: Mapping[str, float] | None = None,
+        keys: tuple[str, ...] | None = None,
     ) -> None:
+        """`SeriesRing.append` on the server's ring."""
         ring = self._rings.get(server)
         if ring is None:
             ring = self._rings[server] = SeriesRing(self.capacity, self.max_series)
-        ring.append(ts, values, series)
+        ring.append(ts, values, series, keys)
 
     def get(self, server: str) -> SeriesRing | None:
         return self._rings.get(server)

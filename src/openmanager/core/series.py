@@ -38,17 +38,20 @@ __all__ = [
     "DEFAULT_EXCLUDE_INTERFACES",
     "DEFAULT_EXCLUDE_MOUNTS",
     "DEFAULT_MAX_SERIES",
+    "EMPTY_LAYOUT",
     "MAX_LABEL_CHARS",
     "SERIES_BY_METRIC",
     "SERIES_METRICS",
     "CleanedSeries",
     "SeriesCleaner",
+    "SeriesLayout",
     "SeriesPolicy",
     "SeriesSpec",
     "derive_headlines",
     "display_series",
     "group_by_metric",
     "label_value",
+    "layout_of",
     "parse_series_key",
     "series_key",
 ]
@@ -196,17 +199,36 @@ class CleanedSeries:
 
 
 _CACHE_LIMIT = 65_536
-_MISSING = object()
+_PLAN_LIMIT = 4096  # key tuples whose verdicts are kept, each of at most _PLAN_KEYS keys
+_PLAN_KEYS = 256
 _Verdict = tuple[int, str, float, float, int]  # catalogue order, label value, low, high, precision
+
+
+# each key's verdict in order, how many are None, and whether more are valid than the cap allows
+_Plan = tuple[tuple[_Verdict | None, ...], int, bool]
 
 
 @dataclass(slots=True)
 class SeriesCleaner:
-    """Validates a sample's series against a policy. Remembers each key's verdict (a bounded cache,
-    emptied when it holds `_CACHE_LIMIT` keys), so the steady state costs one dict lookup per series."""
+    """Validates a sample's series against a policy. Remembers each key's verdict (at most `_CACHE_LIMIT`)
+    and each key tuple's verdicts in order (at most `_PLAN_LIMIT` tuples of up to `_PLAN_KEYS` keys; each
+    cache is emptied when full), so a server that sends the same keys every tick costs one lookup per
+    sample, then the clamp and round of each value."""
 
     policy: SeriesPolicy = field(default_factory=SeriesPolicy)
     _verdicts: dict[object, _Verdict | None] = field(default_factory=dict)
+    _plans: dict[tuple[object, ...], _Plan] = field(default_factory=dict)
+
+    def _plan(self, keys: tuple[object, ...]) -> _Plan:
+        verdicts = self._verdicts
+        found = [verdicts[k] if k in verdicts else self._verdict(k) for k in keys]
+        bad = found.count(None)
+        plan: _Plan = (tuple(found), bad, len(keys) - bad > self.policy.max_series)
+        if len(keys) <= _PLAN_KEYS:
+            if len(self._plans) >= _PLAN_LIMIT:
+                self._plans.clear()
+            self._plans[keys] = plan
+        return plan
 
     def _verdict(self, key: object) -> _Verdict | None:
         verdict: _Verdict | None = None
@@ -229,14 +251,14 @@ class SeriesCleaner:
         kept, so which survive does not depend on the order a source listed them."""
         if not raw:
             return CleanedSeries({})
-        verdicts = self._verdicts
+        keys = tuple(raw)
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = self._plan(keys)
+        verdicts, dropped, capped = plan
         out: dict[str, float] = {}
-        dropped = 0
-        for key, rawv in raw.items():
-            found = verdicts.get(key, _MISSING)
-            verdict: _Verdict | None = self._verdict(key) if found is _MISSING else found  # type: ignore[assignment]
+        for key, rawv, verdict in zip(keys, raw.values(), verdicts, strict=True):
             if verdict is None:
-                dropped += 1
                 continue
             kind = type(rawv)
             if kind is float:
@@ -256,8 +278,9 @@ class SeriesCleaner:
                 value = high
             out[key] = round(value, precision) if precision else float(round(value))
         cap = self.policy.max_series
-        if len(out) > cap:
-            ranked = sorted(out, key=lambda k: _rank(verdicts[k]))
+        if capped and len(out) > cap:
+            rank = dict(zip(keys, verdicts, strict=True))
+            ranked = sorted(out, key=lambda k: _rank(rank[k]))
             dropped += len(out) - cap
             out = {k: out[k] for k in ranked[:cap]}
         return CleanedSeries(out, dropped)
@@ -292,6 +315,45 @@ def derive_headlines(values: Mapping[str, float], series: Mapping[str, float]) -
         elif metric == "cpu":
             out[metric] = sum(found) / len(found)
     return out
+
+
+class SeriesLayout:
+    """The keys of a server's series, in the order its samples list them, indexed once per distinct key
+    tuple (`layout_of` interns them): a server whose mounts, interfaces and cores do not change reuses
+    one layout every tick, so its readers (rules, history) pay nothing per sample to group its keys.
+    Keys must be valid (as `SeriesCleaner.clean` returns them)."""
+
+    __slots__ = ("by_metric", "keys", "values_of")
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        grouped: dict[str, list[tuple[str, str]]] = {}
+        for key in keys:
+            metric, _, rest = key.partition(":")
+            grouped.setdefault(metric, []).append((rest.partition("=")[2], key))
+        self.by_metric: Mapping[str, tuple[tuple[str, str], ...]] = {
+            m: tuple(sorted(pairs)) for m, pairs in grouped.items()}
+        """metric → ((label value, key), ...), sorted by label value."""
+        self.values_of: Mapping[str, tuple[str, ...]] = {
+            m: tuple(v for v, _ in pairs) for m, pairs in self.by_metric.items()}
+        """metric → its label values, sorted."""
+
+
+_LAYOUT_LIMIT = 4096
+_LAYOUTS: dict[tuple[str, ...], SeriesLayout] = {}
+EMPTY_LAYOUT = SeriesLayout(())
+
+
+def layout_of(keys: tuple[str, ...]) -> SeriesLayout:
+    """The interned layout of `keys` (a bounded table, emptied when it holds `_LAYOUT_LIMIT` layouts)."""
+    found = _LAYOUTS.get(keys)
+    if found is None:
+        if not keys:
+            return EMPTY_LAYOUT
+        if len(_LAYOUTS) >= _LAYOUT_LIMIT:
+            _LAYOUTS.clear()
+        found = _LAYOUTS[keys] = SeriesLayout(keys)
+    return found
 
 
 def group_by_metric(keys: Iterable[str]) -> dict[str, list[str]]:

@@ -14,7 +14,7 @@ from typing import Any
 from openmanager.core.forecast import Baseline, Moments, PeerStats
 from openmanager.core.history import FleetHistory, SeriesRing
 from openmanager.core.model import Sample, ServerInfo, Status
-from openmanager.core.series import SeriesCleaner, SeriesPolicy
+from openmanager.core.series import EMPTY_LAYOUT, SeriesCleaner, SeriesLayout, SeriesPolicy, layout_of
 from openmanager.core.status import StatusPolicy
 
 
@@ -28,6 +28,7 @@ class ServerState:
     problem: str | None = None  # why its source gets no samples, as the source reported it
     series: dict[str, float] = field(default_factory=dict)  # labelled series of the latest sample, by key
     series_dropped: int = 0  # series the latest sample had beyond the policy (invalid, excluded, over the cap)
+    layout: SeriesLayout = EMPTY_LAYOUT  # the keys of `series`, indexed (interned: shared by every tick)
 
     def wire(self) -> dict[str, Any]:
         """The server's sample as the `metrics` topic carries it (headline values only)."""
@@ -94,12 +95,20 @@ class _ServerContext:
         its series fields, when it carries them; else the server's latest)."""
         if self._sample is None and self._state.status is Status.OFFLINE:
             return {}
-        source: Mapping[str, Any] = self._state.series
         if self._sample is not None and any(":" in k for k in self._sample):
-            source = self._sample
-        prefix = metric + ":"
-        return {k.partition("=")[2]: float(v) for k, v in source.items()
-                if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)}
+            prefix = metric + ":"
+            return {k.partition("=")[2]: float(v) for k, v in self._sample.items()
+                    if k.startswith(prefix) and isinstance(v, int | float) and not isinstance(v, bool)}
+        series = self._state.series
+        return {value: series[key] for value, key in self._state.layout.by_metric.get(metric, ())}
+
+    def label_values(self, metric: str) -> Sequence[str]:
+        """The label values of `metric`'s series `labelled` would give, sorted (without building it)."""
+        if self._sample is None:
+            if self._state.status is Status.OFFLINE:
+                return ()
+            return self._state.layout.values_of.get(metric, ())
+        return sorted(self.labelled(metric))
 
     def series(self, metric: str, since_ms: int) -> tuple[Sequence[int], Sequence[float]]:
         if self._ring is None:
@@ -175,12 +184,13 @@ class FleetState:
             state = self.servers[sample.server]
         state.values = sample.values
         state.series = sample.series
+        layout = state.layout = layout_of(tuple(sample.series)) if sample.series else EMPTY_LAYOUT
         state.series_dropped = sample.series_dropped
         state.ts = sample.ts
         state.last_seen = self.now_ms()
         if state.status is not Status.MAINTENANCE:
             state.status = self.policy.derive(sample.values)
-        self.history.append(sample.server, sample.ts, sample.values, sample.series)
+        self.history.append(sample.server, sample.ts, sample.values, sample.series, layout.keys)
         return state
 
     def touch(self, server_id: str) -> bool | None:

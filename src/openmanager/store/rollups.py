@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 
 from openmanager.core.forecast import BASELINE_DAYS, Baseline
 from openmanager.core.history import FleetHistory
-from openmanager.core.rollup import Bucket, MetricStats, bucket_points, coarsen, seasonal_baseline
+from openmanager.core.rollup import Bucket, MetricStats, bucket_columns, coarsen, seasonal_baseline
 from openmanager.store.db import Store
 
 __all__ = ["DAY_MS", "HOUR_MS", "HOUR_S", "MINUTE_MS", "MINUTE_S", "RollupWriter", "baseline_hours",
@@ -89,15 +89,11 @@ class RollupWriter:
             ring = self.history.get(server)
             if ring is None:
                 continue
-            points: list[tuple[int, dict[str, float]]] = []
-            for ts, values in ring.points(self._written_until.get(server, 0) + 1):
-                if cutoff is not None and ts >= cutoff:
-                    break
-                points.append((ts, values))
-            if not points:
+            stamps, columns = ring.columns(self._written_until.get(server, 0) + 1, cutoff)
+            if not stamps:
                 continue
-            pending.extend(bucket_points(server, points, MINUTE_S))
-            advanced[server] = points[-1][0]
+            pending.extend(bucket_columns(server, stamps, columns, MINUTE_S))
+            advanced[server] = stamps[-1]
             if len(pending) >= self.batch_size:
                 written += await self._flush(pending, advanced)
         written += await self._flush(pending, advanced)
