@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from openmanager.core.history import FleetHistory
 from openmanager.core.rollup import bucket_points, coarsen
@@ -155,3 +156,49 @@ async def test_prune_keeps_retention(store: Store) -> None:
     assert (await store.read_buckets("s", 60, 0, now))[0].start_ms == T0 + 3 * DAY
     assert (await store.read_buckets("s", 3600, 0, now))[0].start_ms == T0 + DAY
     assert await writer.prune(now) == (0, 0)
+
+
+async def test_roll_minutes_gives_the_loop_back_between_slices(store: Store) -> None:
+    """Bucketing a large fleet yields to the event loop whenever a slice's time is used up (here a clock
+    that advances a slice per reading: every server is its own slice), and writes the same buckets."""
+    import asyncio
+
+    from openmanager.store.rollups import SLICE_S
+
+    history = FleetHistory(1000)
+    for n in range(20):
+        _fill(history, f"s{n:02d}", _points(range(120)))
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += SLICE_S
+        return now[0]
+
+    ran = 0
+
+    async def other() -> None:
+        nonlocal ran
+        while True:
+            ran += 1
+            await asyncio.sleep(0)
+
+    writer = RollupWriter(store, history, clock=clock, batch_size=10**9)  # one write, after every server
+    real_write = store.write_buckets
+    at_write: list[int] = []
+
+    async def write(buckets: Any) -> Any:
+        at_write.append(ran)
+        return await real_write(buckets)
+
+    store.write_buckets = write  # type: ignore[method-assign]
+    task = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    before = ran
+    try:
+        assert await writer.roll_minutes(T0 + 120_000) == 20 * 2
+    finally:
+        task.cancel()
+        del store.write_buckets
+    assert len(at_write) == 1 and at_write[0] - before >= 10  # it ran between the servers, before the write
+    for sid in ("s00", "s19"):
+        assert await store.read_buckets(sid, 60, 0, T0 + DAY) == bucket_points(sid, _points(range(120)), 60)
