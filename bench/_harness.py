@@ -6,6 +6,7 @@ it started by PID, and has a hard time bound.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,17 @@ def emit(obj: dict[str, Any]) -> None:
     """One JSON line to the harness (a worker's only output channel)."""
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def run_on_uvloop(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run `main` to completion on uvloop when it is installed (as the hub runs), else on asyncio's loop."""
+    factory = None
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def raise_nofile_limit() -> int:

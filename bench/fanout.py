@@ -44,7 +44,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _harness import HardTimeout, LineReader, emit, free_port, percentile, raise_nofile_limit, stop_proc, wait_ready
+from _harness import (
+    HardTimeout,
+    LineReader,
+    emit,
+    free_port,
+    percentile,
+    raise_nofile_limit,
+    run_on_uvloop,
+    stop_proc,
+    wait_ready,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 SUBPROTOCOL = "openmanager.v1.json"
@@ -261,13 +271,7 @@ def worker_cli(argv: list[str]) -> None:
     p.add_argument("--deadline", type=float, required=True, help="epoch seconds; the worker exits by then")
     a = p.parse_args(argv)
     raise_nofile_limit()
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(worker_main(a.url, a.clients, a.deadline))
+    run_on_uvloop(worker_main(a.url, a.clients, a.deadline))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import HardTimeout, LineReader, emit, free_port, stop_proc, wait_ready
+from _harness import HardTimeout, LineReader, emit, free_port, run_on_uvloop, stop_proc, wait_ready
 
 INGEST_PATH = "/api/v1/agents/ingest"
 WARMUP_S = 2.0
@@ -158,13 +158,7 @@ def worker_cli(argv: list[str]) -> None:
     p.add_argument("--compression", default="deflate")
     p.add_argument("--logs", type=int, default=0)
     a = p.parse_args(argv)
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(worker_main(a))
+    run_on_uvloop(worker_main(a))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -219,13 +213,7 @@ def baseline_cli(argv: list[str]) -> None:
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--logs", type=int, default=0)
     a = p.parse_args(argv)
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(baseline_main(a))
+    run_on_uvloop(baseline_main(a))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -75,7 +75,17 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from _harness import HardTimeout, LineReader, emit, free_port, percentile, raise_nofile_limit, stop_proc, wait_ready
+from _harness import (
+    HardTimeout,
+    LineReader,
+    emit,
+    free_port,
+    percentile,
+    raise_nofile_limit,
+    run_on_uvloop,
+    stop_proc,
+    wait_ready,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 SUBPROTOCOL = "openmanager.v1.json"
@@ -476,13 +486,7 @@ def worker_cli(argv: list[str]) -> None:
     p.add_argument("--deadline", type=float, required=True)
     a = p.parse_args(argv)
     raise_nofile_limit()
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(agent_worker_main(a) if a.agent_worker else client_worker_main(a))
+    run_on_uvloop(agent_worker_main(a) if a.agent_worker else client_worker_main(a))
 
 
 # --------------------------------------------------------------------------------------------------

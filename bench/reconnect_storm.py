@@ -64,7 +64,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _harness import HardTimeout, LineReader, emit, free_port, percentile, raise_nofile_limit, stop_proc
+from _harness import (
+    HardTimeout,
+    LineReader,
+    emit,
+    free_port,
+    percentile,
+    raise_nofile_limit,
+    run_on_uvloop,
+    stop_proc,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 CONNECT_CONCURRENCY = 100  # per worker
@@ -354,13 +363,7 @@ def worker_cli(argv: list[str]) -> None:
     p.add_argument("--deadline", type=float, required=True, help="epoch seconds; the worker exits by then")
     args = p.parse_args(argv)
     raise_nofile_limit()
-    factory = None
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(worker_main(args))
+    run_on_uvloop(worker_main(args))
 
 
 # --------------------------------------------------------------------------------------------------

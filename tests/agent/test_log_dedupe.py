@@ -52,6 +52,22 @@ async def closed_code(ws: ClientConnection, timeout: float = 10.0) -> int:
             return exc.rcvd.code
 
 
+def fail_recording_once(live: LiveHub) -> list[StoreError]:
+    """The next durable record of an agent's seq fails (the store busy); returns the pending failure (empty
+    once it happened)."""
+    recorder = live.hub_app_state_ingest().recorder
+    real = recorder.agents.record_acks
+    failures = [StoreError("database is locked")]
+
+    async def failing_once(acks: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(acks)
+
+    recorder.agents.record_acks = failing_once  # type: ignore[method-assign]
+    return failures
+
+
 def test_items_carry_their_seq_first() -> None:
     assert item_with_seq(12, b'{"ts":1}') == b'{"seq":12,"ts":1}'
     assert orjson.loads(item_with_seq(2**63 - 1, b'{"a":[1]}')) == {"seq": 2**63 - 1, "a": [1]}
@@ -65,16 +81,7 @@ async def test_a_batch_cut_differently_after_a_reconnect_is_applied_and_stored_o
     token = await live.agents.create("web-11")
     events: list[Event] = []
     live.hub.broker.listen("logs", events.append)
-    recorder = live.hub_app_state_ingest().recorder
-    real = recorder.agents.record_acks
-    failures = [StoreError("database is locked")]
-
-    async def failing_once(acks: Any) -> Any:
-        if failures:
-            raise failures.pop()
-        return await real(acks)
-
-    recorder.agents.record_acks = failing_once  # type: ignore[method-assign]
+    fail_recording_once(live)
     ws = await live.connect(token)
     await ws.send(hello(BUFFER, first=1, last=2), text=True)
     assert (await recv(ws))["acked"] == 0
@@ -248,16 +255,7 @@ async def test_records_are_stored_once_with_the_redis_broker(tmp_path: Path) -> 
         assert live.hub is not None and live.hub.logs is not None and live.ingest is not None
         token = await live.agents.create("web-14")
         (agent,) = [a for a in await live.agents.list() if a.name == "web-14"]
-        recorder = live.ingest.recorder
-        real = recorder.agents.record_acks
-        failures = [StoreError("database is locked")]
-
-        async def failing_once(acks: Any) -> Any:
-            if failures:
-                raise failures.pop()
-            return await real(acks)
-
-        recorder.agents.record_acks = failing_once  # type: ignore[method-assign]
+        fail_recording_once(live)
         ws = await live.connect(token)
         await ws.send(hello(BUFFER, first=1, last=2), text=True)
         assert (await recv(ws))["acked"] == 0
