@@ -88,17 +88,29 @@ async def test_slow_reader_is_isolated_bounded_and_resumes(tmp_path: Path) -> No
         logs_sub = next(m["sub"] for m in slow.messages if m.get("id") == "l")
         rss0 = psutil.Process(hub.proc.pid).memory_info().rss  # type: ignore[union-attr]
 
-        # The slow client reads nothing for 10 s; the normal one must get every tick meanwhile.
+        # The slow client reads nothing for at least 10 s, until the hub has closed it (its logs backlog
+        # passes 64 frames: sooner on a quiet machine, where the simulator makes more); the normal one must
+        # get every tick meanwhile.
         got: list[dict] = []
+        lags: list[float] = []  # receipt − tick time: a client held behind the slow one falls behind
         rss_max = rss0
-        end = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < end:
+        loop = asyncio.get_running_loop()
+        next_check, deadline = loop.time() + 10, loop.time() + 40
+        while loop.time() < deadline:
+            if loop.time() >= next_check:
+                if _counter(hub, "openmanager_slow_consumer_closes_total") >= 1:
+                    break
+                next_check = loop.time() + 1
             m = await normal.recv(timeout=2)
             if m["type"] == "event" and m["sub"] == sub["sub"]:
                 got.append(m)
+                lags.append(time.time() - m["data"]["ts"] / 1000)
                 rss_max = max(rss_max, psutil.Process(hub.proc.pid).memory_info().rss)  # type: ignore[union-attr]
         seqs = [_seq(m["cursor"]) for m in got]
-        assert len(got) >= 70  # ~100 ticks in 10 s on a busy 2-core machine
+        # ~100 ticks in 10 s on a quiet machine; the simulator itself makes fewer on a loaded one, so the
+        # isolation is judged by delay, not by count: every tick arrives, each within 2 s of being made
+        assert len(got) >= 30, len(got)
+        assert max(lags) < 2.0, max(lags)
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # every event, none missed
         assert rss_max - rss0 < 64 * 1024 * 1024, (rss0, rss_max)
 

@@ -201,6 +201,13 @@ async def test_killing_the_leader_moves_leadership_and_firing_alerts_are_not_not
     r = req(b, "POST", "/api/v1/rules", json=rule)  # made on a follower, run by the leader
     assert r.status_code == 201, r.text
     assert "everyone" in {x["id"] for x in req(c, "GET", "/api/v1/rules").json()["rules"]}
+    # escalation defaults set on a follower: run by the leader, stored, and what every node then reads
+    policy = {"steps": [{"after": "10m", "users": ["admin"], "channels": ["inapp"]}], "repeat": "0s"}
+    r = req(b, "PUT", "/api/v1/escalation/defaults", json={"warning": policy})
+    assert r.status_code == 200 and r.json()["warning"]["source"] == "api", r.text
+    for node in (a, c):
+        await wait_for(lambda n=node: req(n, "GET", "/api/v1/escalation/defaults").json()["warning"].get("policy")
+                       == policy, 5, "the defaults on every node")
 
     def notifications(hub: HubProcess) -> list[dict[str, Any]]:
         items = req(hub, "GET", "/api/v1/notifications", params={"limit": 500}).json()["notifications"]
@@ -241,6 +248,8 @@ async def test_killing_the_leader_moves_leadership_and_firing_alerts_are_not_not
         assert len(notifications(c)) == 8, "a firing alert was notified again after the failover"
         history = req(b, "GET", f"/api/v1/alerts/{firing[0]['id']}").json()["history"]
         assert [h["transition"] for h in history].count("firing") == 1
+        # the new leader took the stored defaults over
+        assert req(b if leader == "b" else c, "GET", "/api/v1/escalation/defaults").json()["warning"]["policy"] == policy
         # the simulator runs again, on the new leader
         metrics_sub = (await watcher.subscribe("metrics", rid="m"))["sub"]
         assert len(await watcher.events(metrics_sub, 3, timeout=10)) == 3
