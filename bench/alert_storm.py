@@ -5,7 +5,7 @@ Measures, per mode, the webhook messages received, the time from the last alert 
 Also, per mode, the alert writer's work over the storm from `/metrics` (routing seconds, store seconds
 and the longest single store transaction, which holds the store's write lock) and the event loop's lag
 (the largest `loop_lag_p99_ms` / `loop_lag_max_ms` the `system` topic reported from the storm until 2 s
-after the last message).
+after the last message), and the longest garbage-collection pause in that span (`gc_pause_max_ms`).
 
 Modes, side by side in one run: `grouped` (group_wait 1 s: one message per user) and `ungrouped`
 (group_wait 0 s: one message per server per user, the behaviour before grouping; run at
@@ -109,7 +109,9 @@ class SystemWatch:
         window = [d for t, d in self.events if start <= t <= end]
         p99 = [d["loop_lag_p99_ms"] for d in window if "loop_lag_p99_ms" in d]
         worst = [d["loop_lag_max_ms"] for d in window if "loop_lag_max_ms" in d]
-        return {"loop_lag_p99_ms": max(p99) if p99 else None, "loop_lag_max_ms": max(worst) if worst else None}
+        gc_worst = [d["gc_pause_max_ms"] for d in window if "gc_pause_max_ms" in d]
+        return {"loop_lag_p99_ms": max(p99) if p99 else None, "loop_lag_max_ms": max(worst) if worst else None,
+                "gc_pause_max_ms": max(gc_worst) if gc_worst else None}
 
 
 async def writer_metrics(http: httpx.AsyncClient) -> dict[str, float]:

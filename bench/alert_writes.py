@@ -3,7 +3,10 @@ at once for U users who each have a webhook (grouping on), and the writer does w
 batch — route the transitions (in slices, as `AlertService` does), store them with their outbox in one
 `AlertStore.record` (a real SQLite file) — then the grouping pass turns the waiting rows into one
 message per user (`flush_groups`; nothing is delivered). A ticker task measures the event loop's
-longest stall in each phase.
+longest stall in each phase. The garbage collector runs under the hub's policy (`GcPolicy`); between
+routing and storing, the storm's peak, the bench counts the tracked objects and times the full
+collection the hub would run had its schedule come then (`peak_tracked_objects`,
+`peak_full_collection_ms`).
 
 Each source tree runs in its own child process (`--before-src DIR`: another checkout's `src`, first),
 side by side in one run, so the machine's load is shared alike. The hub's wall-clock picture of the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -62,9 +66,13 @@ async def child(servers: int, users: int) -> dict[str, Any]:
     from openmanager.core.model import ServerInfo
     from openmanager.notify.preferences import Preferences
     from openmanager.notify.service import NotificationService
+    from openmanager.pipeline.gcpolicy import GcPolicy
     from openmanager.store import Store
+    from openmanager.store import notifications as notify_store
     from openmanager.store.alerts import AlertStore
     from openmanager.store.notifications import NotificationStore
+
+    absorb = getattr(notify_store, "absorb", None)  # absent before the slices' members were merged
 
     class Ctx:
         def __init__(self, server: ServerInfo) -> None:
@@ -83,6 +91,7 @@ async def child(servers: int, users: int) -> dict[str, Any]:
                                          "severity": "critical", "cooldown": "0s"})], T0)
     clock = [T0]
     stalls = Stalls()
+    GcPolicy().install()  # as the hub runs: start-up objects frozen, automatic full collections rare
     with tempfile.TemporaryDirectory(prefix="om-writes-") as tmp:
         async with await Store.open(f"sqlite:///{tmp}/om.db") as store:
             service = NotificationService(NotificationStore(store), lambda _t, _d: None, users=lambda: names,
@@ -99,11 +108,21 @@ async def child(servers: int, users: int) -> dict[str, Any]:
             stalls.start()
             started = time.perf_counter()
             outbox: list[Any] = []
+            waiting: dict[Any, Any] = {}
             for i in range(0, len(transitions), step):
-                outbox += service.plan(transitions[i:i + step])
+                if absorb is not None:
+                    absorb(outbox, waiting, service.plan(transitions[i:i + step]))
+                else:
+                    outbox += service.plan(transitions[i:i + step])
                 await asyncio.sleep(0)
             plan_s = time.perf_counter() - started
             plan_stall = await stalls.stop()
+            # the hub's scheduled full collection, had it come now (the storm's peak): what it scans, how long
+            peak_objects = len(gc.get_objects())
+            started = time.perf_counter()
+            gc.collect()
+            gc.freeze()
+            peak_collect_ms = round((time.perf_counter() - started) * 1000, 1)
             stalls.start()
             started = time.perf_counter()
             await AlertStore(store).record(transitions, {}, outbox)
@@ -117,6 +136,7 @@ async def child(servers: int, users: int) -> dict[str, Any]:
             flush_stall = await stalls.stop()
             return {"transitions": len(transitions), "users": users, "outbox_entries": len(outbox),
                     "groups_sent": groups, "plan_s": round(plan_s, 3), "plan_longest_stall_ms": plan_stall,
+                    "peak_tracked_objects": peak_objects, "peak_full_collection_ms": peak_collect_ms,
                     "store_s": round(store_s, 3), "store_longest_stall_ms": store_stall,
                     "flush_s": round(flush_s, 3), "flush_longest_stall_ms": flush_stall}
 

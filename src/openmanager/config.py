@@ -125,6 +125,8 @@ class Settings:
                                         "503 busy with Retry-After.")
     expensive_timeout: str = _opt("30s", "Time budget of one backtest, history query or log search; past it the "
                                          "request is stopped and answered 503 timeout (a duration).")
+    loop_stall_trace_ms: int = _opt(0, "Log where the event loop was whenever it is held longer than this many "
+                                       "ms (a thread samples its stack; a diagnostic); 0: off.")
     # connection limits: request bodies, slow clients, connections, file descriptors, proxies
     max_body_bytes: int = _opt(1024 * 1024, "Largest HTTP request body (bytes); larger is answered 413.")
     max_login_body_bytes: int = _opt(16 * 1024, "Largest request body of /api/v1/login and /logout (bytes); "
@@ -382,6 +384,7 @@ BOUNDS: tuple[tuple[str, int, int | None], ...] = (
     ("otlp_token_request_burst", 1, 10**12),
     ("otlp_token_item_burst", 1, 10**12),
     ("max_series", 0, 4096),
+    ("loop_stall_trace_ms", 0, 60_000),
 )
 """The integer settings' ranges: (name, lowest, highest or None). `Settings.validate` checks each."""
 

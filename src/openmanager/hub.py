@@ -49,6 +49,7 @@ from openmanager.pipeline.logwriter import LogWriter
 from openmanager.pipeline.loopmonitor import LoopMonitor
 from openmanager.pipeline.pipeline import Pipeline
 from openmanager.pipeline.session import QueueLimits
+from openmanager.pipeline.stallwatch import StallWatch
 from openmanager.pipeline.state import FleetState
 from openmanager.pipeline.stats import HubStats
 from openmanager.pipeline.subscriptions import Streams
@@ -118,6 +119,8 @@ class Hub:
         self.calls = LeaderCalls(self.broker, self.node_id, lambda: self.is_leader)
         self.stats = HubStats()
         self.loop_monitor = LoopMonitor(self.stats.loop_lag)
+        self.stall_watch = (StallWatch(self.loop_monitor, settings.loop_stall_trace_ms / 1000)
+                            if settings.loop_stall_trace_ms > 0 else None)
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self.stats)
         GCCollector(registry=self.registry)
@@ -146,7 +149,7 @@ class Hub:
         self._mirrored_alerts = AlertMirror()  # a follower's view of the pending and firing alerts
         self._last_fleet: dict[str, Any] = self.state.fleet_summary()
         self._last_system: dict[str, Any] = self.stats.system_event()
-        self.gc_policy = GcPolicy()
+        self.gc_policy = GcPolicy(on_pause=lambda seconds, _gen: self.stats.gc_pause.observe(seconds, time.monotonic()))
         self.started = False
 
     @property
@@ -156,6 +159,8 @@ class Hub:
     # lifecycle
     async def start(self) -> None:
         self.loop_monitor.start()
+        if self.stall_watch is not None:
+            self.stall_watch.start()
         self.store = await self._open_store()
         await self.auth.attach(UserStore(self.store))  # API tokens, sessions; ensures the `admin` row
         await self.users.refresh()
@@ -352,6 +357,8 @@ class Hub:
     async def stop(self) -> None:
         self.started = False
         self.loop_monitor.stop()
+        if self.stall_watch is not None:
+            self.stall_watch.stop()
         self.gc_policy.uninstall()
         self.jobs.shutdown()
         # Bounded; a role change in flight may start new tasks, which are cancelled too.

@@ -92,7 +92,7 @@ async def test_slow_reader_is_isolated_bounded_and_resumes(tmp_path: Path) -> No
         # passes 64 frames: sooner on a quiet machine, where the simulator makes more); the normal one must
         # get every tick meanwhile.
         got: list[dict] = []
-        lags: list[float] = []  # receipt − tick time: a client held behind the slow one falls behind
+        lags: list[float] = []  # receipt - tick time: a client held behind the slow one falls behind
         rss_max = rss0
         loop = asyncio.get_running_loop()
         next_check, deadline = loop.time() + 10, loop.time() + 40

@@ -249,7 +249,8 @@ async def test_killing_the_leader_moves_leadership_and_firing_alerts_are_not_not
         history = req(b, "GET", f"/api/v1/alerts/{firing[0]['id']}").json()["history"]
         assert [h["transition"] for h in history].count("firing") == 1
         # the new leader took the stored defaults over
-        assert req(b if leader == "b" else c, "GET", "/api/v1/escalation/defaults").json()["warning"]["policy"] == policy
+        new_leader = b if leader == "b" else c
+        assert req(new_leader, "GET", "/api/v1/escalation/defaults").json()["warning"]["policy"] == policy
         # the simulator runs again, on the new leader
         metrics_sub = (await watcher.subscribe("metrics", rid="m"))["sub"]
         assert len(await watcher.events(metrics_sub, 3, timeout=10)) == 3

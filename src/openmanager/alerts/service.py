@@ -44,7 +44,7 @@ from openmanager.core.silences import Silence
 from openmanager.core.status import StatusPolicy
 from openmanager.store.alerts import AlertStore, alert_data
 from openmanager.store.db import StoreError
-from openmanager.store.notifications import OutboxEntry
+from openmanager.store.notifications import GroupMember, MemberKey, OutboxEntry, absorb
 from openmanager.tasks import wait_ended
 
 log = logging.getLogger(__name__)
@@ -360,10 +360,11 @@ class AlertService:
             return []
         step = max(1, PLAN_SLICE // max(1, self.plan_cost()))
         outbox: list[OutboxEntry] = []
+        waiting: dict[MemberKey, GroupMember] = {}
         for start in range(0, len(batch), step):
             if start:
                 await asyncio.sleep(0)
-            outbox += self.plan_outbox(batch[start:start + step])
+            absorb(outbox, waiting, self.plan_outbox(batch[start:start + step]))
         return outbox
 
     async def flush(self) -> None:

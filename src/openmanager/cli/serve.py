@@ -77,6 +77,7 @@ def serve(
     backtest_concurrency_per_user: Annotated[int | None, opt("backtest_concurrency_per_user")] = None,
     backtest_concurrency: Annotated[int | None, opt("backtest_concurrency")] = None,
     expensive_timeout: Annotated[str | None, opt("expensive_timeout")] = None,
+    loop_stall_trace_ms: Annotated[int | None, opt("loop_stall_trace_ms")] = None,
     # connection limits
     max_body_bytes: Annotated[int | None, opt("max_body_bytes")] = None,
     max_login_body_bytes: Annotated[int | None, opt("max_login_body_bytes")] = None,

@@ -412,8 +412,9 @@ class NotificationService:
 
     async def _deliver(self, delivery: Delivery) -> None:
         n = delivery.notification
+        data = delivery.data()
         message = Message(id=n["id"], user=delivery.user, title=n["title"], body=n["body"], severity=n["severity"],
-                          created_at=n["created_at"], url=(n.get("data") or {}).get("url"), data=n.get("data") or {})
+                          created_at=n["created_at"], url=data.get("url"), data=data)
         attempts = delivery.attempts + 1
         try:
             detail = await self._send(delivery.channel, message)

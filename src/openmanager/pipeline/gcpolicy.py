@@ -17,6 +17,7 @@ import asyncio
 import gc
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,11 @@ SLOW_PAUSE_S = 0.05
 
 
 class GcPolicy:
-    def __init__(self, *, interval_s: float = 15.0, gen2_threshold: int = 10_000, unfreeze_s: float = 600.0) -> None:
+    def __init__(self, *, interval_s: float = 15.0, gen2_threshold: int = 10_000, unfreeze_s: float = 600.0,
+                 on_pause: Callable[[float, int], None] | None = None) -> None:
+        """`on_pause(seconds, generation)` is called after every collection, scheduled or not (the hub
+        feeds it to `HubStats.gc_pause`)."""
+        self.on_pause = on_pause
         self.interval_s = interval_s
         self.unfreeze_s = unfreeze_s
         self._last_unfreeze = time.monotonic()
@@ -72,6 +77,8 @@ class GcPolicy:
             return
         pause = time.perf_counter() - self._gc_started
         self.max_pause_s = max(self.max_pause_s, pause)
+        if self.on_pause is not None:
+            self.on_pause(pause, int(info.get("generation", 0)))
         if pause >= SLOW_PAUSE_S and not self._in_scheduled:
             log.warning("unscheduled gc pause %.0f ms (generation %s, %s collected)",
                         pause * 1000, info.get("generation"), info.get("collected"))
@@ -89,5 +96,7 @@ class GcPolicy:
         finally:
             self._in_scheduled = False
         self.last_pause_s = time.perf_counter() - started
+        if self.last_pause_s >= SLOW_PAUSE_S:
+            log.info("scheduled gc pause %.0f ms", self.last_pause_s * 1000)
         self.full_collections += 1
         self._last_full = time.monotonic()

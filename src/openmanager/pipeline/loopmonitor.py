@@ -27,6 +27,9 @@ class LoopMonitor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
+        self.next_beat = 0.0
+        """`time.monotonic()` by which the next callback should have run (0 until started): a thread can
+        read how long the loop is being held right now (`pipeline.stallwatch`)."""
 
     def start(self) -> None:
         """Start measuring on the running loop (RuntimeError outside one). Does nothing if running."""
@@ -39,10 +42,12 @@ class LoopMonitor:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self.next_beat = 0.0
 
     def _schedule(self) -> None:
         assert self._loop is not None
         self._due = self._loop.time() + self.interval_s
+        self.next_beat = time.monotonic() + self.interval_s
         self._handle = self._loop.call_at(self._due, self._ran)
 
     def _ran(self) -> None:

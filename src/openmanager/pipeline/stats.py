@@ -2,7 +2,10 @@
 
 The event loop's lag (`loop_lag`, fed by `pipeline.loopmonitor.LoopMonitor`) is exported as the
 histogram `openmanager_event_loop_lag_seconds` and, over the last 10 seconds, as `loop_lag_p99_ms` and
-`loop_lag_max_ms` on the `system` topic."""
+`loop_lag_max_ms` on the `system` topic. Garbage-collection pauses (`gc_pause`, fed by
+`pipeline.gcpolicy.GcPolicy`: every collection holds the loop for its whole length) likewise, as
+`openmanager_gc_pause_seconds` and `gc_pause_max_ms`: a loop lag with a GC pause of about its size was
+the collector."""
 
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class HubStats(Collector):
         self._fanout_sum = 0.0
         self._fanout_recent: deque[float] = deque(maxlen=2048)
         self.loop_lag = LagWindow()
+        self.gc_pause = LagWindow(max_samples=16384)  # every collection, the young ones too
         self._last: tuple[float, int, int, int] = (self._clock(), 0, 0, 0)
 
     def observe_fanout(self, seconds: float) -> None:
@@ -79,6 +83,7 @@ class HubStats(Collector):
             "ingest_per_s": round((self.ingest_samples - i0) / dt, 1),
             "fanout_p99_ms": self.fanout_p99_ms(),
             **self.loop_lag_ms(now),
+            "gc_pause_max_ms": round(self.gc_pause.recent(now)[1] * 1000, 1),
         }
 
     def loop_lag_ms(self, now: float | None = None) -> dict[str, float]:
@@ -132,4 +137,10 @@ class HubStats(Collector):
             "How late the event loop ran a timer callback (sampled every 100 ms): time everyone else waited",
             buckets=[("+Inf" if bound == float("inf") else str(bound), n) for bound, n in self.loop_lag.cumulative()],
             sum_value=self.loop_lag.total,
+        )
+        yield HistogramMetricFamily(
+            "openmanager_gc_pause_seconds",
+            "How long each garbage collection held the event loop (every generation, scheduled or not)",
+            buckets=[("+Inf" if bound == float("inf") else str(bound), n) for bound, n in self.gc_pause.cumulative()],
+            sum_value=self.gc_pause.total,
         )

@@ -14,12 +14,14 @@ migrations run under another, so processes starting together migrate once.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Row, delete, event, func, select, tuple_
@@ -46,6 +48,24 @@ _ID_CHUNK = 500
 _WRITE_OPTION = "openmanager_write"
 
 _T = TypeVar("_T")
+
+
+def json_dumps(value: Any) -> str:
+    """JSON columns are written by orjson (several times faster than `json`: a grouped notification
+    lists a thousand alerts); what orjson refuses (a type it does not know) by `json`, as before."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns are read by orjson; text it refuses (`NaN`, which `json` wrote in earlier versions)
+    by `json`."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 class StoreError(OpenManagerError):
@@ -222,7 +242,7 @@ class Store:
             if path is not None:
                 await asyncio.to_thread(_prepare_sqlite_file, path)
         try:
-            engine = create_async_engine(url)
+            engine = create_async_engine(url, json_serializer=json_dumps, json_deserializer=json_loads)
         except (ArgumentError, ImportError) as exc:
             shown = make_url(url).render_as_string(hide_password=True)
             raise ConfigError(f"cannot use database URL {shown!r}: {exc}") from exc

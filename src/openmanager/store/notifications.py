@@ -31,12 +31,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import BigInteger, Index, Integer, String, Text, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Index,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Mapped, mapped_column
 
-from openmanager.store.db import Store
+from openmanager.store.db import Store, json_loads
 from openmanager.store.models import Base, JSONType
 
 __all__ = ["Delivery", "GroupMember", "NotificationStore", "OutboxEntry", "PackedOutbox", "StoredMember",
@@ -198,12 +211,42 @@ class StoredMember:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
+    """A due delivery. Its notification's `data` comes as the stored JSON text (`data_json`), decoded by
+    `data()` when it is sent: a page of grouped notifications, each listing a thousand alerts, decoded
+    together held the event loop for a quarter of a second."""
+
     id: int
     notification_id: str
     user: str
     channel: str
     attempts: int
-    notification: Mapping[str, Any]
+    notification: Mapping[str, Any]  # without `data`
+    data_json: str
+
+    def data(self) -> dict[str, Any]:
+        value = json_loads(self.data_json)
+        return value if isinstance(value, dict) else {}
+
+
+MemberKey = tuple[str, str, tuple[str, ...]]  # (user, group key, channels)
+
+
+def absorb(outbox: list[OutboxEntry], waiting: dict[MemberKey, GroupMember], entries: Sequence[OutboxEntry]) -> None:
+    """Append `entries` to `outbox`, merging each waiting member into the one `waiting` already holds for
+    its (user, group, channels), in arrival order: a batch planned in slices then holds one member per
+    group rather than one per slice (a 1,000 x 100 storm: 100 instead of 20,000 objects to keep alive)."""
+    for e in entries:
+        m = e.group_member
+        if m is None:
+            outbox.append(e)
+            continue
+        key = (m.user, m.group_key, m.channels)
+        into = waiting.get(key)
+        if into is None:
+            waiting[key] = m
+            outbox.append(e)
+        else:
+            into.transitions.extend(m.transitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +263,7 @@ async def pack_outbox(entries: Sequence[OutboxEntry], *, slice_refs: int = PACK_
     storm routes 1,000 transitions to 100 users: 100,000 references, ~0.1 s of work). Members of one
     (user, group, channels) are merged into one row; each distinct transition object is one row,
     counted once per member row that lists it."""
-    merged: dict[tuple[str, str, tuple[str, ...]], list[WaitingTransition]] = {}
+    merged: dict[MemberKey, list[WaitingTransition]] = {}
     done = 0
     for e in entries:
         m = e.group_member
@@ -321,14 +364,18 @@ class NotificationStore:
             await insert_outbox(conn, packed, now_ms)
 
     async def due(self, now_ms: int, limit: int = 100) -> list[Delivery]:
-        query = (select(*_NOTIFICATION_COLUMNS, DeliveryRow.id.label("delivery_id"),
-                        DeliveryRow.user.label("recipient"), DeliveryRow.channel, DeliveryRow.attempts)
+        query = (select(*_NOTIFICATION_COLUMNS[:-1], cast(NotificationRow.data, Text).label("data_json"),
+                        DeliveryRow.id.label("delivery_id"), DeliveryRow.user.label("recipient"),
+                        DeliveryRow.channel, DeliveryRow.attempts)
                  .join(NotificationRow, NotificationRow.id == DeliveryRow.notification_id)
                  .where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now_ms)
                  .order_by(DeliveryRow.next_attempt_at, DeliveryRow.id).limit(limit))
         async with self.store._read() as conn:
             rows = (await conn.execute(query)).all()
-        return [Delivery(r.delivery_id, r.id, r.recipient, r.channel, r.attempts, _notification(r, {})) for r in rows]
+        return [Delivery(r.delivery_id, r.id, r.recipient, r.channel, r.attempts,
+                         {"id": r.id, "kind": r.kind, "alert": r.alert_id, "title": r.title, "body": r.body,
+                          "severity": r.severity, "created_at": r.created_at, "read_at": r.read_at},
+                         r.data_json or "{}") for r in rows]
 
     async def next_due(self) -> int | None:
         query = select(func.min(DeliveryRow.next_attempt_at)).where(DeliveryRow.status == "pending")
