@@ -12,6 +12,7 @@ as dropped ingest, never silent).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from typing import Any
@@ -34,17 +35,29 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_CHARS = 8192
 
 
+INGEST_SLICE = 250
+"""Samples cleaned, or applied to the state, between two turns of the event loop: a batch larger than
+this (a thousand simulated servers' tick) is taken in slices by a task, so that no batch holds the loop
+for its whole length (about 40 ms for 1,000 servers with their labelled series on a quiet 2-core machine,
+and a multiple of that on a busy one)."""
+
+
 def clean_batch(batch: Sequence[Sample], series: SeriesCleaner | None = None) -> list[Sample]:
     """Valid, clamped samples of a batch (labelled series cleaned by `series`); at most one per server
     (the newest wins)."""
     latest: dict[str, Sample] = {}
+    clean_into(latest, batch, series)
+    return list(latest.values())
+
+
+def clean_into(latest: dict[str, Sample], batch: Iterable[Sample], series: SeriesCleaner | None) -> None:
+    """Clean each sample of `batch` into `latest` (server → its newest valid sample so far)."""
     for raw in batch:
         sample = clean_sample(raw, series)
         if sample is not None:
             prev = latest.get(sample.server)
             if prev is None or sample.ts >= prev.ts:
                 latest[sample.server] = sample
-    return list(latest.values())
 
 
 def clean_logs(records: Sequence[LogRecord]) -> list[dict[str, Any]]:
@@ -85,6 +98,10 @@ class Pipeline:
         self._outbox: asyncio.Queue[tuple[str, Mapping[str, Any]]] = asyncio.Queue(queue_size)
         self._subscriptions = CompositeDisposable()
         self._publisher: asyncio.Task[None] | None = None
+        self._deferred: collections.deque[Sequence[Sample]] = collections.deque()  # batches the ingest task takes
+        self._drained = asyncio.Event()  # set while nothing is deferred
+        self._drained.set()
+        self._ingester: asyncio.Task[None] | None = None
         self.dropped = 0
         self._enqueued = 0  # events handed to the publisher, and published (or failed): for `barrier`
         self._done = 0
@@ -101,7 +118,41 @@ class Pipeline:
             self._on_register(server)
 
     def samples(self, batch: Sequence[Sample]) -> None:
+        """A batch larger than `INGEST_SLICE`, and any batch while such a one is still being taken in, goes
+        to the ingest task (in order); a smaller one is applied at once. Either way one `metrics` event
+        per batch."""
+        if self._deferred or len(batch) > INGEST_SLICE:
+            self._deferred.append(batch)
+            self._drained.clear()
+            if self._ingester is None or self._ingester.done():
+                self._ingester = asyncio.get_running_loop().create_task(self._ingest_loop(), name="ingest")
+            return
         self._samples.on_next(batch)
+
+    async def _ingest_loop(self) -> None:
+        cleaner = self.state.series_cleaner
+        while self._deferred:
+            batch = self._deferred[0]
+            try:
+                latest: dict[str, Sample] = {}
+                for start in range(0, len(batch), INGEST_SLICE):
+                    if start:
+                        await asyncio.sleep(0)
+                    clean_into(latest, batch[start:start + INGEST_SLICE], cleaner)
+                cleaned = list(latest.values())
+                servers: dict[str, Any] = {}
+                ts = 0
+                for start in range(0, len(cleaned), INGEST_SLICE):
+                    await asyncio.sleep(0)
+                    ts = max(ts, self._apply_into(servers, cleaned[start:start + INGEST_SLICE]))
+                self.stats.ingest_samples += len(cleaned)
+                if servers:
+                    self._enqueue("metrics", {"ts": ts, "servers": servers})
+            except Exception as exc:
+                self._failed(exc)
+            finally:
+                self._deferred.popleft()
+        self._drained.set()
 
     def logs(self, records: Sequence[LogRecord]) -> None:
         self._logs.on_next(records)
@@ -155,6 +206,10 @@ class Pipeline:
         self._publisher = asyncio.get_running_loop().create_task(self._publish_loop(), name="publisher")
 
     async def stop(self) -> None:
+        ingester, self._ingester = self._ingester, None
+        await cancel_and_wait(ingester)
+        self._deferred.clear()
+        self._drained.set()
         self._subscriptions.dispose()
         publisher, self._publisher = self._publisher, None
         await cancel_and_wait(publisher)
@@ -168,12 +223,18 @@ class Pipeline:
 
     def _apply(self, batch: list[Sample]) -> dict[str, Any]:
         servers: dict[str, Any] = {}
-        ts = 0
-        for sample in batch:
-            servers[sample.server] = self.state.apply(sample).wire()
-            ts = max(ts, sample.ts)
+        ts = self._apply_into(servers, batch)
         self.stats.ingest_samples += len(batch)
         return {"ts": ts, "servers": servers}
+
+    def _apply_into(self, servers: dict[str, Any], batch: Iterable[Sample]) -> int:
+        """Apply cleaned samples to the state, each server's wire form into `servers`; the newest ts."""
+        ts = 0
+        apply = self.state.apply
+        for sample in batch:
+            servers[sample.server] = apply(sample).wire()
+            ts = max(ts, sample.ts)
+        return ts
 
     def publish(self, topic: str, data: Mapping[str, Any]) -> None:
         """Hand an event to the publisher (used for `fleet`, `system` and offline transitions)."""
@@ -221,7 +282,10 @@ class Pipeline:
 
     async def barrier(self) -> None:
         """Wait until every event handed to the publisher before this call has been published (and handed
-        to `on_publish`: the log writer holds its records)."""
+        to `on_publish`: the log writer holds its records), the events of batches the ingest task is still
+        taking in included."""
+        while self._deferred:
+            await self._drained.wait()
         if self._done >= self._enqueued:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
