@@ -4,7 +4,8 @@ It is the only writer of live state: sources' samples (`samples`, and `backfill`
 and samples another process of a cluster published (`mirror`). Each sample is cleaned once, here.
 
 Sources call the `SourceSink` methods synchronously; batches flow through reactive operators into the
-live state, and the resulting events are handed to one publisher task through a bounded queue, so the
+live state (a batch over `INGEST_SLICE` samples through the ingest task instead, a slice per turn of the
+event loop, in order with the rest), and the resulting events are handed to one publisher task through a bounded queue, so the
 broker sees them in order and a slow broker can never grow memory without bound (overflow is counted
 as dropped ingest, never silent).
 """
