@@ -195,7 +195,8 @@ class Root:
         otlp = Otlp(hub.pipeline, hub.log_writer, store=lambda: hub.store,
                     max_decompressed_bytes=settings.otlp_max_decompressed_bytes,
                     requests=Quota(settings.otlp_token_requests_per_s, settings.otlp_token_request_burst),
-                    items=Quota(settings.otlp_token_items_per_s, settings.otlp_token_item_burst))
+                    items=Quota(settings.otlp_token_items_per_s, settings.otlp_token_item_burst),
+                    series_policy=settings.series_policy())
         hub.registry.register(otlp)  # the receiver's and the rate limits' counters on /metrics
         backtests = WorkLimiter("backtest", per_user=settings.backtest_concurrency_per_user,
                                 total=settings.backtest_concurrency)

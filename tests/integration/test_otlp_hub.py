@@ -141,6 +141,10 @@ def test_sdk_host_metrics_become_a_server_with_catalogue_values(hub: HubProcess,
     sample = info["sample"]
     assert (sample["cpu"], sample["memory"], sample["disk"], sample["load1"]) == (42.0, 63.0, 81.0, 1.5)
     assert sample["net_in"] > 0 and sample["net_out"] == pytest.approx(2 * sample["net_in"], rel=0.01)
+    # the data points' attributes: a series per mount point, per interface, per CPU
+    series = info["series"]
+    assert (series["disk:mount=/"], series["disk:mount=/boot"], series["cpu:core=0"]) == (81.0, 20.0, 42.0)
+    assert series["net_in:interface=eth0"] == sample["net_in"]
     metrics = admin(hub, "GET", "/metrics").text
     assert 'openmanager_otlp_unmapped_points_total{metric="app.queue.depth"}' in metrics
 

@@ -111,7 +111,9 @@ def test_ratios_become_percentages_and_usage_becomes_shares() -> None:
     ]))
     assert out.rejected == 0
     (sample,) = sink.batches[0]
-    assert sample.values == {"memory": 60.0, "disk": 30.0, "swap": 25.0, "processes": 203.0, "uptime": 12345.0}
+    # `disk` is the fullest filesystem (/data at 99 %), as for every source; each is a series by mount
+    assert sample.values == {"memory": 60.0, "disk": 99.0, "swap": 25.0, "processes": 203.0, "uptime": 12345.0}
+    assert sample.series == {"disk:mount=/": 30.0, "disk:mount=/data": 99.0}
 
 
 def test_cumulative_counters_become_rates_and_resets_start_again() -> None:
@@ -135,6 +137,36 @@ def test_cumulative_counters_become_rates_and_resets_start_again() -> None:
     assert sink.batches[-1][0].values == {"net_in": 200.0, "net_out": 600.0}
     net(40, 5000, start=T0 + 35 * 10**9)  # a new start time is a restart of the counter, too
     assert len(sink.batches) == 2
+
+
+def test_data_point_attributes_become_labelled_series() -> None:
+    """Per `mountpoint` (filesystems the series policy keeps: not tmpfs, not /run), per network `device`
+    (not `lo`, not `veth*`) and per `cpu`: the detail behind the headline fields."""
+    sink = Sink()
+    receiver = OtlpReceiver(sink, clock=lambda: T0 / 1e9 + 100)
+
+    def send(t_s: int, received: float) -> None:
+        t = T0 + t_s * 10**9
+        receiver.metrics(request([
+            gauge("system.filesystem.utilization", point(0.5, t, mountpoint="/", type="ext4"),
+                  point(0.91, t, mountpoint="/var", type="xfs"), point(0.99, t, mountpoint="/run", type="tmpfs"),
+                  point(0.97, t, mountpoint="/dev/shm", type="tmpfs")),
+            counter("system.network.io", *[point(received * k, t, T0, device=dev, direction="receive")
+                                           for k, dev in ((1, "eth0"), (2, "bond0"), (5, "lo"), (7, "veth12ab"))]),
+            gauge("system.cpu.utilization", point(0.25, t, cpu="cpu0", state="user"),
+                  point(0.75, t, cpu="cpu0", state="idle"), point(0.5, t, cpu="cpu1", state="system"),
+                  point(0.0, t, cpu="cpu1", state="wait"), point(0.5, t, cpu="cpu1", state="idle")),
+        ]))
+
+    send(0, 1000)
+    (first,) = sink.batches[-1]
+    assert first.values == {"disk": 91.0, "cpu": 37.5}  # the fullest kept filesystem; cores averaged
+    assert first.series == {"disk:mount=/": 50.0, "disk:mount=/var": 91.0, "cpu:core=0": 25.0, "cpu:core=1": 50.0}
+    send(10, 6000)  # the counters' second points: rates per interface
+    (second,) = sink.batches[-1]
+    assert second.values["net_in"] == 500.0 + 1000.0 + 3500.0  # the headline sums all but lo, as before
+    assert {k: v for k, v in second.series.items() if k.startswith("net_in")} == {
+        "net_in:interface=eth0": 500.0, "net_in:interface=bond0": 1000.0}
 
 
 def test_cpu_time_becomes_utilisation() -> None:

@@ -5,9 +5,9 @@ and samples another process of a cluster published (`mirror`). Each sample is cl
 
 Sources call the `SourceSink` methods synchronously; batches flow through reactive operators into the
 live state (a batch over `INGEST_SLICE` samples through the ingest task instead, a slice per turn of the
-event loop, in order with the rest), and the resulting events are handed to one publisher task through a bounded queue, so the
-broker sees them in order and a slow broker can never grow memory without bound (overflow is counted
-as dropped ingest, never silent).
+event loop, in order with the rest), and the resulting events are handed to one publisher task through
+a bounded queue, so the broker sees them in order and a slow broker can never grow memory without bound
+(overflow is counted as dropped ingest, never silent).
 """
 
 from __future__ import annotations

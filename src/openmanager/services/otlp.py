@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from openmanager.core.quota import Quota, Refusal, SenderLimits
+from openmanager.core.series import SeriesPolicy
 from openmanager.pipeline.logwriter import LogWriter
 from openmanager.pipeline.pipeline import Pipeline
 from openmanager.services import need
@@ -29,8 +30,9 @@ NO_LIMIT = Quota(0, 0)
 class Otlp(Collector):
     def __init__(self, pipeline: Pipeline, log_writer: LogWriter, *, store: Callable[[], Store | None],
                  max_decompressed_bytes: int, requests: Quota = NO_LIMIT, items: Quota = NO_LIMIT,
+                 series_policy: SeriesPolicy | None = None,
                  clock_ms: Callable[[], float] = lambda: time.monotonic() * 1000) -> None:
-        self.receiver = OtlpReceiver(pipeline)
+        self.receiver = OtlpReceiver(pipeline, policy=series_policy)
         self.max_decompressed_bytes = max_decompressed_bytes
         self.limits: SenderLimits[int] = SenderLimits(requests, items)
         self.throttled: dict[tuple[Signal, str, str], int] = {}  # (signal, limit, token name) -> refused

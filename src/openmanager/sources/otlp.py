@@ -50,6 +50,7 @@ from prometheus_client.registry import Collector
 
 from openmanager.core.logparse import parse_level
 from openmanager.core.model import LogLevel, LogRecord, Sample, ServerInfo
+from openmanager.core.series import SeriesPolicy, label_value, series_key
 from openmanager.core.syslogparse import SERVER_ID_RE
 from openmanager.sources.base import SourceSink
 from openmanager.sources.otlpdecode import OtlpError, decode_logs, decode_metrics
@@ -190,9 +191,11 @@ MAPPED = frozenset({"system.cpu.utilization", "system.cpu.time", "system.memory.
 class OtlpReceiver(Collector):
     """Maps export requests onto a `SourceSink` (the pipeline). Synchronous: no I/O. A Prometheus collector."""
 
-    def __init__(self, sink: SourceSink, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, sink: SourceSink, *, clock: Callable[[], float] = time.time,
+                 policy: SeriesPolicy | None = None) -> None:
         self.sink = sink
         self._clock = clock
+        self.policy = policy or SeriesPolicy()  # which mounts, interfaces and filesystem types make series
         self._infos: dict[str, ServerInfo] = {}
         self._series: dict[tuple[Any, ...], _Series] = {}
         self.unmapped: dict[str, int] = {}
@@ -230,6 +233,7 @@ class OtlpReceiver(Collector):
                                      "'_', '-')")
                 continue
             values: dict[str, float] = {}
+            series: dict[str, float] = {}
             newest = 0
             for sm in rm.scope_metrics:
                 for metric in sm.metrics:
@@ -239,12 +243,12 @@ class OtlpReceiver(Collector):
                         out.reject(n, "metrics with no place in the catalogue (counted in "
                                       "openmanager_otlp_unmapped_points)")
                         continue
-                    ts = self._map(server, metric, values, now_ms)
+                    ts = self._map(server, metric, values, series, now_ms)
                     newest = max(newest, ts)
                     out.accepted += n
                     yield
-            if values and newest:
-                samples.append(Sample(server, min(newest, now_ms), values))
+            if (values or series) and newest:
+                samples.append(Sample(server, min(newest, now_ms), values, series))
         self.points += out.accepted
         self.rejected_points += out.rejected
         if samples:
@@ -284,7 +288,10 @@ class OtlpReceiver(Collector):
             return None  # a reset (or a repeat): this series starts again
         return (value - prev.value) / ((ts - prev.ts) / 1e9)
 
-    def _map(self, server: str, metric: Metric, values: dict[str, float], now_ms: int) -> int:
+    def _map(self, server: str, metric: Metric, values: dict[str, float], series: dict[str, float],
+             now_ms: int) -> int:
+        """Map one metric's points into `values` (the headline fields) and `series` (the labelled series,
+        by key: per `cpu`, `mountpoint`, network `device`); the newest point's time (ms), 0 for none."""
         points, temporality = self._points(metric)
         if not points:
             return 0
@@ -299,14 +306,16 @@ class OtlpReceiver(Collector):
         elif name == "system.processes.count":
             values["processes"] = sum(_point_value(p) for p in points)
         elif name == "system.cpu.utilization":
-            values["cpu"] = 100 * _busy_share({(_attr(p, "cpu") or "", _attr(p, "state")): _point_value(p)
-                                               for p in points})
+            cpu_states = {(_attr(p, "cpu") or "", _attr(p, "state")): _point_value(p) for p in points}
+            values["cpu"] = 100 * _busy_share(cpu_states)
+            _per_core(cpu_states, series)
         elif name == "system.cpu.time":
             rates = {(_attr(p, "cpu") or "", _attr(p, "state")): self._rate(server, name, p, temporality)
                      for p in points}
             known = {k: v for k, v in rates.items() if v is not None}
             if known and len(known) == len(rates):
                 values["cpu"] = 100 * _busy_share(known, normalise=True)
+                _per_core(known, series, normalise=True)
         elif name in ("system.memory.utilization", "system.paging.utilization"):
             target = "memory" if name == "system.memory.utilization" else "swap"
             used = [_point_value(p) for p in points if _attr(p, "state") in (None, "used")]
@@ -318,33 +327,45 @@ class OtlpReceiver(Collector):
             if total > 0 and "used" in by_state:
                 values["memory"] = 100 * by_state["used"] / total
         elif name in ("system.filesystem.utilization", "system.filesystem.usage"):
-            self._filesystem(name, points, values)
+            self._filesystem(name, points, values, series)
         elif name == "system.network.io":
             for direction, target in (("receive", "net_in"), ("transmit", "net_out")):
-                flows = [self._rate(server, name, p, temporality) for p in points
-                         if _attr(p, "direction") == direction and _attr(p, "device") != "lo"]
-                if flows and all(r is not None for r in flows):
-                    values[target] = sum(r for r in flows if r is not None)
+                flows = {_attr(p, "device") or "": self._rate(server, name, p, temporality) for p in points
+                         if _attr(p, "direction") == direction and _attr(p, "device") != "lo"}
+                if flows and all(r is not None for r in flows.values()):
+                    values[target] = sum(r for r in flows.values() if r is not None)
+                for device, rate in flows.items():
+                    if rate is not None and device and self.policy.keeps_interface(device):
+                        _put(series, target, device, rate)
         return newest
 
-    @staticmethod
-    def _filesystem(name: str, points: Sequence[NumberDataPoint], values: dict[str, float]) -> None:
-        """`disk` is the root filesystem's share in use (`mountpoint` "/"), else the fullest one's."""
+    def _filesystem(self, name: str, points: Sequence[NumberDataPoint], values: dict[str, float],
+                    series: dict[str, float]) -> None:
+        """Each filesystem the series policy keeps (by mount point and `type`) is a `disk` series by
+        mount; `disk` is the fullest of those (of all when it keeps none), as for every source."""
         shares: dict[str, float] = {}
+        fstypes: dict[str, str] = {}
         if name == "system.filesystem.utilization":
             for p in points:
-                shares[_attr(p, "mountpoint") or _attr(p, "device") or ""] = _point_value(p)
+                mount = _attr(p, "mountpoint") or _attr(p, "device") or ""
+                shares[mount] = _point_value(p)
+                fstypes[mount] = _attr(p, "type") or ""
         else:
             used: dict[str, float] = {}
             total: dict[str, float] = {}
             for p in points:
                 mount = _attr(p, "mountpoint") or _attr(p, "device") or ""
                 total[mount] = total.get(mount, 0.0) + _point_value(p)
+                fstypes[mount] = _attr(p, "type") or ""
                 if _attr(p, "state") == "used":
                     used[mount] = used.get(mount, 0.0) + _point_value(p)
             shares = {m: used.get(m, 0.0) / t for m, t in total.items() if t > 0}
-        if shares:
-            values["disk"] = 100 * shares.get("/", max(shares.values()))
+        kept = {m: v for m, v in shares.items()
+                if m.startswith("/") and self.policy.keeps_mount(m, fstypes.get(m, ""))}
+        for mount, share in kept.items():
+            _put(series, "disk", mount, 100 * share)
+        if kept or shares:
+            values["disk"] = 100 * max((kept or shares).values())
 
     # logs -----------------------------------------------------------------------------------------
     def logs(self, request: ExportLogsServiceRequest) -> Outcome:
@@ -448,6 +469,24 @@ def _count_points(metric: Metric) -> int:
     if kind is None:
         return 0
     return len(getattr(metric, kind).data_points)
+
+
+def _put(series: dict[str, float], metric: str, label: str, value: float) -> None:
+    """`value` as `metric`'s series labelled `label` (made a valid label value; nothing for an empty one)."""
+    if label and math.isfinite(value):
+        series[series_key(metric, label_value(label))] = value
+
+
+def _per_core(by_cpu_state: dict[tuple[str, str | None], float], series: dict[str, float], *,
+              normalise: bool = False) -> None:
+    """A `cpu` series per core (its `cpu` attribute, `cpu3` → core `3`) with its busy share in %."""
+    cores: dict[str, dict[tuple[str, str | None], float]] = {}
+    for (cpu, state), value in by_cpu_state.items():
+        if cpu:
+            cores.setdefault(cpu, {})[(cpu, state)] = value
+    for cpu, states in cores.items():
+        core = cpu[3:] if cpu.startswith("cpu") and cpu[3:].isdigit() else cpu
+        _put(series, "cpu", core, min(100.0, max(0.0, 100 * _busy_share(states, normalise=normalise))))
 
 
 def _busy_share(by_cpu_state: dict[tuple[str, str | None], float], *, normalise: bool = False) -> float:
