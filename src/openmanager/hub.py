@@ -128,6 +128,7 @@ class Hub:
         GCCollector(registry=self.registry)
         self.pipeline = Pipeline(self.state, self.broker, self.stats,
                                  on_register=self._registered if self.clustered else None)
+        self.pipeline.share_series = self.clustered  # the other processes mirror the series with the samples
         self.fanout = FanOut(self.broker, self.state, self.stats)
         self.streams = streams(self)
         self.severity_escalation = severity_policies(settings.escalation_by_severity())  # ConfigError if bad
@@ -470,7 +471,7 @@ class Hub:
         """Samples another process of the cluster published go into this one's state and history; per-server
         rules run (on the leader) as soon as a batch of samples is published (after its fan-out)."""
         if event.origin and event.origin != self.node_id:
-            self.pipeline.mirror(event.data)
+            self.pipeline.mirror(event.data, event.extra)
         if self.alerts is not None and self.is_leader:
             ids = list(event.data.get("servers", ()))
             asyncio.get_running_loop().call_soon(self._evaluate_arrivals, ids)

@@ -122,6 +122,16 @@ async def test_a_client_on_one_node_gets_what_another_node_publishes(cluster: Cl
         sub_f = (await on_b.subscribe("fleet", rid="fleet"))["sub"]
         fleet = (await on_b.events(sub_f, 1))[0]["data"]
         assert fleet["total"] == 9
+        # labelled series travel with the samples: the simulator's mounts on the follower (REST and a
+        # `series` subscription), this host's on the leader, whose rules read them
+        sim = next(i for i in sorted(ids_a) if i.startswith("db-"))
+        mounts_b = {k for k in req(b, "GET", f"/api/v1/servers/{sim}").json()["series"] if k.startswith("disk:")}
+        assert len(mounts_b) >= 2, mounts_b
+        detail = (await on_b.subscribe("metrics", {"servers": [sim], "series": ["disk"]}, rid="detail"))["sub"]
+        (event,) = await on_b.events(detail, 1, timeout=10)
+        assert mounts_b <= set(event["data"]["servers"][sim])
+        host_series_a = req(a, "GET", f"/api/v1/servers/{host}").json()["series"]
+        assert any(k.startswith("cpu:core=") for k in host_series_a), host_series_a
         # nodes report themselves on `system` (node-local statistics)
         sys_a = (await on_a.subscribe("system", rid="sys"))["sub"]
         status = await node_status(on_a, sys_a)

@@ -27,6 +27,9 @@ class Event:
     data: Mapping[str, Any]
     raw: bytes  # `data` encoded as JSON once, shared by every consumer
     origin: str = ""  # the hub node that published it ("" in one process: the memory broker)
+    extra: Mapping[str, Any] | None = None
+    """What travels with the event to the other hub processes but is not part of `data` (not sent to
+    clients): a `metrics` event's labelled series, for the state of the processes that mirror it."""
 
     @property
     def size(self) -> int:
@@ -41,8 +44,9 @@ class Broker(Protocol):
 
     async def close(self) -> None: ...
 
-    async def publish(self, topic: str, data: Mapping[str, Any]) -> Event:
-        """Append an event to `topic` and deliver it to every listener of that topic."""
+    async def publish(self, topic: str, data: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Event:
+        """Append an event to `topic` and deliver it to every listener of that topic (`extra`: see
+        `Event.extra`)."""
 
     def listen(self, topic: str, listener: Listener) -> Callable[[], None]:
         """Call `listener` for each new event of `topic`; returns a function that stops it."""

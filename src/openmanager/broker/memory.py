@@ -57,12 +57,12 @@ class MemoryBroker:
             topic = self._topics[name] = _Topic()
         return topic
 
-    async def publish(self, topic: str, data: Mapping[str, Any]) -> Event:
+    async def publish(self, topic: str, data: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Event:
         """Never suspends: listeners have run by the time this returns."""
         t = self._topic(topic)
         t.seq += 1
         now = int(self._clock() * 1000)
-        event = Event(topic, str(Cursor(self.epoch, t.seq)), t.seq, now, data, orjson.dumps(data))
+        event = Event(topic, str(Cursor(self.epoch, t.seq)), t.seq, now, data, orjson.dumps(data), extra=extra)
         t.events.append(event)
         t.bytes += event.size
         self._trim(t, now)

@@ -90,7 +90,12 @@ if not epoch then
   redis.call('SET', KEYS[3], epoch)
 end
 local id = string.format('%.0f', ms) .. '-' .. string.format('%.0f', n)
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[1], 'p', last, 'o', ARGV[2], 'e', epoch)
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[1], 'p', last, 'o', ARGV[2], 'e', epoch,
+             'x', ARGV[6])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], id, 'd', ARGV[1], 'p', last, 'o', ARGV[2], 'e', epoch)
+end
 redis.call('SET', KEYS[2], id)
 local minid = ms - tonumber(ARGV[4])
 if minid > 0 then
@@ -293,18 +298,20 @@ class RedisBroker:
         return s
 
     # the Broker interface
-    async def publish(self, topic: str, data: Mapping[str, Any]) -> Event:
+    async def publish(self, topic: str, data: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Event:
         """Append to the topic's stream and return the event (delivered to listeners by the reader, on
-        every node). While Redis is down this waits and retries; raises BrokerUnavailable once closed."""
+        every node; `extra` in the entry's own field). While Redis is down this waits and retries; raises
+        BrokerUnavailable once closed."""
         if topic in self.local_topics:
-            return await self.local.publish(topic, data)
+            return await self.local.publish(topic, data, extra)
         raw = orjson.dumps(data)
+        raw_extra = orjson.dumps(extra) if extra else b""
         s = self._stream(topic)
         s.mean_size = len(raw) if not s.mean_size else s.mean_size * 0.99 + len(raw) * 0.01
         limits = self.limits
         maxlen = max(1, min(limits.max_events, int(limits.max_bytes // max(s.mean_size, 1.0))))
         keys = [self.key(topic), self._last_key(topic), self._epoch_key]
-        args: list[bytes | str | int] = [raw, self.node, maxlen, limits.max_age_ms, secrets.token_hex(4)]
+        args: list[bytes | str | int] = [raw, self.node, maxlen, limits.max_age_ms, secrets.token_hex(4), raw_extra]
         while True:
             if self._closed:
                 raise BrokerUnavailable("the broker is closed")
@@ -321,7 +328,8 @@ class RedisBroker:
                 self._wake_reader.set()  # the reader reconnects
         entry = _text(entry_id)
         seq = id_to_seq(entry)
-        return Event(topic, f"{_text(epoch)}-{seq}", seq, int(entry.partition("-")[0]), data, raw, self.node)
+        return Event(topic, f"{_text(epoch)}-{seq}", seq, int(entry.partition("-")[0]), data, raw, self.node,
+                     extra or None)
 
     def listen(self, topic: str, listener: Listener) -> Callable[[], None]:
         if topic in self.local_topics:
@@ -386,7 +394,9 @@ class RedisBroker:
         seq = id_to_seq(entry_id)
         epoch = _text(fields.get(b"e", b"")) or self.epoch
         ms = int(entry_id.partition("-")[0])
-        return Event(topic, f"{epoch}-{seq}", seq, ms, orjson.loads(raw), raw, _text(fields.get(b"o", b"")))
+        x = fields.get(b"x")
+        return Event(topic, f"{epoch}-{seq}", seq, ms, orjson.loads(raw), raw, _text(fields.get(b"o", b"")),
+                     orjson.loads(x) if x else None)
 
     async def _read_loop(self) -> None:
         failures = 0  # in a row since the last successful connect

@@ -96,7 +96,11 @@ class Pipeline:
         self._samples: Subject[Sequence[Sample]] = Subject()
         self._cleaned: Subject[list[Sample]] = Subject()  # backfills' newest samples, cleaned already
         self._logs: Subject[Sequence[LogRecord]] = Subject()
-        self._outbox: asyncio.Queue[tuple[str, Mapping[str, Any]]] = asyncio.Queue(queue_size)
+        self._outbox: asyncio.Queue[tuple[str, Mapping[str, Any], Mapping[str, Any] | None]] = asyncio.Queue(
+            queue_size)
+        self.share_series = False
+        """Whether `metrics` events carry the samples' labelled series to the other hub processes (as the
+        event's `extra`, not its data: clients do not get them from it); set by a clustered hub."""
         self._subscriptions = CompositeDisposable()
         self._publisher: asyncio.Task[None] | None = None
         self._deferred: collections.deque[Sequence[Sample]] = collections.deque()  # batches the ingest task takes
@@ -142,13 +146,14 @@ class Pipeline:
                     clean_into(latest, batch[start:start + INGEST_SLICE], cleaner)
                 cleaned = list(latest.values())
                 servers: dict[str, Any] = {}
+                series: dict[str, Mapping[str, float]] | None = {} if self.share_series else None
                 ts = 0
                 for start in range(0, len(cleaned), INGEST_SLICE):
                     await asyncio.sleep(0)
-                    ts = max(ts, self._apply_into(servers, cleaned[start:start + INGEST_SLICE]))
+                    ts = max(ts, self._apply_into(servers, cleaned[start:start + INGEST_SLICE], series))
                 self.stats.ingest_samples += len(cleaned)
                 if servers:
-                    self._enqueue("metrics", {"ts": ts, "servers": servers})
+                    self._enqueue("metrics", {"ts": ts, "servers": servers}, {"series": series} if series else None)
             except Exception as exc:
                 self._failed(exc)
             finally:
@@ -171,12 +176,14 @@ class Pipeline:
             self._cleaned.on_next(cleaned[-1:])
         return cleaned
 
-    def mirror(self, data: Mapping[str, Any]) -> None:
+    def mirror(self, data: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
         """A `metrics` event another process of the cluster published: its samples (status as the origin
-        derived it) into this process's state and history, not published again."""
+        derived it) and their labelled series (`extra["series"]`, by server) into this process's state and
+        history, not published again."""
         ts = int(data.get("ts", 0))
+        series = (extra or {}).get("series") or {}
         for server_id, wire in data.get("servers", {}).items():
-            self.state.mirror(server_id, ts, wire)
+            self.state.mirror(server_id, ts, wire, series.get(server_id))
 
     def seen(self, servers: Iterable[str]) -> list[str]:
         """Servers that sent something other than samples (log records): see `FleetState.touch`. Returns
@@ -195,9 +202,10 @@ class Pipeline:
             return clean_batch(batch, cleaner)
 
         samples: Observable[list[Sample]] = reactivex.merge(self._samples.pipe(ops.map(clean)), self._cleaned)
-        metrics: Observable[dict[str, Any]] = samples.pipe(ops.filter(_non_empty), ops.map(self._apply))
+        metrics: Observable[tuple[dict[str, Any], dict[str, Any] | None]] = samples.pipe(
+            ops.filter(_non_empty), ops.map(self._apply))
         self._subscriptions.add(
-            metrics.subscribe(on_next=lambda data: self._enqueue("metrics", data), on_error=self._failed)
+            metrics.subscribe(on_next=lambda out: self._enqueue("metrics", *out), on_error=self._failed)
         )
         records: Observable[list[dict[str, Any]]] = self._logs.pipe(ops.map(clean_logs))
         logs: Observable[dict[str, Any]] = records.pipe(ops.filter(_non_empty), ops.map(self._log_event))
@@ -222,18 +230,25 @@ class Pipeline:
         self.stats.ingest_logs += len(records)
         return {"records": records}
 
-    def _apply(self, batch: list[Sample]) -> dict[str, Any]:
+    def _apply(self, batch: list[Sample]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The `metrics` event of a cleaned batch, and its `extra` (see `share_series`)."""
         servers: dict[str, Any] = {}
-        ts = self._apply_into(servers, batch)
+        series: dict[str, Mapping[str, float]] | None = {} if self.share_series else None
+        ts = self._apply_into(servers, batch, series)
         self.stats.ingest_samples += len(batch)
-        return {"ts": ts, "servers": servers}
+        return {"ts": ts, "servers": servers}, ({"series": series} if series else None)
 
-    def _apply_into(self, servers: dict[str, Any], batch: Iterable[Sample]) -> int:
-        """Apply cleaned samples to the state, each server's wire form into `servers`; the newest ts."""
+    def _apply_into(self, servers: dict[str, Any], batch: Iterable[Sample],
+                    series: dict[str, Mapping[str, float]] | None = None) -> int:
+        """Apply cleaned samples to the state, each server's wire form into `servers` (and its labelled
+        series into `series`, when given, for servers that have some); the newest ts."""
         ts = 0
         apply = self.state.apply
         for sample in batch:
-            servers[sample.server] = apply(sample).wire()
+            state = apply(sample)
+            servers[sample.server] = state.wire()
+            if series is not None and state.series:
+                series[sample.server] = state.series
             ts = max(ts, sample.ts)
         return ts
 
@@ -241,9 +256,9 @@ class Pipeline:
         """Hand an event to the publisher (used for `fleet`, `system` and offline transitions)."""
         self._enqueue(topic, data)
 
-    def _enqueue(self, topic: str, data: Mapping[str, Any]) -> None:
+    def _enqueue(self, topic: str, data: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
         try:
-            self._outbox.put_nowait((topic, data))
+            self._outbox.put_nowait((topic, data, extra))
             self._enqueued += 1
         except asyncio.QueueFull:
             self.dropped += 1
@@ -251,14 +266,17 @@ class Pipeline:
 
     async def _publish_loop(self) -> None:
         while True:
-            topic, data = await self._outbox.get()
+            topic, data, extra = await self._outbox.get()
             if self.on_publish is not None:
                 try:
                     self.on_publish(topic, data)
                 except Exception:
                     log.exception("handling a %s event before publishing failed", topic)
             try:
-                await self.broker.publish(topic, data)
+                if extra is None:
+                    await self.broker.publish(topic, data)
+                else:
+                    await self.broker.publish(topic, data, extra)
                 self.stats.events_published += 1
             except Exception:
                 log.exception("publishing to %s failed", topic)

@@ -209,9 +209,11 @@ class FleetState:
             return True
         return False
 
-    def mirror(self, server_id: str, ts: int, wire: Mapping[str, Any]) -> None:
-        """Apply a sample another hub process took, in its `metrics` wire form: its values, and its status
-        as that process derived it (`offline` keeps the last values). Unknown servers are registered bare."""
+    def mirror(self, server_id: str, ts: int, wire: Mapping[str, Any],
+               series: Mapping[str, float] | None = None) -> None:
+        """Apply a sample another hub process took, in its `metrics` wire form: its values, its labelled
+        series (as that process cleaned them), and its status as that process derived it (`offline`
+        keeps the last values). Unknown servers are registered bare."""
         state = self.servers.get(server_id)
         if state is None:
             self.register(ServerInfo(id=server_id, hostname=server_id))
@@ -225,11 +227,15 @@ class FleetState:
             return
         values = {k: float(v) for k, v in wire.items()
                   if k != "status" and isinstance(v, int | float) and not isinstance(v, bool)}
+        labelled = {k: float(v) for k, v in (series or {}).items()
+                    if isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)}
         state.values = values
+        state.series = labelled
+        layout = state.layout = layout_of(tuple(labelled)) if labelled else EMPTY_LAYOUT
         state.ts = ts
         state.last_seen = self.now_ms()
         state.status = status
-        self.history.append(server_id, ts, values)
+        self.history.append(server_id, ts, values, labelled, layout.keys)
 
     def set_problem(self, server_id: str, reason: str | None) -> None:
         """Set (or, with None, clear) a known server's problem; unknown servers are ignored."""
