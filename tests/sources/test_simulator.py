@@ -341,6 +341,9 @@ class RecordingSink:
     def logs(self, records: Sequence[LogRecord]) -> None:
         self.records.extend(records)
 
+    async def taken_in(self) -> None:
+        return None
+
 
 async def test_simulator_source_delivers_batches() -> None:
     clock_s = [1_700_000_000.0]
@@ -366,3 +369,36 @@ async def test_simulator_source_delivers_batches() -> None:
     stamps = [batch[0].ts for batch in sink.batches]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     assert all(r.server in ids for r in sink.records)
+
+
+async def test_the_simulator_waits_for_ingest_and_skips_the_ticks_it_missed() -> None:
+    """While the sink has not taken a batch in, no next batch is made; afterwards the ticks that passed
+    are skipped (one step spanning them), not delivered in a burst."""
+
+    class SlowSink(RecordingSink):
+        def __init__(self) -> None:
+            super().__init__(want=1)
+            self.release = asyncio.Event()
+
+        async def taken_in(self) -> None:
+            if len(self.batches) == 1:  # the first batch takes long to take in
+                await self.release.wait()
+
+    source = SimulatorSource(servers=5, seed=1, tick_s=0.02)
+    sink = SlowSink()
+    task = asyncio.create_task(source.run(sink))
+    try:
+        await asyncio.wait_for(sink.enough.wait(), timeout=5.0)
+        await asyncio.sleep(0.3)  # 15 ticks' time: the source must not make batches meanwhile
+        assert len(sink.batches) == 1
+        sink.release.set()
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(sink.batches) < 3:
+            assert asyncio.get_running_loop().time() < deadline, "no batches after the release"
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    first, second = sink.batches[0][0].ts, sink.batches[1][0].ts
+    assert second - first >= 250  # the next step spans the time the ingest took, not one tick

@@ -153,6 +153,9 @@ class _BufferSink:
     def samples(self, batch: Sequence[Sample]) -> None:
         self.agent._append(SAMPLE, [encode_sample(s.ts, s.values, s.series) for s in batch])
 
+    async def taken_in(self) -> None:
+        return None  # appended to the buffer at once
+
     def logs(self, records: Sequence[LogRecord]) -> None:
         self.agent._append(LOG, [encode_log(r) for r in records])
 

@@ -134,6 +134,11 @@ class Pipeline:
             return
         self._samples.on_next(batch)
 
+    async def taken_in(self) -> None:
+        """Wait until the ingest task has taken in every batch handed to it so far (`SourceSink`)."""
+        while self._deferred:
+            await self._drained.wait()
+
     async def _ingest_loop(self) -> None:
         cleaner = self.state.series_cleaner
         while self._deferred:
@@ -303,8 +308,7 @@ class Pipeline:
         """Wait until every event handed to the publisher before this call has been published (and handed
         to `on_publish`: the log writer holds its records), the events of batches the ingest task is still
         taking in included."""
-        while self._deferred:
-            await self._drained.wait()
+        await self.taken_in()
         if self._done >= self._enqueued:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

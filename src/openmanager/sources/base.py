@@ -22,6 +22,11 @@ class SourceSink(Protocol):
     def samples(self, batch: Sequence[Sample]) -> None:
         """One tick's samples (at most one per server)."""
 
+    async def taken_in(self) -> None:
+        """Wait until every batch of samples handed in so far is in the live state (a large one is taken
+        in by a task, a slice at a time). A source that produces on a clock awaits it after each batch,
+        so that it cannot outrun ingest: it skips ticks instead, as it does when the loop is busy."""
+
     def logs(self, records: Sequence[LogRecord]) -> None:
         """Log records, oldest first."""
 

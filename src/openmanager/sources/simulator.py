@@ -819,6 +819,7 @@ class SimulatorSource:
             sink.samples(samples)
             if logs:
                 sink.logs(logs)
+            await sink.taken_in()  # a tick the ingest could not take in by its time is skipped, not queued
             due = tick + 1
             late = loop.time() - (start + due * self.tick_s)
             if late > 0:
