@@ -251,11 +251,14 @@ class _SqliteWriter:
         conn.execute("BEGIN IMMEDIATE")
         try:
             result = fn(conn)
+            conn.execute("COMMIT")  # returns once the transaction is in the WAL (see _on_sqlite_connect)
         except BaseException:
+            # `fn` or the COMMIT failed (a full disk fails at COMMIT): end the transaction, so the next one
+            # starts clean; the first error is the one raised.
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")  # returns once the transaction is in the WAL (see _on_sqlite_connect)
         return result
 
     async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
