@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +94,30 @@ async def test_engine_writes_wait_for_a_running_transaction(store: Store, db_pat
     await raw
     await other
     assert {r.name for r in await agents.list()} == {"a", "b"}
+
+
+async def test_run_pg_write_commits_when_it_returns_and_rolls_back_on_failure(store: Store) -> None:
+    assert store.raw_pg_writes is (store.dialect == "postgresql")  # asyncpg: the only PostgreSQL driver here
+    if not store.raw_pg_writes:
+        with pytest.raises(RuntimeError):
+            await store.run_pg_write(lambda conn: asyncio.sleep(0))
+        return
+    agents = AgentStore(store)
+    await agents.create("a")
+
+    async def half_then_fail(conn: Any) -> None:
+        await conn.execute("UPDATE agents SET last_seq = 77 WHERE name = 'a'")
+        await conn.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(StoreError):
+        await store.run_pg_write(half_then_fail)
+    record = await agents.get("a")  # read on another pooled connection
+    assert record is not None and record.last_seq == 0
+
+    async def update(conn: Any) -> int:
+        await conn.execute("UPDATE agents SET last_seq = 5 WHERE name = 'a'")
+        return 1
+
+    assert await store.run_pg_write(update) == 1
+    record = await agents.get("a")
+    assert record is not None and record.last_seq == 5  # committed when run_pg_write returned

@@ -178,10 +178,11 @@ class AgentStore:
         the transaction is committed (see `Store.run_write` and `Store._write`).
 
         On a SQLite file this is two prepared statements (a `SELECT` of the live ids, one `executemany`
-        `UPDATE`) in one `Store.run_write` transaction: the ack recorder commits many times a second
+        `UPDATE`) in one `Store.run_write` transaction (on PostgreSQL through asyncpg, the same two in one
+        `Store.run_pg_write` transaction): the ack recorder commits many times a second
         with a few agents each, and through SQLAlchemy and aiosqlite each commit cost ~1 ms of the hub's
-        CPU in statement building and thread hops (docs/benchmarks.md, "Mixed load"). Elsewhere
-        (PostgreSQL) it goes through the engine."""
+        CPU in statement building and thread hops (docs/benchmarks.md, "Mixed load"). Elsewhere it goes
+        through the engine."""
         if not acks:
             return set()
         ids = list(acks)
@@ -189,6 +190,14 @@ class AgentStore:
         if self.store.raw_writes:
             live = await self.store.run_write(lambda conn: _record_acks_sqlite(conn, ids, rows))
             return set(ids) - live
+        if self.store.raw_pg_writes:
+
+            async def on_pg(conn: Any) -> set[int]:
+                found = {int(r[0]) for r in await conn.fetch(_PG_LIVE, ids)}
+                await conn.executemany(_PG_ACK, rows)
+                return found
+
+            return set(ids) - await self.store.run_pg_write(on_pg)
         live_q = select(agents_table.c.id).where(agents_table.c.id.in_(ids), agents_table.c.revoked_at.is_(None))
         stmt = (
             update(agents_table)
@@ -210,6 +219,10 @@ _ID_CHUNK = 500  # ids per `IN (...)`: under SQLite's old limit of 999 bind para
 # recorded, and `last_seq` never moves backwards. Parameters: (seq, seen, id, seq).
 _SQLITE_LIVE = "SELECT id FROM agents WHERE revoked_at IS NULL AND id IN ({})"
 _SQLITE_ACK = "UPDATE agents SET last_seq = ?, last_seen = ? WHERE id = ? AND revoked_at IS NULL AND last_seq <= ?"
+
+
+_PG_LIVE = "SELECT id FROM agents WHERE revoked_at IS NULL AND id = ANY($1::bigint[])"
+_PG_ACK = "UPDATE agents SET last_seq = $1, last_seen = $2 WHERE id = $3 AND revoked_at IS NULL AND last_seq <= $4"
 
 
 def _record_acks_sqlite(conn: sqlite3.Connection, ids: list[int], rows: list[tuple[int, int, int, int]]) -> set[int]:

@@ -22,7 +22,7 @@ import concurrent.futures
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -302,6 +302,11 @@ class Store:
         """Whether `run_write` is available: a SQLite file (not PostgreSQL, not an in-memory database)."""
         return self._sqlite_writer is not None
 
+    @property
+    def raw_pg_writes(self) -> bool:
+        """Whether `run_pg_write` is available: PostgreSQL through asyncpg (the default PostgreSQL driver)."""
+        return self.dialect == "postgresql" and self.engine.driver == "asyncpg"
+
     @classmethod
     async def open(cls, url: str) -> Store:
         """Connect, configure and migrate to the newest schema.
@@ -372,6 +377,27 @@ class Store:
             try:
                 return await writer.run(fn)
             except sqlite3.Error as exc:
+                raise StoreError(f"store write failed: {exc}") from exc
+
+    async def run_pg_write(self, fn: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Await `fn(connection)` (an `asyncpg.Connection` of the engine's pool) inside one asyncpg
+        transaction and return what it returns, under the process's write lock: committed when this
+        returns, rolled back when `fn` raises. For hot, small writes (prepared statements, `executemany`)
+        without SQLAlchemy's statement building and result handling around each. Only when
+        `raw_pg_writes`; raises StoreError when the database fails."""
+        if not self.raw_pg_writes:
+            raise RuntimeError("run_pg_write needs PostgreSQL through asyncpg (see Store.raw_pg_writes)")
+        import asyncpg  # type: ignore[import-not-found, unused-ignore]
+
+        async with self._write_lock:
+            try:
+                async with self.engine.connect() as conn:  # nothing runs through SQLAlchemy on it: no autobegin
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None
+                    async with driver.transaction():
+                        return await fn(driver)
+            except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 raise StoreError(f"store write failed: {exc}") from exc
 
     @asynccontextmanager
