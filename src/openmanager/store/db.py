@@ -241,6 +241,7 @@ class _SqliteWriter:
         self.path = path
         self._conn: sqlite3.Connection | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._used = False  # the thread starts with the first transaction
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:  # on the writer thread
         conn = self._conn
@@ -264,6 +265,7 @@ class _SqliteWriter:
     async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """`fn` in one transaction on the writer thread. Cancelled, it still waits for the transaction to
         end (committed or rolled back) before re-raising, so the caller's write lock is held until then."""
+        self._used = True
         future = asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn)
         try:
             return await asyncio.shield(future)
@@ -281,8 +283,9 @@ class _SqliteWriter:
             self._conn = None
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
-        self._pool.shutdown(wait=False)  # its one thread is idle now and ends
+        if self._used:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+        self._pool.shutdown(wait=False)  # its one thread (if any) is idle now and ends
 
 
 class Store:
