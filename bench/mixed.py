@@ -35,7 +35,8 @@ the cursor's seq (`fleet`, and every client of `--single-shape`). For the hub: C
 with every client - RSS before the clients) / connections), loop lag p99 (the `/metrics` histogram over
 the window, as a bucket bound) and max (the `system` topic's 10 s maxima), ingest lag, and a sampling
 profile of the hub during the window with py-spy (`--py-spy PATH`, else `py-spy` on PATH; skipped
-without it; `--nonblocking`, so the hub is not stopped for each sample):
+without it; `--nonblocking`, so the hub is not stopped for each sample, unless `--py-spy-blocking`, which
+stops it but leaves out what is not running, so the shares are of CPU):
 the top functions by self time and by time inside them.
 
 `--single-shape` then runs the baseline in the same invocation: a fresh hub with its simulated fleet
@@ -928,7 +929,8 @@ def run_case(mode: str, args: argparse.Namespace) -> dict[str, Any]:
                     prof_paths.append(out)
                     profilers.append(subprocess.Popen(
                         [py_spy, "record", "--pid", str(proc.pid), "--duration", str(int(args.duration)),
-                         "--rate", str(args.profile_rate), "--format", "raw", "--nonblocking", "-o", str(out)],
+                         "--rate", str(args.profile_rate), "--format", "raw", "-o", str(out),
+                         *(() if args.py_spy_blocking else ("--nonblocking",))],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             win0 = time.time()
             win1 = win0 + args.duration
@@ -1090,6 +1092,9 @@ def main() -> int:
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--py-spy", help="py-spy binary (default: py-spy on PATH; no profile without one)")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples/s")
+    p.add_argument("--py-spy-blocking", action="store_true",
+                   help="let py-spy stop the hub for each sample: slower (the run's latencies and CPU are not "
+                        "comparable), but it leaves out threads that are not running, so shares are of CPU")
     p.add_argument("--profile-top", type=int, default=15)
     p.add_argument("--json", type=Path)
     args = p.parse_args()

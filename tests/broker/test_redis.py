@@ -10,6 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -179,3 +180,27 @@ async def test_a_redis_that_lost_its_data_starts_a_new_epoch(tmp_path: Path, pre
     finally:
         await a.close()
         server.stop()
+
+
+async def test_publish_many_is_one_round_trip_in_order(nodes: tuple[RedisBroker, RedisBroker]) -> None:
+    """Several events in one pipeline: each topic's events get entry ids in the order given, the other node
+    sees them in that order with the same cursors, and a node-local topic among them stays local."""
+    a, b = nodes
+    seen_b: dict[str, list[Event]] = {"t": [], "u": []}
+    b.listen("t", seen_b["t"].append)
+    b.listen("u", seen_b["u"].append)
+    local: list[Event] = []
+    a.listen("system", local.append)
+    items: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
+        ("t" if i % 3 else "u", {"n": i}, {"x": i} if i % 5 == 0 else None) for i in range(30)]
+    items.insert(7, ("system", {"node": "a"}, None))
+    events = await a.publish_many(items)
+    assert [(e.topic, dict(e.data), e.extra) for e in events] == items
+    for topic in ("t", "u"):
+        mine = [e for e in events if e.topic == topic]
+        assert [e.seq for e in mine] == sorted(e.seq for e in mine) and len({e.seq for e in mine}) == len(mine)
+    await until(lambda: len(seen_b["t"]) == 20 and len(seen_b["u"]) == 10)
+    for topic in ("t", "u"):
+        assert [(e.cursor, e.extra) for e in seen_b[topic]] == [(e.cursor, e.extra) for e in events if e.topic == topic]
+    assert [e.data for e in local] == [{"node": "a"}]  # delivered locally, never through Redis
+    assert await a.publish_many([]) == []

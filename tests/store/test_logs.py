@@ -114,6 +114,16 @@ async def test_write_and_read_back_in_topic_shape(logs: LogStore) -> None:
     assert got[2]["level"] == "ERROR" and isinstance(got[2]["incident_id"], int)
 
 
+async def test_fields_and_text_of_any_script_come_back_as_written(logs: LogStore) -> None:
+    """Non-ASCII text and nested fields round-trip (SQLite stores `fields` as JSON text written apart from
+    the engine's JSON type, `Store.run_write`), and the running byte total is the stored sizes."""
+    assert await logs.stored_bytes() == 0
+    odd = rec(1, message="überlauf ✓ 磁盘已满", nested={"a": [1, 2.5, None, "ß"], "b": {"c": True}}, empty={})
+    assert await logs.write([odd, rec(2)]) == 2
+    assert await logs.search() == [odd.to_dict(), rec(2).to_dict()]
+    assert await logs.stored_bytes() == await _actual_bytes(logs) > len("überlauf ✓ 磁盘已满".encode())
+
+
 async def test_write_skips_records_without_ts_server_or_level(logs: LogStore) -> None:
     bad: list[dict[str, Any]] = [
         {"ts": "soon", "server": "a", "level": "INFO", "service": "s", "message": "m"},

@@ -1,10 +1,12 @@
 """The Redis broker: one Redis Stream per topic, shared by every hub process of a cluster.
 
-- **Publish** runs one Lua script: it picks the entry id from Redis' own clock (`<ms>-<n>`, never going
-  backwards, at most 4,096 entries per millisecond), appends the event with the id of the entry before
-  it (`p`), the publishing node (`o`) and the stream's epoch (`e`), and trims the stream to the history
-  limits (`MAXLEN ~` by count, with the byte bound turned into a count from the topic's mean event size,
-  and `MINID ~` by age; `~` lets Redis trim whole macro nodes, so a stream may briefly hold a little more).
+- **Publish** runs one Lua script per event (`publish_many` sends several in one pipeline, one round trip;
+  the hub's publisher sends what queued up meanwhile that way): it picks the entry id from Redis' own
+  clock (`<ms>-<n>`, never going backwards, at most 4,096 entries per millisecond), appends the event with
+  the id of the entry before it (`p`), the publishing node (`o`) and the stream's epoch (`e`), and trims
+  the stream to the history limits (`MAXLEN ~` by count, with the byte bound turned into a count from the
+  topic's mean event size, and `MINID ~` by age; `~` lets Redis trim whole macro nodes, so a stream may
+  briefly hold a little more).
 - **Cursors** are `<epoch>-<seq>` like the memory broker's, with `seq` derived from the entry id
   (`(ms - 2024-01-01) << 12 | n`), so every node maps a cursor back to the same entry: a client may resume
   on any node. `seq` grows with every event but not by one (clients compare, never subtract), and stays
@@ -33,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -302,16 +304,36 @@ class RedisBroker:
         """Append to the topic's stream and return the event (delivered to listeners by the reader, on
         every node; `extra` in the entry's own field). While Redis is down this waits and retries; raises
         BrokerUnavailable once closed."""
-        if topic in self.local_topics:
-            return await self.local.publish(topic, data, extra)
-        raw = orjson.dumps(data)
-        raw_extra = orjson.dumps(extra) if extra else b""
-        s = self._stream(topic)
-        s.mean_size = len(raw) if not s.mean_size else s.mean_size * 0.99 + len(raw) * 0.01
+        return (await self.publish_many([(topic, data, extra)]))[0]
+
+    async def publish_many(
+        self, items: Sequence[tuple[str, Mapping[str, Any], Mapping[str, Any] | None]]
+    ) -> list[Event]:
+        """`publish` for several events at once, in order: the publish script of each is sent in one
+        pipeline (one round trip, not one per event), and Redis runs them in the order given, so each
+        topic's events get their entry ids in that order. Node-local topics are published locally first.
+        While Redis is down this waits and retries the whole pipeline (an event whose reply was lost may be
+        stored twice, as with `publish`); raises BrokerUnavailable once closed, ResponseError when a script
+        fails (the events before it in the pipeline are stored)."""
+        events: list[Event | None] = [None] * len(items)
+        calls: list[tuple[int, str, Mapping[str, Any], Mapping[str, Any] | None, bytes, list[str],
+                          list[bytes | str | int]]] = []
         limits = self.limits
-        maxlen = max(1, min(limits.max_events, int(limits.max_bytes // max(s.mean_size, 1.0))))
-        keys = [self.key(topic), self._last_key(topic), self._epoch_key]
-        args: list[bytes | str | int] = [raw, self.node, maxlen, limits.max_age_ms, secrets.token_hex(4), raw_extra]
+        for i, (topic, data, extra) in enumerate(items):
+            if topic in self.local_topics:
+                events[i] = await self.local.publish(topic, data, extra)
+                continue
+            raw = orjson.dumps(data)
+            raw_extra = orjson.dumps(extra) if extra else b""
+            s = self._stream(topic)
+            s.mean_size = len(raw) if not s.mean_size else s.mean_size * 0.99 + len(raw) * 0.01
+            maxlen = max(1, min(limits.max_events, int(limits.max_bytes // max(s.mean_size, 1.0))))
+            keys = [self.key(topic), self._last_key(topic), self._epoch_key]
+            args: list[bytes | str | int] = [raw, self.node, maxlen, limits.max_age_ms, secrets.token_hex(4),
+                                             raw_extra]
+            calls.append((i, topic, data, extra, raw, keys, args))
+        if not calls:
+            return [e for e in events if e is not None]
         while True:
             if self._closed:
                 raise BrokerUnavailable("the broker is closed")
@@ -319,17 +341,26 @@ class RedisBroker:
                 await self._up.wait()
                 continue
             try:
-                entry_id, epoch = await redis_call(self._script(keys=keys, args=args))
+                if len(calls) == 1:
+                    _, _, _, _, _, keys, args = calls[0]
+                    replies = [await redis_call(self._script(keys=keys, args=args))]
+                else:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for _, _, _, _, _, keys, args in calls:
+                            await self._script(keys=keys, args=args, client=pipe)  # queued, no I/O yet
+                        replies = await redis_call(pipe.execute())
                 break
             except ResponseError:
                 raise
             except (RedisError, OSError) as exc:
                 self._set_up(False, f"{type(exc).__name__}: {exc}")
                 self._wake_reader.set()  # the reader reconnects
-        entry = _text(entry_id)
-        seq = id_to_seq(entry)
-        return Event(topic, f"{_text(epoch)}-{seq}", seq, int(entry.partition("-")[0]), data, raw, self.node,
-                     extra or None)
+        for (i, topic, data, extra, raw, _, _), (entry_id, epoch) in zip(calls, replies, strict=True):
+            entry = _text(entry_id)
+            seq = id_to_seq(entry)
+            events[i] = Event(topic, f"{_text(epoch)}-{seq}", seq, int(entry.partition("-")[0]), data, raw,
+                              self.node, extra or None)
+        return [e for e in events if e is not None]
 
     def listen(self, topic: str, listener: Listener) -> Callable[[], None]:
         if topic in self.local_topics:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -173,11 +174,31 @@ class AgentStore:
 
     async def record_acks(self, acks: Mapping[int, tuple[int, int]]) -> set[int]:
         """Store `{agent id: (seq, seen_ms)}` in one transaction and return the ids whose agent is revoked
-        or gone (their ack must not be sent). `last_seq` never moves backwards here."""
+        or gone (their ack must not be sent). `last_seq` never moves backwards here. When this returns,
+        the transaction is committed (see `Store.run_write` and `Store._write`).
+
+        On a SQLite file this is two prepared statements (a `SELECT` of the live ids, one `executemany`
+        `UPDATE`) in one `Store.run_write` transaction (on PostgreSQL through asyncpg, the same two in one
+        `Store.run_pg_write` transaction): the ack recorder commits many times a second
+        with a few agents each, and through SQLAlchemy and aiosqlite each commit cost ~1 ms of the hub's
+        CPU in statement building and thread hops (docs/benchmarks.md, "Mixed load"). Elsewhere it goes
+        through the engine."""
         if not acks:
             return set()
         ids = list(acks)
-        live = select(agents_table.c.id).where(agents_table.c.id.in_(ids), agents_table.c.revoked_at.is_(None))
+        rows = [(seq, seen, a, seq) for a, (seq, seen) in acks.items()]
+        if self.store.raw_writes:
+            live = await self.store.run_write(lambda conn: _record_acks_sqlite(conn, ids, rows))
+            return set(ids) - live
+        if self.store.raw_pg_writes:
+
+            async def on_pg(conn: Any) -> set[int]:
+                found = {int(r[0]) for r in await conn.fetch(_PG_LIVE, ids)}
+                await conn.executemany(_PG_ACK, rows)
+                return found
+
+            return set(ids) - await self.store.run_pg_write(on_pg)
+        live_q = select(agents_table.c.id).where(agents_table.c.id.in_(ids), agents_table.c.revoked_at.is_(None))
         stmt = (
             update(agents_table)
             .where(
@@ -188,9 +209,30 @@ class AgentStore:
             .values(last_seq=bindparam("seq"), last_seen=bindparam("seen"))
         )
         async with self.store._write() as conn:
-            refused = set(ids) - {int(i) for i in (await conn.execute(live)).scalars()}
-            await conn.execute(stmt, [{"aid": a, "seq": seq, "seen": seen} for a, (seq, seen) in acks.items()])
+            refused = set(ids) - {int(i) for i in (await conn.execute(live_q)).scalars()}
+            await conn.execute(stmt, [{"aid": a, "seq": seq, "seen": seen} for seq, seen, a, _ in rows])
         return refused
+
+
+_ID_CHUNK = 500  # ids per `IN (...)`: under SQLite's old limit of 999 bind parameters
+# The statements of `record_acks` on SQLite, the same as its engine path's: a revoked agent's ack is not
+# recorded, and `last_seq` never moves backwards. Parameters: (seq, seen, id, seq).
+_SQLITE_LIVE = "SELECT id FROM agents WHERE revoked_at IS NULL AND id IN ({})"
+_SQLITE_ACK = "UPDATE agents SET last_seq = ?, last_seen = ? WHERE id = ? AND revoked_at IS NULL AND last_seq <= ?"
+
+
+_PG_LIVE = "SELECT id FROM agents WHERE revoked_at IS NULL AND id = ANY($1::bigint[])"
+_PG_ACK = "UPDATE agents SET last_seq = $1, last_seen = $2 WHERE id = $3 AND revoked_at IS NULL AND last_seq <= $4"
+
+
+def _record_acks_sqlite(conn: sqlite3.Connection, ids: list[int], rows: list[tuple[int, int, int, int]]) -> set[int]:
+    """The live ids among `ids`, and their acks written (on the store's writer thread, in its transaction)."""
+    live: set[int] = set()
+    for i in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[i : i + _ID_CHUNK]
+        live.update(int(r[0]) for r in conn.execute(_SQLITE_LIVE.format(",".join("?" * len(chunk))), chunk))
+    conn.executemany(_SQLITE_ACK, rows)
+    return live
 
 
 class AckRevoked(OpenManagerError):

@@ -6,17 +6,23 @@ errors come out as `StoreError` (bad URLs as `ConfigError`).
 
 Writes are serialized inside one process (an asyncio lock), and on SQLite every write transaction
 starts with `BEGIN IMMEDIATE`, so the read-merge-write of `write_buckets` cannot interleave with
-another writer on the same file. On PostgreSQL, `write_buckets` takes a transaction-level advisory lock
-first, so two hub processes merging into the same new bucket (a leader handing over) cannot lose a write;
-migrations run under another, so processes starting together migrate once.
+another writer on the same file. Hot, small, frequent writes (the agents' acknowledged seqs, the log
+writer's batches) can skip SQLAlchemy on a SQLite file: `Store.run_write` runs a plain function over a
+`sqlite3` connection of the store's own, on a writer thread of its own, as one transaction in one thread
+hop (through SQLAlchemy and aiosqlite every statement, cursor, BEGIN and COMMIT is a hop of its own).
+On PostgreSQL, `write_buckets` takes a transaction-level advisory lock first, so two hub processes
+merging into the same new bucket (a leader handing over) cannot lose a write; migrations run under
+another, so processes starting together migrate once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -154,6 +160,11 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     # SQLAlchemy emits BEGIN itself (see _on_sqlite_begin); the driver's legacy implicit
     # transactions would skip BEGIN before SELECT and DDL.
     dbapi_connection.isolation_level = None
+    _sqlite_pragmas(dbapi_connection)
+
+
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection | sqlite3.Connection) -> None:
+    """The pragmas every connection to the file gets (the engine's and `run_write`'s alike)."""
     cursor = dbapi_connection.cursor()
     try:
         # WAL with synchronous=NORMAL: a committed transaction is in the WAL file (the OS cache) when the
@@ -218,6 +229,65 @@ READ_PAGE = 1_000
 """Rows per query of the long reads (`read_metric`): one page's rows are decoded on the event loop at once."""
 
 
+class _SqliteWriter:
+    """A `sqlite3` connection to the store's file on a thread of its own, for `Store.run_write`.
+
+    Opened on first use, on that thread, with the engine's pragmas (WAL, `synchronous=NORMAL`, the busy
+    timeout), in autocommit mode: each transaction is an explicit `BEGIN IMMEDIATE` ... `COMMIT`. Only
+    its thread touches the connection. The caller holds the store's write lock for the whole transaction,
+    so it never interleaves with the engine's writes in this process."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._used = False  # the thread starts with the first transaction
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:  # on the writer thread
+        conn = self._conn
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+            _sqlite_pragmas(conn)
+            self._conn = conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")  # returns once the transaction is in the WAL (see _on_sqlite_connect)
+        except BaseException:
+            # `fn` or the COMMIT failed (a full disk fails at COMMIT): end the transaction, so the next one
+            # starts clean; the first error is the one raised.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return result
+
+    async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """`fn` in one transaction on the writer thread. Cancelled, it still waits for the transaction to
+        end (committed or rolled back) before re-raising, so the caller's write lock is held until then."""
+        self._used = True
+        future = asyncio.get_running_loop().run_in_executor(self._pool, self._transaction, fn)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait([future])
+            if not future.cancelled():
+                future.exception()  # retrieved: the caller is gone, and so is the outcome
+            raise
+
+    def _close(self) -> None:  # on the writer thread
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        if self._used:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._close)
+        self._pool.shutdown(wait=False)  # its one thread (if any) is idle now and ends
+
+
 class Store:
     """Servers and roll-ups. Create with `await Store.open(url)`; `await close()` when done."""
 
@@ -227,6 +297,18 @@ class Store:
         self.dialect = engine.dialect.name
         self._write_engine = engine.execution_options(**{_WRITE_OPTION: True})
         self._write_lock = asyncio.Lock()
+        path = _sqlite_file(engine.url.render_as_string()) if self.dialect == "sqlite" else None
+        self._sqlite_writer = _SqliteWriter(path) if path is not None else None
+
+    @property
+    def raw_writes(self) -> bool:
+        """Whether `run_write` is available: a SQLite file (not PostgreSQL, not an in-memory database)."""
+        return self._sqlite_writer is not None
+
+    @property
+    def raw_pg_writes(self) -> bool:
+        """Whether `run_pg_write` is available: PostgreSQL through asyncpg (the default PostgreSQL driver)."""
+        return self.dialect == "postgresql" and self.engine.driver == "asyncpg"
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -261,7 +343,9 @@ class Store:
         return store
 
     async def close(self) -> None:
-        """Close every pooled connection. The store is unusable afterwards."""
+        """Close every pooled connection (and `run_write`'s). The store is unusable afterwards."""
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         await self.engine.dispose()
 
     async def __aenter__(self) -> Store:
@@ -279,6 +363,44 @@ class Store:
                 async with self._write_engine.begin() as conn:
                     yield conn
             except SQLAlchemyError as exc:
+                raise StoreError(f"store write failed: {exc}") from exc
+
+    async def run_write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `fn(connection)` as one write transaction on the SQLite file and return what it returns:
+        `BEGIN IMMEDIATE`, `fn`, `COMMIT` (`ROLLBACK` when `fn` raises), on the store's writer thread,
+        under the process's write lock, in one thread hop. When this returns the transaction is committed
+        as durably as the engine's (WAL, `synchronous=NORMAL`). `fn` runs on another thread: it must touch
+        nothing but the connection and its own arguments, and it holds every other write of this process
+        while it runs, so keep it to a few statements (`executemany`). Only when `raw_writes`; raises
+        StoreError when the database fails."""
+        writer = self._sqlite_writer
+        if writer is None:
+            raise RuntimeError("run_write needs a SQLite file (see Store.raw_writes)")
+        async with self._write_lock:
+            try:
+                return await writer.run(fn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store write failed: {exc}") from exc
+
+    async def run_pg_write(self, fn: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Await `fn(connection)` (an `asyncpg.Connection` of the engine's pool) inside one asyncpg
+        transaction and return what it returns, under the process's write lock: committed when this
+        returns, rolled back when `fn` raises. For hot, small writes (prepared statements, `executemany`)
+        without SQLAlchemy's statement building and result handling around each. Only when
+        `raw_pg_writes`; raises StoreError when the database fails."""
+        if not self.raw_pg_writes:
+            raise RuntimeError("run_pg_write needs PostgreSQL through asyncpg (see Store.raw_pg_writes)")
+        import asyncpg  # type: ignore[import-not-found, unused-ignore]
+
+        async with self._write_lock:
+            try:
+                async with self.engine.connect() as conn:  # nothing runs through SQLAlchemy on it: no autobegin
+                    raw = await conn.get_raw_connection()
+                    driver = raw.driver_connection
+                    assert driver is not None
+                    async with driver.transaction():
+                        return await fn(driver)
+            except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
                 raise StoreError(f"store write failed: {exc}") from exc
 
     @asynccontextmanager

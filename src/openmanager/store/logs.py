@@ -33,6 +33,7 @@ prune reads only the rows it deletes (plus one page).
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -183,6 +184,52 @@ def _row(record: LogRecord | Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+# `LogStore.write` on SQLite: the engine path's insert as one prepared statement (a record whose origin
+# and seq are stored already is skipped by the unique index `uq_logs_origin`). `fields` is stored as the
+# JSON text SQLAlchemy's JSON type stores and reads back (NULL for none).
+_SQLITE_INSERT = (
+    "INSERT INTO logs (ts, server, level, service, message, fields, size, origin, origin_seq) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+)
+
+
+def _sqlite_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    fields = row["fields"]
+    return (row["ts"], row["server"], row["level"], row["service"], row["message"],
+            None if fields is None else orjson.dumps(fields).decode(), row["size"], row["origin"], row["origin_seq"])
+
+
+def _insert_sqlite(conn: sqlite3.Connection, values: list[tuple[Any, ...]]) -> tuple[int, int]:
+    """Insert rows (on the store's writer thread, in its transaction); (rows stored, their bytes)."""
+    stored = stored_bytes = 0
+    cursor = conn.cursor()
+    for v in values:
+        cursor.execute(_SQLITE_INSERT, v)
+        if cursor.rowcount > 0:  # 0: skipped, stored already (rowcount leaves out the FTS trigger's rows)
+            stored += 1
+            stored_bytes += v[6]
+    return stored, stored_bytes
+
+
+# `LogStore.write` on PostgreSQL through asyncpg: every row in one statement, as one array per column
+# (one round trip, whatever the rows), skipping a record whose origin and seq are stored already
+# (`uq_logs_origin`); returns the sizes of the rows stored.
+_PG_INSERT = (
+    "INSERT INTO logs (ts, server, level, service, message, fields, size, origin, origin_seq) "
+    "SELECT ts, server, level, service, message, fields::jsonb, size, origin, origin_seq FROM unnest("
+    "$1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::text[], $6::text[], $7::integer[], $8::bigint[], "
+    "$9::bigint[]) AS t(ts, server, level, service, message, fields, size, origin, origin_seq) "
+    "ON CONFLICT DO NOTHING RETURNING size"
+)
+_PG_COLUMNS = ("ts", "server", "level", "service", "message", "fields", "size", "origin", "origin_seq")
+
+
+def _pg_columns(rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+    out: list[list[Any]] = [[r[name] for r in rows] for name in _PG_COLUMNS]
+    out[5] = [None if f is None else orjson.dumps(f).decode() for f in out[5]]
+    return out
+
+
 def _record(row: Any) -> dict[str, Any]:
     out: dict[str, Any] = dict(row.fields) if row.fields else {}
     try:
@@ -280,22 +327,49 @@ class LogStore:
         Records may be `LogRecord`s or dicts shaped like the `logs` topic's records (extra keys go to
         `fields`). Records without an integer `ts`, a `server` or a known `level` are skipped, and so
         is a record whose origin and seq (`core.logorigin`) are stored already: writing the same agent
-        records twice stores them once.
+        records twice stores them once. When this returns, the transaction is committed.
+
+        On a SQLite file the rows go in through `Store.run_write` (one prepared `INSERT` per row on the
+        store's writer thread, one thread hop for the transaction): the log writer commits whenever an
+        agent's batch waits for its records, many times a second, and through SQLAlchemy and aiosqlite each
+        such commit cost about a millisecond of the hub's CPU (docs/benchmarks.md, "Mixed load"). On
+        PostgreSQL through asyncpg they go in as one `INSERT ... SELECT FROM unnest(...)` in one
+        `Store.run_pg_write` transaction.
         """
         rows = [r for r in map(_row, records) if r is not None]
         if not rows:
             return 0
-        async with self._write() as conn:
-            if any(r["origin"] is not None for r in rows):
-                dialect = postgresql if self.dialect == "postgresql" else sqlite
-                statement = dialect.insert(logs_table).on_conflict_do_nothing().returning(logs_table.c.size)
-                sizes = (await conn.execute(statement, rows)).scalars().all()
-                stored, stored_bytes = len(sizes), sum(sizes)
-            else:
-                await conn.execute(insert(logs_table), rows)
-                stored, stored_bytes = len(rows), sum(r["size"] for r in rows)
-            if self._total_bytes is not None:
-                self._total_bytes += stored_bytes
+        if self.store.raw_writes:
+            values = [_sqlite_values(r) for r in rows]
+            try:
+                stored, stored_bytes = await self.store.run_write(lambda conn: _insert_sqlite(conn, values))
+            except StoreError:
+                self._total_bytes = None
+                raise
+        elif self.store.raw_pg_writes:
+            columns = _pg_columns(rows)
+
+            async def on_pg(conn: Any) -> tuple[int, int]:
+                sizes = [int(r[0]) for r in await conn.fetch(_PG_INSERT, *columns)]
+                return len(sizes), sum(sizes)
+
+            try:
+                stored, stored_bytes = await self.store.run_pg_write(on_pg)
+            except StoreError:
+                self._total_bytes = None
+                raise
+        else:
+            async with self._write() as conn:
+                if any(r["origin"] is not None for r in rows):
+                    dialect = postgresql if self.dialect == "postgresql" else sqlite
+                    statement = dialect.insert(logs_table).on_conflict_do_nothing().returning(logs_table.c.size)
+                    sizes = (await conn.execute(statement, rows)).scalars().all()
+                    stored, stored_bytes = len(sizes), sum(sizes)
+                else:
+                    await conn.execute(insert(logs_table), rows)
+                    stored, stored_bytes = len(rows), sum(r["size"] for r in rows)
+        if self._total_bytes is not None:
+            self._total_bytes += stored_bytes
         return stored
 
     # -- searching ----------------------------------------------------------------------------
