@@ -30,6 +30,9 @@ not, why (`reason`):
   (`{"mount": "/var"}`) and `series` (`['disk{mount="/var"}']`). A server without such series is
   evaluated once on its headline values (its alert has no labels); when it gains series, that alert
   ends (administrative). A series that disappears is unknown: its alert neither fires nor resolves.
+- **unchanged inputs**: a condition that reads only the server's latest sample and identity
+  (`Condition.latest_only`) is evaluated once per version of the server's context; later evaluations
+  of the same version reuse its verdicts (see `evaluate`). The lifecycle above is unaffected.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ from openmanager.core.silences import Silence
 __all__ = ["Alert", "AlertEngine", "Transition"]
 
 _EACH_CACHE_LIMIT = 100_000  # (server, label, label values) entries of `AlertEngine._each_keys`
+
+# One evaluation target of a (rule, server): its slot key, the series keys its metrics read ({metric:
+# series key}, for an `each` rule's series; None: the server's headline values) and its labels (or None).
+_Target = tuple[str, Mapping[str, str] | None, dict[str, str] | None]
+
 
 @dataclass(slots=True)
 class _Slot:
@@ -142,8 +150,12 @@ class AlertEngine:
         self._infos: dict[str, ServerInfo] = {}
         # (server, bound metrics, label, label values) → per value (slot key, {metric: series key}, labels):
         # `each` rules' targets, made once per server and set of series (emptied at _EACH_CACHE_LIMIT)
-        self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]],
-                              tuple[tuple[str, dict[str, str], dict[str, str]], ...]] = {}
+        self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]], tuple[_Target, ...]] = {}
+        # rule id → server id → (context version, verdict) or, for an `each` rule, (context version, targets,
+        # their verdicts): the last verdicts of each `latest_only` rule, reused while the server's context
+        # has that version (one entry per enabled rule and server; a changed or removed rule's go, and a
+        # forgotten server's)
+        self._memo: dict[str, dict[str, tuple[Any, ...]]] = {}
 
     # rules -----------------------------------------------------------------------------------------
     @property
@@ -172,6 +184,7 @@ class AlertEngine:
         if old is not None and (not spec.enabled or old.spec.fleet != spec.fleet):
             out += self._drop_alerts(spec.id, now_ms, "rule changed")
         self._rules[spec.id] = CompiledRule.compile(spec)
+        self._memo.pop(spec.id, None)
         for alert in self._active_of(spec.id):
             alert.rule_name, alert.severity = spec.name, spec.severity
         self._reindex()
@@ -183,6 +196,7 @@ class AlertEngine:
         out = self._drop_alerts(rule_id, now_ms, "rule deleted")
         del self._rules[rule_id]
         self._slots.pop(rule_id, None)
+        self._memo.pop(rule_id, None)
         self._reindex()
         return out
 
@@ -243,6 +257,8 @@ class AlertEngine:
                                          detail="server forgotten"))
         for rule in self._rules.values():
             rule._in_scope.pop(server_id, None)
+        for memo in self._memo.values():
+            memo.pop(server_id, None)
         return out
 
     # evaluation ------------------------------------------------------------------------------------
@@ -251,39 +267,79 @@ class AlertEngine:
         """Every enabled per-server rule against each of `servers` in its scope, then (with `fleet`) every
         fleet rule across `servers`, then housekeeping. Returns the transitions. Evaluating a server
         again with the same data changes nothing, so a caller may evaluate servers as their samples
-        arrive and the whole fleet on a tick."""
+        arrive and the whole fleet on a tick.
+
+        A rule whose condition is `latest_only` is not evaluated again for a server whose context has the
+        `version` it had at the rule's last evaluation (contexts without one are always evaluated): its
+        last verdicts are used, and the lifecycle (`for`, `clear`, cooldown, repeat) runs on them at
+        `now_ms` as it would on fresh ones. So the tick after an arrival pass re-evaluates only the rules
+        that read time (windows, history functions) and the servers whose state changed since."""
         out: list[Transition] = []
         infos = self._infos
         for info, _ in servers:
             infos[info.id] = info
+        # a context's version (`FleetState` contexts have one): equal versions of a server answer alike but
+        # for time, so a `latest_only` condition's verdicts are reused while the version stays the same
+        versions = [getattr(ctx, "version", None) for _, ctx in servers]
+        memos = self._memo
         for rule in self._server_rules:
-            slots = self._slots.get(rule.spec.id)
+            rid = rule.spec.id
+            slots = self._slots.get(rid)
             cond = rule.condition.evaluate
             scoped = rule.scope is not None
             each = rule.spec.each
-            for info, ctx in servers:
+            memo = memos.setdefault(rid, {}) if rule.condition.latest_only else None
+            for (info, ctx), version in zip(servers, versions, strict=True):
                 if scoped and not rule.in_scope(info, ctx):
                     for key in self._keys_of(slots, info.id, each):
                         if slots and (slot := slots.get(key)) is not None and slot.alert is not None:
                             out.append(self._end(slot, now_ms, notify=False, reason="administrative",
                                                  detail="server left the rule's scope"))
                     continue
-                targets = ((info.id, ctx, None),) if each is None else self._each_targets(rule, info.id, ctx)
-                if each is not None and targets[0][2] is not None and slots \
-                        and (slot := slots.get(info.id)) is not None and slot.alert is not None:
+                sid = info.id
+                hit = memo.get(sid) if memo is not None and version is not None else None
+                if each is None:  # the server on its headline values: one verdict
+                    if hit is not None and hit[0] == version:
+                        verdict = hit[1]  # the same inputs: the same verdict (`Condition.latest_only`)
+                    else:
+                        verdict = cond(ctx)
+                        if memo is not None and version is not None:
+                            memo[sid] = (version, verdict)
+                    slot = slots.get(sid) if slots else None
+                    if slot is None or slot.alert is None:
+                        if verdict is True:
+                            if slot is None:
+                                slot = self._slot(rid, sid)
+                                slots = self._slots[rid]
+                            out += self._start(rule, slot, sid, None, ctx, now_ms)
+                        continue
+                    out += self._advance(rule, slot, verdict, ctx, now_ms)
+                    continue
+                made: Sequence[_Target]
+                verdicts: Sequence[bool | None]
+                if hit is not None and hit[0] == version:
+                    _, made, verdicts = hit
+                else:
+                    made = self._each_targets(rule, sid, ctx)
+                    verdicts = tuple(cond(ctx if keys is None else _EachContext(ctx, keys)) for _, keys, _ in made)
+                    if memo is not None and version is not None:
+                        memo[sid] = (version, made, verdicts)
+                if made[0][2] is not None and slots and (slot := slots.get(sid)) is not None \
+                        and slot.alert is not None:
                     out.append(self._end(slot, now_ms, notify=False, reason="administrative",
                                          detail=f"now evaluated per {each}"))
-                for key, target, labels in targets:
-                    verdict = cond(target)
+                for (key, keys, labels), verdict in zip(made, verdicts, strict=True):
                     slot = slots.get(key) if slots else None
                     if slot is None or slot.alert is None:
                         if verdict is True:
                             if slot is None:
-                                slot = self._slot(rule.spec.id, key)
-                                slots = self._slots[rule.spec.id]
-                            out += self._start(rule, slot, info.id, None, target, now_ms, labels)
+                                slot = self._slot(rid, key)
+                                slots = self._slots[rid]
+                            target = ctx if keys is None else _EachContext(ctx, keys)
+                            out += self._start(rule, slot, sid, None, target, now_ms, labels)
                         continue
-                    out += self._advance(rule, slot, verdict, target, now_ms)
+                    out += self._advance(rule, slot, verdict, ctx if keys is None else _EachContext(ctx, keys),
+                                         now_ms)
         for rule in self._fleet_rules if fleet else ():
             members = [ctx for info, ctx in servers if rule.in_scope(info, ctx)]
             fleet_ctx = _Fleet(members, now_ms)
@@ -307,10 +363,9 @@ class AlertEngine:
             return [server] if server in slots else []
         return [k for k in slots if k == server or k.startswith(server + "{")]
 
-    def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext
-                      ) -> Sequence[tuple[str, EvalContext, dict[str, str] | None]]:
-        """(slot key, context, labels) per label value of an `each` rule's series on this server; the server
-        itself (no labels) when it has none. The labels dicts are shared: not to be changed."""
+    def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext) -> Sequence[_Target]:
+        """(slot key, {metric: series key}, labels) per label value of an `each` rule's series on this server;
+        the server itself (no keys, no labels) when it has none. Shared: not to be changed."""
         label = rule.spec.each
         assert label is not None
         metrics = rule.each_bound
@@ -323,7 +378,7 @@ class AlertEngine:
             labelled = getattr(ctx, "labelled", None)  # a context that knows no series: judged on headlines
             values = tuple(sorted({v for m in metrics for v in labelled(m)})) if labelled is not None else ()
         if not values:
-            return ((server, ctx, None),)
+            return ((server, None, None),)
         key = (server, metrics, label, values)
         made = self._each_keys.get(key)
         if made is None:
@@ -332,7 +387,7 @@ class AlertEngine:
             made = self._each_keys[key] = tuple(
                 (series_slot(server, {label: v}), {m: f"{m}:{label}={v}" for m in metrics}, {label: v})
                 for v in values)
-        return [(slot, _EachContext(ctx, keys), labels) for slot, keys, labels in made]
+        return made
 
     def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
                ctx: Any, now_ms: int, labels: dict[str, str] | None = None) -> list[Transition]:

@@ -86,7 +86,12 @@ class Condition:
     too; a labelled series by its key, `disk:mount=/var`); `series_metrics` the metrics whose every
     series it reads (`max(disk{})`, `any(disk{} > 90)`); `max_window_ms` is its longest window (0 if
     none), i.e. how much history it needs; `cost` is what one evaluation for one server costs
-    (`limits.cost`); `expr` is the checked syntax tree.
+    (`limits.cost`); `expr` is the checked syntax tree. `latest_only` says that a per-server condition
+    reads nothing but the server's identity (`server.*`, `tags.*`) and its latest sample (metrics,
+    `status`, `metric{}`): no window, `predict`, `time_to`, `anomaly` or `outlier`, so its verdict for a
+    server does not change with `now_ms` or with other servers' data, only with what the context's
+    `latest`, `labelled`, `label_values` and `server` answer (the alert engine reuses it while those are
+    unchanged). Always False for a fleet condition.
     Build one with `compile_condition`, not directly.
     """
 
@@ -97,6 +102,7 @@ class Condition:
     cost: int
     expr: Expr = field(repr=False, compare=False)
     series_metrics: frozenset[str] = frozenset()
+    latest_only: bool = False
     _server_fn: _Bool[EvalContext] | None = field(default=None, repr=False, compare=False)
     _fleet_fn: _Bool[FleetContext] | None = field(default=None, repr=False, compare=False)
     _observers: tuple[tuple[str, Callable[[object], float | str | None]], ...] = field(
@@ -208,6 +214,12 @@ class _LruCache:
 _CACHE = _LruCache(512)
 
 
+# What a per-server condition may read beyond the server's latest sample and identity: a window or the
+# history functions end at `now_ms`; `outlier` reads the other servers of its role; `count()` and the fleet
+# functions (refused outside fleet rules by `typecheck`) other servers (`Condition.latest_only`).
+_TIME_DEPENDENT = (Window, Forecast, Anomaly, Outlier, Count, FleetAggregate)
+
+
 def _compile(text: str, fleet: bool, expr: Expr, price: int) -> Condition:
     nodes = list(walk(expr))
     fields = frozenset(n.name for n in nodes if isinstance(n, Field) and n.scope == "metric")
@@ -220,7 +232,9 @@ def _compile(text: str, fleet: bool, expr: Expr, price: int) -> Condition:
                          _fleet_fn=fleet_compiler.boolean(expr),
                          _observers=_observers(text, expr, fleet_compiler), _count_fns=counts)
     server_compiler = _ServerCompiler()
-    return Condition(text, False, fields, max_window, price, expr, vectors, _server_fn=server_compiler.boolean(expr),
+    latest_only = not any(isinstance(n, _TIME_DEPENDENT) for n in nodes)
+    return Condition(text, False, fields, max_window, price, expr, vectors, latest_only,
+                     _server_fn=server_compiler.boolean(expr),
                      _observers=_observers(text, expr, server_compiler), _namers=_namers(expr),
                      _series_values=tuple(_quantified_values(n) for n in _outside_count(expr)
                                           if isinstance(n, Quantified)))
