@@ -54,6 +54,7 @@ from openmanager.core.silences import Silence
 __all__ = ["Alert", "AlertEngine", "Transition"]
 
 _EACH_CACHE_LIMIT = 100_000  # (server, label, label values) entries of `AlertEngine._each_keys`
+_UNSET: Any = object()  # a rule not evaluated yet for this version of a server (`AlertEngine._memo`)
 
 # One evaluation target of a (rule, server): its slot key, the series keys its metrics read ({metric:
 # series key}, for an `each` rule's series; None: the server's headline values) and its labels (or None).
@@ -151,11 +152,11 @@ class AlertEngine:
         # (server, bound metrics, label, label values) → per value (slot key, {metric: series key}, labels):
         # `each` rules' targets, made once per server and set of series (emptied at _EACH_CACHE_LIMIT)
         self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]], tuple[_Target, ...]] = {}
-        # rule id → server id → (context version, verdict) or, for an `each` rule, (context version, targets,
-        # their verdicts): the last verdicts of each `latest_only` rule, reused while the server's context
-        # has that version (one entry per enabled rule and server; a changed or removed rule's go, and a
-        # forgotten server's)
-        self._memo: dict[str, dict[str, tuple[Any, ...]]] = {}
+        # server id → [context version, then per enabled per-server rule (in `_server_rules` order) its verdict,
+        # or for an `each` rule (targets, their verdicts), or _UNSET]: the verdicts of the `latest_only` rules
+        # for that version of the server, reused while its context keeps it (one row per server evaluated,
+        # replaced when the version changes; emptied when the rules change, a forgotten server's dropped)
+        self._memo: dict[str, list[Any]] = {}
 
     # rules -----------------------------------------------------------------------------------------
     @property
@@ -184,7 +185,6 @@ class AlertEngine:
         if old is not None and (not spec.enabled or old.spec.fleet != spec.fleet):
             out += self._drop_alerts(spec.id, now_ms, "rule changed")
         self._rules[spec.id] = CompiledRule.compile(spec)
-        self._memo.pop(spec.id, None)
         for alert in self._active_of(spec.id):
             alert.rule_name, alert.severity = spec.name, spec.severity
         self._reindex()
@@ -196,7 +196,6 @@ class AlertEngine:
         out = self._drop_alerts(rule_id, now_ms, "rule deleted")
         del self._rules[rule_id]
         self._slots.pop(rule_id, None)
-        self._memo.pop(rule_id, None)
         self._reindex()
         return out
 
@@ -204,6 +203,7 @@ class AlertEngine:
         enabled = [r for r in self._rules.values() if r.spec.enabled]
         self._server_rules = [r for r in enabled if not r.spec.fleet]
         self._fleet_rules = [r for r in enabled if r.spec.fleet]
+        self._memo.clear()  # its rows are by position in `_server_rules`
 
     def _active_of(self, rule_id: str) -> list[Alert]:
         return [s.alert for s in self._slots.get(rule_id, {}).values() if s.alert is not None]
@@ -257,8 +257,7 @@ class AlertEngine:
                                          detail="server forgotten"))
         for rule in self._rules.values():
             rule._in_scope.pop(server_id, None)
-        for memo in self._memo.values():
-            memo.pop(server_id, None)
+        self._memo.pop(server_id, None)
         return out
 
     # evaluation ------------------------------------------------------------------------------------
@@ -280,16 +279,28 @@ class AlertEngine:
             infos[info.id] = info
         # a context's version (`FleetState` contexts have one): equal versions of a server answer alike but
         # for time, so a `latest_only` condition's verdicts are reused while the version stays the same
-        versions = [getattr(ctx, "version", None) for _, ctx in servers]
-        memos = self._memo
-        for rule in self._server_rules:
+        rows: list[list[Any] | None] = []
+        memo, unset = self._memo, (_UNSET,) * len(self._server_rules)
+        for info, ctx in servers:
+            version = getattr(ctx, "version", None)
+            if version is None:
+                rows.append(None)
+                continue
+            row = memo.get(info.id)
+            if row is None:
+                row = memo[info.id] = [version, *unset]
+            elif row[0] != version:  # a new version: nothing known of it yet
+                row[0] = version
+                row[1:] = unset
+            rows.append(row)
+        for index, rule in enumerate(self._server_rules, 1):
             rid = rule.spec.id
             slots = self._slots.get(rid)
-            cond = rule.condition.evaluate
+            cond = rule.condition.evaluator()
             scoped = rule.scope is not None
             each = rule.spec.each
-            memo = memos.setdefault(rid, {}) if rule.condition.latest_only else None
-            for (info, ctx), version in zip(servers, versions, strict=True):
+            reuse = rule.condition.latest_only
+            for (info, ctx), row in zip(servers, rows, strict=True):
                 if scoped and not rule.in_scope(info, ctx):
                     for key in self._keys_of(slots, info.id, each):
                         if slots and (slot := slots.get(key)) is not None and slot.alert is not None:
@@ -297,14 +308,13 @@ class AlertEngine:
                                                  detail="server left the rule's scope"))
                     continue
                 sid = info.id
-                hit = memo.get(sid) if memo is not None and version is not None else None
+                if not reuse:
+                    row = None
                 if each is None:  # the server on its headline values: one verdict
-                    if hit is not None and hit[0] == version:
-                        verdict = hit[1]  # the same inputs: the same verdict (`Condition.latest_only`)
-                    else:
+                    if row is None:
                         verdict = cond(ctx)
-                        if memo is not None and version is not None:
-                            memo[sid] = (version, verdict)
+                    elif (verdict := row[index]) is _UNSET:
+                        verdict = row[index] = cond(ctx)
                     slot = slots.get(sid) if slots else None
                     if slot is None or slot.alert is None:
                         if verdict is True:
@@ -317,13 +327,13 @@ class AlertEngine:
                     continue
                 made: Sequence[_Target]
                 verdicts: Sequence[bool | None]
-                if hit is not None and hit[0] == version:
-                    _, made, verdicts = hit
+                if row is not None and (hit := row[index]) is not _UNSET:
+                    made, verdicts = hit
                 else:
                     made = self._each_targets(rule, sid, ctx)
-                    verdicts = tuple(cond(ctx if keys is None else _EachContext(ctx, keys)) for _, keys, _ in made)
-                    if memo is not None and version is not None:
-                        memo[sid] = (version, made, verdicts)
+                    verdicts = [cond(ctx if keys is None else _EachContext(ctx, keys)) for _, keys, _ in made]
+                    if row is not None:
+                        row[index] = (made, verdicts)
                 if made[0][2] is not None and slots and (slot := slots.get(sid)) is not None \
                         and slot.alert is not None:
                     out.append(self._end(slot, now_ms, notify=False, reason="administrative",

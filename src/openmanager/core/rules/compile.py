@@ -152,6 +152,13 @@ class Condition:
             raise ValueError("a fleet condition must be evaluated with evaluate_fleet()")
         return self._server_fn(ctx)
 
+    def evaluator(self) -> Callable[[EvalContext], bool | None]:
+        """`evaluate` without its check, for a loop over many servers: the compiled function itself.
+        Raises ValueError for a fleet condition."""
+        if self._server_fn is None:
+            raise ValueError("a fleet condition must be evaluated with evaluate_fleet()")
+        return self._server_fn
+
     def evaluate_fleet(self, ctx: FleetContext) -> bool | None:
         """True, False, or None (unknown) for the fleet in `ctx`. Raises ValueError for a per-server
         condition; exceptions raised by `ctx` itself propagate, nothing else is raised."""
@@ -532,6 +539,24 @@ def _kleene_or(fns: tuple[_Bool[C], ...]) -> _Bool[C]:
 
 class _ServerCompiler(_Compiler[EvalContext]):
     """Leaves that read one server: metrics, status, `server.*`, `tags.*`, window functions."""
+
+    def _compare(self, expr: Compare) -> _Bool[EvalContext]:
+        left, right = expr.left, expr.right
+        if not (isinstance(left, Field) and left.scope == "metric" and isinstance(right, Number)
+                and result_type(left) is not Type.STRING):
+            return super()._compare(expr)
+        # `metric > constant`, the commonest condition of all: one closure reading the value (what the
+        # general form does with three calls: compare, leaf, `_as_number`)
+        name, cmp, constant = left.name, _NUM_CMP[expr.op], right.value
+
+        def metric_vs_constant(c: EvalContext) -> bool | None:
+            value = c.latest(name)
+            if type(value) is float:
+                return None if value != value else cmp(value, constant)
+            a = _as_number(value)
+            return None if a is None else cmp(a, constant)
+
+        return metric_vs_constant
 
     def number_leaf(self, expr: Expr) -> _Num[EvalContext]:
         if isinstance(expr, Field):
