@@ -152,10 +152,11 @@ class AlertEngine:
         # (server, bound metrics, label, label values) → per value (slot key, {metric: series key}, labels):
         # `each` rules' targets, made once per server and set of series (emptied at _EACH_CACHE_LIMIT)
         self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]], tuple[_Target, ...]] = {}
-        # server id → [context version, then per enabled per-server rule (in `_server_rules` order) its verdict,
-        # or for an `each` rule (targets, their verdicts), or _UNSET]: the verdicts of the `latest_only` rules
-        # for that version of the server, reused while its context keeps it (one row per server evaluated,
-        # replaced when the version changes; emptied when the rules change, a forgotten server's dropped)
+        # server id → [context version, then per enabled per-server rule (in `_server_rules` order) its
+        # verdict, or for an `each` rule on a server with series (targets, their verdicts), or _UNSET]: the
+        # verdicts of the `latest_only` rules for that version of the server, reused while its context keeps
+        # it (one row per server evaluated, replaced when the version changes; emptied when the rules
+        # change, a forgotten server's dropped)
         self._memo: dict[str, list[Any]] = {}
 
     # rules -----------------------------------------------------------------------------------------
@@ -310,46 +311,35 @@ class AlertEngine:
                 sid = info.id
                 if not reuse:
                     row = None
+                verdict: bool | None
                 if each is None:  # the server on its headline values: one verdict
                     if row is None:
                         verdict = cond(ctx)
                     elif (verdict := row[index]) is _UNSET:
                         verdict = row[index] = cond(ctx)
-                    slot = slots.get(sid) if slots else None
-                    if slot is None or slot.alert is None:
-                        if verdict is True:
-                            if slot is None:
-                                slot = self._slot(rid, sid)
-                                slots = self._slots[rid]
-                            out += self._start(rule, slot, sid, None, ctx, now_ms)
+                else:  # its verdict per series: (targets, verdicts); or, with no series, one on its headlines
+                    if row is None or (entry := row[index]) is _UNSET:
+                        made = self._each_targets(rule, sid, ctx)
+                        if made[0][1] is None:
+                            entry = cond(ctx)
+                        else:
+                            entry = (made, [cond(_EachContext(ctx, keys or {})) for _, keys, _ in made])
+                        if row is not None:
+                            row[index] = entry
+                    if type(entry) is tuple:
+                        out += self._each_lifecycle(rule, sid, ctx, entry, now_ms)
+                        slots = self._slots.get(rid)
                         continue
-                    out += self._advance(rule, slot, verdict, ctx, now_ms)
+                    verdict = entry
+                slot = slots.get(sid) if slots else None
+                if slot is None or slot.alert is None:
+                    if verdict is True:
+                        if slot is None:
+                            slot = self._slot(rid, sid)
+                            slots = self._slots[rid]
+                        out += self._start(rule, slot, sid, None, ctx, now_ms)
                     continue
-                made: Sequence[_Target]
-                verdicts: Sequence[bool | None]
-                if row is not None and (hit := row[index]) is not _UNSET:
-                    made, verdicts = hit
-                else:
-                    made = self._each_targets(rule, sid, ctx)
-                    verdicts = [cond(ctx if keys is None else _EachContext(ctx, keys)) for _, keys, _ in made]
-                    if row is not None:
-                        row[index] = (made, verdicts)
-                if made[0][2] is not None and slots and (slot := slots.get(sid)) is not None \
-                        and slot.alert is not None:
-                    out.append(self._end(slot, now_ms, notify=False, reason="administrative",
-                                         detail=f"now evaluated per {each}"))
-                for (key, keys, labels), verdict in zip(made, verdicts, strict=True):
-                    slot = slots.get(key) if slots else None
-                    if slot is None or slot.alert is None:
-                        if verdict is True:
-                            if slot is None:
-                                slot = self._slot(rid, key)
-                                slots = self._slots[rid]
-                            target = ctx if keys is None else _EachContext(ctx, keys)
-                            out += self._start(rule, slot, sid, None, target, now_ms, labels)
-                        continue
-                    out += self._advance(rule, slot, verdict, ctx if keys is None else _EachContext(ctx, keys),
-                                         now_ms)
+                out += self._advance(rule, slot, verdict, ctx, now_ms)
         for rule in self._fleet_rules if fleet else ():
             members = [ctx for info, ctx in servers if rule.in_scope(info, ctx)]
             fleet_ctx = _Fleet(members, now_ms)
@@ -372,6 +362,28 @@ class AlertEngine:
         if each is None:
             return [server] if server in slots else []
         return [k for k in slots if k == server or k.startswith(server + "{")]
+
+    def _each_lifecycle(self, rule: CompiledRule, server: str, ctx: EvalContext,
+                        entry: tuple[Sequence[_Target], Sequence[bool | None]], now_ms: int) -> list[Transition]:
+        """The lifecycle of an `each` rule's alerts on one server with series, on their verdicts."""
+        made, verdicts = entry
+        rid = rule.spec.id
+        slots = self._slots.get(rid)
+        out: list[Transition] = []
+        if slots and (slot := slots.get(server)) is not None and slot.alert is not None:
+            out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                 detail=f"now evaluated per {rule.spec.each}"))
+        for (key, keys, labels), verdict in zip(made, verdicts, strict=True):
+            slot = slots.get(key) if slots else None
+            if slot is None or slot.alert is None:
+                if verdict is True:
+                    if slot is None:
+                        slot = self._slot(rid, key)
+                        slots = self._slots[rid]
+                    out += self._start(rule, slot, server, None, _EachContext(ctx, keys or {}), now_ms, labels)
+                continue
+            out += self._advance(rule, slot, verdict, _EachContext(ctx, keys or {}), now_ms)
+        return out
 
     def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext) -> Sequence[_Target]:
         """(slot key, {metric: series key}, labels) per label value of an `each` rule's series on this server;
