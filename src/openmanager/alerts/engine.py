@@ -326,9 +326,22 @@ class AlertEngine:
                             entry = (made, [cond(_EachContext(ctx, keys or {})) for _, keys, _ in made])
                         if row is not None:
                             row[index] = entry
-                    if type(entry) is tuple:
-                        out += self._each_lifecycle(rule, sid, ctx, entry, now_ms)
-                        slots = self._slots.get(rid)
+                    if type(entry) is tuple:  # per series
+                        made, verdicts = entry
+                        if slots and (slot := slots.get(sid)) is not None and slot.alert is not None:
+                            out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                                 detail=f"now evaluated per {each}"))
+                        for (key, keys, labels), verdict in zip(made, verdicts, strict=True):
+                            slot = slots.get(key) if slots else None
+                            if slot is None or slot.alert is None:
+                                if verdict is True:
+                                    if slot is None:
+                                        slot = self._slot(rid, key)
+                                        slots = self._slots[rid]
+                                    out += self._start(rule, slot, sid, None, _EachContext(ctx, keys or {}), now_ms,
+                                                       labels)
+                                continue
+                            out += self._advance(rule, slot, verdict, _EachContext(ctx, keys or {}), now_ms)
                         continue
                     verdict = entry
                 slot = slots.get(sid) if slots else None
@@ -362,28 +375,6 @@ class AlertEngine:
         if each is None:
             return [server] if server in slots else []
         return [k for k in slots if k == server or k.startswith(server + "{")]
-
-    def _each_lifecycle(self, rule: CompiledRule, server: str, ctx: EvalContext,
-                        entry: tuple[Sequence[_Target], Sequence[bool | None]], now_ms: int) -> list[Transition]:
-        """The lifecycle of an `each` rule's alerts on one server with series, on their verdicts."""
-        made, verdicts = entry
-        rid = rule.spec.id
-        slots = self._slots.get(rid)
-        out: list[Transition] = []
-        if slots and (slot := slots.get(server)) is not None and slot.alert is not None:
-            out.append(self._end(slot, now_ms, notify=False, reason="administrative",
-                                 detail=f"now evaluated per {rule.spec.each}"))
-        for (key, keys, labels), verdict in zip(made, verdicts, strict=True):
-            slot = slots.get(key) if slots else None
-            if slot is None or slot.alert is None:
-                if verdict is True:
-                    if slot is None:
-                        slot = self._slot(rid, key)
-                        slots = self._slots[rid]
-                    out += self._start(rule, slot, server, None, _EachContext(ctx, keys or {}), now_ms, labels)
-                continue
-            out += self._advance(rule, slot, verdict, _EachContext(ctx, keys or {}), now_ms)
-        return out
 
     def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext) -> Sequence[_Target]:
         """(slot key, {metric: series key}, labels) per label value of an `each` rule's series on this server;
