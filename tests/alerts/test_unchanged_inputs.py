@@ -172,6 +172,9 @@ def test_the_default_pack_makes_the_same_transitions_with_and_without_reuse() ->
     reusing, fresh = AlertEngine(), AlertEngine()
     reusing.set_rules(specs, T0)
     fresh.set_rules(specs, T0)
+    for rule in fresh._rules.values():  # the oracle evaluates each series too, not its verdict by value
+        rule.each_by_value = None
+    assert {r.spec.id for r in reusing._rules.values() if r.each_by_value} == {"disk-warning", "disk-critical"}
     reads: list[tuple[str, str]] = []
 
     def both(now: int, ids: list[str], fleet: bool) -> None:
@@ -204,3 +207,17 @@ class Unversioned(Counting):
     @property
     def version(self) -> None:
         return None
+
+
+def test_a_per_series_verdict_by_value_is_the_verdict_of_the_condition() -> None:
+    """`disk > 80` per mount decides by the mount's value alone: servers sharing values share the
+    verdicts, and each still gets its own alert (with its own value and labels)."""
+    hub = Hub({"id": "full", "condition": "disk * 2 - 60 > 100", "each": "mount"},
+              {"id": "full-and-up", "condition": 'disk > 80 AND status != "offline"', "each": "mount"})
+    for sid, values in (("a", (80.0, 80.1, 95.5)), ("b", (95.5, 80.1, 79.9))):
+        hub.arrive(T0 + 1000, {sid: ({"cpu": 1.0}, {f"disk:mount=/m{k}": v for k, v in enumerate(values)})})
+    assert hub.tick(T0 + 1000) == []  # the arrivals fired them; the tick adds nothing
+    alerts = sorted((a.rule_id, a.server, (a.labels or {})["mount"]) for a in hub.engine.active())
+    assert alerts == sorted((rule, sid, mount) for rule in ("full", "full-and-up")
+                            for sid, mount in (("a", "/m1"), ("a", "/m2"), ("b", "/m0"), ("b", "/m1")))
+    assert sorted(a.value for a in hub.engine.active() if a.rule_id == "full-and-up") == [80.1, 80.1, 95.5, 95.5]

@@ -391,3 +391,18 @@ def test_latest_only_says_whether_the_verdict_can_change_without_a_new_sample(te
 def test_a_fleet_condition_is_never_latest_only() -> None:
     assert compile_condition("count(cpu > 80) > 2", fleet=True).latest_only is False
     assert compile_condition("fleet_avg(cpu) > 80", fleet=True).latest_only is False
+
+
+@pytest.mark.parametrize(("text", "only"), [
+    ("disk > 80", True),
+    ("disk * 2 - 60 > 100 OR NOT disk < 10", True),
+    ("disk > 80 AND cpu > 1", False),
+    ('disk > 80 AND status != "offline"', False),
+    ('disk > 80 AND tags.team == "core"', False),
+    ('disk{mount="/var"} > 80', False),
+    ("max(disk{}) > 80", False),
+    ("avg(disk, 1m) > 80", False),
+])
+def test_reads_only_names_the_conditions_decided_by_those_values_alone(text: str, only: bool) -> None:
+    assert compile_condition(text).reads_only(frozenset({"disk"})) is only
+    assert compile_condition("count(disk > 80) > 1", fleet=True).reads_only(frozenset({"disk"})) is False

@@ -32,7 +32,9 @@ not, why (`reason`):
   ends (administrative). A series that disappears is unknown: its alert neither fires nor resolves.
 - **unchanged inputs**: a condition that reads only the server's latest sample and identity
   (`Condition.latest_only`) is evaluated once per version of the server's context; later evaluations
-  of the same version reuse its verdicts (see `evaluate`). The lifecycle above is unaffected.
+  of the same version reuse its verdicts (see `evaluate`). The lifecycle above is unaffected. An `each`
+  rule whose condition reads only its one bound metric (`disk > 90`: `CompiledRule.each_by_value`) gets
+  a series' verdict from the series value (one evaluation per rule and value, kept in a bounded table).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from openmanager.core.silences import Silence
 __all__ = ["Alert", "AlertEngine", "Transition"]
 
 _EACH_CACHE_LIMIT = 100_000  # (server, label, label values) entries of `AlertEngine._each_keys`
+_BY_VALUE_LIMIT = 4096  # series values whose verdict `AlertEngine._by_value` keeps per rule
 _UNSET: Any = object()  # a rule not evaluated yet for this version of a server (`AlertEngine._memo`)
 
 # One evaluation target of a (rule, server): its slot key, the series keys its metrics read ({metric:
@@ -158,6 +161,9 @@ class AlertEngine:
         # it (one row per server evaluated, replaced when the version changes; emptied when the rules
         # change, a forgotten server's dropped)
         self._memo: dict[str, list[Any]] = {}
+        # rule id → series value → verdict, for the `each` rules whose verdict is a function of the series
+        # value (`CompiledRule.each_by_value`; at most _BY_VALUE_LIMIT values a rule; emptied when rules change)
+        self._by_value: dict[str, dict[float, bool | None]] = {}
 
     # rules -----------------------------------------------------------------------------------------
     @property
@@ -205,6 +211,7 @@ class AlertEngine:
         self._server_rules = [r for r in enabled if not r.spec.fleet]
         self._fleet_rules = [r for r in enabled if r.spec.fleet]
         self._memo.clear()  # its rows are by position in `_server_rules`
+        self._by_value.clear()
 
     def _active_of(self, rule_id: str) -> list[Alert]:
         return [s.alert for s in self._slots.get(rule_id, {}).values() if s.alert is not None]
@@ -301,6 +308,7 @@ class AlertEngine:
             scoped = rule.scope is not None
             each = rule.spec.each
             reuse = rule.condition.latest_only
+            by_value = rule.each_by_value
             for (info, ctx), row in zip(servers, rows, strict=True):
                 if scoped and not rule.in_scope(info, ctx):
                     for key in self._keys_of(slots, info.id, each):
@@ -322,6 +330,8 @@ class AlertEngine:
                         made = self._each_targets(rule, sid, ctx)
                         if made[0][1] is None:
                             entry = cond(ctx)
+                        elif by_value is not None:
+                            entry = (made, self._verdicts_by_value(rule, by_value, ctx, made))
                         else:
                             entry = (made, [cond(_EachContext(ctx, keys or {})) for _, keys, _ in made])
                         if row is not None:
@@ -375,6 +385,32 @@ class AlertEngine:
         if each is None:
             return [server] if server in slots else []
         return [k for k in slots if k == server or k.startswith(server + "{")]
+
+    def _verdicts_by_value(self, rule: CompiledRule, metric: str, ctx: EvalContext, made: Sequence[_Target]
+                           ) -> list[bool | None]:
+        """An `each` rule's verdict per series when its condition reads only `metric` (`each_by_value`): the
+        verdict for a series value computed once per rule and value (non-zero finite floats; the rest are
+        evaluated) and looked up after, since values at a metric's precision recur."""
+        table = self._by_value.get(rule.spec.id)
+        if table is None:
+            table = self._by_value[rule.spec.id] = {}
+        cond = rule.condition.evaluator()
+        latest = ctx.latest
+        out: list[bool | None] = []
+        for _, keys, _ in made:
+            assert keys is not None
+            value = latest(keys[metric])
+            if type(value) is float and value and value - value == 0.0:  # not ±0.0, NaN or infinite
+                verdict = table.get(value, _UNSET)
+                if verdict is _UNSET:
+                    verdict = cond(_EachContext(ctx, keys))
+                    if len(table) >= _BY_VALUE_LIMIT:
+                        table.clear()
+                    table[value] = verdict
+            else:
+                verdict = cond(_EachContext(ctx, keys))
+            out.append(verdict)
+        return out
 
     def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext) -> Sequence[_Target]:
         """(slot key, {metric: series key}, labels) per label value of an `each` rule's series on this server;

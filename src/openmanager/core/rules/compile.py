@@ -114,6 +114,20 @@ class Condition:
         default=(), repr=False, compare=False
     )
 
+    def reads_only(self, metrics: frozenset[str]) -> bool:
+        """Whether a per-server condition reads nothing but the latest values of `metrics` (no `status`,
+        `server.*`, `tags.*`, labelled series, window or history function): its verdict is then a function
+        of those values alone."""
+        if self.fleet:
+            return False
+        for node in walk(self.expr):
+            if isinstance(node, Field):
+                if node.scope != "metric" or node.name not in metrics:
+                    return False
+            elif not isinstance(node, Compare | Logical | Not | Neg | Binary | Number | String):
+                return False
+        return True
+
     def matching_members(self, ctx: FleetContext) -> list[EvalContext]:
         """For a fleet condition: the members where the condition of any `count()` holds (the servers an
         alert names); every member when it has no `count()`."""
