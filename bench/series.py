@@ -11,7 +11,9 @@ and out, 3 cores, against the same samples without series):
   and `bucket_columns` over the ring's columns (what the roll-up job does);
 - tick: a 1,000-server hub's tick in process with the simulator's own series (~13 a server) off and on,
   stepped alternately: the simulator, ingest + state, and the default rule pack on arrival and at the
-  tick (`tick()` below).
+  tick (`tick()` below). `--before-src DIR` runs only this, for this code and for another tree's `src/`
+  (e.g. a worktree of the commit before a change) in one process, the four hubs stepped in turn:
+      python bench/series.py --ticks 40 --before-src /path/to/old-worktree/src
 
 With `--hub`: `openmanager serve --servers 1000 --no-local` (the simulator gives ~13 series per server)
 measured in the `--modes` given, interleaved `--repeat` times: `off` (`--max-series 0`: series dropped at
@@ -133,54 +135,91 @@ def rollups() -> dict[str, float]:
     return out
 
 
-def tick(ticks: int) -> dict[str, Any]:
+def _tree(src: str | None) -> dict[str, Any]:
+    """The classes `tick` needs, from this checkout (`src` None) or from another tree's `src/`: its
+    `openmanager` imported afresh (the modules already loaded are set aside, not unloaded: objects made
+    from them keep working), so two trees run side by side in one process."""
+    import importlib
+
+    names = ("openmanager.alerts.engine", "openmanager.core.alertrules", "openmanager.sources.simulator",
+             "openmanager.core.history", "openmanager.core.status", "openmanager.pipeline.pipeline",
+             "openmanager.pipeline.state")
+    if src is not None:
+        for name in [m for m in sys.modules if m == "openmanager" or m.startswith("openmanager.")]:
+            del sys.modules[name]
+        sys.path.insert(0, src)
+    try:
+        mods = {n.rpartition(".")[2]: importlib.import_module(n) for n in names}
+    finally:
+        if src is not None:
+            sys.path.remove(src)
+            for name in [m for m in sys.modules if m == "openmanager" or m.startswith("openmanager.")]:
+                del sys.modules[name]  # the next import of `openmanager` is this checkout's again
+    return {"AlertEngine": mods["engine"].AlertEngine, "RuleSpec": mods["alertrules"].RuleSpec,
+            "DEFAULT_RULES": mods["alertrules"].DEFAULT_RULES, "FleetSimulator": mods["simulator"].FleetSimulator,
+            "FleetHistory": mods["history"].FleetHistory, "StatusPolicy": mods["status"].StatusPolicy,
+            "clean_batch": mods["pipeline"].clean_batch, "FleetState": mods["state"].FleetState}
+
+
+def tick(ticks: int, before_src: str | None = None) -> dict[str, Any]:
     """What one tick of a 1,000-server hub costs in process, series off and on stepped alternately (so a
     shared machine's load falls on both alike): the simulator's step, `clean_batch` + `FleetState.apply`,
-    and the default rule pack evaluated as the hub does, on arrival and again at the tick (`AlertEngine`).
-    CPU ms per tick and part: median and min over `ticks` (the first 3 left out)."""
-    from openmanager.alerts.engine import AlertEngine
-    from openmanager.core.alertrules import DEFAULT_RULES, RuleSpec
-    from openmanager.sources.simulator import FleetSimulator
-
+    and the default rule pack evaluated as the hub does, on arrival (the servers that reported) and at the
+    tick (the whole fleet; `AlertEngine`). With `before_src` (another tree's `src/`), the same hubs of that
+    code too, all four stepped in turn each tick (in alternating order). CPU ms per tick and part: median
+    and min over `ticks` (the first 3 left out); `on` / `off` of the total per tree."""
     t0 = 1_700_000_000_000
+    trees = {"now": _tree(None)}
+    if before_src is not None:
+        trees = {"before": _tree(before_src), **trees}
     hubs: dict[str, dict[str, Any]] = {}
-    for name, series in (("off", False), ("on", True)):
-        sim = FleetSimulator(servers=SERVERS, seed=1, series=series, incidents=False)
-        clock = [t0 / 1000]
-        state = FleetState(StatusPolicy(), FleetHistory(600), clock=lambda c=clock: c[0])
-        for info in sim.servers:
-            state.register(info)
-        engine = AlertEngine()
-        engine.set_rules([RuleSpec.from_api(r) for r in DEFAULT_RULES], t0)
-        hubs[name] = {"sim": sim, "clock": clock, "state": state, "engine": engine,
-                      "parts": {"simulator": [], "ingest": [], "rules": [], "total": []}}
+    for tree, m in trees.items():
+        for name, series in (("off", False), ("on", True)):
+            sim = m["FleetSimulator"](servers=SERVERS, seed=1, series=series, incidents=False)
+            clock = [t0 / 1000]
+            state = m["FleetState"](m["StatusPolicy"](), m["FleetHistory"](600), clock=lambda c=clock: c[0])
+            for info in sim.servers:
+                state.register(info)
+            engine = m["AlertEngine"]()
+            engine.set_rules([m["RuleSpec"].from_api(r) for r in m["DEFAULT_RULES"]], t0)
+            hubs[f"{tree} {name}" if before_src else name] = {
+                "sim": sim, "clock": clock, "state": state, "engine": engine, "clean": m["clean_batch"],
+                "parts": {"simulator": [], "ingest": [], "rules_arrival": [], "rules_tick": [], "total": []}}
+    order = list(hubs)
     for k in range(ticks + 3):
         now = t0 + k * 1000
-        for h in hubs.values():
+        for key in order if k % 2 == 0 else order[::-1]:
+            h = hubs[key]
             h["clock"][0] = now / 1000
             state, engine = h["state"], h["engine"]
             a = time.thread_time()
             samples, _ = h["sim"].step(now, 1.0)
             b = time.thread_time()
             ids = []
-            for sample in clean_batch(samples, state.series_cleaner):
+            for sample in h["clean"](samples, state.series_cleaner):
                 state.apply(sample)
                 ids.append(sample.server)
             c = time.thread_time()
             engine.evaluate(now, [(x.server, x) for x in map(state.context, ids)], fleet=False)
-            engine.evaluate(now, [(x.server, x) for x in map(state.context, list(state.servers))])
             d = time.thread_time()
+            engine.evaluate(now, [(x.server, x) for x in map(state.context, list(state.servers))])
+            e = time.thread_time()
             if k >= 3:
-                for part, v in (("simulator", b - a), ("ingest", c - b), ("rules", d - c), ("total", d - a)):
+                for part, v in (("simulator", b - a), ("ingest", c - b), ("rules_arrival", d - c),
+                                ("rules_tick", e - d), ("total", e - a)):
                     h["parts"][part].append(v * 1000)
     out: dict[str, Any] = {}
     for name, h in hubs.items():
         out[name] = {part: {"median_ms": round(statistics.median(v), 2), "min_ms": round(min(v), 2)}
                      for part, v in h["parts"].items()}
-    on, off = hubs["on"]["parts"]["total"], hubs["off"]["parts"]["total"]
-    out["on_vs_off_total"] = {"median_of_tick_ratios": round(statistics.median(b / a for a, b in zip(off, on,
-                                                                                                      strict=True)), 3),
-                              "min_over_min": round(min(on) / min(off), 3)}
+    for tree in trees:
+        prefix = f"{tree} " if before_src else ""
+        on, off = hubs[prefix + "on"]["parts"], hubs[prefix + "off"]["parts"]
+        out[f"{prefix}on_vs_off_total"] = {
+            "median_of_tick_ratios": round(statistics.median(b / a for a, b in zip(off["total"], on["total"],
+                                                                                  strict=True)), 3),
+            "min_over_min": round(min(on["total"]) / min(off["total"]), 3),
+            "on_minus_off_min_ms": {part: round(min(on[part]) - min(off[part]), 1) for part in on}}
     return out
 
 
@@ -314,6 +353,8 @@ def main() -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ticks", type=int, default=20, help="ticks measured for ingest + state")
+    p.add_argument("--before-src", metavar="DIR",
+                   help="only the in-process tick, of this code and of the tree whose src/ is DIR, side by side")
     p.add_argument("--capacity", type=int, default=HOUR, help="history points per server (an hour at 1 s)")
     p.add_argument("--hub", action="store_true", help="also measure a real hub with WebSocket clients")
     p.add_argument("--clients", type=int, default=100, help="plain clients (and as many with series)")
@@ -329,6 +370,9 @@ def main() -> int:
     p.add_argument("--idle-seconds", type=float, default=20.0)
     p.add_argument("--local", action="store_true", help="with --idle: monitor this host too (as `make run`)")
     opts = p.parse_args()
+    if opts.before_src:
+        print(json.dumps(tick(opts.ticks, opts.before_src), indent=2))
+        return 0
     if opts.idle:
         n, tick_s = opts.idle.split(",")
         idle_runs = [_idle(mode, int(n), float(tick_s), opts.idle_seconds, opts.local)

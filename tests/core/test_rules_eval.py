@@ -369,3 +369,40 @@ def test_evaluation_does_not_reparse_or_rewalk(monkeypatch: pytest.MonkeyPatch) 
     assert cond.evaluate(host(values={"cpu": 10.0})) is True
     assert cond.evaluate(host(values={"cpu": 1.0, "memory": 1.0})) is False
     assert cond.evaluate(host(values={"memory": 1.0})) is None
+
+
+@pytest.mark.parametrize(("text", "latest_only"), [
+    ("cpu > 80", True),
+    ('status == "offline" AND tags.team == "core" OR server.role != "db"', True),
+    ('disk{mount="/var"} > 90 AND max(disk{}) > 50 AND any(disk{} > 95)', True),
+    ("-(cpu + memory) / 2 < -50", True),
+    ("avg(cpu, 5m) > 80", False),
+    ("cpu > 80 AND last(memory, 10s) > 1", False),
+    ("any(disk{} > max(disk, 1m))", False),
+    ("time_to(disk, 100, 1h) < 4h AND disk > 75", False),
+    ("predict(memory, 5m, 1h) > 90", False),
+    ("anomaly(cpu, 10m) > 3", False),
+    ("outlier(cpu) > 3", False),
+])
+def test_latest_only_says_whether_the_verdict_can_change_without_a_new_sample(text: str, latest_only: bool) -> None:
+    assert compile_condition(text).latest_only is latest_only
+
+
+def test_a_fleet_condition_is_never_latest_only() -> None:
+    assert compile_condition("count(cpu > 80) > 2", fleet=True).latest_only is False
+    assert compile_condition("fleet_avg(cpu) > 80", fleet=True).latest_only is False
+
+
+@pytest.mark.parametrize(("text", "only"), [
+    ("disk > 80", True),
+    ("disk * 2 - 60 > 100 OR NOT disk < 10", True),
+    ("disk > 80 AND cpu > 1", False),
+    ('disk > 80 AND status != "offline"', False),
+    ('disk > 80 AND tags.team == "core"', False),
+    ('disk{mount="/var"} > 80', False),
+    ("max(disk{}) > 80", False),
+    ("avg(disk, 1m) > 80", False),
+])
+def test_reads_only_names_the_conditions_decided_by_those_values_alone(text: str, only: bool) -> None:
+    assert compile_condition(text).reads_only(frozenset({"disk"})) is only
+    assert compile_condition("count(disk > 80) > 1", fleet=True).reads_only(frozenset({"disk"})) is False

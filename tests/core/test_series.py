@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
@@ -136,6 +137,43 @@ def test_a_repeated_key_tuple_is_judged_per_value_each_time() -> None:
     assert second.series == {"net_in:interface=eth0": 3.0, "disk:mount=/var": 100.0} and second.dropped == 2
     third = SeriesCleaner().clean(dict(zip(keys, [2.6, "x", 5.0, 1], strict=True)))
     assert third.series == {"net_in:interface=eth0": 3.0, "disk:mount=/var": 1.0} and third.dropped == 2
+
+
+def test_values_are_rounded_exactly_as_round_does_whether_their_rounding_is_remembered_or_not() -> None:
+    # `clean` remembers the rounding of values it has seen: a value seen again (the second pass) must give
+    # what `round` gives, ties and the sign of zero included, and values beyond the range are clamped first
+    rng = random.Random(22)
+    keys = ["disk:mount=/", "cpu:core=0", "temperature:sensor=t0", "net_in:interface=eth0"]
+    values = [0.25, 0.35, 2.675, 1.005, 99.95, 100.04, -0.0, 0.0, 12.3, -0.04, 150.0, -150.0, 1e300, 0.5, 1.5,
+              2.5, 5e-324] + [rng.uniform(-120, 220) for _ in range(300)] + [round(rng.uniform(0, 100), 1)
+                                                                           for _ in range(300)]
+    cleaner = SeriesCleaner()
+    for _ in range(2):
+        for v in values:
+            out = cleaner.clean(dict.fromkeys(keys, v)).series
+            for key in keys:
+                spec = parse_series_key(key)[0]
+                clamped = min(max(v, spec.low), spec.high)
+                want = round(clamped, spec.precision) if spec.precision else float(round(clamped))
+                assert out[key] == want and math.copysign(1.0, out[key]) == math.copysign(1.0, want), (key, v)
+
+
+def test_the_roundings_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import openmanager.core.series as series
+
+    monkeypatch.setattr(series, "_ROUNDED_LIMIT", 10)
+    cleaner = SeriesCleaner()
+    for k in range(100):
+        assert cleaner.clean({"disk:mount=/": k / 7}).series == {"disk:mount=/": round(k / 7, 1)}
+    assert 0 < sum(len(r) for r in cleaner._rounded.values()) <= 10
+
+
+def test_the_series_of_one_key_tuple_share_their_key_objects() -> None:
+    cleaner = SeriesCleaner()
+    first = cleaner.clean({"".join(["disk:mount=", "/var"]): 1.0, "cpu:core=0": 2.0}).series
+    second = cleaner.clean({"".join(["disk:mount=", "/var"]): 3.0, "cpu:core=0": 4.0}).series
+    assert second == {"disk:mount=/var": 3.0, "cpu:core=0": 4.0}
+    assert all(a is b for a, b in zip(first, second, strict=True))
 
 
 def test_layouts_are_interned_and_index_label_values_by_metric() -> None:

@@ -114,3 +114,52 @@ def test_a_filter_reads_the_trend_as_of_each_event() -> None:
     # a replayed event (as of an older sample) sees the trend as it was then
     assert flt.select({"web-0": {"memory": 50.8}}, state, T0 + 4_000) == {}  # 4 s of 1 m: too little then
     assert list(flt.select({"web-0": {"memory": 57.0}}, state, T0 + 35_000)) == ["web-0"]
+
+
+def test_the_version_changes_with_what_a_rule_reads_and_only_then() -> None:
+    clock = Clock(T0)
+    state = fleet(clock)
+    other = FleetState(StatusPolicy(), FleetHistory(60), clock=clock)
+    other.register(ServerInfo("web-0", "web-0"))
+    seen: list[int | None] = []
+
+    def version() -> int | None:
+        ctx = state.context("web-0")
+        assert ctx is not None
+        return ctx.version
+
+    def changed() -> bool:
+        seen.append(version())
+        return len(seen) < 2 or seen[-1] != seen[-2]
+
+    assert changed()
+    assert other.servers["web-0"].version not in seen  # unique across states, not per state
+    clock.ms += 500
+    assert not changed()  # time alone
+    state.set_problem("web-0", "unreachable")
+    assert not changed()  # not something a rule reads
+    state.apply(Sample("web-0", clock.ms, {"cpu": 10.0}, {"cpu:core=0": 10.0}))
+    assert changed()
+    state.apply(Sample("web-0", clock.ms + 1, {"cpu": 10.0}, {"cpu:core=0": 10.0}))
+    assert changed()  # the same values in a new sample: a new version all the same
+    state.register(ServerInfo("web-0", "web-0", role="api"))
+    assert changed()
+    state.set_maintenance("web-0", True)
+    assert changed()
+    state.set_maintenance("web-0", False)
+    assert changed()
+    clock.ms += StatusPolicy().offline_after_ms(1000) + 1
+    assert [s.info.id for s in state.expire()] == ["web-0"]  # the others never reported: offline already
+    assert changed()
+    state.expire()
+    assert not changed()  # already offline
+    state.mirror("web-0", clock.ms, {"cpu": 20.0, "status": "healthy"})
+    assert changed()
+    state.mirror("web-0", clock.ms, {"status": "offline"})
+    assert changed()
+    state.register(ServerInfo("logs-only", "logs-only"))
+    before = state.servers["logs-only"].version
+    assert state.touch("logs-only") is True
+    assert state.servers["logs-only"].version != before
+    ctx = state.context("web-0", {"cpu": 1.0}, clock.ms)
+    assert ctx is not None and ctx.version is None  # as of an event's sample: no version

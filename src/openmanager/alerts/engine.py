@@ -30,6 +30,11 @@ not, why (`reason`):
   (`{"mount": "/var"}`) and `series` (`['disk{mount="/var"}']`). A server without such series is
   evaluated once on its headline values (its alert has no labels); when it gains series, that alert
   ends (administrative). A series that disappears is unknown: its alert neither fires nor resolves.
+- **unchanged inputs**: a condition that reads only the server's latest sample and identity
+  (`Condition.latest_only`) is evaluated once per version of the server's context; later evaluations
+  of the same version reuse its verdicts (see `evaluate`). The lifecycle above is unaffected. An `each`
+  rule whose condition reads only its one bound metric (`disk > 90`: `CompiledRule.each_by_value`) gets
+  a series' verdict from the series value (one evaluation per rule and value, kept in a bounded table).
 """
 
 from __future__ import annotations
@@ -51,6 +56,13 @@ from openmanager.core.silences import Silence
 __all__ = ["Alert", "AlertEngine", "Transition"]
 
 _EACH_CACHE_LIMIT = 100_000  # (server, label, label values) entries of `AlertEngine._each_keys`
+_BY_VALUE_LIMIT = 4096  # series values whose verdict `AlertEngine._by_value` keeps per rule
+_UNSET: Any = object()  # a rule not evaluated yet for this version of a server (`AlertEngine._memo`)
+
+# One evaluation target of a (rule, server): its slot key, the series keys its metrics read ({metric:
+# series key}, for an `each` rule's series; None: the server's headline values) and its labels (or None).
+_Target = tuple[str, Mapping[str, str] | None, dict[str, str] | None]
+
 
 @dataclass(slots=True)
 class _Slot:
@@ -142,8 +154,16 @@ class AlertEngine:
         self._infos: dict[str, ServerInfo] = {}
         # (server, bound metrics, label, label values) → per value (slot key, {metric: series key}, labels):
         # `each` rules' targets, made once per server and set of series (emptied at _EACH_CACHE_LIMIT)
-        self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]],
-                              tuple[tuple[str, dict[str, str], dict[str, str]], ...]] = {}
+        self._each_keys: dict[tuple[str, frozenset[str], str, Sequence[str]], tuple[_Target, ...]] = {}
+        # server id → [context version, then per enabled per-server rule (in `_server_rules` order) its
+        # verdict, or for an `each` rule on a server with series (targets, their verdicts), or _UNSET]: the
+        # verdicts of the `latest_only` rules for that version of the server, reused while its context keeps
+        # it (one row per server evaluated, replaced when the version changes; emptied when the rules
+        # change, a forgotten server's dropped)
+        self._memo: dict[str, list[Any]] = {}
+        # rule id → series value → verdict, for the `each` rules whose verdict is a function of the series
+        # value (`CompiledRule.each_by_value`; at most _BY_VALUE_LIMIT values a rule; emptied when rules change)
+        self._by_value: dict[str, dict[float, bool | None]] = {}
 
     # rules -----------------------------------------------------------------------------------------
     @property
@@ -190,6 +210,8 @@ class AlertEngine:
         enabled = [r for r in self._rules.values() if r.spec.enabled]
         self._server_rules = [r for r in enabled if not r.spec.fleet]
         self._fleet_rules = [r for r in enabled if r.spec.fleet]
+        self._memo.clear()  # its rows are by position in `_server_rules`
+        self._by_value.clear()
 
     def _active_of(self, rule_id: str) -> list[Alert]:
         return [s.alert for s in self._slots.get(rule_id, {}).values() if s.alert is not None]
@@ -243,6 +265,7 @@ class AlertEngine:
                                          detail="server forgotten"))
         for rule in self._rules.values():
             rule._in_scope.pop(server_id, None)
+        self._memo.pop(server_id, None)
         return out
 
     # evaluation ------------------------------------------------------------------------------------
@@ -251,39 +274,95 @@ class AlertEngine:
         """Every enabled per-server rule against each of `servers` in its scope, then (with `fleet`) every
         fleet rule across `servers`, then housekeeping. Returns the transitions. Evaluating a server
         again with the same data changes nothing, so a caller may evaluate servers as their samples
-        arrive and the whole fleet on a tick."""
+        arrive and the whole fleet on a tick.
+
+        A rule whose condition is `latest_only` is not evaluated again for a server whose context has the
+        `version` it had at the rule's last evaluation (contexts without one are always evaluated): its
+        last verdicts are used, and the lifecycle (`for`, `clear`, cooldown, repeat) runs on them at
+        `now_ms` as it would on fresh ones. So the tick after an arrival pass re-evaluates only the rules
+        that read time (windows, history functions) and the servers whose state changed since."""
         out: list[Transition] = []
         infos = self._infos
         for info, _ in servers:
             infos[info.id] = info
-        for rule in self._server_rules:
-            slots = self._slots.get(rule.spec.id)
-            cond = rule.condition.evaluate
+        # a context's version (`FleetState` contexts have one): equal versions of a server answer alike but
+        # for time, so a `latest_only` condition's verdicts are reused while the version stays the same
+        rows: list[list[Any] | None] = []
+        memo, unset = self._memo, (_UNSET,) * len(self._server_rules)
+        for info, ctx in servers:
+            version = getattr(ctx, "version", None)
+            if version is None:
+                rows.append(None)
+                continue
+            row = memo.get(info.id)
+            if row is None:
+                row = memo[info.id] = [version, *unset]
+            elif row[0] != version:  # a new version: nothing known of it yet
+                row[0] = version
+                row[1:] = unset
+            rows.append(row)
+        for index, rule in enumerate(self._server_rules, 1):
+            rid = rule.spec.id
+            slots = self._slots.get(rid)
+            cond = rule.condition.evaluator()
             scoped = rule.scope is not None
             each = rule.spec.each
-            for info, ctx in servers:
+            reuse = rule.condition.latest_only
+            by_value = rule.each_by_value
+            for (info, ctx), row in zip(servers, rows, strict=True):
                 if scoped and not rule.in_scope(info, ctx):
                     for key in self._keys_of(slots, info.id, each):
                         if slots and (slot := slots.get(key)) is not None and slot.alert is not None:
                             out.append(self._end(slot, now_ms, notify=False, reason="administrative",
                                                  detail="server left the rule's scope"))
                     continue
-                targets = ((info.id, ctx, None),) if each is None else self._each_targets(rule, info.id, ctx)
-                if each is not None and targets[0][2] is not None and slots \
-                        and (slot := slots.get(info.id)) is not None and slot.alert is not None:
-                    out.append(self._end(slot, now_ms, notify=False, reason="administrative",
-                                         detail=f"now evaluated per {each}"))
-                for key, target, labels in targets:
-                    verdict = cond(target)
-                    slot = slots.get(key) if slots else None
-                    if slot is None or slot.alert is None:
-                        if verdict is True:
-                            if slot is None:
-                                slot = self._slot(rule.spec.id, key)
-                                slots = self._slots[rule.spec.id]
-                            out += self._start(rule, slot, info.id, None, target, now_ms, labels)
+                sid = info.id
+                if not reuse:
+                    row = None
+                verdict: bool | None
+                if each is None:  # the server on its headline values: one verdict
+                    if row is None:
+                        verdict = cond(ctx)
+                    elif (verdict := row[index]) is _UNSET:
+                        verdict = row[index] = cond(ctx)
+                else:  # its verdict per series: (targets, verdicts); or, with no series, one on its headlines
+                    if row is None or (entry := row[index]) is _UNSET:
+                        made = self._each_targets(rule, sid, ctx)
+                        if made[0][1] is None:
+                            entry = cond(ctx)
+                        elif by_value is not None:
+                            entry = (made, self._verdicts_by_value(rule, by_value, ctx, made))
+                        else:
+                            entry = (made, [cond(_EachContext(ctx, keys or {})) for _, keys, _ in made])
+                        if row is not None:
+                            row[index] = entry
+                    if type(entry) is tuple:  # per series
+                        made, verdicts = entry
+                        if slots and (slot := slots.get(sid)) is not None and slot.alert is not None:
+                            out.append(self._end(slot, now_ms, notify=False, reason="administrative",
+                                                 detail=f"now evaluated per {each}"))
+                        for (key, keys, labels), verdict in zip(made, verdicts, strict=True):
+                            slot = slots.get(key) if slots else None
+                            if slot is None or slot.alert is None:
+                                if verdict is True:
+                                    if slot is None:
+                                        slot = self._slot(rid, key)
+                                        slots = self._slots[rid]
+                                    out += self._start(rule, slot, sid, None, _EachContext(ctx, keys or {}), now_ms,
+                                                       labels)
+                                continue
+                            out += self._advance(rule, slot, verdict, _EachContext(ctx, keys or {}), now_ms)
                         continue
-                    out += self._advance(rule, slot, verdict, target, now_ms)
+                    verdict = entry
+                slot = slots.get(sid) if slots else None
+                if slot is None or slot.alert is None:
+                    if verdict is True:
+                        if slot is None:
+                            slot = self._slot(rid, sid)
+                            slots = self._slots[rid]
+                        out += self._start(rule, slot, sid, None, ctx, now_ms)
+                    continue
+                out += self._advance(rule, slot, verdict, ctx, now_ms)
         for rule in self._fleet_rules if fleet else ():
             members = [ctx for info, ctx in servers if rule.in_scope(info, ctx)]
             fleet_ctx = _Fleet(members, now_ms)
@@ -307,10 +386,35 @@ class AlertEngine:
             return [server] if server in slots else []
         return [k for k in slots if k == server or k.startswith(server + "{")]
 
-    def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext
-                      ) -> Sequence[tuple[str, EvalContext, dict[str, str] | None]]:
-        """(slot key, context, labels) per label value of an `each` rule's series on this server; the server
-        itself (no labels) when it has none. The labels dicts are shared: not to be changed."""
+    def _verdicts_by_value(self, rule: CompiledRule, metric: str, ctx: EvalContext, made: Sequence[_Target]
+                           ) -> list[bool | None]:
+        """An `each` rule's verdict per series when its condition reads only `metric` (`each_by_value`): the
+        verdict for a series value computed once per rule and value (non-zero finite floats; the rest are
+        evaluated) and looked up after, since values at a metric's precision recur."""
+        table = self._by_value.get(rule.spec.id)
+        if table is None:
+            table = self._by_value[rule.spec.id] = {}
+        cond = rule.condition.evaluator()
+        latest = ctx.latest
+        out: list[bool | None] = []
+        for _, keys, _ in made:
+            assert keys is not None
+            value = latest(keys[metric])
+            if type(value) is float and value and value - value == 0.0:  # not ±0.0, NaN or infinite
+                verdict = table.get(value, _UNSET)
+                if verdict is _UNSET:
+                    verdict = cond(_EachContext(ctx, keys))
+                    if len(table) >= _BY_VALUE_LIMIT:
+                        table.clear()
+                    table[value] = verdict
+            else:
+                verdict = cond(_EachContext(ctx, keys))
+            out.append(verdict)
+        return out
+
+    def _each_targets(self, rule: CompiledRule, server: str, ctx: EvalContext) -> Sequence[_Target]:
+        """(slot key, {metric: series key}, labels) per label value of an `each` rule's series on this server;
+        the server itself (no keys, no labels) when it has none. Shared: not to be changed."""
         label = rule.spec.each
         assert label is not None
         metrics = rule.each_bound
@@ -323,7 +427,7 @@ class AlertEngine:
             labelled = getattr(ctx, "labelled", None)  # a context that knows no series: judged on headlines
             values = tuple(sorted({v for m in metrics for v in labelled(m)})) if labelled is not None else ()
         if not values:
-            return ((server, ctx, None),)
+            return ((server, None, None),)
         key = (server, metrics, label, values)
         made = self._each_keys.get(key)
         if made is None:
@@ -332,7 +436,7 @@ class AlertEngine:
             made = self._each_keys[key] = tuple(
                 (series_slot(server, {label: v}), {m: f"{m}:{label}={v}" for m in metrics}, {label: v})
                 for v in values)
-        return [(slot, _EachContext(ctx, keys), labels) for slot, keys, labels in made]
+        return made
 
     def _start(self, rule: CompiledRule, slot: _Slot, server: str | None, servers: tuple[str, ...] | None,
                ctx: Any, now_ms: int, labels: dict[str, str] | None = None) -> list[Transition]:

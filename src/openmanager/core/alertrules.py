@@ -261,6 +261,9 @@ class CompiledRule:
     scope: Condition | None
     _in_scope: dict[str, tuple[ServerInfo, bool]] = field(default_factory=dict)
     each_bound: frozenset[str] = frozenset()  # with `each`: the metrics its conditions read per series
+    # with `each`: the one metric whose series value alone decides the condition's verdict for a series
+    # (`Condition.reads_only`), or None
+    each_by_value: str | None = None
 
     @classmethod
     def compile(cls, spec: RuleSpec) -> CompiledRule:
@@ -269,7 +272,9 @@ class CompiledRule:
         bound: frozenset[str] = frozenset()
         if spec.each:
             bound = each_metrics(spec.each) & (condition.fields | (clear.fields if clear else frozenset()))
-        return cls(spec, condition, clear, compile_condition(spec.scope) if spec.scope else None, each_bound=bound)
+        by_value = next(iter(bound)) if len(bound) == 1 and condition.reads_only(bound) else None
+        return cls(spec, condition, clear, compile_condition(spec.scope) if spec.scope else None, each_bound=bound,
+                   each_by_value=by_value)
 
     def in_scope(self, info: ServerInfo, ctx: Any) -> bool:
         """Whether the server is in the rule's scope (unknown is out). Cached until its info changes."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -201,11 +202,17 @@ class CleanedSeries:
 _CACHE_LIMIT = 65_536
 _PLAN_LIMIT = 4096  # key tuples whose verdicts are kept, each of at most _PLAN_KEYS keys
 _PLAN_KEYS = 256
+_ROUNDED_LIMIT = 65_536  # values whose rounding `SeriesCleaner` remembers, per precision
 _Verdict = tuple[int, str, float, float, int]  # catalogue order, label value, low, high, precision
 
 
-# each key's verdict in order, how many are None, and whether more are valid than the cap allows
-_Plan = tuple[tuple[_Verdict | None, ...], int, bool]
+# What a valid key's value goes through: (the key, as first seen: the plan's keys are the ones `clean` writes, so
+# a server's series dicts share key objects tick after tick; low; the highest finite value allowed; precision;
+# the remembered roundings at that precision, None for precision 0)
+_Write = tuple[str, float, float, int, dict[float, float] | None]
+# each key's verdict in order, how many are None, whether more are valid than the cap allows, and each
+# key's write (None for an invalid key), in order
+_Plan = tuple[tuple[_Verdict | None, ...], int, bool, tuple[_Write | None, ...]]
 
 
 @dataclass(slots=True)
@@ -213,17 +220,26 @@ class SeriesCleaner:
     """Validates a sample's series against a policy. Remembers each key's verdict (at most `_CACHE_LIMIT`)
     and each key tuple's verdicts in order (at most `_PLAN_LIMIT` tuples of up to `_PLAN_KEYS` keys; each
     cache is emptied when full), so a server that sends the same keys every tick costs one lookup per
-    sample, then the clamp and round of each value."""
+    sample, then the clamp and round of each value (the rounding of a value seen before is remembered:
+    at most `_ROUNDED_LIMIT` per precision). The dicts `clean` returns for one key tuple share its key
+    objects (the tuple's first)."""
 
     policy: SeriesPolicy = field(default_factory=SeriesPolicy)
     _verdicts: dict[object, _Verdict | None] = field(default_factory=dict)
     _plans: dict[tuple[object, ...], _Plan] = field(default_factory=dict)
+    # precision → value → round(value, precision): sources mostly send values already at the metric's
+    # precision (psutil's percentages, the simulator's), so a value recurs; `round` with digits costs ~10x
+    # a dict lookup (at most `_ROUNDED_LIMIT` values per precision, emptied when full)
+    _rounded: dict[int, dict[float, float]] = field(default_factory=dict)
 
     def _plan(self, keys: tuple[object, ...]) -> _Plan:
         verdicts = self._verdicts
         found = [verdicts[k] if k in verdicts else self._verdict(k) for k in keys]
         bad = found.count(None)
-        plan: _Plan = (tuple(found), bad, len(keys) - bad > self.policy.max_series)
+        writes = tuple(None if v is None else (str(k), v[2], v[3] if v[3] < _INF else _MAX_FLOAT, v[4],
+                                               self._rounded.setdefault(v[4], {}) if v[4] else None)
+                       for k, v in zip(keys, found, strict=True))
+        plan: _Plan = (tuple(found), bad, len(keys) - bad > self.policy.max_series, writes)
         if len(keys) <= _PLAN_KEYS:
             if len(self._plans) >= _PLAN_LIMIT:
                 self._plans.clear()
@@ -255,28 +271,30 @@ class SeriesCleaner:
         plan = self._plans.get(keys)
         if plan is None:
             plan = self._plan(keys)
-        verdicts, dropped, capped = plan
+        verdicts, dropped, capped, writes = plan
         out: dict[str, float] = {}
-        for key, rawv, verdict in zip(keys, raw.values(), verdicts, strict=True):
-            if verdict is None:
+        for rawv, write in zip(raw.values(), writes, strict=True):
+            if write is None:
                 continue
-            kind = type(rawv)
-            if kind is float:
-                value: float = rawv  # type: ignore[assignment]
-            elif kind is int:
-                value = float(rawv)  # type: ignore[arg-type]
+            key, low, top, precision, rounded = write
+            if type(rawv) is float and low <= rawv <= top:  # a float in range (not NaN, not infinite)
+                value: float = rawv
             else:
-                dropped += 1
-                continue
-            if value != value or value == _INF or value == -_INF:
-                dropped += 1
-                continue
-            _, _, low, high, precision = verdict
-            if value < low:
-                value = low
-            elif value > high:
-                value = high
-            out[key] = round(value, precision) if precision else float(round(value))
+                clamped = _clamp(rawv, low, top)
+                if clamped is None:
+                    dropped += 1
+                    continue
+                value = clamped
+            if rounded is None:
+                out[key] = float(round(value))
+            elif (done := rounded.get(value)) is not None:
+                out[key] = done
+            else:
+                done = out[key] = round(value, precision)
+                if value:  # not ±0.0, which are one key but keep their signs
+                    if len(rounded) >= _ROUNDED_LIMIT:
+                        rounded.clear()
+                    rounded[value] = done
         cap = self.policy.max_series
         if capped and len(out) > cap:
             rank = dict(zip(keys, verdicts, strict=True))
@@ -287,6 +305,22 @@ class SeriesCleaner:
 
 
 _INF = math.inf
+_MAX_FLOAT = sys.float_info.max
+
+
+def _clamp(raw: object, low: float, top: float) -> float | None:
+    """A series value (a float or an int, not a bool) clamped to [low, top]; None when it is not a number,
+    NaN or infinite."""
+    kind = type(raw)
+    if kind is float:
+        value: float = raw  # type: ignore[assignment]
+    elif kind is int:
+        value = float(raw)  # type: ignore[arg-type]
+    else:
+        return None
+    if value != value or value == _INF or value == -_INF:
+        return None
+    return low if value < low else top if value > top else value
 
 
 def _rank(verdict: _Verdict | None) -> tuple[int, str]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,17 @@ from openmanager.core.model import Sample, ServerInfo, Status
 from openmanager.core.series import EMPTY_LAYOUT, SeriesCleaner, SeriesLayout, SeriesPolicy, layout_of
 from openmanager.core.status import StatusPolicy
 
+# Versions of server states: unique in the process (a forgotten server registered again, or another
+# `FleetState`, never repeats one), so a version names one content of one state.
+_next_version = itertools.count(1).__next__
+
 
 @dataclass(slots=True)
 class ServerState:
+    """One server's live state. `FleetState` is its only writer, and gives it a new `version` whenever it
+    changes anything a rule context answers apart from time: `info`, `values`, `series` (and `layout`),
+    `status`."""
+
     info: ServerInfo
     values: dict[str, float]
     ts: int  # timestamp of the latest sample, ms
@@ -29,6 +38,7 @@ class ServerState:
     series: dict[str, float] = field(default_factory=dict)  # labelled series of the latest sample, by key
     series_dropped: int = 0  # series the latest sample had beyond the policy (invalid, excluded, over the cap)
     layout: SeriesLayout = EMPTY_LAYOUT  # the keys of `series`, indexed (interned: shared by every tick)
+    version: int = field(default_factory=_next_version)
 
     def wire(self) -> dict[str, Any]:
         """The server's sample as the `metrics` topic carries it (headline values only)."""
@@ -74,6 +84,13 @@ class _ServerContext:
     def sample_ts(self) -> int:
         """When the sample the context reads was taken (0 if the server never reported)."""
         return self._state.ts
+
+    @property
+    def version(self) -> int | None:
+        """The server state's version (`ServerState.version`): two contexts of the server with the same
+        version answer `latest`, `labelled`, `label_values` and `server` alike, whatever their `now_ms`
+        (what a `Condition.latest_only` reads). None for a context as of an event's sample."""
+        return self._state.version if self._sample is None else None
 
     def latest(self, field: str) -> float | str | None:
         if self._sample is not None:
@@ -175,6 +192,7 @@ class FleetState:
             self.servers[info.id] = ServerState(info, {}, 0, status, last_seen)
         else:
             current.info = info
+            current.version = _next_version()
 
     def apply(self, sample: Sample) -> ServerState:
         """Record a clean sample: latest values, status, history. Unknown servers are registered bare."""
@@ -190,6 +208,7 @@ class FleetState:
         state.last_seen = self.now_ms()
         if state.status is not Status.MAINTENANCE:
             state.status = self.policy.derive(sample.values)
+        state.version = _next_version()
         self.history.append(sample.server, sample.ts, sample.values, sample.series, layout.keys)
         return state
 
@@ -206,6 +225,7 @@ class FleetState:
         state.last_seen = self.now_ms()
         if state.status is Status.OFFLINE:
             state.status = Status.HEALTHY
+            state.version = _next_version()
             return True
         return False
 
@@ -224,6 +244,7 @@ class FleetState:
             status = Status.HEALTHY
         if status is Status.OFFLINE:
             state.status = status
+            state.version = _next_version()
             return
         values = {k: float(v) for k, v in wire.items()
                   if k != "status" and isinstance(v, int | float) and not isinstance(v, bool)}
@@ -235,6 +256,7 @@ class FleetState:
         state.ts = ts
         state.last_seen = self.now_ms()
         state.status = status
+        state.version = _next_version()
         self.history.append(server_id, ts, values, labelled, layout.keys)
 
     def set_problem(self, server_id: str, reason: str | None) -> None:
@@ -254,6 +276,7 @@ class FleetState:
         elif state.status is Status.MAINTENANCE:
             stale = self.now_ms() - state.last_seen > self.policy.offline_after_ms(self.tick_ms)
             state.status = Status.OFFLINE if stale or not state.ts else self.policy.derive(state.values)
+        state.version = _next_version()
 
     def expire(self) -> list[ServerState]:
         """Mark servers that stopped reporting as offline; returns those that just turned offline."""
@@ -265,6 +288,7 @@ class FleetState:
                 continue
             if now - state.last_seen > limit:
                 state.status = Status.OFFLINE
+                state.version = _next_version()
                 gone.append(state)
         return gone
 

@@ -86,7 +86,12 @@ class Condition:
     too; a labelled series by its key, `disk:mount=/var`); `series_metrics` the metrics whose every
     series it reads (`max(disk{})`, `any(disk{} > 90)`); `max_window_ms` is its longest window (0 if
     none), i.e. how much history it needs; `cost` is what one evaluation for one server costs
-    (`limits.cost`); `expr` is the checked syntax tree.
+    (`limits.cost`); `expr` is the checked syntax tree. `latest_only` says that a per-server condition
+    reads nothing but the server's identity (`server.*`, `tags.*`) and its latest sample (metrics,
+    `status`, `metric{}`): no window, `predict`, `time_to`, `anomaly` or `outlier`, so its verdict for a
+    server does not change with `now_ms` or with other servers' data, only with what the context's
+    `latest`, `labelled`, `label_values` and `server` answer (the alert engine reuses it while those are
+    unchanged). Always False for a fleet condition.
     Build one with `compile_condition`, not directly.
     """
 
@@ -97,6 +102,7 @@ class Condition:
     cost: int
     expr: Expr = field(repr=False, compare=False)
     series_metrics: frozenset[str] = frozenset()
+    latest_only: bool = False
     _server_fn: _Bool[EvalContext] | None = field(default=None, repr=False, compare=False)
     _fleet_fn: _Bool[FleetContext] | None = field(default=None, repr=False, compare=False)
     _observers: tuple[tuple[str, Callable[[object], float | str | None]], ...] = field(
@@ -107,6 +113,20 @@ class Condition:
     _series_values: tuple[Callable[[EvalContext], dict[str, float | str | None]], ...] = field(
         default=(), repr=False, compare=False
     )
+
+    def reads_only(self, metrics: frozenset[str]) -> bool:
+        """Whether a per-server condition reads nothing but the latest values of `metrics` (no `status`,
+        `server.*`, `tags.*`, labelled series, window or history function): its verdict is then a function
+        of those values alone."""
+        if self.fleet:
+            return False
+        for node in walk(self.expr):
+            if isinstance(node, Field):
+                if node.scope != "metric" or node.name not in metrics:
+                    return False
+            elif not isinstance(node, Compare | Logical | Not | Neg | Binary | Number | String):
+                return False
+        return True
 
     def matching_members(self, ctx: FleetContext) -> list[EvalContext]:
         """For a fleet condition: the members where the condition of any `count()` holds (the servers an
@@ -145,6 +165,13 @@ class Condition:
         if self._server_fn is None:
             raise ValueError("a fleet condition must be evaluated with evaluate_fleet()")
         return self._server_fn(ctx)
+
+    def evaluator(self) -> Callable[[EvalContext], bool | None]:
+        """`evaluate` without its check, for a loop over many servers: the compiled function itself.
+        Raises ValueError for a fleet condition."""
+        if self._server_fn is None:
+            raise ValueError("a fleet condition must be evaluated with evaluate_fleet()")
+        return self._server_fn
 
     def evaluate_fleet(self, ctx: FleetContext) -> bool | None:
         """True, False, or None (unknown) for the fleet in `ctx`. Raises ValueError for a per-server
@@ -208,6 +235,12 @@ class _LruCache:
 _CACHE = _LruCache(512)
 
 
+# What a per-server condition may read beyond the server's latest sample and identity: a window or the
+# history functions end at `now_ms`; `outlier` reads the other servers of its role; `count()` and the fleet
+# functions (refused outside fleet rules by `typecheck`) other servers (`Condition.latest_only`).
+_TIME_DEPENDENT = (Window, Forecast, Anomaly, Outlier, Count, FleetAggregate)
+
+
 def _compile(text: str, fleet: bool, expr: Expr, price: int) -> Condition:
     nodes = list(walk(expr))
     fields = frozenset(n.name for n in nodes if isinstance(n, Field) and n.scope == "metric")
@@ -220,7 +253,9 @@ def _compile(text: str, fleet: bool, expr: Expr, price: int) -> Condition:
                          _fleet_fn=fleet_compiler.boolean(expr),
                          _observers=_observers(text, expr, fleet_compiler), _count_fns=counts)
     server_compiler = _ServerCompiler()
-    return Condition(text, False, fields, max_window, price, expr, vectors, _server_fn=server_compiler.boolean(expr),
+    latest_only = not any(isinstance(n, _TIME_DEPENDENT) for n in nodes)
+    return Condition(text, False, fields, max_window, price, expr, vectors, latest_only,
+                     _server_fn=server_compiler.boolean(expr),
                      _observers=_observers(text, expr, server_compiler), _namers=_namers(expr),
                      _series_values=tuple(_quantified_values(n) for n in _outside_count(expr)
                                           if isinstance(n, Quantified)))
@@ -518,6 +553,24 @@ def _kleene_or(fns: tuple[_Bool[C], ...]) -> _Bool[C]:
 
 class _ServerCompiler(_Compiler[EvalContext]):
     """Leaves that read one server: metrics, status, `server.*`, `tags.*`, window functions."""
+
+    def _compare(self, expr: Compare) -> _Bool[EvalContext]:
+        left, right = expr.left, expr.right
+        if not (isinstance(left, Field) and left.scope == "metric" and isinstance(right, Number)
+                and result_type(left) is not Type.STRING):
+            return super()._compare(expr)
+        # `metric > constant`, the commonest condition of all: one closure reading the value (what the
+        # general form does with three calls: compare, leaf, `_as_number`)
+        name, cmp, constant = left.name, _NUM_CMP[expr.op], right.value
+
+        def metric_vs_constant(c: EvalContext) -> bool | None:
+            value = c.latest(name)
+            if type(value) is float:
+                return None if value != value else cmp(value, constant)
+            a = _as_number(value)
+            return None if a is None else cmp(a, constant)
+
+        return metric_vs_constant
 
     def number_leaf(self, expr: Expr) -> _Num[EvalContext]:
         if isinstance(expr, Field):
