@@ -30,10 +30,32 @@ REDIS_URL = os.environ.get("OPENMANAGER_TEST_REDIS_URL", "redis://127.0.0.1:6379
 PG_URL = os.environ.get("OPENMANAGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+PORT_BASE = 20_000
+"""Test servers' ports start here: below the kernel's ephemeral range (32768-60999 by default), so the
+local port of an outgoing connection is never one of them."""
+PORT_BLOCK = 3_000
+_next_port: dict[str, int] = {}
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port on 127.0.0.1 that nothing is bound to, for a server a test is about to start. Each
+    pytest-xdist worker takes ports in turn from a block of its own (and skips any in use), so two
+    workers never pick the same one: a port chosen by binding port 0 could be handed to another worker
+    before the first server bound it, and then one test's client talked to another test's hub."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[:2] == "gw" and worker[2:].isdigit() else 0
+    low = PORT_BASE + (index % 4) * PORT_BLOCK
+    port = _next_port.get(worker, low + os.getpid() % 500)  # another run at the same time starts elsewhere
+    for _ in range(PORT_BLOCK):
+        port = low + (port + 1 - low) % PORT_BLOCK
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _next_port[worker] = port
+        return port
+    raise RuntimeError(f"no free port in {low}-{low + PORT_BLOCK - 1}")
 
 
 def _redis_ping(url: str) -> str | None:

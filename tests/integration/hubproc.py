@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,13 +17,9 @@ import httpx
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.services import free_port
+
 TOKEN = "integration-test-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HubProcess:

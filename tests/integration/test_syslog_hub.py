@@ -26,9 +26,7 @@ pytestmark = pytest.mark.skipif(shutil.which("logger") is None, reason="util-lin
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port(socket.SOCK_DGRAM)
 
 
 class Ports:
