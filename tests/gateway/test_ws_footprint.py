@@ -189,22 +189,24 @@ async def test_heartbeat_pings_go_between_the_fanout_bursts(pinging: LiveHub) ->
 
             proto.transport.write = spy  # type: ignore[method-assign]
         async with asyncio.timeout(30):
-            while len(pings) < 24 or any(p.rtt_ms() is None for p in protocols):
+            while len(pings) < 36 or any(p.rtt_ms() is None for p in protocols):
                 await ws.recv()  # the subscribed client reads (and answers its pings) as metrics arrive
         hb = SharedHeartbeat._by_loop[asyncio.get_running_loop()]
         async with asyncio.timeout(10):  # a tick late past 1.5 periods (a busy machine) forgets it until the next
             while hb.bursts.period is None:
                 await ws.recv()
         assert hb.bursts.period == pytest.approx(0.1, abs=0.05)  # learned from the metrics passes
-        # Where each ping fell between the passes before and after it (0: at a pass, 0.5: halfway). A
-        # heartbeat blind to the bursts lands in the middle half about half of the time (P(75 %) < 2 %).
+        # Where each ping fell between the passes before and after it (0: at a pass, 0.5: halfway), where
+        # the rhythm held (that gap within 30 % of the tick: a tick a busy machine made late moves the pass,
+        # not the aim). A heartbeat blind to the bursts lands in the middle half about half of the time
+        # (P(75 %) < 4 % over 16 gaps).
         phases = []
         for t in pings[4:]:
             before = [s for s in starts if s <= t]
             after = [s for s in starts if s > t]
-            if before and after:
+            if before and after and abs(after[0] - before[-1] - 0.1) <= 0.03:
                 phases.append((t - before[-1]) / (after[0] - before[-1]))
-        assert len(phases) >= 16
+        assert len(phases) >= 16, len(phases)
         in_middle = [p for p in phases if 0.25 <= p <= 0.75]
         assert len(in_middle) >= 0.75 * len(phases), sorted(round(p, 2) for p in phases)
     finally:
