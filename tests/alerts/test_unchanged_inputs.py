@@ -13,16 +13,7 @@ from openmanager.core.history import FleetHistory
 from openmanager.core.model import Sample, ServerInfo
 from openmanager.core.status import StatusPolicy
 from openmanager.pipeline.state import FleetState
-
-T0 = 1_800_000_000_000
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
-
-    def __call__(self) -> float:
-        return self.ms / 1000
+from tests.alerts.test_series_alerts import T0, Clock
 
 
 class Counting:

@@ -21,6 +21,22 @@ def _last_seq(db_path: Path, name: str) -> int:
     return int(seq)
 
 
+async def _held_write(store: Store) -> tuple[asyncio.Task[None], threading.Event]:
+    """A `run_write` of agent `a`'s seq (5) that holds its transaction open until the event is set: the
+    running task and that event."""
+    await AgentStore(store).create("a")
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE agents SET last_seq = 5 WHERE name = 'a'")
+        entered.set()
+        release.wait(10)
+
+    task = asyncio.create_task(store.run_write(slow))
+    assert await asyncio.to_thread(entered.wait, 10)
+    return task, release
+
+
 async def test_raw_writes_only_on_a_sqlite_file(store: Store) -> None:
     assert store.raw_writes is (store.dialect == "sqlite")
     if not store.raw_writes:
@@ -51,17 +67,7 @@ async def test_a_failing_function_rolls_back_and_raises_store_error(store: Store
 
 
 async def test_a_cancelled_caller_keeps_the_write_lock_until_the_transaction_ended(store: Store, db_path: Path) -> None:
-    agents = AgentStore(store)
-    await agents.create("a")
-    entered, release = threading.Event(), threading.Event()
-
-    def slow(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE agents SET last_seq = 5 WHERE name = 'a'")
-        entered.set()
-        release.wait(10)
-
-    task = asyncio.create_task(store.run_write(slow))
-    assert await asyncio.to_thread(entered.wait, 10)
+    task, release = await _held_write(store)
     task.cancel()
     await asyncio.sleep(0)  # the cancellation is delivered; the transaction is still running
     assert not task.done() and store._write_lock.locked()
@@ -73,17 +79,8 @@ async def test_a_cancelled_caller_keeps_the_write_lock_until_the_transaction_end
 
 
 async def test_engine_writes_wait_for_a_running_transaction(store: Store, db_path: Path) -> None:
+    raw, release = await _held_write(store)
     agents = AgentStore(store)
-    await agents.create("a")
-    entered, release = threading.Event(), threading.Event()
-
-    def slow(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE agents SET last_seq = 5 WHERE name = 'a'")
-        entered.set()
-        release.wait(10)
-
-    raw = asyncio.create_task(store.run_write(slow))
-    assert await asyncio.to_thread(entered.wait, 10)
     other = asyncio.create_task(agents.create("b"))  # an engine write: it queues on the write lock
     for _ in range(1000):  # until it waits for the lock (a few steps of the loop)
         if store._write_lock._waiters:
