@@ -124,7 +124,10 @@ async def test_heartbeat_comment_when_idle(sse_hub: HubProcess) -> None:
                     if len(stamps) == 4:
                         break
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert all(0.3 <= g <= 0.9 for g in gaps), gaps  # every heartbeat_ms (400 ms) of silence
+    # every heartbeat_ms (400 ms) of silence, on a schedule: a heartbeat a busy machine makes late is
+    # followed by an earlier one (0.53 then 0.27 s seen), so the silence never runs long and the mean holds
+    assert all(0.1 <= g <= 0.9 for g in gaps), gaps
+    assert 0.3 <= sum(gaps) / len(gaps) <= 0.6, gaps
 
 
 @pytest.mark.parametrize(
